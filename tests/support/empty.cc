@@ -1,0 +1,1 @@
+// Keeps romulus_testlib non-empty before any helper lands.
