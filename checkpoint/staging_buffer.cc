@@ -1,0 +1,30 @@
+#include "checkpoint/staging_buffer.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+namespace romulus::checkpoint {
+
+StagingBuffer::StagingBuffer(size_t capacity_bytes)
+    : capacity_pages_(std::max<size_t>(1, capacity_bytes / protocol::kPageSize)) {
+  const size_t bytes = capacity_pages_ * protocol::kPageSize;
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                 -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  pages_ = static_cast<uint8_t*>(p);
+  pfns_.reserve(capacity_pages_);
+}
+
+StagingBuffer::~StagingBuffer() { munmap(pages_, capacity_pages_ * protocol::kPageSize); }
+
+bool StagingBuffer::add(uint64_t pfn, const uint8_t* page) {
+  if (full()) return false;
+  std::memcpy(pages_ + pfns_.size() * protocol::kPageSize, page, protocol::kPageSize);
+  pfns_.push_back(pfn);
+  return true;
+}
+
+}  // namespace romulus::checkpoint

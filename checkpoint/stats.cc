@@ -1,0 +1,165 @@
+#include "checkpoint/stats.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace romulus::checkpoint {
+namespace {
+
+template <typename Get>
+Distribution summarize(const std::deque<EpochRecord>& recent, Get get, int64_t all_time_max) {
+  Distribution d;
+  d.max = all_time_max;
+  if (recent.empty()) return d;
+  std::vector<int64_t> v;
+  v.reserve(recent.size());
+  for (const auto& r : recent) v.push_back(get(r));
+  std::sort(v.begin(), v.end());
+  d.p50 = v[(v.size() - 1) * 50 / 100];
+  d.p99 = v[(v.size() - 1) * 99 / 100];
+  return d;
+}
+
+Distribution summarize_values(const std::deque<int64_t>& values, int64_t all_time_max) {
+  Distribution d;
+  d.max = all_time_max;
+  if (values.empty()) return d;
+  std::vector<int64_t> v(values.begin(), values.end());
+  std::sort(v.begin(), v.end());
+  d.p50 = v[(v.size() - 1) * 50 / 100];
+  d.p99 = v[(v.size() - 1) * 99 / 100];
+  return d;
+}
+
+double ms(int64_t us) { return static_cast<double>(us) / 1000.0; }
+
+}  // namespace
+
+void StatsRecorder::record_epoch(const EpochRecord& r) {
+  std::lock_guard lock(mu_);
+  totals_.epochs++;
+  totals_.last = r;
+  totals_.dirty_pages_total += r.dirty_pages;
+  totals_.raw_bytes_total += r.raw_bytes;
+  totals_.wire_bytes_total += r.wire_bytes;
+  if (r.stretched) totals_.stretched_intervals++;
+  if (r.sent_while_paused) totals_.overflowed_staging++;
+  totals_.pause_us.max = std::max(totals_.pause_us.max, r.pause_us);
+  totals_.interval_us.max = std::max(totals_.interval_us.max, r.interval_us);
+  totals_.encode_us.max = std::max(totals_.encode_us.max, r.encode_us);
+  recent_.push_back(r);
+  if (recent_.size() > window_) recent_.pop_front();
+}
+
+void StatsRecorder::record_sent(uint64_t epoch, std::chrono::steady_clock::time_point when) {
+  std::lock_guard lock(mu_);
+  totals_.sent_epoch = std::max(totals_.sent_epoch, epoch);
+  unacked_.push_back({epoch, when});
+  if (unacked_.size() > window_) unacked_.pop_front();
+}
+
+void StatsRecorder::record_ack(uint64_t epoch, std::chrono::steady_clock::time_point when) {
+  std::lock_guard lock(mu_);
+  totals_.acked_epoch = std::max(totals_.acked_epoch, epoch);
+  while (!unacked_.empty() && unacked_.front().epoch <= epoch) {
+    if (unacked_.front().epoch == epoch) {
+      const int64_t us =
+          std::chrono::duration_cast<std::chrono::microseconds>(when - unacked_.front().when)
+              .count();
+      ack_latencies_.push_back(us);
+      if (ack_latencies_.size() > window_) ack_latencies_.pop_front();
+      max_ack_latency_us_ = std::max(max_ack_latency_us_, us);
+    }
+    unacked_.pop_front();
+  }
+}
+
+void StatsRecorder::record_postponed() {
+  std::lock_guard lock(mu_);
+  totals_.postponed_pauses++;
+}
+
+void StatsRecorder::record_sync_progress(uint64_t sent, uint64_t total, uint64_t rounds,
+                                         int64_t duration_us) {
+  std::lock_guard lock(mu_);
+  totals_.sync_pages_sent = sent;
+  totals_.sync_pages_total = total;
+  totals_.sync_rounds = rounds;
+  totals_.sync_duration_us = duration_us;
+}
+
+void StatsRecorder::record_cache(uint64_t lookups, uint64_t hits, uint64_t misses,
+                                 uint64_t evictions, uint64_t overflows) {
+  std::lock_guard lock(mu_);
+  totals_.cache_lookups = lookups;
+  totals_.cache_hits = hits;
+  totals_.cache_misses = misses;
+  totals_.cache_evictions = evictions;
+  totals_.cache_overflows = overflows;
+}
+
+StatsSnapshot StatsRecorder::snapshot() const {
+  std::lock_guard lock(mu_);
+  StatsSnapshot s = totals_;
+  s.pause_us = summarize(
+      recent_, [](const EpochRecord& r) { return r.pause_us; }, totals_.pause_us.max);
+  s.interval_us = summarize(
+      recent_, [](const EpochRecord& r) { return r.interval_us; }, totals_.interval_us.max);
+  s.encode_us = summarize(
+      recent_, [](const EpochRecord& r) { return r.encode_us; }, totals_.encode_us.max);
+  s.ack_latency_us = summarize_values(ack_latencies_, max_ack_latency_us_);
+  s.compression_ratio = s.wire_bytes_total == 0 ? 0.0
+                                                : static_cast<double>(s.raw_bytes_total) /
+                                                      static_cast<double>(s.wire_bytes_total);
+  int64_t window_us = 0;
+  uint64_t window_bytes = 0;
+  for (const auto& r : recent_) {
+    window_us += r.interval_us;
+    window_bytes += r.wire_bytes;
+  }
+  s.wire_bytes_per_sec =
+      window_us > 0 ? static_cast<double>(window_bytes) * 1e6 / static_cast<double>(window_us)
+                    : 0.0;
+  return s;
+}
+
+std::string format_stats_line(const StatsSnapshot& s) {
+  const double hit_rate = s.cache_lookups == 0 ? 0.0
+                                               : 100.0 * static_cast<double>(s.cache_hits) /
+                                                     static_cast<double>(s.cache_lookups);
+  return fmt::format(
+      "epoch {} (acked {}): interval p50 {:.1f} ms, pause p50 {:.2f} ms p99 {:.2f} ms max "
+      "{:.2f} ms, {} dirty pages last, ratio {:.1f}x, {:.1f} MB/s on the wire, cache hits "
+      "{:.0f}%, ack p99 {:.1f} ms{}",
+      s.last.epoch, s.acked_epoch, ms(s.interval_us.p50), ms(s.pause_us.p50), ms(s.pause_us.p99),
+      ms(s.pause_us.max), s.last.dirty_pages, s.compression_ratio, s.wire_bytes_per_sec / 1e6,
+      hit_rate, ms(s.ack_latency_us.p99),
+      s.stretched_intervals ? fmt::format(", {} intervals stretched", s.stretched_intervals)
+                            : std::string());
+}
+
+std::string stats_to_json(const StatsSnapshot& s) {
+  auto dist = [](const Distribution& d) {
+    return fmt::format(R"({{"p50":{:.3f},"p99":{:.3f},"max":{:.3f}}})", ms(d.p50), ms(d.p99),
+                       ms(d.max));
+  };
+  return fmt::format(
+      R"({{"epochs":{},"sent_epoch":{},"acked_epoch":{},"stretched_intervals":{},)"
+      R"("postponed_pauses":{},"overflowed_staging":{},"pause_ms":{},"interval_ms":{},)"
+      R"("encode_ms":{},"ack_latency_ms":{},"dirty_pages_total":{},"raw_bytes_total":{},)"
+      R"("wire_bytes_total":{},"compression_ratio":{:.3f},"wire_bytes_per_sec":{:.0f},)"
+      R"("last":{{"epoch":{},"dirty_pages":{},"wire_bytes":{},"pause_ms":{:.3f}}},)"
+      R"("initial_sync":{{"pages_sent":{},"pages_total":{},"rounds":{},"duration_ms":{:.1f}}},)"
+      R"("cache":{{"lookups":{},"hits":{},"misses":{},"evictions":{},"overflows":{}}}}})",
+      s.epochs, s.sent_epoch, s.acked_epoch, s.stretched_intervals, s.postponed_pauses,
+      s.overflowed_staging, dist(s.pause_us), dist(s.interval_us), dist(s.encode_us),
+      dist(s.ack_latency_us), s.dirty_pages_total, s.raw_bytes_total, s.wire_bytes_total,
+      s.compression_ratio, s.wire_bytes_per_sec, s.last.epoch, s.last.dirty_pages,
+      s.last.wire_bytes, ms(s.last.pause_us), s.sync_pages_sent, s.sync_pages_total, s.sync_rounds,
+      ms(s.sync_duration_us), s.cache_lookups, s.cache_hits, s.cache_misses, s.cache_evictions,
+      s.cache_overflows);
+}
+
+}  // namespace romulus::checkpoint

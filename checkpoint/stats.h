@@ -1,0 +1,95 @@
+// Replication statistics of the primary, in the spirit of QEMU's `info migrate`.
+//
+// The epoch engine records one EpochRecord per checkpoint; the sender records
+// acknowledgements. Readers take a Snapshot (a plain value) at any time and
+// render it as text or JSON. All methods are thread-safe (one mutex; the hot
+// path takes it a few times per epoch, not per page).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+
+namespace romulus::checkpoint {
+
+// What one checkpoint cost. Durations in microseconds.
+struct EpochRecord {
+  uint64_t epoch = 0;
+  int64_t interval_us = 0;   // achieved: start of previous pause to start of this one
+  int64_t pause_us = 0;      // pause requested -> guest running again
+  int64_t gate_wait_us = 0;  // part of pause spent waiting for Update sections to close
+  int64_t collect_us = 0;    // dirty-page collection (inside the pause)
+  int64_t copy_us = 0;       // copying dirty pages to staging (inside the pause)
+  int64_t encode_us = 0;     // encoding after resume (wall time across encoder threads)
+  int64_t send_us = 0;       // first byte handed to the transport -> last byte written
+  uint64_t dirty_pages = 0;
+  uint64_t raw_bytes = 0;          // dirty_pages * 4096
+  uint64_t wire_bytes = 0;         // bytes of the checkpoint on the wire, framing included
+  bool stretched = false;          // interval was longer than asked: previous send not done
+  bool sent_while_paused = false;  // dirty set overflowed staging
+};
+
+// Percentile summary over a recent window.
+struct Distribution {
+  int64_t p50 = 0, p99 = 0, max = 0;  // max is over all time
+};
+
+struct StatsSnapshot {
+  uint64_t epochs = 0;       // consistent checkpoints sent
+  uint64_t acked_epoch = 0;  // highest epoch the backup acknowledged
+  uint64_t sent_epoch = 0;   // highest epoch fully sent
+  uint64_t stretched_intervals = 0;
+  uint64_t postponed_pauses = 0;  // pause gave up waiting for Update sections
+  uint64_t overflowed_staging = 0;
+  Distribution pause_us, interval_us, ack_latency_us, encode_us;
+  uint64_t dirty_pages_total = 0;
+  uint64_t raw_bytes_total = 0;
+  uint64_t wire_bytes_total = 0;
+  double compression_ratio = 0;   // raw / wire over all checkpoints (0 if none)
+  double wire_bytes_per_sec = 0;  // over the recent window
+  EpochRecord last;
+  // Initial sync.
+  uint64_t sync_pages_sent = 0, sync_pages_total = 0, sync_rounds = 0;
+  int64_t sync_duration_us = 0;
+  // Sender page cache.
+  uint64_t cache_lookups = 0, cache_hits = 0, cache_misses = 0, cache_evictions = 0,
+           cache_overflows = 0;
+};
+
+class StatsRecorder {
+ public:
+  explicit StatsRecorder(size_t window = 1024) : window_(window) {}
+
+  void record_epoch(const EpochRecord& r);
+  void record_sent(uint64_t epoch, std::chrono::steady_clock::time_point when);
+  void record_ack(uint64_t epoch, std::chrono::steady_clock::time_point when);
+  void record_postponed();
+  void record_sync_progress(uint64_t sent, uint64_t total, uint64_t rounds, int64_t duration_us);
+  void record_cache(uint64_t lookups, uint64_t hits, uint64_t misses, uint64_t evictions,
+                    uint64_t overflows);
+
+  StatsSnapshot snapshot() const;
+
+ private:
+  struct Sent {
+    uint64_t epoch;
+    std::chrono::steady_clock::time_point when;
+  };
+
+  mutable std::mutex mu_;
+  size_t window_;
+  StatsSnapshot totals_;
+  std::deque<EpochRecord> recent_;
+  std::deque<int64_t> ack_latencies_;
+  std::deque<Sent> unacked_;
+  int64_t max_ack_latency_us_ = 0;
+};
+
+// One line for the periodic log: "epoch 120: pause p50 1.2 ms p99 3.4 ms, ...".
+std::string format_stats_line(const StatsSnapshot& s);
+// The JSON object served to `romulus status --json` (the "primary" member).
+std::string stats_to_json(const StatsSnapshot& s);
+
+}  // namespace romulus::checkpoint
