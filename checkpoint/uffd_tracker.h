@@ -1,0 +1,44 @@
+// UffdTracker: dirty pages from userfaultfd async write-protect, read and re-armed
+// with the PAGEMAP_SCAN ioctl on /proc/<guest>/pagemap (see dirty_tracker.h).
+//
+// The guest armed the tracking itself in romulus::guest::attach(); this side only
+// scans. Owned and called by one thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <vector>
+
+#include "checkpoint/dirty_tracker.h"
+#include "guest/linux_abi.h"
+
+namespace romulus::checkpoint {
+
+class UffdTracker final : public DirtyTracker {
+ public:
+  static Result<std::unique_ptr<UffdTracker>> create(pid_t guest, uint64_t guest_arena_addr,
+                                                     const uint8_t* arena_mapping,
+                                                     size_t arena_bytes);
+  ~UffdTracker() override;
+
+  std::string_view name() const override { return "uffd"; }
+  Status collect(std::vector<uint64_t>& pfns) override;
+  const uint8_t* page_source(uint64_t pfn) const override { return arena_ + pfn * 4096; }
+
+  // PAGEMAP_SCAN calls made so far (statistics).
+  uint64_t scans() const { return scans_; }
+
+ private:
+  UffdTracker(int pagemap_fd, pid_t guest, uint64_t addr, const uint8_t* arena, size_t bytes);
+
+  int pagemap_fd_;
+  pid_t guest_;
+  uint64_t guest_addr_;
+  const uint8_t* arena_;
+  size_t bytes_;
+  std::vector<page_region> regions_;  // ioctl output buffer, bounded
+  uint64_t scans_ = 0;
+};
+
+}  // namespace romulus::checkpoint

@@ -1,0 +1,116 @@
+// romulus-testguest: a guest for tests. It attaches, then executes one command per
+// line read from fd $ROMULUS_TEST_CMD_FD (default stdin) and answers one line per
+// command on fd $ROMULUS_TEST_ACK_FD (default stdout):
+//
+//   info                 -> "ok base=<hex> size=<n> resumed=<0|1> tracker=<name>"
+//   w OFF LEN VAL        memset(arena+OFF, VAL, LEN)            -> "ok"
+//   r OFF                -> "ok <byte value at arena+OFF>"
+//   ub / ue              update_begin() / update_end()          -> "ok"
+//   nested               three nested Updates, written in, closed -> "ok"
+//   threads N            N threads loop { Update { ++a[i]; ++b[i]; } } where a[i] is
+//                        the u64 at page 1+2i and b[i] at page 2+2i -> "ok"
+//   stopthreads          stop and join them                      -> "ok"
+//   exit N               exit(N) at once (no answer)
+//   crash                raise SIGSEGV (no answer)
+// Attach failure: message on stderr, exit status 3.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "guest/guest.h"
+
+namespace {
+
+int env_fd(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::atoi(v) : fallback;
+}
+
+}  // namespace
+
+int main() {
+  auto arena = romulus::guest::attach();
+  if (!arena.is_ok()) {
+    std::fprintf(stderr, "testguest: %s\n", arena.status().to_string().c_str());
+    return 3;
+  }
+  uint8_t* base = arena->base();
+  const size_t size = arena->size();
+  FILE* in = fdopen(env_fd("ROMULUS_TEST_CMD_FD", 0), "r");
+  FILE* out = fdopen(env_fd("ROMULUS_TEST_ACK_FD", 1), "w");
+  if (in == nullptr || out == nullptr) return 4;
+  setvbuf(out, nullptr, _IOLBF, 0);
+
+  std::atomic<bool> stop_threads{false};
+  std::vector<std::thread> threads;
+  char line[256];
+  while (std::fgets(line, sizeof(line), in) != nullptr) {
+    char cmd[32] = {0};
+    unsigned long long a = 0, b = 0, c = 0;
+    int n = std::sscanf(line, "%31s %llu %llu %llu", cmd, &a, &b, &c);
+    if (n < 1) continue;
+    std::string op = cmd;
+    if (op == "info") {
+      std::fprintf(out, "ok base=%p size=%zu resumed=%d tracker=%s\n", static_cast<void*>(base),
+                   size, arena->resumed() ? 1 : 0, std::string(arena->tracker()).c_str());
+    } else if (op == "w" && n == 4 && a + b <= size) {
+      std::memset(base + a, static_cast<int>(c), b);
+      std::fprintf(out, "ok\n");
+    } else if (op == "r" && n == 2 && a < size) {
+      std::fprintf(out, "ok %u\n", static_cast<unsigned>(base[a]));
+    } else if (op == "ub") {
+      romulus::guest::update_begin();
+      std::fprintf(out, "ok\n");
+    } else if (op == "ue") {
+      romulus::guest::update_end();
+      std::fprintf(out, "ok\n");
+    } else if (op == "nested") {
+      {
+        romulus::guest::Update u1;
+        base[0] = 1;
+        {
+          romulus::guest::Update u2;
+          romulus::guest::Update u3;
+          base[1] = 2;
+        }
+      }
+      std::fprintf(out, "ok\n");
+    } else if (op == "threads" && n == 2 && (2 * a + 3) * 4096 <= size) {
+      stop_threads = false;
+      for (unsigned long long i = 0; i < a; ++i) {
+        threads.emplace_back([&stop_threads, base, i] {
+          auto* x = reinterpret_cast<volatile uint64_t*>(base + (1 + 2 * i) * 4096);
+          auto* y = reinterpret_cast<volatile uint64_t*>(base + (2 + 2 * i) * 4096);
+          while (!stop_threads.load(std::memory_order_relaxed)) {
+            romulus::guest::Update u;
+            *x = *x + 1;
+            for (int k = 0; k < 50; ++k) __asm__ volatile("" ::: "memory");
+            *y = *y + 1;
+          }
+        });
+      }
+      std::fprintf(out, "ok\n");
+    } else if (op == "stopthreads") {
+      stop_threads = true;
+      for (auto& t : threads) t.join();
+      threads.clear();
+      std::fprintf(out, "ok\n");
+    } else if (op == "exit" && n == 2) {
+      std::_Exit(static_cast<int>(a));
+    } else if (op == "crash") {
+      raise(SIGSEGV);
+    } else {
+      std::fprintf(out, "err bad command: %s", line);
+    }
+  }
+  stop_threads = true;
+  for (auto& t : threads) t.join();
+  return 0;
+}

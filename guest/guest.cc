@@ -1,0 +1,344 @@
+// The guest SDK: attach(), the private fallback arena, uffd arming, the Update gate.
+#include "guest/guest.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+
+#include "guest/control_page.h"
+#include "guest/linux_abi.h"
+#include "guest/romulus_guest.h"
+
+namespace romulus::guest {
+
+namespace bip = boost::interprocess;
+
+namespace detail {
+
+struct ArenaState {
+  uint8_t* base = nullptr;
+  size_t size = 0;
+  bool supervised = false;
+  bool resumed = false;
+  std::optional<uint64_t> resumed_epoch;
+  std::optional<uint16_t> service_port;
+  std::string tracker = "none";
+  int uffd = -1;  // kept open for the life of the process
+  ControlPage* control = nullptr;
+  std::unique_ptr<bip::managed_external_buffer> segment;
+};
+
+}  // namespace detail
+
+namespace {
+
+// The process-wide SDK state. attach() runs once (std::call_once) and publishes
+// the control page for Update; both live until the process exits, by design: the
+// SDK is the process's link to its supervisor.
+struct Process {
+  std::once_flag once;
+  detail::ArenaState* state = nullptr;  // set on success
+  Status error;                         // set on failure
+  std::atomic<ControlPage*> control{nullptr};
+};
+
+Process& process() {
+  static Process* p = new Process();  // never destroyed: Updates may run during exit
+  return *p;
+}
+
+thread_local uint32_t t_update_depth = 0;
+
+template <typename T>
+bool parse_uint(const char* text, T& out) {
+  if (text == nullptr || *text == '\0') return false;
+  const char* end = text + std::strlen(text);
+  auto [p, ec] = std::from_chars(text, end, out);
+  return ec == std::errc() && p == end;
+}
+
+Status parse_env_uint(const char* name, uint64_t max, std::optional<uint64_t>& out) {
+  const char* text = std::getenv(name);
+  out.reset();
+  if (text == nullptr) return Status::ok();
+  uint64_t v = 0;
+  if (!parse_uint(text, v) || v > max) {
+    return Status::invalid_argument(std::string(name) + "='" + text + "' is not a valid number");
+  }
+  out = v;
+  return Status::ok();
+}
+
+// Registers [base, base+size) for async write-protect and arms it. Fills the
+// control page's tracker fields either way.
+Status arm_uffd(detail::ArenaState& s, ControlPage* cp) {
+  auto fail = [&](const char* what, int err) {
+    cp->tracker_errno.store(static_cast<uint32_t>(err), std::memory_order_relaxed);
+    cp->tracker_state.store(static_cast<uint32_t>(TrackerState::kFailed),
+                            std::memory_order_relaxed);
+    return Status::from_errno(what, err);
+  };
+  int fd = linux_abi::userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+  if (fd < 0) return fail("userfaultfd", errno);
+  struct uffdio_api api;
+  std::memset(&api, 0, sizeof(api));
+  api.api = UFFD_API;
+  api.features = linux_abi::kUffdWantedFeatures;
+  if (ioctl(fd, UFFDIO_API, &api) != 0) {
+    int err = errno;
+    close(fd);
+    return fail(err == EINVAL ? "UFFDIO_API with WP_ASYNC|WP_UNPOPULATED|WP_HUGETLBFS_SHMEM "
+                                "(kernel lacks UFFD_FEATURE_WP_ASYNC? needs Linux 6.7+)"
+                              : "UFFDIO_API",
+                err);
+  }
+  cp->uffd_features.store(api.features, std::memory_order_relaxed);
+  struct uffdio_register reg;
+  std::memset(&reg, 0, sizeof(reg));
+  reg.range.start = reinterpret_cast<uintptr_t>(s.base);
+  reg.range.len = s.size;
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) {
+    int err = errno;
+    close(fd);
+    return fail("UFFDIO_REGISTER (write-protect mode) over the arena", err);
+  }
+  struct uffdio_writeprotect wp;
+  std::memset(&wp, 0, sizeof(wp));
+  wp.range.start = reinterpret_cast<uintptr_t>(s.base);
+  wp.range.len = s.size;
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+  if (ioctl(fd, UFFDIO_WRITEPROTECT, &wp) != 0) {
+    int err = errno;
+    close(fd);
+    return fail("UFFDIO_WRITEPROTECT over the arena", err);
+  }
+  s.uffd = fd;
+  cp->tracker_state.store(static_cast<uint32_t>(TrackerState::kUffd), std::memory_order_relaxed);
+  return Status::ok();
+}
+
+Status open_segment(detail::ArenaState& s) {
+  try {
+    if (s.resumed) {
+      s.segment = std::make_unique<bip::managed_external_buffer>(bip::open_only, s.base, s.size);
+    } else {
+      s.segment = std::make_unique<bip::managed_external_buffer>(bip::create_only, s.base, s.size);
+    }
+  } catch (const std::exception& e) {
+    return Status::corrupt(std::string(s.resumed ? "opening" : "creating") +
+                           " the arena's managed segment: " + e.what());
+  }
+  return Status::ok();
+}
+
+Status attach_private(detail::ArenaState& s) {
+  std::optional<uint64_t> size;
+  ROMULUS_RETURN_IF_ERROR(parse_env_uint(kEnvArenaSize, std::numeric_limits<size_t>::max(), size));
+  s.size = size.value_or(kPrivateArenaDefaultSize);
+  if (s.size == 0 || s.size % 4096 != 0) {
+    return Status::invalid_argument("ROMULUS_ARENA_SIZE must be a positive multiple of 4096");
+  }
+  void* p = mmap(nullptr, s.size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return Status::from_errno("mmap private arena", errno);
+  s.base = static_cast<uint8_t*>(p);
+  return open_segment(s);
+}
+
+// Supervised attach, up to (not including) the report: fills s; on error the
+// caller reports the Status through the control page.
+Status attach_supervised(detail::ArenaState& s, ControlPage* cp) {
+  std::optional<uint64_t> arena_fd, arena_size, port;
+  ROMULUS_RETURN_IF_ERROR(parse_env_uint(kEnvArenaFd, INT32_MAX, arena_fd));
+  ROMULUS_RETURN_IF_ERROR(
+      parse_env_uint(kEnvArenaSize, std::numeric_limits<size_t>::max(), arena_size));
+  ROMULUS_RETURN_IF_ERROR(parse_env_uint(kEnvResumedEpoch, UINT64_MAX, s.resumed_epoch));
+  ROMULUS_RETURN_IF_ERROR(parse_env_uint(kEnvServicePort, 65535, port));
+  if (port) s.service_port = static_cast<uint16_t>(*port);
+  s.resumed = s.resumed_epoch.has_value();
+  if (!arena_size || *arena_size == 0 || *arena_size % 4096 != 0) {
+    return Status::invalid_argument("ROMULUS_ARENA_SIZE missing or not a multiple of 4096");
+  }
+  s.size = *arena_size;
+  void* p =
+      mmap(nullptr, s.size, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(*arena_fd), 0);
+  if (p == MAP_FAILED)
+    return Status::from_errno("mmap arena fd " + std::to_string(*arena_fd), errno);
+  s.base = static_cast<uint8_t*>(p);
+  cp->arena_addr.store(reinterpret_cast<uintptr_t>(s.base), std::memory_order_relaxed);
+  cp->arena_size.store(s.size, std::memory_order_relaxed);
+
+  const char* tracker = std::getenv(kEnvTracker);
+  std::string_view t = tracker ? tracker : "compare";
+  if (t == "uffd") {
+    s.tracker = "uffd";
+    ROMULUS_RETURN_IF_ERROR(arm_uffd(s, cp));
+  } else if (t == "compare" || t == "none") {
+    s.tracker = "compare";
+    cp->tracker_state.store(static_cast<uint32_t>(TrackerState::kCompare),
+                            std::memory_order_relaxed);
+  } else {
+    return Status::invalid_argument("unknown ROMULUS_TRACKER '" + std::string(t) + "'");
+  }
+  return open_segment(s);
+}
+
+void report(ControlPage* cp, const Status& st) {
+  cp->guest_pid.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
+  set_control_message(cp, st.is_ok() ? "attached" : st.to_string().c_str());
+  cp->attach_state.store(
+      static_cast<uint32_t>(st.is_ok() ? AttachState::kAttached : AttachState::kFailed),
+      std::memory_order_seq_cst);
+  linux_abi::futex_wake(&cp->attach_state);
+}
+
+void do_attach(Process& proc) {
+  auto s = std::make_unique<detail::ArenaState>();
+  const char* control_text = std::getenv(kEnvControlFd);
+  if (std::getenv(kEnvArenaFd) == nullptr) {
+    Status st = attach_private(*s);
+    if (!st.is_ok()) {
+      proc.error = st.context("romulus guest attach (private arena)");
+      return;
+    }
+    proc.state = s.release();
+    return;
+  }
+  s->supervised = true;
+  int control_fd = -1;
+  if (!parse_uint(control_text, control_fd) || control_fd < 0) {
+    proc.error = Status::invalid_argument(
+        "romulus guest attach: ROMULUS_ARENA_FD is set but ROMULUS_CONTROL_FD is missing");
+    return;
+  }
+  void* p = mmap(nullptr, kControlPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, control_fd, 0);
+  if (p == MAP_FAILED) {
+    proc.error = Status::from_errno("romulus guest attach: mmap control fd", errno);
+    return;
+  }
+  auto* cp = static_cast<ControlPage*>(p);
+  if (cp->magic.load(std::memory_order_acquire) != kControlMagic ||
+      cp->version.load(std::memory_order_relaxed) != kControlVersion) {
+    munmap(p, kControlPageSize);
+    proc.error = Status::invalid_argument(
+        "romulus guest attach: control page has the wrong magic or version (supervisor "
+        "and guest SDK do not match)");
+    return;
+  }
+  Status st = attach_supervised(*s, cp);
+  report(cp, st);
+  if (!st.is_ok()) {
+    proc.error = st.context("romulus guest attach");
+    return;
+  }
+  s->control = cp;
+  proc.control.store(cp, std::memory_order_release);
+  proc.state = s.release();
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+uint8_t* Arena::base() const { return state_->base; }
+size_t Arena::size() const { return state_->size; }
+bool Arena::supervised() const { return state_->supervised; }
+bool Arena::resumed() const { return state_->resumed; }
+std::optional<uint64_t> Arena::resumed_epoch() const { return state_->resumed_epoch; }
+std::optional<uint16_t> Arena::service_port() const { return state_->service_port; }
+std::string_view Arena::tracker() const { return state_->tracker; }
+bip::managed_external_buffer& Arena::segment() const { return *state_->segment; }
+
+Result<Arena> attach() {
+  Process& proc = process();
+  std::call_once(proc.once, [&] { do_attach(proc); });
+  if (proc.state == nullptr) return proc.error;
+  return Arena(proc.state);
+}
+
+void update_begin() {
+  if (t_update_depth++ > 0) return;
+  ControlPage* cp = process().control.load(std::memory_order_acquire);
+  if (cp == nullptr) return;  // private arena: nothing to coordinate with
+  bool waited = false;
+  for (;;) {
+    // Hold back while a pause is pending: spin briefly, then sleep on the futex.
+    for (int spin = 0; cp->pause_pending.load(std::memory_order_seq_cst) != 0; ++spin) {
+      waited = true;
+      if (spin < 64) {
+        cpu_relax();
+      } else {
+        linux_abi::futex_wait(&cp->pause_pending, 1);
+      }
+    }
+    cp->open_updates.fetch_add(1, std::memory_order_seq_cst);
+    if (cp->pause_pending.load(std::memory_order_seq_cst) == 0) break;
+    // A pause was raised between our check and our increment: back off so it can
+    // proceed, then wait for it like above.
+    if (cp->open_updates.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+      linux_abi::futex_wake(&cp->open_updates);
+    }
+  }
+  if (waited) cp->update_waits.fetch_add(1, std::memory_order_relaxed);
+}
+
+void update_end() {
+  if (t_update_depth == 0) return;  // unpaired end: ignore rather than corrupt the count
+  if (--t_update_depth > 0) return;
+  ControlPage* cp = process().control.load(std::memory_order_acquire);
+  if (cp == nullptr) return;
+  if (cp->open_updates.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+      cp->pause_pending.load(std::memory_order_seq_cst) != 0) {
+    linux_abi::futex_wake(&cp->open_updates);
+  }
+}
+
+Update::Update() { update_begin(); }
+Update::~Update() { update_end(); }
+
+}  // namespace romulus::guest
+
+// ---- C ABI ----
+
+extern "C" int romulus_attach(void) {
+  auto arena = romulus::guest::attach();
+  if (!arena.is_ok()) {
+    std::fprintf(stderr, "%s\n", arena.status().to_string().c_str());
+    return -1;
+  }
+  return 0;
+}
+
+extern "C" void* romulus_arena_base(void) {
+  auto arena = romulus::guest::attach();
+  return arena.is_ok() ? arena->base() : nullptr;
+}
+
+extern "C" size_t romulus_arena_size(void) {
+  auto arena = romulus::guest::attach();
+  return arena.is_ok() ? arena->size() : 0;
+}
+
+extern "C" int romulus_resumed(void) {
+  auto arena = romulus::guest::attach();
+  return arena.is_ok() && arena->resumed() ? 1 : 0;
+}
+
+extern "C" void romulus_update_begin(void) { romulus::guest::update_begin(); }
+extern "C" void romulus_update_end(void) { romulus::guest::update_end(); }
