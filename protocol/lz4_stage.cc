@@ -1,0 +1,60 @@
+#include "protocol/lz4_stage.h"
+
+#include <fmt/format.h>
+#include <lz4.h>
+
+#include <climits>
+
+#include "protocol/wire_format.h"
+
+namespace romulus::protocol {
+
+bool lz4_compress(ByteSpan in, Bytes& out) {
+  out.clear();
+  if (in.empty() || in.size() > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) return false;
+  // Room for one byte less than the input: liblz4 stops and returns 0 as soon as
+  // the block would not be smaller, so incompressible input costs little.
+  out.resize(in.size() - 1);
+  if (out.empty()) return false;
+  const int n = LZ4_compress_default(reinterpret_cast<const char*>(in.data()),
+                                     reinterpret_cast<char*>(out.data()),
+                                     static_cast<int>(in.size()), static_cast<int>(out.size()));
+  if (n <= 0) {
+    out.clear();
+    return false;
+  }
+  out.resize(static_cast<size_t>(n));
+  return true;
+}
+
+Status lz4_decompress(ByteSpan block, size_t expected_size, Bytes& out) {
+  out.clear();
+  if (expected_size > kMaxDecodedPayload) {
+    return Status::invalid_argument(
+        fmt::format("lz4 block: announced size {} exceeds the limit of {} bytes", expected_size,
+                    kMaxDecodedPayload));
+  }
+  if (block.empty() || block.size() > static_cast<size_t>(INT_MAX)) {
+    return Status::corrupt(fmt::format("lz4 block: invalid block length {}", block.size()));
+  }
+  out.resize(expected_size);
+  char empty_dst = 0;
+  char* dst = expected_size == 0 ? &empty_dst : reinterpret_cast<char*>(out.data());
+  const int n =
+      LZ4_decompress_safe(reinterpret_cast<const char*>(block.data()), dst,
+                          static_cast<int>(block.size()), static_cast<int>(expected_size));
+  if (n < 0) {
+    out.clear();
+    return Status::corrupt(fmt::format(
+        "lz4 block: malformed, or decodes to more than the announced {} bytes (block of {} bytes)",
+        expected_size, block.size()));
+  }
+  if (static_cast<size_t>(n) != expected_size) {
+    out.clear();
+    return Status::corrupt(
+        fmt::format("lz4 block: decodes to {} bytes, announced {}", n, expected_size));
+  }
+  return Status::ok();
+}
+
+}  // namespace romulus::protocol

@@ -1,0 +1,223 @@
+#include "protocol/page_compare.h"
+
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace romulus::protocol {
+namespace {
+
+// ---- Portable: 8 bytes at a time.
+
+bool diff_words_portable(const uint8_t* a, const uint8_t* b, WordDiffMap* map) {
+  uint64_t any = 0;
+  for (size_t i = 0; i < map->size(); ++i) {
+    uint64_t bits = 0;
+    for (size_t w = 0; w < 64; w += 2) {
+      uint64_t x, y;
+      std::memcpy(&x, a + (i * 64 + w) * kWordSize, 8);
+      std::memcpy(&y, b + (i * 64 + w) * kWordSize, 8);
+      const uint64_t d = x ^ y;
+      if (d == 0) continue;
+      // Word order in memory: the first word is the low half on little endian.
+      uint32_t lo, hi;
+      std::memcpy(&lo, &d, 4);
+      std::memcpy(&hi, reinterpret_cast<const uint8_t*>(&d) + 4, 4);
+      bits |= uint64_t{lo != 0} << w;
+      bits |= uint64_t{hi != 0} << (w + 1);
+    }
+    (*map)[i] = bits;
+    any |= bits;
+  }
+  return any != 0;
+}
+
+bool diff_bytes_portable(const uint8_t* a, const uint8_t* b, ByteDiffMap* map) {
+  uint64_t any = 0;
+  for (size_t i = 0; i < map->size(); ++i) {
+    uint64_t bits = 0;
+    for (size_t j = 0; j < 64; j += 8) {
+      uint64_t x, y;
+      std::memcpy(&x, a + i * 64 + j, 8);
+      std::memcpy(&y, b + i * 64 + j, 8);
+      if (x == y) continue;
+      for (size_t k = 0; k < 8; ++k)
+        bits |= uint64_t{a[i * 64 + j + k] != b[i * 64 + j + k]} << (j + k);
+    }
+    (*map)[i] = bits;
+    any |= bits;
+  }
+  return any != 0;
+}
+
+#if defined(__x86_64__)
+
+// ---- SSE2 (x86-64 baseline): 16 bytes at a time.
+
+bool diff_words_sse2(const uint8_t* a, const uint8_t* b, WordDiffMap* map) {
+  uint64_t any = 0;
+  for (size_t i = 0; i < map->size(); ++i) {
+    const uint8_t* pa = a + i * 256;
+    const uint8_t* pb = b + i * 256;
+    uint64_t eq = 0;
+    for (size_t j = 0; j < 16; ++j) {
+      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + 16 * j));
+      const __m128i y = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + 16 * j));
+      const int m = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(x, y)));
+      eq |= static_cast<uint64_t>(m) << (4 * j);
+    }
+    (*map)[i] = ~eq;
+    any |= ~eq;
+  }
+  return any != 0;
+}
+
+bool diff_bytes_sse2(const uint8_t* a, const uint8_t* b, ByteDiffMap* map) {
+  uint64_t any = 0;
+  for (size_t i = 0; i < map->size(); ++i) {
+    const uint8_t* pa = a + i * 64;
+    const uint8_t* pb = b + i * 64;
+    uint64_t eq = 0;
+    for (size_t j = 0; j < 4; ++j) {
+      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + 16 * j));
+      const __m128i y = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + 16 * j));
+      const uint32_t m = static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(x, y)));
+      eq |= static_cast<uint64_t>(m) << (16 * j);
+    }
+    (*map)[i] = ~eq;
+    any |= ~eq;
+  }
+  return any != 0;
+}
+
+// ---- AVX2: 32 bytes per compare. An identical 128-byte stretch costs one
+// OR of XORs and one test; only differing stretches build their mask.
+
+__attribute__((target("avx2"))) bool diff_words_avx2(const uint8_t* a, const uint8_t* b,
+                                                     WordDiffMap* map) {
+  uint64_t any = 0;
+  for (size_t i = 0; i < map->size(); ++i) {
+    uint64_t eq = ~uint64_t{0};
+    for (size_t half = 0; half < 2; ++half) {
+      const __m256i* pa = reinterpret_cast<const __m256i*>(a + i * 256 + half * 128);
+      const __m256i* pb = reinterpret_cast<const __m256i*>(b + i * 256 + half * 128);
+      const __m256i a0 = _mm256_loadu_si256(pa), b0 = _mm256_loadu_si256(pb);
+      const __m256i a1 = _mm256_loadu_si256(pa + 1), b1 = _mm256_loadu_si256(pb + 1);
+      const __m256i a2 = _mm256_loadu_si256(pa + 2), b2 = _mm256_loadu_si256(pb + 2);
+      const __m256i a3 = _mm256_loadu_si256(pa + 3), b3 = _mm256_loadu_si256(pb + 3);
+      const __m256i x =
+          _mm256_or_si256(_mm256_or_si256(_mm256_xor_si256(a0, b0), _mm256_xor_si256(a1, b1)),
+                          _mm256_or_si256(_mm256_xor_si256(a2, b2), _mm256_xor_si256(a3, b3)));
+      if (_mm256_testz_si256(x, x)) continue;
+      const uint64_t m0 = static_cast<uint32_t>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a0, b0))));
+      const uint64_t m1 = static_cast<uint32_t>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a1, b1))));
+      const uint64_t m2 = static_cast<uint32_t>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a2, b2))));
+      const uint64_t m3 = static_cast<uint32_t>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a3, b3))));
+      const uint64_t m = m0 | (m1 << 8) | (m2 << 16) | (m3 << 24);
+      eq &= ~(uint64_t{0xFFFFFFFF} << (32 * half)) | (m << (32 * half));
+    }
+    (*map)[i] = ~eq;
+    any |= ~eq;
+  }
+  return any != 0;
+}
+
+__attribute__((target("avx2"))) bool diff_bytes_avx2(const uint8_t* a, const uint8_t* b,
+                                                     ByteDiffMap* map) {
+  uint64_t any = 0;
+  for (size_t i = 0; i < map->size(); i += 2) {
+    const __m256i* pa = reinterpret_cast<const __m256i*>(a + i * 64);
+    const __m256i* pb = reinterpret_cast<const __m256i*>(b + i * 64);
+    const __m256i a0 = _mm256_loadu_si256(pa), b0 = _mm256_loadu_si256(pb);
+    const __m256i a1 = _mm256_loadu_si256(pa + 1), b1 = _mm256_loadu_si256(pb + 1);
+    const __m256i a2 = _mm256_loadu_si256(pa + 2), b2 = _mm256_loadu_si256(pb + 2);
+    const __m256i a3 = _mm256_loadu_si256(pa + 3), b3 = _mm256_loadu_si256(pb + 3);
+    const __m256i x =
+        _mm256_or_si256(_mm256_or_si256(_mm256_xor_si256(a0, b0), _mm256_xor_si256(a1, b1)),
+                        _mm256_or_si256(_mm256_xor_si256(a2, b2), _mm256_xor_si256(a3, b3)));
+    if (_mm256_testz_si256(x, x)) {
+      (*map)[i] = 0;
+      (*map)[i + 1] = 0;
+      continue;
+    }
+    const uint64_t m0 = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(a0, b0)));
+    const uint64_t m1 = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(a1, b1)));
+    const uint64_t m2 = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(a2, b2)));
+    const uint64_t m3 = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(a3, b3)));
+    (*map)[i] = ~(m0 | (m1 << 32));
+    (*map)[i + 1] = ~(m2 | (m3 << 32));
+    any |= (*map)[i] | (*map)[i + 1];
+  }
+  return any != 0;
+}
+
+bool have_avx2() {
+  static const bool kHave = __builtin_cpu_supports("avx2");
+  return kHave;
+}
+
+#endif  // __x86_64__
+
+}  // namespace
+
+bool diff_words(const uint8_t* a, const uint8_t* b, WordDiffMap* map) {
+#if defined(__x86_64__)
+  return have_avx2() ? diff_words_avx2(a, b, map) : diff_words_sse2(a, b, map);
+#else
+  return diff_words_portable(a, b, map);
+#endif
+}
+
+bool diff_bytes(const uint8_t* a, const uint8_t* b, ByteDiffMap* map) {
+#if defined(__x86_64__)
+  return have_avx2() ? diff_bytes_avx2(a, b, map) : diff_bytes_sse2(a, b, map);
+#else
+  return diff_bytes_portable(a, b, map);
+#endif
+}
+
+bool compare_impl_available(CompareImpl impl) {
+  switch (impl) {
+    case CompareImpl::kPortable:
+      return true;
+#if defined(__x86_64__)
+    case CompareImpl::kSse2:
+      return true;
+    case CompareImpl::kAvx2:
+      return have_avx2();
+#else
+    case CompareImpl::kSse2:
+    case CompareImpl::kAvx2:
+      return false;
+#endif
+  }
+  return false;
+}
+
+bool diff_words_with(CompareImpl impl, const uint8_t* a, const uint8_t* b, WordDiffMap* map) {
+#if defined(__x86_64__)
+  if (impl == CompareImpl::kAvx2) return diff_words_avx2(a, b, map);
+  if (impl == CompareImpl::kSse2) return diff_words_sse2(a, b, map);
+#endif
+  (void)impl;
+  return diff_words_portable(a, b, map);
+}
+
+bool diff_bytes_with(CompareImpl impl, const uint8_t* a, const uint8_t* b, ByteDiffMap* map) {
+#if defined(__x86_64__)
+  if (impl == CompareImpl::kAvx2) return diff_bytes_avx2(a, b, map);
+  if (impl == CompareImpl::kSse2) return diff_bytes_sse2(a, b, map);
+#endif
+  (void)impl;
+  return diff_bytes_portable(a, b, map);
+}
+
+bool pages_equal(const uint8_t* a, const uint8_t* b) { return std::memcmp(a, b, kPageSize) == 0; }
+
+}  // namespace romulus::protocol

@@ -1,0 +1,57 @@
+// RUN/SKIP page codec (CodecId::kRunSkip, the default): one page record says,
+// 4-byte word by word, what changed between the receiver's copy of a page and
+// its current contents. Specified in docs/protocol.md, "Codecs"; grammar:
+//
+//   record   := 0x80 page[4096]            whole page (only as the first byte)
+//             | marker* end
+//   marker   := RUN(n)  words[4*n]          0x01..0x7F: n = 1..127 new words
+//             | SKIP(n)                      0x81..0xFF: n = 1..127 unchanged words
+//   end      := 0x00                         END: the rest of the page is unchanged
+//             | (nothing)                    when the markers covered all 1024 words
+//
+// A marker that would run past word 1024, or 0x80 anywhere but the first byte,
+// is corrupt. `00` alone is an unchanged page.
+//
+// The encoder is exact and minimal for this grammar: every changed word is in a
+// RUN and every unchanged word before the last change is in a SKIP. Folding an
+// unchanged gap of g >= 1 words into the surrounding RUN costs 4g data bytes and
+// saves at most ceil(g/127) SKIP markers plus one RUN marker, i.e. at most
+// g + 1 < 4g bytes, so skipping is always strictly smaller (for a single word
+// between two changes: 2 marker bytes vs 4 data bytes). When the delta would be
+// 4097 bytes or more, the encoder emits the whole-page record instead, so a
+// record is never longer than kRunSkipMaxRecord.
+//
+// Pure functions over caller memory; safe from any thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "protocol/coding.h"
+#include "protocol/page.h"
+#include "protocol/status.h"
+
+namespace romulus::protocol {
+
+inline constexpr uint8_t kRunSkipEnd = 0x00;        // RUN 0: rest of page unchanged
+inline constexpr uint8_t kRunSkipWholePage = 0x80;  // SKIP 0: 4096 raw bytes follow
+inline constexpr uint8_t kRunSkipSkipBit = 0x80;    // marker bit 7: SKIP, else RUN
+inline constexpr size_t kRunSkipMaxRun = 127;       // words per marker
+inline constexpr size_t kRunSkipMaxRecord = 1 + kPageSize;
+
+// Encodes `cur` against the receiver's copy `old` (kPageSize bytes), or as a
+// whole-page record if old is nullptr. Writes at most kRunSkipMaxRecord bytes
+// at out and returns how many.
+size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out);
+
+// Applies the record at the front of `in` to `page`, which holds the receiver's
+// current copy, and returns the number of bytes the record occupies (bytes after
+// it are left for the caller: the next record). On error (kTruncated or
+// kCorrupt, naming the problem and its offset) `page` is left unchanged: the
+// whole record is validated before any byte is written.
+Result<size_t> runskip_decode(ByteSpan in, MutablePageView page);
+
+// True if the record at the front of `in` is a whole-page record.
+inline bool runskip_is_whole_page(ByteSpan in) { return !in.empty() && in[0] == kRunSkipWholePage; }
+
+}  // namespace romulus::protocol

@@ -1,0 +1,358 @@
+// RUN/SKIP codec: the grammar of docs/protocol.md "Codecs", byte for byte.
+#include "protocol/runskip.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "protocol/page_compare.h"
+#include "tests/support/page_patterns.h"
+
+namespace romulus::protocol {
+namespace {
+
+using testing::Change;
+using testing::PageBytes;
+
+struct Pair {
+  PageBytes old{};
+  PageBytes cur{};
+};
+
+Bytes encode(const uint8_t* old, const PageBytes& cur) {
+  Bytes out(kRunSkipMaxRecord + 16, 0xEE);
+  const size_t n = runskip_encode(old, PageView(cur), out.data());
+  EXPECT_LE(n, kRunSkipMaxRecord);
+  for (size_t i = n; i < out.size(); ++i)
+    EXPECT_EQ(out[i], 0xEE) << "wrote past its result at " << i;
+  out.resize(n);
+  return out;
+}
+
+// The size the grammar says a minimal record has (see runskip.h): every changed
+// word in a RUN, every unchanged word before the last change in a SKIP.
+size_t minimal_size(const PageBytes& old, const PageBytes& cur) {
+  auto changed = [&](size_t w) { return std::memcmp(&old[w * 4], &cur[w * 4], 4) != 0; };
+  size_t size = 0, w = 0, last_end = 0;
+  while (w < kWordsPerPage) {
+    const bool c = changed(w);
+    size_t e = w;
+    while (e < kWordsPerPage && changed(e) == c) ++e;
+    const size_t n = e - w;
+    const size_t markers = (n + 126) / 127;
+    if (c) {
+      size += markers + 4 * n;
+      last_end = e;
+    } else if (e < kWordsPerPage) {
+      size += markers;
+    }
+    w = e;
+  }
+  if (last_end < kWordsPerPage) size += 1;  // END
+  return size > kPageSize ? kRunSkipMaxRecord : size;
+}
+
+void expect_round_trip(const Pair& p) {
+  const Bytes rec = encode(p.old.data(), p.cur);
+  EXPECT_EQ(rec.size(), minimal_size(p.old, p.cur));
+  PageBytes page = p.old;
+  auto r = runskip_decode(rec, MutablePageView(page));
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(*r, rec.size());
+  EXPECT_EQ(page, p.cur);
+}
+
+TEST(RunSkip, RoundTripsEveryChangePatternOnEveryPageKind) {
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int iter = 0; iter < 50; ++iter) {
+    for (auto kind : {testing::PageKind::kZero, testing::PageKind::kText,
+                      testing::PageKind::kPointers, testing::PageKind::kSmallInts}) {
+      for (auto change :
+           {Change::kUnchanged, Change::kSparse, Change::kClustered, Change::kDense}) {
+        SCOPED_TRACE(std::string(testing::change_name(change)));
+        Pair p;
+        testing::fill_page(p.old.data(), kind, rng);
+        p.cur = p.old;
+        testing::apply_change(p.cur.data(), change, rng);
+        expect_round_trip(p);
+      }
+    }
+  }
+}
+
+TEST(RunSkip, UnchangedPageIsOneEndByte) {
+  Pair p;
+  p.old.fill(7);
+  p.cur = p.old;
+  EXPECT_EQ(encode(p.old.data(), p.cur), Bytes{0x00});
+}
+
+TEST(RunSkip, NullOldGivesWholePageRecord) {
+  PageBytes cur;
+  cur.fill(0x5A);
+  const Bytes rec = encode(nullptr, cur);
+  ASSERT_EQ(rec.size(), kRunSkipMaxRecord);
+  EXPECT_EQ(rec[0], 0x80);
+  EXPECT_TRUE(std::equal(cur.begin(), cur.end(), rec.begin() + 1));
+  EXPECT_TRUE(runskip_is_whole_page(rec));
+}
+
+TEST(RunSkip, ChangeInWordZero) {
+  Pair p;
+  p.cur[0] = 1;
+  EXPECT_EQ(encode(p.old.data(), p.cur), (Bytes{0x01, 1, 0, 0, 0, 0x00}));
+  expect_round_trip(p);
+}
+
+TEST(RunSkip, ChangeInLastWordNeedsNoEnd) {
+  Pair p;
+  p.cur[4095] = 9;
+  // SKIP 127 x8 = 1016 words, SKIP 7, RUN 1.
+  Bytes want(8, 0xFF);
+  want.push_back(0x87);
+  want.insert(want.end(), {0x01, 0, 0, 0, 9});
+  EXPECT_EQ(encode(p.old.data(), p.cur), want);
+  expect_round_trip(p);
+}
+
+TEST(RunSkip, SingleUnchangedWordBetweenChangesIsSkipped) {
+  Pair p;
+  p.cur[0] = 1;  // word 0
+  p.cur[8] = 2;  // word 2; word 1 unchanged
+  EXPECT_EQ(encode(p.old.data(), p.cur), (Bytes{0x01, 1, 0, 0, 0, 0x81, 0x01, 2, 0, 0, 0, 0x00}));
+}
+
+class RunSkipLengths : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(RunSkipLengths, RunOfNWordsSplitsAt127) {
+  const size_t n = GetParam();
+  Pair p;
+  for (size_t w = 0; w < n; ++w) p.cur[w * 4] = static_cast<uint8_t>(1 + w % 200);
+  const Bytes rec = encode(p.old.data(), p.cur);
+  size_t pos = 0, words = 0;
+  while (words < n) {
+    const size_t m = std::min<size_t>(127, n - words);
+    ASSERT_EQ(rec[pos], m) << "at " << pos;
+    pos += 1 + 4 * m;
+    words += m;
+  }
+  EXPECT_EQ(rec[pos], 0x00);
+  EXPECT_EQ(rec.size(), pos + 1);
+  expect_round_trip(p);
+}
+
+TEST_P(RunSkipLengths, SkipOfNWordsSplitsAt127) {
+  const size_t n = GetParam();
+  Pair p;
+  p.cur[n * 4] = 0x42;  // word n changes after n unchanged words
+  const Bytes rec = encode(p.old.data(), p.cur);
+  size_t pos = 0, words = 0;
+  while (words < n) {
+    const size_t m = std::min<size_t>(127, n - words);
+    ASSERT_EQ(rec[pos], 0x80 | m) << "at " << pos;
+    ++pos;
+    words += m;
+  }
+  EXPECT_EQ(Bytes(rec.begin() + pos, rec.end()), (Bytes{0x01, 0x42, 0, 0, 0, 0x00}));
+  expect_round_trip(p);
+}
+
+INSTANTIATE_TEST_SUITE_P(Borders, RunSkipLengths,
+                         ::testing::Values(1, 126, 127, 128, 254, 255, 256, 381, 1000));
+
+TEST(RunSkip, WholePageChangeFallsBackToWholePageRecord) {
+  Pair p;
+  p.cur.fill(1);
+  const Bytes rec = encode(p.old.data(), p.cur);
+  EXPECT_EQ(rec.size(), kRunSkipMaxRecord);
+  EXPECT_EQ(rec[0], 0x80);
+  expect_round_trip(p);
+}
+
+TEST(RunSkip, DeltaOfExactly4096BytesIsKeptAndOneWordMoreFallsBack) {
+  // Word 0 changed, word 1 unchanged, words 2..1021 changed, then END:
+  // RUN(1)+4, SKIP(1), 9 RUN markers + 1020 * 4, END = 5 + 1 + 4089 + 1 = 4096.
+  Pair p;
+  p.cur[0] = 1;
+  for (size_t w = 2; w < 1022; ++w) p.cur[w * 4] = 1;
+  const Bytes rec = encode(p.old.data(), p.cur);
+  EXPECT_EQ(rec.size(), 4096u);
+  EXPECT_EQ(rec[0], 0x01);
+  expect_round_trip(p);
+
+  p.cur[1022 * 4] = 1;  // 4 more bytes: 4100 would not be smaller than 4097
+  const Bytes whole = encode(p.old.data(), p.cur);
+  EXPECT_EQ(whole.size(), kRunSkipMaxRecord);
+  EXPECT_EQ(whole[0], 0x80);
+  expect_round_trip(p);
+}
+
+TEST(RunSkip, SparsePageEncodesInAtMostOneFiftiethOfAPage) {
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < 200; ++i) {
+    Pair p;
+    testing::fill_page(p.old.data(), testing::kind_for_index(i), rng);
+    p.cur = p.old;
+    testing::apply_change(p.cur.data(), Change::kSparse, rng);
+    EXPECT_LE(encode(p.old.data(), p.cur).size(), kPageSize / 50);
+  }
+}
+
+// ---- Decoder against hostile input.
+
+Result<size_t> decode_keeping(ByteSpan in, PageBytes* page) {
+  const PageBytes before = *page;
+  auto r = runskip_decode(in, MutablePageView(*page));
+  if (!r.is_ok()) {
+    EXPECT_EQ(*page, before) << "a failed decode changed the page";
+  }
+  return r;
+}
+
+std::vector<Bytes> sample_records(std::mt19937_64& rng) {
+  std::vector<Bytes> recs;
+  for (auto change : {Change::kSparse, Change::kClustered, Change::kDense}) {
+    Pair p;
+    testing::fill_page(p.old.data(), testing::PageKind::kText, rng);
+    p.cur = p.old;
+    testing::apply_change(p.cur.data(), change, rng);
+    recs.push_back(encode(p.old.data(), p.cur));
+  }
+  Pair p;
+  p.cur[4095] = 1;  // ends without END
+  recs.push_back(encode(p.old.data(), p.cur));
+  recs.push_back(encode(nullptr, p.cur));  // whole page
+  return recs;
+}
+
+TEST(RunSkipDecode, EveryTruncationIsReportedAsTruncated) {
+  std::mt19937_64 rng(1);
+  for (const Bytes& rec : sample_records(rng)) {
+    for (size_t len = 0; len < rec.size(); ++len) {
+      PageBytes page{};
+      auto r = decode_keeping(ByteSpan(rec.data(), len), &page);
+      ASSERT_FALSE(r.is_ok()) << "prefix of " << len << " of " << rec.size();
+      EXPECT_EQ(r.status().code(), StatusCode::kTruncated) << r.status().to_string();
+    }
+  }
+}
+
+TEST(RunSkipDecode, EverySingleBitFlipDecodesOrFailsCleanly) {
+  std::mt19937_64 rng(2);
+  for (Bytes rec : sample_records(rng)) {
+    for (size_t bit = 0; bit < std::min<size_t>(rec.size(), 600) * 8; ++bit) {
+      rec[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+      PageBytes page{};
+      auto r = decode_keeping(rec, &page);
+      if (r.is_ok()) {
+        EXPECT_LE(*r, rec.size());
+      }
+      rec[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+    }
+  }
+}
+
+TEST(RunSkipDecode, MarkerRunningPastThePageIsCorrupt) {
+  Bytes in(8, 0xFF);   // SKIP 127 x 8 = 1016 words
+  in.push_back(0x89);  // SKIP 9: 1025 > 1024
+  PageBytes page{};
+  auto r = decode_keeping(in, &page);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.status().message().find("offset 8"), std::string::npos) << r.status().message();
+
+  Bytes run(8, 0xFF);
+  run.push_back(0x09);  // RUN 9 past the end
+  run.resize(run.size() + 36, 0);
+  EXPECT_EQ(decode_keeping(run, &page).status().code(), StatusCode::kCorrupt);
+}
+
+TEST(RunSkipDecode, WholePageMarkerAfterTheFirstByteIsCorrupt) {
+  PageBytes page{};
+  Bytes in = {0x81, 0x80};
+  in.resize(2 + 4096, 0);
+  auto r = decode_keeping(in, &page);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.status().message().find("offset 1"), std::string::npos) << r.status().message();
+}
+
+TEST(RunSkipDecode, BytesAfterTheRecordAreLeftForTheNextRecord) {
+  PageBytes page{};
+  // END record, then garbage.
+  auto r = decode_keeping(Bytes{0x00, 0xAB, 0xCD}, &page);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(*r, 1u);
+  // A record covering all 1024 words ends without END; the following 0x00 is not its.
+  Bytes full(8, 0xFF);
+  full.insert(full.end(), {0x88, 0x00, 0x00});
+  r = decode_keeping(full, &page);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(*r, 9u);
+  // Whole page, then more.
+  Bytes whole(1 + 4096 + 5, 0x11);
+  whole[0] = 0x80;
+  r = decode_keeping(whole, &page);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(*r, kRunSkipMaxRecord);
+  EXPECT_EQ(page[4095], 0x11);
+}
+
+TEST(RunSkipDecode, EmptyInputIsTruncated) {
+  PageBytes page{};
+  EXPECT_EQ(decode_keeping(ByteSpan(), &page).status().code(), StatusCode::kTruncated);
+}
+
+// ---- The SIMD comparison behind the encoder.
+
+TEST(PageCompare, EveryImplementationFindsExactlyTheChangedWordsAndBytes) {
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int iter = 0; iter < 200; ++iter) {
+    Pair p;
+    testing::fill_page(p.old.data(), testing::kind_for_index(iter), rng);
+    p.cur = p.old;
+    testing::apply_change(p.cur.data(), static_cast<Change>(iter % 4), rng);
+    WordDiffMap want_w{};
+    ByteDiffMap want_b{};
+    for (size_t i = 0; i < kPageSize; ++i) {
+      if (p.old[i] != p.cur[i]) {
+        want_b[i / 64] |= uint64_t{1} << (i % 64);
+        want_w[i / 256] |= uint64_t{1} << ((i / 4) % 64);
+      }
+    }
+    for (auto impl : {CompareImpl::kPortable, CompareImpl::kSse2, CompareImpl::kAvx2}) {
+      if (!compare_impl_available(impl)) {
+        continue;
+      }
+      WordDiffMap w;
+      ByteDiffMap b;
+      EXPECT_EQ(diff_words_with(impl, p.old.data(), p.cur.data(), &w), p.old != p.cur);
+      EXPECT_EQ(diff_bytes_with(impl, p.old.data(), p.cur.data(), &b), p.old != p.cur);
+      EXPECT_EQ(w, want_w) << "impl " << static_cast<int>(impl);
+      EXPECT_EQ(b, want_b) << "impl " << static_cast<int>(impl);
+    }
+  }
+}
+
+TEST(PageCompare, FindNextBitWalksSetAndClearBits) {
+  WordDiffMap m{};
+  m[0] = 0b1100;
+  m[15] = uint64_t{1} << 63;
+  EXPECT_EQ(find_next_bit(m.data(), 1024, 0, true), 2u);
+  EXPECT_EQ(find_next_bit(m.data(), 1024, 2, false), 4u);
+  EXPECT_EQ(find_next_bit(m.data(), 1024, 4, true), 1023u);
+  EXPECT_EQ(find_next_bit(m.data(), 1024, 1023, false), 1024u);
+  EXPECT_EQ(find_next_bit(m.data(), 1024, 1024, true), 1024u);
+}
+
+}  // namespace
+}  // namespace romulus::protocol
