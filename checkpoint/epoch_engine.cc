@@ -1,0 +1,296 @@
+#include "checkpoint/epoch_engine.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <thread>
+
+#include "checkpoint/arena.h"
+#include "protocol/wire_format.h"
+
+namespace romulus::checkpoint {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using protocol::kPageSize;
+
+int64_t micros(Clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
+uint64_t now_ns() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+          .count());
+}
+
+// Pages per encoder slice at the least: below this, threads cost more than they save.
+constexpr size_t kMinPagesPerSlice = 64;
+
+}  // namespace
+
+EpochEngine::EpochEngine(PauseControl& guest, DirtyTracker& tracker, uint64_t page_count,
+                         CheckpointTransport* transport, StatsRecorder& stats,
+                         EngineOptions options)
+    : guest_(guest),
+      tracker_(tracker),
+      page_count_(page_count),
+      transport_(transport),
+      stats_(stats),
+      options_(std::move(options)),
+      staging_(options_.staging_bytes),
+      cache_(options_.cache_bytes),
+      pool_(options_.encoder_threads),
+      interval_us_(options_.interval.count()),
+      codec_(static_cast<uint8_t>(options_.encode.codec)),
+      next_epoch_(options_.first_epoch) {}
+
+void EpochEngine::set_transport(CheckpointTransport* transport, uint64_t min_next_epoch) {
+  transport_ = transport;
+  format_b_ = false;
+  if (next_epoch_.load() < min_next_epoch) next_epoch_.store(min_next_epoch);
+}
+
+Status EpochEngine::encode_and_send_staged(bool format_b, EpochRecord* rec) {
+  const size_t n = staging_.size();
+  if (n == 0) return Status::ok();
+  const size_t slices =
+      std::max<size_t>(1, std::min<size_t>(pool_.threads(), n / kMinPagesPerSlice));
+  slice_out_.resize(slices);
+  slice_stats_.assign(slices, protocol::EncodeStats{});
+  protocol::EncodeOptions opts = options_.encode;
+  opts.codec = static_cast<protocol::CodecId>(codec_.load());
+  const auto pfns = staging_.pfns();
+  auto range = [&](size_t i) {
+    return std::pair<size_t, size_t>{i * n / slices, (i + 1) * n / slices};
+  };
+  pool_.run(slices, [&](size_t i) {
+    auto [begin, end] = range(i);
+    slice_out_[i].clear();
+    const auto sub = pfns.subspan(begin, end - begin);
+    if (format_b) {
+      protocol::encode_body_format_b(sub, staging_.page(begin), cache_, opts, slice_out_[i],
+                                     &slice_stats_[i]);
+    } else {
+      protocol::encode_body_format_a(sub, staging_.page(begin), slice_out_[i], &slice_stats_[i]);
+    }
+  });
+  for (size_t i = 0; i < slices; ++i) {
+    auto [begin, end] = range(i);
+    framer_.add_body(slice_out_[i], static_cast<uint32_t>(end - begin));
+    if (rec != nullptr) rec->wire_bytes += slice_out_[i].size();
+    ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(slice_out_[i])));
+    slice_out_[i] = protocol::Bytes();
+  }
+  return Status::ok();
+}
+
+Status EpochEngine::checkpoint() {
+  if (!format_b_) return Status::invalid_argument("checkpoint before the initial sync");
+  EpochRecord rec;
+  const auto t0 = Clock::now();
+  Status st = guest_.pause(options_.gate_timeout);
+  if (st.code() == StatusCode::kTimeout) {
+    stats_.record_postponed();
+    if (options_.log) options_.log(st.message());
+    return Status::ok();
+  }
+  ROMULUS_RETURN_IF_ERROR(st.context("pausing the guest"));
+
+  const uint64_t epoch = next_epoch_.load();
+  rec.epoch = epoch;
+  rec.interval_us = last_pause_start_ == Clock::time_point{} ? 0 : micros(t0 - last_pause_start_);
+  last_pause_start_ = t0;
+
+  // Everything until resume happens with the guest stopped; whatever fails,
+  // the guest is resumed before the error goes up.
+  Clock::time_point t_collected{}, t_copied{};
+  auto paused_part = [&]() -> Status {
+    dirty_.clear();
+    ROMULUS_RETURN_IF_ERROR(tracker_.collect(dirty_).context("collecting dirty pages"));
+    t_collected = Clock::now();
+    if (on_paused) on_paused(epoch);
+    protocol::Bytes begin = framer_.begin(epoch, protocol::kBeginConsistent);
+    rec.wire_bytes += begin.size();
+    ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(begin)));
+    staging_.clear();
+    for (const uint64_t pfn : dirty_) {
+      if (!staging_.add(pfn, tracker_.page_source(pfn))) {
+        // The dirty set does not fit: send what is staged while still paused.
+        rec.sent_while_paused = true;
+        ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(true, &rec));
+        staging_.clear();
+        staging_.add(pfn, tracker_.page_source(pfn));
+      }
+    }
+    t_copied = Clock::now();
+    return Status::ok();
+  };
+  Status paused_status = paused_part();
+  Status resume_status = guest_.resume();
+  const auto t_resumed = Clock::now();
+  ROMULUS_RETURN_IF_ERROR(paused_status);
+  ROMULUS_RETURN_IF_ERROR(resume_status.context("resuming the guest"));
+
+  rec.pause_us = micros(t_resumed - t0);
+  rec.collect_us = micros(t_collected - t0);
+  rec.copy_us = micros(t_copied - t_collected);
+  rec.dirty_pages = dirty_.size();
+  rec.raw_bytes = dirty_.size() * kPageSize;
+
+  const auto t_encode = Clock::now();
+  ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(true, &rec));
+  staging_.clear();
+  protocol::Bytes end = framer_.end();
+  rec.wire_bytes += end.size();
+  ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(end)));
+  const auto t_queued = Clock::now();
+  rec.encode_us = micros(t_queued - t_encode);
+  transport_->end_of_checkpoint(epoch);
+  next_epoch_.store(epoch + 1);
+  rec.stretched = stretched_;
+  stats_.record_epoch(rec);
+  stats_.record_sent(epoch, t_queued);
+  publish_cache_stats();
+  return Status::ok();
+}
+
+void EpochEngine::publish_cache_stats() {
+  const auto c = cache_.stats();
+  stats_.record_cache(c.lookups, c.hits, c.misses, c.evictions, c.overflows);
+}
+
+std::vector<uint64_t> EpochEngine::all_data_pfns() {
+  std::vector<uint64_t> pfns;
+  if (options_.arena_fd >= 0) {
+    // Only ranges that hold data: holes read as zeros, and the backup's fresh
+    // image is zeros already.
+    off_t off = 0;
+    const off_t size = static_cast<off_t>(page_count_ * kPageSize);
+    bool ok = true;
+    while (off < size) {
+      const off_t data = lseek(options_.arena_fd, off, SEEK_DATA);
+      if (data < 0) {
+        ok = errno == ENXIO;  // no more data
+        break;
+      }
+      off_t hole = lseek(options_.arena_fd, data, SEEK_HOLE);
+      if (hole < 0) {
+        ok = false;
+        break;
+      }
+      hole = std::min(hole, size);
+      for (uint64_t p = static_cast<uint64_t>(data) / kPageSize;
+           p < (static_cast<uint64_t>(hole) + kPageSize - 1) / kPageSize; ++p) {
+        pfns.push_back(p);
+      }
+      off = hole;
+    }
+    if (ok) return pfns;
+    pfns.clear();
+  }
+  pfns.resize(page_count_);
+  for (uint64_t p = 0; p < page_count_; ++p) pfns[p] = p;
+  return pfns;
+}
+
+Status EpochEngine::send_round(uint64_t epoch, uint32_t flags, const std::vector<uint64_t>& pfns,
+                               bool skip_zero) {
+  protocol::Bytes begin = framer_.begin(epoch, flags);
+  ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(begin)));
+  staging_.clear();
+  for (const uint64_t pfn : pfns) {
+    const uint8_t* src = tracker_.page_source(pfn);
+    if (skip_zero && is_zero_page(src)) continue;
+    if (!staging_.add(pfn, src)) {
+      ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(false, nullptr));
+      staging_.clear();
+      staging_.add(pfn, src);
+    }
+  }
+  ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(false, nullptr));
+  staging_.clear();
+  ROMULUS_RETURN_IF_ERROR(transport_->send(framer_.end()));
+  transport_->end_of_checkpoint(epoch);
+  return Status::ok();
+}
+
+Status EpochEngine::initial_sync() {
+  const auto t_start = Clock::now();
+  format_b_ = false;
+  cache_.clear();
+  // Everything written before this point is covered by round 0; collect() from
+  // here on reports only what changes after it.
+  dirty_.clear();
+  ROMULUS_RETURN_IF_ERROR(tracker_.collect(dirty_).context("resetting the dirty tracker"));
+
+  // Round 0: every page that holds data, Format A, guest running.
+  std::vector<uint64_t> pfns = all_data_pfns();
+  uint64_t sent = pfns.size();
+  uint64_t rounds = 1;
+  uint64_t epoch = next_epoch_.fetch_add(1);
+  ROMULUS_RETURN_IF_ERROR(
+      send_round(epoch, protocol::kBeginFullSync, pfns, true).context("initial sync, round 0"));
+  stats_.record_sync_progress(sent, page_count_, rounds, micros(Clock::now() - t_start));
+
+  // Pre-copy rounds: resend what the guest dirtied while the last round went out.
+  for (;;) {
+    ROMULUS_RETURN_IF_ERROR(transport_->flush());
+    dirty_.clear();
+    ROMULUS_RETURN_IF_ERROR(tracker_.collect(dirty_).context("pre-copy round"));
+    const size_t dirty = dirty_.size();
+    epoch = next_epoch_.fetch_add(1);
+    ROMULUS_RETURN_IF_ERROR(
+        send_round(epoch, 0, dirty_, false).context(fmt::format("pre-copy round {}", rounds)));
+    sent += dirty;
+    ++rounds;
+    stats_.record_sync_progress(sent, page_count_, rounds, micros(Clock::now() - t_start));
+    if (options_.log && Clock::now() - t_start > std::chrono::seconds(1)) {
+      options_.log(fmt::format("initial sync: round {} sent {} dirtied pages ({} pages in all)",
+                               rounds - 1, dirty, sent));
+    }
+    if (dirty <= options_.precopy_stop_pages || rounds > options_.max_precopy_rounds) break;
+  }
+
+  ROMULUS_RETURN_IF_ERROR(transport_->send(protocol::encode_enable_compression()));
+  format_b_ = true;
+  ROMULUS_RETURN_IF_ERROR(transport_->flush());
+  const auto t_synced = Clock::now();
+  if (options_.log && t_synced - t_start > std::chrono::seconds(1)) {
+    options_.log(fmt::format("initial sync: {} pages in {} rounds, {:.1f} s", sent, rounds,
+                             static_cast<double>(micros(t_synced - t_start)) / 1e6));
+  }
+  stats_.record_sync_progress(sent, page_count_, rounds, micros(t_synced - t_start));
+  // The first paused checkpoint makes the backup's image a state of the guest.
+  return checkpoint();
+}
+
+Status EpochEngine::heartbeat() { return transport_->send(protocol::encode_heartbeat(now_ns())); }
+
+Status EpochEngine::run(const std::atomic<bool>& stop) {
+  if (last_pause_start_ == Clock::time_point{}) last_pause_start_ = Clock::now();
+  auto last_send = Clock::now();
+  while (!stop.load()) {
+    const auto deadline = last_pause_start_ + interval();
+    // Sleep to the deadline in short steps, so stop and heartbeats are timely.
+    for (auto now = Clock::now(); now < deadline && !stop.load(); now = Clock::now()) {
+      if (now - last_send >= options_.heartbeat) {
+        ROMULUS_RETURN_IF_ERROR(heartbeat());
+        last_send = now;
+      }
+      std::this_thread::sleep_for(
+          std::min<Clock::duration>(deadline - now, std::chrono::milliseconds(5)));
+    }
+    if (stop.load()) break;
+    ROMULUS_RETURN_IF_ERROR(transport_->flush());
+    // Stretched: the previous checkpoint was still being written at the deadline.
+    stretched_ = Clock::now() > deadline + std::chrono::milliseconds(1);
+    ROMULUS_RETURN_IF_ERROR(checkpoint());
+    last_send = Clock::now();
+  }
+  return Status::ok();
+}
+
+}  // namespace romulus::checkpoint

@@ -1,0 +1,146 @@
+// EpochEngine: the primary's checkpoint loop.
+//
+// One epoch: pause the guest (Update gate, then SIGSTOP) -> collect the dirty
+// PFNs -> copy those pages to the staging buffer -> resume -> encode (RUN/SKIP
+// against the page cache, on N encoder threads, PFN order kept) -> hand the
+// chunks to the transport. If the dirty set overflows staging, what is staged
+// is encoded and sent while the guest stays paused, then staging continues.
+// The next pause never starts before the previous checkpoint is fully
+// written; the interval stretches instead, and the statistics say so.
+//
+// A stream starts with a live initial sync (initial_sync()): round 0 sends
+// every non-zero page in Format A while the guest runs, pre-copy rounds
+// resend what it dirtied meanwhile until the dirty set is small, then
+// ENABLE_COMPRESSION switches the backup to Format B and the first paused
+// checkpoint makes its image consistent. No pause is longer than a normal
+// epoch's for the same dirty rate.
+//
+// Threading: one engine thread calls initial_sync()/checkpoint()/run(); the
+// setters (interval, codec) and stats may be used from any thread. The engine
+// owns the staging buffer, page cache and encoder pool; it borrows the guest,
+// tracker, transport and stats recorder, which must outlive it. It knows no
+// sockets and no Asio.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "checkpoint/dirty_tracker.h"
+#include "checkpoint/encoder_pool.h"
+#include "checkpoint/staging_buffer.h"
+#include "checkpoint/stats.h"
+#include "checkpoint/transport.h"
+#include "protocol/checkpoint_writer.h"
+#include "protocol/page_cache.h"
+#include "protocol/status.h"
+
+namespace romulus::checkpoint {
+
+// What the engine needs of the guest: a consistent stop and a restart.
+// GuestProcess implements it; see PauseControl in guest_process.h.
+class PauseControl {
+ public:
+  virtual ~PauseControl() = default;
+  // Waits (up to gate_timeout) for open Update sections to close, then stops
+  // every thread. kTimeout: an Update stayed open; the guest keeps running
+  // and the checkpoint is postponed. kAborted: the guest is gone.
+  virtual Status pause(std::chrono::milliseconds gate_timeout) = 0;
+  virtual Status resume() = 0;
+};
+
+struct EngineOptions {
+  std::chrono::microseconds interval{50'000};
+  size_t staging_bytes = 64u << 20;
+  unsigned encoder_threads = 1;
+  protocol::EncodeOptions encode;
+  size_t cache_bytes = 64u << 20;
+  std::chrono::milliseconds gate_timeout{2000};
+  // Live initial sync: stop pre-copy when a round dirtied at most this many
+  // pages (what a normal checkpoint can carry), or after this many rounds.
+  size_t precopy_stop_pages = 1024;
+  unsigned max_precopy_rounds = 8;
+  uint64_t first_epoch = 1;
+  // A heartbeat chunk goes out when nothing else was sent for this long.
+  std::chrono::milliseconds heartbeat{50};
+  // Fd of the arena memfd, or -1. When given, round 0 of a full sync skips
+  // holes (never-written ranges) with SEEK_DATA instead of reading them.
+  int arena_fd = -1;
+  // Progress lines during initial sync that takes longer than a second.
+  std::function<void(const std::string&)> log;
+};
+
+class EpochEngine {
+ public:
+  // transport may be null until set_transport(); it is borrowed.
+  EpochEngine(PauseControl& guest, DirtyTracker& tracker, uint64_t page_count,
+              CheckpointTransport* transport, StatsRecorder& stats, EngineOptions options);
+
+  // Switches to a new stream (a new connection); the next call must be
+  // initial_sync(). Epochs keep increasing across streams, and never fall
+  // below min_next_epoch (the backup's committed epoch + 1).
+  void set_transport(CheckpointTransport* transport, uint64_t min_next_epoch = 0);
+
+  // Live full sync onto a fresh image at the backup; ends with the first
+  // consistent (paused) checkpoint queued. Call at the start of each stream.
+  Status initial_sync();
+
+  // One epoch. Waits for the previous checkpoint to be written first. A
+  // postponed pause (Update held open) is not an error: nothing is sent.
+  Status checkpoint();
+
+  // Checkpoints every interval until stop is set or an error occurs.
+  Status run(const std::atomic<bool>& stop);
+
+  // Sends a heartbeat chunk (between checkpoints only; engine thread).
+  Status heartbeat();
+
+  void set_interval(std::chrono::microseconds interval) { interval_us_ = interval.count(); }
+  std::chrono::microseconds interval() const {
+    return std::chrono::microseconds(interval_us_.load());
+  }
+  void set_codec(protocol::CodecId codec) { codec_ = static_cast<uint8_t>(codec); }
+  void set_cache_bytes(size_t bytes) { cache_.set_capacity(bytes); }
+
+  // The epoch the next checkpoint will carry: output the guest produces now
+  // belongs to it (output commit releases it when this epoch is acked).
+  uint64_t open_epoch() const { return next_epoch_.load(); }
+  // Highest epoch whose bytes are all queued.
+  uint64_t last_epoch() const { return next_epoch_.load() - 1; }
+
+  // Test hook: called with the guest stopped, after collection, with the epoch.
+  std::function<void(uint64_t epoch)> on_paused;
+
+ private:
+  // Encodes staged pages (Format A or B) on the pool and queues them in order.
+  Status encode_and_send_staged(bool format_b, EpochRecord* rec);
+  Status send_round(uint64_t epoch, uint32_t flags, const std::vector<uint64_t>& pfns,
+                    bool skip_zero);
+  void publish_cache_stats();
+  std::vector<uint64_t> all_data_pfns();
+
+  PauseControl& guest_;
+  DirtyTracker& tracker_;
+  uint64_t page_count_;
+  CheckpointTransport* transport_;
+  StatsRecorder& stats_;
+  EngineOptions options_;
+  StagingBuffer staging_;
+  protocol::PageCache cache_;
+  EncoderPool pool_;
+  protocol::CheckpointFramer framer_;
+  std::atomic<int64_t> interval_us_;
+  std::atomic<uint8_t> codec_;
+  std::atomic<uint64_t> next_epoch_;
+  bool format_b_ = false;
+  bool stretched_ = false;
+  std::vector<uint64_t> dirty_;
+  std::vector<protocol::Bytes> slice_out_;
+  std::vector<protocol::EncodeStats> slice_stats_;
+  std::chrono::steady_clock::time_point last_pause_start_{};
+};
+
+}  // namespace romulus::checkpoint

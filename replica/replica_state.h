@@ -1,0 +1,89 @@
+// ReplicaState: the backup's images and its atomic commit.
+//
+// The backup holds at most two images of the guest's arena, each a memfd the
+// size of the arena:
+//   - the *committed* image: exactly the state of some consistent checkpoint
+//     the primary completed (epoch committed_epoch()), or none before the
+//     first full sync completes;
+//   - the *sync* image: a fresh, zeroed image that a full sync is filling.
+//     Pre-copy rounds are applied to it directly (it is not a state of the
+//     guest yet, so nothing is lost if they tear); the first consistent
+//     checkpoint of the sync is buffered, applied, and then the sync image
+//     replaces the committed one.
+// Every consistent checkpoint is buffered whole while the reader decodes and
+// verifies it (structure, page count, CRC32C); only after on_end() does it
+// touch the image, so a checkpoint cut off at any byte, or corrupt, leaves the
+// committed image untouched. abort_stream() discards what is in flight.
+//
+// Pure: no sockets, no clocks. Driven by one thread (the backup's event loop);
+// not thread-safe. Activation must happen on that thread between calls, so an
+// apply is never torn by it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "checkpoint/arena.h"
+#include "protocol/checkpoint_reader.h"
+#include "protocol/status.h"
+
+namespace romulus::replica {
+
+class ReplicaState final : public protocol::CheckpointSink {
+ public:
+  explicit ReplicaState(uint64_t page_count);
+
+  uint64_t page_count() const { return page_count_; }
+  // True once a full sync has completed with a consistent checkpoint.
+  bool has_committed() const { return committed_.has_value(); }
+  uint64_t committed_epoch() const { return committed_epoch_; }
+  uint64_t session_id() const { return session_id_; }
+  void set_session_id(uint64_t id) { pending_session_id_ = id; }
+  // The committed image (requires has_committed()).
+  checkpoint::SharedMemory& committed_image() { return *committed_; }
+  // Gives the committed image away (activation); the state is empty after.
+  std::optional<checkpoint::SharedMemory> take_committed();
+
+  // Throws away a checkpoint in flight and an unfinished sync image: the
+  // stream that carried them has ended or was rejected.
+  void abort_stream();
+
+  // Called after every verified unit (pre-copy round or checkpoint) has been
+  // applied, with its epoch and whether it was a consistent checkpoint.
+  std::function<void(uint64_t epoch, bool consistent)> on_committed;
+
+  // Counters.
+  uint64_t checkpoints_committed() const { return checkpoints_committed_; }
+  uint64_t rounds_applied() const { return rounds_applied_; }
+  uint64_t pages_applied() const { return pages_applied_; }
+
+  // protocol::CheckpointSink
+  Status on_begin(uint64_t epoch, uint32_t flags) override;
+  protocol::MutablePageView page_for(uint64_t pfn, bool needs_current) override;
+  Status on_end(uint64_t epoch, uint32_t page_count) override;
+
+ private:
+  uint8_t* target_page(uint64_t pfn);
+
+  uint64_t page_count_;
+  std::optional<checkpoint::SharedMemory> committed_;
+  std::optional<checkpoint::SharedMemory> sync_;
+  uint64_t committed_epoch_ = 0;
+  uint64_t session_id_ = 0, pending_session_id_ = 0;
+  uint64_t last_epoch_seen_ = 0;
+
+  // The unit in flight.
+  bool in_unit_ = false;
+  bool buffered_ = false;     // consistent checkpoint: pages go to slots first
+  bool target_sync_ = false;  // applies to the sync image (else the committed)
+  uint64_t unit_epoch_ = 0;
+  std::vector<uint64_t> slot_pfns_;
+  std::vector<uint8_t> slots_;
+  size_t slots_used_ = 0;
+
+  uint64_t checkpoints_committed_ = 0, rounds_applied_ = 0, pages_applied_ = 0;
+};
+
+}  // namespace romulus::replica
