@@ -44,8 +44,9 @@ inline constexpr size_t kXbzrleMaxDelta = kPageSize - 3;
 inline constexpr size_t kXbzrleMaxRecord = 1 + kPageSize;
 
 // Encodes `cur` against the receiver's copy `old` (kPageSize bytes), or as a
-// whole-page record if old is nullptr. Writes at most kXbzrleMaxRecord bytes
-// at out and returns how many.
+// whole-page record if old is nullptr. Returns the record's size n; out has
+// room for kXbzrleMaxRecord bytes, and bytes of it past n may have been used as
+// scratch.
 size_t xbzrle_encode(const uint8_t* old, PageView cur, uint8_t* out);
 
 // Applies the record at the front of `in` to `page` (the receiver's current

@@ -1,0 +1,94 @@
+// The LZ4 stage: round trips, and a hostile block or size never gets past it.
+#include "protocol/lz4_stage.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "protocol/wire_format.h"
+#include "tests/support/page_patterns.h"
+
+namespace romulus::protocol {
+namespace {
+
+TEST(Lz4Stage, RoundTripsRealisticPages) {
+  const uint64_t seed = testing::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Bytes in = testing::make_working_set(16, rng);
+  Bytes block, back;
+  ASSERT_TRUE(lz4_compress(in, block));
+  EXPECT_LT(block.size(), in.size());
+  ASSERT_TRUE(lz4_decompress(block, in.size(), back).is_ok());
+  EXPECT_EQ(back, in);
+}
+
+TEST(Lz4Stage, IncompressibleInputIsSentUncompressed) {
+  std::mt19937_64 rng(7);
+  Bytes in(4096);
+  for (auto& b : in) b = static_cast<uint8_t>(rng());
+  Bytes block = {1, 2, 3};
+  EXPECT_FALSE(lz4_compress(in, block));
+  EXPECT_TRUE(block.empty());
+}
+
+TEST(Lz4Stage, EmptyAndOneByteInputsAreNotCompressed) {
+  Bytes block;
+  EXPECT_FALSE(lz4_compress(ByteSpan(), block));
+  EXPECT_FALSE(lz4_compress(Bytes{0}, block));
+}
+
+TEST(Lz4Stage, WrongExpectedSizeIsCorrupt) {
+  const Bytes in(10000, 0x41);
+  Bytes block, back;
+  ASSERT_TRUE(lz4_compress(in, block));
+  Status s = lz4_decompress(block, in.size() - 1, back);
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt) << s.to_string();
+  EXPECT_TRUE(back.empty());
+  s = lz4_decompress(block, in.size() + 1, back);
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt) << s.to_string();
+  EXPECT_TRUE(back.empty());
+}
+
+TEST(Lz4Stage, GarbageIsCorrupt) {
+  Bytes back;
+  EXPECT_EQ(lz4_decompress(Bytes{}, 10, back).code(), StatusCode::kCorrupt);
+  EXPECT_EQ(lz4_decompress(Bytes{0xFF, 0xFF, 0xFF}, 100, back).code(), StatusCode::kCorrupt);
+  // A match whose offset points before the start of the output.
+  EXPECT_EQ(lz4_decompress(Bytes{0x14, 'a', 0x10, 0x00}, 100, back).code(), StatusCode::kCorrupt);
+  std::mt19937_64 rng(8);
+  for (int i = 0; i < 1000; ++i) {
+    Bytes junk(1 + rng() % 64);
+    for (auto& b : junk) b = static_cast<uint8_t>(rng());
+    Status s = lz4_decompress(junk, rng() % 8192, back);
+    if (!s.is_ok()) {
+      EXPECT_TRUE(back.empty());
+    }
+  }
+}
+
+TEST(Lz4Stage, ExpectedSizeAboveTheLimitIsRefusedWithoutAllocating) {
+  Bytes back;
+  const Status s = lz4_decompress(Bytes{0x00}, size_t{kMaxDecodedPayload} + 1, back);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_EQ(back.capacity(), 0u);
+  EXPECT_EQ(lz4_decompress(Bytes{0x00}, SIZE_MAX, back).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(Lz4Stage, ExpectedSizeAtTheLimitIsAccepted) {
+  const Bytes in(kMaxDecodedPayload, 0);
+  Bytes block, back;
+  ASSERT_TRUE(lz4_compress(in, block));
+  ASSERT_TRUE(lz4_decompress(block, kMaxDecodedPayload, back).is_ok());
+  EXPECT_EQ(back, in);
+}
+
+TEST(Lz4Stage, EmptyBlockDecodesToZeroBytes) {
+  Bytes back = {1};
+  EXPECT_TRUE(lz4_decompress(Bytes{0x00}, 0, back).is_ok());  // liblz4's block for ""
+  EXPECT_TRUE(back.empty());
+}
+
+}  // namespace
+}  // namespace romulus::protocol
