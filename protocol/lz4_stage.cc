@@ -10,12 +10,13 @@
 namespace romulus::protocol {
 
 bool lz4_compress(ByteSpan in, Bytes& out) {
-  out.clear();
-  if (in.empty() || in.size() > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) return false;
+  if (in.size() < 2 || in.size() > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) {
+    out.clear();
+    return false;
+  }
   // Room for one byte less than the input: liblz4 stops and returns 0 as soon as
   // the block would not be smaller, so incompressible input costs little.
-  out.resize(in.size() - 1);
-  if (out.empty()) return false;
+  out.resize(in.size() - 1);  // no clear() first: reusing `out` avoids zero-filling it
   const int n = LZ4_compress_default(reinterpret_cast<const char*>(in.data()),
                                      reinterpret_cast<char*>(out.data()),
                                      static_cast<int>(in.size()), static_cast<int>(out.size()));
@@ -28,16 +29,17 @@ bool lz4_compress(ByteSpan in, Bytes& out) {
 }
 
 Status lz4_decompress(ByteSpan block, size_t expected_size, Bytes& out) {
-  out.clear();
   if (expected_size > kMaxDecodedPayload) {
+    out.clear();
     return Status::invalid_argument(
         fmt::format("lz4 block: announced size {} exceeds the limit of {} bytes", expected_size,
                     kMaxDecodedPayload));
   }
   if (block.empty() || block.size() > static_cast<size_t>(INT_MAX)) {
+    out.clear();
     return Status::corrupt(fmt::format("lz4 block: invalid block length {}", block.size()));
   }
-  out.resize(expected_size);
+  out.resize(expected_size);  // every byte is overwritten on success; no clear() first
   char empty_dst = 0;
   char* dst = expected_size == 0 ? &empty_dst : reinterpret_cast<char*>(out.data());
   const int n =
