@@ -41,3 +41,9 @@ inline constexpr uint32_t kMaxCompressedPayload = 8u << 20;    // bytes after th
 inline constexpr uint32_t kMaxDecodedPayload = 8u << 20;       // bytes of records after LZ4
 
 }  // namespace romulus::protocol
+
+// ---- Appended by the chunk stream (docs/protocol.md, "Limits").
+namespace romulus::protocol {
+// PFN entries a Format B checkpoint may have received but not yet decoded.
+inline constexpr uint64_t kMaxPendingPfns = 1u << 20;
+}  // namespace romulus::protocol

@@ -1,0 +1,162 @@
+// The receiving half of the checkpoint chunk stream (docs/protocol.md,
+// "Chunks"): an incremental parser that validates every byte and drives a
+// CheckpointSink.
+//
+// Bytes are fed in arbitrary pieces as they arrive (one byte at a time gives
+// the same calls and the same result as the whole stream at once). The reader
+// enforces every invariant of the format: chunk order, PFN ranges and order,
+// pages decoded never ahead of PFNs received, limits on every length, the
+// tail's epoch, page count and CRC32C. The sink's on_end() is called only for
+// a checkpoint whose tail verified, so a sink that buffers the pages it hands
+// out and applies them in on_end() commits checkpoints atomically.
+//
+// Input is hostile: no length is trusted before it is checked against the
+// limits in wire_format.h; memory held is bounded by those limits (one
+// COMPRESSED_DATA payload and its decoded records, and the queue of PFNs
+// waiting for records), never by a length read from the stream.
+//
+// The first error sticks: the stream cannot be resumed after it (see
+// docs/protocol.md, "Why a lost checkpoint ends the stream").
+//
+// Threading: a reader and its sink are used by one thread at a time.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "protocol/coding.h"
+#include "protocol/page.h"
+#include "protocol/status.h"
+
+namespace romulus::protocol {
+
+// Format A: PFN arrays are followed by raw pages. Format B: pages travel in
+// COMPRESSED_DATA chunks. A stream starts in A; ENABLE_COMPRESSION switches it
+// to B for good.
+enum class Format { kA, kB };
+
+// Implemented by the receiver (the backup). Calls arrive in stream order.
+class CheckpointSink {
+ public:
+  virtual ~CheckpointSink() = default;
+  virtual Status on_begin(uint64_t epoch, uint32_t flags) = 0;
+  // Called once per page, strictly increasing PFN within a checkpoint, before
+  // the page is decoded. Returns the 4096-byte buffer the page is decoded
+  // into. If needs_current, the sink must fill it with the receiver's current
+  // copy of the page (the decoder patches it); otherwise it is overwritten
+  // whole. The buffer must stay valid until the next call into the sink.
+  // A checkpoint that later fails may leave pages handed out here partly
+  // written; such a checkpoint never reaches on_end().
+  virtual MutablePageView page_for(uint64_t pfn, bool needs_current) = 0;
+  // Called only after the tail matched: epoch, page count and CRC verified.
+  // Returning an error fails the stream.
+  virtual Status on_end(uint64_t epoch, uint32_t page_count) = 0;
+  virtual void on_heartbeat(uint64_t /*ns*/) {}
+  virtual void on_enable_compression() {}
+  virtual void on_goodbye() {}
+};
+
+class CheckpointReader {
+ public:
+  // `sink` must outlive the reader.
+  CheckpointReader(uint64_t guest_page_count, CheckpointSink* sink);
+
+  CheckpointReader(const CheckpointReader&) = delete;
+  CheckpointReader& operator=(const CheckpointReader&) = delete;
+
+  // Consumes all of `data`. Returns the first error of the stream (kCorrupt,
+  // or a sink's error with context); once failed, every later call returns
+  // that same error and consumes nothing.
+  Status feed(ByteSpan data);
+
+  // Call when the connection ends: OK if the stream ended with GOODBYE;
+  // otherwise the sticky error, or kTruncated naming where the stream stopped
+  // (inside checkpoint N, inside a chunk, or between checkpoints).
+  Status finish() const;
+
+  bool in_checkpoint() const { return in_checkpoint_; }  // between a begin and its verified end
+  Format format() const { return format_; }
+  bool saw_goodbye() const { return state_ == State::kAfterGoodbye; }
+  uint64_t bytes_consumed() const { return bytes_consumed_; }
+  // Checkpoints whose end verified (and which the sink accepted).
+  uint64_t checkpoints_completed() const { return checkpoints_completed_; }
+
+ private:
+  enum class State {
+    kType,            // 4 bytes: next chunk type
+    kBeginFields,     // 12 bytes: epoch, flags
+    kHeartbeatField,  // 8 bytes
+    kPfn,             // 8 bytes per PFN, pfns_left_ to go
+    kRawPage,         // Format A: pages_left_ raw pages of 4096 bytes
+    kCompressedLength,
+    kPayload,     // payload_ being filled
+    kTailFields,  // 12 bytes: epoch, page count (inside the CRC)
+    kTailCrc,     // 4 bytes (outside the CRC)
+    kAfterGoodbye,
+    kFailed,
+  };
+
+  // Starts reading a fixed field of n (<= 16) bytes.
+  void expect(State state, size_t n);
+  // Copies bytes of the current fixed field; true once it is complete.
+  bool fill_field(ByteSpan& in);
+  // Consumes n bytes (CRC and counters).
+  void consumed(const uint8_t* p, size_t n);
+
+  Status step(ByteSpan& in);
+  Status on_type(int32_t type);
+  Status on_begin_fields();
+  Status on_pfn(uint64_t pfn);
+  Status start_raw_page();
+  Status on_compressed_length(uint32_t length);
+  Status on_payload();
+  Status on_tail();
+  Status decode_records(uint8_t codec_byte, ByteSpan records);
+
+  // kCorrupt, prefixed with "checkpoint N: " inside a checkpoint.
+  Status corrupt(const std::string& message) const;
+  size_t pending_pfns() const { return pending_.size() - pending_head_; }
+
+  const uint64_t guest_page_count_;
+  CheckpointSink* const sink_;
+
+  State state_ = State::kType;
+  Format format_ = Format::kA;
+  Status error_;
+  uint64_t bytes_consumed_ = 0;
+  uint64_t checkpoints_completed_ = 0;
+
+  // Current fixed-size field.
+  std::array<uint8_t, 16> field_{};
+  size_t field_need_ = 0;
+  size_t field_have_ = 0;
+
+  // Current checkpoint.
+  bool in_checkpoint_ = false;
+  uint64_t epoch_ = 0;
+  uint32_t crc_ = 0;
+  uint64_t pfns_received_ = 0;
+  uint64_t pages_decoded_ = 0;
+  bool has_last_pfn_ = false;
+  uint64_t last_pfn_ = 0;
+  uint64_t tail_epoch_ = 0;
+  uint32_t tail_pages_ = 0;
+
+  // PFNs received whose page has not arrived yet (pending_[pending_head_..]).
+  std::vector<uint64_t> pending_;
+  size_t pending_head_ = 0;
+  size_t pfns_left_ = 0;  // in the PFN array being read
+
+  // Format A page in flight.
+  uint8_t* raw_page_ = nullptr;  // the sink's buffer
+  size_t raw_have_ = 0;
+
+  // COMPRESSED_DATA payload being read, and its LZ4-decoded records.
+  Bytes payload_;
+  size_t payload_have_ = 0;
+  Bytes decoded_;
+};
+
+}  // namespace romulus::protocol

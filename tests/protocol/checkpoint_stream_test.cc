@@ -1,0 +1,821 @@
+// The checkpoint chunk stream, writer -> reader: round trips in both formats,
+// arbitrary feeding, and damaged or hostile streams. The atomic-commit
+// guarantee is tested directly: no truncation and no single-bit flip of a
+// checkpoint ever reaches CheckpointSink::on_end().
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "protocol/checkpoint_reader.h"
+#include "protocol/checkpoint_writer.h"
+#include "protocol/crc32c.h"
+#include "protocol/page_codec.h"
+#include "protocol/wire_format.h"
+
+namespace romulus::protocol {
+namespace {
+
+using Page = std::array<uint8_t, kPageSize>;
+
+// A receiver: a committed image, and a staging area for the checkpoint in
+// flight that is applied only in on_end() (as the backup does).
+class ImageSink : public CheckpointSink {
+ public:
+  explicit ImageSink(uint64_t pages) : image_(pages * kPageSize, 0) {}
+
+  Status on_begin(uint64_t epoch, uint32_t flags) override {
+    begins.push_back(epoch);
+    last_flags = flags;
+    staged_.clear();
+    return Status::ok();
+  }
+  MutablePageView page_for(uint64_t pfn, bool needs_current) override {
+    EXPECT_FALSE(staged_.count(pfn)) << "page_for called twice for PFN " << pfn;
+    Page& p = staged_[pfn];
+    if (needs_current) {
+      std::memcpy(p.data(), image_.data() + pfn * kPageSize, kPageSize);
+    } else {
+      p.fill(0xA5);  // garbage: must be overwritten whole
+    }
+    return MutablePageView(p);
+  }
+  Status on_end(uint64_t epoch, uint32_t page_count) override {
+    EXPECT_EQ(page_count, staged_.size());
+    for (const auto& [pfn, page] : staged_) {
+      std::memcpy(image_.data() + pfn * kPageSize, page.data(), kPageSize);
+    }
+    staged_.clear();
+    ends.emplace_back(epoch, page_count);
+    return end_status;
+  }
+  void on_heartbeat(uint64_t ns) override { heartbeats.push_back(ns); }
+  void on_enable_compression() override { ++enables; }
+  void on_goodbye() override { ++goodbyes; }
+
+  const Bytes& image() const { return image_; }
+
+  std::vector<uint64_t> begins;
+  std::vector<std::pair<uint64_t, uint32_t>> ends;
+  std::vector<uint64_t> heartbeats;
+  uint32_t last_flags = 0;
+  int enables = 0;
+  int goodbyes = 0;
+  Status end_status;
+
+ private:
+  Bytes image_;
+  std::map<uint64_t, Page> staged_;
+};
+
+// A sender: the primary's image and page cache, producing a stream.
+class Sender {
+ public:
+  Sender(uint64_t pages, EncodeOptions options = {})
+      : pages_(pages), image_(pages * kPageSize, 0), options_(options) {}
+
+  Bytes& stream() { return stream_; }
+  const Bytes& image() const { return image_; }
+  EncodeStats& stats() { return stats_; }
+  PageCache& cache() { return cache_; }
+
+  void enable_compression() {
+    put_bytes(stream_, encode_enable_compression());
+    format_b_ = true;
+  }
+  void heartbeat(uint64_t ns) { put_bytes(stream_, encode_heartbeat(ns)); }
+  void goodbye() { put_bytes(stream_, encode_goodbye()); }
+
+  // Dirties `count` random pages (a few words each, or whole pages), then
+  // sends them as one checkpoint in `batches` body pieces.
+  void checkpoint(std::mt19937& rng, uint64_t epoch, size_t count, int batches = 1,
+                  uint32_t flags = kBeginConsistent) {
+    std::set<uint64_t> chosen;
+    while (chosen.size() < std::min<uint64_t>(count, pages_)) chosen.insert(rng() % pages_);
+    std::vector<uint64_t> pfns(chosen.begin(), chosen.end());
+    for (uint64_t pfn : pfns) dirty(rng, pfn);
+    send(pfns, epoch, batches, flags);
+  }
+
+  void dirty(std::mt19937& rng, uint64_t pfn) {
+    uint8_t* p = image_.data() + pfn * kPageSize;
+    switch (rng() % 4) {
+      case 0:  // whole page of noise
+        for (size_t i = 0; i < kPageSize; ++i) p[i] = static_cast<uint8_t>(rng());
+        break;
+      case 1:  // zero page
+        std::memset(p, 0, kPageSize);
+        break;
+      default: {  // a few words
+        const int words = 1 + rng() % 20;
+        for (int i = 0; i < words; ++i) p[(rng() % kPageSize) & ~size_t{3}] ^= 1 + rng() % 255;
+      }
+    }
+  }
+
+  void send(const std::vector<uint64_t>& pfns, uint64_t epoch, int batches, uint32_t flags) {
+    CheckpointFramer framer;
+    put_bytes(stream_, framer.begin(epoch, flags));
+    Bytes staged(pfns.size() * kPageSize);
+    for (size_t i = 0; i < pfns.size(); ++i) {
+      std::memcpy(staged.data() + i * kPageSize, image_.data() + pfns[i] * kPageSize, kPageSize);
+    }
+    const size_t per = (pfns.size() + batches - 1) / std::max(batches, 1);
+    for (size_t i = 0; i < pfns.size(); i += std::max<size_t>(per, 1)) {
+      const size_t n = std::min(std::max<size_t>(per, 1), pfns.size() - i);
+      Bytes body;
+      const std::span<const uint64_t> part(pfns.data() + i, n);
+      if (format_b_) {
+        encode_body_format_b(part, staged.data() + i * kPageSize, cache_, options_, body, &stats_);
+      } else {
+        encode_body_format_a(part, staged.data() + i * kPageSize, body, &stats_);
+      }
+      framer.add_body(body, static_cast<uint32_t>(n));
+      put_bytes(stream_, body);
+    }
+    put_bytes(stream_, framer.end());
+  }
+
+ private:
+  uint64_t pages_;
+  Bytes image_;
+  EncodeOptions options_;
+  PageCache cache_{1 << 20};
+  EncodeStats stats_;
+  Bytes stream_;
+  bool format_b_ = false;
+};
+
+uint32_t test_seed() {
+  const uint32_t seed = std::random_device{}();
+  std::printf("seed %u\n", seed);
+  return seed;
+}
+
+// Feeds `stream` in pieces of random size (1 = one byte at a time).
+Status feed_in_pieces(CheckpointReader& reader, ByteSpan stream, std::mt19937& rng,
+                      size_t max_piece) {
+  while (!stream.empty()) {
+    const size_t n = std::min<size_t>(stream.size(), 1 + rng() % max_piece);
+    ROMULUS_RETURN_IF_ERROR(reader.feed(stream.first(n)));
+    stream = stream.subspan(n);
+  }
+  return Status::ok();
+}
+
+constexpr uint64_t kGuestPages = 256;
+
+TEST(CheckpointStream, FormatARoundTrip) {
+  const uint32_t seed = test_seed();
+  SCOPED_TRACE(seed);
+  std::mt19937 rng(seed);
+  Sender sender(kGuestPages);
+  for (uint64_t epoch = 1; epoch <= 4; ++epoch) sender.checkpoint(rng, epoch, 1 + rng() % 40, 3);
+  sender.goodbye();
+
+  ImageSink sink(kGuestPages);
+  CheckpointReader reader(kGuestPages, &sink);
+  ASSERT_TRUE(reader.feed(sender.stream()).is_ok()) << reader.finish().to_string();
+  EXPECT_TRUE(reader.finish().is_ok());
+  EXPECT_EQ(reader.format(), Format::kA);
+  EXPECT_EQ(sink.ends.size(), 4u);
+  EXPECT_EQ(sink.goodbyes, 1);
+  EXPECT_EQ(reader.bytes_consumed(), sender.stream().size());
+  EXPECT_TRUE(sink.image() == sender.image());
+}
+
+TEST(CheckpointStream, FormatBRoundTripWithEveryCodecAndLz4Mode) {
+  const uint32_t seed = test_seed();
+  SCOPED_TRACE(seed);
+  for (CodecId codec : {CodecId::kNone, CodecId::kRunSkip, CodecId::kXbzrle}) {
+    for (auto lz4 :
+         {EncodeOptions::Lz4::kOff, EncodeOptions::Lz4::kAuto, EncodeOptions::Lz4::kAlways}) {
+      SCOPED_TRACE(std::string(codec_name(codec)) + " lz4 " + std::to_string(int(lz4)));
+      std::mt19937 rng(seed);
+      EncodeOptions options;
+      options.codec = codec;
+      options.lz4 = lz4;
+      options.max_chunk_bytes = 8 << 10 << (rng() % 4);
+      Sender sender(kGuestPages, options);
+      sender.enable_compression();
+      for (uint64_t epoch = 1; epoch <= 6; ++epoch) {
+        sender.checkpoint(rng, epoch, 1 + rng() % 60, 1 + rng() % 4);
+      }
+      sender.goodbye();
+      ImageSink sink(kGuestPages);
+      CheckpointReader reader(kGuestPages, &sink);
+      const Status s = reader.feed(sender.stream());
+      ASSERT_TRUE(s.is_ok()) << s.to_string();
+      EXPECT_TRUE(reader.finish().is_ok());
+      EXPECT_EQ(reader.format(), Format::kB);
+      EXPECT_EQ(sink.ends.size(), 6u);
+      EXPECT_TRUE(sink.image() == sender.image());
+      if (lz4 == EncodeOptions::Lz4::kOff) {
+        EXPECT_EQ(sender.stats().lz4_chunks, 0u);
+      }
+    }
+  }
+}
+
+TEST(CheckpointStream, FeedingInRandomPiecesOrByteByByteGivesTheSameResult) {
+  const uint32_t seed = test_seed();
+  SCOPED_TRACE(seed);
+  std::mt19937 rng(seed);
+  Sender sender(kGuestPages);
+  sender.checkpoint(rng, 1, 30);  // Format A full sync
+  sender.heartbeat(111);
+  sender.enable_compression();
+  for (uint64_t epoch = 2; epoch <= 5; ++epoch) {
+    sender.checkpoint(rng, epoch, 1 + rng() % 30, 2);
+    sender.heartbeat(epoch * 1000);
+  }
+  sender.goodbye();
+
+  ImageSink whole(kGuestPages);
+  CheckpointReader whole_reader(kGuestPages, &whole);
+  ASSERT_TRUE(whole_reader.feed(sender.stream()).is_ok());
+
+  for (size_t max_piece : {size_t{1}, size_t{3}, size_t{700}, size_t{50000}}) {
+    SCOPED_TRACE(max_piece);
+    ImageSink sink(kGuestPages);
+    CheckpointReader reader(kGuestPages, &sink);
+    ASSERT_TRUE(feed_in_pieces(reader, sender.stream(), rng, max_piece).is_ok());
+    EXPECT_TRUE(reader.finish().is_ok());
+    EXPECT_EQ(sink.begins, whole.begins);
+    EXPECT_EQ(sink.ends, whole.ends);
+    EXPECT_EQ(sink.heartbeats, whole.heartbeats);
+    EXPECT_EQ(sink.enables, 1);
+    EXPECT_TRUE(sink.image() == sender.image());
+  }
+  EXPECT_EQ(whole.heartbeats, (std::vector<uint64_t>{111, 2000, 3000, 4000, 5000}));
+}
+
+TEST(CheckpointStream, EnableCompressionTakesEffectAtTheNextCheckpoint) {
+  std::mt19937 rng(1);
+  Sender sender(kGuestPages);
+  sender.checkpoint(rng, 1, 5);
+  ImageSink sink(kGuestPages);
+  CheckpointReader reader(kGuestPages, &sink);
+  ASSERT_TRUE(reader.feed(sender.stream()).is_ok());
+  EXPECT_EQ(reader.format(), Format::kA);
+  sender.stream().clear();
+  sender.enable_compression();
+  ASSERT_TRUE(reader.feed(sender.stream()).is_ok());
+  EXPECT_EQ(reader.format(), Format::kB);
+  EXPECT_EQ(sink.enables, 1);
+}
+
+TEST(CheckpointStream, BodiesEncodedOnSeveralThreadsAreSentInOrder) {
+  const uint32_t seed = test_seed();
+  SCOPED_TRACE(seed);
+  std::mt19937 rng(seed);
+  constexpr uint64_t kPages = 4096;
+  Bytes image(kPages * kPageSize);
+  PageCache cache(8 << 20);
+  EncodeOptions options;
+
+  Bytes stream = encode_enable_compression();
+  for (uint64_t epoch = 1; epoch <= 3; ++epoch) {
+    std::vector<uint64_t> pfns;
+    for (uint64_t pfn = 0; pfn < kPages; ++pfn) {
+      if (rng() % 3 == 0) pfns.push_back(pfn);
+    }
+    for (uint64_t pfn : pfns) {
+      for (int k = 0; k < 8; ++k) image[pfn * kPageSize + (rng() % kPageSize)] = rng();
+    }
+    constexpr int kThreads = 4;
+    std::vector<Bytes> bodies(kThreads);
+    std::vector<std::thread> threads;
+    const size_t per = (pfns.size() + kThreads - 1) / kThreads;
+    Bytes staged(pfns.size() * kPageSize);
+    for (size_t i = 0; i < pfns.size(); ++i) {
+      std::memcpy(&staged[i * kPageSize], &image[pfns[i] * kPageSize], kPageSize);
+    }
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        const size_t lo = std::min(pfns.size(), t * per), hi = std::min(pfns.size(), lo + per);
+        encode_body_format_b(std::span(pfns).subspan(lo, hi - lo), &staged[lo * kPageSize], cache,
+                             options, bodies[t], nullptr);
+      });
+    }
+    for (auto& th : threads) th.join();
+    CheckpointFramer framer;
+    put_bytes(stream, framer.begin(epoch, kBeginConsistent));
+    for (int t = 0; t < kThreads; ++t) {
+      const size_t lo = std::min(pfns.size(), t * per), hi = std::min(pfns.size(), lo + per);
+      framer.add_body(bodies[t], static_cast<uint32_t>(hi - lo));
+      put_bytes(stream, bodies[t]);
+    }
+    put_bytes(stream, framer.end());
+  }
+  ImageSink sink(kPages);
+  CheckpointReader reader(kPages, &sink);
+  const Status s = reader.feed(stream);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  EXPECT_EQ(sink.ends.size(), 3u);
+  EXPECT_TRUE(sink.image() == image);
+}
+
+TEST(CheckpointStream, ZeroPagesMissingTheCacheCostLittleWithLz4Auto) {
+  Sender sender(64);
+  sender.enable_compression();
+  std::vector<uint64_t> pfns = {1, 2, 3, 4, 5, 6, 7, 8};  // all-zero pages, never sent before
+  sender.send(pfns, 1, 1, kBeginConsistent);
+  EXPECT_EQ(sender.stats().whole_pages, 8u);
+  EXPECT_EQ(sender.stats().lz4_chunks, 1u);
+  EXPECT_LT(sender.stats().wire_bytes, 300u);
+}
+
+TEST(CheckpointStream, ChunksStayWithinTheTargetSize) {
+  std::mt19937 rng(7);
+  EncodeOptions options;
+  options.lz4 = EncodeOptions::Lz4::kOff;
+  options.max_chunk_bytes = 10000;
+  Bytes pages(100 * kPageSize);
+  for (auto& b : pages) b = static_cast<uint8_t>(rng());
+  std::vector<uint64_t> pfns(100);
+  for (size_t i = 0; i < pfns.size(); ++i) pfns[i] = i * 2;
+  PageCache cache(1 << 20);
+  Bytes body;
+  encode_body_format_b(pfns, pages.data(), cache, options, body, nullptr);
+  // Walk the chunks.
+  ByteReader r(body);
+  int compressed = 0;
+  while (!r.empty()) {
+    int32_t type = 0;
+    ASSERT_TRUE(r.read_i32(&type, "type").is_ok());
+    size_t size = 0;
+    if (type > 0) {
+      size = 4 + 8 * static_cast<size_t>(type);
+      ASSERT_TRUE(r.skip(8 * static_cast<size_t>(type), "pfns").is_ok());
+    } else {
+      ASSERT_EQ(type, XC_SAVE_ID_COMPRESSED_DATA);
+      uint32_t len = 0;
+      ASSERT_TRUE(r.read_u32(&len, "len").is_ok());
+      ASSERT_TRUE(r.skip(len, "payload").is_ok());
+      size = 8 + len;
+      ++compressed;
+    }
+    EXPECT_LE(size, options.max_chunk_bytes);
+  }
+  EXPECT_GE(compressed, 100 * 4097 / 10000);
+}
+
+// ---- Truncation and damage.
+
+// A small stream: a Format A checkpoint, ENABLE_COMPRESSION, two Format B
+// checkpoints, GOODBYE. Returns the offsets just past each checkpoint's tail.
+Bytes small_stream(std::vector<size_t>* checkpoint_ends) {
+  std::mt19937 rng(42);
+  Sender sender(16);
+  sender.checkpoint(rng, 1, 2);
+  checkpoint_ends->push_back(sender.stream().size());
+  sender.heartbeat(5);
+  sender.enable_compression();
+  sender.checkpoint(rng, 2, 3);
+  checkpoint_ends->push_back(sender.stream().size());
+  sender.checkpoint(rng, 3, 2, 2);
+  checkpoint_ends->push_back(sender.stream().size());
+  sender.goodbye();
+  return sender.stream();
+}
+
+TEST(CheckpointStreamDamage, TruncationAtEveryByteNeverCommitsTheCutCheckpoint) {
+  std::vector<size_t> ends;
+  const Bytes stream = small_stream(&ends);
+  for (size_t cut = 0; cut <= stream.size(); ++cut) {
+    ImageSink sink(16);
+    CheckpointReader reader(16, &sink);
+    const Status s = reader.feed(ByteSpan(stream).first(cut));
+    ASSERT_TRUE(s.is_ok()) << "cut " << cut << ": " << s.to_string();
+    const size_t complete =
+        std::count_if(ends.begin(), ends.end(), [&](size_t e) { return e <= cut; });
+    ASSERT_EQ(sink.ends.size(), complete) << "cut " << cut;
+    if (cut < stream.size()) {
+      EXPECT_EQ(reader.finish().code(), StatusCode::kTruncated) << "cut " << cut;
+    } else {
+      EXPECT_TRUE(reader.finish().is_ok());
+    }
+  }
+}
+
+// Every single-bit flip of a checkpoint is rejected before on_end: the
+// atomic-commit guarantee.
+void expect_every_bit_flip_rejected(const Bytes& prefix, const Bytes& checkpoint) {
+  {
+    ImageSink sink(16);
+    CheckpointReader reader(16, &sink);
+    ASSERT_TRUE(reader.feed(prefix).is_ok());
+    ASSERT_TRUE(reader.feed(checkpoint).is_ok());
+    ASSERT_EQ(sink.ends.size(), 1u) << "the undamaged checkpoint must commit";
+  }
+  for (size_t bit = 0; bit < checkpoint.size() * 8; ++bit) {
+    Bytes damaged = checkpoint;
+    damaged[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+    ImageSink sink(16);
+    CheckpointReader reader(16, &sink);
+    ASSERT_TRUE(reader.feed(prefix).is_ok());
+    const Status s = reader.feed(damaged);
+    ASSERT_TRUE(sink.ends.empty()) << "bit " << bit << " flipped and the checkpoint committed";
+    EXPECT_FALSE(reader.finish().is_ok()) << "bit " << bit;
+    (void)s;
+  }
+}
+
+TEST(CheckpointStreamDamage, EveryBitFlipInAFormatBCheckpointIsRejectedBeforeCommit) {
+  std::mt19937 rng(3);
+  Sender sender(16);
+  sender.enable_compression();
+  const Bytes prefix = sender.stream();
+  sender.stream().clear();
+  sender.checkpoint(rng, 9, 3);
+  expect_every_bit_flip_rejected(prefix, sender.stream());
+}
+
+TEST(CheckpointStreamDamage, EveryBitFlipInAFormatACheckpointIsRejectedBeforeCommit) {
+  std::mt19937 rng(4);
+  Sender sender(16);
+  sender.checkpoint(rng, 9, 1);
+  expect_every_bit_flip_rejected({}, sender.stream());
+}
+
+TEST(CheckpointStreamDamage, EveryBitFlipInAnLz4CheckpointIsRejectedBeforeCommit) {
+  EncodeOptions options;
+  options.lz4 = EncodeOptions::Lz4::kAlways;
+  Sender sender(16, options);
+  sender.enable_compression();
+  const Bytes prefix = sender.stream();
+  sender.stream().clear();
+  sender.send({2, 3}, 5, 1, kBeginConsistent);  // zero pages: compress well
+  ASSERT_EQ(sender.stats().lz4_chunks, 1u);
+  expect_every_bit_flip_rejected(prefix, sender.stream());
+}
+
+// ---- Hand-built hostile streams.
+
+class StreamBuilder {
+ public:
+  StreamBuilder& i32(int32_t v) {
+    return put([&] { put_i32(b_, v); });
+  }
+  StreamBuilder& u32(uint32_t v) {
+    return put([&] { put_u32(b_, v); });
+  }
+  StreamBuilder& u64(uint64_t v) {
+    return put([&] { put_u64(b_, v); });
+  }
+  StreamBuilder& u8(uint8_t v) {
+    return put([&] { put_u8(b_, v); });
+  }
+  StreamBuilder& bytes(ByteSpan s) {
+    return put([&] { put_bytes(b_, s); });
+  }
+  StreamBuilder& begin(uint64_t epoch, uint32_t flags = 0) {
+    crc_start_ = b_.size();
+    return i32(kChunkCheckpointBegin).u64(epoch).u32(flags);
+  }
+  StreamBuilder& pfns(std::vector<uint64_t> v) {
+    i32(static_cast<int32_t>(v.size()));
+    for (uint64_t p : v) u64(p);
+    return *this;
+  }
+  StreamBuilder& compressed(CodecId codec, ByteSpan records) {
+    return i32(XC_SAVE_ID_COMPRESSED_DATA)
+        .u32(static_cast<uint32_t>(2 + records.size()))
+        .u8(static_cast<uint8_t>(codec))
+        .u8(0)
+        .bytes(records);
+  }
+  // End of body and a tail with a correct CRC.
+  StreamBuilder& end(uint64_t epoch, uint32_t pages) {
+    i32(0).u64(epoch).u32(pages);
+    return u32(crc32c(ByteSpan(b_).subspan(crc_start_)));
+  }
+  const Bytes& bytes() const { return b_; }
+
+ private:
+  template <typename F>
+  StreamBuilder& put(F f) {
+    f();
+    return *this;
+  }
+  Bytes b_;
+  size_t crc_start_ = 0;
+};
+
+Status read_stream(const Bytes& stream, ImageSink* sink = nullptr, uint64_t guest_pages = 16) {
+  ImageSink local(guest_pages);
+  CheckpointReader reader(guest_pages, sink ? sink : &local);
+  return reader.feed(stream);
+}
+
+const Bytes kUnchanged = {0x00};  // RUN/SKIP record: page unchanged
+
+Bytes whole_page_record(uint8_t fill) {
+  Bytes r(1 + kPageSize, fill);
+  r[0] = 0x80;
+  return r;
+}
+
+void expect_corrupt(const Status& s, const std::string& fragment) {
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt) << s.to_string();
+  EXPECT_NE(s.message().find(fragment), std::string::npos)
+      << "message \"" << s.message() << "\" lacks \"" << fragment << "\"";
+}
+
+TEST(CheckpointStreamHostile, HandBuiltValidCheckpointIsAccepted) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(17)
+      .pfns({1, 3})
+      .compressed(CodecId::kRunSkip, Bytes{0x00, 0x00})
+      .end(17, 2);
+  ImageSink sink(16);
+  ASSERT_TRUE(read_stream(b.bytes(), &sink).is_ok());
+  EXPECT_EQ(sink.ends.size(), 1u);
+}
+
+TEST(CheckpointStreamHostile, PfnOutOfRange) {
+  StreamBuilder b;
+  b.begin(17).pfns({70000});
+  ImageSink sink(65536);
+  CheckpointReader reader(65536, &sink);
+  const Status s = reader.feed(b.bytes());
+  EXPECT_EQ(s.message(), "checkpoint 17: PFN 70000 out of range (guest has 65536 pages)");
+}
+
+TEST(CheckpointStreamHostile, PfnsNotIncreasingAcrossArrays) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION).begin(1).pfns({5, 6}).pfns({4});
+  expect_corrupt(read_stream(b.bytes()), "PFN 4 after PFN 6");
+}
+
+TEST(CheckpointStreamHostile, DuplicatePfn) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION).begin(1).pfns({5, 5});
+  expect_corrupt(read_stream(b.bytes()), "duplicate PFN 5");
+}
+
+TEST(CheckpointStreamHostile, MorePagesThanPfns) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({5})
+      .compressed(CodecId::kRunSkip, Bytes{0, 0});
+  expect_corrupt(read_stream(b.bytes()), "page record with no PFN waiting");
+}
+
+TEST(CheckpointStreamHostile, RecordsBeforeAnyPfn) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION).begin(1).compressed(CodecId::kRunSkip, kUnchanged);
+  expect_corrupt(read_stream(b.bytes()), "page record with no PFN waiting (0 PFNs received");
+}
+
+TEST(CheckpointStreamHostile, FewerPagesThanPfnsAtEndOfBody) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({5, 6})
+      .compressed(CodecId::kRunSkip, kUnchanged)
+      .end(1, 1);
+  expect_corrupt(read_stream(b.bytes()), "1 PFNs still waiting");
+}
+
+TEST(CheckpointStreamHostile, TailEpochMismatch) {
+  StreamBuilder b;
+  b.begin(17).end(18, 0);
+  expect_corrupt(read_stream(b.bytes()), "checkpoint 17: tail epoch 18 does not match");
+}
+
+TEST(CheckpointStreamHostile, TailPageCountMismatch) {
+  StreamBuilder b;
+  b.begin(17).pfns({2}).bytes(Bytes(kPageSize, 1)).end(17, 2);
+  expect_corrupt(read_stream(b.bytes()), "tail says 2 pages, the body carried 1");
+}
+
+TEST(CheckpointStreamHostile, CrcMismatchNamesBothValues) {
+  StreamBuilder b;
+  b.begin(17).pfns({2}).bytes(Bytes(kPageSize, 1)).end(17, 1);
+  Bytes stream = b.bytes();
+  stream[30] ^= 1;  // inside the page
+  const Status s = read_stream(stream);
+  expect_corrupt(s, "checkpoint 17: CRC mismatch (computed 0x");
+  expect_corrupt(s, ", tail says 0x");
+}
+
+TEST(CheckpointStreamHostile, CompressedDataInFormatA) {
+  StreamBuilder b;
+  b.begin(1).compressed(CodecId::kRunSkip, kUnchanged);
+  expect_corrupt(read_stream(b.bytes()), "COMPRESSED_DATA in a Format A checkpoint");
+}
+
+TEST(CheckpointStreamHostile, OversizeCompressedLength) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .i32(XC_SAVE_ID_COMPRESSED_DATA)
+      .u32(9000000);
+  expect_corrupt(read_stream(b.bytes()), "COMPRESSED_DATA length 9000000 exceeds limit 8388608");
+}
+
+TEST(CheckpointStreamHostile, CompressedLengthTooShortForItsHeader) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .i32(XC_SAVE_ID_COMPRESSED_DATA)
+      .u32(1)
+      .u8(1);
+  expect_corrupt(read_stream(b.bytes()), "shorter than its header");
+}
+
+TEST(CheckpointStreamHostile, OversizePfnArray) {
+  StreamBuilder b;
+  b.begin(1).i32(kMaxPfnBatch + 1);
+  expect_corrupt(read_stream(b.bytes()), "PFN array of 1025 entries exceeds limit 1024");
+}
+
+TEST(CheckpointStreamHostile, OversizeLz4RawLength) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .i32(XC_SAVE_ID_COMPRESSED_DATA)
+      .u32(8)
+      .u8(1)
+      .u8(kPayloadLz4)
+      .u32(kMaxDecodedPayload + 1)
+      .u8(0)
+      .u8(0);
+  expect_corrupt(read_stream(b.bytes()), "LZ4 raw length 8388609 exceeds limit");
+}
+
+TEST(CheckpointStreamHostile, MalformedLz4Block) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .i32(XC_SAVE_ID_COMPRESSED_DATA)
+      .u32(9)
+      .u8(1)
+      .u8(kPayloadLz4)
+      .u32(100)
+      .u8(0xff)
+      .u8(0xff)
+      .u8(0xff);
+  expect_corrupt(read_stream(b.bytes()), "checkpoint 1: COMPRESSED_DATA: ");
+}
+
+TEST(CheckpointStreamHostile, UnknownPayloadFlags) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .i32(XC_SAVE_ID_COMPRESSED_DATA)
+      .u32(3)
+      .u8(1)
+      .u8(0x02)
+      .u8(0);
+  expect_corrupt(read_stream(b.bytes()), "unknown payload flags 0x2");
+}
+
+TEST(CheckpointStreamHostile, UnknownCodec) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .compressed(static_cast<CodecId>(7), kUnchanged);
+  expect_corrupt(read_stream(b.bytes()), "unknown codec 7");
+}
+
+TEST(CheckpointStreamHostile, PayloadEndingInsideARecord) {
+  Bytes record = whole_page_record(3);
+  record.resize(100);
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION).begin(1).pfns({1}).compressed(CodecId::kRunSkip, record);
+  expect_corrupt(read_stream(b.bytes()), "runskip record for PFN 1");
+}
+
+TEST(CheckpointStreamHostile, UnknownChunkTypes) {
+  expect_corrupt(read_stream(StreamBuilder().i32(-5).bytes()), "unknown chunk type -5");
+  expect_corrupt(read_stream(StreamBuilder().begin(1).i32(-99).bytes()),
+                 "checkpoint 1: unknown chunk type -99");
+}
+
+TEST(CheckpointStreamHostile, UnknownBeginFlags) {
+  expect_corrupt(read_stream(StreamBuilder().begin(1, 0x10).bytes()), "unknown begin flags 0x10");
+}
+
+TEST(CheckpointStreamHostile, DataAfterGoodbye) {
+  expect_corrupt(read_stream(StreamBuilder().i32(kChunkGoodbye).u8(0).bytes()),
+                 "1 bytes after GOODBYE");
+}
+
+TEST(CheckpointStreamHostile, ChunksThatBelongBetweenCheckpointsAreRejectedInside) {
+  expect_corrupt(read_stream(StreamBuilder().begin(1).i32(kChunkHeartbeat).bytes()),
+                 "HEARTBEAT inside a checkpoint");
+  expect_corrupt(read_stream(StreamBuilder().begin(1).i32(XC_SAVE_ID_ENABLE_COMPRESSION).bytes()),
+                 "ENABLE_COMPRESSION inside a checkpoint");
+  expect_corrupt(read_stream(StreamBuilder().begin(1).i32(kChunkGoodbye).bytes()),
+                 "GOODBYE inside a checkpoint");
+  expect_corrupt(read_stream(StreamBuilder().begin(1).begin(2).bytes()),
+                 "CHECKPOINT_BEGIN inside a checkpoint");
+}
+
+TEST(CheckpointStreamHostile, BodyChunksOutsideACheckpoint) {
+  expect_corrupt(read_stream(StreamBuilder().pfns({1}).bytes()), "outside a checkpoint");
+  expect_corrupt(read_stream(StreamBuilder().i32(0).bytes()), "end of body outside a checkpoint");
+  expect_corrupt(read_stream(StreamBuilder().i32(XC_SAVE_ID_COMPRESSED_DATA).bytes()),
+                 "COMPRESSED_DATA outside a checkpoint");
+}
+
+TEST(CheckpointStreamHostile, EnableCompressionTwice) {
+  expect_corrupt(read_stream(StreamBuilder()
+                                 .i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+                                 .i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+                                 .bytes()),
+                 "ENABLE_COMPRESSION received twice");
+}
+
+TEST(CheckpointStreamHostile, FirstErrorSticks) {
+  ImageSink sink(16);
+  CheckpointReader reader(16, &sink);
+  const Status first = reader.feed(StreamBuilder().i32(-5).bytes());
+  ASSERT_FALSE(first.is_ok());
+  const uint64_t consumed = reader.bytes_consumed();
+  EXPECT_EQ(reader.feed(encode_heartbeat(1)), first);
+  EXPECT_EQ(reader.finish(), first);
+  EXPECT_EQ(reader.bytes_consumed(), consumed);
+  EXPECT_TRUE(sink.heartbeats.empty());
+}
+
+TEST(CheckpointStreamHostile, SinkErrorsFailTheStreamWithContext) {
+  ImageSink sink(16);
+  sink.end_status = Status::io_error("disk full");
+  CheckpointReader reader(16, &sink);
+  const Status s = reader.feed(StreamBuilder().begin(4).end(4, 0).bytes());
+  EXPECT_EQ(s.code(), StatusCode::kIoError);
+  EXPECT_EQ(s.message(), "checkpoint 4: commit: disk full");
+}
+
+TEST(CheckpointStreamHostile, EndOfInputBetweenCheckpointsWithoutGoodbyeIsTruncated) {
+  ImageSink sink(16);
+  CheckpointReader reader(16, &sink);
+  ASSERT_TRUE(reader.feed(StreamBuilder().begin(4).end(4, 0).bytes()).is_ok());
+  EXPECT_FALSE(reader.in_checkpoint());
+  EXPECT_EQ(reader.finish().code(), StatusCode::kTruncated);
+}
+
+// ---- The worked example of docs/protocol.md, "Chunks".
+
+constexpr uint32_t kDocumentedExampleCrc = 0x15886985;  // as printed in docs/protocol.md
+
+TEST(CheckpointStreamExample, TinyFormatBCheckpointMatchesTheDocumentedBytes) {
+  // Receiver and sender both hold PFN 5 as zeros; word 2 becomes 0xdeadbeef.
+  PageCache cache(1 << 20);
+  Page zero{};
+  uint8_t scratch[kMaxPageRecord];
+  cache.encode(5, PageView(zero), CodecId::kRunSkip, scratch);  // the cache now knows PFN 5
+  Page page{};
+  store_u32(page.data() + 8, 0xdeadbeef);
+  const uint64_t pfn = 5;
+
+  EncodeOptions options;
+  options.lz4 = EncodeOptions::Lz4::kOff;
+  CheckpointFramer framer;
+  Bytes stream = framer.begin(1, kBeginConsistent);
+  Bytes body;
+  encode_body_format_b(std::span(&pfn, 1), page.data(), cache, options, body, nullptr);
+  framer.add_body(body, 1);
+  put_bytes(stream, body);
+  put_bytes(stream, framer.end());
+
+  const Bytes expected = {
+      0x9c, 0xff, 0xff, 0xff,                       // CHECKPOINT_BEGIN (-100)
+      0x01, 0,    0,    0,    0,    0,    0,    0,  //   epoch 1
+      0x01, 0x00, 0x00, 0x00,                       //   flags: CONSISTENT
+      0x01, 0x00, 0x00, 0x00,                       // PFN array of 1
+      0x05, 0,    0,    0,    0,    0,    0,    0,  //   PFN 5
+      0xf4, 0xff, 0xff, 0xff,                       // COMPRESSED_DATA (-12)
+      0x09, 0x00, 0x00, 0x00,                       //   length 9
+      0x01, 0x00,                                   //   codec runskip, no LZ4
+      0x82, 0x01, 0xef, 0xbe, 0xad, 0xde, 0x00,     //   SKIP 2, RUN 1 deadbeef, END
+      0x00, 0x00, 0x00, 0x00,                       // end of body (0)
+      0x01, 0,    0,    0,    0,    0,    0,    0,  //   tail: epoch 1
+      0x01, 0x00, 0x00, 0x00,                       //   page count 1
+  };
+  ASSERT_EQ(stream.size(), expected.size() + 4);
+  EXPECT_TRUE(std::equal(expected.begin(), expected.end(), stream.begin()));
+  EXPECT_EQ(load_u32(stream.data() + expected.size()), crc32c(expected));
+  std::printf("CRC32C of the example: 0x%08x\n", crc32c(expected));
+  EXPECT_EQ(load_u32(stream.data() + expected.size()), kDocumentedExampleCrc);
+}
+
+}  // namespace
+}  // namespace romulus::protocol
