@@ -3,9 +3,10 @@
 // The page encoders (protocol/runskip.h, protocol/xbzrle.h) spend almost all of
 // their time finding what changed, so that search lives here, once, in SIMD:
 // AVX2 (chosen at run time with __builtin_cpu_supports) or the SSE2 baseline on
-// x86-64, and a portable 64-bit loop elsewhere. Identical stretches are skipped
-// 128 bytes at a time; only blocks that differ are examined word by word or
-// byte by byte.
+// x86-64, and a portable 64-bit loop elsewhere. The AVX2 path skips identical
+// stretches 128 bytes at a time and builds masks only for blocks that differ.
+// An AVX-512BW variant exists for tests and benchmarks but is not the default:
+// it measured slower than AVX2 on the development machine (docs/performance.md).
 //
 // Results are bitmaps: bit i of the map is set when unit i differs. A
 // WordDiffMap has one bit per 4-byte word (1024 bits), a ByteDiffMap one bit per
@@ -50,7 +51,7 @@ inline size_t find_next_bit(const uint64_t* map, size_t nbits, size_t from, bool
 // The implementations behind diff_words/diff_bytes, exposed so tests can check
 // each against the others and benchmarks can compare them. The functions above
 // use the best one the CPU supports.
-enum class CompareImpl { kPortable, kSse2, kAvx2 };
+enum class CompareImpl { kPortable, kSse2, kAvx2, kAvx512 };
 bool compare_impl_available(CompareImpl impl);
 // Precondition: compare_impl_available(impl).
 bool diff_words_with(CompareImpl impl, const uint8_t* a, const uint8_t* b, WordDiffMap* map);

@@ -329,7 +329,8 @@ TEST(PageCompare, EveryImplementationFindsExactlyTheChangedWordsAndBytes) {
         want_w[i / 256] |= uint64_t{1} << ((i / 4) % 64);
       }
     }
-    for (auto impl : {CompareImpl::kPortable, CompareImpl::kSse2, CompareImpl::kAvx2}) {
+    for (auto impl :
+         {CompareImpl::kPortable, CompareImpl::kSse2, CompareImpl::kAvx2, CompareImpl::kAvx512}) {
       if (!compare_impl_available(impl)) {
         continue;
       }
