@@ -99,7 +99,10 @@ Status EpochEngine::checkpoint() {
   }
   ROMULUS_RETURN_IF_ERROR(st.context("pausing the guest"));
 
+  // The guest is stopped: from here on, output it produces belongs to the
+  // next epoch (output commit tags bytes with open_epoch() as it reads them).
   const uint64_t epoch = next_epoch_.load();
+  next_epoch_.store(epoch + 1);
   rec.epoch = epoch;
   rec.interval_us = last_pause_start_ == Clock::time_point{} ? 0 : micros(t0 - last_pause_start_);
   last_pause_start_ = t0;
@@ -149,7 +152,6 @@ Status EpochEngine::checkpoint() {
   const auto t_queued = Clock::now();
   rec.encode_us = micros(t_queued - t_encode);
   transport_->end_of_checkpoint(epoch);
-  next_epoch_.store(epoch + 1);
   rec.stretched = stretched_;
   stats_.record_epoch(rec);
   stats_.record_sent(epoch, t_queued);

@@ -106,9 +106,11 @@ class EpochEngine {
   void set_cache_bytes(size_t bytes) { cache_.set_capacity(bytes); }
 
   // The epoch the next checkpoint will carry: output the guest produces now
-  // belongs to it (output commit releases it when this epoch is acked).
+  // belongs to it, and output commit releases it when this epoch is acked.
+  // It advances while the guest is stopped, so bytes read after a pause are
+  // never tagged with the epoch that pause captured.
   uint64_t open_epoch() const { return next_epoch_.load(); }
-  // Highest epoch whose bytes are all queued.
+  // The epoch of the last checkpoint started.
   uint64_t last_epoch() const { return next_epoch_.load() - 1; }
 
   // Test hook: called with the guest stopped, after collection, with the epoch.

@@ -1,0 +1,319 @@
+#include "checkpoint/output_proxy.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace romulus::checkpoint {
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+constexpr size_t kReadSize = 64 * 1024;
+constexpr size_t kLatencyWindow = 4096;
+}  // namespace
+
+// One client connection and its twin connection to the guest.
+class ProxySession : public std::enable_shared_from_this<ProxySession> {
+ public:
+  ProxySession(OutputProxy& proxy, tcp::socket client)
+      : proxy_(proxy), client_(std::move(client)), guest_(proxy.io_) {}
+
+  void start() {
+    auto self = shared_from_this();
+    const tcp::endpoint guest_ep(asio::ip::address_v4::loopback(), proxy_.options_.guest_port);
+    guest_.async_connect(guest_ep, [this, self](boost::system::error_code ec) {
+      if (ec) {
+        close_all();  // the guest is not serving (yet): the client retries
+        return;
+      }
+      boost::system::error_code ignored;
+      guest_.set_option(tcp::no_delay(true), ignored);
+      client_.set_option(tcp::no_delay(true), ignored);
+      do_read_client();
+      do_read_guest();
+    });
+  }
+
+  // Releases held output of epochs <= acked (all of it when not buffering).
+  void release(uint64_t acked, bool buffering) {
+    bool moved = false;
+    const auto now = Clock::now();
+    while (!held_.empty() && (!buffering || held_.front().epoch <= acked)) {
+      Held& h = held_.front();
+      proxy_.record_latency(std::chrono::duration<double, std::milli>(now - h.read_at).count());
+      held_bytes_ -= h.bytes.size();
+      to_client_.push_back(std::move(h));
+      held_.pop_front();
+      moved = true;
+    }
+    if (moved && !writing_client_) do_write_client();
+    // Back-pressure lifted?
+    if (guest_read_paused_ && held_bytes_ < proxy_.options_.max_held_bytes) {
+      guest_read_paused_ = false;
+      do_read_guest();
+    }
+  }
+
+  size_t held_bytes() const { return held_bytes_; }
+  std::optional<Clock::time_point> oldest_held() const {
+    if (held_.empty()) return std::nullopt;
+    return held_.front().read_at;
+  }
+
+  void close_all() {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ec;
+    client_.close(ec);
+    guest_.close(ec);
+    proxy_.sessions_.erase(shared_from_this());
+  }
+
+ private:
+  struct Held {
+    std::vector<uint8_t> bytes;  // empty = the guest closed its side
+    uint64_t epoch;
+    Clock::time_point read_at;
+  };
+
+  void do_read_client() {
+    auto self = shared_from_this();
+    client_.async_read_some(
+        asio::buffer(from_client_), [this, self](boost::system::error_code ec, size_t n) {
+          if (closed_) return;
+          if (ec) {
+            // The client is done sending: pass the half-close on to the guest.
+            boost::system::error_code ignored;
+            guest_.shutdown(tcp::socket::shutdown_send, ignored);
+            client_done_ = true;
+            if (guest_done_ && held_.empty() && to_client_.empty()) close_all();
+            return;
+          }
+          {
+            std::lock_guard lock(proxy_.stats_mu_);
+            proxy_.stats_.bytes_to_guest += n;
+          }
+          // Client bytes reach the guest at once; the next read waits for this write.
+          asio::async_write(guest_, asio::buffer(from_client_.data(), n),
+                            [this, self](boost::system::error_code wec, size_t) {
+                              if (closed_) return;
+                              if (wec) {
+                                close_all();
+                                return;
+                              }
+                              do_read_client();
+                            });
+        });
+  }
+
+  void do_read_guest() {
+    if (guest_done_ || closed_) return;
+    if (held_bytes_ >= proxy_.options_.max_held_bytes) {
+      guest_read_paused_ = true;
+      return;
+    }
+    auto self = shared_from_this();
+    guest_.async_read_some(
+        asio::buffer(from_guest_), [this, self](boost::system::error_code ec, size_t n) {
+          if (closed_) return;
+          // Tag with the epoch open now: released when that epoch is acked.
+          const uint64_t epoch = proxy_.buffering_ ? proxy_.open_epoch_() : 0;
+          if (ec) {
+            guest_done_ = true;
+            held_.push_back(Held{{}, epoch, Clock::now()});  // the close is output too
+          } else {
+            held_.push_back(Held{std::vector<uint8_t>(from_guest_.begin(),
+                                                      from_guest_.begin() + static_cast<long>(n)),
+                                 epoch, Clock::now()});
+            held_bytes_ += n;
+          }
+          release(proxy_.acked_, proxy_.buffering_);
+          if (!ec) do_read_guest();
+        });
+  }
+
+  void do_write_client() {
+    if (to_client_.empty() || closed_) {
+      writing_client_ = false;
+      return;
+    }
+    writing_client_ = true;
+    if (to_client_.front().bytes.empty()) {
+      // The guest's close, now committed: end the client's stream.
+      boost::system::error_code ignored;
+      client_.shutdown(tcp::socket::shutdown_send, ignored);
+      to_client_.clear();
+      writing_client_ = false;
+      if (client_done_) close_all();
+      return;
+    }
+    auto self = shared_from_this();
+    asio::async_write(client_, asio::buffer(to_client_.front().bytes),
+                      [this, self](boost::system::error_code ec, size_t n) {
+                        if (closed_) return;
+                        if (ec) {
+                          close_all();
+                          return;
+                        }
+                        {
+                          std::lock_guard lock(proxy_.stats_mu_);
+                          proxy_.stats_.bytes_released += n;
+                        }
+                        to_client_.pop_front();
+                        do_write_client();
+                      });
+  }
+
+  OutputProxy& proxy_;
+  tcp::socket client_, guest_;
+  std::array<uint8_t, kReadSize> from_client_{}, from_guest_{};
+  std::deque<Held> held_, to_client_;
+  size_t held_bytes_ = 0;
+  bool writing_client_ = false;
+  bool guest_read_paused_ = false;
+  bool guest_done_ = false, client_done_ = false;
+  bool closed_ = false;
+};
+
+OutputProxy::OutputProxy(asio::io_context& io, OutputProxyOptions options,
+                         std::function<uint64_t()> open_epoch)
+    : io_(io),
+      options_(std::move(options)),
+      open_epoch_(std::move(open_epoch)),
+      acceptor_(io),
+      buffering_(options_.buffering) {
+  stats_.buffering = buffering_;
+}
+
+OutputProxy::~OutputProxy() = default;
+
+Result<uint16_t> OutputProxy::pick_free_port() {
+  asio::io_context io;
+  tcp::acceptor a(io);
+  boost::system::error_code ec;
+  a.open(tcp::v4(), ec);
+  if (!ec) a.bind(tcp::endpoint(asio::ip::address_v4::loopback(), 0), ec);
+  if (ec)
+    return Status::io_error(fmt::format("cannot find a free loopback port: {}", ec.message()));
+  return a.local_endpoint().port();
+}
+
+Status OutputProxy::start() {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(options_.listen_host, ec);
+  if (ec) {
+    tcp::resolver r(io_);
+    auto res = r.resolve(options_.listen_host, std::to_string(options_.listen_port), ec);
+    if (ec || res.empty()) {
+      return Status::invalid_argument(
+          fmt::format("cannot resolve --service host '{}'", options_.listen_host));
+    }
+    addr = res.begin()->endpoint().address();
+  }
+  const tcp::endpoint ep(addr, options_.listen_port);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Status::unavailable(fmt::format(
+        "cannot serve on {}:{}: {}{}", options_.listen_host, options_.listen_port, ec.message(),
+        ec == asio::error::address_in_use ? " (another process uses it; pick another --service)"
+                                          : ""));
+  }
+  asio::post(io_, [this] { do_accept(); });
+  return Status::ok();
+}
+
+void OutputProxy::do_accept() {
+  acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (!ec) {
+      auto s = std::make_shared<ProxySession>(*this, std::move(socket));
+      sessions_.insert(s);
+      {
+        std::lock_guard lock(stats_mu_);
+        stats_.connections++;
+      }
+      s->start();
+    }
+    do_accept();
+  });
+}
+
+void OutputProxy::on_ack(uint64_t epoch) {
+  asio::post(io_, [this, epoch] {
+    if (epoch <= acked_) return;
+    acked_ = epoch;
+    auto sessions = sessions_;  // release() may close and erase
+    for (auto& s : sessions) s->release(acked_, buffering_);
+    refresh_held_stats();
+  });
+}
+
+void OutputProxy::set_buffering(bool on) {
+  asio::post(io_, [this, on] {
+    if (buffering_ == on) return;
+    buffering_ = on;
+    {
+      std::lock_guard lock(stats_mu_);
+      stats_.buffering = on;
+    }
+    if (!on) {
+      auto sessions = sessions_;
+      for (auto& s : sessions) s->release(acked_, false);
+    }
+  });
+}
+
+void OutputProxy::refresh_held_stats() {
+  uint64_t held = 0;
+  std::optional<Clock::time_point> oldest;
+  for (const auto& s : sessions_) {
+    held += s->held_bytes();
+    if (auto t = s->oldest_held(); t && (!oldest || *t < *oldest)) oldest = t;
+  }
+  std::lock_guard lock(stats_mu_);
+  stats_.bytes_held = held;
+  stats_.open_connections = sessions_.size();
+  stats_.oldest_held_ms =
+      oldest ? std::chrono::duration<double, std::milli>(Clock::now() - *oldest).count() : 0.0;
+}
+
+void OutputProxy::record_latency(double ms) {
+  std::lock_guard lock(stats_mu_);
+  latencies_.push_back(ms);
+  if (latencies_.size() > kLatencyWindow) latencies_.pop_front();
+}
+
+OutputProxyStats OutputProxy::stats() const {
+  // Held bytes and ages live on the io thread; a snapshot of them is taken
+  // there when possible, else the counters alone are returned.
+  OutputProxyStats s;
+  std::vector<double> lat;
+  {
+    std::lock_guard lock(stats_mu_);
+    s = stats_;
+    lat.assign(latencies_.begin(), latencies_.end());
+  }
+  if (!lat.empty()) {
+    std::sort(lat.begin(), lat.end());
+    s.added_latency_p50_ms = lat[(lat.size() - 1) * 50 / 100];
+    s.added_latency_p99_ms = lat[(lat.size() - 1) * 99 / 100];
+  }
+  return s;
+}
+
+void OutputProxy::stop() {
+  asio::post(io_, [this] {
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    auto sessions = sessions_;
+    for (auto& s : sessions) s->close_all();
+  });
+}
+
+}  // namespace romulus::checkpoint

@@ -1,0 +1,94 @@
+// OutputProxy: output commit for the guest's service.
+//
+// Clients connect to the primary's --service address; each connection is
+// forwarded to the guest's port on loopback. Bytes from the client reach the
+// guest at once. Bytes from the guest, and the guest's close, are held,
+// tagged with the epoch open when they were read (EpochEngine::open_epoch()),
+// and released in order when that epoch is acknowledged by the backup. So no
+// client sees a reply that a failover could take back.
+//
+// Each connection holds at most max_held_bytes; past that the proxy stops
+// reading from the guest for that connection only (back-pressure), so a slow
+// client never blocks the others or the epoch engine.
+//
+// With buffering off (--no-output-buffering, --backup null, or a lost backup
+// under --on-backup-loss continue) output is released at once.
+//
+// Threading: everything runs on the io_context's thread; on_ack(),
+// set_buffering() and stats() may be called from any thread (they post).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "checkpoint/asio.h"
+#include "protocol/status.h"
+
+namespace romulus::checkpoint {
+
+struct OutputProxyOptions {
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 0;
+  uint16_t guest_port = 0;  // the guest listens on 127.0.0.1:guest_port
+  size_t max_held_bytes = 4u << 20;
+  bool buffering = true;
+};
+
+struct OutputProxyStats {
+  uint64_t connections = 0;  // accepted in all
+  uint64_t open_connections = 0;
+  uint64_t bytes_to_guest = 0;
+  uint64_t bytes_released = 0;
+  uint64_t bytes_held = 0;          // now
+  double oldest_held_ms = 0;        // how long the oldest held byte has waited
+  double added_latency_p50_ms = 0;  // read from guest -> released, recent window
+  double added_latency_p99_ms = 0;
+  bool buffering = true;
+};
+
+class ProxySession;
+
+class OutputProxy {
+ public:
+  OutputProxy(boost::asio::io_context& io, OutputProxyOptions options,
+              std::function<uint64_t()> open_epoch);
+  ~OutputProxy();
+
+  Status start();
+  void on_ack(uint64_t epoch);
+  void set_buffering(bool on);
+  OutputProxyStats stats() const;
+  // Closes the listener and every connection.
+  void stop();
+
+  // Picks a free loopback port for the guest to listen on.
+  static Result<uint16_t> pick_free_port();
+
+ private:
+  friend class ProxySession;
+  void do_accept();
+  void record_latency(double ms);
+  void refresh_held_stats();  // io thread
+
+  boost::asio::io_context& io_;
+  OutputProxyOptions options_;
+  std::function<uint64_t()> open_epoch_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::set<std::shared_ptr<ProxySession>> sessions_;
+  uint64_t acked_ = 0;
+  bool buffering_;
+
+  mutable std::mutex stats_mu_;
+  OutputProxyStats stats_;
+  std::deque<double> latencies_;
+};
+
+}  // namespace romulus::checkpoint

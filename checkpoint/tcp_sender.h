@@ -1,0 +1,96 @@
+// TcpSender: the primary's end of the replication connection.
+//
+// Connects to the backup, performs the handshake, then carries the engine's
+// byte stream (one write in flight, a queue behind it, bounded: send() blocks
+// while more than max_queued_bytes wait) and reads the backup's messages:
+// ACK(epoch) goes to on_ack, an ERROR or silence longer than the failover
+// timeout or a reset ends the connection and goes to on_lost, once.
+//
+// Threading: the socket lives on the io_context's thread. connect() blocks
+// its caller (never call it on the io thread); send()/flush()/close() may be
+// called from the engine thread; callbacks run on the io thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "checkpoint/asio.h"
+#include "checkpoint/transport.h"
+#include "protocol/backup_messages.h"
+#include "protocol/handshake.h"
+
+namespace romulus::checkpoint {
+
+struct SenderOptions {
+  std::chrono::milliseconds connect_timeout{3000};
+  std::chrono::milliseconds failover_timeout{500};  // backup silent this long: lost
+  std::chrono::milliseconds heartbeat{50};          // how often silence is checked
+  size_t max_queued_bytes = 64u << 20;
+};
+
+struct SenderCallbacks {
+  std::function<void(uint64_t epoch)> on_ack;
+  std::function<void(const Status& why)> on_lost;
+};
+
+class TcpSender final : public CheckpointTransport, public std::enable_shared_from_this<TcpSender> {
+ public:
+  // Connects and handshakes. On success `reply` holds the backup's answer.
+  static Result<std::shared_ptr<TcpSender>> connect(boost::asio::io_context& io,
+                                                    const std::string& host, uint16_t port,
+                                                    const protocol::Hello& hello,
+                                                    SenderOptions options,
+                                                    SenderCallbacks callbacks,
+                                                    protocol::Reply* reply);
+  ~TcpSender() override;
+
+  Status send(protocol::Bytes bytes) override;
+  Status flush() override;
+  void end_of_checkpoint(uint64_t epoch) override;
+
+  // Sends GOODBYE (clean shutdown: the backup will not take over), flushes
+  // up to `timeout`, and closes.
+  void goodbye(std::chrono::milliseconds timeout);
+  // Closes at once; further send()s fail.
+  void close();
+  bool broken() const { return broken_.load(); }
+  std::string peer() const { return peer_; }
+
+  // Construction is through connect(); public for make_shared only.
+  TcpSender(boost::asio::io_context& io, SenderOptions options, SenderCallbacks callbacks);
+
+ private:
+  void start_reading();
+  void do_read();
+  void do_write();
+  void check_liveness();
+  void fail(const Status& why);  // io thread
+
+  boost::asio::io_context& io_;
+  boost::asio::ip::tcp::socket socket_;
+  boost::asio::steady_timer liveness_timer_;
+  SenderOptions options_;
+  SenderCallbacks callbacks_;
+  std::string peer_;
+
+  protocol::BackupMessageReader reader_;
+  std::array<uint8_t, 4096> read_buf_{};
+  std::chrono::steady_clock::time_point last_rx_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<protocol::Bytes> queue_;
+  size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  Status failure_;
+  std::atomic<bool> broken_{false};
+  bool lost_reported_ = false;
+};
+
+}  // namespace romulus::checkpoint

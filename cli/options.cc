@@ -1,0 +1,370 @@
+#include "cli/options.h"
+
+#include <fmt/format.h>
+
+#include <boost/program_options.hpp>
+#include <cctype>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace romulus::cli {
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr const char* kUsage = R"(usage:
+  romulus backup  --listen ADDR:PORT [options] -- GUEST-COMMAND...
+  romulus primary --backup ADDR:PORT|null [options] -- GUEST-COMMAND...
+  romulus status [--json] [--control PATH]
+  romulus set interval 25ms | cache 128M | codec xbzrle | on-backup-loss stall | backup ADDR:PORT
+  romulus failover [--control PATH]
+
+An example pair on one machine (start the backup first):
+  romulus backup  --listen 127.0.0.1:7000 --service 127.0.0.1:6380 -- romulus-kvstore
+  romulus primary --backup 127.0.0.1:7000 --service 127.0.0.1:6379 --interval 50ms -- romulus-kvstore
+If the primary dies, the backup resumes the guest from the last committed
+checkpoint and serves on its own --service address.
+)";
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+std::string Endpoint::to_string() const {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+Result<std::chrono::microseconds> parse_duration(const std::string& text) {
+  size_t pos = 0;
+  while (pos < text.size() &&
+         (std::isdigit(static_cast<unsigned char>(text[pos])) || text[pos] == '.'))
+    ++pos;
+  if (pos == 0)
+    return Status::invalid_argument(fmt::format("'{}' is not a duration (try 50ms)", text));
+  double value = 0;
+  try {
+    value = std::stod(text.substr(0, pos));
+  } catch (...) {
+    return Status::invalid_argument(fmt::format("'{}' is not a duration (try 50ms)", text));
+  }
+  const std::string unit = lower(text.substr(pos));
+  double us_per = 0;
+  if (unit.empty() || unit == "ms")
+    us_per = 1000;
+  else if (unit == "us")
+    us_per = 1;
+  else if (unit == "s")
+    us_per = 1e6;
+  else if (unit == "m" || unit == "min")
+    us_per = 60e6;
+  else
+    return Status::invalid_argument(
+        fmt::format("'{}': unknown unit '{}' (use us, ms, s)", text, unit));
+  return std::chrono::microseconds(static_cast<int64_t>(value * us_per));
+}
+
+Result<uint64_t> parse_size(const std::string& text) {
+  size_t pos = 0;
+  while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) ++pos;
+  if (pos == 0 || pos > 15)
+    return Status::invalid_argument(fmt::format("'{}' is not a size (try 256M)", text));
+  const uint64_t value = std::stoull(text.substr(0, pos));
+  std::string unit = lower(text.substr(pos));
+  if (unit.size() == 3 && unit[1] == 'i' && unit[2] == 'b') unit = unit.substr(0, 1);
+  if (unit.size() == 2 && unit[1] == 'b') unit = unit.substr(0, 1);
+  uint64_t mult = 0;
+  if (unit.empty() || unit == "b")
+    mult = 1;
+  else if (unit == "k")
+    mult = 1ull << 10;
+  else if (unit == "m")
+    mult = 1ull << 20;
+  else if (unit == "g")
+    mult = 1ull << 30;
+  else if (unit == "t")
+    mult = 1ull << 40;
+  else
+    return Status::invalid_argument(
+        fmt::format("'{}': unknown unit '{}' (use K, M, G)", text, unit));
+  return value * mult;
+}
+
+Result<Endpoint> parse_endpoint(const std::string& text) {
+  Endpoint ep;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    const auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return Status::invalid_argument(fmt::format("'{}' is not ADDR:PORT", text));
+    }
+    ep.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      return Status::invalid_argument(
+          fmt::format("'{}' is not ADDR:PORT (e.g. 127.0.0.1:7000)", text));
+    }
+    ep.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  char* end = nullptr;
+  const unsigned long p = std::strtoul(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p == 0 || p > 65535) {
+    return Status::invalid_argument(fmt::format("'{}': port must be 1..65535", text));
+  }
+  ep.port = static_cast<uint16_t>(p);
+  return ep;
+}
+
+std::string default_control_path(const std::string& role) {
+  if (const char* env = std::getenv("ROMULUS_CONTROL"); env != nullptr && *env) return env;
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg) {
+    return fmt::format("{}/romulus/{}.sock", xdg, role);
+  }
+  return fmt::format("/run/romulus/{}.sock", role);
+}
+
+namespace {
+
+struct RawNodeOptions {
+  std::string backup, listen, interval = "50ms", memory = "256M", service, tracker = "auto";
+  unsigned threads = 1;
+  std::string staging = "64M", cache = "64M", codec = "runskip", lz4 = "auto", heartbeat = "50ms",
+              failover_timeout = "500ms", on_backup_loss = "continue", gate_timeout = "2s",
+              stats_period = "5s", control, on_failover, reprotect, config;
+  bool no_output_buffering = false;
+};
+
+void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup) {
+  auto o = d.add_options();
+  if (backup) {
+    o("listen", po::value(&r.listen), "ADDR:PORT where the primary connects (required)");
+    o("on-failover", po::value(&r.on_failover), "shell command run after taking over");
+    o("reprotect", po::value(&r.reprotect),
+      "ADDR:PORT of the next backup to protect to after taking over");
+  } else {
+    o("backup", po::value(&r.backup),
+      "ADDR:PORT of the backup, or 'null' to drop checkpoints (required)");
+  }
+  o("interval", po::value(&r.interval), "checkpoint interval (default 50ms)");
+  o("memory", po::value(&r.memory), "arena size (default 256M)");
+  o("service", po::value(&r.service), "ADDR:PORT clients connect to (output-committed proxy)");
+  o("tracker", po::value(&r.tracker), "dirty tracking: auto|uffd|compare (default auto)");
+  o("threads", po::value(&r.threads), "encoder threads (default 1)");
+  o("staging", po::value(&r.staging), "staging buffer size (default 64M)");
+  o("cache", po::value(&r.cache), "sender page cache size (default 64M)");
+  o("codec", po::value(&r.codec), "runskip|xbzrle|none (default runskip)");
+  o("lz4", po::value(&r.lz4), "LZ4 stage: auto|off|always (default auto)");
+  o("heartbeat", po::value(&r.heartbeat), "heartbeat period when idle (default 50ms)");
+  o("failover-timeout", po::value(&r.failover_timeout),
+    "silence before the peer is declared lost (default 500ms)");
+  o("on-backup-loss", po::value(&r.on_backup_loss), "continue|stall (default continue)");
+  o("no-output-buffering", po::bool_switch(&r.no_output_buffering),
+    "release guest output at once (unsafe)");
+  o("gate-timeout", po::value(&r.gate_timeout),
+    "longest wait for Update sections at a pause (default 2s)");
+  o("stats-period", po::value(&r.stats_period),
+    "how often to log statistics, 0 = never (default 5s)");
+  o("control", po::value(&r.control), "control socket path");
+  o("config", po::value(&r.config), "read options from FILE (name = value lines)");
+}
+
+Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, bool backup,
+                            std::vector<std::string> guest) {
+  PrimaryOptions o;
+  if (!backup) {
+    if (r.backup.empty())
+      return Status::invalid_argument("--backup ADDR:PORT is required (or --backup null)");
+    if (r.backup == "null") {
+      o.backup_null = true;
+    } else {
+      ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(r.backup));
+      o.backup = ep;
+    }
+  }
+  ROMULUS_ASSIGN_OR_RETURN(o.interval, parse_duration(r.interval));
+  if (o.interval < std::chrono::milliseconds(1) || o.interval > std::chrono::seconds(60)) {
+    return Status::invalid_argument("--interval must be between 1ms and 60s");
+  }
+  ROMULUS_ASSIGN_OR_RETURN(o.memory_bytes, parse_size(r.memory));
+  if (o.memory_bytes < (1u << 20) || o.memory_bytes % protocol::kPageSize != 0) {
+    return Status::invalid_argument("--memory must be at least 1M and a multiple of 4K");
+  }
+  if (!r.service.empty()) {
+    ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(r.service));
+    o.service = ep;
+  }
+  const std::string t = lower(r.tracker);
+  if (t == "auto")
+    o.tracker = TrackerChoice::kAuto;
+  else if (t == "uffd")
+    o.tracker = TrackerChoice::kUffd;
+  else if (t == "compare")
+    o.tracker = TrackerChoice::kCompare;
+  else
+    return Status::invalid_argument(
+        fmt::format("--tracker '{}': use auto, uffd or compare", r.tracker));
+  if (r.threads < 1 || r.threads > 64) return Status::invalid_argument("--threads must be 1..64");
+  o.threads = r.threads;
+  ROMULUS_ASSIGN_OR_RETURN(o.staging_bytes, parse_size(r.staging));
+  if (o.staging_bytes < protocol::kPageSize)
+    return Status::invalid_argument("--staging must be at least 4K");
+  ROMULUS_ASSIGN_OR_RETURN(o.cache_bytes, parse_size(r.cache));
+  const std::string c = lower(r.codec);
+  if (c == "runskip")
+    o.codec = protocol::CodecId::kRunSkip;
+  else if (c == "xbzrle")
+    o.codec = protocol::CodecId::kXbzrle;
+  else if (c == "none")
+    o.codec = protocol::CodecId::kNone;
+  else
+    return Status::invalid_argument(
+        fmt::format("--codec '{}': use runskip, xbzrle or none", r.codec));
+  const std::string l = lower(r.lz4);
+  if (l == "auto")
+    o.lz4 = Lz4Choice::kAuto;
+  else if (l == "off")
+    o.lz4 = Lz4Choice::kOff;
+  else if (l == "always")
+    o.lz4 = Lz4Choice::kAlways;
+  else
+    return Status::invalid_argument(fmt::format("--lz4 '{}': use auto, off or always", r.lz4));
+  auto ms = [](std::chrono::microseconds us) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(us);
+  };
+  ROMULUS_ASSIGN_OR_RETURN(auto hb, parse_duration(r.heartbeat));
+  ROMULUS_ASSIGN_OR_RETURN(auto ft, parse_duration(r.failover_timeout));
+  ROMULUS_ASSIGN_OR_RETURN(auto gt, parse_duration(r.gate_timeout));
+  ROMULUS_ASSIGN_OR_RETURN(auto sp, parse_duration(r.stats_period));
+  o.heartbeat = ms(hb);
+  o.failover_timeout = ms(ft);
+  o.gate_timeout = ms(gt);
+  o.stats_period = ms(sp);
+  if (o.heartbeat.count() < 1) return Status::invalid_argument("--heartbeat must be at least 1ms");
+  if (o.failover_timeout < 2 * o.heartbeat) {
+    return Status::invalid_argument(
+        fmt::format("--failover-timeout ({} ms) must be at least twice --heartbeat ({} ms)",
+                    o.failover_timeout.count(), o.heartbeat.count()));
+  }
+  const std::string b = lower(r.on_backup_loss);
+  if (b == "continue")
+    o.on_backup_loss = BackupLossPolicy::kContinue;
+  else if (b == "stall")
+    o.on_backup_loss = BackupLossPolicy::kStall;
+  else
+    return Status::invalid_argument(
+        fmt::format("--on-backup-loss '{}': use continue or stall", r.on_backup_loss));
+  o.output_buffering = !r.no_output_buffering && !o.backup_null;
+  o.control_path =
+      r.control.empty() ? default_control_path(backup ? "backup" : "primary") : r.control;
+  if (guest.empty()) {
+    return Status::invalid_argument("no guest command: put it after '--', e.g. -- romulus-kvstore");
+  }
+  o.guest_command = std::move(guest);
+  (void)vm;
+  return o;
+}
+
+Result<Command> parse_node(const std::string& sub, std::vector<std::string> args) {
+  const bool backup = sub == "backup";
+  // Everything after "--" is the guest command, untouched.
+  std::vector<std::string> guest;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--") {
+      guest.assign(args.begin() + static_cast<long>(i) + 1, args.end());
+      args.resize(i);
+      break;
+    }
+  }
+  RawNodeOptions raw;
+  po::options_description desc(fmt::format("romulus {} options", sub));
+  bool help = false;
+  desc.add_options()("help,h", po::bool_switch(&help), "show this help");
+  add_node_options(desc, raw, backup);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    po::notify(vm);
+    if (!raw.config.empty()) {
+      std::ifstream in(raw.config);
+      if (!in)
+        return Status::invalid_argument(fmt::format("cannot read config file '{}'", raw.config));
+      po::store(po::parse_config_file(in, desc), vm);  // command line already stored: it wins
+      po::notify(vm);
+    }
+  } catch (const po::error& e) {
+    return Status::invalid_argument(fmt::format("{} (see romulus {} --help)", e.what(), sub));
+  }
+  if (help) {
+    std::ostringstream os;
+    os << kUsage << "\n" << desc;
+    return Command(HelpCommand{os.str()});
+  }
+  ROMULUS_ASSIGN_OR_RETURN(PrimaryOptions node, cook(raw, vm, backup, std::move(guest)));
+  if (!backup) return Command(std::move(node));
+  BackupOptions b;
+  if (raw.listen.empty())
+    return Status::invalid_argument("--listen ADDR:PORT is required for a backup");
+  ROMULUS_ASSIGN_OR_RETURN(b.listen, parse_endpoint(raw.listen));
+  if (!raw.on_failover.empty()) b.on_failover = raw.on_failover;
+  if (!raw.reprotect.empty()) {
+    ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(raw.reprotect));
+    b.reprotect = ep;
+  }
+  b.primary = std::move(node);
+  return Command(std::move(b));
+}
+
+}  // namespace
+
+Result<Command> parse_command_line(int argc, const char* const* argv) {
+  if (argc < 2) return Command(HelpCommand{kUsage});
+  const std::string sub = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (sub == "-h" || sub == "--help" || sub == "help") return Command(HelpCommand{kUsage});
+  if (sub == "primary" || sub == "backup") return parse_node(sub, std::move(args));
+
+  // status / set / failover: a few words and --control, --json.
+  std::string control;
+  bool json = false;
+  std::vector<std::string> words;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--control" && i + 1 < args.size()) {
+      control = args[++i];
+    } else if (args[i].rfind("--control=", 0) == 0) {
+      control = args[i].substr(10);
+    } else if (args[i] == "--json") {
+      json = true;
+    } else if (args[i] == "-h" || args[i] == "--help") {
+      return Command(HelpCommand{kUsage});
+    } else {
+      words.push_back(args[i]);
+    }
+  }
+  if (sub == "status") {
+    if (!words.empty())
+      return Status::invalid_argument("status takes no arguments besides --json and --control");
+    return Command(StatusCommand{control, json});
+  }
+  if (sub == "set") {
+    if (words.size() != 2)
+      return Status::invalid_argument(
+          "usage: romulus set NAME VALUE (e.g. romulus set interval 25ms)");
+    return Command(SetCommand{control, words[0], words[1]});
+  }
+  if (sub == "failover") {
+    if (!words.empty())
+      return Status::invalid_argument("failover takes no arguments besides --control");
+    return Command(FailoverCommand{control});
+  }
+  return Status::invalid_argument(
+      fmt::format("unknown command '{}' (use primary, backup, status, set or failover)", sub));
+}
+
+}  // namespace romulus::cli

@@ -1,0 +1,93 @@
+// Options of the `romulus` command, parsed once into plain structs.
+//
+// parse_command_line() turns argv into a Command (which subcommand, with its
+// options); every option of `primary` and `backup` may also come from a
+// config file (--config FILE, `name = value` lines, command line wins).
+// Errors are one line saying what is wrong and what to do. Nothing here
+// starts anything.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "protocol/page.h"
+#include "protocol/status.h"
+
+namespace romulus::cli {
+
+struct Endpoint {
+  std::string host;
+  uint16_t port = 0;
+  std::string to_string() const;
+};
+
+enum class TrackerChoice { kAuto, kUffd, kCompare };
+enum class BackupLossPolicy { kContinue, kStall };
+enum class Lz4Choice { kAuto, kOff, kAlways };
+
+// What a node needs to run a guest as a primary (also a backup after activation).
+struct PrimaryOptions {
+  std::optional<Endpoint> backup;  // nullopt with backup_null: the black hole
+  bool backup_null = false;
+  std::chrono::microseconds interval{50'000};
+  uint64_t memory_bytes = 256ull << 20;
+  std::optional<Endpoint> service;
+  TrackerChoice tracker = TrackerChoice::kAuto;
+  unsigned threads = 1;
+  uint64_t staging_bytes = 64ull << 20;
+  uint64_t cache_bytes = 64ull << 20;
+  protocol::CodecId codec = protocol::CodecId::kRunSkip;
+  Lz4Choice lz4 = Lz4Choice::kAuto;
+  std::chrono::milliseconds heartbeat{50};
+  std::chrono::milliseconds failover_timeout{500};
+  BackupLossPolicy on_backup_loss = BackupLossPolicy::kContinue;
+  bool output_buffering = true;
+  std::chrono::milliseconds gate_timeout{2000};
+  std::chrono::milliseconds stats_period{5000};
+  std::string control_path;
+  std::vector<std::string> guest_command;
+};
+
+struct BackupOptions {
+  Endpoint listen;
+  std::optional<std::string> on_failover;  // shell command run after activation
+  std::optional<Endpoint> reprotect;       // where to find the next backup after activation
+  PrimaryOptions primary;                  // how to run the guest once activated
+};
+
+struct StatusCommand {
+  std::string control_path;
+  bool json = false;
+};
+struct SetCommand {
+  std::string control_path;
+  std::string name, value;
+};
+struct FailoverCommand {
+  std::string control_path;
+};
+struct HelpCommand {
+  std::string text;
+};
+
+using Command = std::variant<PrimaryOptions, BackupOptions, StatusCommand, SetCommand,
+                             FailoverCommand, HelpCommand>;
+
+Result<Command> parse_command_line(int argc, const char* const* argv);
+
+// "50ms", "1s", "250us", "2m"; bare numbers are milliseconds.
+Result<std::chrono::microseconds> parse_duration(const std::string& text);
+// "256M", "64MiB", "1G", "4096", "512k".
+Result<uint64_t> parse_size(const std::string& text);
+// "127.0.0.1:7000", "[::1]:7000", "localhost:7000".
+Result<Endpoint> parse_endpoint(const std::string& text);
+
+// Default control socket: $ROMULUS_CONTROL, else $XDG_RUNTIME_DIR/romulus/<role>.sock,
+// else /run/romulus/<role>.sock.
+std::string default_control_path(const std::string& role);
+
+}  // namespace romulus::cli
