@@ -94,9 +94,24 @@ int main(int argc, char** argv) {
     return reinterpret_cast<volatile uint64_t*>(pages + i * 4096);
   };
   if (arena->resumed()) {
-    std::printf("romulus-counter: resumed at epoch %llu with value %llu\n",
-                static_cast<unsigned long long>(arena->resumed_epoch().value_or(0)),
-                static_cast<unsigned long long>(*counter(0)));
+    // Every checkpoint holds all counters equal (one Update increments them
+    // all); an image that mixed two checkpoints would not.
+    for (uint64_t i = 1; i < n; ++i) {
+      if (*counter(i) != *counter(0)) {
+        std::printf(
+            "romulus-counter: INCONSISTENT resume at epoch %llu: counter %llu = %llu, "
+            "counter 0 = %llu\n",
+            static_cast<unsigned long long>(arena->resumed_epoch().value_or(0)),
+            static_cast<unsigned long long>(i), static_cast<unsigned long long>(*counter(i)),
+            static_cast<unsigned long long>(*counter(0)));
+        std::fflush(stdout);
+        return 4;
+      }
+    }
+    std::printf(
+        "romulus-counter: resumed at epoch %llu with value %llu (all %llu counters equal)\n",
+        static_cast<unsigned long long>(arena->resumed_epoch().value_or(0)),
+        static_cast<unsigned long long>(*counter(0)), static_cast<unsigned long long>(n));
     std::fflush(stdout);
   }
 
