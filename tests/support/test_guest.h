@@ -65,8 +65,16 @@ class TestGuestHarness {
 
   // Sends one command line; returns the guest's answer line without '\n' ("" on EOF).
   std::string command(const std::string& line) {
+    send(line);
+    return reply();
+  }
+
+  // The two halves of command(), for when the guest may be stopped in between.
+  void send(const std::string& line) {
     std::fprintf(cmd_, "%s\n", line.c_str());
     std::fflush(cmd_);
+  }
+  std::string reply() {
     char buf[512];
     if (std::fgets(buf, sizeof(buf), ack_) == nullptr) return "";
     std::string s(buf);
