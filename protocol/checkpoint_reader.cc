@@ -132,12 +132,13 @@ Status CheckpointReader::step(ByteSpan& in) {
       return on_compressed_length(load_u32(field_.data()));
 
     case State::kPayload: {
-      const size_t n = std::min(payload_.size() - payload_have_, in.size());
-      std::memcpy(payload_.data() + payload_have_, in.data(), n);
+      // Grows with the bytes that actually arrive, so a length alone never
+      // makes the reader allocate.
+      const size_t n = std::min(payload_length_ - payload_.size(), in.size());
+      payload_.insert(payload_.end(), in.begin(), in.begin() + static_cast<ptrdiff_t>(n));
       consumed(in.data(), n);
-      payload_have_ += n;
       in = in.subspan(n);
-      if (payload_have_ < payload_.size()) return Status::ok();
+      if (payload_.size() < payload_length_) return Status::ok();
       return on_payload();
     }
 
@@ -153,7 +154,8 @@ Status CheckpointReader::step(ByteSpan& in) {
       return on_tail();
 
     case State::kAfterGoodbye:
-      return Status::corrupt(fmt::format("{} bytes after GOODBYE", in.size()));
+      return Status::corrupt(
+          fmt::format("data after GOODBYE (at stream offset {})", bytes_consumed_));
 
     case State::kFailed:
       return error_;
@@ -289,8 +291,8 @@ Status CheckpointReader::on_compressed_length(uint32_t length) {
   if (length < 2) {
     return corrupt(fmt::format("COMPRESSED_DATA length {} is shorter than its header", length));
   }
-  payload_.resize(length);
-  payload_have_ = 0;
+  payload_.clear();
+  payload_length_ = length;
   state_ = State::kPayload;
   return Status::ok();
 }
@@ -309,7 +311,16 @@ Status CheckpointReader::on_payload() {
       return corrupt(fmt::format("COMPRESSED_DATA: LZ4 raw length {} exceeds limit {}", raw_length,
                                  kMaxDecodedPayload));
     }
-    Status s = lz4_decompress(records.subspan(4), raw_length, decoded_);
+    // An LZ4 block expands at most 255-fold (a match of n bytes costs at
+    // least one byte per 255 of them): a larger claim is rejected before a
+    // buffer of that size is allocated.
+    const ByteSpan block = records.subspan(4);
+    if (raw_length > 255 * block.size() + 16) {
+      return corrupt(
+          fmt::format("COMPRESSED_DATA: LZ4 raw length {} impossible for a {}-byte block",
+                      raw_length, block.size()));
+    }
+    Status s = lz4_decompress(block, raw_length, decoded_);
     if (!s.is_ok()) return corrupt(fmt::format("COMPRESSED_DATA: {}", s.message()));
     records = decoded_;
   }

@@ -154,8 +154,8 @@ class CheckpointReader {
   size_t raw_have_ = 0;
 
   // COMPRESSED_DATA payload being read, and its LZ4-decoded records.
-  Bytes payload_;
-  size_t payload_have_ = 0;
+  Bytes payload_;  // bytes received so far, up to payload_length_
+  size_t payload_length_ = 0;
   Bytes decoded_;
 };
 

@@ -714,7 +714,7 @@ TEST(CheckpointStreamHostile, UnknownBeginFlags) {
 
 TEST(CheckpointStreamHostile, DataAfterGoodbye) {
   expect_corrupt(read_stream(StreamBuilder().i32(kChunkGoodbye).u8(0).bytes()),
-                 "1 bytes after GOODBYE");
+                 "data after GOODBYE (at stream offset 4)");
 }
 
 TEST(CheckpointStreamHostile, ChunksThatBelongBetweenCheckpointsAreRejectedInside) {
