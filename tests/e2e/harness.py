@@ -1,0 +1,536 @@
+"""Shared helpers for the Romulus end-to-end tests: real processes on loopback.
+
+What is here:
+  binary(name) / have(name)   paths of the built `romulus` command and example guests
+  free_port()                 a loopback TCP port nobody listens on (bind to port 0)
+  Proc                        a child process in its own process group whose stdout and
+                              stderr are read line by line into memory; wait_for(regex)
+  Cluster                     starts `romulus backup` / `romulus primary` nodes in a temp
+                              dir with explicit --control paths and free ports, and stops
+                              every process it started when the test ends (addCleanup)
+  control(path, request)      one control-socket request, reply parsed as JSON
+  cli(args)                   runs the `romulus` command, returns (rc, stdout, stderr)
+  Relay                       a TCP relay that can flip bits (primary->backup) and hold
+                              the backup->primary direction (ACKs)
+  seeded_random(name)         random.Random with a printed seed (ROMULUS_E2E_SEED wins)
+
+Nothing here asserts on timing: waits are for conditions, with generous deadlines
+that only bound how long a broken run hangs.
+
+Threads: each Proc has two reader threads, each Relay an accept thread and two pump
+threads per connection; all are daemons and are joined (with a bound) on close.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+# How long a wait for a condition may take before the test fails. Generous: the
+# ASan build on a loaded 2-core machine is several times slower than release.
+DEADLINE = float(os.environ.get("ROMULUS_E2E_DEADLINE", "30"))
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SOURCE_DIR = os.path.dirname(os.path.dirname(_HERE))
+
+
+def build_dir():
+    """The build tree holding cli/romulus (ROMULUS_BUILD_DIR, else build/release)."""
+    env = os.environ.get("ROMULUS_BUILD_DIR")
+    if env:
+        return env
+    return os.path.join(_SOURCE_DIR, "build", "release")
+
+
+_BINARIES = {
+    "romulus": os.path.join("cli", "romulus"),
+    "counter": os.path.join("examples", "counter", "romulus-counter"),
+    "dirtier": os.path.join("examples", "dirtier", "romulus-dirtier"),
+    "kvstore": os.path.join("examples", "kvstore", "romulus-kvstore"),
+    "kvload": os.path.join("examples", "kvload", "romulus-kvload"),
+}
+
+
+def binary(name):
+    return os.path.join(build_dir(), _BINARIES[name])
+
+
+def have(*names):
+    return all(os.access(binary(n), os.X_OK) for n in names)
+
+
+def require_binaries(*names):
+    """unittest.skipUnless decorator for tests that need built executables."""
+    missing = [binary(n) for n in names if not have(n)]
+    return unittest.skipUnless(not missing, "not built: " + ", ".join(missing))
+
+
+def seeded_random(name):
+    """A Random whose seed is printed, so a failing run can be repeated."""
+    seed = os.environ.get("ROMULUS_E2E_SEED")
+    seed = int(seed) if seed else random.SystemRandom().randrange(1 << 32)
+    print(f"{name}: seed {seed} (repeat with ROMULUS_E2E_SEED={seed})", flush=True)
+    return random.Random(seed), seed
+
+
+def free_port():
+    """A loopback port that was free a moment ago (the kernel picked it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, what, deadline=DEADLINE, poll=0.02):
+    """Polls predicate() until it returns a true value, which is returned."""
+    end = time.monotonic() + deadline
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+# ---------------------------------------------------------------------------
+# Control socket and command line
+
+
+def control(path, request="status --json", timeout=5.0):
+    """One request on a node's control socket; the reply as a dict, or None if the
+    socket is not there (yet, or any more)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(request.encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    if not data.strip():
+        return None
+    return json.loads(data)
+
+
+def cli(*args, timeout=DEADLINE):
+    """Runs `romulus ARGS...`; returns (returncode, stdout, stderr)."""
+    p = subprocess.run([binary("romulus"), *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+# ---------------------------------------------------------------------------
+# Processes
+
+
+class Proc:
+    """A child process (its own process group) with its output kept in memory.
+
+    lines: every line read so far, as (stream, text), stream "out" or "err", in the
+    order the reader threads saw them. wait_for() blocks until a line matches.
+    """
+
+    def __init__(self, name, argv, cwd=None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.lines = []
+        self._cond = threading.Condition()
+        self._eof = 0
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd=cwd, start_new_session=True)
+        self.pid = self.proc.pid
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, "out"), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, "err"), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, pipe, stream):
+        try:
+            for raw in iter(pipe.readline, b""):
+                with self._cond:
+                    self.lines.append((stream, raw.decode(errors="replace").rstrip("\n")))
+                    self._cond.notify_all()
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._cond:
+                self._eof += 1
+                self._cond.notify_all()
+
+    # -- reading the output
+
+    def count(self, regex):
+        with self._cond:
+            return sum(1 for _, line in self.lines if re.search(regex, line))
+
+    def find(self, regex, start=0):
+        """The first match at or after line index `start`, or None."""
+        with self._cond:
+            for _, line in self.lines[start:]:
+                m = re.search(regex, line)
+                if m:
+                    return m
+        return None
+
+    def find_all(self, regex):
+        with self._cond:
+            return [m for m in (re.search(regex, line) for _, line in self.lines) if m]
+
+    def mark(self):
+        """An index for find()/wait_for(start=...): only lines after now."""
+        with self._cond:
+            return len(self.lines)
+
+    def wait_for(self, regex, deadline=DEADLINE, start=0, any_of=None):
+        """Waits until a line at index >= start matches regex (or one of any_of, a list);
+        returns the match. Fails with the log if the deadline passes or the output ends."""
+        patterns = [regex] if any_of is None else list(any_of)
+        end = time.monotonic() + deadline
+        with self._cond:
+            i = start
+            while True:
+                while i < len(self.lines):
+                    for p in patterns:
+                        m = re.search(p, self.lines[i][1])
+                        if m:
+                            return m
+                    i += 1
+                if self._eof >= 2:
+                    raise AssertionError(f"{self.name} ended (rc {self.proc.poll()}) without "
+                                         f"printing /{' | '.join(patterns)}/\n{self.text()}")
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out after {deadline:.0f} s waiting for "
+                                         f"{self.name} to print /{' | '.join(patterns)}/\n"
+                                         f"{self.text()}")
+                self._cond.wait(min(left, 0.5))
+
+    def text(self, last=80):
+        with self._cond:
+            lines = self.lines[-last:]
+        return "\n".join(f"  [{self.name} {s}] {line}" for s, line in lines)
+
+    # -- lifetime
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def guest_pids(self):
+        return [int(m.group(1)) for m in self.find_all(r"guest pid (\d+) attached")]
+
+    def kill9(self):
+        """SIGKILL to this process only, as a crash would be (its guest dies with it
+        through PDEATHSIG); reaps it."""
+        try:
+            self.proc.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=DEADLINE)
+
+    def terminate(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, deadline=DEADLINE):
+        return self.proc.wait(timeout=deadline)
+
+    def stop(self):
+        """Kills the process group, then any guest it started that outlived it (a guest
+        dies with its supervisor through PDEATHSIG, so normally none); joins the readers."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            pass
+        for pid in self.guest_pids():
+            if _is_romulus_guest(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for t in self._readers:
+            t.join(timeout=5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def _is_romulus_guest(pid):
+    """True if pid runs a romulus guest (one that outlived its supervisor)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return b"ROMULUS_ARENA_FD=" in f.read()
+    except OSError:
+        return False
+
+
+class Node(Proc):
+    """A `romulus backup` or `romulus primary` process."""
+
+    def __init__(self, name, argv, control_path, listen_port=None, service_port=None):
+        self.control_path = control_path
+        self.listen_port = listen_port
+        self.service_port = service_port
+        super().__init__(name, argv)
+
+    def status(self):
+        return control(self.control_path)
+
+    def acked_epoch(self):
+        s = self.status()
+        if not s or s.get("role") != "primary":
+            return None
+        return s["primary"]["acked_epoch"]
+
+
+class Cluster:
+    """Romulus nodes for one test, in one temp dir; all stopped at cleanup.
+
+    Defaults make a cycle quick: a 32 MiB arena, 20 ms epochs, 20 ms heartbeats and a
+    200 ms failover timeout.
+    """
+
+    def __init__(self, test, memory="32M", interval="20ms", heartbeat="20ms",
+                 failover_timeout="200ms"):
+        self.dir = tempfile.mkdtemp(prefix="romulus-e2e-")
+        self.memory = memory
+        self.interval = interval
+        self.heartbeat = heartbeat
+        self.failover_timeout = failover_timeout
+        self.procs = []
+        self.relays = []
+        self._n = 0
+        test.addCleanup(self.close)
+
+    def _common(self, control_path, service_port, memory, interval, heartbeat, failover_timeout,
+                extra):
+        args = ["--memory", memory or self.memory, "--control", control_path,
+                "--interval", interval or self.interval,
+                "--heartbeat", heartbeat or self.heartbeat,
+                "--failover-timeout", failover_timeout or self.failover_timeout,
+                "--stats-period", "0"]
+        if service_port:
+            args += ["--service", f"127.0.0.1:{service_port}"]
+        return args + list(extra)
+
+    def _control_path(self, name):
+        self._n += 1
+        return os.path.join(self.dir, f"{self._n}-{name}.sock")
+
+    def backup(self, guest, name="backup", port=None, reprotect=None, service_port=None,
+               memory=None, interval=None, heartbeat=None, failover_timeout=None, extra=(),
+               wait_listening=True):
+        """Starts `romulus backup` listening on a free port (or `port`); waits until it
+        listens. reprotect: the port of the next backup, protected to after a takeover."""
+        port = port or free_port()
+        ctl = self._control_path(name)
+        argv = [binary("romulus"), "backup", "--listen", f"127.0.0.1:{port}"]
+        argv += self._common(ctl, service_port, memory, interval, heartbeat, failover_timeout,
+                             extra)
+        if reprotect:
+            argv += ["--reprotect", f"127.0.0.1:{reprotect}"]
+        node = Node(name, argv + ["--", *guest], ctl, listen_port=port, service_port=service_port)
+        self.procs.append(node)
+        if wait_listening:
+            node.wait_for(r"backup listening on")
+        return node
+
+    def primary(self, guest, backup_port, name="primary", service_port=None, memory=None,
+                interval=None, heartbeat=None, failover_timeout=None, extra=()):
+        ctl = self._control_path(name)
+        argv = [binary("romulus"), "primary", "--backup", f"127.0.0.1:{backup_port}"]
+        argv += self._common(ctl, service_port, memory, interval, heartbeat, failover_timeout,
+                             extra)
+        node = Node(name, argv + ["--", *guest], ctl, service_port=service_port)
+        self.procs.append(node)
+        return node
+
+    def proc(self, name, argv):
+        p = Proc(name, argv)
+        self.procs.append(p)
+        return p
+
+    def relay(self, target_port, rng=None):
+        r = Relay(target_port, rng)
+        self.relays.append(r)
+        return r
+
+    def logs(self):
+        return "\n".join(p.text() for p in self.procs)
+
+    def close(self):
+        """Stops every process and relay started so far; may be called more than once."""
+        relays, self.relays = self.relays, []
+        procs, self.procs = self.procs, []
+        for r in relays:
+            r.close()
+        for p in procs:
+            p.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def counter_guest(sleep_us=50):
+    return [binary("counter"), "--sleep-us", str(sleep_us)]
+
+
+RESUMED_RE = (r"romulus-counter: resumed at epoch (\d+) with value (\d+) "
+              r"\(all (\d+) counters equal\)")
+INCONSISTENT_RE = r"romulus-counter: INCONSISTENT"
+TAKEOVER_RE = r"TAKING OVER \((.*)\): resuming the guest from epoch (\d+)"
+SYNCED_RE = r"initial sync complete: image consistent at epoch (\d+)"
+REFUSES_RE = r"will not take over"
+IN_SYNC_RE = r"in sync at epoch (\d+)"
+
+
+def check_counter_resume(test, node, start=0):
+    """Waits for the counter guest on a took-over node to report its resume; asserts it
+    was consistent and at the takeover epoch. Returns (epoch, value)."""
+    m = node.wait_for(None, start=start, any_of=[RESUMED_RE, INCONSISTENT_RE])
+    test.assertNotRegex(m.group(0), INCONSISTENT_RE, node.text())
+    take = node.find(TAKEOVER_RE, start)
+    test.assertIsNotNone(take, node.text())
+    test.assertEqual(int(m.group(1)), int(take.group(2)),
+                     "the guest resumed at another epoch than the takeover's\n" + node.text())
+    return int(m.group(1)), int(m.group(2))
+
+
+# ---------------------------------------------------------------------------
+# TCP relay
+
+
+class Relay:
+    """Listens on a free loopback port and forwards each connection to target_port.
+
+    flip_probability: chance, per segment read from the client (primary->backup), of
+    flipping one random bit in it. hold_acks(): stop forwarding backup->primary bytes
+    (they are kept, in order) until release_acks(). A connection that ends on one side
+    is closed on the other.
+    """
+
+    def __init__(self, target_port, rng=None):
+        self.target_port = target_port
+        self.rng = rng or random.Random(0)
+        self.flip_probability = 0.0
+        self.flips = 0
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._held = False
+        self._release = threading.Condition(self._lock)
+        self._socks = []
+        self._closed = False
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = self._listener.getsockname()[1]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def set_flip_probability(self, p):
+        with self._lock:
+            self.flip_probability = p
+
+    def hold_acks(self):
+        with self._lock:
+            self._held = True
+
+    def release_acks(self):
+        with self._lock:
+            self._held = False
+            self._release.notify_all()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._closed:
+                    client.close()
+                    server.close()
+                    return
+                self.connections += 1
+                self._socks += [client, server]
+            for src, dst, up in ((client, server, True), (server, client, False)):
+                t = threading.Thread(target=self._pump, args=(src, dst, up), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pump(self, src, dst, upstream):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self._lock:
+                    if upstream:
+                        if self.flip_probability and self.rng.random() < self.flip_probability:
+                            data = bytearray(data)
+                            data[self.rng.randrange(len(data))] ^= 1 << self.rng.randrange(8)
+                            data = bytes(data)
+                            self.flips += 1
+                    else:
+                        while self._held and not self._closed:
+                            self._release.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            # One side ended: end both (a killed primary looks the same to the backup).
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            self._held = False
+            self._release.notify_all()
+            socks = list(self._socks)
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
