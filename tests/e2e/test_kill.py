@@ -1,7 +1,8 @@
 """Kill -9 of the primary at many seeded random moments, a fresh pair each time.
 
 Each cycle starts a backup and a primary on loopback, lets the primary run for a
-random 0-400 ms (some cycles very early: before or during the initial sync), and
+random 0-400 ms from its start (some cycles very early: before or during the initial
+sync) or from the end of its initial sync, and
 records the highest acknowledged epoch A the primary reported on its control socket.
 Then the primary is killed with SIGKILL. The spec:
 
@@ -28,19 +29,23 @@ RESUMED_FROM_RE = r"guest pid \d+ attached \(.*resumed from epoch (\d+)\)"
 
 
 def plan(rng, cycles):
-    """(delay in seconds, guest kind) per cycle: every 8th very early, every 4th dirtier."""
+    """(delay in seconds, guest kind, measured from) per cycle. Counter cycles count the
+    delay from the primary's start (every 8th very early: 0-30 ms), or every third one
+    from the end of the initial sync; dirtier cycles (every 4th) from the end of the sync,
+    so the kill lands among big checkpoints."""
     out = []
     for i in range(cycles):
         delay = rng.uniform(0.0, 0.03) if i % 8 == 0 else rng.uniform(0.0, 0.4)
         kind = "dirtier" if i % 4 == 3 else "counter"
-        out.append((delay, kind))
+        after = "sync" if kind == "dirtier" or i % 3 == 2 else "start"
+        out.append((delay, kind, after))
     return out
 
 
 @harness.require_binaries("romulus", "counter", "dirtier")
 class KillPrimaryTest(unittest.TestCase):
 
-    def run_cycle(self, i, delay, kind):
+    def run_cycle(self, i, delay, kind, after):
         c = Cluster(self)
         if kind == "counter":
             guest = harness.counter_guest(50)
@@ -48,6 +53,8 @@ class KillPrimaryTest(unittest.TestCase):
             guest = [harness.binary("dirtier"), "--pages-per-sec", "200000", "--span", "4000"]
         backup = c.backup(guest, name=f"backup{i}")
         primary = c.primary(guest, backup.listen_port, name=f"primary{i}")
+        if after == "sync":
+            primary.wait_for(harness.IN_SYNC_RE)
 
         # Run for `delay`, remembering the highest acknowledged epoch the primary reported.
         acked = 0
@@ -75,7 +82,7 @@ class KillPrimaryTest(unittest.TestCase):
                            backup.text())
         synced = backup.find(harness.SYNCED_RE)
         take = backup.find(harness.TAKEOVER_RE)
-        context = (f"cycle {i} ({kind}, kill after {delay * 1000:.0f} ms, primary had "
+        context = (f"cycle {i} ({kind}, kill {delay * 1000:.0f} ms after {after}, primary had "
                    f"acked epoch {acked})\n{primary.text()}\n{backup.text()}")
         if synced:
             self.assertIsNotNone(take, "a synced backup did not take over: " + context)
@@ -111,11 +118,11 @@ class KillPrimaryTest(unittest.TestCase):
         rng, _ = harness.seeded_random("test_kill")
         outcomes = {"took over": 0, "no takeover": 0}
         self.precopy_acks = 0
-        for i, (delay, kind) in enumerate(plan(rng, CYCLES)):
-            with self.subTest(cycle=i, kind=kind, delay_ms=round(delay * 1000)):
-                outcome = self.run_cycle(i, delay, kind)
-                harness.log(f"cycle {i:2d} {kind:7s} kill after {delay * 1000:5.1f} ms: "
-                            f"{outcome}")
+        for i, (delay, kind, after) in enumerate(plan(rng, CYCLES)):
+            with self.subTest(cycle=i, kind=kind, delay_ms=round(delay * 1000), after=after):
+                outcome = self.run_cycle(i, delay, kind, after)
+                harness.log(f"cycle {i:2d} {kind:7s} kill {delay * 1000:5.1f} ms after "
+                            f"{after:5s}: {outcome}")
                 outcomes["took over" if outcome.startswith("took") else "no takeover"] += 1
         harness.log(f"{CYCLES} cycles: {outcomes}; cycles where the primary reported an ack "
                     f"before the backup had a consistent image: {self.precopy_acks}")
