@@ -131,7 +131,7 @@ Status EpochEngine::checkpoint() {
     t_copied = Clock::now();
     return Status::ok();
   };
-  Status paused_status = paused_part();
+  Status paused_status = guest_or(paused_part());
   Status resume_status = guest_.resume();
   const auto t_resumed = Clock::now();
   ROMULUS_RETURN_IF_ERROR(paused_status);
@@ -157,6 +157,12 @@ Status EpochEngine::checkpoint() {
   stats_.record_sent(epoch, t_queued);
   publish_cache_stats();
   return Status::ok();
+}
+
+Status EpochEngine::guest_or(Status st) {
+  if (st.is_ok() || st.code() == StatusCode::kAborted) return st;
+  if (auto exit = guest_.exited()) return Status::aborted(*exit);
+  return st;
 }
 
 void EpochEngine::publish_cache_stats() {
@@ -226,7 +232,8 @@ Status EpochEngine::initial_sync() {
   // Everything written before this point is covered by round 0; collect() from
   // here on reports only what changes after it.
   dirty_.clear();
-  ROMULUS_RETURN_IF_ERROR(tracker_.collect(dirty_).context("resetting the dirty tracker"));
+  ROMULUS_RETURN_IF_ERROR(
+      guest_or(tracker_.collect(dirty_).context("resetting the dirty tracker")));
 
   // Round 0: every page that holds data, Format A, guest running.
   std::vector<uint64_t> pfns = all_data_pfns();
@@ -241,7 +248,7 @@ Status EpochEngine::initial_sync() {
   for (;;) {
     ROMULUS_RETURN_IF_ERROR(transport_->flush());
     dirty_.clear();
-    ROMULUS_RETURN_IF_ERROR(tracker_.collect(dirty_).context("pre-copy round"));
+    ROMULUS_RETURN_IF_ERROR(guest_or(tracker_.collect(dirty_).context("pre-copy round")));
     const size_t dirty = dirty_.size();
     epoch = next_epoch_.fetch_add(1);
     ROMULUS_RETURN_IF_ERROR(

@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "checkpoint/dirty_tracker.h"
@@ -50,6 +52,8 @@ class PauseControl {
   // and the checkpoint is postponed. kAborted: the guest is gone.
   virtual Status pause(std::chrono::milliseconds gate_timeout) = 0;
   virtual Status resume() = 0;
+  // A description if the guest has exited ("guest exited with status 0").
+  virtual std::optional<std::string> exited() = 0;
 };
 
 struct EngineOptions {
@@ -122,6 +126,8 @@ class EpochEngine {
   Status send_round(uint64_t epoch, uint32_t flags, const std::vector<uint64_t>& pfns,
                     bool skip_zero);
   void publish_cache_stats();
+  // An error seen while the guest is gone is reported as the guest's exit.
+  Status guest_or(Status st);
   std::vector<uint64_t> all_data_pfns();
 
   PauseControl& guest_;

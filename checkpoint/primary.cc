@@ -26,6 +26,7 @@ class GuestPause final : public PauseControl {
   explicit GuestPause(GuestProcess& g) : g_(g) {}
   Status pause(std::chrono::milliseconds gate_timeout) override { return g_.pause(gate_timeout); }
   Status resume() override { return g_.resume(); }
+  std::optional<std::string> exited() override { return g_.poll_exit(); }
 
  private:
   GuestProcess& g_;
@@ -381,7 +382,7 @@ Status PrimaryNode::run() {
       stats_.record_ack(epoch, Clock::now());
       if (im.proxy) im.proxy->on_ack(epoch);
     };
-    cb.on_lost = [this, &im](const Status& why) {
+    cb.on_lost = [&im](const Status& why) {
       std::lock_guard lock(im.mu);
       im.last_loss = why.message();
     };
