@@ -22,8 +22,8 @@
 //
 // Check mode (--check): connection c owns keys c<c>:k<i> and counters c<c>:n<i>
 // (i < keys/connections), so no two connections race. It first deletes them
-// (so earlier runs do not matter), then SETs c<c>:k<i> to "<c>:<i>:<seq>" with a
-// per-key increasing seq (padded with ":xxx..." to --value-size), INCRs
+// (so earlier runs do not matter; pipelined, like the final read-back), then SETs c<c>:k<i> to
+// "<c>:<i>:<seq>" with a per-key increasing seq (padded with ":xxx..." to --value-size), INCRs
 // c<c>:n<i>, and GETs. It records the highest seq acknowledged with OK and the
 // highest seq sent, and for counters the INCRs acknowledged and sent. At the end
 // it reads every key back:
@@ -74,6 +74,8 @@ using Millis = std::chrono::milliseconds;
 
 constexpr Millis kBackoff{50};
 constexpr Millis kConnectTimeout{1000};
+// Prepare and verify requests pipelined in one write.
+constexpr size_t kSweepBatch = 512;
 // Longer than any valid reply ("VALUE " + 64 KiB): a server sending more is broken.
 constexpr size_t kMaxReplyBytes = 128 * 1024;
 
@@ -201,6 +203,7 @@ struct RunState {
   Totals totals;
   std::optional<Clock::time_point> load_start;
   std::optional<Clock::time_point> load_end;  // the last connection's end of load
+  Clock::time_point last_load_reply;          // for a run where every connection gave up
   uint64_t ops_claimed = 0;
   bool stop_requested = false;  // SIGINT/SIGTERM
   unsigned connections_done = 0;
@@ -309,7 +312,8 @@ class Connection {
   // The connection broke (error, EOF, timeout): the request in flight stays
   // unacknowledged; reconnect and carry on.
   void on_break() {
-    if (in_flight_ && phase_ == Phase::kLoad && request_.kind != Kind::kGet) {
+    if (in_flight_ && phase_ == Phase::kLoad && batch_.size() == 1 &&
+        batch_[0].kind != Kind::kGet) {
       ++run_.totals.unacked_writes;
     }
     in_flight_ = false;
@@ -361,10 +365,7 @@ class Connection {
   void next_request() {
     switch (phase_) {
       case Phase::kPrepare:
-        if (step_ < 2 * keys_) {
-          Request r{Kind::kDel, step_ / 2, step_ % 2 == 1, 0};
-          return send(r, "DEL " + key_name(r));
-        }
+        if (step_ < 2 * keys_) return send_sweep(Kind::kDel);
         phase_ = Phase::kLoad;
         step_ = 0;
         return next_request();
@@ -378,10 +379,7 @@ class Connection {
         }
         return send_load_op();
       case Phase::kVerify:
-        if (step_ < 2 * keys_) {
-          Request r{Kind::kGet, step_ / 2, step_ % 2 == 1, 0};
-          return send(r, "GET " + key_name(r));
-        }
+        if (step_ < 2 * keys_) return send_sweep(Kind::kGet);
         return finish();
       case Phase::kDone:
         return;
@@ -409,101 +407,138 @@ class Connection {
         value.resize(std::max<size_t>(1, run_.options.value_size));
         for (char& ch : value) ch = static_cast<char>('a' + rng_() % 26);
       }
-      return send(r, "SET " + key_name(r) + " " + value);
+      return send({r}, "SET " + key_name(r) + " " + value + "\n");
     }
     if (pick < mix.set + mix.get) {
       r.kind = Kind::kGet;
       r.counter = run_.options.check && rng_() % 2 == 1;
-      return send(r, "GET " + key_name(r));
+      return send({r}, "GET " + key_name(r) + "\n");
     }
     r.kind = Kind::kIncr;
     r.counter = true;
     if (run_.options.check) ++keys_state_[r.index].incr_sent;
-    send(r, "INCR " + key_name(r));
+    send({r}, "INCR " + key_name(r) + "\n");
   }
 
-  void send(const Request& r, std::string line) {
-    request_ = r;
-    out_ = std::move(line);
-    out_.push_back('\n');
+  // Prepare (DEL) and verify (GET) go over every owned key, k<i> and n<i>
+  // interleaved, from step_ on: pipelined in batches, so they take a few
+  // round trips (each one is an epoch behind an output-commit proxy), not
+  // 2 * keys of them. A batch cut off by a failover resumes at its first
+  // unanswered request.
+  void send_sweep(Kind kind) {
+    std::vector<Request> batch;
+    std::string lines;
+    for (uint64_t s = step_; s < 2 * keys_ && batch.size() < kSweepBatch; ++s) {
+      Request r{kind, s / 2, s % 2 == 1, 0};
+      lines += (kind == Kind::kDel ? "DEL " : "GET ") + key_name(r) + "\n";
+      batch.push_back(r);
+    }
+    send(std::move(batch), std::move(lines));
+  }
+
+  // Sends `lines` (one request per entry of batch, '\n'-terminated) in one
+  // write and reads the replies as they come, alongside the write (a server
+  // that stops reading while its replies queue up cannot deadlock us).
+  // The request timeout covers the whole batch.
+  void send(std::vector<Request> batch, std::string lines) {
+    batch_ = std::move(batch);
+    replies_ = 0;
+    out_ = std::move(lines);
     in_flight_ = true;
+    writing_ = true;
     sent_at_ = Clock::now();
     uint64_t op = ++op_id_;
     arm_timer(op, run_.options.request_timeout);
-    asio::async_write(
-        socket_, asio::buffer(out_), [this, op](boost::system::error_code ec, size_t) {
+    asio::async_write(socket_, asio::buffer(out_),
+                      [this, op](boost::system::error_code ec, size_t) {
+                        if (op != op_id_) return;
+                        writing_ = false;
+                        if (ec) return fail();
+                        if (replies_ == batch_.size()) complete();
+                      });
+    read_reply(op);
+  }
+
+  void read_reply(uint64_t op) {
+    asio::async_read_until(
+        socket_, reply_, '\n', [this, op](boost::system::error_code ec, size_t n) {
           if (op != op_id_) return;
-          if (ec) {
-            ++op_id_;
-            timer_.cancel();
-            return on_break();
-          }
-          asio::async_read_until(socket_, reply_, '\n',
-                                 [this, op](boost::system::error_code ec, size_t n) {
-                                   if (op != op_id_) return;
-                                   ++op_id_;
-                                   timer_.cancel();
-                                   if (ec) return on_break();
-                                   std::string line(asio::buffers_begin(reply_.data()),
-                                                    asio::buffers_begin(reply_.data()) + n - 1);
-                                   reply_.consume(n);
-                                   if (!line.empty() && line.back() == '\r') line.pop_back();
-                                   in_flight_ = false;
-                                   on_reply(line);
-                                 });
+          if (ec) return fail();
+          std::string line(asio::buffers_begin(reply_.data()),
+                           asio::buffers_begin(reply_.data()) + static_cast<std::ptrdiff_t>(n) - 1);
+          reply_.consume(n);
+          if (!line.empty() && line.back() == '\r') line.pop_back();
+          on_reply(batch_[replies_], line);
+          if (++replies_ < batch_.size()) return read_reply(op);
+          if (!writing_) complete();
         });
   }
 
-  void on_reply(std::string_view line) {
+  // The current batch is written and answered.
+  void complete() {
+    ++op_id_;
+    timer_.cancel();
+    in_flight_ = false;
+    next_request();
+  }
+
+  // The current batch's write or read failed: the connection broke.
+  void fail() {
+    ++op_id_;
+    timer_.cancel();
+    on_break();
+  }
+
+  void on_reply(const Request& r, std::string_view line) {
     switch (phase_) {
       case Phase::kPrepare:
         if (line != "DELETED" && line != "NOT_FOUND") {
           ++run_.totals.errors;
-          run_.add_problem(fmt::format("DEL {}: unexpected reply '{}'", key_name(request_), line));
+          run_.add_problem(fmt::format("DEL {}: unexpected reply '{}'", key_name(r), line));
         }
         ++step_;
         break;
       case Phase::kLoad:
-        on_load_reply(line);
+        on_load_reply(r, line);
         break;
       case Phase::kVerify:
-        verify(line);
+        judge(r, stored_state(r, line), line, true);
         ++step_;
         break;
       case Phase::kDone:
         return;
     }
-    next_request();
   }
 
-  void on_load_reply(std::string_view line) {
+  void on_load_reply(const Request& r, std::string_view line) {
     auto latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent_at_);
     run_.totals.latencies_us.push_back(static_cast<uint32_t>(
         std::min<int64_t>(latency.count(), std::numeric_limits<uint32_t>::max())));
     ++run_.totals.ops;
+    run_.last_load_reply = Clock::now();
     bool ok = false;
-    switch (request_.kind) {
+    switch (r.kind) {
       case Kind::kSet:
         ok = line == "OK";
         if (ok && run_.options.check) {
-          KeyState& k = keys_state_[request_.index];
-          k.seq_acked = std::max(k.seq_acked, request_.seq);
+          KeyState& k = keys_state_[r.index];
+          k.seq_acked = std::max(k.seq_acked, r.seq);
           ++run_.totals.check.acked_writes;
         }
         break;
       case Kind::kGet:
         ok = line.starts_with("VALUE ") || line == "NOT_FOUND";
-        if (run_.options.check) judge(request_, stored_state(request_, line), line, false);
+        if (run_.options.check) judge(r, stored_state(r, line), line, false);
         break;
       case Kind::kIncr:
         ok = line.starts_with("INTEGER ") && parse_int(line.substr(8)).has_value();
         if (ok && run_.options.check) {
-          ++keys_state_[request_.index].incr_acked;
+          ++keys_state_[r.index].incr_acked;
           ++run_.totals.check.acked_writes;
           auto n = parse_int(line.substr(8));
           std::optional<uint64_t> count;
           if (*n >= 0) count = static_cast<uint64_t>(*n);
-          judge(request_, count, line, false);  // the count after this INCR
+          judge(r, count, line, false);  // the count after this INCR
         }
         break;
       case Kind::kDel:
@@ -513,7 +548,7 @@ class Connection {
     if (!ok) {
       ++run_.totals.errors;
       if (run_.totals.errors <= 5 && !run_.options.quiet) {
-        std::fprintf(stderr, "kvload: %s: unexpected reply '%.*s'\n", key_name(request_).c_str(),
+        std::fprintf(stderr, "kvload: %s: unexpected reply '%.*s'\n", key_name(r).c_str(),
                      static_cast<int>(std::min<size_t>(line.size(), 200)), line.data());
       }
     }
@@ -564,8 +599,6 @@ class Connection {
     }
   }
 
-  void verify(std::string_view line) { judge(request_, stored_state(request_, line), line, true); }
-
   RunState& run_;
   const std::vector<tcp::endpoint>& servers_;
   const unsigned id_;
@@ -585,8 +618,10 @@ class Connection {
   // Incremented whenever an operation completes or times out; a handler whose
   // op id is no longer current has been overtaken and does nothing.
   uint64_t op_id_ = 0;
-  bool in_flight_ = false;
-  Request request_;
+  bool in_flight_ = false;  // a batch is written or being answered
+  bool writing_ = false;    // its write has not completed yet
+  std::vector<Request> batch_;
+  size_t replies_ = 0;  // replies received for batch_
   std::string out_;
   Clock::time_point sent_at_;
 };
@@ -754,7 +789,7 @@ int main(int argc, char** argv) {
   // and verify reads).
   double elapsed = 0;
   if (run.load_start) {
-    auto end = std::max(run.load_end.value_or(Clock::now()), *run.load_start);
+    auto end = std::max(run.load_end.value_or(run.last_load_reply), *run.load_start);
     elapsed = std::chrono::duration<double>(end - *run.load_start).count();
   }
   double ops_per_sec = elapsed > 0 ? static_cast<double>(t.ops) / elapsed : 0.0;
