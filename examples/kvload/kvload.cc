@@ -59,7 +59,7 @@
 #include <vector>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>,
-// which g++ 12 rejects in C++20 mode; <utility> must come first.
+// which g++ 12 rejects in C++20 mode, so <utility> comes before it.
 #include <utility>
 // (a separate include block, so that clang-format keeps this order)
 #include <boost/asio.hpp>

@@ -28,6 +28,7 @@
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/program_options.hpp>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -38,7 +39,7 @@
 #include <string_view>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>,
-// which g++ 12 rejects in C++20 mode; <utility> must come first. (Guests cannot
+// which g++ 12 rejects in C++20 mode, so <utility> comes before it. (Guests cannot
 // use checkpoint/asio.h, which does the same: they must not depend on checkpoint/.)
 #include <utility>
 // (a separate include block, so that clang-format keeps this order)
