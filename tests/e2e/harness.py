@@ -371,8 +371,8 @@ class Cluster:
         self.procs.append(p)
         return p
 
-    def relay(self, target_port, rng=None):
-        r = Relay(target_port, rng)
+    def relay(self, target_port, rng=None, port=0):
+        r = Relay(target_port, rng, port)
         self.relays.append(r)
         return r
 
@@ -423,16 +423,24 @@ class Relay:
     """Listens on a free loopback port and forwards each connection to target_port.
 
     flip_probability: chance, per segment read from the client (primary->backup), of
-    flipping one random bit in it. hold_acks(): stop forwarding backup->primary bytes
+    flipping one random bit in it. throttle = (n, s): forward primary->backup bytes n at
+    a time, s seconds apart. limit(n)/grant(n): forward only so many primary->backup
+    bytes (the primary blocks once the socket buffers are full). hold_acks(): stop forwarding backup->primary bytes
     (they are kept, in order) until release_acks(). A connection that ends on one side
     is closed on the other.
     """
 
-    def __init__(self, target_port, rng=None):
+    def __init__(self, target_port, rng=None, port=0):
         self.target_port = target_port
         self.rng = rng or random.Random(0)
         self.flip_probability = 0.0
         self.flips = 0
+        self.throttle = None  # (piece bytes, seconds between pieces) for primary->backup
+        self.budget = None  # primary->backup bytes still allowed (None: no limit); grant()
+        self.forwarded_up = 0
+        self._stop_at_consistent = False
+        self._scan_tail = b""
+        self.stopped_at_consistent = threading.Event()
         self.connections = 0
         self._lock = threading.Lock()
         self._held = False
@@ -441,7 +449,7 @@ class Relay:
         self._closed = False
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
+        self._listener.bind(("127.0.0.1", port))
         self._listener.listen(16)
         self.port = self._listener.getsockname()[1]
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
@@ -459,6 +467,64 @@ class Relay:
         with self._lock:
             self._held = False
             self._release.notify_all()
+
+    def limit(self, budget):
+        """From now on forward at most `budget` more primary->backup bytes until grant()."""
+        with self._lock:
+            self.budget = budget
+            self._release.notify_all()
+
+    def grant(self, n):
+        with self._lock:
+            self.budget = (self.budget or 0) + n
+            self._release.notify_all()
+
+    def unlimit(self):
+        with self._lock:
+            self.budget = None
+            self._release.notify_all()
+
+    # CHECKPOINT_BEGIN (int32 -100), a u64 epoch below 2^32, flags == kBeginConsistent.
+    _CONSISTENT_BEGIN = re.compile(rb"\x9c\xff\xff\xff....\x00\x00\x00\x00\x01\x00\x00\x00",
+                                   re.DOTALL)
+
+    def stop_before_consistent_checkpoint(self):
+        """Forwards primary->backup bytes only up to the next CHECKPOINT_BEGIN of a
+        consistent (paused) checkpoint, then holds the rest (limit(0)) and sets
+        stopped_at_consistent; unlimit() lets it through. (A byte pattern search: the
+        pattern is 16 specific bytes, which page data in these tests does not contain.)"""
+        with self._lock:
+            self._stop_at_consistent = True
+            self._scan_tail = b""
+
+    def _cut_at_consistent_begin(self, data):
+        """Called by the upstream pump: sends nothing itself; when the pattern is in
+        `data`, sets the budget so that only the bytes before it go out."""
+        with self._lock:
+            window = self._scan_tail + data
+            m = self._CONSISTENT_BEGIN.search(window)
+            if not m:
+                self._scan_tail = window[-15:]
+                return data
+            self._stop_at_consistent = False
+            cut = max(0, m.start() - len(self._scan_tail))
+            self.budget = cut
+            self.stopped_at_consistent.set()
+            return data
+
+    def _send_within_budget(self, dst, data):
+        while data:
+            with self._lock:
+                while self.budget is not None and self.budget == 0 and not self._closed:
+                    self._release.wait()
+                if self._closed:
+                    return
+                n = len(data) if self.budget is None else min(self.budget, len(data))
+                if self.budget is not None:
+                    self.budget -= n
+                self.forwarded_up += n
+            dst.sendall(data[:n])
+            data = data[n:]
 
     def _accept(self):
         while True:
@@ -501,7 +567,22 @@ class Relay:
                     else:
                         while self._held and not self._closed:
                             self._release.wait()
-                dst.sendall(data)
+                    throttle = self.throttle if upstream else None
+                if upstream and self._stop_at_consistent:
+                    data = self._cut_at_consistent_begin(data)
+                if upstream and self.budget is not None:
+                    self._send_within_budget(dst, data)
+                    continue
+                if throttle is None:
+                    dst.sendall(data)
+                    if upstream:
+                        with self._lock:
+                            self.forwarded_up += len(data)
+                    continue
+                piece, pause = throttle
+                for at in range(0, len(data), piece):
+                    dst.sendall(data[at:at + piece])
+                    time.sleep(pause)
         except OSError:
             pass
         finally:
