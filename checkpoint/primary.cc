@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <sys/random.h>
+#include <sys/wait.h>
 
 #include <thread>
 
@@ -316,14 +317,26 @@ Status PrimaryNode::run() {
     asio::post(im.io, [tick] { (*tick)(); });
   }
 
+  // The guest ended. A clean exit (status 0) is the program finishing: say
+  // GOODBYE so the backup does not restart it. A crash or a non-zero status
+  // closes the stream without GOODBYE: the backup takes over from the last
+  // committed checkpoint, as it would if this host had died.
   auto guest_gone = [&]() -> std::optional<Status> {
-    if (auto exit = im.guest->poll_exit()) {
-      return Status::aborted(
-          fmt::format("{}; the primary stops (the backup keeps the last "
-                      "committed checkpoint)",
-                      *exit));
+    auto exit = im.guest->poll_exit();
+    if (!exit) return std::nullopt;
+    const auto ws = im.guest->exit_status();
+    const bool clean = ws && WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0;
+    if (im.sender && !im.sender->broken()) {
+      if (clean) {
+        im.sender->goodbye(std::chrono::seconds(1));
+      } else {
+        im.sender->close();
+      }
     }
-    return std::nullopt;
+    return Status::aborted(
+        fmt::format("{}; the primary stops ({})", *exit,
+                    clean ? "clean exit: the backup was told not to take over"
+                          : "the backup takes over from the last committed checkpoint"));
   };
 
   Status result;
@@ -432,10 +445,7 @@ Status PrimaryNode::run() {
                        im.engine->last_epoch()));
       st = im.engine->run(stop_);
     }
-    if (auto gone = guest_gone()) {
-      im.sender->close();
-      return *gone;
-    }
+    if (auto gone = guest_gone()) return *gone;
     if (stop_.load()) break;
     // The stream broke: the backup is lost (or refused a checkpoint).
     std::string why;
