@@ -2,9 +2,9 @@
 
 Each cycle starts a backup and a primary on loopback, lets the primary run for a
 random 0-400 ms from its start (some cycles very early: before or during the initial
-sync) or from the end of its initial sync, and
-records the highest acknowledged epoch A the primary reported on its control socket.
-Then the primary is killed with SIGKILL. The spec:
+sync) or from the end of its initial sync, and records the highest acknowledged epoch
+A the primary reported on its control socket. Then the primary is killed with SIGKILL.
+The spec:
 
   - a backup that completed its initial sync takes over and resumes the guest from an
     epoch E >= A (every acknowledged checkpoint survives), and the counter guest finds
