@@ -3,9 +3,10 @@
 //
 //   checkpoint_rate_bench [--section rate|overhead|all] [--trackers uffd,compare]
 //                         [--intervals 10,25,50] [--pages-per-epoch 1000]
-//                         [--spans 49152,1024] [--seconds S] [--arena-mib 256]
+//                         [--spans 1024,8192] [--seconds S] [--arena-mib 256]
 //
-// rate: romulus-dirtier (sparse pattern) writes pages-per-epoch pages per interval
+// rate: romulus-dirtier (sparse pattern, random pages of an 8192-page = 32 MiB
+// working set, warmed up like below) writes pages-per-epoch pages per interval
 // (1,000 pages every 10 ms = 100,000 pages/s); the real EpochEngine checkpoints it
 // with EpochEngine::run() into a NullTransport (what `romulus primary --backup
 // null` does) for S seconds after the initial sync. Reported: checkpoints per
@@ -19,14 +20,18 @@
 // overhead: romulus-dirtier as fast as it can (--pages-per-sec 0) on a working set
 // of --spans pages: page writes per second over S seconds, unprotected (started
 // the same way, on the same kind of arena, but no tracker and no engine) and
-// protected by each tracker at a 50 ms interval (the window starts after the
-// initial sync). The rate is read from the dirtier's own counter in its arena
-// (DirtierState::writes, what it prints at exit divided by its lifetime), so the
-// start-up and the sync are left out.
+// protected by each tracker at a 50 ms interval. The rate is read from the
+// dirtier's own counter in its arena (DirtierState::writes, what it prints at
+// exit divided by its lifetime), over the measured window only. Every mode
+// starts the same way: the arena memfd is fallocated, the dirtier warms up
+// until it made 5 x span writes (so it has touched ~99% of its pages), then
+// (protected) the tracker is created and the initial sync runs, then the window
+// starts.
 //
 // All rows come from the same run, one after another, on whatever the machine is
 // doing at the time: compare rows of one run, not numbers across runs. A plain
 // main, not Google Benchmark: each row is a multi-second run of a real guest.
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -66,14 +71,21 @@ using protocol::kPageSize;
 // Forwards to the guest and times each pause: stop = pause() call (gate + SIGSTOP +
 // wait until stopped); pause = pause() called -> resume() returned, which is
 // exactly the engine's EpochRecord.pause_us, but per epoch.
+//
+// It also keeps the engine's EpochRecord of every epoch: on each pause() it
+// takes the previous epoch's record from the StatsRecorder, which therefore
+// should have a window of 1 (the snapshot is then cheap), before timing starts.
 class TimedPause final : public checkpoint::PauseControl {
  public:
-  explicit TimedPause(checkpoint::GuestProcess& g) : g_(g) {
+  TimedPause(checkpoint::GuestProcess& g, const checkpoint::StatsRecorder& stats)
+      : g_(g), stats_(stats) {
     starts_.reserve(100000);
     stops_.reserve(100000);
     pauses_.reserve(100000);
+    records_.reserve(100000);
   }
   Status pause(std::chrono::milliseconds t) override {
+    take_record();
     start_ = Clock::now();
     Status st = g_.pause(t);
     if (st.is_ok() && starts_.size() < starts_.capacity()) {
@@ -87,10 +99,28 @@ class TimedPause final : public checkpoint::PauseControl {
     if (pauses_.size() < stops_.size()) pauses_.push_back(ms(Clock::now() - start_));
     return st;
   }
+  std::optional<std::string> exited() override { return g_.poll_exit(); }
+  // Forgets everything so far (the initial sync).
   void clear() {
+    take_record();
     starts_.clear();
     stops_.clear();
     pauses_.clear();
+    records_.clear();
+  }
+  // Takes the last epoch's record if it is new; call once more after the run.
+  void take_record() {
+    const checkpoint::EpochRecord last = stats_.snapshot().last;
+    if (last.epoch > last_epoch_ && records_.size() < records_.capacity()) {
+      records_.push_back(last);
+      last_epoch_ = last.epoch;
+    }
+  }
+  // One field of every record, in ms.
+  std::vector<double> field(int64_t checkpoint::EpochRecord::*member) const {
+    std::vector<double> v;
+    for (const auto& r : records_) v.push_back(static_cast<double>(r.*member) / 1000.0);
+    return v;
   }
   // Pause start to pause start, ms.
   std::vector<double> intervals() const {
@@ -106,6 +136,9 @@ class TimedPause final : public checkpoint::PauseControl {
     return std::chrono::duration<double, std::milli>(d).count();
   }
   checkpoint::GuestProcess& g_;
+  const checkpoint::StatsRecorder& stats_;
+  uint64_t last_epoch_ = 0;
+  std::vector<checkpoint::EpochRecord> records_;
   Clock::time_point start_{};
   std::vector<Clock::time_point> starts_;
   std::vector<double> stops_, pauses_;
@@ -136,9 +169,14 @@ struct Dirtier {
     if (out != nullptr) std::fclose(out);
   }
 
-  // tracker_name "none": started like a protected guest, but nothing tracks it.
+  // Starts the dirtier; tracker_name "uffd" makes it arm userfaultfd. The arena's
+  // pages are allocated first (fallocate), so that no mode pays for the memfd's
+  // first-touch allocation inside its measurement (it is very slow in this VM).
   Status start(const std::string& tracker_name, size_t arena_bytes, std::vector<std::string> args) {
     ROMULUS_ASSIGN_OR_RETURN(arena, checkpoint::SharedMemory::create("bench-arena", arena_bytes));
+    if (fallocate(arena.fd(), 0, 0, static_cast<off_t>(arena_bytes)) != 0) {
+      return Status::from_errno("fallocate arena", errno);
+    }
     ROMULUS_ASSIGN_OR_RETURN(control, checkpoint::SharedMemory::create("bench-control", 4096));
     checkpoint::GuestSpec spec;
     spec.argv = {romulus::testing::dirtier_path()};
@@ -159,6 +197,22 @@ struct Dirtier {
     if (!started.is_ok()) return started.status();
     proc.emplace(std::move(started).value());
     ROMULUS_RETURN_IF_ERROR(proc->wait_attached(30s));
+    return find_counter();
+  }
+
+  // Waits until the dirtier has made `writes` page writes (e.g. 5x its span: then
+  // it has touched ~99% of its pages, so none of the modes measures first touches).
+  Status warm_up(uint64_t target) {
+    const auto deadline = Clock::now() + 30s;
+    while (*this->writes < target) {
+      if (Clock::now() > deadline) return Status::timeout("dirtier warm-up");
+      std::this_thread::sleep_for(5ms);
+    }
+    return Status::ok();
+  }
+
+  // Creates the tracker ("uffd" or "compare"); "none" creates nothing.
+  Status make_tracker(const std::string& tracker_name) {
     const auto t0 = Clock::now();
     if (tracker_name == "uffd") {
       ROMULUS_ASSIGN_OR_RETURN(tracker,
@@ -213,17 +267,14 @@ double percentile(std::vector<double> v, int pct) {
   return v[(v.size() - 1) * static_cast<size_t>(pct) / 100];
 }
 
-double max_of(const std::vector<double>& v) {
-  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
-}
-
 // One protected run, after the initial sync. Times in ms.
 struct Protected {
   double run_seconds = 0;
   uint64_t epochs = 0;
   double interval_p50 = 0, interval_p99 = 0;
-  double pause_p50 = 0, pause_p99 = 0, pause_max = 0;
+  double pause_p50 = 0, pause_p99 = 0;
   double stop_p50 = 0, stop_p99 = 0;
+  double collect_p50 = 0, copy_p50 = 0, encode_p50 = 0;  // EpochRecord; collect includes stop
   double dirty_per_epoch = 0;
   uint64_t stretched = 0, overflowed = 0;
   double sync_seconds = 0, tracker_setup_seconds = 0;
@@ -233,16 +284,18 @@ struct Protected {
 };
 
 // Runs the dirtier under the engine at `interval`, for `seconds` after the
-// initial sync.
+// initial sync; the tracker is created once the dirtier made warm_writes writes.
 Result<Protected> run_protected(const std::string& tracker, size_t arena_bytes,
                                 std::vector<std::string> args, std::chrono::microseconds interval,
-                                double seconds) {
+                                double seconds, uint64_t warm_writes) {
   Dirtier d;
   ROMULUS_RETURN_IF_ERROR(d.start(tracker, arena_bytes, std::move(args)));
+  ROMULUS_RETURN_IF_ERROR(d.warm_up(warm_writes));
+  ROMULUS_RETURN_IF_ERROR(d.make_tracker(tracker));
   const uint64_t pages = arena_bytes / kPageSize;
   checkpoint::NullTransport transport;
-  checkpoint::StatsRecorder stats;
-  TimedPause pause(*d.proc);
+  checkpoint::StatsRecorder stats(/*window=*/1);
+  TimedPause pause(*d.proc, stats);
   checkpoint::EngineOptions eo;  // `romulus primary` defaults, but for the interval
   eo.interval = interval;
   eo.arena_fd = d.arena.fd();
@@ -250,7 +303,6 @@ Result<Protected> run_protected(const std::string& tracker, size_t arena_bytes,
   checkpoint::EpochEngine engine(pause, *d.tracker, pages, &transport, stats, eo);
   ROMULUS_RETURN_IF_ERROR(engine.initial_sync().context("initial sync"));
   const auto synced = stats.snapshot();
-  ROMULUS_RETURN_IF_ERROR(d.find_counter());
   pause.clear();  // the sync's closing checkpoint is not a steady-state epoch
 
   std::atomic<bool> stop{false};
@@ -263,6 +315,7 @@ Result<Protected> run_protected(const std::string& tracker, size_t arena_bytes,
   runner.join();
   const uint64_t w1 = *d.writes;
   const auto t1 = Clock::now();
+  pause.take_record();
   ROMULUS_RETURN_IF_ERROR(run_status.context("engine run"));
   const auto s = stats.snapshot();
 
@@ -274,9 +327,11 @@ Result<Protected> run_protected(const std::string& tracker, size_t arena_bytes,
   p.interval_p99 = percentile(intervals, 99);
   p.pause_p50 = percentile(pause.pauses(), 50);
   p.pause_p99 = percentile(pause.pauses(), 99);
-  p.pause_max = max_of(pause.pauses());
   p.stop_p50 = percentile(pause.stops(), 50);
   p.stop_p99 = percentile(pause.stops(), 99);
+  p.collect_p50 = percentile(pause.field(&checkpoint::EpochRecord::collect_us), 50);
+  p.copy_p50 = percentile(pause.field(&checkpoint::EpochRecord::copy_us), 50);
+  p.encode_p50 = percentile(pause.field(&checkpoint::EpochRecord::encode_us), 50);
   p.dirty_per_epoch = p.epochs == 0
                           ? 0
                           : static_cast<double>(s.dirty_pages_total - synced.dirty_pages_total) /
@@ -287,6 +342,18 @@ Result<Protected> run_protected(const std::string& tracker, size_t arena_bytes,
   p.tracker_setup_seconds = d.tracker_setup_seconds;
   p.guest_pages_per_sec = static_cast<double>(w1 - w0) / p.run_seconds;
   p.guest_lifetime_rate = d.finish();
+  if (std::getenv("ROMULUS_BENCH_DEBUG") != nullptr) {
+    const auto col = pause.field(&checkpoint::EpochRecord::collect_us);
+    const auto cp = pause.field(&checkpoint::EpochRecord::copy_us);
+    const auto en = pause.field(&checkpoint::EpochRecord::encode_us);
+    const auto pa = pause.field(&checkpoint::EpochRecord::pause_us);
+    const auto iv = pause.field(&checkpoint::EpochRecord::interval_us);
+    for (size_t i = 0; i < col.size(); ++i) {
+      std::fprintf(stderr,
+                   "  rec %zu: interval %.2f pause %.2f collect %.2f copy %.2f encode %.2f\n", i,
+                   iv[i], pa[i], col[i], cp[i], en[i]);
+    }
+  }
   return p;
 }
 
@@ -304,8 +371,9 @@ struct Options {
   std::vector<std::string> trackers = {"uffd", "compare"};
   std::vector<uint64_t> intervals_ms = {10, 25, 50};
   uint64_t pages_per_epoch = 1000;
-  std::vector<uint64_t> spans = {49152, 1024};
-  double seconds = 4;
+  uint64_t rate_span = 8192;  // the rate section's working set (32 MiB)
+  std::vector<uint64_t> spans = {1024, 8192};
+  double seconds = 3;
   size_t arena_bytes = size_t{256} << 20;
 };
 
@@ -313,7 +381,7 @@ struct Options {
   std::fprintf(stderr,
                "checkpoint_rate_bench: %s\nusage: checkpoint_rate_bench [--section "
                "rate|overhead|all] [--trackers uffd,compare] [--intervals 10,25,50] "
-               "[--pages-per-epoch N] [--spans 49152,1024] [--seconds S] [--arena-mib MIB]\n",
+               "[--pages-per-epoch N] [--spans 1024,8192] [--seconds S] [--arena-mib MIB]\n",
                msg);
   std::exit(2);
 }
@@ -325,21 +393,22 @@ std::vector<uint64_t> numbers(const std::string& s) {
 }
 
 int rate_section(const Options& opt) {
-  std::printf("\nCheckpoint rate: dirtier --pattern sparse at %" PRIu64
+  std::printf("\nCheckpoint rate: dirtier --pattern sparse --span %" PRIu64 " at %" PRIu64
               " pages per interval, NullTransport, %.1f s of EpochEngine::run() per row.\n\n",
-              opt.pages_per_epoch, opt.seconds);
+              opt.rate_span, opt.pages_per_epoch, opt.seconds);
   std::printf(
       "| tracker | interval | dirtier asked | checkpoints/s | interval p50 | interval p99 | "
-      "pause p50 | pause p99 | pause max | stop p50 | stop p99 | dirty pages/epoch | stretched "
-      "| dirtier achieved |\n");
-  std::printf("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+      "pause p50 | pause p99 | stop p50 | stop p99 | stop+collect p50 | copy p50 | encode p50 | "
+      "dirty pages/epoch | stretched | dirtier achieved |\n");
+  std::printf("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   for (const auto& t : opt.trackers) {
     for (uint64_t ms : opt.intervals_ms) {
       const uint64_t pps = opt.pages_per_epoch * 1000 / ms;
       std::fprintf(stderr, "rate: %s %" PRIu64 " ms...\n", t.c_str(), ms);
       auto r = run_protected(t, opt.arena_bytes,
-                             {"--pages-per-sec", std::to_string(pps), "--pattern", "sparse"},
-                             std::chrono::milliseconds(ms), opt.seconds);
+                             {"--pages-per-sec", std::to_string(pps), "--pattern", "sparse",
+                              "--span", std::to_string(opt.rate_span)},
+                             std::chrono::milliseconds(ms), opt.seconds, 5 * opt.rate_span);
       if (!r.is_ok()) {
         std::fprintf(stderr, "rate %s %" PRIu64 " ms: %s\n", t.c_str(), ms,
                      r.status().to_string().c_str());
@@ -348,10 +417,10 @@ int rate_section(const Options& opt) {
       const Protected& p = r.value();
       std::printf("| %s | %" PRIu64 " ms | %" PRIu64
                   "/s | %.1f | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms "
-                  "| %.0f | %" PRIu64 "/%" PRIu64 " | %.0f/s |\n",
+                  "| %.2f ms | %.2f ms | %.0f | %" PRIu64 "/%" PRIu64 " | %.0f/s |\n",
                   t.c_str(), ms, pps, p.rate(), p.interval_p50, p.interval_p99, p.pause_p50,
-                  p.pause_p99, p.pause_max, p.stop_p50, p.stop_p99, p.dirty_per_epoch, p.stretched,
-                  p.epochs, p.guest_pages_per_sec);
+                  p.pause_p99, p.stop_p50, p.stop_p99, p.collect_p50, p.copy_p50, p.encode_p50,
+                  p.dirty_per_epoch, p.stretched, p.epochs, p.guest_pages_per_sec);
       std::fflush(stdout);
     }
   }
@@ -375,12 +444,11 @@ int overhead_section(const Options& opt) {
     std::fprintf(stderr, "overhead: span %" PRIu64 " unprotected...\n", span);
     Dirtier d;
     Status st = d.start("none", opt.arena_bytes, args);
-    if (st.is_ok()) st = d.find_counter();
+    if (st.is_ok()) st = d.warm_up(5 * span);
     if (!st.is_ok()) {
       std::fprintf(stderr, "unprotected dirtier: %s\n", st.to_string().c_str());
       return 1;
     }
-    std::this_thread::sleep_for(300ms);  // past its start-up
     const auto t0 = Clock::now();
     const uint64_t w0 = *d.writes;
     std::this_thread::sleep_for(std::chrono::duration<double>(opt.seconds));
@@ -392,7 +460,7 @@ int overhead_section(const Options& opt) {
     std::fflush(stdout);
     for (const auto& t : opt.trackers) {
       std::fprintf(stderr, "overhead: span %" PRIu64 " %s...\n", span, t.c_str());
-      auto r = run_protected(t, opt.arena_bytes, args, 50ms, opt.seconds);
+      auto r = run_protected(t, opt.arena_bytes, args, 50ms, opt.seconds, 5 * span);
       if (!r.is_ok()) {
         std::fprintf(stderr, "overhead %s: %s\n", t.c_str(), r.status().to_string().c_str());
         return 1;

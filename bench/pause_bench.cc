@@ -134,6 +134,7 @@ class GuestPause final : public checkpoint::PauseControl {
   explicit GuestPause(checkpoint::GuestProcess& g) : g_(g) {}
   Status pause(std::chrono::milliseconds t) override { return g_.pause(t); }
   Status resume() override { return g_.resume(); }
+  std::optional<std::string> exited() override { return g_.poll_exit(); }
 
  private:
   checkpoint::GuestProcess& g_;
