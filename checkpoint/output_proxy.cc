@@ -269,7 +269,7 @@ void OutputProxy::set_buffering(bool on) {
   });
 }
 
-void OutputProxy::refresh_held_stats() {
+void OutputProxy::refresh_held_stats() const {
   uint64_t held = 0;
   std::optional<Clock::time_point> oldest;
   for (const auto& s : sessions_) {
@@ -292,6 +292,11 @@ void OutputProxy::record_latency(double ms) {
 OutputProxyStats OutputProxy::stats() const {
   // Held bytes and ages live on the io thread; a snapshot of them is taken
   // there when possible, else the counters alone are returned.
+  // Held bytes live on the io thread: refresh them when asked from there
+  // (the control socket's handler runs on it).
+  if (io_.get_executor().running_in_this_thread()) {
+    refresh_held_stats();
+  }
   OutputProxyStats s;
   std::vector<double> lat;
   {

@@ -76,7 +76,7 @@ class OutputProxy {
   friend class ProxySession;
   void do_accept();
   void record_latency(double ms);
-  void refresh_held_stats();  // io thread
+  void refresh_held_stats() const;  // io thread
 
   boost::asio::io_context& io_;
   OutputProxyOptions options_;
@@ -87,7 +87,7 @@ class OutputProxy {
   bool buffering_;
 
   mutable std::mutex stats_mu_;
-  OutputProxyStats stats_;
+  mutable OutputProxyStats stats_;
   std::deque<double> latencies_;
 };
 

@@ -257,8 +257,12 @@ protocol::MutablePageView PrimarySession::page_for(uint64_t pfn, bool needs_curr
 }
 Status PrimarySession::on_end(uint64_t epoch, uint32_t page_count) {
   const bool had_image = node_.state.has_committed();
+  const bool consistent = node_.state.in_consistent_unit();
   ROMULUS_RETURN_IF_ERROR(node_.state.on_end(epoch, page_count));
-  send_message(protocol::encode_ack(epoch));
+  // ACK(E) means "the image is a state of the guest at epoch E": output of
+  // epochs <= E may be released. Pre-copy rounds are not states, so they are
+  // never acknowledged.
+  if (consistent) send_message(protocol::encode_ack(epoch));
   if (!had_image && node_.state.has_committed()) {
     node_.log(fmt::format("initial sync complete: image consistent at epoch {}", epoch));
   }

@@ -33,9 +33,11 @@ uint8_t* ReplicaState::target_page(uint64_t pfn) {
 
 Status ReplicaState::on_begin(uint64_t epoch, uint32_t flags) {
   if (in_unit_) return Status::corrupt("checkpoint begins inside another");
-  if (epoch <= last_epoch_seen_ || epoch <= committed_epoch_) {
-    return Status::corrupt(fmt::format("epoch {} does not advance (last seen {}, committed {})",
-                                       epoch, last_epoch_seen_, committed_epoch_));
+  // Nothing from an unverified checkpoint outlives it: the epoch checked
+  // here is the last *verified* one, updated only in on_end().
+  if (epoch <= last_verified_epoch_ || epoch <= committed_epoch_) {
+    return Status::corrupt(fmt::format("epoch {} does not advance (last verified {}, committed {})",
+                                       epoch, last_verified_epoch_, committed_epoch_));
   }
   const bool consistent = (flags & protocol::kBeginConsistent) != 0;
   if ((flags & protocol::kBeginFullSync) != 0) {
@@ -51,7 +53,6 @@ Status ReplicaState::on_begin(uint64_t epoch, uint32_t flags) {
   if (!consistent && !sync_.has_value()) {
     return Status::corrupt(fmt::format("epoch {}: pre-copy round outside a full sync", epoch));
   }
-  last_epoch_seen_ = epoch;
   unit_epoch_ = epoch;
   in_unit_ = true;
   target_sync_ = sync_.has_value();
@@ -77,6 +78,7 @@ protocol::MutablePageView ReplicaState::page_for(uint64_t pfn, bool needs_curren
 Status ReplicaState::on_end(uint64_t epoch, uint32_t page_count) {
   if (!in_unit_ || epoch != unit_epoch_) return Status::corrupt("end without a matching begin");
   in_unit_ = false;
+  last_verified_epoch_ = epoch;
   if (buffered_) {
     // Verified whole: now, and only now, it touches the image.
     for (size_t i = 0; i < slots_used_; ++i) {

@@ -54,6 +54,9 @@ class ReplicaState final : public protocol::CheckpointSink {
   // applied, with its epoch and whether it was a consistent checkpoint.
   std::function<void(uint64_t epoch, bool consistent)> on_committed;
 
+  // True between on_begin() and on_end() of a consistent checkpoint.
+  bool in_consistent_unit() const { return in_unit_ && buffered_; }
+
   // Counters.
   uint64_t checkpoints_committed() const { return checkpoints_committed_; }
   uint64_t rounds_applied() const { return rounds_applied_; }
@@ -72,7 +75,7 @@ class ReplicaState final : public protocol::CheckpointSink {
   std::optional<checkpoint::SharedMemory> sync_;
   uint64_t committed_epoch_ = 0;
   uint64_t session_id_ = 0, pending_session_id_ = 0;
-  uint64_t last_epoch_seen_ = 0;
+  uint64_t last_verified_epoch_ = 0;
 
   // The unit in flight.
   bool in_unit_ = false;
