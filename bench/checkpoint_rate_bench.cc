@@ -14,8 +14,10 @@
 // around the guest: the interval (pause start to pause start), the pause (pause()
 // called -> resume() returned, the same span as EpochRecord.pause_us) and its stop
 // (gate + SIGSTOP + wait until stopped); dirty pages per epoch; stretched
-// intervals; and the page writes per second the dirtier achieved during the run
-// (under uffd every first write to a page in an epoch is a fault).
+// intervals; the engine's own EpochRecord split (stop+collect, copy, encode);
+// and the page writes per second the dirtier achieved during the run (under uffd
+// every first write to a page in an epoch is a fault). ROMULUS_BENCH_DEBUG=1 in
+// the environment prints every epoch's record on stderr.
 //
 // overhead: romulus-dirtier as fast as it can (--pages-per-sec 0) on a working set
 // of --spans pages: page writes per second over S seconds, unprotected (started

@@ -386,7 +386,7 @@ int bench_main(int argc, char** argv) {
       "scan = uffd: collect() with the N pages dirty; compare: full compare (0 dirty).\n\n",
       opt.arena_bytes >> 20);
   std::printf(
-      "| tracker | pattern | N | pause | engine collect | engine copy | stop/cont | scan(N) "
+      "| tracker | pattern | N | pause | engine stop+collect | engine copy | stop/cont | scan(N) "
       "| scan(0) | memcpy(N) | unavoidable | pause/unavoidable | guest write N | rounds |\n");
   std::printf("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   for (const Row& r : rows) {
