@@ -656,6 +656,35 @@ TEST(CheckpointStreamHostile, OversizeLz4RawLength) {
   expect_corrupt(read_stream(b.bytes()), "LZ4 raw length 8388609 exceeds limit");
 }
 
+TEST(CheckpointStreamHostile, Lz4RawLengthImpossibleForTheBlockSizeIsRejectedBeforeDecoding) {
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .i32(XC_SAVE_ID_COMPRESSED_DATA)
+      .u32(8)
+      .u8(1)
+      .u8(kPayloadLz4)
+      .u32(1 << 20)
+      .u8(0)
+      .u8(0);
+  expect_corrupt(read_stream(b.bytes()), "LZ4 raw length 1048576 impossible for a 2-byte block");
+}
+
+TEST(CheckpointStreamHostile, TooManyPfnsWaitingForRecords) {
+  const uint64_t guest = 2 * kMaxPendingPfns;
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION).begin(1);
+  uint64_t pfn = 0;
+  for (uint64_t array = 0; array <= kMaxPendingPfns / kMaxPfnBatch; ++array) {
+    b.i32(kMaxPfnBatch);
+    for (int i = 0; i < kMaxPfnBatch; ++i) b.u64(pfn++);
+  }
+  ImageSink sink(1);  // pages are never requested
+  CheckpointReader reader(guest, &sink);
+  expect_corrupt(reader.feed(b.bytes()), "more than 1048576 PFNs waiting for their pages");
+}
+
 TEST(CheckpointStreamHostile, MalformedLz4Block) {
   StreamBuilder b;
   b.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
