@@ -497,6 +497,26 @@ class Relay:
             self._stop_at_consistent = True
             self._scan_tail = b""
 
+    def flip_next_consistent_epoch_bit(self, bit):
+        """Flips bit `bit` (0..31) of the epoch in the next consistent CHECKPOINT_BEGIN
+        that arrives whole in one segment from the primary."""
+        with self._lock:
+            self._flip_epoch_bit = bit
+
+    def _maybe_flip_epoch(self, data):
+        with self._lock:
+            bit = getattr(self, "_flip_epoch_bit", None)
+            if bit is None:
+                return data
+            m = self._CONSISTENT_BEGIN.search(data)
+            if not m:
+                return data
+            self._flip_epoch_bit = None
+            out = bytearray(data)
+            out[m.start() + 4 + bit // 8] ^= 1 << (bit % 8)
+            self.flips += 1
+            return bytes(out)
+
     def _cut_at_consistent_begin(self, data):
         """Called by the upstream pump: sends nothing itself; when the pattern is in
         `data`, sets the budget so that only the bytes before it go out."""
@@ -568,6 +588,8 @@ class Relay:
                         while self._held and not self._closed:
                             self._release.wait()
                     throttle = self.throttle if upstream else None
+                if upstream:
+                    data = self._maybe_flip_epoch(data)
                 if upstream and self._stop_at_consistent:
                     data = self._cut_at_consistent_begin(data)
                 if upstream and self.budget is not None:

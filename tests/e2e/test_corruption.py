@@ -90,6 +90,30 @@ class CorruptionTest(unittest.TestCase):
         self.assertNotIn("did not reconnect", take.group(1), c.logs())
         harness.log(f"took over at epoch {epoch} (acked {acked}) with counter value {value}")
 
+    def test_a_corrupt_epoch_in_a_discarded_checkpoint_does_not_block_later_streams(self):
+        """Regression: a bit flip that turned epoch N into N + 2^31 in a CHECKPOINT_BEGIN
+        got the checkpoint discarded, but the backup kept 2^31 + N as the last epoch
+        seen, so every later stream was refused ("epoch ... does not advance") and the
+        pair never got back in sync."""
+        c = Cluster(self, heartbeat="50ms", failover_timeout="2s")
+        guest = harness.counter_guest(50)
+        backup = c.backup(guest)
+        relay = c.relay(backup.listen_port)
+        primary = c.primary(guest, relay.port)
+        primary.wait_for(harness.IN_SYNC_RE)
+        mark = primary.mark()
+        relay.flip_next_consistent_epoch_bit(31)
+        backup.wait_for(DISCARDED_RE)
+        primary.wait_for(r"BACKUP LOST", start=mark)
+        primary.wait_for(harness.IN_SYNC_RE, start=mark)
+        first = primary.acked_epoch()
+        harness.wait_until(lambda: (primary.acked_epoch() or 0) >= first + 5,
+                           "acknowledged checkpoints on the new stream\n" + c.logs())
+        self.assertEqual(backup.count(DISCARDED_RE), 1, c.logs())
+        primary.kill9()
+        backup.wait_for(harness.TAKEOVER_RE)
+        harness.check_counter_resume(self, backup)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
