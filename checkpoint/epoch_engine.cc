@@ -20,12 +20,6 @@ int64_t micros(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
 }
 
-uint64_t now_ns() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-          .count());
-}
-
 // Pages per encoder slice at the least: below this, threads cost more than they save.
 constexpr size_t kMinPagesPerSlice = 64;
 
@@ -69,6 +63,9 @@ Status EpochEngine::encode_and_send_staged(bool format_b, EpochRecord* rec) {
   pool_.run(slices, [&](size_t i) {
     auto [begin, end] = range(i);
     slice_out_[i].clear();
+    // Room for the worst case up front: growing by doubling would copy and
+    // fault the buffer several times per epoch.
+    slice_out_[i].reserve((end - begin) * (protocol::kPageSize + 64) + 4096);
     const auto sub = pfns.subspan(begin, end - begin);
     if (format_b) {
       protocol::encode_body_format_b(sub, staging_.page(begin), cache_, opts, slice_out_[i],
@@ -276,28 +273,21 @@ Status EpochEngine::initial_sync() {
   return checkpoint();
 }
 
-Status EpochEngine::heartbeat() { return transport_->send(protocol::encode_heartbeat(now_ns())); }
-
 Status EpochEngine::run(const std::atomic<bool>& stop) {
   if (last_pause_start_ == Clock::time_point{}) last_pause_start_ = Clock::now();
-  auto last_send = Clock::now();
   while (!stop.load()) {
     const auto deadline = last_pause_start_ + interval();
-    // Sleep to the deadline in short steps, so stop and heartbeats are timely.
+    // Sleep to the deadline in short steps, so a stop request is timely.
+    // (Heartbeats are the transport's job: it sends them when its wire idles.)
     for (auto now = Clock::now(); now < deadline && !stop.load(); now = Clock::now()) {
-      if (now - last_send >= options_.heartbeat) {
-        ROMULUS_RETURN_IF_ERROR(heartbeat());
-        last_send = now;
-      }
       std::this_thread::sleep_for(
           std::min<Clock::duration>(deadline - now, std::chrono::milliseconds(5)));
     }
     if (stop.load()) break;
-    ROMULUS_RETURN_IF_ERROR(transport_->flush());
+    ROMULUS_RETURN_IF_ERROR(guest_or(transport_->flush()));
     // Stretched: the previous checkpoint was still being written at the deadline.
     stretched_ = Clock::now() > deadline + std::chrono::milliseconds(1);
     ROMULUS_RETURN_IF_ERROR(checkpoint());
-    last_send = Clock::now();
   }
   return Status::ok();
 }

@@ -68,8 +68,6 @@ struct EngineOptions {
   size_t precopy_stop_pages = 1024;
   unsigned max_precopy_rounds = 8;
   uint64_t first_epoch = 1;
-  // A heartbeat chunk goes out when nothing else was sent for this long.
-  std::chrono::milliseconds heartbeat{50};
   // Fd of the arena memfd, or -1. When given, round 0 of a full sync skips
   // holes (never-written ranges) with SEEK_DATA instead of reading them.
   int arena_fd = -1;
@@ -98,9 +96,6 @@ class EpochEngine {
 
   // Checkpoints every interval until stop is set or an error occurs.
   Status run(const std::atomic<bool>& stop);
-
-  // Sends a heartbeat chunk (between checkpoints only; engine thread).
-  Status heartbeat();
 
   void set_interval(std::chrono::microseconds interval) { interval_us_ = interval.count(); }
   std::chrono::microseconds interval() const {

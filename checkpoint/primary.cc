@@ -269,7 +269,6 @@ Status PrimaryNode::run() {
   eo.encode = config_.encode;
   eo.cache_bytes = config_.cache_bytes;
   eo.gate_timeout = config_.gate_timeout;
-  eo.heartbeat = config_.heartbeat;
   eo.arena_fd = im.arena->fd();
   eo.first_epoch = config_.resumed_epoch.value_or(0) + 1;
   eo.log = log_;

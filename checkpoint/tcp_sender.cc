@@ -156,9 +156,26 @@ void TcpSender::do_read() {
 
 void TcpSender::check_liveness() {
   auto self = shared_from_this();
-  liveness_timer_.expires_after(options_.heartbeat);
+  // Half the heartbeat period, so an idle wire never goes longer than one
+  // period and a half without a heartbeat.
+  liveness_timer_.expires_after(std::max(std::chrono::milliseconds(1), options_.heartbeat / 2));
   liveness_timer_.async_wait([this, self](boost::system::error_code ec) {
     if (ec || broken_.load()) return;
+    // Heartbeat from this thread whenever the wire was idle for a period, so
+    // the backup hears from a live primary even while its engine is busy for
+    // long (a large initial sync, a big encode). Queue elements are whole
+    // chunks, so a heartbeat always lands between chunks.
+    if (Clock::now() - last_tx_.load() >= options_.heartbeat) {
+      std::lock_guard lock(mu_);
+      if (!broken_.load() && !writing_) {
+        queue_.push_back(protocol::encode_heartbeat(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+                .count())));
+        queued_bytes_ += queue_.back().size();
+        writing_ = true;
+        asio::post(io_, [self] { self->do_write(); });
+      }
+    }
     const auto silent = Clock::now() - last_rx_;
     if (silent > options_.failover_timeout) {
       fail(Status::timeout(
@@ -214,6 +231,7 @@ void TcpSender::do_write() {
     }
     front = &queue_.front();  // deque: stable while we are the only popper
   }
+  last_tx_.store(Clock::now());
   auto self = shared_from_this();
   asio::async_write(
       socket_, asio::buffer(*front), [this, self](boost::system::error_code ec, size_t n) {

@@ -82,6 +82,7 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   protocol::BackupMessageReader reader_;
   std::array<uint8_t, 4096> read_buf_{};
   std::chrono::steady_clock::time_point last_rx_;
+  std::atomic<std::chrono::steady_clock::time_point> last_tx_{std::chrono::steady_clock::now()};
 
   std::mutex mu_;
   std::condition_variable cv_;

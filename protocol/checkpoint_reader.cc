@@ -51,8 +51,13 @@ void CheckpointReader::expect(State state, size_t n) {
 }
 
 void CheckpointReader::consumed(const uint8_t* p, size_t n) {
-  // Everything of a checkpoint but the tail's CRC field is covered by the CRC.
-  if (in_checkpoint_ && state_ != State::kTailCrc) crc_ = crc32c_extend(crc_, ByteSpan(p, n));
+  // Everything of a checkpoint but the tail's CRC field and heartbeats is
+  // covered by the CRC. A chunk's type is added in on_type(), once it is known
+  // not to be a heartbeat.
+  if (in_checkpoint_ && state_ != State::kTailCrc && state_ != State::kType &&
+      state_ != State::kHeartbeatField) {
+    crc_ = crc32c_extend(crc_, ByteSpan(p, n));
+  }
   bytes_consumed_ += n;
 }
 
@@ -195,6 +200,15 @@ Status CheckpointReader::on_type(int32_t type) {
     }
   }
 
+  // Heartbeats may come between any two chunks, inside a checkpoint too (the
+  // sender's io thread sends them while the engine is busy); they are not part
+  // of the checkpoint and not covered by its CRC.
+  if (type == kChunkHeartbeat) {
+    expect(State::kHeartbeatField, 8);
+    return Status::ok();
+  }
+  crc_ = crc32c_extend(crc_, ByteSpan(field_.data(), 4));
+
   if (type > 0) {
     if (type > kMaxPfnBatch) {
       return corrupt(fmt::format("PFN array of {} entries exceeds limit {}", type, kMaxPfnBatch));
@@ -220,7 +234,6 @@ Status CheckpointReader::on_type(int32_t type) {
       expect(State::kCompressedLength, 4);
       return Status::ok();
     case kChunkCheckpointBegin:
-    case kChunkHeartbeat:
     case XC_SAVE_ID_ENABLE_COMPRESSION:
     case kChunkGoodbye:
       return corrupt(chunk_name(type) + " inside a checkpoint");
