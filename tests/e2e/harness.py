@@ -354,6 +354,8 @@ class Cluster:
         self.procs.append(node)
         if wait_listening:
             node.wait_for(r"backup listening on")
+            # The control socket opens just after the "listening" line.
+            wait_until(lambda: control(ctl, "ping"), f"{name}'s control socket\n{node.text()}")
         return node
 
     def primary(self, guest, backup_port, name="primary", service_port=None, memory=None,
