@@ -248,7 +248,12 @@ class Proc:
             self.proc.send_signal(signal.SIGTERM)
 
     def wait(self, deadline=DEADLINE):
-        return self.proc.wait(timeout=deadline)
+        """Waits for the process to exit and for its output to be read to the end, so
+        self.lines holds everything it printed."""
+        rc = self.proc.wait(timeout=deadline)
+        for t in self._readers:
+            t.join(timeout=deadline)
+        return rc
 
     def stop(self):
         """Kills the process group, then any guest it started that outlived it (a guest
