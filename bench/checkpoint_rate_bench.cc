@@ -124,6 +124,13 @@ class TimedPause final : public checkpoint::PauseControl {
     for (const auto& r : records_) v.push_back(static_cast<double>(r.*member) / 1000.0);
     return v;
   }
+  // Stop (gate + SIGSTOP) plus collection, ms.
+  std::vector<double> stop_and_collect() const {
+    std::vector<double> v;
+    for (const auto& r : records_)
+      v.push_back(static_cast<double>(r.gate_wait_us + r.collect_us) / 1000.0);
+    return v;
+  }
   // Pause start to pause start, ms.
   std::vector<double> intervals() const {
     std::vector<double> v;
@@ -331,7 +338,7 @@ Result<Protected> run_protected(const std::string& tracker, size_t arena_bytes,
   p.pause_p99 = percentile(pause.pauses(), 99);
   p.stop_p50 = percentile(pause.stops(), 50);
   p.stop_p99 = percentile(pause.stops(), 99);
-  p.collect_p50 = percentile(pause.field(&checkpoint::EpochRecord::collect_us), 50);
+  p.collect_p50 = percentile(pause.stop_and_collect(), 50);
   p.copy_p50 = percentile(pause.field(&checkpoint::EpochRecord::copy_us), 50);
   p.encode_p50 = percentile(pause.field(&checkpoint::EpochRecord::encode_us), 50);
   p.dirty_per_epoch = p.epochs == 0
@@ -345,7 +352,7 @@ Result<Protected> run_protected(const std::string& tracker, size_t arena_bytes,
   p.guest_pages_per_sec = static_cast<double>(w1 - w0) / p.run_seconds;
   p.guest_lifetime_rate = d.finish();
   if (std::getenv("ROMULUS_BENCH_DEBUG") != nullptr) {
-    const auto col = pause.field(&checkpoint::EpochRecord::collect_us);
+    const auto col = pause.stop_and_collect();
     const auto cp = pause.field(&checkpoint::EpochRecord::copy_us);
     const auto en = pause.field(&checkpoint::EpochRecord::encode_us);
     const auto pa = pause.field(&checkpoint::EpochRecord::pause_us);
@@ -536,4 +543,7 @@ int bench_main(int argc, char** argv) {
 }  // namespace
 }  // namespace romulus::bench
 
-int main(int argc, char** argv) { return romulus::bench::bench_main(argc, argv); }
+int main(int argc, char** argv) {
+  romulus::checkpoint::keep_checkpoint_buffers_in_heap();  // as the romulus binary does
+  return romulus::bench::bench_main(argc, argv);
+}

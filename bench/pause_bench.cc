@@ -299,7 +299,7 @@ Result<std::vector<Row>> measure_tracker(const std::string& tracker_name, const 
         if (r < 0) continue;
         if (rec.dirty_pages != n || pfns.size() != n || !none.empty()) ++row.dirty_mismatches;
         v_pause.push_back(static_cast<double>(rec.pause_us));
-        v_ecollect.push_back(static_cast<double>(rec.collect_us));
+        v_ecollect.push_back(static_cast<double>(rec.gate_wait_us + rec.collect_us));
         v_ecopy.push_back(static_cast<double>(rec.copy_us));
         v_stopcont.push_back(us_since(t0, t1) + us_since(t3, t4));
         v_stopcont.push_back(us_since(f0, f1) + us_since(f2, f3));
@@ -404,6 +404,7 @@ int bench_main(int argc, char** argv) {
 }  // namespace romulus::bench
 
 int main(int argc, char** argv) {
+  romulus::checkpoint::keep_checkpoint_buffers_in_heap();  // as the romulus binary does
   if (argc >= 2 && std::strcmp(argv[1], "--guest") == 0) return romulus::bench::guest_main();
   return romulus::bench::bench_main(argc, argv);
 }

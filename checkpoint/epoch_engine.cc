@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <malloc.h>
 #include <algorithm>
 #include <cerrno>
 #include <thread>
@@ -95,6 +96,7 @@ Status EpochEngine::checkpoint() {
     return Status::ok();
   }
   ROMULUS_RETURN_IF_ERROR(st.context("pausing the guest"));
+  const auto t_stopped = Clock::now();
 
   // The guest is stopped: from here on, output it produces belongs to the
   // next epoch (output commit tags bytes with open_epoch() as it reads them).
@@ -135,7 +137,8 @@ Status EpochEngine::checkpoint() {
   ROMULUS_RETURN_IF_ERROR(resume_status.context("resuming the guest"));
 
   rec.pause_us = micros(t_resumed - t0);
-  rec.collect_us = micros(t_collected - t0);
+  rec.gate_wait_us = micros(t_stopped - t0);  // gate wait + SIGSTOP until stopped
+  rec.collect_us = micros(t_collected - t_stopped);
   rec.copy_us = micros(t_copied - t_collected);
   rec.dirty_pages = dirty_.size();
   rec.raw_bytes = dirty_.size() * kPageSize;
@@ -154,6 +157,11 @@ Status EpochEngine::checkpoint() {
   stats_.record_sent(epoch, t_queued);
   publish_cache_stats();
   return Status::ok();
+}
+
+void keep_checkpoint_buffers_in_heap() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest mmap threshold
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
 Status EpochEngine::guest_or(Status st) {

@@ -56,6 +56,12 @@ class PauseControl {
   virtual std::optional<std::string> exited() = 0;
 };
 
+// Process-wide: keeps freed checkpoint buffers (megabytes each epoch) in the
+// heap instead of returning them to the kernel, which would make every epoch
+// fault them in again (~15 µs a page on this machine; docs/performance.md).
+// Call once at start-up from a program that runs an engine.
+void keep_checkpoint_buffers_in_heap();
+
 struct EngineOptions {
   std::chrono::microseconds interval{50'000};
   size_t staging_bytes = 64u << 20;

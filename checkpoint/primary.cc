@@ -72,6 +72,8 @@ struct PrimaryNode::Impl {
   uint16_t backup_port = 0;
   BackupLoss on_backup_loss = BackupLoss::kContinue;
   std::string last_loss;
+  uint64_t sync_epoch = 0;  // epoch whose ack completes the current sync (0: none)
+  uint64_t max_acked = 0;
   uint64_t streams = 0;
 
   void set_state(std::string s) {
@@ -390,9 +392,25 @@ Status PrimaryNode::run() {
     so.failover_timeout = config_.failover_timeout;
     so.heartbeat = config_.heartbeat;
     SenderCallbacks cb;
-    cb.on_ack = [this, &im](uint64_t epoch) {
+    const std::string peer = fmt::format("{}:{}", host, port);
+    cb.on_ack = [this, &im, peer](uint64_t epoch) {
       stats_.record_ack(epoch, Clock::now());
       if (im.proxy) im.proxy->on_ack(epoch);
+      // Protected from the moment the backup holds a consistent image, i.e.
+      // acknowledges the sync's first checkpoint, not when it was sent.
+      bool now_protected = false;
+      {
+        std::lock_guard lock(im.mu);
+        im.max_acked = std::max(im.max_acked, epoch);
+        if (im.sync_epoch != 0 && epoch >= im.sync_epoch) {
+          im.sync_epoch = 0;
+          im.state = "protected";
+          now_protected = true;
+        }
+      }
+      if (now_protected) {
+        log_(fmt::format("backup {} in sync at epoch {}; the guest is protected", peer, epoch));
+      }
     };
     cb.on_lost = [&im](const Status& why) {
       std::lock_guard lock(im.mu);
@@ -439,9 +457,25 @@ Status PrimaryNode::run() {
     im.engine->set_transport(im.sender.get(), reply.last_committed_epoch + 1);
     Status st = im.engine->initial_sync();
     if (st.is_ok()) {
-      im.set_state("protected");
-      log_(fmt::format("backup {}:{} in sync at epoch {}; the guest is protected", host, port,
-                       im.engine->last_epoch()));
+      // The first consistent checkpoint is queued; "protected" once it is
+      // acked (which may already have happened).
+      bool already = false;
+      uint64_t acked = 0;
+      {
+        std::lock_guard lock(im.mu);
+        const uint64_t first = im.engine->last_epoch();
+        if (im.max_acked >= first) {
+          im.state = "protected";
+          already = true;
+          acked = im.max_acked;
+        } else {
+          im.sync_epoch = first;
+        }
+      }
+      if (already) {
+        log_(fmt::format("backup {}:{} in sync at epoch {}; the guest is protected", host, port,
+                         acked));
+      }
       st = im.engine->run(stop_);
     }
     if (auto gone = guest_gone()) return *gone;

@@ -3,7 +3,6 @@
 // through its control socket. Exceptions stop here; every error leaves as one
 // line saying what happened and what to do.
 #include <fmt/format.h>
-#include <malloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -18,6 +17,7 @@
 #include <thread>
 
 #include "checkpoint/control_server.h"
+#include "checkpoint/epoch_engine.h"
 #include "checkpoint/primary.h"
 #include "cli/options.h"
 #include "replica/backup_node.h"
@@ -286,12 +286,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Checkpoint buffers (megabytes, every epoch) must stay in the heap once
-  // freed: returned to the kernel, each epoch would fault them in again, at
-  // ~15 µs a page here (docs/performance.md). 32 MiB is glibc's largest mmap
-  // threshold.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  romulus::checkpoint::keep_checkpoint_buffers_in_heap();
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -25,7 +25,7 @@ Result<std::optional<Header>> parse_header(ByteSpan data, const uint8_t (&magic)
   // Check the magic as soon as its bytes arrive, so a wrong peer (an HTTP
   // client, an old protocol) is told off without waiting for 10 bytes.
   const size_t have = std::min<size_t>(data.size(), 4);
-  if (std::memcmp(data.data(), magic, have) != 0) {
+  if (have > 0 && std::memcmp(data.data(), magic, have) != 0) {
     return Status::corrupt(fmt::format("{}: bad magic (expected \"{}\")", what,
                                        std::string(reinterpret_cast<const char*>(magic), 4)));
   }

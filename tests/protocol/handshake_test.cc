@@ -242,3 +242,20 @@ TEST(HandshakeCompatibility, ArenaSizesThatAreNotWholeMebibytes) {
 
 }  // namespace
 }  // namespace romulus::protocol
+
+namespace romulus::protocol {
+namespace {
+
+// Regression: parsing before any byte arrived compared against a null pointer
+// (UB; the sanitizer build aborted the primary at its first connection).
+TEST(HandshakeRegression, ParsingNoBytesYetAsksForMore) {
+  auto hello = parse_hello(ByteSpan());
+  ASSERT_TRUE(hello.is_ok());
+  EXPECT_FALSE(hello->has_value());
+  auto reply = parse_reply(ByteSpan());
+  ASSERT_TRUE(reply.is_ok());
+  EXPECT_FALSE(reply->has_value());
+}
+
+}  // namespace
+}  // namespace romulus::protocol
