@@ -42,9 +42,8 @@ size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out) {
     out[0] = kRunSkipEnd;
     return 1;
   }
-  // A delta is only worth sending if it is at most kPageSize bytes (smaller
-  // than the 1 + kPageSize whole-page record).
-  constexpr size_t kBudget = kPageSize;
+  // A delta is sent only if it is at most kRunSkipDeltaBudget bytes.
+  constexpr size_t kBudget = kRunSkipDeltaBudget;
   size_t pos = 0;
   size_t word = 0;
   while (true) {

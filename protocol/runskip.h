@@ -38,6 +38,11 @@ inline constexpr uint8_t kRunSkipWholePage = 0x80;  // SKIP 0: 4096 raw bytes fo
 inline constexpr uint8_t kRunSkipSkipBit = 0x80;    // marker bit 7: SKIP, else RUN
 inline constexpr size_t kRunSkipMaxRun = 127;       // words per marker
 inline constexpr size_t kRunSkipMaxRecord = 1 + kPageSize;
+// The largest delta the encoder sends. A delta that saves less than an eighth
+// of a page goes as a whole page instead: nearly as small, and it decodes at
+// memcpy speed rather than marker by marker (a page with half its bytes
+// changed would otherwise be ~60 short RUNs; docs/performance.md).
+inline constexpr size_t kRunSkipDeltaBudget = kPageSize * 7 / 8;
 
 // Encodes `cur` against the receiver's copy `old` (kPageSize bytes), or as a
 // whole-page record if old is nullptr. Writes at most kRunSkipMaxRecord bytes

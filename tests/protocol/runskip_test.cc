@@ -52,7 +52,7 @@ size_t minimal_size(const PageBytes& old, const PageBytes& cur) {
     w = e;
   }
   if (last_end < kWordsPerPage) size += 1;  // END
-  return size > kPageSize ? kRunSkipMaxRecord : size;
+  return size > kRunSkipDeltaBudget ? kRunSkipMaxRecord : size;
 }
 
 void expect_round_trip(const Pair& p) {
@@ -134,6 +134,11 @@ TEST_P(RunSkipLengths, RunOfNWordsSplitsAt127) {
   Pair p;
   for (size_t w = 0; w < n; ++w) p.cur[w * 4] = static_cast<uint8_t>(1 + w % 200);
   const Bytes rec = encode(p.old.data(), p.cur);
+  if (n * 4 > kRunSkipDeltaBudget) {  // too long a run to be worth a delta
+    EXPECT_EQ(rec.size(), kRunSkipMaxRecord);
+    expect_round_trip(p);
+    return;
+  }
   size_t pos = 0, words = 0;
   while (words < n) {
     const size_t m = std::min<size_t>(127, n - words);
@@ -174,22 +179,28 @@ TEST(RunSkip, WholePageChangeFallsBackToWholePageRecord) {
   expect_round_trip(p);
 }
 
-TEST(RunSkip, DeltaOfExactly4096BytesIsKeptAndOneWordMoreFallsBack) {
-  // Word 0 changed, word 1 unchanged, words 2..1021 changed, then END:
-  // RUN(1)+4, SKIP(1), 9 RUN markers + 1020 * 4, END = 5 + 1 + 4089 + 1 = 4096.
-  Pair p;
-  p.cur[0] = 1;
-  for (size_t w = 2; w < 1022; ++w) p.cur[w * 4] = 1;
-  const Bytes rec = encode(p.old.data(), p.cur);
-  EXPECT_EQ(rec.size(), 4096u);
-  EXPECT_EQ(rec[0], 0x01);
-  expect_round_trip(p);
-
-  p.cur[1022 * 4] = 1;  // 4 more bytes: 4100 would not be smaller than 4097
-  const Bytes whole = encode(p.old.data(), p.cur);
-  EXPECT_EQ(whole.size(), kRunSkipMaxRecord);
-  EXPECT_EQ(whole[0], 0x80);
-  expect_round_trip(p);
+TEST(RunSkip, DeltaWithinTheBudgetIsKeptAndOneWordMoreFallsBack) {
+  // Word 0 changed, word 1 unchanged, words 2..2+k changed, then END. Growing k
+  // crosses kRunSkipDeltaBudget: below it the delta is sent, above it the page.
+  bool kept = false, fell_back = false;
+  for (size_t k = 860; k < 920; ++k) {
+    Pair p;
+    p.cur[0] = 1;
+    for (size_t w = 2; w < 2 + k; ++w) p.cur[w * 4] = 1;
+    const Bytes rec = encode(p.old.data(), p.cur);
+    if (rec.size() <= kRunSkipDeltaBudget) {
+      EXPECT_EQ(rec[0], 0x01) << k;
+      EXPECT_FALSE(fell_back) << "a larger delta was kept after a smaller one fell back, k " << k;
+      kept = true;
+    } else {
+      EXPECT_EQ(rec.size(), kRunSkipMaxRecord) << k;
+      EXPECT_EQ(rec[0], 0x80) << k;
+      fell_back = true;
+    }
+    expect_round_trip(p);
+  }
+  EXPECT_TRUE(kept);
+  EXPECT_TRUE(fell_back);
 }
 
 TEST(RunSkip, SparsePageEncodesInAtMostOneFiftiethOfAPage) {
