@@ -44,6 +44,11 @@ size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out) {
   }
   // A delta is sent only if it is at most kRunSkipDeltaBudget bytes.
   constexpr size_t kBudget = kRunSkipDeltaBudget;
+  // The changed words' data alone bounds the delta from below: a dense page
+  // goes whole without walking its runs.
+  size_t changed = 0;
+  for (const uint64_t m : map) changed += static_cast<size_t>(__builtin_popcountll(m));
+  if (changed * kWordSize > kBudget) return encode_whole_page(cur, out);
   size_t pos = 0;
   size_t word = 0;
   while (true) {
