@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <boost/property_tree/json_parser.hpp>
+#include <boost/property_tree/ptree.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +16,7 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "checkpoint/control_server.h"
@@ -217,6 +220,46 @@ std::vector<std::string> control_paths(const std::string& given) {
   return paths;
 }
 
+// A node's status, for people: the JSON of `status --json`, a line or two per part.
+std::string format_status(const std::string& path, const boost::property_tree::ptree& t) {
+  auto get = [&](const char* k) { return t.get<std::string>(k, "?"); };
+  std::string out = fmt::format("{}: {} — {}\n", path, get("role"), get("state"));
+  if (get("role") == "backup") {
+    out += fmt::format(
+        "  listen {}, primary {}, committed epoch {} (image consistent: {}), "
+        "{} checkpoints committed, last contact {} ms ago\n",
+        get("listen"), t.get<std::string>("peer", "") == "" ? "none" : get("peer"),
+        get("last_committed_epoch"), get("image_consistent"), get("checkpoints_committed"),
+        get("ms_since_contact"));
+    return out;
+  }
+  out += fmt::format("  backup {}, guest pid {}, interval {} ms, tracker {}, codec {}{}\n",
+                     get("peer").empty() ? "none" : get("peer"), get("guest_pid"),
+                     get("interval_ms"), get("tracker"), get("codec"),
+                     get("resumed") == "true" ? ", resumed after failover" : "");
+  out += fmt::format(
+      "  epochs {} (acked {}), pause p50 {} ms p99 {} ms max {} ms, compression {}x, "
+      "{:.2f} MB/s on the wire\n",
+      get("primary.epochs"), get("primary.acked_epoch"), get("primary.pause_ms.p50"),
+      get("primary.pause_ms.p99"), get("primary.pause_ms.max"), get("primary.compression_ratio"),
+      t.get<double>("primary.wire_bytes_per_sec", 0) / 1e6);
+  const double lookups = t.get<double>("primary.cache.lookups", 0);
+  out += fmt::format("  page cache hit rate {:.0f}%, {} stretched intervals, {} postponed pauses\n",
+                     lookups > 0 ? 100.0 * t.get<double>("primary.cache.hits", 0) / lookups : 0.0,
+                     get("primary.stretched_intervals"), get("primary.postponed_pauses"));
+  if (t.get_child_optional("output.buffering")) {
+    out += fmt::format(
+        "  output {}: {} bytes held, added latency p50 {} ms p99 {} ms, {} open connections\n",
+        get("output.buffering") == "true" ? "held until acked" : "released at once",
+        get("output.bytes_held"), get("output.added_latency_p50_ms"),
+        get("output.added_latency_p99_ms"), get("output.open_connections"));
+  }
+  if (!get("last_backup_loss").empty())
+    out += "  last backup loss: " + get("last_backup_loss") + "\n";
+  return out;
+}
+
+// Sends `request` to each node; errors leave as one line on stderr.
 int run_request(const std::string& given, const std::string& request, bool raw) {
   int rc = 0;
   for (const auto& path : control_paths(given)) {
@@ -226,13 +269,26 @@ int run_request(const std::string& given, const std::string& request, bool raw) 
       rc = 1;
       continue;
     }
-    const bool ok = reply->find("\"ok\":true") != std::string::npos;
-    if (raw || !ok) {
+    boost::property_tree::ptree tree;
+    try {
+      std::istringstream in(*reply);
+      boost::property_tree::read_json(in, tree);
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "romulus: %s answered something that is not JSON: %s\n", path.c_str(),
+                   reply->c_str());
+      rc = 1;
+      continue;
+    }
+    if (tree.get<std::string>("ok", "false") != "true") {
+      std::fprintf(stderr, "romulus: %s\n", tree.get<std::string>("error", *reply).c_str());
+      rc = 1;
+      continue;
+    }
+    if (raw) {
       std::printf("%s\n", reply->c_str());
     } else {
-      std::printf("%s: %s\n", path.c_str(), reply->c_str());
+      std::printf("%s", format_status(path, tree).c_str());
     }
-    if (!ok) rc = 1;
   }
   return rc;
 }
