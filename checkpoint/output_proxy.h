@@ -7,9 +7,12 @@
 // and released in order when that epoch is acknowledged by the backup. So no
 // client sees a reply that a failover could take back.
 //
-// Each connection holds at most max_held_bytes; past that the proxy stops
+// Each connection buffers at most about max_held_bytes of output (held for an
+// ack, or acked and not yet taken by the client); past that the proxy stops
 // reading from the guest for that connection only (back-pressure), so a slow
-// client never blocks the others or the epoch engine.
+// client never blocks the others or the epoch engine. Output read in one epoch
+// is appended to one chunk (up to 256 KiB), so a pipelining client's replies
+// are released in few writes.
 //
 // With buffering off (--no-output-buffering, --backup null, or a lost backup
 // under --on-backup-loss continue) output is released at once.
@@ -47,7 +50,7 @@ struct OutputProxyStats {
   uint64_t open_connections = 0;
   uint64_t bytes_to_guest = 0;
   uint64_t bytes_released = 0;
-  uint64_t bytes_held = 0;          // now
+  uint64_t bytes_held = 0;          // now: awaiting an ack or a slow client
   double oldest_held_ms = 0;        // how long the oldest held byte has waited
   double added_latency_p50_ms = 0;  // read from guest -> released, recent window
   double added_latency_p99_ms = 0;
@@ -86,6 +89,7 @@ class OutputProxy {
   uint64_t acked_ = 0;
   bool buffering_;
 
+  std::atomic<uint64_t> bytes_to_guest_{0}, bytes_released_{0};
   mutable std::mutex stats_mu_;
   mutable OutputProxyStats stats_;
   std::deque<double> latencies_;

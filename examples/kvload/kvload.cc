@@ -1,12 +1,16 @@
 // romulus-kvload: load generator and lost-write checker for romulus-kvstore.
 //
 //   romulus-kvload --server HOST:PORT [--server HOST:PORT ...] [--connections 8]
-//                  [--seconds S | --ops N] [--mix set=50,get=40,incr=10] [--keys 1000]
+//                  [--pipeline 1] [--seconds S | --ops N] [--mix set=50,get=40,incr=10] [--keys
+//                  1000]
 //                  [--value-size 32] [--check] [--reconnect-timeout 30s]
 //                  [--request-timeout 10s] [--seed N] [--json] [--quiet]
 //
 // N connections run closed-loop (one request, wait for its reply, next) for S
 // seconds or N operations in all, then report throughput and latency. With
+// --pipeline P each connection writes P requests at once and waits for their P
+// replies before the next batch (like a pipelining Redis client); a request's
+// latency is from its batch's write to its own reply. With
 // --json the final report is one JSON line on stdout:
 //
 //   {"ops":..,"ops_per_sec":..,"p50_ms":..,"p99_ms":..,"max_ms":..,"errors":..,
@@ -17,8 +21,9 @@
 //
 // Failover: when a connection breaks (reset, EOF, refused, or no reply within
 // --request-timeout) it tries the servers in the order given, round robin, 50 ms
-// apart, until --reconnect-timeout. The request in flight then was never
-// acknowledged: a write counts in "unacked_writes", not as an error.
+// apart, until --reconnect-timeout. The requests in flight then (those of the
+// batch not yet answered) were never acknowledged: a write counts in
+// "unacked_writes", not as an error.
 //
 // Check mode (--check): connection c owns keys c<c>:k<i> and counters c<c>:n<i>
 // (i < keys/connections), so no two connections race. It first deletes them
@@ -86,8 +91,9 @@ struct Mix {
 struct Options {
   std::vector<std::string> servers;
   unsigned connections = 8;
-  double seconds = 0;  // 0: not a timed run
-  uint64_t ops = 0;    // 0: not a counted run
+  unsigned pipeline = 1;  // load requests in flight per connection
+  double seconds = 0;     // 0: not a timed run
+  uint64_t ops = 0;       // 0: not a counted run
   Mix mix;
   uint64_t keys = 1000;
   size_t value_size = 32;
@@ -312,9 +318,10 @@ class Connection {
   // The connection broke (error, EOF, timeout): the request in flight stays
   // unacknowledged; reconnect and carry on.
   void on_break() {
-    if (in_flight_ && phase_ == Phase::kLoad && batch_.size() == 1 &&
-        batch_[0].kind != Kind::kGet) {
-      ++run_.totals.unacked_writes;
+    if (in_flight_ && phase_ == Phase::kLoad) {
+      for (size_t i = replies_; i < batch_.size(); ++i) {
+        if (batch_[i].kind != Kind::kGet) ++run_.totals.unacked_writes;
+      }
     }
     in_flight_ = false;
     boost::system::error_code ignored;
@@ -369,15 +376,19 @@ class Connection {
         phase_ = Phase::kLoad;
         step_ = 0;
         return next_request();
-      case Phase::kLoad:
-        if (!run_.claim_op()) {
+      case Phase::kLoad: {
+        std::vector<Request> batch;
+        std::string lines;
+        while (batch.size() < run_.options.pipeline && run_.claim_op()) add_load_op(batch, lines);
+        if (batch.empty()) {
           run_.load_end = std::max(run_.load_end.value_or(Clock::time_point()), Clock::now());
           if (!run_.options.check) return finish();
           phase_ = Phase::kVerify;
           step_ = 0;
           return next_request();
         }
-        return send_load_op();
+        return send(std::move(batch), std::move(lines));
+      }
       case Phase::kVerify:
         if (step_ < 2 * keys_) return send_sweep(Kind::kGet);
         return finish();
@@ -391,7 +402,8 @@ class Connection {
     return fmt::format("{}{}", r.counter ? "ctr" : "key", r.index);
   }
 
-  void send_load_op() {
+  // Appends one load operation of the mix to a batch.
+  void add_load_op(std::vector<Request>& batch, std::string& lines) {
     const Mix& mix = run_.options.mix;
     unsigned pick =
         std::uniform_int_distribution<unsigned>(0, mix.set + mix.get + mix.incr - 1)(rng_);
@@ -407,17 +419,22 @@ class Connection {
         value.resize(std::max<size_t>(1, run_.options.value_size));
         for (char& ch : value) ch = static_cast<char>('a' + rng_() % 26);
       }
-      return send({r}, "SET " + key_name(r) + " " + value + "\n");
+      lines += "SET " + key_name(r) + " " + value + "\n";
+      batch.push_back(r);
+      return;
     }
     if (pick < mix.set + mix.get) {
       r.kind = Kind::kGet;
       r.counter = run_.options.check && rng_() % 2 == 1;
-      return send({r}, "GET " + key_name(r) + "\n");
+      lines += "GET " + key_name(r) + "\n";
+      batch.push_back(r);
+      return;
     }
     r.kind = Kind::kIncr;
     r.counter = true;
     if (run_.options.check) ++keys_state_[r.index].incr_sent;
-    send({r}, "INCR " + key_name(r) + "\n");
+    lines += "INCR " + key_name(r) + "\n";
+    batch.push_back(r);
   }
 
   // Prepare (DEL) and verify (GET) go over every owned key, k<i> and n<i>
@@ -644,7 +661,10 @@ Options parse_options(int argc, char** argv) {
       ("server", po::value(&o.servers)->composing(),
        "HOST:PORT of a kvstore (repeatable: tried in order, round robin, on reconnect)")  //
       ("connections", po::value(&o.connections)->default_value(o.connections),
-       "concurrent connections")                                             //
+       "concurrent connections")  //
+      ("pipeline", po::value(&o.pipeline)->default_value(o.pipeline),
+       "load requests sent at once per connection (1: one request, then wait for its "
+       "reply)")                                                             //
       ("seconds", po::value(&o.seconds), "run for S seconds (default 10)")   //
       ("ops", po::value(&o.ops), "run for N operations in all")              //
       ("mix", po::value(&mix)->default_value(mix), "operation weights")      //
@@ -679,6 +699,7 @@ Options parse_options(int argc, char** argv) {
   if (o.servers.empty()) bad_option("at least one --server HOST:PORT is needed", desc);
   if (o.connections == 0 || o.connections > 10000)
     bad_option("--connections must be 1..10000", desc);
+  if (o.pipeline == 0 || o.pipeline > 1024) bad_option("--pipeline must be 1..1024", desc);
   if (o.keys == 0) bad_option("--keys must be positive", desc);
   if (o.value_size > 64 * 1024) bad_option("--value-size must be at most 65536", desc);
   auto m = parse_mix(mix);

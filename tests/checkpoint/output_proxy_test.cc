@@ -1,0 +1,294 @@
+// OutputProxy over real loopback TCP: a client connects to the proxy, the
+// proxy forwards to a real "guest" server (an echo server on its own threads),
+// and the guest's replies reach the client only once the epoch during which
+// the proxy read them is acknowledged.
+#include "checkpoint/output_proxy.h"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace romulus::checkpoint {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+// The guest: echoes what it reads, except two commands sent alone:
+//   "BIG <n>\n"  answers n bytes of a counting pattern;
+//   "CLOSE\n"    closes the connection.
+class EchoGuest {
+ public:
+  EchoGuest() : acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {
+    port_ = acceptor_.local_endpoint().port();
+    accept_thread_ = std::thread([this] { accept_loop(); });
+  }
+  ~EchoGuest() {
+    stopping_ = true;
+    boost::system::error_code ec;
+    {
+      // Wake the blocking accept() (closing the acceptor from here would not).
+      tcp::socket wake(io_);
+      wake.connect(tcp::endpoint(asio::ip::address_v4::loopback(), port_), ec);
+    }
+    accept_thread_.join();
+    acceptor_.close(ec);
+    {
+      std::lock_guard lock(mu_);
+      for (auto& s : sockets_) s->shutdown(tcp::socket::shutdown_both, ec);
+    }
+    for (auto& t : threads_) t.join();
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  void accept_loop() {
+    while (!stopping_) {
+      auto s = std::make_shared<tcp::socket>(io_);
+      boost::system::error_code ec;
+      acceptor_.accept(*s, ec);
+      if (ec || stopping_) return;
+      std::lock_guard lock(mu_);
+      sockets_.push_back(s);
+      threads_.emplace_back([s] { serve(*s); });
+    }
+  }
+  static void serve(tcp::socket& s) {
+    std::vector<char> buf(64 * 1024);
+    boost::system::error_code ec;
+    for (;;) {
+      size_t n = s.read_some(asio::buffer(buf), ec);
+      if (ec) return;
+      std::string chunk(buf.data(), n);
+      if (chunk == "CLOSE\n") {
+        s.close(ec);
+        return;
+      }
+      if (chunk.starts_with("BIG ")) {
+        size_t big = std::stoul(chunk.substr(4));
+        std::string out(big, '\0');
+        for (size_t i = 0; i < big; ++i) out[i] = static_cast<char>('a' + i % 26);
+        asio::write(s, asio::buffer(out), ec);
+      } else {
+        asio::write(s, asio::buffer(chunk), ec);
+      }
+      if (ec) return;
+    }
+  }
+
+  asio::io_context io_;
+  tcp::acceptor acceptor_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread accept_thread_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<tcp::socket>> sockets_;
+  std::vector<std::thread> threads_;
+};
+
+// A proxy on its own io thread, with an epoch the test sets.
+class ProxyFixture : public ::testing::Test {
+ protected:
+  void start(bool buffering = true, size_t max_held = 4u << 20) {
+    auto port = OutputProxy::pick_free_port();
+    ASSERT_TRUE(port.is_ok());
+    listen_port_ = *port;
+    OutputProxyOptions o;
+    o.listen_port = listen_port_;
+    o.guest_port = guest_.port();
+    o.buffering = buffering;
+    o.max_held_bytes = max_held;
+    proxy_ = std::make_unique<OutputProxy>(io_, o, [this] { return epoch_.load(); });
+    ASSERT_TRUE(proxy_->start().is_ok());
+    work_.emplace(asio::make_work_guard(io_));
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  void TearDown() override {
+    if (proxy_) proxy_->stop();
+    work_.reset();
+    if (thread_.joinable()) {
+      // stop() posts; let it run, then end the loop.
+      std::promise<void> done;
+      asio::post(io_, [&] { done.set_value(); });
+      done.get_future().wait_for(5s);
+      io_.stop();
+      thread_.join();
+    }
+  }
+
+  std::unique_ptr<tcp::socket> connect() {
+    auto s = std::make_unique<tcp::socket>(client_io_);
+    s->connect(tcp::endpoint(asio::ip::address_v4::loopback(), listen_port_));
+    s->set_option(tcp::no_delay(true));
+    return s;
+  }
+
+  // Bytes the proxy holds now, read on its io thread.
+  uint64_t held() {
+    std::promise<uint64_t> p;
+    asio::post(io_, [&] { p.set_value(proxy_->stats().bytes_held); });
+    return p.get_future().get();
+  }
+  // Waits until the proxy holds at least n bytes (it has read the guest's reply).
+  void wait_held(uint64_t n) {
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (held() < n) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+          << "the proxy never read " << n << " bytes from the guest";
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+
+  // Reads what arrives within `wait` (until `want` bytes or EOF); "" if nothing.
+  static std::string read_for(tcp::socket& s, std::chrono::milliseconds wait, size_t want,
+                              bool* eof = nullptr) {
+    std::string got;
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    while (got.size() < want) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      pollfd pfd{s.native_handle(), POLLIN, 0};
+      if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) break;
+      char buf[65536];
+      boost::system::error_code ec;
+      size_t n = s.read_some(asio::buffer(buf), ec);
+      if (ec) {
+        if (eof) *eof = true;
+        break;
+      }
+      got.append(buf, n);
+    }
+    return got;
+  }
+
+  EchoGuest guest_;
+  asio::io_context io_, client_io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::thread thread_;
+  std::unique_ptr<OutputProxy> proxy_;
+  std::atomic<uint64_t> epoch_{5};
+  uint16_t listen_port_ = 0;
+};
+
+TEST_F(ProxyFixture, ReplyIsHeldUntilItsEpochIsAcknowledged) {
+  start();
+  auto c = connect();
+  asio::write(*c, asio::buffer(std::string("hello\n")));
+  wait_held(6);
+  proxy_->on_ack(4);  // an older epoch: not enough
+  EXPECT_EQ(read_for(*c, 300ms, 6), "") << "released before the ack of its epoch";
+  proxy_->on_ack(5);
+  EXPECT_EQ(read_for(*c, 10s, 6), "hello\n");
+}
+
+TEST_F(ProxyFixture, EachReplyWaitsForItsOwnEpochAndOrderIsKept) {
+  start();
+  auto c = connect();
+  asio::write(*c, asio::buffer(std::string("first\n")));
+  wait_held(6);
+  epoch_ = 6;
+  asio::write(*c, asio::buffer(std::string("second\n")));
+  wait_held(13);
+  proxy_->on_ack(5);
+  EXPECT_EQ(read_for(*c, 10s, 6), "first\n");
+  EXPECT_EQ(read_for(*c, 300ms, 7), "") << "epoch 6's reply released with epoch 5's ack";
+  proxy_->on_ack(6);
+  EXPECT_EQ(read_for(*c, 10s, 7), "second\n");
+}
+
+TEST_F(ProxyFixture, ManyRepliesOfOneEpochArriveWholeAndInOrder) {
+  start();
+  auto c = connect();
+  std::string expected;
+  for (int i = 0; i < 200; ++i) {
+    std::string line = "line " + std::to_string(i) + "\n";
+    expected += line;
+    asio::write(*c, asio::buffer(line));
+    wait_held(expected.size());  // one guest read each: appended to the epoch's held chunk
+  }
+  EXPECT_EQ(read_for(*c, 300ms, 1), "");
+  proxy_->on_ack(5);
+  EXPECT_EQ(read_for(*c, 10s, expected.size()), expected);
+}
+
+TEST_F(ProxyFixture, GuestCloseIsHeldLikeData) {
+  start();
+  auto c = connect();
+  asio::write(*c, asio::buffer(std::string("bye\n")));
+  wait_held(4);
+  asio::write(*c, asio::buffer(std::string("CLOSE\n")));
+  std::this_thread::sleep_for(200ms);  // the proxy sees the guest's EOF meanwhile
+  bool eof = false;
+  EXPECT_EQ(read_for(*c, 300ms, 100, &eof), "");
+  EXPECT_FALSE(eof) << "the guest's close reached the client before its epoch was acked";
+  proxy_->on_ack(5);
+  EXPECT_EQ(read_for(*c, 10s, 100, &eof), "bye\n");
+  if (!eof) read_for(*c, 10s, 1, &eof);
+  EXPECT_TRUE(eof);
+}
+
+TEST_F(ProxyFixture, WithoutBufferingRepliesPassAtOnce) {
+  start(/*buffering=*/false);
+  auto c = connect();
+  asio::write(*c, asio::buffer(std::string("now\n")));
+  EXPECT_EQ(read_for(*c, 10s, 4), "now\n");  // no ack at all
+}
+
+TEST_F(ProxyFixture, TurningBufferingOffReleasesWhatIsHeld) {
+  start();
+  auto c = connect();
+  asio::write(*c, asio::buffer(std::string("held\n")));
+  wait_held(5);
+  proxy_->set_buffering(false);
+  EXPECT_EQ(read_for(*c, 10s, 5), "held\n");
+}
+
+TEST_F(ProxyFixture, AClientThatDoesNotReadBlocksNoOther) {
+  constexpr size_t kMaxHeld = 64 * 1024;
+  start(/*buffering=*/true, kMaxHeld);
+  auto slow = connect();
+  // Far more output than the proxy may hold plus both sockets' buffers.
+  constexpr size_t kBig = 32u << 20;
+  asio::write(*slow, asio::buffer("BIG " + std::to_string(kBig) + "\n"));
+  wait_held(kMaxHeld);  // back-pressure: the proxy stopped reading at its limit
+  // Release epoch after epoch; the slow client reads nothing.
+  for (uint64_t e = 6; e < 10; ++e) {
+    epoch_ = e;
+    proxy_->on_ack(e - 1);
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_LE(held(), kMaxHeld + 64 * 1024) << "held output exceeded its bound";
+  auto fast = connect();
+  asio::write(*fast, asio::buffer(std::string("ping\n")));
+  std::string pong;
+  for (uint64_t e = 10; pong.size() < 5 && e < 400; ++e) {
+    epoch_ = e + 1;
+    proxy_->on_ack(e);
+    pong += read_for(*fast, 25ms, 5 - pong.size());
+  }
+  EXPECT_EQ(pong, "ping\n") << "one stalled client blocked another";
+  // The slow client still gets every byte, in order, once it reads.
+  std::string got;
+  for (uint64_t e = 400; got.size() < kBig && e < 20000; ++e) {
+    epoch_ = e + 1;
+    proxy_->on_ack(e);
+    got += read_for(*slow, 20ms, kBig - got.size());
+  }
+  ASSERT_EQ(got.size(), kBig);
+  std::string expected(kBig, '\0');
+  for (size_t i = 0; i < kBig; ++i) expected[i] = static_cast<char>('a' + i % 26);
+  EXPECT_TRUE(got == expected) << "the slow client's bytes arrived altered or out of order";
+}
+
+}  // namespace
+}  // namespace romulus::checkpoint
