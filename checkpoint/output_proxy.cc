@@ -263,8 +263,12 @@ void OutputProxy::on_ack(uint64_t epoch) {
   asio::post(io_, [this, epoch] {
     if (epoch <= acked_) return;
     acked_ = epoch;
-    auto sessions = sessions_;  // release() may close and erase
-    for (auto& s : sessions) s->release(acked_, buffering_);
+    // release() may close and erase sessions: walk a snapshot (kept between
+    // acks, so copying thousands of sessions 20-100 times a second allocates
+    // nothing).
+    ack_snapshot_.assign(sessions_.begin(), sessions_.end());
+    for (auto& s : ack_snapshot_) s->release(acked_, buffering_);
+    ack_snapshot_.clear();
     refresh_held_stats();
   });
 }

@@ -31,6 +31,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "checkpoint/asio.h"
 #include "protocol/status.h"
@@ -86,6 +87,7 @@ class OutputProxy {
   std::function<uint64_t()> open_epoch_;
   boost::asio::ip::tcp::acceptor acceptor_;
   std::set<std::shared_ptr<ProxySession>> sessions_;
+  std::vector<std::shared_ptr<ProxySession>> ack_snapshot_;  // on_ack's, io thread
   uint64_t acked_ = 0;
   bool buffering_;
 
