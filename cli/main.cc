@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 
 #include <atomic>
+// property_tree's JSON parser still includes <boost/bind.hpp>, which (in Boost
+// 1.74) prints a deprecation note unless told to keep the global placeholders.
+#define BOOST_BIND_GLOBAL_PLACEHOLDERS
 #include <boost/property_tree/json_parser.hpp>
 #include <boost/property_tree/ptree.hpp>
 #include <chrono>

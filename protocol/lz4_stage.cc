@@ -39,6 +39,15 @@ Status lz4_decompress(ByteSpan block, size_t expected_size, Bytes& out) {
     out.clear();
     return Status::corrupt(fmt::format("lz4 block: invalid block length {}", block.size()));
   }
+  // An LZ4 sequence yields at most ~255 bytes of output per input byte (each
+  // length-extension byte adds 255), so a larger announcement is a lie: refuse
+  // it before allocating anything for it.
+  if (expected_size > block.size() * 256 + 64) {
+    out.clear();
+    return Status::corrupt(fmt::format(
+        "lz4 block: announced size {} is more than a {}-byte block can decode to", expected_size,
+        block.size()));
+  }
   out.resize(expected_size);  // every byte is overwritten on success; no clear() first
   char empty_dst = 0;
   char* dst = expected_size == 0 ? &empty_dst : reinterpret_cast<char*>(out.data());

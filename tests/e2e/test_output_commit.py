@@ -193,7 +193,15 @@ class OutputCommitTest(unittest.TestCase):
         harness.log(f"{CYCLES} cycles: {totals}")
 
     def kill_cycle(self, i, delay, seed, pipeline):
+        # A failing cycle stops its processes at once, not at the test's end,
+        # so the cycles after it (subtests) run on a quiet machine.
         c = Cluster(self)
+        try:
+            return self._kill_cycle(c, i, delay, seed, pipeline)
+        finally:
+            c.close()
+
+    def _kill_cycle(self, c, i, delay, seed, pipeline):
         kv = [harness.binary("kvstore")]
         backup_svc, primary_svc = harness.free_port(), harness.free_port()
         backup = c.backup(kv, name=f"backup{i}", service_port=backup_svc)

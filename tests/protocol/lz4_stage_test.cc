@@ -76,6 +76,14 @@ TEST(Lz4Stage, ExpectedSizeAboveTheLimitIsRefusedWithoutAllocating) {
   EXPECT_EQ(lz4_decompress(Bytes{0x00}, SIZE_MAX, back).code(), StatusCode::kInvalidArgument);
 }
 
+TEST(Lz4Stage, SizeNoBlockOfThatLengthCanReachIsRefusedWithoutAllocating) {
+  Bytes back;
+  // Five bytes cannot decode to a megabyte: refused before the output is sized.
+  const Status s = lz4_decompress(Bytes{0x1F, 0x00, 0x01, 0x00, 0xFF}, 1u << 20, back);
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt) << s.to_string();
+  EXPECT_EQ(back.capacity(), 0u);
+}
+
 TEST(Lz4Stage, ExpectedSizeAtTheLimitIsAccepted) {
   const Bytes in(kMaxDecodedPayload, 0);
   Bytes block, back;
