@@ -97,27 +97,10 @@ bool diff_bytes_sse2(const uint8_t* a, const uint8_t* b, ByteDiffMap* map) {
 // cost a mispredicted branch each). Bytes: an identical 128-byte stretch costs
 // one OR of XORs and one test; only differing stretches build their mask.
 
-__attribute__((target("avx2"))) bool diff_words_avx2(const uint8_t* a, const uint8_t* b,
-                                                     WordDiffMap* map) {
-  uint64_t any = 0;
-  for (size_t i = 0; i < map->size(); ++i) {
-    const __m256i* pa = reinterpret_cast<const __m256i*>(a + i * 256);
-    const __m256i* pb = reinterpret_cast<const __m256i*>(b + i * 256);
-    uint64_t eq = 0;
-    for (int j = 0; j < 8; ++j) {
-      const __m256i e = _mm256_cmpeq_epi32(_mm256_loadu_si256(pa + j), _mm256_loadu_si256(pb + j));
-      eq |= static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(e))))
-            << (8 * j);
-    }
-    (*map)[i] = ~eq;
-    any |= ~eq;
-  }
-  return any != 0;
-}
-
 // Bit i set when word i of the 128 bytes at x and y is equal: the four
-// compares are packed to bytes (packs interleave the 128-bit lanes, the
-// permute puts the words back in order) for one movemask.
+// compares are packed to bytes (the packs interleave 128-bit lanes, the
+// permute puts the words back in order) for one movemask, instead of a
+// movemask, a shift and an OR per compare.
 __attribute__((target("avx2"), always_inline)) inline uint32_t equal_words_avx2(const __m256i* x,
                                                                                 const __m256i* y) {
   const __m256i e0 = _mm256_cmpeq_epi32(_mm256_loadu_si256(x), _mm256_loadu_si256(y));
@@ -130,52 +113,26 @@ __attribute__((target("avx2"), always_inline)) inline uint32_t equal_words_avx2(
   return static_cast<uint32_t>(_mm256_movemask_epi8(ordered));
 }
 
-__attribute__((target("avx2"), always_inline)) inline uint64_t differing_words_avx2(
-    const uint8_t* a, const uint8_t* b) {
-  const __m256i* pa = reinterpret_cast<const __m256i*>(a);
-  const __m256i* pb = reinterpret_cast<const __m256i*>(b);
-  return ~(equal_words_avx2(pa, pb) | static_cast<uint64_t>(equal_words_avx2(pa + 4, pb + 4))
-                                          << 32);
-}
-
-__attribute__((target("avx2"), always_inline)) inline bool block_differs_avx2(const uint8_t* a,
-                                                                              const uint8_t* b) {
-  const __m256i* pa = reinterpret_cast<const __m256i*>(a);
-  const __m256i* pb = reinterpret_cast<const __m256i*>(b);
-  // Written out: -O2 neither unrolls a loop over an array of vectors nor
-  // keeps the array in registers.
-  const __m256i x0 = _mm256_xor_si256(_mm256_loadu_si256(pa), _mm256_loadu_si256(pb));
-  const __m256i x1 = _mm256_xor_si256(_mm256_loadu_si256(pa + 1), _mm256_loadu_si256(pb + 1));
-  const __m256i x2 = _mm256_xor_si256(_mm256_loadu_si256(pa + 2), _mm256_loadu_si256(pb + 2));
-  const __m256i x3 = _mm256_xor_si256(_mm256_loadu_si256(pa + 3), _mm256_loadu_si256(pb + 3));
-  const __m256i x4 = _mm256_xor_si256(_mm256_loadu_si256(pa + 4), _mm256_loadu_si256(pb + 4));
-  const __m256i x5 = _mm256_xor_si256(_mm256_loadu_si256(pa + 5), _mm256_loadu_si256(pb + 5));
-  const __m256i x6 = _mm256_xor_si256(_mm256_loadu_si256(pa + 6), _mm256_loadu_si256(pb + 6));
-  const __m256i x7 = _mm256_xor_si256(_mm256_loadu_si256(pa + 7), _mm256_loadu_si256(pb + 7));
-  const __m256i y =
-      _mm256_or_si256(_mm256_or_si256(_mm256_or_si256(x0, x1), _mm256_or_si256(x2, x3)),
-                      _mm256_or_si256(_mm256_or_si256(x4, x5), _mm256_or_si256(x6, x7)));
-  return _mm256_testz_si256(y, y) == 0;
-}
-
-// Words by block: a first pass, branch-free, folds each 256-byte block to one
-// "differs" bit with XOR and OR (the work memcmp does); a second pass builds
-// the word masks of the differing blocks only, from L1. A sparse page pays
-// for its few differing blocks instead of a mask for every block. (Tried: a
-// dense-page shortcut after the first kilobyte made unchanged pages ~20%
-// slower.)
+// Tried and measured slower (docs/performance.md, "Codecs"): a first pass
+// that only ORs XORs per 256-byte block, then masks for the differing blocks.
+// It loads a dense page twice and gained nothing on sparse pages.
 __attribute__((target("avx2"))) uint32_t diff_word_blocks_avx2(const uint8_t* a, const uint8_t* b,
                                                                WordDiffMap* map) {
   uint32_t blocks = 0;
   for (size_t i = 0; i < map->size(); ++i) {
-    blocks |= static_cast<uint32_t>(block_differs_avx2(a + i * 256, b + i * 256)) << i;
-    (*map)[i] = 0;
-  }
-  for (uint32_t rest = blocks; rest != 0; rest &= rest - 1) {
-    const size_t i = static_cast<size_t>(__builtin_ctz(rest));
-    (*map)[i] = differing_words_avx2(a + i * 256, b + i * 256);
+    const __m256i* pa = reinterpret_cast<const __m256i*>(a + i * 256);
+    const __m256i* pb = reinterpret_cast<const __m256i*>(b + i * 256);
+    const uint64_t m =
+        ~(equal_words_avx2(pa, pb) | static_cast<uint64_t>(equal_words_avx2(pa + 4, pb + 4)) << 32);
+    (*map)[i] = m;
+    blocks |= static_cast<uint32_t>(m != 0) << i;
   }
   return blocks;
+}
+
+__attribute__((target("avx2"))) bool diff_words_avx2(const uint8_t* a, const uint8_t* b,
+                                                     WordDiffMap* map) {
+  return diff_word_blocks_avx2(a, b, map) != 0;
 }
 
 __attribute__((target("avx2"))) bool diff_bytes_avx2(const uint8_t* a, const uint8_t* b,

@@ -32,9 +32,8 @@ bool diff_words(const uint8_t* a, const uint8_t* b, WordDiffMap* map);
 
 // Sets *map as diff_words does and returns a block summary: bit k is set
 // exactly when (*map)[k] != 0, i.e. some word of the 256-byte block k differs
-// (0: the pages are identical). The AVX2 path finds the differing blocks with
-// an XOR/OR pass as cheap as memcmp's and builds word masks only for them, so
-// sparse changes cost little more than the comparison (protocol/runskip.cc).
+// (0: the pages are identical). Lets a caller visit only the differing blocks
+// (protocol/runskip.cc).
 uint32_t diff_word_blocks(const uint8_t* a, const uint8_t* b, WordDiffMap* map);
 
 // Sets bit i of *map exactly when byte i of a and b differ. Returns true if

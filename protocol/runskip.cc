@@ -31,6 +31,15 @@ inline void copy_words(uint8_t* dst, const uint8_t* src, size_t n) {
   }
 }
 
+// Bits set in x, inline: __builtin_popcountll is a libgcc call unless the
+// build targets POPCNT, which the x86-64 baseline does not.
+inline size_t popcount64(uint64_t x) {
+  x -= (x >> 1) & 0x5555555555555555;
+  x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333);
+  x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F;
+  return static_cast<size_t>((x * 0x0101010101010101) >> 56);
+}
+
 size_t markers_for(size_t words) { return (words + kRunSkipMaxRun - 1) / kRunSkipMaxRun; }
 
 // Writes the record of a page delta, run by run, into out; each run is written
@@ -102,13 +111,12 @@ size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out) {
   // changed words' data alone bounds it from below: a dense page goes whole
   // without walking its runs. Counting them is worth it only when at least 15
   // of the 16 blocks differ (14 blocks hold at most 896 words, 3584 bytes):
-  // at most one bit of `blocks` clear. (A bit test: without -mpopcnt a
-  // popcount is a libgcc call.)
+  // at most one bit of `blocks` clear.
   static_assert(kRunSkipDeltaBudget / (64 * kWordSize) == 14 && kWordsPerPage == 16 * 64);
   const uint32_t same = ~blocks & 0xFFFF;
   if ((same & (same - 1)) == 0) {
     size_t changed = 0;
-    for (const uint64_t m : map) changed += static_cast<size_t>(__builtin_popcountll(m));
+    for (const uint64_t m : map) changed += popcount64(m);
     if (changed * kWordSize > kRunSkipDeltaBudget) return encode_whole_page(cur, out);
   }
   DeltaWriter writer(cur.data(), out);
