@@ -115,7 +115,7 @@ __attribute__((target("avx2"), always_inline)) inline uint32_t equal_words_avx2(
 
 // Tried and measured slower (docs/performance.md, "Codecs"): a first pass
 // that only ORs XORs per 256-byte block, then masks for the differing blocks.
-// It loads a dense page twice and gained nothing on sparse pages.
+// It loads a dense page twice, and was slower on sparse pages too.
 __attribute__((target("avx2"))) uint32_t diff_word_blocks_avx2(const uint8_t* a, const uint8_t* b,
                                                                WordDiffMap* map) {
   uint32_t blocks = 0;

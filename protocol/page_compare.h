@@ -62,8 +62,8 @@ bool compare_impl_available(CompareImpl impl);
 // Precondition: compare_impl_available(impl).
 bool diff_words_with(CompareImpl impl, const uint8_t* a, const uint8_t* b, WordDiffMap* map);
 bool diff_bytes_with(CompareImpl impl, const uint8_t* a, const uint8_t* b, ByteDiffMap* map);
-// Kept separately from diff_words_with: only AVX2 has its own diff_word_blocks;
-// the others derive the summary from their diff_words map.
+// AVX2 builds the summary in its compare loop (its diff_words is this one);
+// the other implementations derive it from their diff_words map.
 uint32_t diff_word_blocks_with(CompareImpl impl, const uint8_t* a, const uint8_t* b,
                                WordDiffMap* map);
 
