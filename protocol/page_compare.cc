@@ -97,22 +97,42 @@ bool diff_bytes_sse2(const uint8_t* a, const uint8_t* b, ByteDiffMap* map) {
 // cost a mispredicted branch each). Bytes: an identical 128-byte stretch costs
 // one OR of XORs and one test; only differing stretches build their mask.
 
-__attribute__((target("avx2"))) bool diff_words_avx2(const uint8_t* a, const uint8_t* b,
-                                                     WordDiffMap* map) {
-  uint64_t any = 0;
+// Bit i set when word i of the 128 bytes at x and y is equal: the four
+// compares are packed to bytes (the packs interleave 128-bit lanes, the
+// permute puts the words back in order) for one movemask, instead of a
+// movemask, a shift and an OR per compare.
+__attribute__((target("avx2"), always_inline)) inline uint32_t equal_words_avx2(const __m256i* x,
+                                                                                const __m256i* y) {
+  const __m256i e0 = _mm256_cmpeq_epi32(_mm256_loadu_si256(x), _mm256_loadu_si256(y));
+  const __m256i e1 = _mm256_cmpeq_epi32(_mm256_loadu_si256(x + 1), _mm256_loadu_si256(y + 1));
+  const __m256i e2 = _mm256_cmpeq_epi32(_mm256_loadu_si256(x + 2), _mm256_loadu_si256(y + 2));
+  const __m256i e3 = _mm256_cmpeq_epi32(_mm256_loadu_si256(x + 3), _mm256_loadu_si256(y + 3));
+  const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(e0, e1), _mm256_packs_epi32(e2, e3));
+  const __m256i ordered =
+      _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  return static_cast<uint32_t>(_mm256_movemask_epi8(ordered));
+}
+
+// Tried and measured slower (docs/performance.md, "Codecs"): a first pass
+// that only ORs XORs per 256-byte block, then masks for the differing blocks.
+// It loads a dense page twice, and was slower on sparse pages too.
+__attribute__((target("avx2"))) uint32_t diff_word_blocks_avx2(const uint8_t* a, const uint8_t* b,
+                                                               WordDiffMap* map) {
+  uint32_t blocks = 0;
   for (size_t i = 0; i < map->size(); ++i) {
     const __m256i* pa = reinterpret_cast<const __m256i*>(a + i * 256);
     const __m256i* pb = reinterpret_cast<const __m256i*>(b + i * 256);
-    uint64_t eq = 0;
-    for (int j = 0; j < 8; ++j) {
-      const __m256i e = _mm256_cmpeq_epi32(_mm256_loadu_si256(pa + j), _mm256_loadu_si256(pb + j));
-      eq |= static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(e))))
-            << (8 * j);
-    }
-    (*map)[i] = ~eq;
-    any |= ~eq;
+    const uint64_t m =
+        ~(equal_words_avx2(pa, pb) | static_cast<uint64_t>(equal_words_avx2(pa + 4, pb + 4)) << 32);
+    (*map)[i] = m;
+    blocks |= static_cast<uint32_t>(m != 0) << i;
   }
-  return any != 0;
+  return blocks;
+}
+
+__attribute__((target("avx2"))) bool diff_words_avx2(const uint8_t* a, const uint8_t* b,
+                                                     WordDiffMap* map) {
+  return diff_word_blocks_avx2(a, b, map) != 0;
 }
 
 __attribute__((target("avx2"))) bool diff_bytes_avx2(const uint8_t* a, const uint8_t* b,
@@ -190,6 +210,12 @@ bool have_avx2() {
 
 #endif  // __x86_64__
 
+uint32_t block_summary(const WordDiffMap& map) {
+  uint32_t blocks = 0;
+  for (size_t i = 0; i < map.size(); ++i) blocks |= static_cast<uint32_t>(map[i] != 0) << i;
+  return blocks;
+}
+
 }  // namespace
 
 bool diff_words(const uint8_t* a, const uint8_t* b, WordDiffMap* map) {
@@ -206,6 +232,23 @@ bool diff_bytes(const uint8_t* a, const uint8_t* b, ByteDiffMap* map) {
 #else
   return diff_bytes_portable(a, b, map);
 #endif
+}
+
+uint32_t diff_word_blocks(const uint8_t* a, const uint8_t* b, WordDiffMap* map) {
+#if defined(__x86_64__)
+  if (have_avx2()) return diff_word_blocks_avx2(a, b, map);
+#endif
+  diff_words(a, b, map);
+  return block_summary(*map);
+}
+
+uint32_t diff_word_blocks_with(CompareImpl impl, const uint8_t* a, const uint8_t* b,
+                               WordDiffMap* map) {
+#if defined(__x86_64__)
+  if (impl == CompareImpl::kAvx2) return diff_word_blocks_avx2(a, b, map);
+#endif
+  diff_words_with(impl, a, b, map);
+  return block_summary(*map);
 }
 
 bool compare_impl_available(CompareImpl impl) {

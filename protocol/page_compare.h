@@ -30,6 +30,12 @@ using ByteDiffMap = std::array<uint64_t, kPageSize / 64>;
 // any word differs. a and b each point at kPageSize readable bytes.
 bool diff_words(const uint8_t* a, const uint8_t* b, WordDiffMap* map);
 
+// Sets *map as diff_words does and returns a block summary: bit k is set
+// exactly when (*map)[k] != 0, i.e. some word of the 256-byte block k differs
+// (0: the pages are identical). Lets a caller visit only the differing blocks
+// (protocol/runskip.cc).
+uint32_t diff_word_blocks(const uint8_t* a, const uint8_t* b, WordDiffMap* map);
+
 // Sets bit i of *map exactly when byte i of a and b differ. Returns true if
 // any byte differs.
 bool diff_bytes(const uint8_t* a, const uint8_t* b, ByteDiffMap* map);
@@ -56,6 +62,10 @@ bool compare_impl_available(CompareImpl impl);
 // Precondition: compare_impl_available(impl).
 bool diff_words_with(CompareImpl impl, const uint8_t* a, const uint8_t* b, WordDiffMap* map);
 bool diff_bytes_with(CompareImpl impl, const uint8_t* a, const uint8_t* b, ByteDiffMap* map);
+// AVX2 builds the summary in its compare loop (its diff_words is this one);
+// the other implementations derive it from their diff_words map.
+uint32_t diff_word_blocks_with(CompareImpl impl, const uint8_t* a, const uint8_t* b,
+                               WordDiffMap* map);
 
 // True if the two pages are byte-for-byte identical (SIMD, early exit).
 bool pages_equal(const uint8_t* a, const uint8_t* b);

@@ -31,58 +31,121 @@ inline void copy_words(uint8_t* dst, const uint8_t* src, size_t n) {
   }
 }
 
+// Bits set in x, inline: __builtin_popcountll is a libgcc call unless the
+// build targets POPCNT, which the x86-64 baseline does not.
+inline size_t popcount64(uint64_t x) {
+  x -= (x >> 1) & 0x5555555555555555;
+  x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333);
+  x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F;
+  return static_cast<size_t>((x * 0x0101010101010101) >> 56);
+}
+
 size_t markers_for(size_t words) { return (words + kRunSkipMaxRun - 1) / kRunSkipMaxRun; }
 
-}  // namespace
+// Writes the record of a page delta, run by run, into out; each run is written
+// with the SKIPs for the unchanged gap before it. Returns false as soon as the
+// record would exceed kRunSkipDeltaBudget (out then holds a partial record).
+class DeltaWriter {
+ public:
+  DeltaWriter(const uint8_t* cur, uint8_t* out) : cur_(cur), out_(out) {}
 
-size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out) {
-  if (old == nullptr) return encode_whole_page(cur, out);
-  WordDiffMap map;
-  if (!diff_words(old, cur.data(), &map)) {
-    out[0] = kRunSkipEnd;
-    return 1;
-  }
-  // A delta is sent only if it is at most kRunSkipDeltaBudget bytes.
-  constexpr size_t kBudget = kRunSkipDeltaBudget;
-  // The changed words' data alone bounds the delta from below: a dense page
-  // goes whole without walking its runs.
-  size_t changed = 0;
-  for (const uint64_t m : map) changed += static_cast<size_t>(__builtin_popcountll(m));
-  if (changed * kWordSize > kBudget) return encode_whole_page(cur, out);
-  size_t pos = 0;
-  size_t word = 0;
-  while (true) {
-    const size_t start = find_next_bit(map.data(), kWordsPerPage, word, true);
-    if (start == kWordsPerPage) {
-      if (word < kWordsPerPage) {
-        if (pos + 1 > kBudget) return encode_whole_page(cur, out);
-        out[pos++] = kRunSkipEnd;
-      }
-      return pos;
-    }
-    const size_t end = find_next_bit(map.data(), kWordsPerPage, start, false);
-    const size_t gap = start - word;
-    const size_t run = end - start;
-    if (pos + markers_for(gap) + markers_for(run) + run * kWordSize > kBudget) {
-      return encode_whole_page(cur, out);
+  // Words [start, end) changed, and words [word_, start) did not.
+  bool run(size_t start, size_t end) {
+    const size_t gap = start - word_;
+    const size_t words = end - start;
+    if (pos_ + markers_for(gap) + markers_for(words) + words * kWordSize > kRunSkipDeltaBudget) {
+      return false;
     }
     if (gap > 0) {
       const size_t full = gap / kRunSkipMaxRun;  // SKIP 127 markers are 0xFF
-      std::memset(out + pos, 0xFF, full);
-      pos += full;
+      std::memset(out_ + pos_, 0xFF, full);
+      pos_ += full;
       if (gap % kRunSkipMaxRun != 0) {
-        out[pos++] = static_cast<uint8_t>(kRunSkipSkipBit | (gap % kRunSkipMaxRun));
+        out_[pos_++] = static_cast<uint8_t>(kRunSkipSkipBit | (gap % kRunSkipMaxRun));
       }
     }
     for (size_t w = start; w < end;) {
       const size_t n = end - w < kRunSkipMaxRun ? end - w : kRunSkipMaxRun;
-      out[pos++] = static_cast<uint8_t>(n);
-      copy_words(out + pos, cur.data() + w * kWordSize, n * kWordSize);
-      pos += n * kWordSize;
+      out_[pos_++] = static_cast<uint8_t>(n);
+      copy_words(out_ + pos_, cur_ + w * kWordSize, n * kWordSize);
+      pos_ += n * kWordSize;
       w += n;
     }
-    word = end;
+    word_ = end;
+    return true;
   }
+
+  // Ends the record after the last run; returns its size, or 0 if over budget.
+  size_t finish() {
+    if (word_ < kWordsPerPage) {
+      if (pos_ + 1 > kRunSkipDeltaBudget) return 0;
+      out_[pos_++] = kRunSkipEnd;
+    }
+    return pos_;
+  }
+
+ private:
+  const uint8_t* cur_;
+  uint8_t* out_;
+  size_t pos_ = 0;   // bytes written
+  size_t word_ = 0;  // words [0, word_) are covered by the markers written
+};
+
+}  // namespace
+
+// One pass over the differing blocks of the page (diff_word_blocks) and, in
+// each, over its runs of set bits: the lowest run of m is cleared by
+// m & (m + lowest bit), and the carry's position is where the run ends. A run
+// that reaches the end of a block is held back until the next block shows
+// whether it goes on (a maximal run must be written as one, or its RUN
+// markers would split differently).
+size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out) {
+  if (old == nullptr) return encode_whole_page(cur, out);
+  WordDiffMap map;
+  const uint32_t blocks = diff_word_blocks(old, cur.data(), &map);
+  if (blocks == 0) {
+    out[0] = kRunSkipEnd;
+    return 1;
+  }
+  // A delta is sent only if it is at most kRunSkipDeltaBudget bytes. The
+  // changed words' data alone bounds it from below: a dense page goes whole
+  // without walking its runs. Counting them is worth it only when at least 15
+  // of the 16 blocks differ (14 blocks hold at most 896 words, 3584 bytes):
+  // at most one bit of `blocks` clear.
+  static_assert(kRunSkipDeltaBudget / (64 * kWordSize) == 14 && kWordsPerPage == 16 * 64);
+  const uint32_t same = ~blocks & 0xFFFF;
+  if ((same & (same - 1)) == 0) {
+    size_t changed = 0;
+    for (const uint64_t m : map) changed += popcount64(m);
+    if (changed * kWordSize > kRunSkipDeltaBudget) return encode_whole_page(cur, out);
+  }
+  DeltaWriter writer(cur.data(), out);
+  size_t run_start = 0;  // the held run [run_start, run_end), if run_end > run_start
+  size_t run_end = 0;
+  for (uint32_t rest = blocks; rest != 0; rest &= rest - 1) {
+    const size_t base = static_cast<size_t>(__builtin_ctz(rest)) * 64;
+    uint64_t m = map[base / 64];
+    do {
+      const uint64_t low = m & (~m + 1);
+      const uint64_t carry = m + low;  // 0 if the run reaches bit 63
+      const size_t start = base + static_cast<size_t>(__builtin_ctzll(low));
+      const size_t end =
+          carry == 0 ? base + 64 : base + static_cast<size_t>(__builtin_ctzll(carry));
+      m &= carry;
+      if (start == run_end && run_end > run_start) {
+        run_end = end;  // continues the held run across the block boundary
+        continue;
+      }
+      if (run_end > run_start && !writer.run(run_start, run_end)) {
+        return encode_whole_page(cur, out);
+      }
+      run_start = start;
+      run_end = end;
+    } while (m != 0);
+  }
+  if (!writer.run(run_start, run_end)) return encode_whole_page(cur, out);
+  const size_t n = writer.finish();
+  return n != 0 ? n : encode_whole_page(cur, out);
 }
 
 Result<size_t> runskip_decode(ByteSpan in, MutablePageView page) {

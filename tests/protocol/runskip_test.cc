@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -216,6 +217,173 @@ TEST(RunSkip, SparsePageEncodesInAtMostOneFiftiethOfAPage) {
   }
 }
 
+// ---- The encoder against a plain reference encoder.
+
+// The grammar of runskip.h, applied word by word: each word up to the last
+// changed one extends the open marker if that has the same kind (RUN or SKIP)
+// and fewer than 127 words, else opens a new one; END follows unless the last
+// word changed; a record over kRunSkipDeltaBudget bytes becomes a whole page.
+Bytes reference_encode(const PageBytes& old, const PageBytes& cur) {
+  auto changed = [&](size_t w) { return std::memcmp(&old[w * 4], &cur[w * 4], 4) != 0; };
+  size_t last = 0;  // one past the last changed word
+  for (size_t w = 0; w < kWordsPerPage; ++w) {
+    if (changed(w)) last = w + 1;
+  }
+  Bytes out;
+  size_t marker = 0, count = 0;
+  bool run = false;
+  for (size_t w = 0; w < last; ++w) {
+    const bool c = changed(w);
+    if (out.empty() || c != run || count == 127) {
+      marker = out.size();
+      out.push_back(0);
+      count = 0;
+      run = c;
+    }
+    ++count;
+    out[marker] = static_cast<uint8_t>(c ? count : 0x80 | count);
+    if (c) out.insert(out.end(), cur.begin() + w * 4, cur.begin() + w * 4 + 4);
+  }
+  if (last < kWordsPerPage) out.push_back(0x00);
+  if (out.size() > kRunSkipDeltaBudget) {
+    out.assign(1, 0x80);
+    out.insert(out.end(), cur.begin(), cur.end());
+  }
+  return out;
+}
+
+void change_word(PageBytes& page, size_t w, std::mt19937_64& rng) {
+  page[w * 4 + rng() % 4] ^= testing::nonzero_byte(rng);
+}
+
+// Words [from, to) of page changed.
+void change_words(PageBytes& page, size_t from, size_t to, std::mt19937_64& rng) {
+  for (size_t w = from; w < to && w < kWordsPerPage; ++w) change_word(page, w, rng);
+}
+
+// One random change pattern of many shapes: single words, runs and gaps of the
+// lengths where markers split (126..128, 254..255), pages changed at their
+// first or last word, clusters, dense pages at a random density.
+void random_changes(PageBytes& page, std::mt19937_64& rng) {
+  static constexpr size_t kEdgeLengths[] = {1, 2, 63, 64, 65, 126, 127, 128, 129, 254, 255, 256};
+  auto edge_length = [&] { return kEdgeLengths[rng() % std::size(kEdgeLengths)]; };
+  switch (rng() % 8) {
+    case 0:  // a few single words
+      for (size_t k = 1 + rng() % 12; k > 0; --k) change_word(page, rng() % kWordsPerPage, rng);
+      break;
+    case 1: {  // alternating runs and gaps of marker-splitting lengths
+      size_t w = rng() % 2 == 0 ? 0 : edge_length();
+      while (w < kWordsPerPage) {
+        const size_t n = edge_length();
+        change_words(page, w, w + n, rng);
+        w += n + edge_length();
+      }
+      break;
+    }
+    case 2: {  // one run touching the first or the last word
+      const size_t n = edge_length();
+      if (rng() % 2 == 0) {
+        change_words(page, 0, n, rng);
+      } else {
+        change_words(page, kWordsPerPage - n, kWordsPerPage, rng);
+      }
+      break;
+    }
+    case 3:  // the first and the last word
+      change_word(page, 0, rng);
+      change_word(page, kWordsPerPage - 1, rng);
+      break;
+    case 4:  // clusters
+      for (size_t k = 1 + rng() % 4; k > 0; --k) {
+        const size_t start = rng() % kWordsPerPage;
+        change_words(page, start, start + 1 + rng() % 80, rng);
+      }
+      break;
+    case 5: {  // dense, at a random density
+      const uint64_t per_256 = rng() % 257;
+      for (size_t w = 0; w < kWordsPerPage; ++w) {
+        if (rng() % 256 < per_256) change_word(page, w, rng);
+      }
+      break;
+    }
+    case 6:  // the realistic patterns of the benchmarks
+      testing::apply_change(page.data(), static_cast<Change>(rng() % 4), rng);
+      break;
+    default: {  // runs across 256-byte block boundaries (64 words)
+      const size_t boundary = 64 * (1 + rng() % 15);
+      change_words(page, boundary - 1 - rng() % 3, boundary + 1 + rng() % 3, rng);
+      if (rng() % 2 == 0) change_words(page, boundary + 64, boundary + 64 + edge_length(), rng);
+      break;
+    }
+  }
+}
+
+void expect_same_as_reference(const Pair& p) {
+  const Bytes rec = encode(p.old.data(), p.cur);
+  ASSERT_EQ(rec, reference_encode(p.old, p.cur));
+  PageBytes page = p.old;
+  auto r = runskip_decode(rec, MutablePageView(page));
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(*r, rec.size());
+  ASSERT_EQ(page, p.cur);
+}
+
+TEST(RunSkip, EncoderMatchesReferenceEncoderOnRandomPages) {
+  const uint64_t seed = testing::test_seed();
+  std::printf("seed %llu (ROMULUS_TEST_SEED replays it)\n", static_cast<unsigned long long>(seed));
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < 20000; ++i) {
+    Pair p;
+    testing::fill_page(p.old.data(), testing::kind_for_index(i), rng);
+    p.cur = p.old;
+    for (size_t k = 1 + rng() % 2; k > 0; --k) random_changes(p.cur, rng);
+    ASSERT_NO_FATAL_FAILURE(expect_same_as_reference(p)) << "page " << i;
+  }
+}
+
+TEST(RunSkip, EncoderMatchesReferenceEncoderAroundTheBudget) {
+  // Adds changed words one at a time until the delta goes over the budget,
+  // checking every step from a little below the budget to the fallback.
+  const uint64_t seed = testing::test_seed();
+  std::printf("seed %llu (ROMULUS_TEST_SEED replays it)\n", static_cast<unsigned long long>(seed));
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < 60; ++i) {
+    Pair p;
+    testing::fill_page(p.old.data(), testing::kind_for_index(i), rng);
+    p.cur = p.old;
+    random_changes(p.cur, rng);
+    // Changes land in a random order, or in clusters, so that both many short
+    // RUNs (marker-heavy) and few long ones reach the budget.
+    const bool clustered = i % 2 == 1;
+    size_t next = rng() % kWordsPerPage;
+    for (int step = 0; step < 4 * static_cast<int>(kWordsPerPage); ++step) {
+      const size_t size = reference_encode(p.old, p.cur).size();
+      if (size + 64 >= kRunSkipDeltaBudget) {
+        ASSERT_NO_FATAL_FAILURE(expect_same_as_reference(p)) << "page " << i << " step " << step;
+      }
+      if (size > kRunSkipDeltaBudget) break;
+      next = clustered ? (next + 1 + rng() % 3) % kWordsPerPage : rng() % kWordsPerPage;
+      change_word(p.cur, next, rng);
+    }
+  }
+}
+
+TEST(RunSkip, EncoderMatchesReferenceEncoderOnEveryRunOfOneToThreeHundredWords) {
+  // Every run length from 1 to 300 words, starting at every offset within a
+  // 256-byte block and at the page edges.
+  std::mt19937_64 rng(3);
+  for (size_t n = 1; n <= 300; ++n) {
+    for (size_t start : {size_t{0}, size_t{1}, size_t{62}, size_t{63}, size_t{64}, size_t{65},
+                         size_t{127}, size_t{500}, kWordsPerPage - n}) {
+      Pair p;
+      change_words(p.cur, start, start + n, rng);
+      ASSERT_NO_FATAL_FAILURE(expect_same_as_reference(p)) << "run of " << n << " at " << start;
+    }
+  }
+}
+
 // ---- Decoder against hostile input.
 
 Result<size_t> decode_keeping(ByteSpan in, PageBytes* page) {
@@ -347,6 +515,14 @@ TEST(PageCompare, EveryImplementationFindsExactlyTheChangedWordsAndBytes) {
       }
       WordDiffMap w;
       ByteDiffMap b;
+      uint32_t want_blocks = 0;
+      for (size_t k = 0; k < want_w.size(); ++k) {
+        want_blocks |= static_cast<uint32_t>(want_w[k] != 0) << k;
+      }
+      w.fill(0x5555);  // every element must be written
+      EXPECT_EQ(diff_word_blocks_with(impl, p.old.data(), p.cur.data(), &w), want_blocks)
+          << "impl " << static_cast<int>(impl);
+      EXPECT_EQ(w, want_w) << "diff_word_blocks, impl " << static_cast<int>(impl);
       EXPECT_EQ(diff_words_with(impl, p.old.data(), p.cur.data(), &w), p.old != p.cur);
       EXPECT_EQ(diff_bytes_with(impl, p.old.data(), p.cur.data(), &b), p.old != p.cur);
       EXPECT_EQ(w, want_w) << "impl " << static_cast<int>(impl);
