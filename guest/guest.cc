@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -129,15 +130,44 @@ Status arm_uffd(detail::ArenaState& s, ControlPage* cp) {
   return Status::ok();
 }
 
+// True if the arena's first bytes, where create_only places the segment
+// manager (its header holds the segment's size, never 0), were never written.
+bool segment_header_blank(const detail::ArenaState& s) {
+  const auto* p = static_cast<const unsigned char*>(s.base);
+  const size_t n = std::min<size_t>(s.size, 256);
+  return std::all_of(p, p + n, [](unsigned char b) { return b == 0; });
+}
+
 Status open_segment(detail::ArenaState& s) {
+  bool create = !s.resumed;
+  if (s.resumed && segment_header_blank(s)) {
+    // The checkpoint resumed from was taken before this program first
+    // created its segment (it was still starting up): its state then was
+    // "nothing built yet", so building it now is the faithful resume.
+    std::fprintf(stderr,
+                 "romulus: the checkpoint resumed from (epoch %llu) predates the arena's managed "
+                 "segment; creating it afresh\n",
+                 static_cast<unsigned long long>(s.resumed_epoch.value_or(0)));
+    create = true;
+  }
   try {
-    if (s.resumed) {
-      s.segment = std::make_unique<bip::managed_external_buffer>(bip::open_only, s.base, s.size);
-    } else {
+    if (create) {
       s.segment = std::make_unique<bip::managed_external_buffer>(bip::create_only, s.base, s.size);
+    } else {
+      // open_only reads nothing; check that a segment of this size is there
+      // before anything walks its (otherwise arbitrary) structures.
+      s.segment = std::make_unique<bip::managed_external_buffer>(bip::open_only, s.base, s.size);
+      if (s.segment->get_size() != s.size) {
+        const size_t found = s.segment->get_size();
+        s.segment.reset();
+        return Status::corrupt("the resumed arena holds no managed segment of " +
+                               std::to_string(s.size) + " bytes (its header says " +
+                               std::to_string(found) +
+                               "): it was not written by romulus::guest::attach() with this size");
+      }
     }
   } catch (const std::exception& e) {
-    return Status::corrupt(std::string(s.resumed ? "opening" : "creating") +
+    return Status::corrupt(std::string(create ? "creating" : "opening") +
                            " the arena's managed segment: " + e.what());
   }
   return Status::ok();

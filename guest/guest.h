@@ -76,7 +76,8 @@ class Arena {
   std::string_view tracker() const;
 
   // The managed segment over the whole arena: created on a fresh start, opened on
-  // a resume.
+  // a resume (attach() fails if the arena holds no segment of its size; it
+  // creates one if the checkpoint resumed from predates the segment).
   boost::interprocess::managed_external_buffer& segment() const;
 
  private:

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,7 +40,8 @@ using Env = std::vector<std::pair<std::string, std::string>>;
 // when destroyed.
 class Child {
  public:
-  Child(const std::vector<std::string>& argv, const Env& env) {
+  // with_stderr: the child's stderr goes to the same pipe as its stdout.
+  Child(const std::vector<std::string>& argv, const Env& env, bool with_stderr = false) {
     int out[2];
     if (pipe2(out, O_CLOEXEC) != 0) return;
     // The environment, minus anything that would make the child think it is
@@ -58,6 +60,7 @@ class Child {
     pid_ = fork();
     if (pid_ == 0) {
       dup2(out[1], 1);
+      if (with_stderr) dup2(out[1], 2);
       execve(args[0], args.data(), envp.data());
       _exit(127);
     }
@@ -391,6 +394,14 @@ class SupervisedArena {
   }
   bool ok() const { return ok_; }
 
+  // Overwrites the start of the arena with seeded random bytes.
+  void scribble(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<uint8_t> junk(64 * 1024);
+    for (auto& b : junk) b = static_cast<uint8_t>(rng() | 1);
+    ASSERT_EQ(pwrite(arena_fd_, junk.data(), junk.size(), 0), static_cast<ssize_t>(junk.size()));
+  }
+
   // The environment for one start; a fresh control page each time.
   Env env(uint16_t port, std::optional<uint64_t> resumed_epoch) {
     void* p = mmap(nullptr, kControlPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, control_fd_, 0);
@@ -455,6 +466,36 @@ TEST(KvStoreResume, AResumedServerServesTheDataItsArenaHeld) {
   EXPECT_EQ(c.command("INCR counter"), "INTEGER 2");
   EXPECT_EQ(c.command("SET key500 new"), "OK");  // the map still grows
   EXPECT_EQ(c.command("SIZE"), "SIZE 502");
+}
+
+// A checkpoint taken while the guest was still starting up holds no segment
+// yet: the resumed guest builds it, as the original would have.
+TEST(KvStoreResume, ResumingACheckpointFromBeforeTheSegmentExistedStartsEmpty) {
+  SupervisedArena arena;
+  ASSERT_TRUE(arena.ok());
+  uint16_t port = free_port();
+  Child guest({kvstore_path()}, arena.env(port, 3));
+  EXPECT_EQ(guest.read_line(), "romulus-kvstore: resumed at epoch 3 with 0 keys");
+  auto line = guest.read_line();
+  ASSERT_TRUE(line.has_value());
+  EXPECT_EQ(listening_port(*line), port);
+  Client c(port);
+  EXPECT_EQ(c.command("SET a b"), "OK");
+  EXPECT_EQ(c.command("SIZE"), "SIZE 1");
+}
+
+// An arena that holds something other than a segment is refused with a clear
+// message, never walked.
+TEST(KvStoreResume, ResumingAnArenaWithoutASegmentIsRefused) {
+  SupervisedArena arena;
+  ASSERT_TRUE(arena.ok());
+  uint64_t seed = std::random_device{}();
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  arena.scribble(seed);
+  Child guest({kvstore_path()}, arena.env(free_port(), 3), /*with_stderr=*/true);
+  const std::string out = guest.read_all();
+  EXPECT_EQ(guest.wait(), 1) << out;
+  EXPECT_NE(out.find("holds no managed segment"), std::string::npos) << out;
 }
 
 TEST_F(KvStoreTest, KvloadCheckFindsNoAcknowledgedWriteLost) {
