@@ -233,6 +233,7 @@ Status OutputProxy::start() {
   if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor_.bind(ep, ec);
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) acceptor_.non_blocking(true, ec);  // for do_accept()'s batch
   if (ec) {
     return Status::unavailable(fmt::format(
         "cannot serve on {}:{}: {}{}", options_.listen_host, options_.listen_port, ec.message(),
@@ -247,16 +248,31 @@ void OutputProxy::do_accept() {
   acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (!ec) {
-      auto s = std::make_shared<ProxySession>(*this, std::move(socket));
-      sessions_.insert(s);
-      {
-        std::lock_guard lock(stats_mu_);
-        stats_.connections++;
+      add_session(std::move(socket));
+      // Take the connections already waiting too. One accept per reactor
+      // round made thousands of simultaneous connects wait seconds behind
+      // busy sessions; the acceptor is non-blocking, so this stops at the
+      // first would_block (and after a bounded batch, to stay fair).
+      for (int i = 0; i < 256; ++i) {
+        tcp::socket more(io_);
+        boost::system::error_code aec;
+        acceptor_.accept(more, aec);
+        if (aec) break;
+        add_session(std::move(more));
       }
-      s->start();
     }
     do_accept();
   });
+}
+
+void OutputProxy::add_session(tcp::socket socket) {
+  auto s = std::make_shared<ProxySession>(*this, std::move(socket));
+  sessions_.insert(s);
+  {
+    std::lock_guard lock(stats_mu_);
+    stats_.connections++;
+  }
+  s->start();
 }
 
 void OutputProxy::on_ack(uint64_t epoch) {

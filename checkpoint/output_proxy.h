@@ -79,6 +79,7 @@ class OutputProxy {
  private:
   friend class ProxySession;
   void do_accept();
+  void add_session(boost::asio::ip::tcp::socket socket);
   void record_latency(double ms);
   void refresh_held_stats() const;  // io thread
 

@@ -334,7 +334,9 @@ class Session : public std::enable_shared_from_this<Session> {
 class Server {
  public:
   Server(asio::io_context& io, const tcp::endpoint& endpoint, KvStore& store)
-      : acceptor_(io, endpoint), store_(store) {}
+      : acceptor_(io, endpoint), store_(store) {
+    acceptor_.non_blocking(true);  // for do_accept()'s batch
+  }
 
   uint16_t port() const { return acceptor_.local_endpoint().port(); }
   std::string address() const { return acceptor_.local_endpoint().address().to_string(); }
@@ -350,12 +352,26 @@ class Server {
     acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;
       if (!ec) {
-        boost::system::error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-        std::make_shared<Session>(std::move(socket), store_)->start();
+        start_session(std::move(socket));
+        // Take the connections already waiting too (the acceptor is
+        // non-blocking): one accept per reactor round made thousands of
+        // simultaneous connects wait behind busy sessions.
+        for (int i = 0; i < 256; ++i) {
+          tcp::socket more(acceptor_.get_executor());
+          boost::system::error_code aec;
+          acceptor_.accept(more, aec);
+          if (aec) break;
+          start_session(std::move(more));
+        }
       }
       do_accept();
     });
+  }
+
+  void start_session(tcp::socket socket) {
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    std::make_shared<Session>(std::move(socket), store_)->start();
   }
 
   tcp::acceptor acceptor_;
