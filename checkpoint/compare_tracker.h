@@ -5,7 +5,10 @@
 // arena at creation. collect() compares each page (AVX2 when the CPU has it, else
 // SSE2), and for each page that differs copies arena -> shadow and reports it; the
 // shadow page is then what the caller sends (page_source), so a write racing with
-// the copy is seen again by the next collect(). Owned and called by one thread.
+// the copy is seen again by the next collect(). Only collect() writes the shadow,
+// so a reported page stays as sent until the next collect() (the engine encodes
+// from it after the guest resumes, possibly on several encoder threads, and calls
+// collect() again only once that is done). Owned and called by one thread.
 #pragma once
 
 #include <memory>
@@ -24,6 +27,7 @@ class CompareTracker final : public DirtyTracker {
   std::string_view name() const override { return "compare"; }
   Status collect(std::vector<uint64_t>& pfns) override;
   const uint8_t* page_source(uint64_t pfn) const override { return shadow_ + pfn * 4096; }
+  bool pages_stable_until_next_collect() const override { return true; }
 
  private:
   CompareTracker(const uint8_t* arena, uint8_t* shadow, size_t bytes)

@@ -10,6 +10,8 @@
 //  - compare (make_compare_tracker): a shadow copy of the arena; collect()
 //    compares arena and shadow page by page (SIMD), reports and refreshes the pages
 //    that differ. Works on any kernel; cost ~ reading arena + shadow every collect.
+//    Its pages are stable until the next collect(), so the engine sends them from
+//    the shadow without a second copy.
 //    Note that reading never-touched memfd pages makes the kernel allocate them.
 //
 // A tracker belongs to one thread at a time (the epoch engine). PFN = page index
@@ -42,6 +44,15 @@ class DirtyTracker {
   // arena (the supervisor's mapping). compare: its shadow copy, which holds exactly
   // the bytes the comparison saw (so what is sent is what is compared next time).
   virtual const uint8_t* page_source(uint64_t pfn) const = 0;
+  // Whether the page_source() bytes of the pages the last collect() reported stay
+  // exactly as that collect() left them until the next collect(), whatever the
+  // guest writes meanwhile. compare: yes (only collect() writes its shadow). uffd:
+  // no (page_source() is the live arena, which the guest writes as soon as it
+  // runs). When yes, the epoch engine encodes straight from page_source() after
+  // the guest resumes, instead of copying the pages to staging while it is
+  // paused; it never calls collect() again before that encoding has finished.
+  // Constant for the life of a tracker.
+  virtual bool pages_stable_until_next_collect() const = 0;
 };
 
 // guest: the guest's pid; guest_arena_addr: the arena's address in the guest (from

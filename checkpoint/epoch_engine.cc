@@ -35,12 +35,15 @@ EpochEngine::EpochEngine(PauseControl& guest, DirtyTracker& tracker, uint64_t pa
       transport_(transport),
       stats_(stats),
       options_(std::move(options)),
-      staging_(options_.staging_bytes),
+      stable_pages_(tracker.pages_stable_until_next_collect()),
+      batch_pages_(std::max<size_t>(1, options_.staging_bytes / kPageSize)),
       cache_(options_.cache_bytes),
       pool_(options_.encoder_threads),
       interval_us_(options_.interval.count()),
       codec_(static_cast<uint8_t>(options_.encode.codec)),
-      next_epoch_(options_.first_epoch) {}
+      next_epoch_(options_.first_epoch) {
+  if (!stable_pages_) staging_.emplace(options_.staging_bytes);
+}
 
 void EpochEngine::set_transport(CheckpointTransport* transport, uint64_t min_next_epoch) {
   transport_ = transport;
@@ -48,8 +51,10 @@ void EpochEngine::set_transport(CheckpointTransport* transport, uint64_t min_nex
   if (next_epoch_.load() < min_next_epoch) next_epoch_.store(min_next_epoch);
 }
 
-Status EpochEngine::encode_and_send_staged(bool format_b, EpochRecord* rec) {
-  const size_t n = staging_.size();
+Status EpochEngine::encode_and_send(std::span<const uint64_t> pfns,
+                                    std::span<const uint8_t* const> pages, bool format_b,
+                                    EpochRecord* rec) {
+  const size_t n = pfns.size();
   if (n == 0) return Status::ok();
   const size_t slices =
       std::max<size_t>(1, std::min<size_t>(pool_.threads(), n / kMinPagesPerSlice));
@@ -57,7 +62,6 @@ Status EpochEngine::encode_and_send_staged(bool format_b, EpochRecord* rec) {
   slice_stats_.assign(slices, protocol::EncodeStats{});
   protocol::EncodeOptions opts = options_.encode;
   opts.codec = static_cast<protocol::CodecId>(codec_.load());
-  const auto pfns = staging_.pfns();
   auto range = [&](size_t i) {
     return std::pair<size_t, size_t>{i * n / slices, (i + 1) * n / slices};
   };
@@ -68,11 +72,11 @@ Status EpochEngine::encode_and_send_staged(bool format_b, EpochRecord* rec) {
     // fault the buffer several times per epoch.
     slice_out_[i].reserve((end - begin) * (protocol::kPageSize + 64) + 4096);
     const auto sub = pfns.subspan(begin, end - begin);
+    const auto sub_pages = pages.subspan(begin, end - begin);
     if (format_b) {
-      protocol::encode_body_format_b(sub, staging_.page(begin), cache_, opts, slice_out_[i],
-                                     &slice_stats_[i]);
+      protocol::encode_body_format_b(sub, sub_pages, cache_, opts, slice_out_[i], &slice_stats_[i]);
     } else {
-      protocol::encode_body_format_a(sub, staging_.page(begin), slice_out_[i], &slice_stats_[i]);
+      protocol::encode_body_format_a(sub, sub_pages, slice_out_[i], &slice_stats_[i]);
     }
   });
   for (size_t i = 0; i < slices; ++i) {
@@ -83,6 +87,35 @@ Status EpochEngine::encode_and_send_staged(bool format_b, EpochRecord* rec) {
     slice_out_[i] = protocol::Bytes();
   }
   return Status::ok();
+}
+
+Status EpochEngine::encode_and_send_staged(bool format_b, EpochRecord* rec) {
+  batch_srcs_.clear();
+  for (size_t i = 0; i < staging_->size(); ++i) batch_srcs_.push_back(staging_->page(i));
+  Status st = encode_and_send(staging_->pfns(), batch_srcs_, format_b, rec);
+  staging_->clear();
+  return st;
+}
+
+Status EpochEngine::send_from_tracker(std::span<const uint64_t> pfns, bool format_b, bool skip_zero,
+                                      EpochRecord* rec) {
+  // The tracker's pages stay as collect() left them until the next collect(),
+  // which this thread makes only after this returns: reading them with the
+  // guest running is reading the state at the collection.
+  batch_pfns_.clear();
+  batch_srcs_.clear();
+  for (const uint64_t pfn : pfns) {
+    const uint8_t* src = tracker_.page_source(pfn);
+    if (skip_zero && is_zero_page(src)) continue;
+    batch_pfns_.push_back(pfn);
+    batch_srcs_.push_back(src);
+    if (batch_pfns_.size() == batch_pages_) {
+      ROMULUS_RETURN_IF_ERROR(encode_and_send(batch_pfns_, batch_srcs_, format_b, rec));
+      batch_pfns_.clear();
+      batch_srcs_.clear();
+    }
+  }
+  return encode_and_send(batch_pfns_, batch_srcs_, format_b, rec);
 }
 
 Status EpochEngine::checkpoint() {
@@ -117,14 +150,16 @@ Status EpochEngine::checkpoint() {
     protocol::Bytes begin = framer_.begin(epoch, protocol::kBeginConsistent);
     rec.wire_bytes += begin.size();
     ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(begin)));
-    staging_.clear();
-    for (const uint64_t pfn : dirty_) {
-      if (!staging_.add(pfn, tracker_.page_source(pfn))) {
-        // The dirty set does not fit: send what is staged while still paused.
-        rec.sent_while_paused = true;
-        ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(true, &rec));
-        staging_.clear();
-        staging_.add(pfn, tracker_.page_source(pfn));
+    if (!stable_pages_) {
+      // The tracker's pages are the live arena: copy them before the guest runs.
+      staging_->clear();
+      for (const uint64_t pfn : dirty_) {
+        if (!staging_->add(pfn, tracker_.page_source(pfn))) {
+          // The dirty set does not fit: send what is staged while still paused.
+          rec.sent_while_paused = true;
+          ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(true, &rec));
+          staging_->add(pfn, tracker_.page_source(pfn));
+        }
       }
     }
     t_copied = Clock::now();
@@ -144,8 +179,11 @@ Status EpochEngine::checkpoint() {
   rec.raw_bytes = dirty_.size() * kPageSize;
 
   const auto t_encode = Clock::now();
-  ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(true, &rec));
-  staging_.clear();
+  if (stable_pages_) {
+    ROMULUS_RETURN_IF_ERROR(send_from_tracker(dirty_, true, false, &rec));
+  } else {
+    ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(true, &rec));
+  }
   protocol::Bytes end = framer_.end();
   rec.wire_bytes += end.size();
   ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(end)));
@@ -213,18 +251,21 @@ Status EpochEngine::send_round(uint64_t epoch, uint32_t flags, const std::vector
                                bool skip_zero) {
   protocol::Bytes begin = framer_.begin(epoch, flags);
   ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(begin)));
-  staging_.clear();
-  for (const uint64_t pfn : pfns) {
-    const uint8_t* src = tracker_.page_source(pfn);
-    if (skip_zero && is_zero_page(src)) continue;
-    if (!staging_.add(pfn, src)) {
-      ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(false, nullptr));
-      staging_.clear();
-      staging_.add(pfn, src);
+  if (stable_pages_) {
+    ROMULUS_RETURN_IF_ERROR(send_from_tracker(pfns, false, skip_zero, nullptr));
+  } else {
+    // The guest is running: staging takes a copy of each page before encoding.
+    staging_->clear();
+    for (const uint64_t pfn : pfns) {
+      const uint8_t* src = tracker_.page_source(pfn);
+      if (skip_zero && is_zero_page(src)) continue;
+      if (!staging_->add(pfn, src)) {
+        ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(false, nullptr));
+        staging_->add(pfn, src);
+      }
     }
+    ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(false, nullptr));
   }
-  ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(false, nullptr));
-  staging_.clear();
   ROMULUS_RETURN_IF_ERROR(transport_->send(framer_.end()));
   transport_->end_of_checkpoint(epoch);
   return Status::ok();

@@ -8,6 +8,14 @@
 // The next pause never starts before the previous checkpoint is fully
 // written; the interval stretches instead, and the statistics say so.
 //
+// A tracker whose pages are stable until its next collect() (compare: its
+// shadow; DirtyTracker::pages_stable_until_next_collect) needs no staging: the
+// pause ends right after collection, and the pages are encoded straight from
+// page_source() after resume, in batches of at most the staging size (so
+// encoder output per batch stays as bounded as with staging), never while
+// paused. No staging buffer is allocated for such a tracker. Initial-sync
+// rounds read such a tracker's pages the same way.
+//
 // A stream starts with a live initial sync (initial_sync()): round 0 sends
 // every non-zero page in Format A while the guest runs, pre-copy rounds
 // resend what it dirtied meanwhile until the dirty set is small, then
@@ -28,6 +36,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -122,8 +131,17 @@ class EpochEngine {
   std::function<void(uint64_t epoch)> on_paused;
 
  private:
-  // Encodes staged pages (Format A or B) on the pool and queues them in order.
+  // Encodes pfns[i] with contents pages[i] (Format A or B) on the pool and
+  // queues the result in PFN order.
+  Status encode_and_send(std::span<const uint64_t> pfns, std::span<const uint8_t* const> pages,
+                         bool format_b, EpochRecord* rec);
+  // Encodes and queues the staged pages, then empties staging.
   Status encode_and_send_staged(bool format_b, EpochRecord* rec);
+  // Stable trackers only: encodes and queues pfns (increasing) straight from
+  // the tracker's page_source(), batch_pages_ at a time; skip_zero leaves out
+  // all-zero pages.
+  Status send_from_tracker(std::span<const uint64_t> pfns, bool format_b, bool skip_zero,
+                           EpochRecord* rec);
   Status send_round(uint64_t epoch, uint32_t flags, const std::vector<uint64_t>& pfns,
                     bool skip_zero);
   void publish_cache_stats();
@@ -137,7 +155,9 @@ class EpochEngine {
   CheckpointTransport* transport_;
   StatsRecorder& stats_;
   EngineOptions options_;
-  StagingBuffer staging_;
+  const bool stable_pages_;               // tracker_.pages_stable_until_next_collect()
+  const size_t batch_pages_;              // pages per encoding job: the staging capacity
+  std::optional<StagingBuffer> staging_;  // only when !stable_pages_
   protocol::PageCache cache_;
   EncoderPool pool_;
   protocol::CheckpointFramer framer_;
@@ -147,6 +167,8 @@ class EpochEngine {
   bool format_b_ = false;
   bool stretched_ = false;
   std::vector<uint64_t> dirty_;
+  std::vector<uint64_t> batch_pfns_;        // send_from_tracker()'s current batch
+  std::vector<const uint8_t*> batch_srcs_;  // where the pages being encoded are
   std::vector<protocol::Bytes> slice_out_;
   std::vector<protocol::EncodeStats> slice_stats_;
   std::chrono::steady_clock::time_point last_pause_start_{};

@@ -21,7 +21,8 @@ struct EpochRecord {
   int64_t pause_us = 0;      // pause requested -> guest running again
   int64_t gate_wait_us = 0;  // part of pause spent waiting for Update sections to close
   int64_t collect_us = 0;    // dirty-page collection (inside the pause)
-  int64_t copy_us = 0;       // copying dirty pages to staging (inside the pause)
+  int64_t copy_us = 0;       // copying dirty pages to staging (inside the pause; 0 when
+                             // the tracker's pages are stable: compare sends its shadow)
   int64_t encode_us = 0;     // encoding after resume (wall time across encoder threads)
   int64_t send_us = 0;       // first byte handed to the transport -> last byte written
   uint64_t dirty_pages = 0;

@@ -25,6 +25,8 @@ class UffdTracker final : public DirtyTracker {
   std::string_view name() const override { return "uffd"; }
   Status collect(std::vector<uint64_t>& pfns) override;
   const uint8_t* page_source(uint64_t pfn) const override { return arena_ + pfn * 4096; }
+  // The live arena: the engine must copy the pages while the guest is stopped.
+  bool pages_stable_until_next_collect() const override { return false; }
 
   // PAGEMAP_SCAN calls made so far (statistics).
   uint64_t scans() const { return scans_; }

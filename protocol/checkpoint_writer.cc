@@ -36,15 +36,15 @@ void append_compressed(CodecId codec, ByteSpan records, bool try_lz4, Bytes& lz4
   if (lz4) ++stats.lz4_chunks;
 }
 
-}  // namespace
-
-void encode_body_format_a(std::span<const uint64_t> pfns, const uint8_t* pages, Bytes& out,
-                          EncodeStats* stats) {
+// page_at(i): where the contents of pfns[i] are.
+template <typename PageAt>
+void encode_format_a(std::span<const uint64_t> pfns, PageAt page_at, Bytes& out,
+                     EncodeStats* stats) {
   const size_t start = out.size();
   for (size_t i = 0; i < pfns.size(); i += kMaxPfnBatch) {
     const size_t n = std::min<size_t>(kMaxPfnBatch, pfns.size() - i);
     append_pfn_array(pfns.subspan(i, n), out);
-    put_bytes(out, ByteSpan(pages + i * kPageSize, n * kPageSize));
+    for (size_t k = i; k < i + n; ++k) put_bytes(out, ByteSpan(page_at(k), kPageSize));
   }
   if (stats != nullptr) {
     stats->pages += pfns.size();
@@ -54,8 +54,9 @@ void encode_body_format_a(std::span<const uint64_t> pfns, const uint8_t* pages, 
   }
 }
 
-void encode_body_format_b(std::span<const uint64_t> pfns, const uint8_t* pages, PageCache& cache,
-                          const EncodeOptions& options, Bytes& out, EncodeStats* stats) {
+template <typename PageAt>
+void encode_format_b(std::span<const uint64_t> pfns, PageAt page_at, PageCache& cache,
+                     const EncodeOptions& options, Bytes& out, EncodeStats* stats) {
   EncodeStats local;
   const size_t start = out.size();
   const CodecId codec = options.codec;
@@ -92,7 +93,7 @@ void encode_body_format_b(std::span<const uint64_t> pfns, const uint8_t* pages, 
       if (records.size() + record_max > records_budget) flush();
       const size_t at = records.size();
       records.resize(at + record_max);
-      const PageView cur(pages + k * kPageSize, kPageSize);
+      const PageView cur(page_at(k), kPageSize);
       const size_t len = cache.encode(pfns[k], cur, codec, records.data() + at);
       records.resize(at + len);
       if (!record_needs_current(codec, ByteSpan(records).subspan(at))) {
@@ -115,6 +116,33 @@ void encode_body_format_b(std::span<const uint64_t> pfns, const uint8_t* pages, 
     stats->whole_pages += local.whole_pages;
     stats->lz4_chunks += local.lz4_chunks;
   }
+}
+
+}  // namespace
+
+void encode_body_format_a(std::span<const uint64_t> pfns, const uint8_t* pages, Bytes& out,
+                          EncodeStats* stats) {
+  encode_format_a(
+      pfns, [pages](size_t i) { return pages + i * kPageSize; }, out, stats);
+}
+
+void encode_body_format_a(std::span<const uint64_t> pfns, std::span<const uint8_t* const> pages,
+                          Bytes& out, EncodeStats* stats) {
+  encode_format_a(
+      pfns, [pages](size_t i) { return pages[i]; }, out, stats);
+}
+
+void encode_body_format_b(std::span<const uint64_t> pfns, const uint8_t* pages, PageCache& cache,
+                          const EncodeOptions& options, Bytes& out, EncodeStats* stats) {
+  encode_format_b(
+      pfns, [pages](size_t i) { return pages + i * kPageSize; }, cache, options, out, stats);
+}
+
+void encode_body_format_b(std::span<const uint64_t> pfns, std::span<const uint8_t* const> pages,
+                          PageCache& cache, const EncodeOptions& options, Bytes& out,
+                          EncodeStats* stats) {
+  encode_format_b(
+      pfns, [pages](size_t i) { return pages[i]; }, cache, options, out, stats);
 }
 
 Bytes CheckpointFramer::begin(uint64_t epoch, uint32_t flags) {

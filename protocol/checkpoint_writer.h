@@ -56,12 +56,20 @@ struct EncodeStats {
 // (records made by cache.encode(), so the cache must mirror the receiver).
 void encode_body_format_b(std::span<const uint64_t> pfns, const uint8_t* pages, PageCache& cache,
                           const EncodeOptions& options, Bytes& out, EncodeStats* stats);
+// The same, with the contents of pfns[i] at pages[i] (4096 bytes each, anywhere:
+// e.g. straight from a tracker's copy of the arena). pages.size() == pfns.size().
+void encode_body_format_b(std::span<const uint64_t> pfns, std::span<const uint8_t* const> pages,
+                          PageCache& cache, const EncodeOptions& options, Bytes& out,
+                          EncodeStats* stats);
 
 // Appends the Format A body chunks for `pfns`: PFN arrays of at most
 // kMaxPfnBatch entries, each followed by its raw pages. The cache is not
 // involved (a full sync clears it).
 void encode_body_format_a(std::span<const uint64_t> pfns, const uint8_t* pages, Bytes& out,
                           EncodeStats* stats);
+// The same, with the contents of pfns[i] at pages[i]. pages.size() == pfns.size().
+void encode_body_format_a(std::span<const uint64_t> pfns, std::span<const uint8_t* const> pages,
+                          Bytes& out, EncodeStats* stats);
 
 // Begin chunk, running CRC and page count, end chunk + tail of one checkpoint.
 class CheckpointFramer {
