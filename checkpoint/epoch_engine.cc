@@ -324,8 +324,8 @@ Status EpochEngine::initial_sync() {
 
 Status EpochEngine::run(const std::atomic<bool>& stop) {
   if (last_pause_start_ == Clock::time_point{}) last_pause_start_ = Clock::now();
+  auto deadline = last_pause_start_ + interval();
   while (!stop.load()) {
-    const auto deadline = last_pause_start_ + interval();
     // Sleep to the deadline in short steps, so a stop request is timely.
     // (Heartbeats are the transport's job: it sends them when its wire idles.)
     for (auto now = Clock::now(); now < deadline && !stop.load(); now = Clock::now()) {
@@ -337,6 +337,11 @@ Status EpochEngine::run(const std::atomic<bool>& stop) {
     // Stretched: the previous checkpoint was still being written at the deadline.
     stretched_ = Clock::now() > deadline + std::chrono::milliseconds(1);
     ROMULUS_RETURN_IF_ERROR(checkpoint());
+    // A fixed cadence: the next pause is due one interval after this one was
+    // due, not after it began, so waking a little late each time (~0.1 ms)
+    // does not cost ~1% of the checkpoints at 10 ms. After a stretched epoch
+    // the cadence restarts from when it actually began: no catch-up burst.
+    deadline = stretched_ ? last_pause_start_ + interval() : deadline + interval();
   }
   return Status::ok();
 }
