@@ -342,6 +342,9 @@ Status PrimaryNode::run() {
 
   Status result;
   bool announced_unreachable = false;
+  // Between failed attempts: short at first (a lost or damaged handshake is
+  // retried well inside the backup's failover timeout), then up to 1 s.
+  int retry_ms = 100;
   std::string last_host = "\x01";
   while (!stop_.load()) {
     if (auto gone = guest_gone()) return *gone;
@@ -436,12 +439,15 @@ Status PrimaryNode::run() {
         Status ps = im.guest->pause(config_.gate_timeout);
         if (ps.code() == StatusCode::kAborted) return ps;
       }
-      for (int i = 0; i < 20 && !stop_.load(); ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const int wait_ms = sender.status().code() == StatusCode::kRefused ? 1000 : retry_ms;
+      retry_ms = std::min(retry_ms * 2, 1000);
+      for (int waited = 0; waited < wait_ms && !stop_.load(); waited += 50) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50, wait_ms - waited)));
       }
       continue;
     }
     announced_unreachable = false;
+    retry_ms = 100;
     im.sender = std::move(sender).value();
     {
       std::lock_guard lock(im.mu);

@@ -60,15 +60,15 @@ Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, cons
   }
   sock.set_option(tcp::no_delay(true), ec);
 
-  // Handshake, still synchronously, bounded by the same deadline via SO_RCVTIMEO.
+  // Handshake, still on the private context, bounded by a deadline. (A
+  // receive timeout on the socket does not bound Asio's synchronous reads:
+  // on EAGAIN they poll without a timeout, so a backup, or anything else on
+  // that port, that accepts and never answers would hang the primary here.)
   const protocol::Bytes hello_bytes = protocol::encode_hello(hello);
   asio::write(sock, asio::buffer(hello_bytes), ec);
   if (ec)
     return Status::unavailable(fmt::format("handshake with {}: {}", self->peer_, ec.message()));
-  struct timeval tv {};
-  tv.tv_sec = options.connect_timeout.count() / 1000;
-  tv.tv_usec = (options.connect_timeout.count() % 1000) * 1000;
-  ::setsockopt(sock.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const auto handshake_deadline = std::chrono::steady_clock::now() + options.connect_timeout;
   protocol::Bytes buf;
   std::array<uint8_t, 4096> chunk{};
   for (;;) {
@@ -89,16 +89,33 @@ Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, cons
       }
       break;
     }
-    const size_t n = sock.read_some(asio::buffer(chunk), ec);
-    if (ec) {
+    size_t n = 0;
+    boost::system::error_code read_ec = asio::error::timed_out;
+    bool read_done = false;
+    sock.async_read_some(asio::buffer(chunk), [&](boost::system::error_code e, size_t got) {
+      read_ec = e;
+      n = got;
+      read_done = true;
+      deadline.cancel();
+    });
+    deadline.expires_at(handshake_deadline);
+    deadline.async_wait([&](boost::system::error_code e) {
+      if (!e && !read_done) sock.cancel();
+    });
+    private_io.restart();
+    private_io.run();
+    if (!read_done || read_ec == asio::error::operation_aborted) {
+      return Status::unavailable(
+          fmt::format("handshake with {}: no reply within {} ms (is that a Romulus backup?)",
+                      self->peer_, options.connect_timeout.count()));
+    }
+    if (read_ec) {
       return Status::unavailable(
           fmt::format("handshake with {}: {}", self->peer_,
-                      ec == asio::error::eof ? "connection closed" : ec.message()));
+                      read_ec == asio::error::eof ? "connection closed" : read_ec.message()));
     }
     buf.insert(buf.end(), chunk.begin(), chunk.begin() + static_cast<long>(n));
   }
-  tv = {};
-  ::setsockopt(sock.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 
   // Hand the connected socket to the shared io_context.
   const int fd = sock.release(ec);

@@ -1,6 +1,7 @@
 #include "replica/backup_node.h"
 
 #include <fmt/format.h>
+#include <algorithm>
 
 #include <deque>
 
@@ -47,6 +48,7 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   bool said_goodbye() const { return goodbye_; }
   Clock::time_point last_rx() const { return last_rx_; }
   Clock::time_point last_tx() const { return last_tx_; }
+  Clock::time_point accepted_at() const { return accepted_at_; }
   const std::string& peer() const { return peer_; }
 
   // CheckpointSink: pages go to the replica state; stream events stay here.
@@ -75,6 +77,7 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   bool refuse_ = false;
   std::string refusal_;
   Clock::time_point last_rx_ = Clock::now(), last_tx_ = Clock::now();
+  const Clock::time_point accepted_at_ = Clock::now();
 };
 
 struct BackupNode::Impl {
@@ -103,6 +106,15 @@ struct BackupNode::Impl {
   void on_tick();
   void session_ended(PrimarySession* s, const std::string& why, bool lost_at_once);
   void primary_lost(const std::string& why);
+  // How long an accepted connection may take to complete its handshake: a
+  // primary sends its hello as soon as it connects, so this is short, and
+  // well inside the failover timeout, so that a primary whose hello was lost
+  // or damaged can reconnect before this backup gives up on it.
+  std::chrono::milliseconds handshake_timeout() const {
+    return std::clamp<std::chrono::milliseconds>(config.failover_timeout / 2,
+                                                 std::chrono::milliseconds(100),
+                                                 std::chrono::milliseconds(1000));
+  }
   void activate(const std::string& reason);
   std::string status_json();
 };
@@ -286,12 +298,14 @@ void BackupNode::Impl::do_accept() {
 
 void BackupNode::Impl::session_ended(PrimarySession* s, const std::string& why, bool lost_at_once) {
   if (session.get() != s) return;  // a refused extra connection
-  state.abort_stream();
   const bool was_streaming = s->streaming();
+  session.reset();
+  // A connection that never completed its handshake changes nothing: above
+  // all, it does not restart the wait for a lost primary to reconnect.
+  if (!was_streaming) return;
+  state.abort_stream();
   clean_shutdown = s->said_goodbye();
   stream_ended = Clock::now();
-  session.reset();
-  if (!was_streaming) return;
   if (clean_shutdown) {
     log("primary shut down cleanly (goodbye); not taking over. Waiting for a primary; "
         "`romulus failover` takes over by hand");
@@ -354,8 +368,18 @@ void BackupNode::Impl::on_tick() {
         s->close("silent");
         primary_lost(fmt::format("primary lost: silent for {} ms", silent));
       }
-    } else if (!session && stream_ended && !clean_shutdown &&
-               Clock::now() - *stream_ended > config.failover_timeout) {
+    } else if (session && !session->streaming() && !session->closed() &&
+               Clock::now() - session->accepted_at() > handshake_timeout()) {
+      // Connected but never completed a handshake (a corrupted hello, or not
+      // a Romulus primary at all): it would hold the one primary slot, and
+      // with it the takeover, forever.
+      auto s = session;
+      log(fmt::format("connection from {} sent no complete handshake within {} ms; closing it",
+                      s->peer(), handshake_timeout().count()));
+      s->close("no complete handshake");
+    }
+    if (!outcome && (!session || !session->streaming()) && stream_ended && !clean_shutdown &&
+        Clock::now() - *stream_ended > config.failover_timeout) {
       primary_lost(fmt::format("primary lost: it did not reconnect within {} ms",
                                config.failover_timeout.count()));
       if (!outcome) stream_ended.reset();

@@ -90,13 +90,18 @@ def free_port():
 
 
 def wait_until(predicate, what, deadline=DEADLINE, poll=0.02):
-    """Polls predicate() until it returns a true value, which is returned."""
+    """Polls predicate() until it returns a true value, which is returned.
+
+    `what` names what is awaited; it may be a callable returning that text, called
+    only on a timeout (so logs put in it are the logs at that moment)."""
     end = time.monotonic() + deadline
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > end:
+            if callable(what):
+                what = what()
             raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
         time.sleep(poll)
 

@@ -11,9 +11,16 @@ primary->backup segments. The spec:
     primary keeps reconnecting (a generous 2 s failover timeout here);
   - after the corruption stops the pair protects the guest again, and a kill -9 of the
     primary then resumes the counter guest with all counters equal, at an epoch no
-    older than the last one the primary saw acknowledged.
+    older than the last one the primary saw acknowledged;
+  - a connection whose hello never completes (a damaged length, or not a primary at
+    all) neither holds the backup's primary slot nor a primary's reconnect loop
+    forever: the backup closes it after its handshake timeout, a primary gives up on
+    a silent peer after its own, and the pair forms as soon as the real hello
+    arrives.
 """
 
+import socket
+import threading
 import time
 import unittest
 
@@ -61,7 +68,7 @@ class CorruptionTest(unittest.TestCase):
                     primary.count(harness.IN_SYNC_RE) >= 3)
 
         harness.wait_until(damaged_and_recovered,
-                           "discarded checkpoints and resyncs\n" + c.logs(), deadline=60)
+                           lambda: "discarded checkpoints and resyncs\n" + c.logs(), deadline=60)
         relay.set_flip_probability(0.0)
         flips = relay.flips
         harness.log(f"{flips} bits flipped over {relay.connections} connections; backup "
@@ -75,7 +82,7 @@ class CorruptionTest(unittest.TestCase):
         # still cost one more resync).
         self.assertIsNone(backup.find(harness.TAKEOVER_RE), c.logs())
         harness.wait_until(lambda: self.quiet_and_protected(primary, backup),
-                           "a clean, protected stream after the corruption\n" + c.logs(),
+                           lambda: "a clean, protected stream after the corruption\n" + c.logs(),
                            deadline=60, poll=0)
         self.assertEqual(relay.flips, flips)
         discards = backup.count(DISCARDED_RE)
@@ -113,6 +120,50 @@ class CorruptionTest(unittest.TestCase):
         primary.kill9()
         backup.wait_for(harness.TAKEOVER_RE)
         harness.check_counter_resume(self, backup)
+
+
+class HalfOpenHandshakeTest(unittest.TestCase):
+
+    @harness.require_binaries("romulus", "counter")
+    def test_a_connection_that_never_completes_its_hello_is_closed(self):
+        c = Cluster(self)
+        guest = harness.counter_guest(50)
+        backup = c.backup(guest)
+        # The start of a hello whose length promises more bytes than ever come.
+        junk = socket.create_connection(("127.0.0.1", backup.listen_port))
+        self.addCleanup(junk.close)
+        junk.sendall(b"RMLS")
+        backup.wait_for(r"sent no complete handshake within \d+ ms; closing it")
+        junk.settimeout(10)
+        self.assertEqual(junk.recv(100), b"", "the backup left the connection open")
+        # The slot is free again: a real primary connects and syncs.
+        primary = c.primary(guest, backup.listen_port)
+        primary.wait_for(harness.IN_SYNC_RE)
+
+    @harness.require_binaries("romulus", "counter")
+    def test_a_primary_gives_up_on_a_peer_that_never_answers_its_hello(self):
+        c = Cluster(self)
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        held = []
+
+        def accept_and_say_nothing():
+            try:
+                while True:
+                    conn, _ = silent.accept()
+                    held.append(conn)  # open, read by nobody, never answered
+            except OSError:
+                pass
+
+        threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+        self.addCleanup(lambda: [h.close() for h in held])
+        primary = c.primary(harness.counter_guest(50), silent.getsockname()[1])
+        m = primary.wait_for(r"unreachable: handshake with \S+: no reply within \d+ ms")
+        harness.log(f"primary: {m.group(0)}")
+        # It keeps trying (and the guest keeps running) rather than hanging.
+        harness.wait_until(lambda: len(held) >= 2, lambda: "a second attempt\n" + c.logs())
 
 
 if __name__ == "__main__":
