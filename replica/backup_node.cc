@@ -184,7 +184,6 @@ void PrimarySession::do_read() {
       return;
     }
     last_rx_ = Clock::now();
-    node_.last_contact = last_rx_;
     const protocol::ByteSpan bytes(buf_.data(), n);
     if (!streaming_) {
       handshake_buf_.insert(handshake_buf_.end(), bytes.begin(), bytes.end());
@@ -192,6 +191,9 @@ void PrimarySession::do_read() {
     } else {
       handle_stream(bytes);
     }
+    // Contact with a primary: bytes of an accepted stream (or the hello that
+    // opened it), not of a connection that never became one.
+    if (streaming_) node_.last_contact = last_rx_;
     if (!closed_ && !refuse_) do_read();
   });
 }
