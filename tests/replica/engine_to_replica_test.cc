@@ -102,6 +102,32 @@ struct Harness {
   }
 };
 
+// A copy of the arena taken at every pause (EpochEngine::on_paused), to check
+// that the receiver's committed image is exactly the arena of that pause.
+class PauseSnapshot {
+ public:
+  PauseSnapshot(EpochEngine& engine, const uint8_t* arena, size_t size) : image_(size) {
+    engine.on_paused = [this, arena](uint64_t epoch) {
+      std::memcpy(image_.data(), arena, image_.size());
+      epoch_ = epoch;
+    };
+  }
+  ::testing::AssertionResult matches(replica::ReplicaState& state) const {
+    if (state.committed_epoch() != epoch_) {
+      return ::testing::AssertionFailure() << "committed epoch " << state.committed_epoch()
+                                           << ", last pause was epoch " << epoch_;
+    }
+    if (std::memcmp(state.committed_image().data(), image_.data(), image_.size()) != 0) {
+      return ::testing::AssertionFailure() << "image differs from the arena at epoch " << epoch_;
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+ private:
+  std::vector<uint8_t> image_;
+  uint64_t epoch_ = 0;
+};
+
 class EpochEngineTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(EpochEngineTest, ReceiverImageEqualsArenaAtEveryPause) {
@@ -118,22 +144,14 @@ TEST_P(EpochEngineTest, ReceiverImageEqualsArenaAtEveryPause) {
   opts.arena_fd = h.arena.fd();
   EpochEngine engine(pause, *h.tracker, pages, &transport, stats, opts);
 
-  std::vector<uint8_t> snapshot(Harness::kArenaBytes);
-  uint64_t snapshot_epoch = 0;
-  engine.on_paused = [&](uint64_t epoch) {
-    std::memcpy(snapshot.data(), h.arena.data(), snapshot.size());
-    snapshot_epoch = epoch;
-  };
+  PauseSnapshot snapshot(engine, h.arena.data(), Harness::kArenaBytes);
   ASSERT_TRUE(engine.initial_sync().is_ok());
   ASSERT_TRUE(transport.state.has_committed());
   uint64_t largest_dirty_set = 0;
   for (int i = 0; i < 40; ++i) {
     std::this_thread::sleep_for(5ms);
     ASSERT_TRUE(engine.checkpoint().is_ok());
-    ASSERT_EQ(transport.state.committed_epoch(), snapshot_epoch);
-    ASSERT_EQ(
-        std::memcmp(transport.state.committed_image().data(), snapshot.data(), snapshot.size()), 0)
-        << "image differs from the arena at epoch " << snapshot_epoch;
+    ASSERT_TRUE(snapshot.matches(transport.state));
     largest_dirty_set = std::max(largest_dirty_set, stats.snapshot().last.dirty_pages);
   }
   const auto s = stats.snapshot();
@@ -248,21 +266,13 @@ TEST(CompareTrackerEngineTest, DirtySetLargerThanStagingArrivesExactly) {
   opts.arena_fd = h.arena.fd();
   EpochEngine engine(pause, *h.tracker, pages, &transport, stats, opts);
 
-  std::vector<uint8_t> snapshot(Harness::kArenaBytes);
-  uint64_t snapshot_epoch = 0;
-  engine.on_paused = [&](uint64_t epoch) {
-    std::memcpy(snapshot.data(), h.arena.data(), snapshot.size());
-    snapshot_epoch = epoch;
-  };
+  PauseSnapshot snapshot(engine, h.arena.data(), Harness::kArenaBytes);
   ASSERT_TRUE(engine.initial_sync().is_ok());
   uint64_t largest_dirty_set = 0;
   for (int i = 0; i < 20; ++i) {
     std::this_thread::sleep_for(5ms);
     ASSERT_TRUE(engine.checkpoint().is_ok());
-    ASSERT_EQ(transport.state.committed_epoch(), snapshot_epoch);
-    ASSERT_EQ(
-        std::memcmp(transport.state.committed_image().data(), snapshot.data(), snapshot.size()), 0)
-        << "image differs from the arena at epoch " << snapshot_epoch;
+    ASSERT_TRUE(snapshot.matches(transport.state));
     largest_dirty_set = std::max(largest_dirty_set, stats.snapshot().last.dirty_pages);
   }
   EXPECT_GT(largest_dirty_set, 16u * 8) << "dirty sets stayed small; test too weak";
@@ -303,21 +313,12 @@ TEST(CompareTrackerEngineTest, PagesWrittenDuringEncodingDoNotLeakIntoTheCheckpo
       std::memcpy(page + (scribbles % 512) * 8, &scribbles, sizeof scribbles);
     }
   };
-  std::vector<uint8_t> snapshot(Harness::kArenaBytes);
-  uint64_t snapshot_epoch = 0;
-  engine.on_paused = [&](uint64_t epoch) {
-    std::memcpy(snapshot.data(), h.arena.data(), snapshot.size());
-    snapshot_epoch = epoch;
-  };
+  PauseSnapshot snapshot(engine, h.arena.data(), Harness::kArenaBytes);
   ASSERT_TRUE(engine.initial_sync().is_ok());
   for (int i = 0; i < 20; ++i) {
     std::this_thread::sleep_for(2ms);
     ASSERT_TRUE(engine.checkpoint().is_ok());
-    ASSERT_EQ(transport.inner.state.committed_epoch(), snapshot_epoch);
-    ASSERT_EQ(std::memcmp(transport.inner.state.committed_image().data(), snapshot.data(),
-                          snapshot.size()),
-              0)
-        << "image differs from the arena at epoch " << snapshot_epoch;
+    ASSERT_TRUE(snapshot.matches(transport.inner.state));
     // The scribbled pages were dirty at this pause (scribbled during the last
     // encoding), so this checkpoint carried them in several batches.
     if (i > 0) {
