@@ -97,6 +97,22 @@ Status EpochEngine::encode_and_send_staged(bool format_b, EpochRecord* rec) {
   return st;
 }
 
+Status EpochEngine::stage(std::span<const uint64_t> pfns, bool format_b, bool skip_zero,
+                          EpochRecord* rec) {
+  staging_->clear();
+  for (const uint64_t pfn : pfns) {
+    const uint8_t* src = tracker_.page_source(pfn);
+    if (skip_zero && is_zero_page(src)) continue;
+    if (!staging_->add(pfn, src)) {
+      // Staging is full: send what it holds, then go on.
+      if (rec != nullptr) rec->sent_while_paused = true;
+      ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(format_b, rec));
+      staging_->add(pfn, src);
+    }
+  }
+  return Status::ok();
+}
+
 Status EpochEngine::send_from_tracker(std::span<const uint64_t> pfns, bool format_b, bool skip_zero,
                                       EpochRecord* rec) {
   // The tracker's pages stay as collect() left them until the next collect(),
@@ -151,16 +167,9 @@ Status EpochEngine::checkpoint() {
     rec.wire_bytes += begin.size();
     ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(begin)));
     if (!stable_pages_) {
-      // The tracker's pages are the live arena: copy them before the guest runs.
-      staging_->clear();
-      for (const uint64_t pfn : dirty_) {
-        if (!staging_->add(pfn, tracker_.page_source(pfn))) {
-          // The dirty set does not fit: send what is staged while still paused.
-          rec.sent_while_paused = true;
-          ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(true, &rec));
-          staging_->add(pfn, tracker_.page_source(pfn));
-        }
-      }
+      // The tracker's pages are the live arena: copy them before the guest
+      // runs (what does not fit is sent while still paused).
+      ROMULUS_RETURN_IF_ERROR(stage(dirty_, true, false, &rec));
     }
     t_copied = Clock::now();
     return Status::ok();
@@ -255,15 +264,7 @@ Status EpochEngine::send_round(uint64_t epoch, uint32_t flags, const std::vector
     ROMULUS_RETURN_IF_ERROR(send_from_tracker(pfns, false, skip_zero, nullptr));
   } else {
     // The guest is running: staging takes a copy of each page before encoding.
-    staging_->clear();
-    for (const uint64_t pfn : pfns) {
-      const uint8_t* src = tracker_.page_source(pfn);
-      if (skip_zero && is_zero_page(src)) continue;
-      if (!staging_->add(pfn, src)) {
-        ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(false, nullptr));
-        staging_->add(pfn, src);
-      }
-    }
+    ROMULUS_RETURN_IF_ERROR(stage(pfns, false, skip_zero, nullptr));
     ROMULUS_RETURN_IF_ERROR(encode_and_send_staged(false, nullptr));
   }
   ROMULUS_RETURN_IF_ERROR(transport_->send(framer_.end()));

@@ -137,6 +137,11 @@ class EpochEngine {
                          bool format_b, EpochRecord* rec);
   // Encodes and queues the staged pages, then empties staging.
   Status encode_and_send_staged(bool format_b, EpochRecord* rec);
+  // Live trackers only: copies the pages of pfns (skip_zero: all-zero pages
+  // left out) into staging; whenever it fills, encodes and queues what it
+  // holds first (counted in rec as sent while paused). The last batch stays
+  // staged for encode_and_send_staged().
+  Status stage(std::span<const uint64_t> pfns, bool format_b, bool skip_zero, EpochRecord* rec);
   // Stable trackers only: encodes and queues pfns (increasing) straight from
   // the tracker's page_source(), batch_pages_ at a time; skip_zero leaves out
   // all-zero pages.

@@ -20,6 +20,34 @@ TcpSender::TcpSender(asio::io_context& io, SenderOptions options, SenderCallback
 
 TcpSender::~TcpSender() { close(); }
 
+namespace {
+
+// Runs one asynchronous operation on `io` (a private context with nothing else
+// to do) until it completes or `deadline` passes, when `sock` is closed to cut
+// it off. start(done) begins the operation; its handler must call done(ec).
+// Returns the operation's error, or timed_out if it was cut off.
+template <typename Start>
+boost::system::error_code run_until(asio::io_context& io, tcp::socket& sock,
+                                    Clock::time_point deadline, Start start) {
+  asio::steady_timer timer(io, deadline);
+  boost::system::error_code result = asio::error::timed_out;
+  bool done = false;
+  start([&](boost::system::error_code ec) {
+    result = ec;
+    done = true;
+    timer.cancel();
+  });
+  timer.async_wait([&](boost::system::error_code ec) {
+    if (!ec && !done) sock.close();
+  });
+  io.restart();
+  io.run();
+  if (!done || result == asio::error::operation_aborted) return asio::error::timed_out;
+  return result;
+}
+
+}  // namespace
+
 Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, const std::string& host,
                                                       uint16_t port, const protocol::Hello& hello,
                                                       SenderOptions options,
@@ -40,21 +68,12 @@ Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, cons
   // context so the deadline is enforced without the shared io thread.
   asio::io_context private_io;
   tcp::socket sock(private_io);
-  asio::steady_timer deadline(private_io);
-  boost::system::error_code connect_ec = asio::error::timed_out;
-  bool done = false;
-  asio::async_connect(sock, endpoints, [&](boost::system::error_code e, const tcp::endpoint&) {
-    connect_ec = e;
-    done = true;
-    deadline.cancel();
-  });
-  deadline.expires_after(options.connect_timeout);
-  deadline.async_wait([&](boost::system::error_code e) {
-    if (!e && !done) sock.close();
-  });
-  private_io.run();
+  const auto connect_ec =
+      run_until(private_io, sock, Clock::now() + options.connect_timeout, [&](auto done) {
+        asio::async_connect(sock, endpoints,
+                            [done](boost::system::error_code e, const tcp::endpoint&) { done(e); });
+      });
   if (connect_ec) {
-    if (!done || connect_ec == asio::error::operation_aborted) connect_ec = asio::error::timed_out;
     return Status::unavailable(
         fmt::format("cannot connect to {}: {}", self->peer_, connect_ec.message()));
   }
@@ -68,7 +87,7 @@ Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, cons
   asio::write(sock, asio::buffer(hello_bytes), ec);
   if (ec)
     return Status::unavailable(fmt::format("handshake with {}: {}", self->peer_, ec.message()));
-  const auto handshake_deadline = std::chrono::steady_clock::now() + options.connect_timeout;
+  const auto handshake_deadline = Clock::now() + options.connect_timeout;
   protocol::Bytes buf;
   std::array<uint8_t, 4096> chunk{};
   for (;;) {
@@ -90,21 +109,14 @@ Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, cons
       break;
     }
     size_t n = 0;
-    boost::system::error_code read_ec = asio::error::timed_out;
-    bool read_done = false;
-    sock.async_read_some(asio::buffer(chunk), [&](boost::system::error_code e, size_t got) {
-      read_ec = e;
-      n = got;
-      read_done = true;
-      deadline.cancel();
+    const auto read_ec = run_until(private_io, sock, handshake_deadline, [&](auto done) {
+      sock.async_read_some(asio::buffer(chunk),
+                           [&n, done](boost::system::error_code e, size_t got) {
+                             n = got;
+                             done(e);
+                           });
     });
-    deadline.expires_at(handshake_deadline);
-    deadline.async_wait([&](boost::system::error_code e) {
-      if (!e && !read_done) sock.cancel();
-    });
-    private_io.restart();
-    private_io.run();
-    if (!read_done || read_ec == asio::error::operation_aborted) {
+    if (read_ec == asio::error::timed_out) {
       return Status::unavailable(
           fmt::format("handshake with {}: no reply within {} ms (is that a Romulus backup?)",
                       self->peer_, options.connect_timeout.count()));

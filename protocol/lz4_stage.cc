@@ -44,9 +44,9 @@ Status lz4_decompress(ByteSpan block, size_t expected_size, Bytes& out) {
   // it before allocating anything for it.
   if (expected_size > block.size() * 256 + 64) {
     out.clear();
-    return Status::corrupt(fmt::format(
-        "lz4 block: announced size {} is more than a {}-byte block can decode to", expected_size,
-        block.size()));
+    return Status::corrupt(
+        fmt::format("lz4 block: announced size {} is more than a {}-byte block can decode to",
+                    expected_size, block.size()));
   }
   out.resize(expected_size);  // every byte is overwritten on success; no clear() first
   char empty_dst = 0;

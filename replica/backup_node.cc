@@ -1,8 +1,8 @@
 #include "replica/backup_node.h"
 
 #include <fmt/format.h>
-#include <algorithm>
 
+#include <algorithm>
 #include <deque>
 
 #include "checkpoint/asio.h"
