@@ -56,9 +56,12 @@ std::string resolve_command(const std::string& cmd) {
   while (begin <= path.size()) {
     size_t end = path.find(':', begin);
     if (end == std::string::npos) end = path.size();
-    std::string dir = path.substr(begin, end - begin);
-    if (dir.empty()) dir = ".";
-    std::string candidate = dir + "/" + cmd;
+    // An empty PATH entry means the current directory.
+    const std::string_view dir =
+        end > begin ? std::string_view(path).substr(begin, end - begin) : std::string_view(".");
+    std::string candidate;
+    candidate.reserve(dir.size() + 1 + cmd.size());
+    candidate.append(dir).append("/").append(cmd);
     if (access(candidate.c_str(), X_OK) == 0) return candidate;
     begin = end + 1;
   }
