@@ -27,6 +27,8 @@ std::string chunk_name(int32_t type) {
       return "HEARTBEAT";
     case kChunkGoodbye:
       return "GOODBYE";
+    case kChunkDropped:
+      return "DROPPED";
     default:
       return type > 0 ? fmt::format("PFN array of {}", type) : fmt::format("chunk type {}", type);
   }
@@ -159,8 +161,8 @@ Status CheckpointReader::step(ByteSpan& in) {
       return on_tail();
 
     case State::kAfterGoodbye:
-      return Status::corrupt(
-          fmt::format("data after GOODBYE (at stream offset {})", bytes_consumed_));
+      return Status::corrupt(fmt::format("data after {} (at stream offset {})",
+                                         dropped_ ? "DROPPED" : "GOODBYE", bytes_consumed_));
 
     case State::kFailed:
       return error_;
@@ -169,6 +171,16 @@ Status CheckpointReader::step(ByteSpan& in) {
 }
 
 Status CheckpointReader::on_type(int32_t type) {
+  // DROPPED may come between any two chunks (the primary's io thread sends it
+  // after whatever chunk was being written): a checkpoint in flight is void,
+  // and nothing may follow.
+  if (type == kChunkDropped) {
+    in_checkpoint_ = false;
+    dropped_ = true;
+    state_ = State::kAfterGoodbye;
+    sink_->on_dropped();
+    return Status::ok();
+  }
   if (!in_checkpoint_) {
     switch (type) {
       case kChunkCheckpointBegin:

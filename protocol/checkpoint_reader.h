@@ -56,6 +56,9 @@ class CheckpointSink {
   virtual void on_heartbeat(uint64_t /*ns*/) {}
   virtual void on_enable_compression() {}
   virtual void on_goodbye() {}
+  // The primary gave up on this receiver and goes on without it: its image
+  // will fall behind, so the end of this stream is no reason to take over.
+  virtual void on_dropped() {}
 };
 
 class CheckpointReader {
@@ -78,7 +81,8 @@ class CheckpointReader {
 
   bool in_checkpoint() const { return in_checkpoint_; }  // between a begin and its verified end
   Format format() const { return format_; }
-  bool saw_goodbye() const { return state_ == State::kAfterGoodbye; }
+  bool saw_goodbye() const { return state_ == State::kAfterGoodbye && !dropped_; }
+  bool saw_dropped() const { return dropped_; }
   uint64_t bytes_consumed() const { return bytes_consumed_; }
   // Checkpoints whose end verified (and which the sink accepted).
   uint64_t checkpoints_completed() const { return checkpoints_completed_; }
@@ -135,6 +139,7 @@ class CheckpointReader {
 
   // Current checkpoint.
   bool in_checkpoint_ = false;
+  bool dropped_ = false;  // the stream ended with DROPPED (state kAfterGoodbye)
   uint64_t epoch_ = 0;
   uint32_t crc_ = 0;
   uint64_t pfns_received_ = 0;

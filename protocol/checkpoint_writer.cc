@@ -189,4 +189,10 @@ Bytes encode_goodbye() {
   return out;
 }
 
+Bytes encode_dropped() {
+  Bytes out;
+  put_i32(out, kChunkDropped);
+  return out;
+}
+
 }  // namespace romulus::protocol

@@ -94,5 +94,8 @@ class CheckpointFramer {
 Bytes encode_heartbeat(uint64_t ns);
 Bytes encode_enable_compression();
 Bytes encode_goodbye();
+// DROPPED: the primary gives up on this backup and continues without it.
+// May follow any chunk; nothing follows it.
+Bytes encode_dropped();
 
 }  // namespace romulus::protocol

@@ -17,11 +17,12 @@ inline constexpr size_t kMaxRefusalReason = 1024;    // bytes of UTF-8 text
 // ---- Chunk types, primary -> backup (docs/protocol.md, "Chunks").
 // type > 0: a PFN array of `type` entries; type == 0: end of checkpoint body.
 inline constexpr int32_t kChunkEndOfBody = 0;
-inline constexpr int32_t XC_SAVE_ID_COMPRESSED_DATA = -12;    // u32 length + payload
+inline constexpr int32_t XC_SAVE_ID_COMPRESSED_DATA = -12;     // u32 length + payload
 inline constexpr int32_t XC_SAVE_ID_ENABLE_COMPRESSION = -13;  // no body; Format B from next
 inline constexpr int32_t kChunkCheckpointBegin = -100;         // u64 epoch, u32 flags
 inline constexpr int32_t kChunkHeartbeat = -101;               // u64 sender clock (ns)
 inline constexpr int32_t kChunkGoodbye = -102;                 // clean end of stream
+inline constexpr int32_t kChunkDropped = -103;  // primary gave up on this backup; final
 
 // ---- Chunk types, backup -> primary (docs/protocol.md, "Backup messages").
 inline constexpr int32_t kChunkAck = -110;    // u64 epoch committed
@@ -36,9 +37,9 @@ inline constexpr uint32_t kBeginKnownFlags = kBeginConsistent | kBeginFullSync;
 inline constexpr uint8_t kPayloadLz4 = 1u << 0;  // records are an LZ4 block (u32 raw length first)
 
 // ---- Limits every reader enforces (docs/protocol.md, "Limits").
-inline constexpr int32_t kMaxPfnBatch = 1024;                  // entries in one PFN array
-inline constexpr uint32_t kMaxCompressedPayload = 8u << 20;    // bytes after the length field
-inline constexpr uint32_t kMaxDecodedPayload = 8u << 20;       // bytes of records after LZ4
+inline constexpr int32_t kMaxPfnBatch = 1024;                // entries in one PFN array
+inline constexpr uint32_t kMaxCompressedPayload = 8u << 20;  // bytes after the length field
+inline constexpr uint32_t kMaxDecodedPayload = 8u << 20;     // bytes of records after LZ4
 
 }  // namespace romulus::protocol
 

@@ -57,6 +57,7 @@ class ImageSink : public CheckpointSink {
   void on_heartbeat(uint64_t ns) override { heartbeats.push_back(ns); }
   void on_enable_compression() override { ++enables; }
   void on_goodbye() override { ++goodbyes; }
+  void on_dropped() override { ++dropped; }
 
   const Bytes& image() const { return image_; }
 
@@ -66,6 +67,7 @@ class ImageSink : public CheckpointSink {
   uint32_t last_flags = 0;
   int enables = 0;
   int goodbyes = 0;
+  int dropped = 0;
   Status end_status;
 
  private:
@@ -803,6 +805,35 @@ TEST(CheckpointStreamHostile, UnknownBeginFlags) {
 TEST(CheckpointStreamHostile, DataAfterGoodbye) {
   expect_corrupt(read_stream(StreamBuilder().i32(kChunkGoodbye).u8(0).bytes()),
                  "data after GOODBYE (at stream offset 4)");
+}
+
+TEST(CheckpointStreamDropped, DroppedBetweenCheckpointsEndsTheStreamAndIsNotAGoodbye) {
+  ImageSink sink(16);
+  CheckpointReader reader(16, &sink);
+  ASSERT_TRUE(reader.feed(StreamBuilder().begin(4).end(4, 0).i32(kChunkDropped).bytes()).is_ok());
+  EXPECT_EQ(sink.dropped, 1);
+  EXPECT_EQ(sink.goodbyes, 0);
+  EXPECT_TRUE(reader.saw_dropped());
+  EXPECT_FALSE(reader.saw_goodbye());
+  EXPECT_TRUE(reader.finish().is_ok());
+}
+
+TEST(CheckpointStreamDropped, DroppedInsideACheckpointVoidsIt) {
+  ImageSink sink(16);
+  CheckpointReader reader(16, &sink);
+  StreamBuilder b;
+  const Bytes page(kPageSize, 0x42);  // Format A: the raw page follows its PFN
+  b.begin(7).pfns({1}).bytes(page).i32(kChunkDropped);
+  ASSERT_TRUE(reader.feed(b.bytes()).is_ok());
+  EXPECT_EQ(sink.dropped, 1);
+  EXPECT_TRUE(sink.ends.empty());  // the checkpoint in flight never commits
+  EXPECT_FALSE(reader.in_checkpoint());
+  EXPECT_EQ(sink.image()[1 * kPageSize], 0);
+}
+
+TEST(CheckpointStreamHostile, DataAfterDropped) {
+  expect_corrupt(read_stream(StreamBuilder().i32(kChunkDropped).u8(0).bytes()),
+                 "data after DROPPED (at stream offset 4)");
 }
 
 TEST(CheckpointStreamHostile, ChunksThatBelongBetweenCheckpointsAreRejectedInside) {
