@@ -54,12 +54,12 @@
 #include <boost/interprocess/managed_external_buffer.hpp>
 #include <boost/interprocess/offset_ptr.hpp>
 
-#include "checkpoint/arena.h"
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/epoch_engine.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/stats.h"
 #include "checkpoint/transport.h"
+#include "common/shared_memory.h"
 #include "protocol/page.h"
 #include "tests/support/guest_paths.h"
 
@@ -162,7 +162,7 @@ struct DirtierState {
 
 // romulus-dirtier on its own arena, its stdout captured in a temporary file.
 struct Dirtier {
-  checkpoint::SharedMemory arena, control;
+  common::SharedMemory arena, control;
   std::optional<checkpoint::GuestProcess> proc;
   std::unique_ptr<checkpoint::DirtyTracker> tracker;
   double tracker_setup_seconds = 0;  // creating the tracker (compare: copying the arena)
@@ -182,11 +182,11 @@ struct Dirtier {
   // pages are allocated first (fallocate), so that no mode pays for the memfd's
   // first-touch allocation inside its measurement (it is very slow in this VM).
   Status start(const std::string& tracker_name, size_t arena_bytes, std::vector<std::string> args) {
-    ROMULUS_ASSIGN_OR_RETURN(arena, checkpoint::SharedMemory::create("bench-arena", arena_bytes));
+    ROMULUS_ASSIGN_OR_RETURN(arena, common::SharedMemory::create("bench-arena", arena_bytes));
     if (fallocate(arena.fd(), 0, 0, static_cast<off_t>(arena_bytes)) != 0) {
       return Status::from_errno("fallocate arena", errno);
     }
-    ROMULUS_ASSIGN_OR_RETURN(control, checkpoint::SharedMemory::create("bench-control", 4096));
+    ROMULUS_ASSIGN_OR_RETURN(control, common::SharedMemory::create("bench-control", 4096));
     checkpoint::GuestSpec spec;
     spec.argv = {romulus::testing::dirtier_path()};
     spec.argv.insert(spec.argv.end(), args.begin(), args.end());

@@ -44,12 +44,12 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/arena.h"
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/epoch_engine.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/stats.h"
 #include "checkpoint/transport.h"
+#include "common/shared_memory.h"
 #include "guest/guest.h"
 #include "protocol/page.h"
 
@@ -142,7 +142,7 @@ class GuestPause final : public checkpoint::PauseControl {
 
 // One guest on its own arena, with its tracker.
 struct BenchGuest {
-  checkpoint::SharedMemory arena, control;
+  common::SharedMemory arena, control;
   std::optional<checkpoint::GuestProcess> proc;
   std::unique_ptr<checkpoint::DirtyTracker> tracker;
   FILE* cmd = nullptr;
@@ -159,8 +159,8 @@ struct BenchGuest {
   }
 
   Status start(const std::string& tracker_name, size_t arena_bytes) {
-    ROMULUS_ASSIGN_OR_RETURN(arena, checkpoint::SharedMemory::create("bench-arena", arena_bytes));
-    ROMULUS_ASSIGN_OR_RETURN(control, checkpoint::SharedMemory::create("bench-control", 4096));
+    ROMULUS_ASSIGN_OR_RETURN(arena, common::SharedMemory::create("bench-arena", arena_bytes));
+    ROMULUS_ASSIGN_OR_RETURN(control, common::SharedMemory::create("bench-control", 4096));
     int cmd_pipe[2], ack_pipe[2];
     if (pipe2(cmd_pipe, O_CLOEXEC) != 0 || pipe2(ack_pipe, O_CLOEXEC) != 0) {
       return Status::from_errno("pipe2", errno);

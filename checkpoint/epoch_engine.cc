@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <thread>
 
-#include "checkpoint/arena.h"
+#include "protocol/page_compare.h"
 #include "protocol/wire_format.h"
 
 namespace romulus::checkpoint {
@@ -102,7 +102,7 @@ Status EpochEngine::stage(std::span<const uint64_t> pfns, bool format_b, bool sk
   staging_->clear();
   for (const uint64_t pfn : pfns) {
     const uint8_t* src = tracker_.page_source(pfn);
-    if (skip_zero && is_zero_page(src)) continue;
+    if (skip_zero && protocol::is_zero_page(src)) continue;
     if (!staging_->add(pfn, src)) {
       // Staging is full: send what it holds, then go on.
       if (rec != nullptr) rec->sent_while_paused = true;
@@ -122,7 +122,7 @@ Status EpochEngine::send_from_tracker(std::span<const uint64_t> pfns, bool forma
   batch_srcs_.clear();
   for (const uint64_t pfn : pfns) {
     const uint8_t* src = tracker_.page_source(pfn);
-    if (skip_zero && is_zero_page(src)) continue;
+    if (skip_zero && protocol::is_zero_page(src)) continue;
     batch_pfns_.push_back(pfn);
     batch_srcs_.push_back(src);
     if (batch_pfns_.size() == batch_pages_) {

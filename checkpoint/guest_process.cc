@@ -104,7 +104,8 @@ Result<GuestProcess> GuestProcess::start(const GuestSpec& spec) {
   // Map and reset the control page.
   int cfd = fcntl(spec.control_fd, F_DUPFD_CLOEXEC, 0);
   if (cfd < 0) return Status::from_errno("dup control fd", errno);
-  ROMULUS_ASSIGN_OR_RETURN(SharedMemory control, SharedMemory::adopt(cfd, guest::kControlPageSize));
+  ROMULUS_ASSIGN_OR_RETURN(common::SharedMemory control,
+                           common::SharedMemory::adopt(cfd, guest::kControlPageSize));
   guest::init_control_page(reinterpret_cast<guest::ControlPage*>(control.data()));
 
   const std::string& cmd = spec.argv[0];

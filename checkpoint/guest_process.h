@@ -26,7 +26,7 @@
 #include <utility>
 #include <vector>
 
-#include "checkpoint/arena.h"
+#include "common/shared_memory.h"
 #include "guest/control_page.h"
 #include "protocol/status.h"
 
@@ -87,7 +87,7 @@ class GuestProcess {
   Status stop(std::chrono::milliseconds grace);
 
  private:
-  GuestProcess(pid_t pid, int pidfd, SharedMemory control_map)
+  GuestProcess(pid_t pid, int pidfd, common::SharedMemory control_map)
       : pid_(pid),
         pidfd_(pidfd),
         control_map_(std::move(control_map)),
@@ -97,7 +97,7 @@ class GuestProcess {
 
   pid_t pid_ = -1;
   int pidfd_ = -1;
-  SharedMemory control_map_;
+  common::SharedMemory control_map_;
   guest::ControlPage* control_ = nullptr;
   bool stopped_ = false;
   std::optional<int> exit_status_;

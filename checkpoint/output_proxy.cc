@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <future>
 #include <vector>
+
+#include "common/net.h"
 
 namespace romulus::checkpoint {
 namespace asio = boost::asio;
@@ -217,29 +220,11 @@ Result<uint16_t> OutputProxy::pick_free_port() {
 }
 
 Status OutputProxy::start() {
+  ROMULUS_RETURN_IF_ERROR(
+      common::listen_tcp(acceptor_, options_.listen_host, options_.listen_port, "--service"));
   boost::system::error_code ec;
-  auto addr = asio::ip::make_address(options_.listen_host, ec);
-  if (ec) {
-    tcp::resolver r(io_);
-    auto res = r.resolve(options_.listen_host, std::to_string(options_.listen_port), ec);
-    if (ec || res.empty()) {
-      return Status::invalid_argument(
-          fmt::format("cannot resolve --service host '{}'", options_.listen_host));
-    }
-    addr = res.begin()->endpoint().address();
-  }
-  const tcp::endpoint ep(addr, options_.listen_port);
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (!ec) acceptor_.non_blocking(true, ec);  // for do_accept()'s batch
-  if (ec) {
-    return Status::unavailable(fmt::format(
-        "cannot serve on {}:{}: {}{}", options_.listen_host, options_.listen_port, ec.message(),
-        ec == asio::error::address_in_use ? " (another process uses it; pick another --service)"
-                                          : ""));
-  }
+  acceptor_.non_blocking(true, ec);  // for do_accept()'s batch
+  if (ec) return Status::io_error(fmt::format("--service listener: {}", ec.message()));
   asio::post(io_, [this] { do_accept(); });
   return Status::ok();
 }
@@ -325,10 +310,18 @@ void OutputProxy::record_latency(double ms) {
 }
 
 OutputProxyStats OutputProxy::stats() const {
-  // Held bytes live on the io thread: refresh them when asked from there
-  // (the control socket's handler runs on it).
+  // Held bytes live on the io thread: refresh them there (briefly waiting
+  // for it when asked from another thread, e.g. the control socket's).
   if (io_.get_executor().running_in_this_thread()) {
     refresh_held_stats();
+  } else if (!io_.stopped()) {
+    auto done = std::make_shared<std::promise<void>>();
+    auto fut = done->get_future();
+    asio::post(io_, [this, done] {
+      refresh_held_stats();
+      done->set_value();
+    });
+    fut.wait_for(std::chrono::seconds(1));
   }
   OutputProxyStats s;
   std::vector<double> lat;

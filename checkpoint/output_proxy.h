@@ -33,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/asio.h"
+#include "common/asio.h"
 #include "protocol/status.h"
 
 namespace romulus::checkpoint {

@@ -6,18 +6,22 @@
 
 #include <thread>
 
-#include "checkpoint/asio.h"
-#include "checkpoint/control_server.h"
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/epoch_engine.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/output_proxy.h"
 #include "checkpoint/tcp_sender.h"
+#include "common/asio.h"
+#include "common/json.h"
+#include "common/net.h"
 #include "protocol/page.h"
 
 namespace romulus::checkpoint {
 namespace asio = boost::asio;
+namespace json = boost::json;
 using Clock = std::chrono::steady_clock;
+using common::json_error;
+using common::json_ok;
 
 namespace {
 
@@ -51,11 +55,11 @@ struct PrimaryNode::Impl {
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::thread io_thread;
-  std::unique_ptr<ControlServer> control;
   std::unique_ptr<asio::steady_timer> stats_timer;
+  std::shared_ptr<std::function<void()>> stats_tick;  // re-arms stats_timer
 
-  std::optional<SharedMemory> arena;
-  std::optional<SharedMemory> control_page;
+  std::optional<common::SharedMemory> arena;
+  std::optional<common::SharedMemory> control_page;
   std::optional<GuestProcess> guest;
   std::unique_ptr<GuestPause> pause;
   std::unique_ptr<DirtyTracker> tracker;
@@ -64,10 +68,10 @@ struct PrimaryNode::Impl {
   std::unique_ptr<OutputProxy> proxy;
   NullTransport null_transport;
   TrackerKind tracker_kind = TrackerKind::kUffd;
+  uint16_t guest_port = 0;
+  bool buffering = true;  // output held until acked while a backup is connected
 
   mutable std::mutex mu;  // guards the fields below
-  std::string state = "starting";
-  std::string peer;
   std::string backup_host;
   uint16_t backup_port = 0;
   BackupLoss on_backup_loss = BackupLoss::kContinue;
@@ -75,18 +79,17 @@ struct PrimaryNode::Impl {
   uint64_t sync_epoch = 0;  // epoch whose ack completes the current sync (0: none)
   uint64_t max_acked = 0;
   uint64_t streams = 0;
-
-  void set_state(std::string s) {
-    std::lock_guard lock(mu);
-    state = std::move(s);
-  }
 };
 
 PrimaryNode::PrimaryNode(PrimaryConfig config, LogFn log)
-    : impl_(std::make_unique<Impl>()), config_(std::move(config)), log_(std::move(log)) {
+    : impl_(std::make_unique<Impl>()),
+      config_(std::move(config)),
+      log_(std::move(log)),
+      state_(PrimaryState::kStarting, log_) {
   impl_->backup_host = config_.backup_host;
   impl_->backup_port = config_.backup_port;
   impl_->on_backup_loss = config_.on_backup_loss;
+  impl_->buffering = config_.output_buffering && !config_.backup_null;
   if (config_.session_id == 0) config_.session_id = random_session_id();
 }
 
@@ -96,107 +99,60 @@ PrimaryNode::~PrimaryNode() {
   if (impl_->io_thread.joinable()) impl_->io_thread.join();
 }
 
-void PrimaryNode::adopt_arena(SharedMemory arena) { impl_->arena.emplace(std::move(arena)); }
+void PrimaryNode::adopt_arena(common::SharedMemory arena) {
+  impl_->arena.emplace(std::move(arena));
+}
 
-std::string PrimaryNode::output_json() const {
-  if (!impl_->proxy) return "null";
+// ---- Control requests (any thread).
+
+json::object PrimaryNode::output_json() const {
+  if (!impl_->proxy) return {};
   const auto o = impl_->proxy->stats();
-  return fmt::format(
-      R"({{"buffering":{},"connections":{},"open_connections":{},"bytes_to_guest":{},)"
-      R"("bytes_released":{},"bytes_held":{},"oldest_held_ms":{:.3f},)"
-      R"("added_latency_p50_ms":{:.3f},"added_latency_p99_ms":{:.3f}}})",
-      o.buffering ? "true" : "false", o.connections, o.open_connections, o.bytes_to_guest,
-      o.bytes_released, o.bytes_held, o.oldest_held_ms, o.added_latency_p50_ms,
-      o.added_latency_p99_ms);
+  json::object j;
+  j["buffering"] = o.buffering;
+  j["connections"] = o.connections;
+  j["open_connections"] = o.open_connections;
+  j["bytes_to_guest"] = o.bytes_to_guest;
+  j["bytes_released"] = o.bytes_released;
+  j["bytes_held"] = o.bytes_held;
+  j["oldest_held_ms"] = o.oldest_held_ms;
+  j["added_latency_p50_ms"] = o.added_latency_p50_ms;
+  j["added_latency_p99_ms"] = o.added_latency_p99_ms;
+  return j;
 }
 
 std::string PrimaryNode::handle_control(const std::string& request) {
   auto& im = *impl_;
-  if (request == "ping") return R"({"ok":true})";
   if (request == "status" || request == "status --json") {
-    std::string state, peer, loss;
+    json::object o;
+    o["role"] = "primary";
+    o["state"] = state_.name();
     {
       std::lock_guard lock(im.mu);
-      state = im.state;
-      peer = im.backup_host.empty() ? (config_.backup_null ? "null" : "")
-                                    : fmt::format("{}:{}", im.backup_host, im.backup_port);
-      loss = im.last_loss;
+      o["peer"] = im.backup_host.empty() ? (config_.backup_null ? "null" : "")
+                                         : common::format_endpoint(im.backup_host, im.backup_port);
+      o["last_backup_loss"] = im.last_loss;
+      o["on_backup_loss"] = im.on_backup_loss == BackupLoss::kStall ? "stall" : "continue";
+      o["streams"] = im.streams;
     }
     const auto s = stats_.snapshot();
-    return fmt::format(
-        R"({{"ok":true,"role":"primary","state":"{}","peer":"{}","guest_pid":{},)"
-        R"("interval_ms":{:.3f},"tracker":"{}","codec":"{}","threads":{},"resumed":{},)"
-        R"("last_committed_epoch":{},"last_backup_loss":"{}","output":{},"primary":{}}})",
-        json_escape(state), json_escape(peer), im.guest ? im.guest->pid() : 0,
-        im.engine ? static_cast<double>(im.engine->interval().count()) / 1000.0 : 0.0,
-        tracker_arg(im.tracker_kind), protocol::codec_name(config_.encode.codec), config_.threads,
-        config_.resumed_epoch ? "true" : "false", s.acked_epoch, json_escape(loss), output_json(),
-        stats_to_json(s));
+    o["guest_pid"] = im.guest ? im.guest->pid() : 0;
+    o["interval_ms"] = im.engine ? common::to_ms(im.engine->interval()) : 0.0;
+    o["tracker"] = tracker_arg(im.tracker_kind);
+    o["codec"] = protocol::codec_name(config_.encode.codec);
+    o["threads"] = config_.threads;
+    o["resumed"] = config_.resumed_epoch.has_value();
+    o["last_committed_epoch"] = s.acked_epoch;
+    json::object out = output_json();
+    o["output"] = out.empty() ? json::value(nullptr) : json::value(std::move(out));
+    o["primary"] = stats_to_json(s);
+    return json_ok(std::move(o));
   }
   if (request.rfind("set ", 0) == 0) {
     const auto rest = request.substr(4);
     const auto space = rest.find(' ');
     if (space == std::string::npos) return json_error("usage: set NAME VALUE");
-    const std::string name = rest.substr(0, space), value = rest.substr(space + 1);
-    if (!im.engine) return json_error("the guest is not running yet");
-    if (name == "interval") {
-      // The CLI validated the syntax; here: integer microseconds.
-      const long long us = std::atoll(value.c_str());
-      if (us < 1000 || us > 60'000'000) return json_error("interval must be between 1ms and 60s");
-      im.engine->set_interval(std::chrono::microseconds(us));
-      log_(fmt::format("interval set to {:.1f} ms", static_cast<double>(us) / 1000.0));
-      return R"({"ok":true})";
-    }
-    if (name == "cache") {
-      const long long bytes = std::atoll(value.c_str());
-      if (bytes < 0) return json_error("cache size must be >= 0");
-      im.engine->set_cache_bytes(static_cast<size_t>(bytes));
-      log_(fmt::format("page cache set to {} MiB", bytes >> 20));
-      return R"({"ok":true})";
-    }
-    if (name == "codec") {
-      protocol::CodecId id;
-      if (value == "runskip")
-        id = protocol::CodecId::kRunSkip;
-      else if (value == "xbzrle")
-        id = protocol::CodecId::kXbzrle;
-      else if (value == "none")
-        id = protocol::CodecId::kNone;
-      else
-        return json_error("codec must be runskip, xbzrle or none");
-      im.engine->set_codec(id);
-      config_.encode.codec = id;
-      log_(fmt::format("codec set to {}", value));
-      return R"({"ok":true})";
-    }
-    if (name == "on-backup-loss") {
-      std::lock_guard lock(im.mu);
-      if (value == "continue")
-        im.on_backup_loss = BackupLoss::kContinue;
-      else if (value == "stall")
-        im.on_backup_loss = BackupLoss::kStall;
-      else
-        return json_error("on-backup-loss must be continue or stall");
-      return R"({"ok":true})";
-    }
-    if (name == "backup") {
-      const auto colon = value.rfind(':');
-      if (colon == std::string::npos) return json_error("backup must be ADDR:PORT");
-      const int port = std::atoi(value.c_str() + colon + 1);
-      if (port <= 0 || port > 65535) return json_error("backup port must be 1..65535");
-      {
-        std::lock_guard lock(im.mu);
-        im.backup_host = value.substr(0, colon);
-        im.backup_port = static_cast<uint16_t>(port);
-      }
-      log_(fmt::format("backup set to {}; reconnecting", value));
-      if (im.sender) im.sender->close();
-      return R"({"ok":true})";
-    }
-    return json_error(
-        fmt::format("unknown setting '{}' (interval, cache, codec, "
-                    "on-backup-loss, backup)",
-                    name));
+    return set(rest.substr(0, space), rest.substr(space + 1));
   }
   if (request == "failover") {
     return json_error("this node is the primary; failover promotes a backup");
@@ -204,17 +160,94 @@ std::string PrimaryNode::handle_control(const std::string& request) {
   return json_error(fmt::format("unknown request '{}'", request));
 }
 
-Status PrimaryNode::run() {
+std::string PrimaryNode::set(const std::string& name, const std::string& value) {
   auto& im = *impl_;
-  const uint64_t page_count = config_.memory_bytes / protocol::kPageSize;
+  // Settings of the link work at any time; those of the engine once it runs.
+  if (name == "on-backup-loss") {
+    std::lock_guard lock(im.mu);
+    if (value == "continue")
+      im.on_backup_loss = BackupLoss::kContinue;
+    else if (value == "stall")
+      im.on_backup_loss = BackupLoss::kStall;
+    else
+      return json_error("on-backup-loss must be continue or stall");
+    return json_ok();
+  }
+  if (name == "backup") {
+    const auto colon = value.rfind(':');
+    if (colon == std::string::npos) return json_error("backup must be ADDR:PORT");
+    const int port = std::atoi(value.c_str() + colon + 1);
+    if (port <= 0 || port > 65535) return json_error("backup port must be 1..65535");
+    std::string host = value.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+      host = host.substr(1, host.size() - 2);
+    }
+    {
+      std::lock_guard lock(im.mu);
+      im.backup_host = host;
+      im.backup_port = static_cast<uint16_t>(port);
+    }
+    log_(fmt::format("backup set to {}; reconnecting", value));
+    // Leaving the current backup on purpose: DROPPED, so it does not take over.
+    if (im.sender) im.sender->drop();
+    stop_.nudge();
+    return json_ok();
+  }
+  if (!im.engine) return json_error("the guest is not running yet; try again in a moment");
+  if (name == "interval") {
+    // The CLI validated the syntax; here: integer microseconds.
+    const long long us = std::atoll(value.c_str());
+    if (us < 1000 || us > 60'000'000) return json_error("interval must be between 1ms and 60s");
+    im.engine->set_interval(std::chrono::microseconds(us));
+    log_(fmt::format("interval set to {:.1f} ms", static_cast<double>(us) / 1000.0));
+    return json_ok();
+  }
+  if (name == "cache") {
+    const long long bytes = std::atoll(value.c_str());
+    if (bytes < 0) return json_error("cache size must be >= 0");
+    im.engine->set_cache_bytes(static_cast<size_t>(bytes));
+    log_(fmt::format("page cache set to {} MiB", bytes >> 20));
+    return json_ok();
+  }
+  if (name == "codec") {
+    protocol::CodecId id;
+    if (value == "runskip")
+      id = protocol::CodecId::kRunSkip;
+    else if (value == "xbzrle")
+      id = protocol::CodecId::kXbzrle;
+    else if (value == "none")
+      id = protocol::CodecId::kNone;
+    else
+      return json_error("codec must be runskip, xbzrle or none");
+    im.engine->set_codec(id);
+    config_.encode.codec = id;
+    log_(fmt::format("codec set to {}", value));
+    return json_ok();
+  }
+  return json_error(
+      fmt::format("unknown setting '{}' (interval, cache, codec, on-backup-loss, backup)", name));
+}
 
+// ---- run() and its steps (the engine thread).
+
+Status PrimaryNode::run() {
+  Status st = start_guest();
+  if (st.is_ok()) st = start_engine();
+  if (st.is_ok()) st = start_services();
+  if (st.is_ok()) st = protect();
+  shut_down();
+  return st;
+}
+
+Status PrimaryNode::start_guest() {
+  auto& im = *impl_;
   // Memory: a fresh arena, or the committed image handed over at activation.
   if (!im.arena) {
     ROMULUS_ASSIGN_OR_RETURN(auto arena,
-                             SharedMemory::create("romulus-arena", config_.memory_bytes));
+                             common::SharedMemory::create("romulus-arena", config_.memory_bytes));
     im.arena.emplace(std::move(arena));
   }
-  ROMULUS_ASSIGN_OR_RETURN(auto control, SharedMemory::create("romulus-control", 4096));
+  ROMULUS_ASSIGN_OR_RETURN(auto control, common::SharedMemory::create("romulus-control", 4096));
   im.control_page.emplace(std::move(control));
 
   // Tracker choice: uffd where the kernel can, else compare (and say why).
@@ -240,10 +273,9 @@ Status PrimaryNode::run() {
   spec.control_fd = im.control_page->fd();
   spec.tracker = tracker_arg(im.tracker_kind);
   spec.resumed_epoch = config_.resumed_epoch;
-  uint16_t guest_port = 0;
   if (!config_.service_host.empty()) {
-    ROMULUS_ASSIGN_OR_RETURN(guest_port, OutputProxy::pick_free_port());
-    spec.service_port = guest_port;
+    ROMULUS_ASSIGN_OR_RETURN(im.guest_port, OutputProxy::pick_free_port());
+    spec.service_port = im.guest_port;
   }
   ROMULUS_ASSIGN_OR_RETURN(auto guest, GuestProcess::start(spec));
   im.guest.emplace(std::move(guest));
@@ -253,9 +285,12 @@ Status PrimaryNode::run() {
                    config_.resumed_epoch
                        ? fmt::format(", resumed from epoch {}", *config_.resumed_epoch)
                        : std::string()));
-
   if (on_started_) on_started_();
+  return Status::ok();
+}
 
+Status PrimaryNode::start_engine() {
+  auto& im = *impl_;
   if (im.tracker_kind == TrackerKind::kUffd) {
     ROMULUS_ASSIGN_OR_RETURN(im.tracker,
                              make_uffd_tracker(im.guest->pid(), im.guest->guest_arena_addr(),
@@ -263,7 +298,6 @@ Status PrimaryNode::run() {
   } else {
     ROMULUS_ASSIGN_OR_RETURN(im.tracker, make_compare_tracker(im.arena->data(), im.arena->size()));
   }
-
   EngineOptions eo;
   eo.interval = config_.interval;
   eo.staging_bytes = config_.staging_bytes;
@@ -275,239 +309,254 @@ Status PrimaryNode::run() {
   eo.first_epoch = config_.resumed_epoch.value_or(0) + 1;
   eo.log = log_;
   im.pause = std::make_unique<GuestPause>(*im.guest);
-  im.engine =
-      std::make_unique<EpochEngine>(*im.pause, *im.tracker, page_count, nullptr, stats_, eo);
+  im.engine = std::make_unique<EpochEngine>(
+      *im.pause, *im.tracker, config_.memory_bytes / protocol::kPageSize, nullptr, stats_, eo);
+  return Status::ok();
+}
 
-  // The io thread: control socket, sender, statistics timer.
+// The io thread: output proxy, sender, statistics timer.
+Status PrimaryNode::start_services() {
+  auto& im = *impl_;
   im.work.emplace(asio::make_work_guard(im.io));
   im.io_thread = std::thread([&im] { im.io.run(); });
-  const bool buffering = config_.output_buffering && !config_.backup_null;
   if (!config_.service_host.empty()) {
     OutputProxyOptions po;
     po.listen_host = config_.service_host;
     po.listen_port = config_.service_port;
-    po.guest_port = guest_port;
-    po.buffering = buffering;
+    po.guest_port = im.guest_port;
+    po.buffering = im.buffering;
     EpochEngine* engine = im.engine.get();
     im.proxy = std::make_unique<OutputProxy>(im.io, po, [engine] { return engine->open_epoch(); });
-    ROMULUS_RETURN_IF_ERROR(im.proxy->start());
-    log_(fmt::format("serving clients on {}:{} (guest port {}); output {}", config_.service_host,
-                     config_.service_port, guest_port,
-                     buffering
-                         ? "held until its checkpoint is acknowledged"
-                         : "released at once (UNSAFE: --no-output-buffering or --backup null)"));
-  }
-  if (!config_.control_path.empty()) {
-    im.control = std::make_unique<ControlServer>(
-        im.io, config_.control_path, [this](const std::string& r) { return handle_control(r); });
-    Status cs = im.control->start();
-    if (!cs.is_ok()) log_(cs.message() + "; continuing without a control socket");
+    Status ps = im.proxy->start();
+    if (!ps.is_ok()) {
+      im.proxy.reset();
+      return ps;
+    }
+    log_(fmt::format(
+        "serving clients on {} (guest port {}); output {}",
+        common::format_endpoint(config_.service_host, config_.service_port), im.guest_port,
+        im.buffering ? "held until its checkpoint is acknowledged"
+                     : "released at once (UNSAFE: --no-output-buffering or --backup null)"));
   }
   if (config_.stats_period.count() > 0) {
     im.stats_timer = std::make_unique<asio::steady_timer>(im.io);
     auto tick = std::make_shared<std::function<void()>>();
-    *tick = [this, &im, tick] {
+    *tick = [this, &im, weak = std::weak_ptr<std::function<void()>>(tick)] {
       im.stats_timer->expires_after(config_.stats_period);
-      im.stats_timer->async_wait([this, tick](boost::system::error_code ec) {
+      im.stats_timer->async_wait([this, weak](boost::system::error_code ec) {
         if (ec) return;
         const auto s = stats_.snapshot();
         if (s.epochs > 0) log_(format_stats_line(s));
-        (*tick)();
+        if (auto t = weak.lock()) (*t)();
       });
     };
+    im.stats_tick = tick;
     asio::post(im.io, [tick] { (*tick)(); });
   }
+  return Status::ok();
+}
 
-  // The guest ended. A clean exit (status 0) is the program finishing: say
-  // GOODBYE so the backup does not restart it. A crash or a non-zero status
-  // closes the stream without GOODBYE: the backup takes over from the last
-  // committed checkpoint, as it would if this host had died.
-  auto guest_gone = [&]() -> std::optional<Status> {
-    auto exit = im.guest->poll_exit();
-    if (!exit) return std::nullopt;
-    const auto ws = im.guest->exit_status();
-    const bool clean = ws && WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0;
-    if (im.sender && !im.sender->broken()) {
-      if (clean) {
-        im.sender->goodbye(std::chrono::seconds(1));
-      } else {
-        im.sender->close();
-      }
+// The guest ended. A clean exit (status 0) is the program finishing: say
+// GOODBYE so the backup does not restart it. A crash or a non-zero status
+// closes the stream without a word: the backup takes over from the last
+// committed checkpoint, as it would if this host had died.
+std::optional<Status> PrimaryNode::guest_gone() {
+  auto& im = *impl_;
+  auto exit = im.guest->poll_exit();
+  if (!exit) return std::nullopt;
+  const auto ws = im.guest->exit_status();
+  const bool clean = ws && WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0;
+  if (im.sender && !im.sender->broken()) {
+    if (clean) {
+      im.sender->goodbye(std::chrono::seconds(1));
+    } else {
+      im.sender->close();
     }
-    return Status::aborted(
-        fmt::format("{}; the primary stops ({})", *exit,
-                    clean ? "clean exit: the backup was told not to take over"
-                          : "the backup takes over from the last committed checkpoint"));
-  };
+  }
+  return Status::aborted(
+      fmt::format("{}; the primary stops ({})", *exit,
+                  clean ? "clean exit: the backup was told not to take over"
+                        : "the backup takes over from the last committed checkpoint"));
+}
 
-  Status result;
-  bool announced_unreachable = false;
-  // Between failed attempts: short at first (a lost or damaged handshake is
-  // retried well inside the backup's failover timeout), then up to 1 s.
-  int retry_ms = 100;
-  std::string last_host = "\x01";
-  while (!stop_.load()) {
+void PrimaryNode::go_unprotected(BackupLoss policy) {
+  auto& im = *impl_;
+  // Unprotected: holding output would only stall clients.
+  if (policy == BackupLoss::kContinue) {
+    if (im.proxy) im.proxy->set_buffering(false);
+    state_.transition(PrimaryState::kUnprotected);
+  } else {
+    state_.transition(PrimaryState::kStalled);
+  }
+}
+
+Status PrimaryNode::protect() {
+  auto& im = *impl_;
+  if (config_.backup_null) {
+    state_.transition(PrimaryState::kSyncing);
+    im.engine->set_transport(&im.null_transport);
+    Status st = im.engine->initial_sync();
+    if (st.is_ok()) {
+      state_.transition(PrimaryState::kProtected);
+      log_("protected by the null backup (--backup null: checkpoints are taken and discarded)");
+      st = im.engine->run(stop_.flag());
+    }
     if (auto gone = guest_gone()) return *gone;
-    if (config_.backup_null) {
-      im.set_state("protected (null backup)");
-      im.engine->set_transport(&im.null_transport);
-      Status st = im.engine->initial_sync();
-      if (st.is_ok()) st = im.engine->run(stop_);
-      if (auto gone = guest_gone()) return *gone;
-      if (!st.is_ok()) return st;
-      break;
-    }
+    return st;
+  }
 
+  ReconnectPolicy policy;
+  std::string announced;  // the target whose unreachability was logged
+  while (!stop_.stop_requested()) {
+    if (auto gone = guest_gone()) return *gone;
     std::string host;
     uint16_t port;
-    BackupLoss policy;
+    BackupLoss loss_policy;
     {
       std::lock_guard lock(im.mu);
       host = im.backup_host;
       port = im.backup_port;
-      policy = im.on_backup_loss;
+      loss_policy = im.on_backup_loss;
     }
-    if (host != last_host) announced_unreachable = false;
-    last_host = host;
     if (host.empty()) {
       // A backup that took over without --reprotect: no backup yet.
-      if (!announced_unreachable) {
+      if (announced != "-") {
         log_(
             "no backup configured: the guest runs UNPROTECTED; `romulus set backup ADDR:PORT` "
             "protects it again");
-        announced_unreachable = true;
+        announced = "-";
       }
-      if (im.proxy) im.proxy->set_buffering(false);
-      im.set_state("unprotected (no backup configured)");
-      for (int i = 0; i < 10 && !stop_.load(); ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
+      go_unprotected(BackupLoss::kContinue);
+      stop_.wait_for(ReconnectPolicy::kIdleRecheck);
       continue;
     }
-    protocol::Hello hello;
-    hello.page_size = protocol::kPageSize;
-    hello.word_size = protocol::kWordSize;
-    hello.guest_page_count = page_count;
-    hello.session_id = config_.session_id;
-    hello.codecs = {protocol::CodecId::kNone, protocol::CodecId::kRunSkip,
-                    protocol::CodecId::kXbzrle};
-    SenderOptions so;
-    so.failover_timeout = config_.failover_timeout;
-    so.heartbeat = config_.heartbeat;
-    SenderCallbacks cb;
-    const std::string peer = fmt::format("{}:{}", host, port);
-    cb.on_ack = [this, &im, peer](uint64_t epoch) {
-      stats_.record_ack(epoch, Clock::now());
-      if (im.proxy) im.proxy->on_ack(epoch);
-      // Protected from the moment the backup holds a consistent image, i.e.
-      // acknowledges the sync's first checkpoint, not when it was sent.
-      bool now_protected = false;
-      {
-        std::lock_guard lock(im.mu);
-        im.max_acked = std::max(im.max_acked, epoch);
-        if (im.sync_epoch != 0 && epoch >= im.sync_epoch) {
-          im.sync_epoch = 0;
-          im.state = "protected";
-          now_protected = true;
-        }
-      }
-      if (now_protected) {
-        log_(fmt::format("backup {} in sync at epoch {}; the guest is protected", peer, epoch));
-      }
-    };
-    cb.on_lost = [&im](const Status& why) {
-      std::lock_guard lock(im.mu);
-      im.last_loss = why.message();
-    };
-    protocol::Reply reply;
-    auto sender = TcpSender::connect(im.io, host, port, hello, so, cb, &reply);
-    if (!sender.is_ok()) {
-      if (sender.status().code() == StatusCode::kRefused) {
-        // A refusal will not change by retrying fast: say it once, retry slowly.
-        log_(fmt::format("backup {}:{} refused: {}", host, port, sender.status().message()));
-      } else if (!announced_unreachable) {
+    Status st = protect_with(host, port, policy);
+    if (!st.is_ok()) {
+      if (st.code() != StatusCode::kUnavailable && st.code() != StatusCode::kRefused) return st;
+      // Could not connect: say so once per target, then retry.
+      const std::string target = common::format_endpoint(host, port);
+      if (st.code() == StatusCode::kRefused) {
+        log_(fmt::format("backup {} refused: {}", target, st.message()));
+      } else if (announced != target) {
         log_(fmt::format(
-            "backup {}:{} unreachable: {}; the guest runs UNPROTECTED{}; retrying", host, port,
-            sender.status().message(),
-            policy == BackupLoss::kStall ? " and STALLED (--on-backup-loss stall)" : ""));
+            "backup {} unreachable: {}; the guest runs UNPROTECTED{}; retrying", target,
+            st.message(),
+            loss_policy == BackupLoss::kStall ? " and STALLED (--on-backup-loss stall)" : ""));
       }
-      announced_unreachable = true;
-      if (im.proxy && policy == BackupLoss::kContinue) im.proxy->set_buffering(false);
-      im.set_state(policy == BackupLoss::kStall ? "stalled (no backup)"
-                                                : "unprotected (no backup)");
-      if (policy == BackupLoss::kStall && !im.guest->paused()) {
+      announced = target;
+      go_unprotected(loss_policy);
+      if (loss_policy == BackupLoss::kStall && !im.guest->paused()) {
         Status ps = im.guest->pause(config_.gate_timeout);
         if (ps.code() == StatusCode::kAborted) return ps;
       }
-      const int wait_ms = sender.status().code() == StatusCode::kRefused ? 1000 : retry_ms;
-      retry_ms = std::min(retry_ms * 2, 1000);
-      for (int waited = 0; waited < wait_ms && !stop_.load(); waited += 50) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50, wait_ms - waited)));
-      }
+      stop_.wait_for(policy.after_failure(st.code() == StatusCode::kRefused));
       continue;
     }
-    announced_unreachable = false;
-    retry_ms = 100;
-    im.sender = std::move(sender).value();
-    {
-      std::lock_guard lock(im.mu);
-      im.streams++;
-    }
-    if (im.guest->paused()) ROMULUS_RETURN_IF_ERROR(im.guest->resume());
-    log_(fmt::format("connected to backup {}:{} (its last committed epoch: {}); full live sync",
-                     host, port, reply.last_committed_epoch));
-    im.set_state("syncing");
-    // Protected again: output waits for acks (held during the sync too: a
-    // failover before it completes would resume from the older image).
-    if (im.proxy) im.proxy->set_buffering(buffering);
-    im.engine->set_transport(im.sender.get(), reply.last_committed_epoch + 1);
-    Status st = im.engine->initial_sync();
-    if (st.is_ok()) {
-      // The first consistent checkpoint is queued; "protected" once it is
-      // acked (which may already have happened).
-      bool already = false;
-      uint64_t acked = 0;
-      {
-        std::lock_guard lock(im.mu);
-        const uint64_t first = im.engine->last_epoch();
-        if (im.max_acked >= first) {
-          im.state = "protected";
-          already = true;
-          acked = im.max_acked;
-        } else {
-          im.sync_epoch = first;
-        }
-      }
-      if (already) {
-        log_(fmt::format("backup {}:{} in sync at epoch {}; the guest is protected", host, port,
-                         acked));
-      }
-      st = im.engine->run(stop_);
-    }
-    if (auto gone = guest_gone()) return *gone;
-    if (stop_.load()) break;
-    // The stream broke: the backup is lost (or refused a checkpoint).
-    std::string why;
-    {
-      std::lock_guard lock(im.mu);
-      why = im.last_loss.empty() ? st.message() : im.last_loss;
-      im.last_loss = why;
-    }
-    im.sender->close();
-    im.engine->set_transport(nullptr);
-    // Unprotected: holding output would only stall clients.
-    if (im.proxy && policy == BackupLoss::kContinue) im.proxy->set_buffering(false);
-    log_(fmt::format("BACKUP LOST ({}): the guest runs UNPROTECTED{}; reconnecting to {}:{}", why,
-                     policy == BackupLoss::kStall ? " and STALLED" : "", host, port));
-    announced_unreachable = true;
+    announced = common::format_endpoint(host, port);  // lost: already said
   }
+  return Status::ok();
+}
 
+Status PrimaryNode::protect_with(const std::string& host, uint16_t port, ReconnectPolicy& policy) {
+  auto& im = *impl_;
+  const std::string peer = common::format_endpoint(host, port);
+  protocol::Hello hello;
+  hello.page_size = protocol::kPageSize;
+  hello.word_size = protocol::kWordSize;
+  hello.guest_page_count = config_.memory_bytes / protocol::kPageSize;
+  hello.session_id = config_.session_id;
+  hello.codecs = {protocol::CodecId::kNone, protocol::CodecId::kRunSkip,
+                  protocol::CodecId::kXbzrle};
+  SenderOptions so;
+  so.failover_timeout = config_.failover_timeout;
+  so.heartbeat = config_.heartbeat;
+  SenderCallbacks cb;
+  cb.on_ack = [this, &im, peer](uint64_t epoch) {
+    stats_.record_ack(epoch, Clock::now());
+    if (im.proxy) im.proxy->on_ack(epoch);
+    // Protected from the moment the backup holds a consistent image, i.e.
+    // acknowledges the sync's first checkpoint, not when it was sent.
+    bool now_protected = false;
+    {
+      std::lock_guard lock(im.mu);
+      im.max_acked = std::max(im.max_acked, epoch);
+      if (im.sync_epoch != 0 && epoch >= im.sync_epoch) {
+        im.sync_epoch = 0;
+        now_protected = state_.transition(PrimaryState::kProtected);
+      }
+    }
+    if (now_protected) {
+      log_(fmt::format("backup {} in sync at epoch {}; the guest is protected", peer, epoch));
+    }
+  };
+  cb.on_lost = [&im](const Status& why) {
+    std::lock_guard lock(im.mu);
+    im.last_loss = why.message();
+  };
+  protocol::Reply reply;
+  ROMULUS_ASSIGN_OR_RETURN(im.sender, TcpSender::connect(im.io, host, port, hello, so, cb, &reply));
+  policy.on_connected();
+  {
+    std::lock_guard lock(im.mu);
+    im.streams++;
+  }
+  if (im.guest->paused()) ROMULUS_RETURN_IF_ERROR(im.guest->resume());
+  log_(fmt::format("connected to backup {} (its last committed epoch: {}); full live sync", peer,
+                   reply.last_committed_epoch));
+  state_.transition(PrimaryState::kSyncing);
+  // Protected again: output waits for acks (held during the sync too: a
+  // failover before it completes would resume from the older image).
+  if (im.proxy) im.proxy->set_buffering(im.buffering);
+  im.engine->set_transport(im.sender.get(), reply.last_committed_epoch + 1);
+  Status st = im.engine->initial_sync();
+  if (st.is_ok()) {
+    // The first consistent checkpoint is queued; "protected" once it is
+    // acked (which may already have happened).
+    uint64_t acked = 0;
+    {
+      std::lock_guard lock(im.mu);
+      const uint64_t first = im.engine->last_epoch();
+      if (im.max_acked >= first) {
+        if (state_.transition(PrimaryState::kProtected)) acked = im.max_acked;
+      } else {
+        im.sync_epoch = first;
+      }
+    }
+    if (acked != 0) {
+      log_(fmt::format("backup {} in sync at epoch {}; the guest is protected", peer, acked));
+    }
+    st = im.engine->run(stop_.flag());
+  }
+  if (auto gone = guest_gone()) return *gone;
+  if (stop_.stop_requested()) return Status::ok();
+  // The stream broke: the backup is lost (or refused a checkpoint).
+  std::string why;
+  BackupLoss loss_policy;
+  {
+    std::lock_guard lock(im.mu);
+    why = im.last_loss.empty() ? st.message() : im.last_loss;
+    im.last_loss = why;
+    im.sync_epoch = 0;
+    loss_policy = im.on_backup_loss;
+  }
+  im.sender->drop();  // if still open: tell the backup we go on without it
+  im.engine->set_transport(nullptr);
+  go_unprotected(loss_policy);
+  log_(fmt::format("BACKUP LOST ({}): the guest runs UNPROTECTED{}; reconnecting to {}", why,
+                   loss_policy == BackupLoss::kStall ? " and STALLED" : "", peer));
+  return Status::ok();
+}
+
+void PrimaryNode::shut_down() {
+  auto& im = *impl_;
+  state_.transition(PrimaryState::kStopping);
   if (im.proxy) im.proxy->stop();
   // A requested stop: tell the backup it need not take over, then stop the guest.
   if (im.sender && !im.sender->broken()) im.sender->goodbye(std::chrono::seconds(1));
-  im.set_state("stopping");
-  if (im.guest) ROMULUS_RETURN_IF_ERROR(im.guest->stop(std::chrono::seconds(2)));
-  return result;
+  if (im.guest) {
+    Status st = im.guest->stop(std::chrono::seconds(2));
+    if (!st.is_ok()) log_(st.message());
+  }
 }
 
 }  // namespace romulus::checkpoint

@@ -1,18 +1,24 @@
 // PrimaryNode: a protected guest and the stream that protects it.
 //
 // Owns everything a primary runs: the arena and control page, the guest
-// process, the dirty tracker, the epoch engine, the connection to the backup
-// (reconnecting after a loss, with a full live sync each time), the control
-// socket and the periodic statistics line. A backup that takes over becomes a
-// PrimaryNode over its committed image (resumed = true).
+// process, the dirty tracker, the epoch engine, the output proxy, the
+// connection to the backup (reconnecting after a loss, with a full live sync
+// each time, paced by ReconnectPolicy) and the periodic statistics line. A
+// backup that takes over becomes a PrimaryNode over its committed image
+// (resumed = true). The control socket belongs to the process (it outlives
+// roles): it calls handle_control().
+//
+// The role's state is a PrimaryState (checkpoint/primary_state.h), changed
+// only through its StateMachine.
 //
 // Backup loss: kContinue keeps the guest running unprotected, says so, and
 // keeps reconnecting; kStall keeps the guest paused until a backup is back.
+// Giving up on a backup that may be alive (it fell silent, or `set backup`
+// named another) sends it DROPPED, so it does not take over.
 //
 // Threading: run() blocks the calling thread, which becomes the engine
-// thread; an internal io thread runs Asio (sender, control socket, timers).
-// request_stop() may be called from any thread or a signal-handling context
-// via the stop flag.
+// thread; an internal io thread runs Asio (sender, proxy, timers).
+// request_stop() and handle_control() may be called from any thread.
 #pragma once
 
 #include <atomic>
@@ -25,8 +31,13 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/arena.h"
+#include <boost/json.hpp>
+
+#include "checkpoint/primary_state.h"
+#include "checkpoint/reconnect_policy.h"
 #include "checkpoint/stats.h"
+#include "common/shared_memory.h"
+#include "common/stop_signal.h"
 #include "protocol/checkpoint_writer.h"
 #include "protocol/status.h"
 
@@ -52,7 +63,6 @@ struct PrimaryConfig {
   std::chrono::milliseconds gate_timeout{2000};
   std::chrono::milliseconds stats_period{5000};
   BackupLoss on_backup_loss = BackupLoss::kContinue;
-  std::string control_path;  // empty: no control socket
   // Output commit: clients connect here; empty host = no proxy.
   std::string service_host;
   uint16_t service_port = 0;
@@ -73,13 +83,13 @@ class PrimaryNode {
 
   // Takes over an existing arena (the backup's committed image) instead of
   // creating a fresh one. Call before run().
-  void adopt_arena(SharedMemory arena);
+  void adopt_arena(common::SharedMemory arena);
 
   // Starts the guest and protects it until stop or a fatal error. Returns
   // OK on a requested stop; aborted with the exit description if the guest
   // exits or dies.
   Status run();
-  void request_stop() { stop_.store(true); }
+  void request_stop() { stop_.request_stop(); }
   // Called once on the run() thread when the guest has attached (a backup that
   // took over logs its failover time and runs --on-failover here).
   void set_on_started(std::function<void()> fn) { on_started_ = std::move(fn); }
@@ -88,15 +98,30 @@ class PrimaryNode {
   std::string handle_control(const std::string& request);
 
   StatsSnapshot stats() const { return stats_.snapshot(); }
-  std::string output_json() const;
+  PrimaryState state() const { return state_.state(); }
 
  private:
   struct Impl;
+  // Steps of run().
+  Status start_guest();
+  Status start_engine();
+  Status start_services();
+  Status protect();
+  void shut_down();
+  // One connection to the backup, from handshake to loss. Returns OK when the
+  // loop should go on (the backup was lost), an error to end run().
+  Status protect_with(const std::string& host, uint16_t port, ReconnectPolicy& policy);
+  std::optional<Status> guest_gone();
+  void go_unprotected(BackupLoss policy);
+  std::string set(const std::string& name, const std::string& value);
+  boost::json::object output_json() const;
+
   std::unique_ptr<Impl> impl_;
   PrimaryConfig config_;
   LogFn log_;
   StatsRecorder stats_;
-  std::atomic<bool> stop_{false};
+  common::StopSignal stop_;
+  common::StateMachine<PrimaryState> state_;
   std::function<void()> on_started_;
 };
 

@@ -140,26 +140,41 @@ std::string format_stats_line(const StatsSnapshot& s) {
                             : std::string());
 }
 
-std::string stats_to_json(const StatsSnapshot& s) {
+boost::json::object stats_to_json(const StatsSnapshot& s) {
+  namespace json = boost::json;
   auto dist = [](const Distribution& d) {
-    return fmt::format(R"({{"p50":{:.3f},"p99":{:.3f},"max":{:.3f}}})", ms(d.p50), ms(d.p99),
-                       ms(d.max));
+    return json::object{{"p50", ms(d.p50)}, {"p99", ms(d.p99)}, {"max", ms(d.max)}};
   };
-  return fmt::format(
-      R"({{"epochs":{},"sent_epoch":{},"acked_epoch":{},"stretched_intervals":{},)"
-      R"("postponed_pauses":{},"overflowed_staging":{},"pause_ms":{},"interval_ms":{},)"
-      R"("encode_ms":{},"ack_latency_ms":{},"dirty_pages_total":{},"raw_bytes_total":{},)"
-      R"("wire_bytes_total":{},"compression_ratio":{:.3f},"wire_bytes_per_sec":{:.0f},)"
-      R"("last":{{"epoch":{},"dirty_pages":{},"wire_bytes":{},"pause_ms":{:.3f}}},)"
-      R"("initial_sync":{{"pages_sent":{},"pages_total":{},"rounds":{},"duration_ms":{:.1f}}},)"
-      R"("cache":{{"lookups":{},"hits":{},"misses":{},"evictions":{},"overflows":{}}}}})",
-      s.epochs, s.sent_epoch, s.acked_epoch, s.stretched_intervals, s.postponed_pauses,
-      s.overflowed_staging, dist(s.pause_us), dist(s.interval_us), dist(s.encode_us),
-      dist(s.ack_latency_us), s.dirty_pages_total, s.raw_bytes_total, s.wire_bytes_total,
-      s.compression_ratio, s.wire_bytes_per_sec, s.last.epoch, s.last.dirty_pages,
-      s.last.wire_bytes, ms(s.last.pause_us), s.sync_pages_sent, s.sync_pages_total, s.sync_rounds,
-      ms(s.sync_duration_us), s.cache_lookups, s.cache_hits, s.cache_misses, s.cache_evictions,
-      s.cache_overflows);
+  json::object o;
+  o["epochs"] = s.epochs;
+  o["sent_epoch"] = s.sent_epoch;
+  o["acked_epoch"] = s.acked_epoch;
+  o["stretched_intervals"] = s.stretched_intervals;
+  o["postponed_pauses"] = s.postponed_pauses;
+  o["overflowed_staging"] = s.overflowed_staging;
+  o["pause_ms"] = dist(s.pause_us);
+  o["interval_ms"] = dist(s.interval_us);
+  o["encode_ms"] = dist(s.encode_us);
+  o["ack_latency_ms"] = dist(s.ack_latency_us);
+  o["dirty_pages_total"] = s.dirty_pages_total;
+  o["raw_bytes_total"] = s.raw_bytes_total;
+  o["wire_bytes_total"] = s.wire_bytes_total;
+  o["compression_ratio"] = s.compression_ratio;
+  o["wire_bytes_per_sec"] = s.wire_bytes_per_sec;
+  o["last"] = json::object{{"epoch", s.last.epoch},
+                           {"dirty_pages", s.last.dirty_pages},
+                           {"wire_bytes", s.last.wire_bytes},
+                           {"pause_ms", ms(s.last.pause_us)}};
+  o["initial_sync"] = json::object{{"pages_sent", s.sync_pages_sent},
+                                   {"pages_total", s.sync_pages_total},
+                                   {"rounds", s.sync_rounds},
+                                   {"duration_ms", ms(s.sync_duration_us)}};
+  o["cache"] = json::object{{"lookups", s.cache_lookups},
+                            {"hits", s.cache_hits},
+                            {"misses", s.cache_misses},
+                            {"evictions", s.cache_evictions},
+                            {"overflows", s.cache_overflows}};
+  return o;
 }
 
 }  // namespace romulus::checkpoint

@@ -12,6 +12,8 @@
 #include <mutex>
 #include <string>
 
+#include <boost/json.hpp>
+
 namespace romulus::checkpoint {
 
 // What one checkpoint cost. Durations in microseconds.
@@ -91,6 +93,6 @@ class StatsRecorder {
 // One line for the periodic log: "epoch 120: pause p50 1.2 ms p99 3.4 ms, ...".
 std::string format_stats_line(const StatsSnapshot& s);
 // The JSON object served to `romulus status --json` (the "primary" member).
-std::string stats_to_json(const StatsSnapshot& s);
+boost::json::object stats_to_json(const StatsSnapshot& s);
 
 }  // namespace romulus::checkpoint

@@ -207,29 +207,43 @@ void TcpSender::check_liveness() {
     }
     const auto silent = Clock::now() - last_rx_;
     if (silent > options_.failover_timeout) {
+      // Giving up on a backup that may well be alive (a lossy link): say so,
+      // so that it does not take the end of the stream for a crash.
       fail(Status::timeout(
-          fmt::format("the backup was silent for {} ms",
-                      std::chrono::duration_cast<std::chrono::milliseconds>(silent).count())));
+               fmt::format("the backup was silent for {} ms",
+                           std::chrono::duration_cast<std::chrono::milliseconds>(silent).count())),
+           /*say_dropped=*/true);
       return;
     }
     check_liveness();
   });
 }
 
-void TcpSender::fail(const Status& why) {
+void TcpSender::fail(const Status& why, bool say_dropped) {
+  bool write_in_flight = false;
   {
     std::lock_guard lock(mu_);
     if (broken_.load()) return;
     failure_ = why;
     broken_.store(true);
-    queue_.clear();
+    // Keep only a chunk being written: DROPPED must follow a whole chunk.
+    write_in_flight = writing_ && !queue_.empty();
+    while (queue_.size() > (write_in_flight ? 1u : 0u)) queue_.pop_back();
     queued_bytes_ = 0;
   }
   cv_.notify_all();
-  boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
   liveness_timer_.cancel();
+  if (say_dropped && socket_.is_open()) {
+    dropping_ = true;
+    // Whatever happens, the socket closes after kDropLinger.
+    liveness_timer_.expires_after(kDropLinger);
+    liveness_timer_.async_wait([this, self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) close_socket();
+    });
+    if (!write_in_flight) write_dropped();
+  } else {
+    close_socket();
+  }
   if (!lost_reported_ && callbacks_.on_lost) {
     lost_reported_ = true;
     callbacks_.on_lost(why);
@@ -249,6 +263,23 @@ Status TcpSender::send(protocol::Bytes bytes) {
   return Status::ok();
 }
 
+void TcpSender::close_socket() {
+  boost::system::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+}
+
+void TcpSender::write_dropped() {
+  if (dropped_sent_) return;
+  dropped_sent_ = true;
+  dropped_bytes_ = protocol::encode_dropped();
+  asio::async_write(socket_, asio::buffer(dropped_bytes_),
+                    [this, self = shared_from_this()](boost::system::error_code, size_t) {
+                      liveness_timer_.cancel();
+                      close_socket();
+                    });
+}
+
 void TcpSender::do_write() {
   protocol::Bytes* front = nullptr;
   {
@@ -256,6 +287,8 @@ void TcpSender::do_write() {
     if (queue_.empty() || broken_.load()) {
       writing_ = false;
       cv_.notify_all();
+      if (broken_.load() && dropping_)
+        asio::post(io_, [self = shared_from_this()] { self->write_dropped(); });
       return;
     }
     front = &queue_.front();  // deque: stable while we are the only popper
@@ -301,6 +334,20 @@ void TcpSender::goodbye(std::chrono::milliseconds timeout) {
     cv_.wait_for(lock, timeout, [&] { return broken_.load() || (queue_.empty() && !writing_); });
   }
   close();
+}
+
+void TcpSender::drop() {
+  if (broken_.load()) return;
+  auto self = weak_from_this().lock();
+  if (!self) return close();
+  std::promise<void> done;
+  auto fut = done.get_future();
+  asio::post(io_, [self, &done] {
+    self->lost_reported_ = true;  // a requested drop is not a loss
+    self->fail(Status::aborted("dropped"), /*say_dropped=*/true);
+    done.set_value();
+  });
+  fut.wait_for(std::chrono::seconds(2));
 }
 
 void TcpSender::close() {

@@ -20,8 +20,8 @@
 #include <mutex>
 #include <string>
 
-#include "checkpoint/asio.h"
 #include "checkpoint/transport.h"
+#include "common/asio.h"
 #include "protocol/backup_messages.h"
 #include "protocol/handshake.h"
 
@@ -57,7 +57,13 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   // Sends GOODBYE (clean shutdown: the backup will not take over), flushes
   // up to `timeout`, and closes.
   void goodbye(std::chrono::milliseconds timeout);
-  // Closes at once; further send()s fail.
+  // Gives up on this backup deliberately: DROPPED follows the chunk being
+  // written (if any), then the socket closes (after kDropLinger at the
+  // latest). The backup then knows this primary lives on and does not take
+  // over. Also what happens when the backup falls silent.
+  void drop();
+  // Closes at once, saying nothing: the backup treats it as a crash and takes
+  // over from its last committed checkpoint (a guest that crashed).
   void close();
   bool broken() const { return broken_.load(); }
   std::string peer() const { return peer_; }
@@ -70,7 +76,11 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   void do_read();
   void do_write();
   void check_liveness();
-  void fail(const Status& why);  // io thread
+  void fail(const Status& why, bool say_dropped = false);  // io thread
+  void write_dropped();                                    // io thread
+  void close_socket();                                     // io thread
+
+  static constexpr std::chrono::milliseconds kDropLinger{200};
 
   boost::asio::io_context& io_;
   boost::asio::ip::tcp::socket socket_;
@@ -92,6 +102,9 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   Status failure_;
   std::atomic<bool> broken_{false};
   bool lost_reported_ = false;
+  // DROPPED (io thread only).
+  bool dropping_ = false, dropped_sent_ = false;
+  protocol::Bytes dropped_bytes_;
 };
 
 }  // namespace romulus::checkpoint

@@ -1,89 +1,69 @@
-// romulus: the command. Parses options once, then runs a primary, a backup
-// (which becomes a primary when it takes over), or talks to a running node
+// romulus: the command. Parses options once, then runs a node (primary, or
+// backup that may take over: replica/takeover.h) or talks to a running node
 // through its control socket. Exceptions stop here; every error leaves as one
 // line saying what happened and what to do.
 #include <fmt/format.h>
 #include <signal.h>
-#include <sys/stat.h>
 
 #include <atomic>
-// property_tree's JSON parser still includes <boost/bind.hpp>, which (in Boost
-// 1.74) prints a deprecation note unless told to keep the global placeholders.
-#define BOOST_BIND_GLOBAL_PLACEHOLDERS
-#include <boost/property_tree/json_parser.hpp>
-#include <boost/property_tree/ptree.hpp>
-#include <chrono>
+#include <boost/json.hpp>
 #include <cstdio>
-#include <cstdlib>
-#include <ctime>
 #include <filesystem>
-#include <iostream>
+#include <functional>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
-#include "checkpoint/control_server.h"
 #include "checkpoint/epoch_engine.h"
 #include "checkpoint/primary.h"
 #include "cli/options.h"
-#include "replica/backup_node.h"
+#include "common/control_server.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "replica/takeover.h"
 
 namespace {
 
 using namespace romulus;
-using Clock = std::chrono::steady_clock;
-
-std::string g_role = "romulus";
-
-void log_line(const std::string& msg) {
-  const auto now = std::chrono::system_clock::now();
-  const auto t = std::chrono::system_clock::to_time_t(now);
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
-  std::fprintf(stderr, "%s.%03lld romulus %s: %s\n", stamp, static_cast<long long>(ms),
-               g_role.c_str(), msg.c_str());
-  std::fflush(stderr);
-}
+namespace json = boost::json;
 
 // Signals are taken synchronously by a watcher thread (sigwait), which asks
-// the running node to stop: no work in signal-handler context.
-struct SignalWatcher {
-  sigset_t set{};
-  std::thread thread;
-  std::mutex mu;
-  std::function<void()> on_signal;
-  std::atomic<bool> done{false};
-
-  SignalWatcher() {
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    thread = std::thread([this] {
+// the running role to stop: no work in signal-handler context.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(const common::Logger& log) : log_(log) {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+    thread_ = std::thread([this] {
       int sig = 0;
-      while (sigwait(&set, &sig) == 0) {
-        if (done.load()) return;
-        log_line(fmt::format("{} received; stopping", strsignal(sig)));
-        std::lock_guard lock(mu);
-        if (on_signal) on_signal();
+      while (sigwait(&set_, &sig) == 0) {
+        if (done_.load()) return;
+        log_(fmt::format("{} received; stopping", strsignal(sig)));
+        std::lock_guard lock(mu_);
+        if (handler_) handler_();
       }
     });
   }
-  // Which node a signal stops; replaced when a backup becomes a primary.
-  void set_handler(std::function<void()> fn) {
-    std::lock_guard lock(mu);
-    on_signal = std::move(fn);
-  }
   ~SignalWatcher() {
-    done.store(true);
-    pthread_kill(thread.native_handle(), SIGTERM);
-    thread.join();
+    done_.store(true);
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
   }
+  // What a signal stops; replaced when a backup becomes a primary.
+  void set_handler(std::function<void()> fn) {
+    std::lock_guard lock(mu_);
+    handler_ = std::move(fn);
+  }
+
+ private:
+  const common::Logger& log_;
+  sigset_t set_{};
+  std::thread thread_;
+  std::mutex mu_;
+  std::function<void()> handler_;
+  std::atomic<bool> done_{false};
 };
 
 checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
@@ -112,7 +92,6 @@ checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
   c.on_backup_loss = o.on_backup_loss == cli::BackupLossPolicy::kStall
                          ? checkpoint::BackupLoss::kStall
                          : checkpoint::BackupLoss::kContinue;
-  c.control_path = o.control_path;
   if (o.service) {
     c.service_host = o.service->host;
     c.service_port = o.service->port;
@@ -134,82 +113,32 @@ int exit_code_for(const Status& st) {
   }
 }
 
-int run_primary_node(checkpoint::PrimaryConfig config, SignalWatcher& signals,
-                     std::optional<checkpoint::SharedMemory> image,
-                     std::function<void()> on_started) {
-  checkpoint::PrimaryNode node(std::move(config), log_line);
-  if (image) node.adopt_arena(std::move(*image));
-  if (on_started) node.set_on_started(std::move(on_started));
-  signals.set_handler([&node] { node.request_stop(); });
-  Status st = node.run();
-  signals.set_handler(nullptr);
+// Runs one node: its control socket, its signals, then `role`.
+int run_node(const std::string& role_name, const std::string& control_path,
+             const std::function<Status(replica::NodeHost&)>& role) {
+  common::Logger log(role_name);
+  SignalWatcher signals(log);
+  std::optional<common::ControlServer> control;
+  if (!control_path.empty()) {
+    control.emplace(control_path, std::ref(log));
+    Status cs = control->start();
+    if (!cs.is_ok()) {
+      log(cs.message() + "; continuing without a control socket");
+      control.reset();
+    }
+  }
+  replica::NodeHost host;
+  host.log = std::ref(log);
+  host.control = control ? &*control : nullptr;
+  host.on_stop = [&signals](std::function<void()> fn) { signals.set_handler(std::move(fn)); };
+  host.set_role = [&log](const std::string& r) { log.set_role(r); };
+  const Status st = role(host);
   if (!st.is_ok()) {
-    log_line(st.message());
+    log(st.message());
     return exit_code_for(st);
   }
-  log_line("stopped");
+  log("stopped");
   return 0;
-}
-
-int run_primary(const cli::PrimaryOptions& o) {
-  g_role = "primary";
-  SignalWatcher signals;
-  return run_primary_node(to_primary_config(o), signals, std::nullopt, nullptr);
-}
-
-int run_backup(const cli::BackupOptions& o) {
-  g_role = "backup";
-  SignalWatcher signals;
-  replica::BackupConfig bc;
-  bc.listen_host = o.listen.host;
-  bc.listen_port = o.listen.port;
-  bc.memory_bytes = o.primary.memory_bytes;
-  bc.heartbeat = o.primary.heartbeat;
-  bc.failover_timeout = o.primary.failover_timeout;
-  bc.control_path = o.primary.control_path;
-  auto activation = [&]() {
-    replica::BackupNode node(bc, log_line);
-    signals.set_handler([&node] { node.request_stop(); });
-    auto result = node.run();
-    signals.set_handler(nullptr);
-    return result;
-  }();
-  if (!activation.is_ok()) {
-    if (activation.status().code() == StatusCode::kAborted) {
-      log_line("stopped");
-      return 0;
-    }
-    log_line(activation.status().message());
-    return exit_code_for(activation.status());
-  }
-  // Take over: the committed image becomes the guest's arena.
-  auto a = std::move(activation).value();
-  g_role = "primary (took over)";
-  log_line(fmt::format("TAKING OVER ({}): resuming the guest from epoch {}", a.reason, a.epoch));
-  checkpoint::PrimaryConfig pc = to_primary_config(o.primary);
-  pc.resumed_epoch = a.epoch;
-  pc.session_id = a.session_id;
-  if (o.reprotect) {
-    pc.backup_host = o.reprotect->host;
-    pc.backup_port = o.reprotect->port;
-  }
-  const auto last_contact = a.last_contact;
-  const auto hook = o.on_failover;
-  const uint64_t epoch = a.epoch;
-  auto on_started = [last_contact, hook, epoch] {
-    const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_contact).count();
-    log_line(
-        fmt::format("guest running from epoch {}: {} ms from last contact with the primary "
-                    "to guest running",
-                    epoch, ms));
-    if (hook) {
-      const std::string cmd = fmt::format("ROMULUS_EPOCH={} {}", epoch, *hook);
-      const int rc = std::system(cmd.c_str());
-      if (rc != 0) log_line(fmt::format("--on-failover command exited with {}", rc));
-    }
-  };
-  return run_primary_node(std::move(pc), signals, std::move(a.image), on_started);
 }
 
 std::vector<std::string> control_paths(const std::string& given) {
@@ -223,17 +152,45 @@ std::vector<std::string> control_paths(const std::string& given) {
   return paths;
 }
 
+// Reads a member by path ("primary.pause_ms.p50") as text, "?" if absent.
+std::string field(const json::object& o, std::string_view path) {
+  const json::value* v = nullptr;
+  const json::object* cur = &o;
+  while (cur) {
+    const auto dot = path.find('.');
+    const auto key = path.substr(0, dot);
+    v = cur->if_contains(key);
+    if (!v) return "?";
+    if (dot == std::string_view::npos) break;
+    path = path.substr(dot + 1);
+    cur = v->if_object();
+    if (!cur) return "?";
+  }
+  if (!v) return "?";
+  if (v->is_string()) return std::string(v->get_string());
+  if (v->is_double()) return fmt::format("{:.3g}", v->get_double());
+  return json::serialize(*v);
+}
+
+double number(const json::object& o, std::string_view path) {
+  try {
+    return std::stod(field(o, path));
+  } catch (...) {
+    return 0;
+  }
+}
+
 // A node's status, for people: the JSON of `status --json`, a line or two per part.
-std::string format_status(const std::string& path, const boost::property_tree::ptree& t) {
-  auto get = [&](const char* k) { return t.get<std::string>(k, "?"); };
+std::string format_status(const std::string& path, const json::object& t) {
+  auto get = [&](std::string_view k) { return field(t, k); };
   std::string out = fmt::format("{}: {} — {}\n", path, get("role"), get("state"));
   if (get("role") == "backup") {
     out += fmt::format(
         "  listen {}, primary {}, committed epoch {} (image consistent: {}), "
-        "{} checkpoints committed, last contact {} ms ago\n",
-        get("listen"), t.get<std::string>("peer", "") == "" ? "none" : get("peer"),
-        get("last_committed_epoch"), get("image_consistent"), get("checkpoints_committed"),
-        get("ms_since_contact"));
+        "{} checkpoints committed, last contact {} ms ago, primary {}\n",
+        get("listen"), get("peer").empty() ? "none" : get("peer"), get("last_committed_epoch"),
+        get("image_consistent"), get("checkpoints_committed"), get("ms_since_contact"),
+        get("detector.verdict"));
     return out;
   }
   out += fmt::format("  backup {}, guest pid {}, interval {} ms, tracker {}, codec {}{}\n",
@@ -245,19 +202,19 @@ std::string format_status(const std::string& path, const boost::property_tree::p
       "{:.2f} MB/s on the wire\n",
       get("primary.epochs"), get("primary.acked_epoch"), get("primary.pause_ms.p50"),
       get("primary.pause_ms.p99"), get("primary.pause_ms.max"), get("primary.compression_ratio"),
-      t.get<double>("primary.wire_bytes_per_sec", 0) / 1e6);
-  const double lookups = t.get<double>("primary.cache.lookups", 0);
+      number(t, "primary.wire_bytes_per_sec") / 1e6);
+  const double lookups = number(t, "primary.cache.lookups");
   out += fmt::format("  page cache hit rate {:.0f}%, {} stretched intervals, {} postponed pauses\n",
-                     lookups > 0 ? 100.0 * t.get<double>("primary.cache.hits", 0) / lookups : 0.0,
+                     lookups > 0 ? 100.0 * number(t, "primary.cache.hits") / lookups : 0.0,
                      get("primary.stretched_intervals"), get("primary.postponed_pauses"));
-  if (t.get_child_optional("output.buffering")) {
+  if (const auto* output = t.if_contains("output"); output && output->is_object()) {
     out += fmt::format(
         "  output {}: {} bytes held, added latency p50 {} ms p99 {} ms, {} open connections\n",
         get("output.buffering") == "true" ? "held until acked" : "released at once",
         get("output.bytes_held"), get("output.added_latency_p50_ms"),
         get("output.added_latency_p99_ms"), get("output.open_connections"));
   }
-  if (!get("last_backup_loss").empty())
+  if (!get("last_backup_loss").empty() && get("last_backup_loss") != "?")
     out += "  last backup loss: " + get("last_backup_loss") + "\n";
   return out;
 }
@@ -266,31 +223,31 @@ std::string format_status(const std::string& path, const boost::property_tree::p
 int run_request(const std::string& given, const std::string& request, bool raw) {
   int rc = 0;
   for (const auto& path : control_paths(given)) {
-    auto reply = checkpoint::control_request(path, request);
+    auto reply = common::control_request(path, request);
     if (!reply.is_ok()) {
       std::fprintf(stderr, "romulus: %s\n", reply.status().message().c_str());
       rc = 1;
       continue;
     }
-    boost::property_tree::ptree tree;
-    try {
-      std::istringstream in(*reply);
-      boost::property_tree::read_json(in, tree);
-    } catch (const std::exception&) {
-      std::fprintf(stderr, "romulus: %s answered something that is not JSON: %s\n", path.c_str(),
-                   reply->c_str());
+    auto tree = common::parse_json_object(*reply, fmt::format("the reply of {}", path));
+    if (!tree.is_ok()) {
+      std::fprintf(stderr, "romulus: %s: %s\n", tree.status().message().c_str(), reply->c_str());
       rc = 1;
       continue;
     }
-    if (tree.get<std::string>("ok", "false") != "true") {
-      std::fprintf(stderr, "romulus: %s\n", tree.get<std::string>("error", *reply).c_str());
+    const json::value* ok = tree->if_contains("ok");
+    if (!ok || !ok->is_bool() || !ok->get_bool()) {
+      const json::value* err = tree->if_contains("error");
+      std::fprintf(
+          stderr, "romulus: %s: %s\n", path.c_str(),
+          err && err->is_string() ? std::string(err->get_string()).c_str() : reply->c_str());
       rc = 1;
       continue;
     }
     if (raw) {
       std::printf("%s\n", reply->c_str());
     } else {
-      std::printf("%s", format_status(path, tree).c_str());
+      std::printf("%s", format_status(path, *tree).c_str());
     }
   }
   return rc;
@@ -309,9 +266,26 @@ int run(int argc, char** argv) {
           std::printf("%s", c.text.c_str());
           return 0;
         } else if constexpr (std::is_same_v<T, cli::PrimaryOptions>) {
-          return run_primary(c);
+          return run_node("primary", c.control_path, [&c](replica::NodeHost& host) {
+            return replica::run_primary(to_primary_config(c), host);
+          });
         } else if constexpr (std::is_same_v<T, cli::BackupOptions>) {
-          return run_backup(c);
+          return run_node("backup", c.primary.control_path, [&c](replica::NodeHost& host) {
+            replica::BackupConfig bc;
+            bc.listen_host = c.listen.host;
+            bc.listen_port = c.listen.port;
+            bc.memory_bytes = c.primary.memory_bytes;
+            bc.heartbeat = c.primary.heartbeat;
+            bc.failover_timeout = c.primary.failover_timeout;
+            replica::TakeoverOptions to;
+            to.primary = to_primary_config(c.primary);
+            if (c.reprotect) {
+              to.primary.backup_host = c.reprotect->host;
+              to.primary.backup_port = c.reprotect->port;
+            }
+            to.on_failover = c.on_failover;
+            return replica::run_backup(bc, std::move(to), host);
+          });
         } else if constexpr (std::is_same_v<T, cli::StatusCommand>) {
           return run_request(c.control_path, c.json ? "status --json" : "status", c.json);
         } else if constexpr (std::is_same_v<T, cli::SetCommand>) {

@@ -65,12 +65,6 @@ std::string_view cut_utf8(std::string_view s, size_t max) {
   return s.substr(0, n);
 }
 
-std::string memory_flag(uint64_t bytes) {
-  if (bytes % (1ull << 30) == 0 && bytes != 0) return fmt::format("{}G", bytes >> 30);
-  if (bytes % (1ull << 20) == 0 && bytes != 0) return fmt::format("{}M", bytes >> 20);
-  return fmt::format("{}K", bytes >> 10);
-}
-
 }  // namespace
 
 std::string format_arena_size(uint64_t bytes) {
@@ -176,12 +170,10 @@ Status check_hello_compatible(const Hello& theirs, const LocalGeometry& ours) {
     const auto bytes = [&](uint64_t pages) {
       return pages > (~0ull / ours.page_size) ? ~0ull : pages * ours.page_size;
     };
-    return Status::refused(fmt::format(
-        "arena size mismatch: primary has {} pages ({}), backup expects {} pages ({}); start the "
-        "backup with --memory {}",
-        theirs.guest_page_count, format_arena_size(bytes(theirs.guest_page_count)),
-        ours.guest_page_count, format_arena_size(bytes(ours.guest_page_count)),
-        memory_flag(bytes(theirs.guest_page_count))));
+    return Status::refused(
+        fmt::format("arena size mismatch: primary has {} pages ({}), backup expects {} pages ({})",
+                    theirs.guest_page_count, format_arena_size(bytes(theirs.guest_page_count)),
+                    ours.guest_page_count, format_arena_size(bytes(ours.guest_page_count))));
   }
   for (CodecId c : theirs.codecs) {
     if (!codec_from_wire(static_cast<uint8_t>(c)) ||

@@ -78,9 +78,10 @@ Result<Parsed<Hello>> parse_hello(ByteSpan data);
 Result<Parsed<Reply>> parse_reply(ByteSpan data);
 
 // OK if a backup with geometry `ours` can receive the stream described by
-// `theirs`; otherwise kRefused with a message an operator can act on, e.g.
-// "arena size mismatch: primary has 65536 pages (256 MiB), backup expects
-// 16384 pages (64 MiB); start the backup with --memory 256M".
+// `theirs`; otherwise kRefused saying what differs, e.g. "arena size
+// mismatch: primary has 65536 pages (256 MiB), backup expects 16384 pages
+// (64 MiB)". The caller adds what the operator should change (this layer
+// knows no command-line options).
 Status check_hello_compatible(const Hello& theirs, const LocalGeometry& ours);
 
 // "256 MiB" / "12 KiB" / "1.5 GiB"-free formatting used in the messages above:

@@ -292,6 +292,54 @@ bool diff_bytes_with(CompareImpl impl, const uint8_t* a, const uint8_t* b, ByteD
   return diff_bytes_portable(a, b, map);
 }
 
-bool pages_equal(const uint8_t* a, const uint8_t* b) { return std::memcmp(a, b, kPageSize) == 0; }
+namespace {
+
+#if defined(__x86_64__)
+// 128 bytes per step: four 32-byte XORs ORed together, one test per step.
+#define ROMULUS_LD256(p) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+__attribute__((target("avx2"))) bool pages_equal_avx2(const uint8_t* a, const uint8_t* b) {
+  for (size_t off = 0; off < kPageSize; off += 128) {
+    const __m256i x0 = _mm256_xor_si256(ROMULUS_LD256(a + off), ROMULUS_LD256(b + off));
+    const __m256i x1 = _mm256_xor_si256(ROMULUS_LD256(a + off + 32), ROMULUS_LD256(b + off + 32));
+    const __m256i x2 = _mm256_xor_si256(ROMULUS_LD256(a + off + 64), ROMULUS_LD256(b + off + 64));
+    const __m256i x3 = _mm256_xor_si256(ROMULUS_LD256(a + off + 96), ROMULUS_LD256(b + off + 96));
+    const __m256i any = _mm256_or_si256(_mm256_or_si256(x0, x1), _mm256_or_si256(x2, x3));
+    if (!_mm256_testz_si256(any, any)) return false;
+  }
+  return true;
+}
+#undef ROMULUS_LD256
+#endif
+
+bool pages_equal_memcmp(const uint8_t* a, const uint8_t* b) {
+  return std::memcmp(a, b, kPageSize) == 0;
+}
+
+using PagesEqualFn = bool (*)(const uint8_t*, const uint8_t*);
+
+PagesEqualFn pick_pages_equal() {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) return &pages_equal_avx2;
+#endif
+  return &pages_equal_memcmp;
+}
+
+}  // namespace
+
+bool pages_equal(const uint8_t* a, const uint8_t* b) {
+  static const PagesEqualFn equal = pick_pages_equal();
+  return equal(a, b);
+}
+
+bool is_zero_page(const uint8_t* page) {
+  // OR 64-byte blocks together (the compiler vectorises the word loop), checking
+  // each block so a non-zero page usually exits early.
+  for (size_t off = 0; off < kPageSize; off += 64) {
+    uint64_t w[8];
+    std::memcpy(w, page + off, 64);
+    if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0) return false;
+  }
+  return true;
+}
 
 }  // namespace romulus::protocol

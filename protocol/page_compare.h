@@ -67,7 +67,11 @@ bool diff_bytes_with(CompareImpl impl, const uint8_t* a, const uint8_t* b, ByteD
 uint32_t diff_word_blocks_with(CompareImpl impl, const uint8_t* a, const uint8_t* b,
                                WordDiffMap* map);
 
-// True if the two pages are byte-for-byte identical (SIMD, early exit).
+// True if the two pages are byte-for-byte identical (AVX2 where the CPU has
+// it, early exit at the first differing 128 bytes). The one page comparison of
+// the project: trackers and tests use it too. Pages need not be aligned.
 bool pages_equal(const uint8_t* a, const uint8_t* b);
+// True if the page is all zero bytes (early exit). Need not be aligned.
+bool is_zero_page(const uint8_t* page);
 
 }  // namespace romulus::protocol

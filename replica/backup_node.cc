@@ -4,27 +4,30 @@
 
 #include <algorithm>
 #include <deque>
+#include <future>
+#include <set>
 
-#include "checkpoint/asio.h"
-#include "checkpoint/control_server.h"
+#include "common/asio.h"
+#include "common/json.h"
+#include "common/net.h"
 #include "protocol/backup_messages.h"
 #include "protocol/checkpoint_reader.h"
 #include "protocol/handshake.h"
 #include "protocol/page.h"
+#include "replica/backup_state.h"
+#include "replica/failure_detector.h"
 #include "replica/replica_state.h"
 
 namespace romulus::replica {
 namespace asio = boost::asio;
+namespace json = boost::json;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
-using checkpoint::json_error;
-using checkpoint::json_escape;
+using common::json_error;
+using StreamEnd = FailureDetector::StreamEnd;
+using Verdict = FailureDetector::Verdict;
 
 namespace {
-
-int64_t ms_since(Clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
-}
 
 uint64_t now_ns() {
   return static_cast<uint64_t>(
@@ -32,36 +35,45 @@ uint64_t now_ns() {
           .count());
 }
 
+// The --memory value for an arena of `bytes` ("256M", "12K").
+std::string memory_option(uint64_t bytes) {
+  if (bytes != 0 && bytes % (1ull << 30) == 0) return fmt::format("{}G", bytes >> 30);
+  if (bytes != 0 && bytes % (1ull << 20) == 0) return fmt::format("{}M", bytes >> 20);
+  return fmt::format("{}K", bytes >> 10);
+}
+
 }  // namespace
 
-// One primary's connection: handshake, then the checkpoint stream.
+// One connection: handshake, then (if accepted) the checkpoint stream.
 class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
                        public protocol::CheckpointSink {
  public:
   PrimarySession(tcp::socket socket, BackupNode::Impl& node);
 
-  void start();
-  void close(const std::string& why);
+  void start() { do_read(); }
+  // Closes the socket; `how` says why, for the failure detector.
+  void close(StreamEnd how, const std::string& why);
   void send_message(protocol::Bytes bytes);
   bool streaming() const { return streaming_; }
   bool closed() const { return closed_; }
-  bool said_goodbye() const { return goodbye_; }
-  Clock::time_point last_rx() const { return last_rx_; }
   Clock::time_point last_tx() const { return last_tx_; }
   Clock::time_point accepted_at() const { return accepted_at_; }
   const std::string& peer() const { return peer_; }
 
-  // CheckpointSink: pages go to the replica state; stream events stay here.
+  // CheckpointSink: pages go to the replica state; stream events to the node.
   Status on_begin(uint64_t epoch, uint32_t flags) override;
   protocol::MutablePageView page_for(uint64_t pfn, bool needs_current) override;
   Status on_end(uint64_t epoch, uint32_t page_count) override;
-  void on_goodbye() override { goodbye_ = true; }
+  void on_goodbye() override;
+  void on_dropped() override;
 
  private:
   void do_read();
   void do_write();
   void handle_handshake();
   void handle_stream(protocol::ByteSpan bytes);
+  // Sends `message` and closes once it is written (refusals, stream errors).
+  void end_with(protocol::Bytes message, StreamEnd how, std::string why);
 
   tcp::socket socket_;
   BackupNode::Impl& node_;
@@ -73,10 +85,10 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   bool writing_ = false;
   bool streaming_ = false;
   bool closed_ = false;
-  bool goodbye_ = false;
-  bool refuse_ = false;
-  std::string refusal_;
-  Clock::time_point last_rx_ = Clock::now(), last_tx_ = Clock::now();
+  bool ending_ = false;  // end_with() called: close after the queue drains
+  StreamEnd end_how_ = StreamEnd::kEndedByBackup;
+  std::string end_why_;
+  Clock::time_point last_tx_ = Clock::now();
   const Clock::time_point accepted_at_ = Clock::now();
 };
 
@@ -86,26 +98,28 @@ struct BackupNode::Impl {
   asio::io_context io;
   tcp::acceptor acceptor{io};
   asio::steady_timer watchdog{io};
-  std::unique_ptr<checkpoint::ControlServer> control;
-  ReplicaState state;
-  std::shared_ptr<PrimarySession> session;
-  // When the last stream ended, and whether it ended with GOODBYE.
-  std::optional<Clock::time_point> stream_ended;
-  bool clean_shutdown = false;
-  Clock::time_point last_contact = Clock::now();
-  bool waiting_logged = false;
+  asio::steady_timer accept_backoff{io};
+  ReplicaState replica;
+  FailureDetector detector;
+  common::StateMachine<BackupState> state;
+  // The accepted stream (at most one) and connections still in their handshake.
+  std::shared_ptr<PrimarySession> primary;
+  std::set<std::shared_ptr<PrimarySession>> pending;
+  bool loss_handled = false;  // this loss was acted on (taken over, or refused to)
+  bool overflow_logged = false, emfile_logged = false;
   std::optional<Result<Activation>> outcome;
   uint64_t streams = 0;
+  std::string last_peer;
 
   Impl(BackupConfig c, std::function<void(const std::string&)> l)
-      : config(std::move(c)), log(std::move(l)), state(config.memory_bytes / protocol::kPageSize) {}
+      : config(std::move(c)),
+        log(std::move(l)),
+        replica(config.memory_bytes / protocol::kPageSize),
+        detector(config.failover_timeout),
+        state(BackupState::kNoImage, log) {}
 
   uint64_t page_count() const { return config.memory_bytes / protocol::kPageSize; }
 
-  void do_accept();
-  void on_tick();
-  void session_ended(PrimarySession* s, const std::string& why, bool lost_at_once);
-  void primary_lost(const std::string& why);
   // How long an accepted connection may take to complete its handshake: a
   // primary sends its hello as soon as it connects, so this is short, and
   // well inside the failover timeout, so that a primary whose hello was lost
@@ -115,33 +129,51 @@ struct BackupNode::Impl {
                                                  std::chrono::milliseconds(100),
                                                  std::chrono::milliseconds(1000));
   }
+
+  void do_accept();
+  void on_tick();
+  // Session events.
+  bool claim_primary_slot(PrimarySession* s, std::string* refusal);
+  void stream_started(PrimarySession* s);
+  void contact() { detector.on_contact(Clock::now()); }
+  void goodbye();
+  void dropped();
+  void session_closed(PrimarySession* s, StreamEnd how, const std::string& why);
+  void image_committed(uint64_t epoch, bool first);
+  // Verdicts.
+  void primary_lost(const std::string& why);
   void activate(const std::string& reason);
-  std::string status_json();
+  json::object status() const;
 };
 
 PrimarySession::PrimarySession(tcp::socket socket, BackupNode::Impl& node)
     : socket_(std::move(socket)), node_(node) {
   boost::system::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
-  peer_ = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  peer_ = ec ? "?" : common::format_endpoint(ep.address().to_string(), ep.port());
   socket_.set_option(tcp::no_delay(true), ec);
 }
 
-void PrimarySession::start() { do_read(); }
-
-void PrimarySession::close(const std::string& why) {
+void PrimarySession::close(StreamEnd how, const std::string& why) {
   if (closed_) return;
   closed_ = true;
   boost::system::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);
-  node_.session_ended(this, why, false);
+  node_.session_closed(this, how, why);
 }
 
 void PrimarySession::send_message(protocol::Bytes bytes) {
   if (closed_) return;
   out_.push_back(std::move(bytes));
   if (!writing_) do_write();
+}
+
+void PrimarySession::end_with(protocol::Bytes message, StreamEnd how, std::string why) {
+  ending_ = true;
+  end_how_ = how;
+  end_why_ = std::move(why);
+  send_message(std::move(message));
 }
 
 void PrimarySession::do_write() {
@@ -151,16 +183,15 @@ void PrimarySession::do_write() {
   }
   writing_ = true;
   last_tx_ = Clock::now();
-  auto self = shared_from_this();
   asio::async_write(socket_, asio::buffer(out_.front()),
-                    [this, self](boost::system::error_code ec, size_t) {
+                    [this, self = shared_from_this()](boost::system::error_code ec, size_t) {
                       if (ec) {
                         writing_ = false;
                         return;  // the read side reports the loss
                       }
                       out_.pop_front();
-                      if (refuse_ && out_.empty()) {
-                        close(refusal_);
+                      if (ending_ && out_.empty()) {
+                        close(end_how_, end_why_);
                         return;
                       }
                       do_write();
@@ -168,51 +199,43 @@ void PrimarySession::do_write() {
 }
 
 void PrimarySession::do_read() {
-  auto self = shared_from_this();
-  socket_.async_read_some(asio::buffer(buf_), [this, self](boost::system::error_code ec, size_t n) {
+  socket_.async_read_some(asio::buffer(buf_), [this, self = shared_from_this()](
+                                                  boost::system::error_code ec, size_t n) {
     if (closed_) return;
     if (ec) {
-      // EOF or reset. Without GOODBYE that is a lost primary.
-      const bool lost = streaming_ && !goodbye_;
-      closed_ = true;
-      node_.session_ended(
-          this,
-          goodbye_ ? "primary said goodbye"
-                   : fmt::format("connection {} ({})", ec == asio::error::eof ? "closed" : "reset",
-                                 ec.message()),
-          lost);
+      if (reader_ && reader_->saw_goodbye()) {
+        close(StreamEnd::kGoodbye, "primary said goodbye");
+      } else if (reader_ && reader_->saw_dropped()) {
+        close(StreamEnd::kDropped, "primary dropped this backup");
+      } else {
+        close(ec == asio::error::eof ? StreamEnd::kClosed : StreamEnd::kReset, ec.message());
+      }
       return;
     }
-    last_rx_ = Clock::now();
     const protocol::ByteSpan bytes(buf_.data(), n);
     if (!streaming_) {
       handshake_buf_.insert(handshake_buf_.end(), bytes.begin(), bytes.end());
       handle_handshake();
     } else {
+      // Contact with a primary: bytes of an accepted stream, not of a
+      // connection that never became one.
+      node_.contact();
       handle_stream(bytes);
     }
-    // Contact with a primary: bytes of an accepted stream (or the hello that
-    // opened it), not of a connection that never became one.
-    if (streaming_) node_.last_contact = last_rx_;
-    if (!closed_ && !refuse_) do_read();
+    if (!closed_ && !ending_) do_read();
   });
 }
 
 void PrimarySession::handle_handshake() {
   auto parsed = protocol::parse_hello(handshake_buf_);
   protocol::Reply reply;
-  reply.last_committed_epoch = node_.state.committed_epoch();
-  reply.committed_session_id = node_.state.session_id();
+  reply.last_committed_epoch = node_.replica.committed_epoch();
+  reply.committed_session_id = node_.replica.session_id();
   if (!parsed.is_ok()) {
     reply.accept = false;
     reply.reason = parsed.status().message();
   } else if (!parsed->has_value()) {
-    if (handshake_buf_.size() > 2 * protocol::kMaxHandshakeBody) {
-      reply.accept = false;
-      reply.reason = "handshake too long";
-    } else {
-      return;  // need more bytes
-    }
+    return;  // need more bytes (parse_hello bounds the header and body lengths)
   } else {
     const auto& [hello, used] = **parsed;
     protocol::LocalGeometry ours;
@@ -220,116 +243,203 @@ void PrimarySession::handle_handshake() {
     ours.word_size = protocol::kWordSize;
     ours.guest_page_count = node_.page_count();
     Status compat = protocol::check_hello_compatible(hello, ours);
-    auto& current = node_.session;
+    std::string busy;
     if (!compat.is_ok()) {
       reply.accept = false;
       reply.reason = compat.message();
-    } else if (current && current.get() != this && !current->closed()) {
+      if (hello.page_size == ours.page_size && hello.guest_page_count != ours.guest_page_count &&
+          hello.guest_page_count < (1ull << 40)) {
+        reply.reason += fmt::format("; start the backup with --memory {}",
+                                    memory_option(hello.guest_page_count * ours.page_size));
+      }
+    } else if (!node_.claim_primary_slot(this, &busy)) {
       reply.accept = false;
-      reply.reason =
-          fmt::format("another primary ({}) is connected to this backup", current->peer());
+      reply.reason = busy;
     } else {
       reply.accept = true;
-      node_.state.set_session_id(hello.session_id);
+      node_.replica.set_session_id(hello.session_id);
       const protocol::Bytes rest(handshake_buf_.begin() + static_cast<long>(used),
                                  handshake_buf_.end());
       handshake_buf_.clear();
       streaming_ = true;
       reader_ = std::make_unique<protocol::CheckpointReader>(node_.page_count(), this);
       node_.log(fmt::format("primary {} connected (session {:016x}); our last committed epoch: {}",
-                            peer_, hello.session_id, node_.state.committed_epoch()));
+                            peer_, hello.session_id, node_.replica.committed_epoch()));
+      node_.stream_started(this);
       send_message(protocol::encode_reply(reply));
       if (!rest.empty()) handle_stream(rest);
       return;
     }
   }
   node_.log(fmt::format("refused primary {}: {}", peer_, reply.reason));
-  refuse_ = true;
-  refusal_ = "refused: " + reply.reason;
-  send_message(protocol::encode_reply(reply));
+  end_with(protocol::encode_reply(reply), StreamEnd::kEndedByBackup, "refused: " + reply.reason);
 }
 
 void PrimarySession::handle_stream(protocol::ByteSpan bytes) {
   Status st = reader_->feed(bytes);
   if (st.is_ok()) return;
   // Discard what is in flight; the image stays at the last committed epoch.
-  node_.state.abort_stream();
+  node_.replica.abort_stream();
   const std::string why =
       fmt::format("checkpoint discarded ({}); the image stays at epoch {}; the primary must resync",
-                  st.message(), node_.state.committed_epoch());
+                  st.message(), node_.replica.committed_epoch());
   node_.log(why);
-  send_message(protocol::encode_error(Status(st.code(), why)));
-  refuse_ = true;  // close once the error is written
-  refusal_ = why;
+  end_with(protocol::encode_error(Status(st.code(), why)), StreamEnd::kEndedByBackup, why);
 }
 
 Status PrimarySession::on_begin(uint64_t epoch, uint32_t flags) {
-  return node_.state.on_begin(epoch, flags);
+  return node_.replica.on_begin(epoch, flags);
 }
 protocol::MutablePageView PrimarySession::page_for(uint64_t pfn, bool needs_current) {
-  return node_.state.page_for(pfn, needs_current);
+  return node_.replica.page_for(pfn, needs_current);
 }
 Status PrimarySession::on_end(uint64_t epoch, uint32_t page_count) {
-  const bool had_image = node_.state.has_committed();
-  const bool consistent = node_.state.in_consistent_unit();
-  ROMULUS_RETURN_IF_ERROR(node_.state.on_end(epoch, page_count));
+  const bool had_image = node_.replica.has_committed();
+  const bool consistent = node_.replica.in_consistent_unit();
+  ROMULUS_RETURN_IF_ERROR(node_.replica.on_end(epoch, page_count));
   // ACK(E) means "the image is a state of the guest at epoch E": output of
   // epochs <= E may be released. Pre-copy rounds are not states, so they are
   // never acknowledged.
-  if (consistent) send_message(protocol::encode_ack(epoch));
-  if (!had_image && node_.state.has_committed()) {
-    node_.log(fmt::format("initial sync complete: image consistent at epoch {}", epoch));
+  if (consistent) {
+    send_message(protocol::encode_ack(epoch));
+    node_.image_committed(epoch, !had_image);
   }
   return Status::ok();
 }
+void PrimarySession::on_goodbye() { node_.goodbye(); }
+void PrimarySession::on_dropped() { node_.dropped(); }
+
+// ---- The node.
 
 void BackupNode::Impl::do_accept() {
   acceptor.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || outcome) return;
-    if (!ec) {
-      auto s = std::make_shared<PrimarySession>(std::move(socket), *this);
-      if (!session || session->closed()) {
-        session = s;
-        streams++;
+    if (ec == asio::error::operation_aborted || outcome || !acceptor.is_open()) return;
+    if (ec == asio::error::no_descriptors || ec.value() == ENFILE || ec.value() == ENOMEM ||
+        ec == asio::error::no_buffer_space) {
+      // Out of descriptors: accepting again at once would spin. Pause.
+      if (!emfile_logged) {
+        log(fmt::format("cannot accept connections ({}); pausing accepts for {} ms", ec.message(),
+                        kAcceptBackoff.count()));
+        emfile_logged = true;
       }
-      s->start();
+      accept_backoff.expires_after(kAcceptBackoff);
+      accept_backoff.async_wait([this](boost::system::error_code e) {
+        if (!e) do_accept();
+      });
+      return;
+    }
+    emfile_logged = false;
+    if (!ec) {
+      if (pending.size() >= kMaxUnauthenticated) {
+        if (!overflow_logged) {
+          log(fmt::format(
+              "more than {} connections without a completed handshake; closing new ones "
+              "until they finish or time out",
+              kMaxUnauthenticated));
+          overflow_logged = true;
+        }
+        boost::system::error_code ignored;
+        socket.close(ignored);
+      } else {
+        overflow_logged = false;
+        auto s = std::make_shared<PrimarySession>(std::move(socket), *this);
+        pending.insert(s);
+        s->start();
+      }
     }
     do_accept();
   });
 }
 
-void BackupNode::Impl::session_ended(PrimarySession* s, const std::string& why, bool lost_at_once) {
-  if (session.get() != s) return;  // a refused extra connection
-  const bool was_streaming = s->streaming();
-  session.reset();
-  // A connection that never completed its handshake changes nothing: above
-  // all, it does not restart the wait for a lost primary to reconnect.
-  if (!was_streaming) return;
-  state.abort_stream();
-  clean_shutdown = s->said_goodbye();
-  stream_ended = Clock::now();
-  if (clean_shutdown) {
-    log("primary shut down cleanly (goodbye); not taking over. Waiting for a primary; "
-        "`romulus failover` takes over by hand");
+bool BackupNode::Impl::claim_primary_slot(PrimarySession* s, std::string* refusal) {
+  if (primary && primary.get() != s && !primary->closed()) {
+    *refusal = fmt::format("another primary ({}) is connected to this backup", primary->peer());
+    return false;
+  }
+  if (state.state() == BackupState::kTakingOver || outcome) {
+    *refusal = "this backup is taking over";
+    return false;
+  }
+  for (auto it = pending.begin(); it != pending.end(); ++it) {
+    if (it->get() == s) {
+      primary = *it;
+      pending.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+void BackupNode::Impl::stream_started(PrimarySession* s) {
+  streams++;
+  last_peer = s->peer();
+  loss_handled = false;
+  detector.on_stream_started(Clock::now());
+  state.transition(BackupState::kSyncing);
+}
+
+void BackupNode::Impl::goodbye() {
+  detector.on_goodbye(Clock::now());
+  replica.abort_stream();
+  state.transition(replica.has_committed() ? BackupState::kPrimaryStopped : BackupState::kNoImage);
+  log("primary shut down cleanly (goodbye); not taking over. Waiting for a primary; "
+      "`romulus failover` takes over by hand");
+}
+
+void BackupNode::Impl::dropped() {
+  detector.on_dropped(Clock::now());
+  replica.abort_stream();
+  state.transition(replica.has_committed() ? BackupState::kPrimarySilent : BackupState::kNoImage);
+  log("the primary dropped this backup (it judged it lost) and runs on without it: not taking "
+      "over (this image falls behind). Waiting for the primary to reconnect");
+}
+
+void BackupNode::Impl::image_committed(uint64_t epoch, bool first) {
+  if (first) log(fmt::format("initial sync complete: image consistent at epoch {}", epoch));
+  if (state.state() == BackupState::kSyncing) state.transition(BackupState::kProtecting);
+}
+
+void BackupNode::Impl::session_closed(PrimarySession* s, StreamEnd how, const std::string& why) {
+  if (primary.get() != s) {
+    // A connection that never completed its handshake (or a refused one)
+    // changes nothing: above all, it does not restart the wait for a lost
+    // primary to reconnect.
+    for (auto it = pending.begin(); it != pending.end(); ++it) {
+      if (it->get() == s) {
+        pending.erase(it);
+        break;
+      }
+    }
     return;
   }
-  if (lost_at_once) {
-    primary_lost(fmt::format("primary lost: {}", why));
+  auto keep = primary;  // s stays alive until this returns
+  primary.reset();
+  replica.abort_stream();
+  const auto now = Clock::now();
+  detector.on_stream_ended(how, now, why);
+  if (how == StreamEnd::kGoodbye || how == StreamEnd::kDropped) return;  // already handled
+  if (!replica.has_committed()) {
+    state.transition(BackupState::kNoImage);
   } else {
-    log(fmt::format("stream ended: {}; waiting up to {} ms for the primary to reconnect", why,
-                    config.failover_timeout.count()));
+    state.transition(BackupState::kPrimarySilent);
+  }
+  const auto j = detector.judge(now);
+  if (j.verdict == Verdict::kWaiting) {
+    log(fmt::format("stream ended: {}; waiting up to {} ms for the primary to reconnect", j.reason,
+                    j.remaining.count()));
+  } else if (j.verdict == Verdict::kLost) {
+    primary_lost("primary lost: " + j.reason);
   }
 }
 
 void BackupNode::Impl::primary_lost(const std::string& why) {
-  if (!state.has_committed()) {
-    if (!waiting_logged) {
-      log(
-          fmt::format("{}, but this backup never completed an initial sync: its image is not a "
-                      "state of the guest, so it will not take over. Waiting for a primary.",
-                      why));
-    }
-    waiting_logged = true;
+  if (loss_handled || outcome) return;
+  loss_handled = true;
+  if (!replica.has_committed()) {
+    log(
+        fmt::format("{}, but this backup never completed an initial sync: its image is not a "
+                    "state of the guest, so it will not take over. Waiting for a primary.",
+                    why));
     return;
   }
   activate(why);
@@ -337,22 +447,26 @@ void BackupNode::Impl::primary_lost(const std::string& why) {
 
 void BackupNode::Impl::activate(const std::string& reason) {
   if (outcome) return;
-  if (session) {
-    auto s = session;
-    session.reset();
-    s->close("taking over");
+  if (!state.transition(BackupState::kTakingOver)) return;
+  if (primary) {
+    auto s = primary;
+    s->close(StreamEnd::kEndedByBackup, "taking over");
+  }
+  for (auto s : std::set<std::shared_ptr<PrimarySession>>(pending)) {
+    s->close(StreamEnd::kEndedByBackup, "taking over");
   }
   Activation a;
-  a.epoch = state.committed_epoch();
-  a.session_id = state.session_id();
+  a.epoch = replica.committed_epoch();
+  a.session_id = replica.session_id();
   a.reason = reason;
-  a.last_contact = last_contact;
-  a.image = std::move(*state.take_committed());
+  a.last_contact = detector.last_contact();
+  a.image = std::move(*replica.take_committed());
   outcome.emplace(std::move(a));
+  state.transition(BackupState::kServing);
   boost::system::error_code ec;
   acceptor.close(ec);
   watchdog.cancel();
-  control.reset();
+  accept_backoff.cancel();
   io.stop();
 }
 
@@ -360,52 +474,60 @@ void BackupNode::Impl::on_tick() {
   watchdog.expires_after(config.heartbeat);
   watchdog.async_wait([this](boost::system::error_code ec) {
     if (ec || outcome) return;
-    if (session && session->streaming() && !session->closed()) {
-      if (Clock::now() - session->last_tx() >= config.heartbeat) {
-        session->send_message(protocol::encode_backup_heartbeat(now_ns()));
-      }
-      if (Clock::now() - session->last_rx() > config.failover_timeout) {
-        const auto silent = ms_since(session->last_rx());
-        auto s = session;
-        s->close("silent");
-        primary_lost(fmt::format("primary lost: silent for {} ms", silent));
-      }
-    } else if (session && !session->streaming() && !session->closed() &&
-               Clock::now() - session->accepted_at() > handshake_timeout()) {
-      // Connected but never completed a handshake (a corrupted hello, or not
-      // a Romulus primary at all): it would hold the one primary slot, and
-      // with it the takeover, forever.
-      auto s = session;
-      log(fmt::format("connection from {} sent no complete handshake within {} ms; closing it",
-                      s->peer(), handshake_timeout().count()));
-      s->close("no complete handshake");
+    const auto now = Clock::now();
+    if (primary && !primary->closed() && now - primary->last_tx() >= config.heartbeat) {
+      primary->send_message(protocol::encode_backup_heartbeat(now_ns()));
     }
-    if (!outcome && (!session || !session->streaming()) && stream_ended && !clean_shutdown &&
-        Clock::now() - *stream_ended > config.failover_timeout) {
-      primary_lost(fmt::format("primary lost: it did not reconnect within {} ms",
-                               config.failover_timeout.count()));
-      if (!outcome) stream_ended.reset();
+    // Connected but never completed a handshake (a corrupted hello, or not a
+    // Romulus primary at all): closed, so it cannot hold a slot forever.
+    for (auto s : std::set<std::shared_ptr<PrimarySession>>(pending)) {
+      if (!s->closed() && now - s->accepted_at() > handshake_timeout()) {
+        log(fmt::format("connection from {} sent no complete handshake within {} ms; closing it",
+                        s->peer(), handshake_timeout().count()));
+        s->close(StreamEnd::kEndedByBackup, "no complete handshake");
+      }
+    }
+    const auto j = detector.judge(now);
+    if (j.verdict == Verdict::kLost) {
+      if (primary && !primary->closed()) {
+        auto s = primary;
+        s->close(StreamEnd::kSilent, "silent");  // judges and acts
+      } else {
+        primary_lost("primary lost: " + j.reason);
+      }
     }
     on_tick();
   });
 }
 
-std::string BackupNode::Impl::status_json() {
-  std::string st;
-  if (session && session->streaming())
-    st = state.has_committed() ? "protecting" : "syncing";
-  else
-    st = state.has_committed() ? "waiting for primary (image consistent)"
-                               : "waiting for primary (no image yet)";
-  return fmt::format(
-      R"({{"ok":true,"role":"backup","state":"{}","peer":"{}","listen":"{}:{}",)"
-      R"("last_committed_epoch":{},"image_consistent":{},"checkpoints_committed":{},)"
-      R"("precopy_rounds_applied":{},"pages_applied":{},"streams":{},"failover_timeout_ms":{},)"
-      R"("ms_since_contact":{}}})",
-      json_escape(st), session ? json_escape(session->peer()) : "", config.listen_host,
-      config.listen_port, state.committed_epoch(), state.has_committed() ? "true" : "false",
-      state.checkpoints_committed(), state.rounds_applied(), state.pages_applied(), streams,
-      config.failover_timeout.count(), ms_since(last_contact));
+json::object BackupNode::Impl::status() const {
+  const auto now = Clock::now();
+  const auto j = detector.judge(now);
+  json::object o;
+  o["role"] = "backup";
+  o["state"] = state.name();
+  o["peer"] = primary ? primary->peer() : "";
+  o["last_peer"] = last_peer;
+  o["listen"] = common::format_endpoint(config.listen_host, config.listen_port);
+  o["last_committed_epoch"] = replica.committed_epoch();
+  o["image_consistent"] = replica.has_committed();
+  o["checkpoints_committed"] = replica.checkpoints_committed();
+  o["precopy_rounds_applied"] = replica.rounds_applied();
+  o["pages_applied"] = replica.pages_applied();
+  o["streams"] = streams;
+  o["connections_in_handshake"] = pending.size();
+  o["failover_timeout_ms"] = config.failover_timeout.count();
+  o["ms_since_contact"] =
+      detector.last_contact() == Clock::time_point{}
+          ? -1
+          : std::chrono::duration_cast<std::chrono::milliseconds>(now - detector.last_contact())
+                .count();
+  json::object d;
+  d["verdict"] = to_string(j.verdict);
+  d["remaining_ms"] = j.remaining.count();
+  if (!j.reason.empty()) d["reason"] = j.reason;
+  o["detector"] = std::move(d);
+  return o;
 }
 
 BackupNode::BackupNode(BackupConfig config, std::function<void(const std::string&)> log)
@@ -422,57 +544,42 @@ void BackupNode::request_stop() {
 
 std::string BackupNode::handle_control(const std::string& request) {
   auto& im = *impl_;
-  if (request == "ping") return R"({"ok":true})";
-  if (request == "status" || request == "status --json") return im.status_json();
-  if (request == "failover") {
-    if (!im.state.has_committed()) {
-      return json_error(
-          "refusing to take over: this backup never completed an initial sync, so "
-          "its image is not a state of the guest");
+  // Everything below reads or changes the node's state: on its own thread.
+  auto answer = std::make_shared<std::promise<std::string>>();
+  auto result = answer->get_future();
+  asio::post(im.io, [&im, request, answer] {
+    if (request == "status" || request == "status --json") {
+      answer->set_value(common::json_ok(im.status()));
+    } else if (request == "failover") {
+      if (!im.replica.has_committed()) {
+        answer->set_value(
+            json_error("refusing to take over: this backup never completed an initial sync, so "
+                       "its image is not a state of the guest"));
+        return;
+      }
+      json::object o;
+      o["epoch"] = im.replica.committed_epoch();
+      answer->set_value(common::json_ok(std::move(o)));
+      asio::post(im.io, [&im] { im.activate("manual failover"); });
+    } else if (request.rfind("set ", 0) == 0) {
+      answer->set_value(json_error("a backup has no run-time settings; set them on the primary"));
+    } else {
+      answer->set_value(json_error(fmt::format("unknown request '{}'", request)));
     }
-    const uint64_t epoch = im.state.committed_epoch();
-    asio::post(im.io, [&im] { im.activate("manual failover"); });
-    return fmt::format(R"({{"ok":true,"epoch":{}}})", epoch);
+  });
+  if (result.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
+    return json_error("the backup did not answer within 2 s (busy or stopping)");
   }
-  if (request.rfind("set ", 0) == 0) {
-    return json_error("a backup has no run-time settings; set them on the primary");
-  }
-  return json_error(fmt::format("unknown request '{}'", request));
+  return result.get();
 }
 
 Result<Activation> BackupNode::run() {
   auto& im = *impl_;
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(im.config.listen_host, ec);
-  if (ec) {
-    tcp::resolver resolver(im.io);
-    auto results =
-        resolver.resolve(im.config.listen_host, std::to_string(im.config.listen_port), ec);
-    if (ec || results.empty()) {
-      return Status::invalid_argument(fmt::format("cannot resolve --listen host '{}': {}",
-                                                  im.config.listen_host, ec.message()));
-    }
-    addr = results.begin()->endpoint().address();
-  }
-  const tcp::endpoint ep(addr, im.config.listen_port);
-  im.acceptor.open(ep.protocol(), ec);
-  if (!ec) im.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) im.acceptor.bind(ep, ec);
-  if (!ec) im.acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return Status::unavailable(fmt::format(
-        "cannot listen on {}:{}: {}{}", im.config.listen_host, im.config.listen_port, ec.message(),
-        ec == asio::error::address_in_use ? " (another process uses it; pick another --listen port)"
-                                          : ""));
-  }
-  im.log(fmt::format("backup listening on {}:{} ({} MiB arena); waiting for a primary",
-                     im.config.listen_host, im.config.listen_port, im.config.memory_bytes >> 20));
-  if (!im.config.control_path.empty()) {
-    im.control = std::make_unique<checkpoint::ControlServer>(
-        im.io, im.config.control_path, [this](const std::string& r) { return handle_control(r); });
-    Status cs = im.control->start();
-    if (!cs.is_ok()) im.log(cs.message() + "; continuing without a control socket");
-  }
+  ROMULUS_RETURN_IF_ERROR(
+      common::listen_tcp(im.acceptor, im.config.listen_host, im.config.listen_port, "--listen"));
+  im.log(fmt::format("backup listening on {} ({} MiB arena); waiting for a primary",
+                     common::format_endpoint(im.config.listen_host, im.config.listen_port),
+                     im.config.memory_bytes >> 20));
   im.do_accept();
   im.on_tick();
   im.io.run();

@@ -4,19 +4,25 @@
 // Listens on --listen; serves one primary at a time (a second one is refused
 // while the first is alive). Per connection: handshake (geometry must match:
 // page size, word size, arena size), then the chunk stream is fed to a
-// CheckpointReader whose sink is the ReplicaState; each verified unit is
-// acknowledged with ACK(epoch). A stream that fails verification is ended
-// with an ERROR message; the primary reconnects and resyncs.
+// CheckpointReader whose sink is the ReplicaState; each verified consistent
+// checkpoint is acknowledged with ACK(epoch). A stream that fails
+// verification is ended with an ERROR message; the primary reconnects and
+// resyncs.
 //
-// Failure detection: the primary is lost when its connection is reset or
-// closed without GOODBYE, or after --failover-timeout of silence, or when no
-// primary reconnects within that time after a stream ended. A backup whose
-// image never completed a full sync does not take over; it says so and waits.
-// `romulus failover` takes over at once (same rule).
+// Hostile peers: a connection that has not completed its handshake within
+// handshake_timeout() is closed; at most kMaxUnauthenticated such
+// connections are held at once (more are closed at accept); running out of
+// file descriptors pauses accepting for a moment instead of spinning. Each
+// of these is logged once per burst.
 //
-// Threading: run() drives everything on the calling thread (the main thread,
-// so that the guest started after activation is tied to a long-lived thread)
-// and returns when it is time to take over, or on stop.
+// When to take over is the FailureDetector's verdict (replica/failure_detector.h);
+// the role's state is a BackupState (replica/backup_state.h). A backup whose
+// image never completed a full sync does not take over; it says so and
+// waits. `romulus failover` takes over at once (same rule).
+//
+// Threading: run() drives everything on the calling thread and returns when
+// it is time to take over, or on stop. handle_control() and request_stop()
+// may be called from any thread (the control socket's, a signal watcher's).
 #pragma once
 
 #include <chrono>
@@ -26,7 +32,7 @@
 #include <optional>
 #include <string>
 
-#include "checkpoint/arena.h"
+#include "common/shared_memory.h"
 #include "protocol/status.h"
 
 namespace romulus::replica {
@@ -37,29 +43,34 @@ struct BackupConfig {
   uint64_t memory_bytes = 256ull << 20;
   std::chrono::milliseconds heartbeat{50};
   std::chrono::milliseconds failover_timeout{500};
-  std::string control_path;  // empty: none
 };
 
 // What run() hands over when the backup takes over.
 struct Activation {
-  checkpoint::SharedMemory image;  // the committed image: the guest's arena from now on
-  uint64_t epoch = 0;              // the epoch it holds
+  common::SharedMemory image;  // the committed image: the guest's arena from now on
+  uint64_t epoch = 0;          // the epoch it holds
   uint64_t session_id = 0;
-  std::string reason;  // "primary connection reset", "manual failover", ...
+  std::string reason;  // "primary lost: connection reset", "manual failover", ...
   std::chrono::steady_clock::time_point last_contact;
 };
 
 class BackupNode {
  public:
+  // Connections that have not completed a handshake, held at once.
+  static constexpr size_t kMaxUnauthenticated = 16;
+  // How long accepting pauses when the process is out of file descriptors.
+  static constexpr std::chrono::milliseconds kAcceptBackoff{100};
+
   BackupNode(BackupConfig config, std::function<void(const std::string&)> log);
   ~BackupNode();
 
   // Serves until the primary is lost (returns the Activation), or until
   // request_stop() (returns aborted "stopped").
   Result<Activation> run();
-  // Thread-safe; also safe to call from a signal-watching thread.
   void request_stop();
 
+  // A control-socket request ("status", "status --json", "failover"): one
+  // JSON reply line. Waits briefly for the node's own thread to answer.
   std::string handle_control(const std::string& request);
 
   struct Impl;  // defined in backup_node.cc (public so its sessions can name it)

@@ -12,7 +12,7 @@ using protocol::kPageSize;
 
 ReplicaState::ReplicaState(uint64_t page_count) : page_count_(page_count) {}
 
-std::optional<checkpoint::SharedMemory> ReplicaState::take_committed() {
+std::optional<common::SharedMemory> ReplicaState::take_committed() {
   abort_stream();
   auto image = std::move(committed_);
   committed_.reset();
@@ -43,7 +43,7 @@ Status ReplicaState::on_begin(uint64_t epoch, uint32_t flags) {
   if ((flags & protocol::kBeginFullSync) != 0) {
     // A full sync lands on a fresh, zeroed image; the committed one stays
     // until the sync's first consistent checkpoint commits.
-    auto image = checkpoint::SharedMemory::create("romulus-replica", page_count_ * kPageSize);
+    auto image = common::SharedMemory::create("romulus-replica", page_count_ * kPageSize);
     if (!image.is_ok()) return image.status().context("creating the sync image");
     sync_.emplace(std::move(image).value());
   }

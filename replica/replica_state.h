@@ -25,7 +25,7 @@
 #include <optional>
 #include <vector>
 
-#include "checkpoint/arena.h"
+#include "common/shared_memory.h"
 #include "protocol/checkpoint_reader.h"
 #include "protocol/status.h"
 
@@ -42,9 +42,9 @@ class ReplicaState final : public protocol::CheckpointSink {
   uint64_t session_id() const { return session_id_; }
   void set_session_id(uint64_t id) { pending_session_id_ = id; }
   // The committed image (requires has_committed()).
-  checkpoint::SharedMemory& committed_image() { return *committed_; }
+  common::SharedMemory& committed_image() { return *committed_; }
   // Gives the committed image away (activation); the state is empty after.
-  std::optional<checkpoint::SharedMemory> take_committed();
+  std::optional<common::SharedMemory> take_committed();
 
   // Throws away a checkpoint in flight and an unfinished sync image: the
   // stream that carried them has ended or was rejected.
@@ -71,8 +71,8 @@ class ReplicaState final : public protocol::CheckpointSink {
   uint8_t* target_page(uint64_t pfn);
 
   uint64_t page_count_;
-  std::optional<checkpoint::SharedMemory> committed_;
-  std::optional<checkpoint::SharedMemory> sync_;
+  std::optional<common::SharedMemory> committed_;
+  std::optional<common::SharedMemory> sync_;
   uint64_t committed_epoch_ = 0;
   uint64_t session_id_ = 0, pending_session_id_ = 0;
   uint64_t last_verified_epoch_ = 0;

@@ -38,9 +38,9 @@
 #include <string>
 #include <string_view>
 
-// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>,
-// which g++ 12 rejects in C++20 mode, so <utility> comes before it. (Guests cannot
-// use checkpoint/asio.h, which does the same: they must not depend on checkpoint/.)
+// Boost's asio/awaitable.hpp has used std::exchange without including <utility>
+// (1.74 with g++ 12 in C++20 mode), so <utility> comes first. (Guests link the
+// SDK only, not common/asio.h, which does the same.)
 #include <utility>
 // (a separate include block, so that clang-format keeps this order)
 #include <boost/asio.hpp>

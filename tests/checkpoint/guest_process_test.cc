@@ -11,7 +11,7 @@
 
 #include <chrono>
 
-#include "checkpoint/arena.h"
+#include "common/shared_memory.h"
 #include "tests/support/test_guest.h"
 
 namespace romulus::checkpoint {
@@ -21,8 +21,8 @@ using namespace std::chrono_literals;
 using romulus::testing::TestGuestHarness;
 
 struct Memfds {
-  SharedMemory arena = std::move(SharedMemory::create("arena", 1 << 20)).value();
-  SharedMemory control = std::move(SharedMemory::create("control", 4096)).value();
+  common::SharedMemory arena = std::move(common::SharedMemory::create("arena", 1 << 20)).value();
+  common::SharedMemory control = std::move(common::SharedMemory::create("control", 4096)).value();
   GuestSpec spec(std::vector<std::string> argv) const {
     GuestSpec s;
     s.argv = std::move(argv);

@@ -140,7 +140,7 @@ class ControlTest(unittest.TestCase):
             time.sleep(0.05)
         s = self.status(backup)
         self.assertEqual(s["role"], "backup")
-        self.assertEqual(s["state"], "waiting for primary (image consistent)")
+        self.assertEqual(s["state"], "primary_stopped")
         committed = s["last_committed_epoch"]
         self.assertGreaterEqual(committed, acked)
 

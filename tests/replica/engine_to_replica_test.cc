@@ -15,9 +15,9 @@
 #include <functional>
 #include <thread>
 
-#include "checkpoint/arena.h"
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/guest_process.h"
+#include "common/shared_memory.h"
 #include "protocol/checkpoint_reader.h"
 #include "replica/replica_state.h"
 #include "tests/support/guest_paths.h"
@@ -77,13 +77,13 @@ class GuestPauseControl final : public PauseControl {
 
 struct Harness {
   static constexpr size_t kArenaBytes = 16u << 20;
-  SharedMemory arena, control;
+  common::SharedMemory arena, control;
   std::optional<GuestProcess> guest;
   std::unique_ptr<DirtyTracker> tracker;
 
   void start(const std::string& tracker_name, std::vector<std::string> argv) {
-    arena = std::move(SharedMemory::create("test-arena", kArenaBytes)).value();
-    control = std::move(SharedMemory::create("test-control", 4096)).value();
+    arena = std::move(common::SharedMemory::create("test-arena", kArenaBytes)).value();
+    control = std::move(common::SharedMemory::create("test-control", 4096)).value();
     GuestSpec spec;
     spec.argv = std::move(argv);
     spec.arena_fd = arena.fd();

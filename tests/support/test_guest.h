@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/arena.h"
 #include "checkpoint/guest_process.h"
+#include "common/shared_memory.h"
 #include "tests/support/guest_paths.h"
 
 namespace romulus::testing {
@@ -37,8 +37,8 @@ class TestGuestHarness {
   Status start(const std::string& tracker, size_t arena_bytes, std::vector<std::string> argv = {},
                std::optional<uint64_t> resumed_epoch = std::nullopt) {
     if (argv.empty()) argv = {testguest_path()};
-    ROMULUS_ASSIGN_OR_RETURN(arena, checkpoint::SharedMemory::create("test-arena", arena_bytes));
-    ROMULUS_ASSIGN_OR_RETURN(control, checkpoint::SharedMemory::create("test-control", 4096));
+    ROMULUS_ASSIGN_OR_RETURN(arena, common::SharedMemory::create("test-arena", arena_bytes));
+    ROMULUS_ASSIGN_OR_RETURN(control, common::SharedMemory::create("test-control", 4096));
     int cmd_pipe[2], ack_pipe[2];
     if (pipe2(cmd_pipe, O_CLOEXEC) != 0 || pipe2(ack_pipe, O_CLOEXEC) != 0) {
       return Status::from_errno("pipe2", errno);
@@ -88,8 +88,8 @@ class TestGuestHarness {
                    std::to_string(value));
   }
 
-  checkpoint::SharedMemory arena;
-  checkpoint::SharedMemory control;
+  common::SharedMemory arena;
+  common::SharedMemory control;
   std::optional<checkpoint::GuestProcess> guest;
 
  private:

@@ -1,4 +1,4 @@
-#include "checkpoint/arena.h"
+#include "common/shared_memory.h"
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -8,11 +8,7 @@
 #include <cstring>
 #include <utility>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
-namespace romulus::checkpoint {
+namespace romulus::common {
 
 Result<SharedMemory> SharedMemory::create(const std::string& name, size_t size) {
   if (size == 0 || size % 4096 != 0) {
@@ -78,37 +74,4 @@ void SharedMemory::reset() {
   size_ = 0;
 }
 
-bool is_zero_page(const uint8_t* page) {
-  // OR 64-byte blocks together (the compiler vectorises the word loop), checking
-  // each block so a non-zero page usually exits early.
-  for (size_t off = 0; off < 4096; off += 64) {
-    uint64_t w[8];
-    std::memcpy(w, page + off, 64);
-    if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0) return false;
-  }
-  return true;
-}
-
-bool pages_equal(const uint8_t* a, const uint8_t* b) {
-#if defined(__x86_64__)
-  // SSE2 is the x86-64 baseline: compare 64 bytes per step, exit at the first
-  // differing block.
-  for (size_t off = 0; off < 4096; off += 64) {
-    __m128i x0 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + off)),
-                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + off)));
-    __m128i x1 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + off + 16)),
-                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + off + 16)));
-    __m128i x2 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + off + 32)),
-                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + off + 32)));
-    __m128i x3 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + off + 48)),
-                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + off + 48)));
-    __m128i any = _mm_or_si128(_mm_or_si128(x0, x1), _mm_or_si128(x2, x3));
-    if (_mm_movemask_epi8(_mm_cmpeq_epi8(any, _mm_setzero_si128())) != 0xFFFF) return false;
-  }
-  return true;
-#else
-  return std::memcmp(a, b, 4096) == 0;
-#endif
-}
-
-}  // namespace romulus::checkpoint
+}  // namespace romulus::common

@@ -2,9 +2,9 @@
 //
 // Used for the guest's arena and control page on the primary (the guest maps the
 // same fd, so the supervisor reads guest memory through its own mapping) and for
-// the backup's replica image. Owns the fd and the mapping: move-only, unmapped and
-// closed by the destructor. data() may be read and written from any thread; the
-// object itself is not synchronised.
+// the backup's replica image, which becomes the guest's arena at takeover. Owns the fd and the
+// mapping: move-only, unmapped and closed by the destructor. data() may be read and written from
+// any thread; the object itself is not synchronised.
 #pragma once
 
 #include <cstddef>
@@ -13,7 +13,7 @@
 
 #include "protocol/status.h"
 
-namespace romulus::checkpoint {
+namespace romulus::common {
 
 class SharedMemory {
  public:
@@ -45,10 +45,4 @@ class SharedMemory {
   size_t size_ = 0;
 };
 
-// True if the 4096 bytes at page are all zero. page need not be aligned.
-bool is_zero_page(const uint8_t* page);
-
-// True if the 4096-byte pages at a and b are equal (a fast early-exit compare).
-bool pages_equal(const uint8_t* a, const uint8_t* b);
-
-}  // namespace romulus::checkpoint
+}  // namespace romulus::common

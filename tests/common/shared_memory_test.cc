@@ -1,12 +1,10 @@
-// SharedMemory (memfd + MAP_SHARED) and the page helpers.
-#include "checkpoint/arena.h"
+// SharedMemory (memfd + MAP_SHARED).
+#include "common/shared_memory.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <vector>
-
-namespace romulus::checkpoint {
+namespace romulus::common {
 namespace {
 
 TEST(SharedMemory, CreateGivesZeroedMemoryOfTheRequestedSize) {
@@ -51,28 +49,5 @@ TEST(SharedMemory, MoveTransfersOwnership) {
 
 TEST(SharedMemory, AdoptOfABadFdFails) { EXPECT_FALSE(SharedMemory::adopt(-1).is_ok()); }
 
-TEST(PageHelpers, ZeroPageDetectsEveryNonZeroByte) {
-  std::vector<uint8_t> page(4096 + 1, 0);
-  for (size_t misalign = 0; misalign < 2; ++misalign) {
-    uint8_t* p = page.data() + misalign;
-    EXPECT_TRUE(is_zero_page(p));
-    for (size_t i = 0; i < 4096; ++i) {
-      p[i] = 0x80;
-      ASSERT_FALSE(is_zero_page(p)) << "byte " << i;
-      p[i] = 0;
-    }
-  }
-}
-
-TEST(PageHelpers, PagesEqualDetectsEveryDifferingByte) {
-  std::vector<uint8_t> a(4096, 0x11), b(4096, 0x11);
-  EXPECT_TRUE(pages_equal(a.data(), b.data()));
-  for (size_t i = 0; i < 4096; ++i) {
-    b[i] ^= 1;
-    ASSERT_FALSE(pages_equal(a.data(), b.data())) << "byte " << i;
-    b[i] ^= 1;
-  }
-}
-
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::common

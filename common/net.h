@@ -1,0 +1,23 @@
+// TCP listening, once for every listener of a node (replication port, service
+// proxy): resolve a host given as an address or a name, open, bind with
+// SO_REUSEADDR, listen. The caller names the option the address came from
+// (e.g. "--listen"), so the one-line error says which setting to change.
+//
+// Call on the thread that owns the acceptor's io_context (or before it runs).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/asio.h"
+#include "protocol/status.h"
+
+namespace romulus::common {
+
+Status listen_tcp(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host, uint16_t port,
+                  const std::string& option_name);
+
+// "host:port", with brackets around an IPv6 literal.
+std::string format_endpoint(const std::string& host, uint16_t port);
+
+}  // namespace romulus::common
