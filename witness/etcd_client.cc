@@ -212,11 +212,15 @@ EtcdClient::~EtcdClient() = default;
 Result<std::string> EtcdClient::post_once(size_t endpoint, std::string_view path,
                                           const std::string& body) {
   const bool reuse = conn_ && conn_->endpoint() == endpoint && conn_->connected();
-  if (!reuse) conn_ = std::make_unique<Connection>(endpoint);
+  if (!reuse) {
+    conn_ = std::make_unique<Connection>(endpoint);
+    ++connections_opened_;
+  }
   Result<std::string> r = conn_->exchange(endpoints_[endpoint], path, body, options_.timeout);
   if (!r.is_ok() && reuse && r.status().code() == StatusCode::kUnavailable) {
     // The server may have closed an idle kept-alive connection: one fresh try.
     conn_ = std::make_unique<Connection>(endpoint);
+    ++connections_opened_;
     r = conn_->exchange(endpoints_[endpoint], path, body, options_.timeout);
   }
   if (!r.is_ok()) conn_.reset();

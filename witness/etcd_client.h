@@ -53,6 +53,8 @@ class EtcdClient {
   EtcdClient& operator=(const EtcdClient&) = delete;
 
   const std::vector<Endpoint>& endpoints() const { return endpoints_; }
+  // How many TCP connections this client has opened (keep-alive reuse keeps it low).
+  size_t connections_opened() const { return connections_opened_; }
 
   Result<GrantReply> grant(int64_t ttl_seconds);
   // Remaining TTL in seconds; 0 when the lease is gone.
@@ -80,6 +82,7 @@ class EtcdClient {
   std::vector<Endpoint> endpoints_;
   Options options_;
   size_t current_ = 0;  // the endpoint that answered last
+  size_t connections_opened_ = 0;
   std::unique_ptr<Connection> conn_;
 };
 

@@ -169,12 +169,13 @@ class EtcdCluster {
 
   Status wait_healthy(std::chrono::seconds limit) {
     const auto until = std::chrono::steady_clock::now() + limit;
-    for (const Member& m : members_) {
+    for (Member& m : members_) {
       witness::etcd::EtcdClient client({m.endpoint()});
       for (;;) {
         if (client.get("/romulus-test/health").is_ok()) break;
         int status = 0;
         if (waitpid(m.pid, &status, WNOHANG) == m.pid) {
+          m.pid = -1;  // reaped: never signal that pid again
           return Status::unavailable(
               fmt::format("etcd {} exited; see {}/{}.log", m.name, dir_, m.name));
         }

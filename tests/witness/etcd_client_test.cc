@@ -128,6 +128,10 @@ TEST_F(EtcdClientTest, ReleaseDeletesOnlyOurOwnKey) {
 TEST_F(EtcdClientTest, AKeepAliveConnectionIsReusedAcrossCalls) {
   EtcdClient client(cluster->endpoints());
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(client.get("/x").is_ok()) << i;
+  auto g = client.grant(5);
+  ASSERT_TRUE(g.is_ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(client.keepalive(g->id).is_ok()) << i;
+  EXPECT_EQ(client.connections_opened(), 1u);
 }
 
 TEST_F(EtcdClientTest, TheNextEndpointIsUsedWhenTheFirstIsDead) {
