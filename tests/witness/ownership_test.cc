@@ -514,19 +514,20 @@ TEST(OwnershipRandomized, TwoNodesNeverBothMayRelease) {
         } else if (what == 9 && n.own->state() != S::kReleased && chance(0.3)) {
           ASSERT_TRUE(n.own->step_down(clock.now).is_ok());
         }
-      } else {
+      } else if (nodes[who].pending) {  // else: the node's next action is due now, next round
         SimNode& n = nodes[who];
         Pending& p = *n.pending;
         if (!p.applied) {
           p.applied = true;
           if (!p.lost_request) p.deliver = apply_at_witness(p, *n.own, w);
         } else {
-          if (p.lost_request || p.lost_reply) {
-            fail(*n.own, p, clock.now);
-          } else {
-            p.deliver(*n.own, clock.now);
-          }
+          const Pending done = std::move(p);
           n.pending.reset();
+          if (done.lost_request || done.lost_reply) {
+            fail(*n.own, done, clock.now);
+          } else {
+            done.deliver(*n.own, clock.now);
+          }
           if (n.own->state() == S::kReleased && n.own->release_done()) {
             n.own = std::make_unique<Ownership>(config(names[who], 2s));  // the node restarts
           }
