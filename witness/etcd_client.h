@@ -5,7 +5,9 @@
 // hang; a call tries each endpoint in turn, starting with the one that last
 // answered, and returns within about timeout x endpoints. The connection to
 // the endpoint that answered is kept open and reused (HTTP keep-alive).
-// Replies are parsed by the pure functions of witness/etcd_reply.h.
+// Replies are parsed by the pure functions of witness/etcd_reply.h. Give IP
+// addresses: a host name goes through the system resolver, whose own timeouts
+// can outlast the deadline.
 //
 // Thread-safety: one thread at a time (it owns a socket). Movable-free: hold it
 // by value or unique_ptr. Errors are Status values; no exception escapes.

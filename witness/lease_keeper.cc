@@ -152,7 +152,8 @@ Status LeaseKeeper::try_acquire() {
 Status LeaseKeeper::request_takeover() {
   return command(mu_, wake_, poked_, [&] {
     const OwnershipState before = own_.state();
-    std::optional<LeaseId> displacing;
+    // Wait out the owner last seen; if none was ever seen, whoever holds the key now.
+    LeaseId displacing = kCurrentHolder;
     if (own_.known_owner()) displacing = own_.known_owner()->lease;
     Status s = own_.request_ownership(Clock::now(), displacing);
     after_event_locked(before);

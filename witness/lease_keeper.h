@@ -16,6 +16,29 @@
 // for at most the witness call in progress (bounded by the client's deadline),
 // plus the release if step_down() was called. stop() without step_down() is
 // like a crash: the lease simply expires at the witness.
+//
+// Use from a node (the engine checks may_release() right before each release
+// of held output; the callback turns state changes into role changes):
+//
+//   auto w = EtcdWitness::open(options.witness);          // "etcd://h:p,h:p"
+//   if (!w.is_ok()) return w.status();
+//   LeaseKeeper keeper(std::move(w).value(),
+//                      {.pair = "kv", .node_id = "node-a", .replication = "10.0.0.1:7000"},
+//                      [&](const OwnershipChange& c) {
+//                        if (c.to == OwnershipState::kFenced) engine.fence();  // stop output, guest
+//                        if (c.to == OwnershipState::kFollower && c.owner)
+//                          become_backup_of(c.owner->value.replication);
+//                      });
+//   ROMULUS_RETURN_IF_ERROR(keeper.start());  // one line if etcd is unreachable
+//   keeper.try_acquire();                     // primary: want the pair
+//   switch (keeper.wait_while_candidate(std::chrono::seconds(10))) {
+//     case OwnershipState::kOwner: run_as_primary(); break;
+//     case OwnershipState::kFollower: run_as_backup(); break;  // someone else owns it
+//     default: /* still waiting: report keeper.snapshot(now).detail */ break;
+//   }
+//   ... on the hot path:  if (keeper.may_release(Clock::now())) release(epoch_output);
+//   ... backup, primary judged lost:  keeper.request_takeover();  activate on kOwner only
+//   ... clean shutdown:  keeper.step_down(); keeper.stop();
 #pragma once
 
 #include <atomic>
@@ -93,7 +116,8 @@ class LeaseKeeper {
   // it, this node becomes a follower (the callback says whom to rejoin).
   Status try_acquire();
   // A backup that judged its primary lost: wait out the last known owner's
-  // lease, then win the key (or find someone else won it: follower).
+  // lease (if it never read the key: the lease of whoever holds it now), then
+  // win the key (or find that someone else won it: follower).
   Status request_takeover();
   // A candidate gives up (its primary turned out to be alive).
   Status stand_by();

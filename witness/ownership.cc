@@ -306,6 +306,9 @@ void Ownership::on_acquire_result(const Result<AcquireOutcome>& r, TimePoint now
     next_acquire_ = now + retry_interval(ttl_);
     return;
   }
+  if (state_ == OwnershipState::kCandidate && displacing_ == kCurrentHolder) {
+    displacing_ = holder->lease;  // the holder we find is the owner we judged lost
+  }
   if (state_ == OwnershipState::kCandidate && displacing_ && holder->lease == *displacing_) {
     waiting_for_ = holder;  // Rule 3: the old owner's lease is still alive
     ask_remaining_ = true;

@@ -26,16 +26,21 @@
 //
 // States and the legal transitions (checked in one place, transition()):
 //
-//                request_ownership()            won acquire
-//   kFollower ─────────────────────────► kCandidate ─────────────► kOwner
-//       ▲  ◄─────────────────────────────  │   ▲                   │    ▲
-//       │    another owner / stand_by()    │   │ lease gone        │    │ renewed and
-//       │                                  │   └───────────────────┤    │ key still ours
-//       │    verify finds another owner    │   ┌─── lease gone ────┼────┤
-//       └──────────────────────────────────┼── kFenced ◄───────────┘    │
-//                                          │      └─────────────────────┘
-//                                          │          deadline passed
-//   any state except kReleased ── step_down() ──► kReleased (terminal)
+//                          request_ownership()
+//        ┌─────────────── kFollower ◄───────────────────────────┐
+//        │                    ▲                                 │ verify finds
+//        ▼                    │ another owner / stand_by()      │ another owner
+//   kCandidate ───────────────┘                                 │
+//     │   ▲  ▲                                                  │
+//     │   │  └───────────── lease gone ──────────────────┐      │
+//     │   └──── lease gone ────┐                         │      │
+//     │ won acquire            │     deadline passed     │      │
+//     ▼                        │   without a renewal     │      │
+//   kOwner ────────────────────┴───────────────────► kFenced ───┘
+//     ▲                                                  │
+//     └──────────── renewed, key still ours ─────────────┘
+//
+//   any state but kReleased ── step_down() ──► kReleased (terminal)
 //
 // Commands are narrower: request_ownership() only from kFollower, stand_by()
 // only from kCandidate (owner→candidate happens only when the lease is lost).
@@ -124,6 +129,9 @@ struct Action {
 };
 std::string_view to_string(Action::Kind k);
 
+// For request_ownership(): "the lease holding the key when I first look".
+inline constexpr LeaseId kCurrentHolder = -1;
+
 class Ownership {
  public:
   explicit Ownership(OwnershipConfig config);
@@ -131,7 +139,9 @@ class Ownership {
   // --- Commands (from the node). Illegal in the current state: an error. ---
   // Want the key. `displacing` is the lease of the owner this node judged lost
   // (a backup taking over); while the key is held by that lease the node waits
-  // as candidate. Any other holder makes it a follower (Rule 4).
+  // as candidate. kCurrentHolder: wait out whoever holds the key at the first
+  // try (a backup that never managed to read the key). Any other holder makes
+  // the node a follower (Rule 4).
   Status request_ownership(TimePoint now, std::optional<LeaseId> displacing = std::nullopt);
   // A candidate gives up wanting the key (its primary turned out to be alive).
   Status stand_by(TimePoint now);

@@ -270,6 +270,19 @@ TEST_F(OwnershipTest, CandidateWaitsForTheOldOwnersLeaseThenWins) {
   EXPECT_EQ(w.holder(b.key())->value.node, "b");
 }
 
+TEST_F(OwnershipTest, ABackupThatNeverReadTheKeyWaitsOutWhoeverHoldsIt) {
+  make_a_owner();
+  const TimePoint a_expiry = *w.expiry(a.lease());
+  ASSERT_FALSE(b.known_owner().has_value());
+  ASSERT_TRUE(b.request_ownership(clock.now, kCurrentHolder).is_ok());
+  run(b, link_b, 1s);
+  EXPECT_EQ(b.state(), S::kCandidate);
+  ASSERT_TRUE(b.waiting_for().has_value());
+  EXPECT_EQ(b.waiting_for()->value.node, "a");
+  run(b, link_b, a_expiry - clock.now + 2s);
+  EXPECT_EQ(b.state(), S::kOwner);
+}
+
 TEST_F(OwnershipTest, CandidateKeepsWaitingWhileTheOldOwnerRenews) {
   make_a_owner();
   run(b, link_b, 1s);
