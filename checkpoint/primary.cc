@@ -49,16 +49,38 @@ uint64_t random_session_id() {
 
 const char* tracker_arg(TrackerKind k) { return k == TrackerKind::kCompare ? "compare" : "uffd"; }
 
+// Runs `fn` on the io thread every `period`, from now until the io_context
+// stops or this is destroyed (on the io thread's owner, after it joined).
+class PeriodicTimer {
+ public:
+  PeriodicTimer(asio::io_context& io, std::chrono::milliseconds period, std::function<void()> fn)
+      : timer_(io), period_(period), fn_(std::move(fn)) {
+    asio::post(io, [this] { arm(); });
+  }
+
+ private:
+  void arm() {
+    timer_.expires_after(period_);
+    timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      fn_();
+      arm();
+    });
+  }
+
+  asio::steady_timer timer_;
+  std::chrono::milliseconds period_;
+  std::function<void()> fn_;
+};
+
 }  // namespace
 
 struct PrimaryNode::Impl {
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::thread io_thread;
-  std::unique_ptr<asio::steady_timer> stats_timer;
-  std::shared_ptr<std::function<void()>> stats_tick;  // re-arms stats_timer
-  std::unique_ptr<asio::steady_timer> release_timer;
-  std::shared_ptr<std::function<void()>> release_tick;
+  std::optional<PeriodicTimer> stats_timer;    // the statistics line
+  std::optional<PeriodicTimer> release_timer;  // RELEASED lines (with a witness)
   std::atomic<bool> in_sync{false};  // the backup acknowledged this stream's sync
 
   std::optional<common::SharedMemory> arena;
@@ -419,33 +441,13 @@ Status PrimaryNode::start_services() {
   if (ownership_ && im.proxy) {
     // When output left, once a second: the evidence that two nodes never
     // release at once (each line names the lease deadline it relied on).
-    im.release_timer = std::make_unique<asio::steady_timer>(im.io);
-    auto tick = std::make_shared<std::function<void()>>();
-    *tick = [this, &im, weak = std::weak_ptr<std::function<void()>>(tick)] {
-      im.release_timer->expires_after(std::chrono::seconds(1));
-      im.release_timer->async_wait([this, weak](boost::system::error_code ec) {
-        if (ec) return;
-        log_release_interval();
-        if (auto t = weak.lock()) (*t)();
-      });
-    };
-    im.release_tick = tick;
-    asio::post(im.io, [tick] { (*tick)(); });
+    im.release_timer.emplace(im.io, std::chrono::seconds(1), [this] { log_release_interval(); });
   }
   if (config_.stats_period.count() > 0) {
-    im.stats_timer = std::make_unique<asio::steady_timer>(im.io);
-    auto tick = std::make_shared<std::function<void()>>();
-    *tick = [this, &im, weak = std::weak_ptr<std::function<void()>>(tick)] {
-      im.stats_timer->expires_after(config_.stats_period);
-      im.stats_timer->async_wait([this, weak](boost::system::error_code ec) {
-        if (ec) return;
-        const auto s = stats_.snapshot();
-        if (s.epochs > 0) log_(format_stats_line(s));
-        if (auto t = weak.lock()) (*t)();
-      });
-    };
-    im.stats_tick = tick;
-    asio::post(im.io, [tick] { (*tick)(); });
+    im.stats_timer.emplace(im.io, config_.stats_period, [this] {
+      const auto s = stats_.snapshot();
+      if (s.epochs > 0) log_(format_stats_line(s));
+    });
   }
   return Status::ok();
 }
