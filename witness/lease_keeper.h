@@ -12,6 +12,11 @@
 // path. The change callback runs on the keeper's thread with no lock held; it
 // may call back into the LeaseKeeper but should not block for long.
 //
+// Timing: may_release() turns false exactly at the deadline. The kFenced
+// callback comes when the thread next ticks, which may lag the deadline by the
+// witness call in progress (at most the client's timeout per endpoint), so
+// output must be gated by may_release(), not by the callback alone.
+//
 // Lifetime: start() once, stop() (or the destructor) joins promptly: it waits
 // for at most the witness call in progress (bounded by the client's deadline),
 // plus the release if step_down() was called. stop() without step_down() is
