@@ -936,6 +936,15 @@ TEST(CheckpointStreamHostile, EndOfInputBetweenCheckpointsWithoutGoodbyeIsTrunca
   EXPECT_EQ(reader.finish().code(), StatusCode::kTruncated);
 }
 
+// The bytes of the chunks without a checkpoint, as printed in docs/protocol.md.
+TEST(CheckpointStreamExample, ChunksOutsideCheckpointsMatchTheDocumentedBytes) {
+  EXPECT_EQ(encode_enable_compression(), (Bytes{0xf3, 0xff, 0xff, 0xff}));
+  EXPECT_EQ(encode_heartbeat(0x0102030405060708),
+            (Bytes{0x9b, 0xff, 0xff, 0xff, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01}));
+  EXPECT_EQ(encode_goodbye(), (Bytes{0x9a, 0xff, 0xff, 0xff}));
+  EXPECT_EQ(encode_dropped(), (Bytes{0x99, 0xff, 0xff, 0xff}));
+}
+
 // ---- The worked example of docs/protocol.md, "Chunks".
 
 constexpr uint32_t kDocumentedExampleCrc = 0x15886985;  // as printed in docs/protocol.md
