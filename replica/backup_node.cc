@@ -267,7 +267,9 @@ void PrimarySession::handle_handshake() {
                                  handshake_buf_.end());
       handshake_buf_.clear();
       streaming_ = true;
-      reader_ = std::make_unique<protocol::CheckpointReader>(node_.page_count(), this);
+      // The Hello's codec list binds the stream: a payload of another codec is corrupt.
+      reader_ =
+          std::make_unique<protocol::CheckpointReader>(node_.page_count(), this, hello.codecs);
       node_.log(fmt::format("primary {} connected (session {:016x}); our last committed epoch: {}",
                             peer_, hello.session_id, node_.replica.committed_epoch()));
       node_.stream_started(this);
