@@ -22,6 +22,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "guest/sqlite/arena_file_store.h"
@@ -243,6 +244,36 @@ TEST_P(JournalModeTest, FullArenaIsSqliteFullAndTheDatabaseStaysWhole) {
   Db again(*vfs);
   EXPECT_EQ(again.text("PRAGMA integrity_check"), "ok");
   EXPECT_EQ(again.integer("SELECT count(*) FROM transfers"), i - 1);
+}
+
+TEST_P(JournalModeTest, ThreadsWithTheirOwnConnectionsSerializeTheirTransactions) {
+  TestArena arena(32 << 20);
+  auto vfs = make_vfs(arena);
+  {
+    Db d(*vfs);
+    make_bank(d, GetParam());
+  }
+  constexpr int kThreads = 4, kTransfers = 200;
+  std::vector<int> failures(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Db d(*vfs);
+      d.exec("PRAGMA busy_timeout=10000");
+      for (int i = 0; i < kTransfers; ++i) {
+        if (transfer(d, t * kTransfers + i, (t + i) % 20, (t + 2 * i + 1) % 20, 1) != SQLITE_OK) {
+          ++failures[t];
+          d.exec("ROLLBACK");
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  Db d(*vfs);
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+  EXPECT_EQ(d.integer("SELECT count(*) FROM transfers"), kThreads * kTransfers);
+  EXPECT_EQ(d.integer("SELECT sum(balance) FROM accounts"), 2000);
+  EXPECT_EQ(d.text("PRAGMA integrity_check"), "ok");
 }
 
 INSTANTIATE_TEST_SUITE_P(AllJournalModes, JournalModeTest, ::testing::ValuesIn(kModes),
