@@ -26,6 +26,11 @@
 //     dead process are deleted when the next one registers the VFS.
 // A full arena is SQLITE_FULL, with the file unchanged.
 //
+// Do not call SQLite inside an Update of your own: the VFS opens its own
+// Updates, one per call, and a transaction needs none (the recovery above makes
+// it all-or-nothing); a thread blocked on the VFS's locks inside an Update could
+// keep a pause waiting for the gate timeout.
+//
 // Threads: SQLite calls the VFS from any thread; every method here is
 // thread-safe. Ownership: SqliteVfs owns its store; SQLite holds a pointer to it
 // while registered, so it must outlive every connection that uses it (the one
