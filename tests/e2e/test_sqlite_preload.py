@@ -244,6 +244,7 @@ class SqlitePreloadTest(unittest.TestCase):
                                    "10 more acknowledged checkpoints during the transaction\n"
                                    + c.logs())
                 self.assertEqual(primary.count(r"postponed"), 0, c.logs())
+                self.assertEqual(primary.status()["primary"]["postponed_pauses"], 0, c.logs())
                 primary.kill9()
                 backup.wait_for(harness.TAKEOVER_RE)
                 m = backup.wait_for(r"long: start with (\d+) rows, (\S+)")
