@@ -281,7 +281,9 @@ StoreError ArenaFileStore::write(int index, uint64_t offset, std::span<const uin
       std::memcpy(block(f.blocks[bi]) + in_block, data.data() + done, len);
       done += len;
     }
-    f.size = std::max<uint64_t>(f.size, offset + data.size());
+    // Stored only when it grows: under the uffd tracker any store, even of the
+    // same value, dirties the table's page.
+    if (offset + data.size() > f.size) f.size = offset + data.size();
   }
   changed();
   return StoreError::kOk;
