@@ -21,6 +21,7 @@ scripts/bank-kill runs the long one (30+ per mode).
 
 import json
 import os
+import socket
 import subprocess
 import time
 import unittest
@@ -106,6 +107,44 @@ class BankKillTest(unittest.TestCase):
         self.assertEqual(int(resumed.group(1)), int(take.group(2)), context)
         c.close()
         return report
+
+
+@harness.require_binaries("bank")
+class BankProtocolTest(unittest.TestCase):
+    """romulus-bank alone (a private arena): hostile input gets one error reply per
+    line, or the connection closed after "ERROR line too long"; never a crash."""
+
+    def test_hostile_lines_get_errors_and_the_bank_keeps_serving(self):
+        c = Cluster(self)
+        bank = c.proc("bank", [harness.binary("bank"), "--port", "0", "--accounts", "10"])
+        port = int(bank.wait_for(r"romulus-bank: listening on [0-9.]+:(\d+)").group(1))
+        rng, _ = harness.seeded_random("test_bank_kill protocol")
+
+        def session(payload, lines):
+            with socket.create_connection(("127.0.0.1", port), timeout=harness.DEADLINE) as s:
+                s.sendall(payload)
+                data = b""
+                while data.count(b"\n") < lines:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data.decode(errors="replace").splitlines()
+
+        garbage = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))).replace(
+            b"\n", b"") for _ in range(200)]
+        replies = session(b"".join(g + b"\n" for g in garbage), len(garbage))
+        self.assertEqual(len(replies), len(garbage))
+        self.assertTrue(all(r.startswith(("ERROR", "PONG", "TOTAL", "AUDIT", "BALANCE",
+                                          "NOT_FOUND", "OK", "REFUSED", "DUPLICATE", "FOUND"))
+                            for r in replies), replies)
+        self.assertEqual(session(b"TRANSFER 1 2 3 x\x00y\nTRANSFER 1 2 3 " + b"9" * 100 + b"\n",
+                                 2),
+                         ["ERROR bad id (1-64 of A-Z a-z 0-9 - _ . :)"] * 2)
+        self.assertEqual(session(b"A" * 5000, 1), ["ERROR line too long"])
+        self.assertEqual(session(b"TRANSFER 0 1 5 ok-1\nAUDIT\n", 2),
+                         ["OK ok-1", "AUDIT ok total=10000 transfers=1"])
+        self.assertTrue(bank.alive(), bank.text())
 
 
 if __name__ == "__main__":
