@@ -57,6 +57,9 @@ _BINARIES = {
     "dirtier": os.path.join("examples", "dirtier", "romulus-dirtier"),
     "kvstore": os.path.join("examples", "kvstore", "romulus-kvstore"),
     "kvload": os.path.join("examples", "kvload", "romulus-kvload"),
+    "bank": os.path.join("examples", "bank", "romulus-bank"),
+    "bankload": os.path.join("examples", "bankload", "romulus-bankload"),
+    "sqlite_preload": os.path.join("guest", "sqlite", "libromulus_sqlite_preload.so"),
 }
 
 
@@ -65,7 +68,8 @@ def binary(name):
 
 
 def have(*names):
-    return all(os.access(binary(n), os.X_OK) for n in names)
+    return all(os.access(binary(n), os.R_OK if n.endswith("preload") else os.X_OK)
+               for n in names)
 
 
 def require_binaries(*names):
