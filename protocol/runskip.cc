@@ -148,19 +148,15 @@ size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out) {
   return n != 0 ? n : encode_whole_page(cur, out);
 }
 
-Result<size_t> runskip_decode(ByteSpan in, MutablePageView page) {
-  if (in.empty()) return Status::truncated("runskip record: no bytes at offset 0");
-  if (in[0] == kRunSkipWholePage) {
-    if (in.size() < kRunSkipMaxRecord) {
-      return Status::truncated(
-          fmt::format("runskip record: whole-page record at offset 0 needs {} bytes, have {}",
-                      kRunSkipMaxRecord, in.size()));
-    }
-    std::memcpy(page.data(), in.data() + 1, kPageSize);
-    return kRunSkipMaxRecord;
-  }
+namespace {
 
-  // Pass 1: validate the whole record, so that an error leaves `page` unchanged.
+// Undoes what runskip_decode() applied of a malformed record, and names the
+// record's first error and its offset: walks the record again from the start
+// and, for every RUN whose marker is before offset `applied` (each of them was
+// applied, and saved in `undo` first), copies the page's former words back.
+// Cold: valid records never come here.
+[[gnu::cold, gnu::noinline]] Status undo_and_describe(ByteSpan in, size_t applied, uint8_t* page,
+                                                      const uint8_t* undo) {
   size_t pos = 0;
   size_t word = 0;
   while (word < kWordsPerPage) {
@@ -170,10 +166,7 @@ Result<size_t> runskip_decode(ByteSpan in, MutablePageView page) {
                       kWordsPerPage));
     }
     const uint8_t marker = in[pos];
-    if (marker == kRunSkipEnd) {
-      ++pos;
-      break;
-    }
+    if (marker == kRunSkipEnd) break;
     if (marker == kRunSkipWholePage) {
       return Status::corrupt(fmt::format(
           "runskip record: whole-page marker 0x80 at offset {} is not the first byte", pos));
@@ -191,27 +184,108 @@ Result<size_t> runskip_decode(ByteSpan in, MutablePageView page) {
             fmt::format("runskip record: RUN of {} words at offset {} needs {} bytes, have {}", n,
                         pos, n * kWordSize, in.size() - pos - 1));
       }
+      if (pos < applied) {
+        std::memcpy(page + word * kWordSize, undo + word * kWordSize, n * kWordSize);
+      }
       pos += n * kWordSize;
     }
     ++pos;
     word += n;
   }
-  const size_t consumed = pos;
+  return Status::corrupt("runskip record: malformed");  // not reached for a failed record
+}
 
-  // Pass 2: apply.
-  pos = 0;
-  word = 0;
-  while (pos < consumed) {
-    const uint8_t marker = in[pos++];
-    if (marker == kRunSkipEnd) break;
-    const size_t n = marker & 0x7f;
-    if ((marker & kRunSkipSkipBit) == 0) {
-      copy_words(page.data() + word * kWordSize, in.data() + pos, n * kWordSize);
-      pos += n * kWordSize;
-    }
-    word += n;
+}  // namespace
+
+namespace {
+
+// RUNs longer than this are not saved for undo: the rest of the record is
+// checked first instead (a marker-only walk), then applied without undo.
+constexpr size_t kUndoMaxBytes = 64;
+
+// Marker-only walk over the rest of a delta record, from the marker at `pos`
+// that covers page bytes from `off`: returns where the record ends, or 0 if it
+// is malformed. Reads no RUN data.
+inline size_t scan_rest(const uint8_t* rec, size_t size, size_t pos, size_t off) {
+  while (off < kPageSize) {
+    if (pos >= size) return 0;
+    const uint8_t marker = rec[pos];
+    const size_t len = static_cast<size_t>(marker & 0x7f) * kWordSize;
+    if (len - 1 >= kPageSize - off) return marker == kRunSkipEnd ? pos + 1 : 0;
+    off += len;
+    pos += 1 + ((marker & kRunSkipSkipBit) != 0 ? 0 : len);
   }
-  return consumed;
+  return pos <= size ? pos : 0;
+}
+
+// Applies the markers [pos, end) of a record that scan_rest() accepted.
+inline void apply_checked(const uint8_t* rec, size_t pos, size_t end, size_t off, uint8_t* dst) {
+  while (pos < end) {
+    const uint8_t marker = rec[pos++];
+    const size_t len = static_cast<size_t>(marker & 0x7f) * kWordSize;
+    if ((marker & kRunSkipSkipBit) == 0) {
+      if (len == 0) return;  // END
+      copy_words(dst + off, rec + pos, len);
+      pos += len;
+    }
+    off += len;
+  }
+}
+
+}  // namespace
+
+// One pass, as a decoder that trusts its input would make, applying each
+// marker as soon as it is checked; the words a short RUN overwrites are saved
+// first in `undo`, so that an error found later can put the page back as it
+// was. At the first long RUN, saving would cost as much as applying: the rest
+// of the record is validated by a marker-only walk instead, then applied.
+// Measured against validating the whole record first and applying it in a
+// second walk: the walk from marker to marker is a chain of dependent loads,
+// and walking a sparse page's many markers twice cost more than saving the
+// few words they change (docs/performance.md, "Codecs").
+Result<size_t> runskip_decode(ByteSpan in, MutablePageView page) {
+  if (in.empty()) return Status::truncated("runskip record: no bytes at offset 0");
+  if (in[0] == kRunSkipWholePage) {
+    if (in.size() < kRunSkipMaxRecord) {
+      return Status::truncated(
+          fmt::format("runskip record: whole-page record at offset 0 needs {} bytes, have {}",
+                      kRunSkipMaxRecord, in.size()));
+    }
+    std::memcpy(page.data(), in.data() + 1, kPageSize);
+    return kRunSkipMaxRecord;
+  }
+  const uint8_t* const rec = in.data();
+  const size_t size = in.size();
+  uint8_t* const dst = page.data();
+  uint8_t undo[kPageSize];  // undo[b] is valid where a RUN applied so far wrote page[b]
+  size_t pos = 0;
+  size_t off = 0;  // page bytes [0, off) are covered by the markers applied
+  while (off < kPageSize) {
+    if (pos >= size) [[unlikely]]
+      return undo_and_describe(in, pos, dst, undo);
+    const uint8_t marker = rec[pos];
+    const size_t len = static_cast<size_t>(marker & 0x7f) * kWordSize;
+    if (len - 1 >= kPageSize - off) [[unlikely]] {  // len == 0 (END, 0x80) or past the page
+      if (marker == kRunSkipEnd) return pos + 1;
+      return undo_and_describe(in, pos, dst, undo);
+    }
+    ++pos;
+    if ((marker & kRunSkipSkipBit) == 0) {
+      if (len > size - pos) [[unlikely]]
+        return undo_and_describe(in, pos - 1, dst, undo);
+      if (len > kUndoMaxBytes) {
+        const size_t end = scan_rest(rec, size, pos - 1, off);
+        if (end == 0) return undo_and_describe(in, pos - 1, dst, undo);
+        apply_checked(rec, pos - 1, end, off, dst);
+        return end;
+      }
+      copy_words(undo + off, dst + off, len);
+      copy_words(dst + off, rec + pos, len);
+      pos += len;
+    }
+    off += len;
+  }
+  return pos;
 }
 
 }  // namespace romulus::protocol

@@ -52,8 +52,8 @@ size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out);
 // Applies the record at the front of `in` to `page`, which holds the receiver's
 // current copy, and returns the number of bytes the record occupies (bytes after
 // it are left for the caller: the next record). On error (kTruncated or
-// kCorrupt, naming the problem and its offset) `page` is left unchanged: the
-// whole record is validated before any byte is written.
+// kCorrupt, naming the problem and its offset) `page` is left unchanged: what
+// was applied of the record before its error is undone.
 Result<size_t> runskip_decode(ByteSpan in, MutablePageView page);
 
 // True if the record at the front of `in` is a whole-page record.

@@ -3,7 +3,9 @@
 // 1. Hostile input: decodes records one after another from the whole input into
 //    a page that starts as zeros with the input's first 64 bytes at offset 0.
 //    Every decode must consume 1..remaining bytes or fail leaving the page as it
-//    was; ASan/UBSan catch any out-of-bounds access.
+//    was; ASan/UBSan catch any out-of-bounds access. Every decode must agree
+//    with the plain one-pass decoder of bench/reference_decoder.h (success,
+//    length and page; or failure).
 // 2. Round trip: builds two pages from the input (old: the input repeated; cur:
 //    old with edits read from the input), encodes, decodes, and traps on any
 //    mismatch or an oversized record.
@@ -11,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "bench/reference_decoder.h"
 #include "protocol/runskip.h"
 
 using namespace romulus::protocol;
@@ -24,7 +27,12 @@ void decode_all(const uint8_t* data, size_t size) {
   while (!in.empty()) {
     uint8_t before[kPageSize];
     std::memcpy(before, page, kPageSize);
+    uint8_t ref_page[kPageSize];
+    std::memcpy(ref_page, page, kPageSize);
     auto r = runskip_decode(in, MutablePageView(page, kPageSize));
+    auto ref = romulus::bench::reference_runskip_decode(in, MutablePageView(ref_page, kPageSize));
+    if (r.is_ok() != ref.is_ok()) __builtin_trap();
+    if (r.is_ok() && (*r != *ref || std::memcmp(page, ref_page, kPageSize) != 0)) __builtin_trap();
     if (!r.is_ok()) {
       if (std::memcmp(before, page, kPageSize) != 0) __builtin_trap();
       return;
