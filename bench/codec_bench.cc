@@ -27,6 +27,7 @@
 #include "protocol/page_buffer.h"
 #include "protocol/page_codec.h"
 #include "protocol/page_compare.h"
+#include "protocol/runskip.h"
 #include "tests/support/page_patterns.h"
 
 namespace {
@@ -147,6 +148,25 @@ void BM_Encode(benchmark::State& state, CodecId codec, Change change, size_t pag
   state.counters["bytes_per_page"] = static_cast<double>(total) / static_cast<double>(pages);
 }
 
+// RUN/SKIP encode with a chosen page comparison (runskip_encode_with).
+void BM_EncodeWith(benchmark::State& state, romulus::protocol::CompareImpl impl, Change change,
+                   size_t pages) {
+  if (!romulus::protocol::compare_impl_available(impl)) {
+    state.SkipWithError("not supported by this CPU");
+    return;
+  }
+  const Workload& w = workload(change, pages);
+  alignas(64) uint8_t out[romulus::protocol::kMaxPageRecord];
+  for (auto _ : state) {
+    for (size_t i = 0; i < pages; ++i) {
+      romulus::protocol::runskip_encode_with(impl, w.old_page(i),
+                                             PageView(w.cur_page(i), kPageSize), out);
+    }
+    benchmark::DoNotOptimize(out);
+  }
+  set_throughput(state, pages);
+}
+
 using DecodeFn = romulus::Result<size_t> (*)(CodecId, ByteSpan, MutablePageView);
 
 void BM_Decode(benchmark::State& state, CodecId codec, Change change, size_t pages,
@@ -254,6 +274,15 @@ void register_all() {
           std::pair{CompareImpl::kAvx2, "avx2"}, std::pair{CompareImpl::kAvx512, "avx512"}}) {
       benchmark::RegisterBenchmark((std::string("diff_words_identical/") + name + at).c_str(),
                                    BM_DiffWords, impl, pages);
+    }
+    for (Change c : {Change::kSparse, Change::kClustered}) {
+      for (auto [impl, name] :
+           {std::pair{CompareImpl::kAvx2, "avx2"}, std::pair{CompareImpl::kAvx512, "avx512"}}) {
+        benchmark::RegisterBenchmark((std::string("encode/runskip_") + name + "/" +
+                                      std::string(romulus::testing::change_name(c)) + at)
+                                         .c_str(),
+                                     BM_EncodeWith, impl, c, pages);
+      }
     }
     for (auto [codec, name] :
          {std::pair{CodecId::kRunSkip, "runskip"}, std::pair{CodecId::kXbzrle, "xbzrle"}}) {
