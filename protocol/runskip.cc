@@ -4,6 +4,10 @@
 
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "protocol/page_compare.h"
 
 namespace romulus::protocol {
@@ -47,7 +51,9 @@ size_t markers_for(size_t words) { return (words + kRunSkipMaxRun - 1) / kRunSki
 // record would exceed kRunSkipDeltaBudget (out then holds a partial record).
 class DeltaWriter {
  public:
-  DeltaWriter(const uint8_t* cur, uint8_t* out) : cur_(cur), out_(out) {}
+  // Continues a record of which out[0, pos) covers words [0, word).
+  DeltaWriter(const uint8_t* cur, uint8_t* out, size_t pos = 0, size_t word = 0)
+      : cur_(cur), out_(out), pos_(pos), word_(word) {}
 
   // Words [start, end) changed, and words [word_, start) did not.
   bool run(size_t start, size_t end) {
@@ -92,11 +98,13 @@ class DeltaWriter {
  private:
   const uint8_t* cur_;
   uint8_t* out_;
-  size_t pos_ = 0;   // bytes written
-  size_t word_ = 0;  // words [0, word_) are covered by the markers written
+  size_t pos_;   // bytes written
+  size_t word_;  // words [0, word_) are covered by the markers written
 };
 
-// The record of cur given its word diff map and block summary.
+// The record of cur given its word diff map and block summary, continuing
+// from block `first` a record of which out[0, pos) covers words [0, word)
+// (word <= 64 * first; no run of the earlier blocks reaches block `first`).
 //
 // One pass over the differing blocks of the page (diff_word_blocks) and, in
 // each, over its runs of set bits: the lowest run of m is cleared by
@@ -104,7 +112,8 @@ class DeltaWriter {
 // that reaches the end of a block is held back until the next block shows
 // whether it goes on (a maximal run must be written as one, or its RUN
 // markers would split differently).
-size_t encode_delta(const WordDiffMap& map, uint32_t blocks, PageView cur, uint8_t* out) {
+size_t encode_delta(const WordDiffMap& map, uint32_t blocks, PageView cur, uint8_t* out,
+                    size_t first = 0, size_t pos = 0, size_t word = 0) {
   if (blocks == 0) {
     out[0] = kRunSkipEnd;
     return 1;
@@ -121,10 +130,10 @@ size_t encode_delta(const WordDiffMap& map, uint32_t blocks, PageView cur, uint8
     for (const uint64_t m : map) changed += popcount64(m);
     if (changed * kWordSize > kRunSkipDeltaBudget) return encode_whole_page(cur, out);
   }
-  DeltaWriter writer(cur.data(), out);
+  DeltaWriter writer(cur.data(), out, pos, word);
   size_t run_start = 0;  // the held run [run_start, run_end), if run_end > run_start
   size_t run_end = 0;
-  for (uint32_t rest = blocks; rest != 0; rest &= rest - 1) {
+  for (uint32_t rest = blocks & (~0u << first); rest != 0; rest &= rest - 1) {
     const size_t base = static_cast<size_t>(__builtin_ctz(rest)) * 64;
     uint64_t m = map[base / 64];
     do {
@@ -150,10 +159,94 @@ size_t encode_delta(const WordDiffMap& map, uint32_t blocks, PageView cur, uint8
   return n != 0 ? n : encode_whole_page(cur, out);
 }
 
+#if defined(__x86_64__)
+
+// Bit i set when word i of the 256-byte blocks at a and b differs.
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline uint64_t block_diff_avx512(
+    const uint8_t* a, const uint8_t* b) {
+  const __mmask16 k0 = _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(a), _mm512_loadu_si512(b));
+  const __mmask16 k1 =
+      _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(a + 64), _mm512_loadu_si512(b + 64));
+  const __mmask16 k2 =
+      _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(a + 128), _mm512_loadu_si512(b + 128));
+  const __mmask16 k3 =
+      _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(a + 192), _mm512_loadu_si512(b + 192));
+  return _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(k3, k2), _mm512_kunpackw(k1, k0)));
+}
+
+// The encoder for CPUs with AVX-512BW. First every block is compared (into
+// mask registers; loads of all blocks in flight at once), then the differing
+// blocks are written. A block whose changed words are one run that ends before
+// the block does (a sparse page's blocks) is written with a fixed sequence of
+// stores and no branch on the gap or the run's length. At the first other block
+// (several runs, or a run that may go on into the next block) encode_delta()
+// writes the rest, as it writes every block of a page on other CPUs. The
+// result is the same record either way.
+__attribute__((target("avx512f,avx512bw,avx512vl,bmi,bmi2,lzcnt,popcnt"))) size_t encode_avx512(
+    const uint8_t* old, PageView page, uint8_t* out) {
+  const uint8_t* const cur = page.data();
+  WordDiffMap map;
+  uint32_t blocks = 0;
+  for (size_t i = 0; i < map.size(); ++i) {
+    map[i] = block_diff_avx512(old + i * 256, cur + i * 256);
+    blocks |= static_cast<uint32_t>(map[i] != 0) << i;
+  }
+  size_t pos = 0;  // out[0, pos) is the record of words [0, word)
+  size_t word = 0;
+  for (uint32_t rest_blocks = blocks; rest_blocks != 0; rest_blocks &= rest_blocks - 1) {
+    const size_t k = static_cast<size_t>(_tzcnt_u32(rest_blocks));
+    const uint64_t m = map[k];
+    const uint64_t tz = _tzcnt_u64(m);
+    const uint64_t run = m >> tz;
+    if ((run & (run + 1)) != 0 || (m >> 63) != 0) {  // not a single run inside the block
+      return encode_delta(map, blocks, page, out, k, pos, word);
+    }
+    const size_t n = static_cast<size_t>(_mm_popcnt_u64(m));  // changed words, 1..63
+    const size_t start = k * 64 + tz;
+    const size_t gap = start - word;
+    const size_t full = gap / kRunSkipMaxRun;  // at most 8: as DeltaWriter::run
+    const size_t rest = gap - full * kRunSkipMaxRun;
+    constexpr uint64_t kSkipFull = ~uint64_t{0};
+    std::memcpy(out + pos, &kSkipFull, 8);
+    size_t p = pos + full;
+    out[p] = static_cast<uint8_t>(kRunSkipSkipBit | rest);
+    p += rest != 0;
+    out[p++] = static_cast<uint8_t>(n);
+    // Up to four words without a branch; a masked load never reads past the
+    // run (nor the page). Longer runs copy the rest.
+    const __mmask8 first4 = static_cast<__mmask8>(_bzhi_u32(0xF, static_cast<unsigned>(n)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + p),
+                     _mm_maskz_loadu_epi32(first4, cur + start * kWordSize));
+    if (n > 4) copy_words(out + p + 16, cur + (start + 4) * kWordSize, (n - 4) * kWordSize);
+    pos = p + n * kWordSize;
+    word = start + n;
+    // Before the next block, out[0, pos) is within the budget, so a block's
+    // writes (at most 8 + 2 + 4 * 63 bytes) stay within kRunSkipMaxRecord.
+    if (pos > kRunSkipDeltaBudget) return encode_whole_page(page, out);
+  }
+  if (word == kWordsPerPage) return pos;
+  if (pos + 1 > kRunSkipDeltaBudget) return encode_whole_page(page, out);
+  out[pos] = kRunSkipEnd;
+  return pos + 1;
+}
+
+bool have_avx512bw() {
+  static const bool kHave = __builtin_cpu_supports("avx512f") &&
+                            __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("bmi2") &&
+                            __builtin_cpu_supports("popcnt");
+  return kHave;
+}
+
+#endif  // __x86_64__
+
 }  // namespace
 
 size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out) {
   if (old == nullptr) return encode_whole_page(cur, out);
+#if defined(__x86_64__)
+  if (have_avx512bw()) return encode_avx512(old, cur, out);
+#endif
   WordDiffMap map;
   const uint32_t blocks = diff_word_blocks(old, cur.data(), &map);
   return encode_delta(map, blocks, cur, out);
@@ -161,6 +254,9 @@ size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out) {
 
 size_t runskip_encode_with(CompareImpl impl, const uint8_t* old, PageView cur, uint8_t* out) {
   if (old == nullptr) return encode_whole_page(cur, out);
+#if defined(__x86_64__)
+  if (impl == CompareImpl::kAvx512 && have_avx512bw()) return encode_avx512(old, cur, out);
+#endif
   WordDiffMap map;
   const uint32_t blocks = diff_word_blocks_with(impl, old, cur.data(), &map);
   return encode_delta(map, blocks, cur, out);
