@@ -12,7 +12,8 @@
 // `stable` like the compare tracker (encoded from its own copy after resume).
 // The engine sends into a NullTransport. minflt is the process's minor page
 // faults (getrusage) across one checkpoint() call: every page of a freshly
-// mapped buffer costs one. Each figure is the median over the epochs after
+// mapped buffer costs one; CPU is the process's CPU time (all threads) across
+// the same call. Each figure is the median over the epochs after
 // two warm-up epochs.
 //
 // A plain main, not Google Benchmark: one row needs several related numbers
@@ -72,6 +73,14 @@ long minflt() {
   return ru.ru_minflt;
 }
 
+// CPU time of the whole process (every thread), µs.
+double cpu_us() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -91,8 +100,8 @@ int run(const Options& opt) {
   const std::vector<uint8_t> init = testing::make_working_set(opt.arena_pages, rng);
   std::memcpy(arena.get(), init.data(), init.size());
   std::printf(
-      "| tracker | threads | dirty pages | pause µs | encode µs | minflt / epoch | wire B / page "
-      "|\n|---|--:|--:|--:|--:|--:|--:|\n");
+      "| tracker | threads | dirty pages | pause µs | encode µs | CPU µs / epoch | minflt / epoch "
+      "| wire B / page |\n|---|--:|--:|--:|--:|--:|--:|--:|\n");
   for (unsigned threads : opt.threads) {
     FakeTracker tracker(arena.get(), opt.stable);
     NoPause guest;
@@ -108,26 +117,30 @@ int run(const Options& opt) {
     }
     tracker.dirty.clear();
     for (size_t i = 0; i < opt.pages; ++i) tracker.dirty.push_back(i * opt.arena_pages / opt.pages);
-    std::vector<double> pause, encode, faults, wire;
+    std::vector<double> pause, encode, cpu, faults, wire;
     for (int e = -2; e < opt.epochs; ++e) {
       for (uint64_t pfn : tracker.dirty) {
         testing::apply_change(arena.get() + pfn * kPageSize, testing::Change::kSparse, rng);
       }
       const long f0 = minflt();
+      const double c0 = cpu_us();
       if (Status st = engine.checkpoint(); !st.is_ok()) {
         std::fprintf(stderr, "checkpoint: %s\n", st.to_string().c_str());
         return 1;
       }
       const long f1 = minflt();
+      const double c1 = cpu_us();
       if (e < 0) continue;
       const checkpoint::EpochRecord rec = stats.snapshot().last;
       pause.push_back(static_cast<double>(rec.pause_us));
       encode.push_back(static_cast<double>(rec.encode_us));
       faults.push_back(static_cast<double>(f1 - f0));
+      cpu.push_back(c1 - c0);
       wire.push_back(static_cast<double>(rec.wire_bytes) / static_cast<double>(opt.pages));
     }
-    std::printf("| %s | %u | %zu | %.0f | %.0f | %.0f | %.1f |\n", opt.stable ? "stable" : "live",
-                threads, opt.pages, median(pause), median(encode), median(faults), median(wire));
+    std::printf("| %s | %u | %zu | %.0f | %.0f | %.0f | %.0f | %.1f |\n",
+                opt.stable ? "stable" : "live", threads, opt.pages, median(pause), median(encode),
+                median(cpu), median(faults), median(wire));
     std::fflush(stdout);
   }
   return 0;
