@@ -34,7 +34,7 @@ size_t encode_page_record(CodecId codec, const uint8_t* old, PageView cur, uint8
   return kPageSize;
 }
 
-Result<size_t> decode_other_page_record(CodecId codec, ByteSpan in, MutablePageView page) {
+Result<size_t> decode_page_record(CodecId codec, ByteSpan in, MutablePageView page) {
   switch (codec) {
     case CodecId::kRunSkip:
       return runskip_decode(in, page);

@@ -16,7 +16,6 @@
 
 #include "protocol/coding.h"
 #include "protocol/page.h"
-#include "protocol/runskip.h"
 #include "protocol/status.h"
 
 namespace romulus::protocol {
@@ -37,14 +36,8 @@ size_t encode_page_record(CodecId codec, const uint8_t* old, PageView cur, uint8
 
 // Applies the record at the front of `in` to `page` (the receiver's current
 // copy, or anything if !record_needs_current) and returns the bytes consumed.
-// On error, `page` is unchanged. Inline for the default codec: a sparse
-// page's record decodes in ~20 ns, and a second call level cost ~2 ns of it
-// (docs/performance.md, "Codecs").
-Result<size_t> decode_other_page_record(CodecId codec, ByteSpan in, MutablePageView page);
-inline Result<size_t> decode_page_record(CodecId codec, ByteSpan in, MutablePageView page) {
-  if (codec == CodecId::kRunSkip) return runskip_decode(in, page);
-  return decode_other_page_record(codec, in, page);
-}
+// On error, `page` is unchanged.
+Result<size_t> decode_page_record(CodecId codec, ByteSpan in, MutablePageView page);
 
 // False if the record at the front of `in` is complete and overwrites the whole
 // page (a whole-page record, or a kNone record), so the receiver need not provide its
