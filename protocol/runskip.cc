@@ -190,12 +190,12 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) inline uint64_t block
 
 // The encoder for CPUs with AVX-512BW. First every block is compared (into
 // mask registers; loads of all blocks in flight at once), then the differing
-// blocks are written. A block whose changed words are one run that ends before
-// the block does (a sparse page's blocks) is written with a fixed sequence of
-// stores and no branch on the gap or the run's length. At the first other block
-// (several runs, or a run that may go on into the next block) encode_delta()
-// writes the rest, as it writes every block of a page on other CPUs. The
-// result is the same record either way.
+// blocks are written. A block whose changed words are one run (every block of
+// a sparse page), possibly going on into the low words of the next block (a
+// cluster across a block boundary), is written with a fixed sequence of stores
+// and no branch on the gap. At the first other block (several runs, or a run
+// longer than that) encode_delta() writes the rest, as it writes every block
+// of a page on other CPUs. The result is the same record either way.
 __attribute__((target("avx512f,avx512bw,avx512vl,bmi,bmi2,lzcnt,popcnt"))) size_t encode_avx512(
     const uint8_t* old, PageView page, uint8_t* out) {
   const uint8_t* const cur = page.data();
@@ -212,14 +212,31 @@ __attribute__((target("avx512f,avx512bw,avx512vl,bmi,bmi2,lzcnt,popcnt"))) size_
     const uint64_t m = map[k];
     const uint64_t tz = _tzcnt_u64(m);
     const uint64_t run = m >> tz;
-    if ((run & (run + 1)) != 0 || (m >> 63) != 0) {  // not a single run inside the block
+    if ((run & (run + 1)) != 0) {  // more than one run in the block
       return encode_delta(map, blocks, page, out, k, pos, word);
     }
-    const size_t n = static_cast<size_t>(_mm_popcnt_u64(m));  // changed words, 1..63
+    size_t n = static_cast<size_t>(_mm_popcnt_u64(m));  // changed words
+    if ((m >> 63) != 0 && k + 1 < map.size() && (map[k + 1] & 1) != 0) {
+      // The run goes on into the next block: take that block's low run too,
+      // unless the run may go on further still.
+      const uint64_t next = map[k + 1];
+      const uint64_t ones = _tzcnt_u64(~next);
+      if (ones == 64) return encode_delta(map, blocks, page, out, k, pos, word);
+      n += ones;                       // at most 64 + 63 = 127 words: one RUN marker
+      map[k + 1] = next & (next + 1);  // what is left of the next block
+      if (map[k + 1] == 0) {
+        blocks &= ~(2u << k);
+        rest_blocks &= ~(2u << k);
+      }
+    }
     const size_t start = k * 64 + tz;
     const size_t gap = start - word;
     const size_t full = gap / kRunSkipMaxRun;  // at most 8: as DeltaWriter::run
     const size_t rest = gap - full * kRunSkipMaxRun;
+    const size_t next_pos = pos + full + (rest != 0) + 1 + n * kWordSize;
+    // Checked before writing: out[0, pos) is within the budget, so what a run
+    // writes (up to 16 bytes past next_pos) stays within kRunSkipMaxRecord.
+    if (next_pos > kRunSkipDeltaBudget) return encode_whole_page(page, out);
     constexpr uint64_t kSkipFull = ~uint64_t{0};
     std::memcpy(out + pos, &kSkipFull, 8);
     size_t p = pos + full;
@@ -228,15 +245,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,bmi,bmi2,lzcnt,popcnt"))) size_
     out[p++] = static_cast<uint8_t>(n);
     // Up to four words without a branch; a masked load never reads past the
     // run (nor the page). Longer runs copy the rest.
-    const __mmask8 first4 = static_cast<__mmask8>(_bzhi_u32(0xF, static_cast<unsigned>(n)));
+    const __mmask8 first4 =
+        static_cast<__mmask8>(_bzhi_u32(0xF, static_cast<unsigned>(n > 4 ? 4 : n)));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + p),
                      _mm_maskz_loadu_epi32(first4, cur + start * kWordSize));
     if (n > 4) copy_words(out + p + 16, cur + (start + 4) * kWordSize, (n - 4) * kWordSize);
-    pos = p + n * kWordSize;
+    pos = next_pos;
     word = start + n;
-    // Before the next block, out[0, pos) is within the budget, so a block's
-    // writes (at most 8 + 2 + 4 * 63 bytes) stay within kRunSkipMaxRecord.
-    if (pos > kRunSkipDeltaBudget) return encode_whole_page(page, out);
   }
   if (word == kWordsPerPage) return pos;
   if (pos + 1 > kRunSkipDeltaBudget) return encode_whole_page(page, out);

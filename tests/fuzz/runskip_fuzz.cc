@@ -8,7 +8,8 @@
 //    length and page; or failure).
 // 2. Round trip: builds two pages from the input (old: the input repeated; cur:
 //    old with edits read from the input), encodes, decodes, and traps on any
-//    mismatch or an oversized record.
+//    mismatch or an oversized record, or if any compare implementation
+//    (runskip_encode_with) encodes differently.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -56,6 +57,14 @@ void round_trip(const uint8_t* data, size_t size) {
   uint8_t out[kRunSkipMaxRecord];
   const size_t n = runskip_encode(old_page, PageView(cur, kPageSize), out);
   if (n == 0 || n > kRunSkipMaxRecord) __builtin_trap();
+  // Every compare implementation (AVX-512, AVX2, SSE2, portable) gives the same record.
+  for (auto impl :
+       {CompareImpl::kPortable, CompareImpl::kSse2, CompareImpl::kAvx2, CompareImpl::kAvx512}) {
+    if (!compare_impl_available(impl)) continue;
+    uint8_t other[kRunSkipMaxRecord];
+    const size_t m = runskip_encode_with(impl, old_page, PageView(cur, kPageSize), other);
+    if (m != n || std::memcmp(other, out, n) != 0) __builtin_trap();
+  }
   auto r = runskip_decode(ByteSpan(out, n), MutablePageView(old_page, kPageSize));
   if (!r.is_ok() || *r != n) __builtin_trap();
   if (std::memcmp(old_page, cur, kPageSize) != 0) __builtin_trap();
