@@ -41,12 +41,15 @@ EpochEngine::EpochEngine(PauseControl& guest, DirtyTracker& tracker, uint64_t pa
       pool_(options_.encoder_threads),
       interval_us_(options_.interval.count()),
       codec_(static_cast<uint8_t>(options_.encode.codec)),
-      next_epoch_(options_.first_epoch) {
+      next_epoch_(options_.first_epoch),
+      buffers_(std::make_shared<BufferPool>(2 * static_cast<size_t>(pool_.threads()) + 2)) {
   if (!stable_pages_) staging_.emplace(options_.staging_bytes);
+  if (transport_ != nullptr) transport_->set_buffer_pool(buffers_);
 }
 
 void EpochEngine::set_transport(CheckpointTransport* transport, uint64_t min_next_epoch) {
   transport_ = transport;
+  if (transport_ != nullptr) transport_->set_buffer_pool(buffers_);
   format_b_ = false;
   if (next_epoch_.load() < min_next_epoch) next_epoch_.store(min_next_epoch);
 }
@@ -67,10 +70,10 @@ Status EpochEngine::encode_and_send(std::span<const uint64_t> pfns,
   };
   pool_.run(slices, [&](size_t i) {
     auto [begin, end] = range(i);
-    slice_out_[i].clear();
     // Room for the worst case up front: growing by doubling would copy and
-    // fault the buffer several times per epoch.
-    slice_out_[i].reserve((end - begin) * (protocol::kPageSize + 64) + 4096);
+    // fault the buffer several times per epoch. From the pool: a buffer freed
+    // after sending would be unmapped, and mapped and faulted in again.
+    slice_out_[i] = buffers_->take((end - begin) * (protocol::kPageSize + 64) + 4096);
     const auto sub = pfns.subspan(begin, end - begin);
     const auto sub_pages = pages.subspan(begin, end - begin);
     if (format_b) {

@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/buffer_pool.h"
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/encoder_pool.h"
 #include "checkpoint/staging_buffer.h"
@@ -175,6 +176,8 @@ class EpochEngine {
   std::vector<uint64_t> batch_pfns_;        // send_from_tracker()'s current batch
   std::vector<const uint8_t*> batch_srcs_;  // where the pages being encoded are
   std::vector<protocol::Bytes> slice_out_;
+  // Encoder output buffers, given back by the transport once written.
+  std::shared_ptr<BufferPool> buffers_;
   std::vector<protocol::EncodeStats> slice_stats_;
   std::chrono::steady_clock::time_point last_pause_start_{};
 };

@@ -307,14 +307,17 @@ void TcpSender::do_write() {
           cv_.notify_all();
           return;
         }
+        protocol::Bytes written;
         {
           std::lock_guard lock(mu_);
           if (!queue_.empty()) {
+            written = std::move(queue_.front());
             queue_.pop_front();
             queued_bytes_ -= n;
           }
         }
         cv_.notify_all();
+        recycle(std::move(written));
         do_write();
       });
 }

@@ -9,10 +9,17 @@
 // Threading: send()/flush()/end_of_checkpoint() are called from the engine
 // thread only. Implementations deliver on their own threads and must make
 // these calls safe against that.
+//
+// Buffers: once a buffer's bytes are written (or dropped), an implementation
+// hands it to recycle(), which gives it back to the engine's BufferPool if one
+// was set (set_buffer_pool()), so the next epoch reuses its memory.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 
+#include "checkpoint/buffer_pool.h"
 #include "protocol/coding.h"
 #include "protocol/status.h"
 
@@ -35,6 +42,28 @@ class CheckpointTransport {
   // Says that all bytes of checkpoint `epoch` have been queued (the tail
   // included), so the transport can note when the last of them is written.
   virtual void end_of_checkpoint(uint64_t epoch) = 0;
+
+  // Where written buffers go back to (nullptr: they are freed). Any thread.
+  void set_buffer_pool(std::shared_ptr<BufferPool> pool) {
+    std::lock_guard lock(pool_mu_);
+    pool_ = std::move(pool);
+  }
+
+ protected:
+  // Gives a buffer whose bytes are written, or will never be, back to the pool.
+  // Any thread.
+  void recycle(protocol::Bytes bytes) {
+    std::shared_ptr<BufferPool> pool;
+    {
+      std::lock_guard lock(pool_mu_);
+      pool = pool_;
+    }
+    if (pool) pool->give(std::move(bytes));
+  }
+
+ private:
+  std::mutex pool_mu_;
+  std::shared_ptr<BufferPool> pool_;
 };
 
 // Drops everything: `--backup null`, for measuring the overhead of
@@ -43,6 +72,7 @@ class NullTransport final : public CheckpointTransport {
  public:
   Status send(protocol::Bytes bytes) override {
     bytes_ += bytes.size();
+    recycle(std::move(bytes));
     return Status::ok();
   }
   Status flush() override { return Status::ok(); }

@@ -33,7 +33,7 @@ void PageCache::build(size_t bytes) {
   fresh.ways = ways;
   if (sets * ways > 0) {
     // Not zero-filled: a slot's bytes are only read after a page was stored.
-    fresh.data.reset(new uint8_t[sets * ways * kPageSize]);
+    fresh.data = allocate_pages(sets * ways);
   }
   fresh.slots.assign(sets * ways, Slot{});
   fresh.clocks.assign(sets, 0);

@@ -19,7 +19,8 @@
 //
 // Memory: floor(capacity / 4096 / 8) sets of 8 page slots (fewer ways when the
 // capacity holds fewer than 8 pages), so page data never exceeds capacity_bytes;
-// metadata is 24 bytes per slot plus 256 mutexes. Capacity 0 holds nothing:
+// metadata is 24 bytes per slot plus 256 mutexes. Every slot starts on a page
+// boundary (protocol/page_buffer.h). Capacity 0 holds nothing:
 // every lookup misses and every page goes whole.
 //
 // Threading: encode() may be called concurrently from several encoder threads
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "protocol/page.h"
+#include "protocol/page_buffer.h"
 
 namespace romulus::protocol {
 
@@ -87,9 +89,9 @@ class PageCache {
   struct Layout {
     size_t sets = 0;
     size_t ways = 0;
-    std::unique_ptr<uint8_t[]> data;  // sets * ways pages
-    std::vector<Slot> slots;          // sets * ways
-    std::vector<uint64_t> clocks;     // per set: last stamp handed out
+    PageBuffer data;               // sets * ways pages, page-aligned
+    std::vector<Slot> slots;       // sets * ways
+    std::vector<uint64_t> clocks;  // per set: last stamp handed out
   };
 
   size_t set_of(uint64_t pfn, size_t sets) const;

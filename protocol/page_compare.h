@@ -2,11 +2,12 @@
 //
 // The page encoders (protocol/runskip.h, protocol/xbzrle.h) spend almost all of
 // their time finding what changed, so that search lives here, once, in SIMD:
-// AVX2 (chosen at run time with __builtin_cpu_supports) or the SSE2 baseline on
-// x86-64, and a portable 64-bit loop elsewhere. The AVX2 path skips identical
-// stretches 128 bytes at a time and builds masks only for blocks that differ.
-// An AVX-512BW variant exists for tests and benchmarks but is not the default:
-// it measured slower than AVX2 on the development machine (docs/performance.md).
+// AVX-512BW or AVX2 (chosen at run time with __builtin_cpu_supports, never
+// assumed from the build flags) or the SSE2 baseline on x86-64, and a portable
+// 64-bit loop elsewhere. diff_word_blocks(), the RUN/SKIP encoder's compare,
+// uses AVX-512BW where the CPU has it: compares straight into mask registers,
+// measured as fast as AVX2 or faster (docs/performance.md, "Codecs");
+// diff_words()/diff_bytes() use AVX2.
 //
 // Results are bitmaps: bit i of the map is set when unit i differs. A
 // WordDiffMap has one bit per 4-byte word (1024 bits), a ByteDiffMap one bit per

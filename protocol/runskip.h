@@ -31,6 +31,7 @@
 
 #include "protocol/coding.h"
 #include "protocol/page.h"
+#include "protocol/page_compare.h"
 #include "protocol/status.h"
 
 namespace romulus::protocol {
@@ -47,15 +48,21 @@ inline constexpr size_t kRunSkipMaxRecord = 1 + kPageSize;
 inline constexpr size_t kRunSkipDeltaBudget = kPageSize * 7 / 8;
 
 // Encodes `cur` against the receiver's copy `old` (kPageSize bytes), or as a
-// whole-page record if old is nullptr. Writes at most kRunSkipMaxRecord bytes
-// at out and returns how many.
+// whole-page record if old is nullptr, into out (room for kRunSkipMaxRecord
+// bytes) and returns the record's size. Bytes of out past the record, within
+// kRunSkipMaxRecord, may have been written too (they are scratch).
 size_t runskip_encode(const uint8_t* old, PageView cur, uint8_t* out);
+
+// runskip_encode() with a chosen page comparison (protocol/page_compare.h),
+// for tests and benchmarks; runskip_encode() uses the best the CPU supports
+// (AVX-512BW, else AVX2, else SSE2). Precondition: compare_impl_available(impl).
+size_t runskip_encode_with(CompareImpl impl, const uint8_t* old, PageView cur, uint8_t* out);
 
 // Applies the record at the front of `in` to `page`, which holds the receiver's
 // current copy, and returns the number of bytes the record occupies (bytes after
 // it are left for the caller: the next record). On error (kTruncated or
-// kCorrupt, naming the problem and its offset) `page` is left unchanged: the
-// whole record is validated before any byte is written.
+// kCorrupt, naming the problem and its offset) `page` is left unchanged: what
+// was applied of the record before its error is undone.
 Result<size_t> runskip_decode(ByteSpan in, MutablePageView page);
 
 // True if the record at the front of `in` is a whole-page record.

@@ -69,10 +69,14 @@ Status ReplicaState::on_begin(uint64_t epoch, uint32_t flags) {
 protocol::MutablePageView ReplicaState::page_for(uint64_t pfn, bool needs_current) {
   // The reader guarantees pfn < page_count and strictly increasing PFNs.
   if (!buffered_) return protocol::MutablePageView(target_page(pfn), kPageSize);
-  if (slots_.size() < (slots_used_ + 1) * kPageSize) {
-    slots_.resize(std::max(slots_.size() * 2, (slots_used_ + 1) * kPageSize));
+  if (slots_used_ == slots_capacity_) {
+    const size_t capacity = std::max<size_t>(2 * slots_capacity_, 64);
+    protocol::PageBuffer grown = protocol::allocate_pages(capacity);
+    if (slots_used_ > 0) std::memcpy(grown.get(), slots_.get(), slots_used_ * kPageSize);
+    slots_ = std::move(grown);
+    slots_capacity_ = capacity;
   }
-  uint8_t* slot = slots_.data() + slots_used_ * kPageSize;
+  uint8_t* slot = slots_.get() + slots_used_ * kPageSize;
   ++slots_used_;
   slot_pfns_.push_back(pfn);
   if (needs_current) std::memcpy(slot, target_page(pfn), kPageSize);
@@ -86,7 +90,7 @@ Status ReplicaState::on_end(uint64_t epoch, uint32_t page_count) {
   if (buffered_) {
     // Verified whole: now, and only now, it touches the image.
     for (size_t i = 0; i < slots_used_; ++i) {
-      std::memcpy(target_page(slot_pfns_[i]), slots_.data() + i * kPageSize, kPageSize);
+      std::memcpy(target_page(slot_pfns_[i]), slots_.get() + i * kPageSize, kPageSize);
     }
     if (target_sync_) {
       committed_ = std::move(sync_);

@@ -27,6 +27,7 @@
 
 #include "common/shared_memory.h"
 #include "protocol/checkpoint_reader.h"
+#include "protocol/page_buffer.h"
 #include "protocol/status.h"
 
 namespace romulus::replica {
@@ -83,7 +84,8 @@ class ReplicaState final : public protocol::CheckpointSink {
   bool target_sync_ = false;  // applies to the sync image (else the committed)
   uint64_t unit_epoch_ = 0;
   std::vector<uint64_t> slot_pfns_;
-  std::vector<uint8_t> slots_;
+  protocol::PageBuffer slots_;  // page-aligned: records decode into them
+  size_t slots_capacity_ = 0;   // pages
   size_t slots_used_ = 0;
 
   uint64_t checkpoints_committed_ = 0, rounds_applied_ = 0, pages_applied_ = 0;

@@ -3,14 +3,18 @@
 // 1. Hostile input: decodes records one after another from the whole input into
 //    a page that starts as zeros with the input's first 64 bytes at offset 0.
 //    Every decode must consume 1..remaining bytes or fail leaving the page as it
-//    was; ASan/UBSan catch any out-of-bounds access.
+//    was; ASan/UBSan catch any out-of-bounds access. Every decode must agree
+//    with the plain one-pass decoder of bench/reference_decoder.h (success,
+//    length and page; or failure).
 // 2. Round trip: builds two pages from the input (old: the input repeated; cur:
 //    old with edits read from the input), encodes, decodes, and traps on any
-//    mismatch or an oversized record.
+//    mismatch or an oversized record, or if any compare implementation
+//    (runskip_encode_with) encodes differently.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
+#include "bench/reference_decoder.h"
 #include "protocol/runskip.h"
 
 using namespace romulus::protocol;
@@ -24,7 +28,12 @@ void decode_all(const uint8_t* data, size_t size) {
   while (!in.empty()) {
     uint8_t before[kPageSize];
     std::memcpy(before, page, kPageSize);
+    uint8_t ref_page[kPageSize];
+    std::memcpy(ref_page, page, kPageSize);
     auto r = runskip_decode(in, MutablePageView(page, kPageSize));
+    auto ref = romulus::bench::reference_runskip_decode(in, MutablePageView(ref_page, kPageSize));
+    if (r.is_ok() != ref.is_ok()) __builtin_trap();
+    if (r.is_ok() && (*r != *ref || std::memcmp(page, ref_page, kPageSize) != 0)) __builtin_trap();
     if (!r.is_ok()) {
       if (std::memcmp(before, page, kPageSize) != 0) __builtin_trap();
       return;
@@ -48,6 +57,14 @@ void round_trip(const uint8_t* data, size_t size) {
   uint8_t out[kRunSkipMaxRecord];
   const size_t n = runskip_encode(old_page, PageView(cur, kPageSize), out);
   if (n == 0 || n > kRunSkipMaxRecord) __builtin_trap();
+  // Every compare implementation (AVX-512, AVX2, SSE2, portable) gives the same record.
+  for (auto impl :
+       {CompareImpl::kPortable, CompareImpl::kSse2, CompareImpl::kAvx2, CompareImpl::kAvx512}) {
+    if (!compare_impl_available(impl)) continue;
+    uint8_t other[kRunSkipMaxRecord];
+    const size_t m = runskip_encode_with(impl, old_page, PageView(cur, kPageSize), other);
+    if (m != n || std::memcmp(other, out, n) != 0) __builtin_trap();
+  }
   auto r = runskip_decode(ByteSpan(out, n), MutablePageView(old_page, kPageSize));
   if (!r.is_ok() || *r != n) __builtin_trap();
   if (std::memcmp(old_page, cur, kPageSize) != 0) __builtin_trap();

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "protocol/page_buffer.h"
 #include "protocol/page_codec.h"
 #include "tests/support/page_patterns.h"
 
@@ -240,6 +241,21 @@ TEST(PageCache, TwoThreadsOnDisjointPfnsKeepTheirReceiversConsistent) {
   control.join();
   const auto s = cache.stats();
   EXPECT_EQ(s.hits + s.misses, s.lookups);
+}
+
+}  // namespace
+}  // namespace romulus::protocol
+
+namespace romulus::protocol {
+namespace {
+
+TEST(PageBuffer, StartsOnAPageBoundaryAtEverySize) {
+  // Sizes below and above glibc's mmap threshold, whose chunks start 16 bytes
+  // past a page boundary when allocated with plain new.
+  for (size_t pages : {size_t{1}, size_t{3}, size_t{64}, size_t{2048}}) {
+    const PageBuffer b = allocate_pages(pages);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % kPageSize, 0u) << pages << " pages";
+  }
 }
 
 }  // namespace
