@@ -33,6 +33,7 @@ Faults (all undone by the matching call, and by teardown):
 One thread: the test's. Processes started here are harness.Proc objects.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -112,6 +113,7 @@ class Lab:
     """The namespaces, bridge, faults, etcd members and processes of one test."""
 
     def __init__(self, test, nodes=("A", "B", "E", "C")):
+        self._lock = None
         self.dir = tempfile.mkdtemp(prefix="romulus-netns-")
         self.procs = []
         self.etcd = {}  # member namespace -> Proc
@@ -134,17 +136,28 @@ class Lab:
     # -- topology
 
     def _claim_subnet(self):
-        """Creates this run's switch namespace under the first free k (1..250)."""
+        """Claims the first free k (1..250) and creates this run's switch namespace.
+
+        A k is held by an flock on /tmp/romulus-netns-k<k>.lock for the lab's life (the
+        kernel drops it when the process dies), so concurrent runs never share a k."""
         pid = os.getpid()
         used = {int(m.group(1)) for m in map(_NS_RE.match, _namespaces()) if m}
         for i in range(250):
             k = (pid + i) % 250 + 1
             if k in used:
                 continue
+            lock = open(os.path.join(tempfile.gettempdir(), f"romulus-netns-k{k}.lock"), "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.close()
+                continue
             ns = f"{PREFIX}{k}-{pid}-S"
             if _run("ip", "netns", "add", ns, check=False).returncode == 0:
                 self._created.append(ns)
+                self._lock = lock
                 return k
+            lock.close()
         raise RuntimeError("netns: no free 10.77.k.0/24 subnet for a lab")
 
     def ns(self, name):
@@ -341,6 +354,9 @@ class Lab:
         for ns in reversed(created):
             _delete_namespace(ns)
         shutil.rmtree(self.dir, ignore_errors=True)
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock:
+            lock.close()
 
 
 def wait_seconds(seconds):

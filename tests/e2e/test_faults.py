@@ -303,6 +303,12 @@ class FaultTest(unittest.TestCase):
         self.assertTrue(lab.can_reach("C", "B"))
         lab.unisolate("A")
         harness.wait_until(lambda: lab.can_reach("C", "A"), "A to be back")
+        lab.loss("A", "B", 20)
+        for host in ("A", "B"):
+            table = lab.exec_in(host, "nft", "list", "table", "inet", netns.NFT_TABLE).stdout
+            self.assertIn("numgen random mod 100 < 20", table, f"{host}'s loss rule")
+        lab.clear_loss("A", "B")
+        self.assertTrue(lab.can_reach("A", "B"))
         self.assertEqual(lab.etcdctl("put", "/probe", "1").returncode, 0)
         lab.etcd_stop()
         self.assertIsNone(lab.etcd_get("/probe"))
