@@ -152,6 +152,13 @@ class FaultTest(unittest.TestCase):
         self.start_primary("A", peer="B")
         harness.wait_until(self.protected_primary, lambda: "the pair to be protected\n" +
                            self.logs())
+        if WITNESS:
+            # A node that accepts --witness but runs without it would make every check
+            # below fail for the wrong reason: say so first.
+            for host, status in self.statuses().items():
+                self.assertIsNotNone((status or {}).get("witness"),
+                                     f"{host} was started with --witness but reports no witness "
+                                     f"in its status: {status}\n{self.logs()}")
         kvload_seed = self.rng.randrange(1 << 31)
         self.load = self.lab.run_in("C", [
             harness.binary("kvload"), "--check", "--json", "--quiet", "--seed", kvload_seed,
@@ -280,6 +287,10 @@ class FaultTest(unittest.TestCase):
         self.assertEqual(primaries, [owner], "not exactly one primary: " + context)
         self.assertEqual(protected, owner, "the pair is not protected: " + context)
         self.assertIsNone(overlap, "A and B released output at the same time: " + context)
+        # The owner key names the owner's replication address (docs/design.md, Ownership).
+        self.assertIsNotNone(etcd_owner, "no owner key in etcd: " + context)
+        self.assertEqual(json.loads(etcd_owner).get("replication"), self.addr(owner, REPL_PORT),
+                         "etcd names another owner than the nodes do: " + context)
         self.assertEqual(rc, 0, context)
         return report
 
