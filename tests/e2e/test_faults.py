@@ -105,10 +105,8 @@ class FaultTest(unittest.TestCase):
     def witness_args(self):
         if not WITNESS:
             return []
-        host_port = self.etcd_urls[0].split("//", 1)[1]
-        if len(self.etcd_urls) > 1:
-            host_port = ",".join(u.split("//", 1)[1] for u in self.etcd_urls)
-        return ["--witness", f"etcd://{host_port}", "--pair", self.pair,
+        endpoints = ",".join(u.split("//", 1)[1] for u in self.etcd_urls)
+        return ["--witness", f"etcd://{endpoints}", "--pair", self.pair,
                 "--lease-ttl", f"{LEASE_TTL_S:g}s"]
 
     def common_args(self, host):
