@@ -51,7 +51,7 @@ REPL_PORT = 7000
 SERVICE_PORT = 6379
 # How long the pair may take to settle after a fault: generous (ASan, 2 loaded cores).
 SETTLE_DEADLINE = max(90.0, 3 * harness.DEADLINE)
-RELEASED_RE = r"RELEASED mono_ms=(\d+)\.\.(\d+) deadline_ms=(\d+)"
+RELEASED_RE = r"RELEASED mono_ms=(\d+)\.\.(\d+) deadline_ms=(-?\d+)"
 
 _LAB_OK, _LAB_WHY = netns.supported()
 _BUILT = harness.have("romulus", "kvstore", "kvload")
@@ -77,11 +77,26 @@ else:
 
 
 def intervals_overlap(a, b):
-    """The first pair of overlapping closed intervals (one from a, one from b), or None."""
-    for x in a:
-        for y in b:
-            if x[0] <= y[1] and y[0] <= x[1]:
-                return x, y
+    """A pair of overlapping closed intervals, one from a and one from b (each given as
+    (from, to, ...) tuples; reported as the unions they fall in), or None."""
+    def union(intervals):
+        out = []
+        for lo, hi in sorted((iv[0], iv[1]) for iv in intervals):
+            if out and lo <= out[-1][1]:
+                out[-1][1] = max(out[-1][1], hi)
+            else:
+                out.append([lo, hi])
+        return out
+
+    ua, ub = union(a), union(b)
+    i = j = 0
+    while i < len(ua) and j < len(ub):
+        if ua[i][0] <= ub[j][1] and ub[j][0] <= ua[i][1]:
+            return tuple(ua[i]), tuple(ub[j])
+        if ua[i][1] < ub[j][1]:
+            i += 1
+        else:
+            j += 1
     return None
 
 
@@ -210,7 +225,9 @@ class FaultTest(unittest.TestCase):
         return "\n".join(p.text() for p in procs)
 
     def released_intervals(self, host):
-        return [(int(m.group(1)), int(m.group(2)))
+        """(from, to, deadline) per RELEASED line of every node process host ran; deadline
+        -1: the node printed none."""
+        return [(int(m.group(1)), int(m.group(2)), int(m.group(3)))
                 for n in self.history[host] for m in n.find_all(RELEASED_RE)]
 
     # -- the end of a test: settle, read back from the owner, judge
@@ -258,7 +275,10 @@ class FaultTest(unittest.TestCase):
                            f"{self.logs()}")
 
         a_iv, b_iv = self.released_intervals("A"), self.released_intervals("B")
-        overlap = intervals_overlap(a_iv, b_iv) if a_iv or b_iv else None
+        overlap = intervals_overlap(a_iv, b_iv)
+        # Rule 1 of the witness (docs/design.md): output leaves only before the lease deadline.
+        late = [(h, iv) for h, ivs in (("A", a_iv), ("B", b_iv)) for iv in ivs
+                if iv[2] >= 0 and iv[1] > iv[2]]
         summary = (f"{fault}: mode={'witness' if WITNESS else 'documenting'} "
                    f"acked_writes={check['acked_writes']} acked_lost={check['acked_lost']} "
                    f"corrupt={check['corrupt']} unacked_found={check['unacked_found']} "
@@ -268,6 +288,7 @@ class FaultTest(unittest.TestCase):
                    f"states={ {h: (s or {}).get('state') for h, s in statuses.items()} } "
                    f"released_intervals=A:{len(a_iv)},B:{len(b_iv)}"
                    + (f" overlap={overlap}" if overlap else "")
+                   + (f" released_after_deadline={late[:3]}" if late else "")
                    + (f" notes={self.notes}" if self.notes else ""))
         harness.log(summary)
         verdict = [line for stream, line in self.load.lines if stream == "err"]
@@ -285,6 +306,7 @@ class FaultTest(unittest.TestCase):
         self.assertEqual(primaries, [owner], "not exactly one primary: " + context)
         self.assertEqual(protected, owner, "the pair is not protected: " + context)
         self.assertIsNone(overlap, "A and B released output at the same time: " + context)
+        self.assertEqual(late, [], "output released after the lease deadline: " + context)
         # The owner key names the owner's replication address (docs/design.md, Ownership).
         self.assertIsNotNone(etcd_owner, "no owner key in etcd: " + context)
         self.assertEqual(json.loads(etcd_owner).get("replication"), self.addr(owner, REPL_PORT),
