@@ -50,6 +50,8 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
   void release(uint64_t acked, bool buffering) {
     bool moved = false;
     const auto now = Clock::now();
+    if (held_.empty()) return resume_guest_reads();
+    if (proxy_.gate_ && !proxy_.gate_(now, buffering)) return;  // held until reopen_gate()
     while (!held_.empty() && (!buffering || held_.front().epoch <= acked)) {
       Held& h = held_.front();
       proxy_.record_latency(std::chrono::duration<double, std::milli>(now - h.read_at).count());
@@ -57,7 +59,10 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
       held_.pop_front();
       moved = true;
     }
-    if (moved && !writing_client_) do_write_client();
+    if (moved) {
+      proxy_.note_release(now);
+      if (!writing_client_) do_write_client();
+    }
     resume_guest_reads();
   }
 
@@ -271,6 +276,29 @@ void OutputProxy::on_ack(uint64_t epoch) {
     for (auto& s : ack_snapshot_) s->release(acked_, buffering_);
     ack_snapshot_.clear();
     refresh_held_stats();
+  });
+}
+
+void OutputProxy::note_release(Clock::time_point now) {
+  const int64_t t = now.time_since_epoch().count();
+  int64_t zero = 0;
+  first_release_.compare_exchange_strong(zero, t, std::memory_order_relaxed);
+  last_release_.store(t, std::memory_order_relaxed);
+}
+
+std::optional<OutputProxy::ReleaseInterval> OutputProxy::take_release_interval() {
+  const int64_t first = first_release_.exchange(0, std::memory_order_relaxed);
+  const int64_t last = last_release_.load(std::memory_order_relaxed);
+  if (first == 0) return std::nullopt;
+  return ReleaseInterval{Clock::time_point(Clock::duration(first)),
+                         Clock::time_point(Clock::duration(std::max(first, last)))};
+}
+
+void OutputProxy::reopen_gate() {
+  asio::post(io_, [this] {
+    ack_snapshot_.assign(sessions_.begin(), sessions_.end());
+    for (auto& s : ack_snapshot_) s->release(acked_, buffering_);
+    ack_snapshot_.clear();
   });
 }
 

@@ -17,6 +17,13 @@
 // With buffering off (--no-output-buffering, --backup null, or a lost backup
 // under --on-backup-loss continue) output is released at once.
 //
+// A release gate (set_release_gate(), the pair's ownership: rule 1 of
+// docs/design.md, "Ownership") is asked before any output leaves: while it
+// says no, output stays held (acknowledged or not) and back-pressure applies;
+// reopen_gate() releases what waited. The monotonic times of the first and
+// last release since take_release_interval() are kept, so the node can log
+// when it released output.
+//
 // Threading: everything runs on the io_context's thread; on_ack(),
 // set_buffering() and stats() may be called from any thread (they post).
 #pragma once
@@ -73,6 +80,19 @@ class OutputProxy {
   // Closes the listener and every connection.
   void stop();
 
+  // gate(now, acked): may output leave now? `acked`: its checkpoint was
+  // acknowledged (false for output released unbuffered). Called on the io
+  // thread before every release; must be cheap and thread-safe. Set before start().
+  using ReleaseGate = std::function<bool(std::chrono::steady_clock::time_point now, bool acked)>;
+  void set_release_gate(ReleaseGate gate) { gate_ = std::move(gate); }
+  // The gate may say yes again: release what waited (any thread).
+  void reopen_gate();
+  // The first and last release times since the previous call, if any (any thread).
+  struct ReleaseInterval {
+    std::chrono::steady_clock::time_point first, last;
+  };
+  std::optional<ReleaseInterval> take_release_interval();
+
   // Picks a free loopback port for the guest to listen on.
   static Result<uint16_t> pick_free_port();
 
@@ -81,6 +101,7 @@ class OutputProxy {
   void do_accept();
   void add_session(boost::asio::ip::tcp::socket socket);
   void record_latency(double ms);
+  void note_release(std::chrono::steady_clock::time_point now);  // io thread
   void refresh_held_stats() const;  // io thread
 
   boost::asio::io_context& io_;
@@ -91,6 +112,9 @@ class OutputProxy {
   std::vector<std::shared_ptr<ProxySession>> ack_snapshot_;  // on_ack's, io thread
   uint64_t acked_ = 0;
   bool buffering_;
+  ReleaseGate gate_;
+  // Release times, steady_clock ticks; 0 = none since the last take.
+  std::atomic<int64_t> first_release_{0}, last_release_{0};
 
   std::atomic<uint64_t> bytes_to_guest_{0}, bytes_released_{0};
   mutable std::mutex stats_mu_;

@@ -49,14 +49,39 @@ uint64_t random_session_id() {
 
 const char* tracker_arg(TrackerKind k) { return k == TrackerKind::kCompare ? "compare" : "uffd"; }
 
+// Runs `fn` on the io thread every `period`, from now until the io_context
+// stops or this is destroyed (on the io thread's owner, after it joined).
+class PeriodicTimer {
+ public:
+  PeriodicTimer(asio::io_context& io, std::chrono::milliseconds period, std::function<void()> fn)
+      : timer_(io), period_(period), fn_(std::move(fn)) {
+    asio::post(io, [this] { arm(); });
+  }
+
+ private:
+  void arm() {
+    timer_.expires_after(period_);
+    timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      fn_();
+      arm();
+    });
+  }
+
+  asio::steady_timer timer_;
+  std::chrono::milliseconds period_;
+  std::function<void()> fn_;
+};
+
 }  // namespace
 
 struct PrimaryNode::Impl {
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::thread io_thread;
-  std::unique_ptr<asio::steady_timer> stats_timer;
-  std::shared_ptr<std::function<void()>> stats_tick;  // re-arms stats_timer
+  std::optional<PeriodicTimer> stats_timer;    // the statistics line
+  std::optional<PeriodicTimer> release_timer;  // RELEASED lines (with a witness)
+  std::atomic<bool> in_sync{false};  // the backup acknowledged this stream's sync
 
   std::optional<common::SharedMemory> arena;
   std::optional<common::SharedMemory> control_page;
@@ -146,6 +171,7 @@ std::string PrimaryNode::handle_control(const std::string& request) {
     json::object out = output_json();
     o["output"] = out.empty() ? json::value(nullptr) : json::value(std::move(out));
     o["primary"] = stats_to_json(s);
+    o["witness"] = ownership_ ? json::value(ownership_->status(Clock::now())) : json::value(nullptr);
     return json_ok(std::move(o));
   }
   if (request.rfind("set ", 0) == 0) {
@@ -226,6 +252,75 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
   }
   return json_error(
       fmt::format("unknown setting '{}' (interval, cache, codec, on-backup-loss, backup)", name));
+}
+
+// ---- Ownership (any thread).
+
+void PrimaryNode::ownership_changed() {
+  auto& im = *impl_;
+  if (ownership_ && im.in_sync.load()) {
+    // Protected: the guest runs on; only the name of the state changes
+    // (output still leaves only as the gate allows).
+    const bool may = ownership_->may_run(Clock::now());
+    if (!may && state_.state() == PrimaryState::kProtected) {
+      if (state_.transition(PrimaryState::kFenced)) {
+        log_(fmt::format("FENCED while protected: {}; acknowledged output is released only "
+                         "while the witness is unreachable, the guest keeps running",
+                         ownership_->why_not()));
+      }
+    } else if (may && state_.state() == PrimaryState::kFenced) {
+      if (state_.transition(PrimaryState::kProtected)) log_("ownership confirmed again");
+    }
+  }
+  stop_.nudge();
+  if (im.proxy) im.proxy->reopen_gate();
+}
+
+void PrimaryNode::demote(std::string why) {
+  if (demoted_.load()) return;
+  demote_reason_ = std::move(why);
+  demoted_.store(true);
+  stop_.request_stop();
+}
+
+void PrimaryNode::log_release_interval() {
+  auto& im = *impl_;
+  if (!im.proxy || !ownership_) return;
+  const auto r = im.proxy->take_release_interval();
+  if (!r) return;
+  auto ms = [](Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  };
+  const auto d = ownership_->deadline();
+  log_(fmt::format("RELEASED mono_ms={}..{} deadline_ms={}", ms(r->first), ms(r->last),
+                   d ? ms(*d) : -1));
+}
+
+Status PrimaryNode::wait_while_fenced() {
+  auto& im = *impl_;
+  if (!ownership_) return Status::ok();
+  bool fenced = false;
+  while (!stop_.stop_requested() && !ownership_->may_run(Clock::now())) {
+    if (auto gone = guest_gone()) return *gone;
+    if (!fenced) {
+      fenced = true;
+      state_.transition(PrimaryState::kFenced);
+      log_(fmt::format("FENCED: {}; output held and the guest stopped until this node owns the "
+                       "pair again (or finds another owner and rejoins it as its backup)",
+                       ownership_->why_not()));
+      log_release_interval();
+      if (!im.guest->paused()) {
+        Status ps = im.guest->pause(config_.gate_timeout);
+        if (ps.code() == StatusCode::kAborted) return ps;
+      }
+    }
+    stop_.wait_for(std::chrono::milliseconds(100));
+  }
+  if (fenced && !stop_.stop_requested()) {
+    log_("ownership of the pair confirmed: the guest runs again");
+    if (im.guest->paused()) ROMULUS_RETURN_IF_ERROR(im.guest->resume());
+  }
+  return Status::ok();
 }
 
 // ---- run() and its steps (the engine thread).
@@ -327,6 +422,11 @@ Status PrimaryNode::start_services() {
     po.buffering = im.buffering;
     EpochEngine* engine = im.engine.get();
     im.proxy = std::make_unique<OutputProxy>(im.io, po, [engine] { return engine->open_epoch(); });
+    if (ownership_) {
+      im.proxy->set_release_gate([o = ownership_](Clock::time_point now, bool acked) {
+        return o->may_release(now, acked);
+      });
+    }
     Status ps = im.proxy->start();
     if (!ps.is_ok()) {
       im.proxy.reset();
@@ -338,20 +438,16 @@ Status PrimaryNode::start_services() {
         im.buffering ? "held until its checkpoint is acknowledged"
                      : "released at once (UNSAFE: --no-output-buffering or --backup null)"));
   }
+  if (ownership_ && im.proxy) {
+    // When output left, once a second: the evidence that two nodes never
+    // release at once (each line names the lease deadline it relied on).
+    im.release_timer.emplace(im.io, std::chrono::seconds(1), [this] { log_release_interval(); });
+  }
   if (config_.stats_period.count() > 0) {
-    im.stats_timer = std::make_unique<asio::steady_timer>(im.io);
-    auto tick = std::make_shared<std::function<void()>>();
-    *tick = [this, &im, weak = std::weak_ptr<std::function<void()>>(tick)] {
-      im.stats_timer->expires_after(config_.stats_period);
-      im.stats_timer->async_wait([this, weak](boost::system::error_code ec) {
-        if (ec) return;
-        const auto s = stats_.snapshot();
-        if (s.epochs > 0) log_(format_stats_line(s));
-        if (auto t = weak.lock()) (*t)();
-      });
-    };
-    im.stats_tick = tick;
-    asio::post(im.io, [tick] { (*tick)(); });
+    im.stats_timer.emplace(im.io, config_.stats_period, [this] {
+      const auto s = stats_.snapshot();
+      if (s.epochs > 0) log_(format_stats_line(s));
+    });
   }
   return Status::ok();
 }
@@ -409,6 +505,8 @@ Status PrimaryNode::protect() {
   std::string announced;  // the target whose unreachability was logged
   while (!stop_.stop_requested()) {
     if (auto gone = guest_gone()) return *gone;
+    ROMULUS_RETURN_IF_ERROR(wait_while_fenced());
+    if (stop_.stop_requested()) break;
     std::string host;
     uint16_t port;
     BackupLoss loss_policy;
@@ -482,6 +580,7 @@ Status PrimaryNode::protect_with(const std::string& host, uint16_t port, Reconne
       im.max_acked = std::max(im.max_acked, epoch);
       if (im.sync_epoch != 0 && epoch >= im.sync_epoch) {
         im.sync_epoch = 0;
+        im.in_sync.store(true);
         now_protected = state_.transition(PrimaryState::kProtected);
       }
     }
@@ -517,6 +616,7 @@ Status PrimaryNode::protect_with(const std::string& host, uint16_t port, Reconne
       std::lock_guard lock(im.mu);
       const uint64_t first = im.engine->last_epoch();
       if (im.max_acked >= first) {
+        im.in_sync.store(true);
         if (state_.transition(PrimaryState::kProtected)) acked = im.max_acked;
       } else {
         im.sync_epoch = first;
@@ -537,6 +637,7 @@ Status PrimaryNode::protect_with(const std::string& host, uint16_t port, Reconne
     why = im.last_loss.empty() ? st.message() : im.last_loss;
     im.last_loss = why;
     im.sync_epoch = 0;
+    im.in_sync.store(false);
     loss_policy = im.on_backup_loss;
   }
   im.sender->drop();  // if still open: tell the backup we go on without it
@@ -549,6 +650,15 @@ Status PrimaryNode::protect_with(const std::string& host, uint16_t port, Reconne
 
 void PrimaryNode::shut_down() {
   auto& im = *impl_;
+  log_release_interval();
+  if (demoted_.load()) {
+    state_.transition(PrimaryState::kDemoting);
+    log_(fmt::format("DEMOTING ({}): stopping the guest; what it did since its last "
+                     "acknowledged checkpoint is dropped",
+                     demote_reason_));
+    if (im.proxy) im.proxy->stop();
+    if (im.sender && !im.sender->broken()) im.sender->drop();
+  }
   state_.transition(PrimaryState::kStopping);
   if (im.proxy) im.proxy->stop();
   // A requested stop: tell the backup it need not take over, then stop the guest.

@@ -76,6 +76,28 @@ struct PrimaryConfig {
 // Everything a log line goes to; tests capture it.
 using LogFn = std::function<void(const std::string&)>;
 
+// The pair's ownership as a primary needs it (docs/design.md, "Ownership").
+// Implemented over the witness by replica/takeover.cc; absent without
+// --witness (then this node acts as the owner). Thread-safe, cheap: asked on
+// every release of output.
+class Ownership {
+ public:
+  using Clock = std::chrono::steady_clock;
+  virtual ~Ownership() = default;
+  // Rule 1: may output leave now? `acked`: its checkpoint was acknowledged by
+  // the backup (a backup that acknowledges has not taken over).
+  virtual bool may_release(Clock::time_point now, bool acked) const = 0;
+  // May this node run the guest unprotected now (it owns the pair, lease valid
+  // by its own conservative clock)? Rule 2: if not, it fences.
+  virtual bool may_run(Clock::time_point now) const = 0;
+  // The lease deadline by this node's clock, when it owns the pair.
+  virtual std::optional<Clock::time_point> deadline() const = 0;
+  // Why this node may not run, for the FENCED log line.
+  virtual std::string why_not() const = 0;
+  // For `status --json`: state, owner, deadline and remaining time.
+  virtual boost::json::object status(Clock::time_point now) const = 0;
+};
+
 class PrimaryNode {
  public:
   PrimaryNode(PrimaryConfig config, LogFn log);
@@ -97,6 +119,15 @@ class PrimaryNode {
   // Control-socket requests ("status", "status --json", "set NAME VALUE").
   std::string handle_control(const std::string& request);
 
+  // The pair's ownership (nullptr: none, this node owns). Call before run().
+  void set_ownership(const Ownership* ownership) { ownership_ = ownership; }
+  // Ownership changed (any thread): re-evaluate fencing, release what waited.
+  void ownership_changed();
+  // Another node owns the pair (rule 4): stop the guest, dropping what it
+  // has not had acknowledged, and return from run(); demoted() is then true.
+  void demote(std::string why);
+  bool demoted() const { return demoted_.load(); }
+
   StatsSnapshot stats() const { return stats_.snapshot(); }
   PrimaryState state() const { return state_.state(); }
 
@@ -114,6 +145,10 @@ class PrimaryNode {
   std::optional<Status> guest_gone();
   void go_unprotected(BackupLoss policy);
   std::string set(const std::string& name, const std::string& value);
+  // Rule 2: while this node may not run unprotected, hold the guest.
+  // Returns an error to end run() (the guest exited).
+  Status wait_while_fenced();
+  void log_release_interval();
   boost::json::object output_json() const;
 
   std::unique_ptr<Impl> impl_;
@@ -123,6 +158,9 @@ class PrimaryNode {
   common::StopSignal stop_;
   common::StateMachine<PrimaryState> state_;
   std::function<void()> on_started_;
+  const Ownership* ownership_ = nullptr;
+  std::atomic<bool> demoted_{false};
+  std::string demote_reason_;  // written before demoted_ is set
 };
 
 }  // namespace romulus::checkpoint

@@ -101,6 +101,27 @@ checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
   return c;
 }
 
+// Everything a node needs, whichever role it starts in.
+replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
+  replica::NodeSettings s;
+  s.primary = to_primary_config(o);
+  if (o.listen) s.listen = std::pair(o.listen->host, o.listen->port);
+  s.backup.memory_bytes = o.memory_bytes;
+  s.backup.heartbeat = o.heartbeat;
+  s.backup.failover_timeout = o.failover_timeout;
+  if (o.witness.enabled()) {
+    std::string endpoints = "etcd://";
+    for (size_t i = 0; i < o.witness.endpoints.size(); ++i) {
+      endpoints += (i ? "," : "") + o.witness.endpoints[i].to_string();
+    }
+    s.witness.endpoints = endpoints;
+    s.witness.pair = o.witness.pair;
+    s.witness.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(o.witness.lease_ttl);
+    s.witness.node_id = o.witness.node_id;
+  }
+  return s;
+}
+
 int exit_code_for(const Status& st) {
   if (st.is_ok()) return 0;
   switch (st.code()) {
@@ -267,24 +288,18 @@ int run(int argc, char** argv) {
           return 0;
         } else if constexpr (std::is_same_v<T, cli::PrimaryOptions>) {
           return run_node("primary", c.control_path, [&c](replica::NodeHost& host) {
-            return replica::run_primary(to_primary_config(c), host);
+            auto settings = to_node_settings(c);
+            if (c.backup) settings.peer_after_takeover = std::pair(c.backup->host, c.backup->port);
+            return replica::run_node(replica::StartAs::kPrimary, std::move(settings), host);
           });
         } else if constexpr (std::is_same_v<T, cli::BackupOptions>) {
           return run_node("backup", c.primary.control_path, [&c](replica::NodeHost& host) {
-            replica::BackupConfig bc;
-            bc.listen_host = c.listen.host;
-            bc.listen_port = c.listen.port;
-            bc.memory_bytes = c.primary.memory_bytes;
-            bc.heartbeat = c.primary.heartbeat;
-            bc.failover_timeout = c.primary.failover_timeout;
-            replica::TakeoverOptions to;
-            to.primary = to_primary_config(c.primary);
+            auto settings = to_node_settings(c.primary);
             if (c.reprotect) {
-              to.primary.backup_host = c.reprotect->host;
-              to.primary.backup_port = c.reprotect->port;
+              settings.peer_after_takeover = std::pair(c.reprotect->host, c.reprotect->port);
             }
-            to.on_failover = c.on_failover;
-            return replica::run_backup(bc, std::move(to), host);
+            settings.on_failover = c.on_failover;
+            return replica::run_node(replica::StartAs::kBackup, std::move(settings), host);
           });
         } else if constexpr (std::is_same_v<T, cli::StatusCommand>) {
           return run_request(c.control_path, c.json ? "status --json" : "status", c.json);

@@ -122,6 +122,30 @@ Result<Endpoint> parse_endpoint(const std::string& text) {
   return ep;
 }
 
+Result<std::vector<Endpoint>> parse_witness(const std::string& text) {
+  constexpr std::string_view kScheme = "etcd://";
+  if (text.rfind(kScheme, 0) != 0) {
+    return Status::invalid_argument(
+        fmt::format("--witness '{}': use etcd://HOST:PORT[,HOST:PORT...]", text));
+  }
+  std::vector<Endpoint> out;
+  std::string rest = text.substr(kScheme.size());
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string one = rest.substr(0, comma);
+    auto ep = parse_endpoint(one);
+    if (!ep.is_ok()) {
+      return Status::invalid_argument(
+          fmt::format("--witness '{}': {}", text, ep.status().message()));
+    }
+    out.push_back(*ep);
+    if (comma == std::string::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  if (out.empty()) return Status::invalid_argument("--witness names no endpoint");
+  return out;
+}
+
 std::string default_control_path(const std::string& role) {
   if (const char* env = std::getenv("ROMULUS_CONTROL"); env != nullptr && *env) return env;
   if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg) {
@@ -137,7 +161,8 @@ struct RawNodeOptions {
   unsigned threads = 1;
   std::string staging = "64M", cache = "64M", codec = "runskip", lz4 = "auto", heartbeat = "50ms",
               failover_timeout = "500ms", on_backup_loss = "continue", gate_timeout = "2s",
-              stats_period = "5s", control, on_failover, reprotect, config;
+              stats_period = "5s", control, on_failover, reprotect, config, witness, pair,
+              lease_ttl = "2s", node_id;
   bool no_output_buffering = false;
 };
 
@@ -151,7 +176,14 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   } else {
     o("backup", po::value(&r.backup),
       "ADDR:PORT of the backup, or 'null' to drop checkpoints (required)");
+    o("listen", po::value(&r.listen),
+      "ADDR:PORT this node listens on if it must rejoin as a backup (with --witness)");
   }
+  o("witness", po::value(&r.witness),
+    "etcd://HOST:PORT[,HOST:PORT...]: decide ownership of the pair there (recommended)");
+  o("pair", po::value(&r.pair), "name of the pair in the witness (same on both nodes)");
+  o("lease-ttl", po::value(&r.lease_ttl), "ownership lease in the witness (default 2s)");
+  o("node-id", po::value(&r.node_id), "this node's name in the witness (default: host:listen)");
   o("interval", po::value(&r.interval), "checkpoint interval (default 50ms)");
   o("memory", po::value(&r.memory), "arena size (default 256M)");
   o("service", po::value(&r.service), "ADDR:PORT clients connect to (output-committed proxy)");
@@ -267,6 +299,33 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     return Status::invalid_argument("no guest command: put it after '--', e.g. -- romulus-kvstore");
   }
   o.guest_command = std::move(guest);
+  if (!r.listen.empty()) {
+    ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(r.listen));
+    o.listen = ep;
+  }
+  if (!r.witness.empty()) {
+    ROMULUS_ASSIGN_OR_RETURN(o.witness.endpoints, parse_witness(r.witness));
+    if (r.pair.empty()) {
+      return Status::invalid_argument(
+          "--witness needs --pair NAME (the same name on both nodes of the pair)");
+    }
+  } else if (!r.pair.empty()) {
+    return Status::invalid_argument("--pair needs --witness etcd://HOST:PORT");
+  }
+  for (const char c : r.pair) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return Status::invalid_argument(
+          fmt::format("--pair '{}': use letters, digits, '-', '_' and '.'", r.pair));
+    }
+  }
+  o.witness.pair = r.pair;
+  ROMULUS_ASSIGN_OR_RETURN(auto ttl, parse_duration(r.lease_ttl));
+  o.witness.lease_ttl = ms(ttl);
+  if (o.witness.lease_ttl < std::chrono::seconds(1) ||
+      o.witness.lease_ttl > std::chrono::minutes(5)) {
+    return Status::invalid_argument("--lease-ttl must be between 1s and 5m");
+  }
+  o.witness.node_id = r.node_id;
   (void)vm;
   return o;
 }
@@ -312,6 +371,7 @@ Result<Command> parse_node(const std::string& sub, std::vector<std::string> args
   if (raw.listen.empty())
     return Status::invalid_argument("--listen ADDR:PORT is required for a backup");
   ROMULUS_ASSIGN_OR_RETURN(b.listen, parse_endpoint(raw.listen));
+  node.listen = b.listen;
   if (!raw.on_failover.empty()) b.on_failover = raw.on_failover;
   if (!raw.reprotect.empty()) {
     ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(raw.reprotect));

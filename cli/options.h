@@ -29,6 +29,15 @@ enum class TrackerChoice { kAuto, kUffd, kCompare };
 enum class BackupLossPolicy { kContinue, kStall };
 enum class Lz4Choice { kAuto, kOff, kAlways };
 
+// Ownership by a witness (etcd): both nodes name the same pair and endpoints.
+struct WitnessOptions {
+  std::vector<Endpoint> endpoints;  // etcd://HOST:PORT[,HOST:PORT...]; empty: no witness
+  std::string pair;                 // the key is /romulus/<pair>/owner
+  std::chrono::milliseconds lease_ttl{2000};
+  std::string node_id;  // how this node names itself in the key (default: host name + address)
+  bool enabled() const { return !endpoints.empty(); }
+};
+
 // What a node needs to run a guest as a primary (also a backup after activation).
 struct PrimaryOptions {
   std::optional<Endpoint> backup;  // nullopt with backup_null: the black hole
@@ -49,6 +58,10 @@ struct PrimaryOptions {
   std::chrono::milliseconds gate_timeout{2000};
   std::chrono::milliseconds stats_period{5000};
   std::string control_path;
+  WitnessOptions witness;
+  // This node's own replication address: where it listens if it must rejoin
+  // as the backup of another owner (primary: --listen; backup: its --listen).
+  std::optional<Endpoint> listen;
   std::vector<std::string> guest_command;
 };
 
@@ -85,6 +98,8 @@ Result<std::chrono::microseconds> parse_duration(const std::string& text);
 Result<uint64_t> parse_size(const std::string& text);
 // "127.0.0.1:7000", "[::1]:7000", "localhost:7000".
 Result<Endpoint> parse_endpoint(const std::string& text);
+// "etcd://10.0.0.5:2379,10.0.0.6:2379" (the scheme is required).
+Result<std::vector<Endpoint>> parse_witness(const std::string& text);
 
 // Default control socket: $ROMULUS_CONTROL, else $XDG_RUNTIME_DIR/romulus/<role>.sock,
 // else /run/romulus/<role>.sock.

@@ -13,6 +13,8 @@
 namespace romulus::protocol {
 namespace {
 
+constexpr CodecId kKnownCodecs[] = {CodecId::kNone, CodecId::kRunSkip, CodecId::kXbzrle};
+
 std::string chunk_name(int32_t type) {
   switch (type) {
     case kChunkEndOfBody:
@@ -37,7 +39,15 @@ std::string chunk_name(int32_t type) {
 }  // namespace
 
 CheckpointReader::CheckpointReader(uint64_t guest_page_count, CheckpointSink* sink)
+    : CheckpointReader(guest_page_count, sink, kKnownCodecs) {}
+
+CheckpointReader::CheckpointReader(uint64_t guest_page_count, CheckpointSink* sink,
+                                   std::span<const CodecId> allowed_codecs)
     : guest_page_count_(guest_page_count), sink_(sink) {
+  for (const CodecId c : allowed_codecs) {
+    const auto wire = static_cast<uint8_t>(c);
+    if (codec_from_wire(wire)) allowed_codecs_ |= 1u << wire;
+  }
   expect(State::kType, 4);
 }
 
@@ -361,6 +371,10 @@ Status CheckpointReader::on_payload() {
 Status CheckpointReader::decode_records(uint8_t codec_byte, ByteSpan records) {
   const std::optional<CodecId> codec = codec_from_wire(codec_byte);
   if (!codec) return corrupt(fmt::format("COMPRESSED_DATA: unknown codec {}", codec_byte));
+  if ((allowed_codecs_ & (1u << codec_byte)) == 0) {
+    return corrupt(fmt::format("COMPRESSED_DATA: codec {} ({}) is not in the Hello's codec list",
+                               codec_byte, codec_name(*codec)));
+  }
   if (records.empty()) return corrupt("COMPRESSED_DATA carries no page records");
   while (!records.empty()) {
     if (pending_pfns() == 0) {

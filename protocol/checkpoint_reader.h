@@ -23,6 +23,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -63,8 +64,13 @@ class CheckpointSink {
 
 class CheckpointReader {
  public:
-  // `sink` must outlive the reader.
+  // `sink` must outlive the reader. COMPRESSED_DATA payloads may use any
+  // codec this side knows.
   CheckpointReader(uint64_t guest_page_count, CheckpointSink* sink);
+  // The same, but a payload whose codec is not in `allowed_codecs` (the
+  // codecs the Hello listed) is corrupt: the Hello's list binds the stream.
+  CheckpointReader(uint64_t guest_page_count, CheckpointSink* sink,
+                   std::span<const CodecId> allowed_codecs);
 
   CheckpointReader(const CheckpointReader&) = delete;
   CheckpointReader& operator=(const CheckpointReader&) = delete;
@@ -125,6 +131,7 @@ class CheckpointReader {
 
   const uint64_t guest_page_count_;
   CheckpointSink* const sink_;
+  uint32_t allowed_codecs_ = 0;  // bit c set: codec c may be used
 
   State state_ = State::kType;
   Format format_ = Format::kA;

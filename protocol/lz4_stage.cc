@@ -8,6 +8,79 @@
 #include "protocol/wire_format.h"
 
 namespace romulus::protocol {
+namespace {
+
+// Reads an LZ4 length extension (bytes added while they are 255) at block[*ip].
+bool read_length_extension(ByteSpan block, size_t* ip, size_t* length) {
+  uint8_t b = 0;
+  do {
+    if (*ip >= block.size()) return false;
+    b = block[(*ip)++];
+    *length += b;
+  } while (b == 255);
+  return true;
+}
+
+// Walks the sequences of `block` without decoding them and checks the LZ4
+// block format's rules for a block that decodes to exactly `size` bytes
+// (docs/protocol.md, "LZ4 stage"). liblz4 1.9.4's LZ4_decompress_safe skips
+// some of them on its fast paths (a last match ending in the last 5 bytes, an
+// offset of 0), so what a receiver accepts would depend on the library's
+// code paths; this makes it the format, exactly.
+Status check_block_structure(ByteSpan block, size_t size) {
+  size_t ip = 0;  // in block
+  size_t op = 0;  // in the output
+  for (;;) {
+    if (ip >= block.size()) {
+      return Status::corrupt(fmt::format("lz4 block: ends at byte {} where a token is due", ip));
+    }
+    const uint8_t token = block[ip++];
+    size_t literals = token >> 4;
+    if (literals == 15 && !read_length_extension(block, &ip, &literals)) {
+      return Status::corrupt("lz4 block: ends inside a literal length");
+    }
+    if (literals > block.size() - ip || literals > size - op) {
+      return Status::corrupt(fmt::format(
+          "lz4 block: {} literals at output byte {} pass the end of the block or of the {} bytes",
+          literals, op, size));
+    }
+    ip += literals;
+    op += literals;
+    if (ip == block.size()) {  // the last sequence: literals only
+      if (op != size) {
+        return Status::corrupt(
+            fmt::format("lz4 block: decodes to {} bytes, announced {}", op, size));
+      }
+      return Status::ok();
+    }
+    if (size - op < 12) {
+      return Status::corrupt(fmt::format(
+          "lz4 block: match at output byte {} starts less than 12 bytes before the end ({})", op,
+          size));
+    }
+    if (block.size() - ip < 2) return Status::corrupt("lz4 block: ends inside a match offset");
+    const size_t offset = load_u16(block.data() + ip);
+    ip += 2;
+    if (offset == 0 || offset > op) {
+      return Status::corrupt(fmt::format(
+          "lz4 block: match offset {} at output byte {} (must be 1..{})", offset, op, op));
+    }
+    size_t match = token & 15;
+    if (match == 15 && !read_length_extension(block, &ip, &match)) {
+      return Status::corrupt("lz4 block: ends inside a match length");
+    }
+    match += 4;
+    if (match > size - op - 5) {
+      return Status::corrupt(fmt::format(
+          "lz4 block: match of {} bytes at output byte {} ends less than 5 bytes before the end "
+          "({}); the last 5 bytes must be literals",
+          match, op, size));
+    }
+    op += match;
+  }
+}
+
+}  // namespace
 
 bool lz4_compress(ByteSpan in, Bytes& out) {
   if (in.size() < 2 || in.size() > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) {
@@ -47,6 +120,10 @@ Status lz4_decompress(ByteSpan block, size_t expected_size, Bytes& out) {
     return Status::corrupt(
         fmt::format("lz4 block: announced size {} is more than a {}-byte block can decode to",
                     expected_size, block.size()));
+  }
+  if (Status st = check_block_structure(block, expected_size); !st.is_ok()) {
+    out.clear();
+    return st;
   }
   out.resize(expected_size);  // every byte is overwritten on success; no clear() first
   char empty_dst = 0;

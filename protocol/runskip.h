@@ -18,8 +18,10 @@
 // saves at most ceil(g/127) SKIP markers plus one RUN marker, i.e. at most
 // g + 1 < 4g bytes, so skipping is always strictly smaller (for a single word
 // between two changes: 2 marker bytes vs 4 data bytes). When the delta would be
-// 4097 bytes or more, the encoder emits the whole-page record instead, so a
-// record is never longer than kRunSkipMaxRecord.
+// longer than kRunSkipDeltaBudget (3584 bytes), the encoder emits the
+// whole-page record instead, so a record is never longer than
+// kRunSkipMaxRecord. The decoder accepts any record the grammar allows, up to
+// 5120 bytes (1024 RUNs of one word).
 //
 // Pure functions over caller memory; safe from any thread.
 #pragma once

@@ -21,14 +21,17 @@ inline constexpr int32_t XC_SAVE_ID_COMPRESSED_DATA = -12;     // u32 length + p
 inline constexpr int32_t XC_SAVE_ID_ENABLE_COMPRESSION = -13;  // no body; Format B from next
 inline constexpr int32_t kChunkCheckpointBegin = -100;         // u64 epoch, u32 flags
 inline constexpr int32_t kChunkHeartbeat = -101;               // u64 sender clock (ns)
-inline constexpr int32_t kChunkGoodbye = -102;                 // clean end of stream
-inline constexpr int32_t kChunkDropped = -103;  // primary gave up on this backup; final
+// GOODBYE and DROPPED end a stream; what the backup concludes from each:
+// docs/protocol.md, "How a stream ends".
+inline constexpr int32_t kChunkGoodbye = -102;  // clean end of stream, between checkpoints
+inline constexpr int32_t kChunkDropped = -103;  // primary gave up on this backup; anywhere; final
 
 // ---- Chunk types, backup -> primary (docs/protocol.md, "Backup messages").
 inline constexpr int32_t kChunkAck = -110;    // u64 epoch committed
 inline constexpr int32_t kChunkError = -111;  // u32 status code, u16 length, text
 
-// ---- Checkpoint begin flags.
+// ---- Checkpoint begin flags (docs/protocol.md, "Chunks"; the order the backup
+// allows them in: "Epochs").
 inline constexpr uint32_t kBeginConsistent = 1u << 0;  // a paused checkpoint, not a pre-copy round
 inline constexpr uint32_t kBeginFullSync = 1u << 1;    // first round of a full sync: fresh image
 inline constexpr uint32_t kBeginKnownFlags = kBeginConsistent | kBeginFullSync;

@@ -106,6 +106,9 @@ struct BackupNode::Impl {
   std::shared_ptr<PrimarySession> primary;
   std::set<std::shared_ptr<PrimarySession>> pending;
   bool loss_handled = false;  // this loss was acted on (taken over, or refused to)
+  TakeoverGate* gate = nullptr;
+  std::string takeover_reason;  // while waiting for the gate
+  Clock::time_point next_wait_log{};
   bool overflow_logged = false, emfile_logged = false;
   std::optional<Result<Activation>> outcome;
   uint64_t streams = 0;
@@ -142,6 +145,8 @@ struct BackupNode::Impl {
   void image_committed(uint64_t epoch, bool first);
   // Verdicts.
   void primary_lost(const std::string& why);
+  void try_takeover(const std::string& reason);
+  void poll_gate();
   void activate(const std::string& reason);
   json::object status() const;
 };
@@ -262,7 +267,9 @@ void PrimarySession::handle_handshake() {
                                  handshake_buf_.end());
       handshake_buf_.clear();
       streaming_ = true;
-      reader_ = std::make_unique<protocol::CheckpointReader>(node_.page_count(), this);
+      // The Hello's codec list binds the stream: a payload of another codec is corrupt.
+      reader_ =
+          std::make_unique<protocol::CheckpointReader>(node_.page_count(), this, hello.codecs);
       node_.log(fmt::format("primary {} connected (session {:016x}); our last committed epoch: {}",
                             peer_, hello.session_id, node_.replica.committed_epoch()));
       node_.stream_started(this);
@@ -356,8 +363,8 @@ bool BackupNode::Impl::claim_primary_slot(PrimarySession* s, std::string* refusa
     *refusal = fmt::format("another primary ({}) is connected to this backup", primary->peer());
     return false;
   }
-  if (state.state() == BackupState::kTakingOver || outcome) {
-    *refusal = "this backup is taking over";
+  if (outcome) {
+    *refusal = "this backup has taken over";
     return false;
   }
   for (auto it = pending.begin(); it != pending.end(); ++it) {
@@ -371,6 +378,12 @@ bool BackupNode::Impl::claim_primary_slot(PrimarySession* s, std::string* refusa
 }
 
 void BackupNode::Impl::stream_started(PrimarySession* s) {
+  if (state.state() == BackupState::kTakingOver && gate) {
+    // The primary is back before this node won the pair: follow it again.
+    gate->cancel();
+    takeover_reason.clear();
+    log("the primary is back: no longer trying to take over");
+  }
   streams++;
   last_peer = s->peer();
   loss_handled = false;
@@ -442,7 +455,39 @@ void BackupNode::Impl::primary_lost(const std::string& why) {
                     why));
     return;
   }
-  activate(why);
+  try_takeover(why);
+}
+
+void BackupNode::Impl::try_takeover(const std::string& reason) {
+  if (!gate) return activate(reason);
+  if (!takeover_reason.empty()) return;  // already trying
+  if (!state.transition(BackupState::kTakingOver)) return;
+  takeover_reason = reason;
+  log(fmt::format("{}: taking over once this node owns the pair in the witness", reason));
+  gate->request();
+  next_wait_log = {};
+  poll_gate();
+}
+
+void BackupNode::Impl::poll_gate() {
+  if (!gate || takeover_reason.empty() || outcome) return;
+  std::string detail;
+  switch (gate->poll(&detail)) {
+    case TakeoverGate::Verdict::kWon:
+      activate(takeover_reason);
+      return;
+    case TakeoverGate::Verdict::kOtherOwner:
+      log(fmt::format("not taking over: {}; waiting for it to connect to this backup", detail));
+      takeover_reason.clear();
+      state.transition(BackupState::kPrimarySilent);
+      return;
+    case TakeoverGate::Verdict::kWaiting:
+      if (Clock::now() >= next_wait_log) {
+        log(fmt::format("not taking over yet: {}", detail));
+        next_wait_log = Clock::now() + std::chrono::milliseconds(500);
+      }
+      return;
+  }
 }
 
 void BackupNode::Impl::activate(const std::string& reason) {
@@ -487,6 +532,7 @@ void BackupNode::Impl::on_tick() {
         s->close(StreamEnd::kEndedByBackup, "no complete handshake");
       }
     }
+    poll_gate();
     const auto j = detector.judge(now);
     if (j.verdict == Verdict::kLost) {
       if (primary && !primary->closed()) {
@@ -527,6 +573,7 @@ json::object BackupNode::Impl::status() const {
   d["remaining_ms"] = j.remaining.count();
   if (!j.reason.empty()) d["reason"] = j.reason;
   o["detector"] = std::move(d);
+  o["witness"] = gate ? json::value(gate->status()) : json::value(nullptr);
   return o;
 }
 
@@ -534,6 +581,8 @@ BackupNode::BackupNode(BackupConfig config, std::function<void(const std::string
     : impl_(std::make_unique<Impl>(std::move(config), std::move(log))) {}
 
 BackupNode::~BackupNode() = default;
+
+void BackupNode::set_takeover_gate(TakeoverGate* gate) { impl_->gate = gate; }
 
 void BackupNode::request_stop() {
   asio::post(impl_->io, [im = impl_.get()] {
@@ -560,7 +609,7 @@ std::string BackupNode::handle_control(const std::string& request) {
       json::object o;
       o["epoch"] = im.replica.committed_epoch();
       answer->set_value(common::json_ok(std::move(o)));
-      asio::post(im.io, [&im] { im.activate("manual failover"); });
+      asio::post(im.io, [&im] { im.try_takeover("manual failover"); });
     } else if (request.rfind("set ", 0) == 0) {
       answer->set_value(json_error("a backup has no run-time settings; set them on the primary"));
     } else {

@@ -32,6 +32,8 @@
 #include <optional>
 #include <string>
 
+#include <boost/json.hpp>
+
 #include "common/shared_memory.h"
 #include "protocol/status.h"
 
@@ -54,6 +56,28 @@ struct Activation {
   std::chrono::steady_clock::time_point last_contact;
 };
 
+// What a backup must win before it takes over (docs/design.md, "Ownership",
+// rule 3). Implemented over the witness by replica/takeover.cc; without
+// --witness there is none and the backup takes over on its own judgement.
+// Called on the backup's thread.
+class TakeoverGate {
+ public:
+  enum class Verdict {
+    kWaiting,     // not yet (the old owner's lease runs, or the witness is unreachable)
+    kWon,         // this node owns the pair: take over
+    kOtherOwner,  // another node owns the pair: do not take over; follow it
+  };
+  virtual ~TakeoverGate() = default;
+  // The primary is judged lost: start trying to own the pair.
+  virtual void request() = 0;
+  // Where that stands; `detail` says why, for the log.
+  virtual Verdict poll(std::string* detail) = 0;
+  // The primary is back (a stream was accepted): stop trying.
+  virtual void cancel() = 0;
+  // For `status --json`.
+  virtual boost::json::object status() const = 0;
+};
+
 class BackupNode {
  public:
   // Connections that have not completed a handshake, held at once.
@@ -63,6 +87,9 @@ class BackupNode {
 
   BackupNode(BackupConfig config, std::function<void(const std::string&)> log);
   ~BackupNode();
+
+  // Ownership to win before taking over (nullptr: none). Call before run().
+  void set_takeover_gate(TakeoverGate* gate);
 
   // Serves until the primary is lost (returns the Activation), or until
   // request_stop() (returns aborted "stopped").

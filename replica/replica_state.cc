@@ -20,6 +20,10 @@ std::optional<common::SharedMemory> ReplicaState::take_committed() {
 }
 
 void ReplicaState::abort_stream() {
+  // Nothing of an ended stream but the committed image outlives it: the next
+  // stream's epochs need only exceed the committed epoch, which is all the
+  // Reply tells the primary (pre-copy rounds of an abandoned sync are gone).
+  last_verified_epoch_ = committed_epoch_;
   in_unit_ = false;
   slots_used_ = 0;
   slot_pfns_.clear();

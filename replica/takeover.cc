@@ -1,68 +1,303 @@
 #include "replica/takeover.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <mutex>
+
+#include "common/net.h"
+#include "witness/etcd_witness.h"
+#include "witness/lease_keeper.h"
 
 namespace romulus::replica {
+namespace json = boost::json;
 using Clock = std::chrono::steady_clock;
+using witness::OwnershipState;
 
-Status run_primary(checkpoint::PrimaryConfig config, NodeHost& host,
-                   std::optional<common::SharedMemory> image, std::function<void()> on_started) {
+namespace {
+
+// After fencing, acknowledged output may leave again only once the keeper
+// has had time to ask the witness at least once more (its calls are bounded
+// by 500 ms): if the lease were gone there, the keeper would have left
+// kFenced by then. See docs/design.md, "Ownership", rule 2.
+constexpr std::chrono::milliseconds kFencedAckGrace{1000};
+
+// The keeper, seen by the roles: Ownership for a primary, TakeoverGate for a
+// backup. The keeper's change callback lands here and is passed on to the
+// current role.
+class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
+ public:
+  WitnessLink(const WitnessSettings& s, std::string replication, std::function<void(const std::string&)> log)
+      : settings_(s), replication_(std::move(replication)), log_(std::move(log)) {}
+
+  Status start() {
+    auto w = witness::EtcdWitness::open(settings_.endpoints);
+    if (!w.is_ok()) return w.status();
+    witness::LeaseKeeperOptions o;
+    o.pair = settings_.pair;
+    o.node_id = settings_.node_id;
+    o.replication = replication_;
+    o.ttl = settings_.lease_ttl;
+    o.log = log_;
+    keeper_.emplace(std::move(w).value(), o,
+                    [this](const witness::OwnershipChange& c) { on_change(c); });
+    return keeper_->start();
+  }
+  witness::LeaseKeeper& keeper() { return *keeper_; }
+
+  // Who hears about changes: the running primary (nullptr: none).
+  void attach(checkpoint::PrimaryNode* primary) {
+    std::lock_guard lock(mu_);
+    primary_ = primary;
+  }
+
+  // ---- checkpoint::Ownership
+  bool may_release(Clock::time_point now, bool acked) const override {
+    if (keeper_->may_release(now)) return true;
+    if (!acked) return false;
+    // Fenced, and still fenced after the keeper asked again: the witness is
+    // unreachable (not "the lease is gone"), and a backup that acknowledges
+    // has not taken over.
+    const int64_t since = fenced_since_.load();
+    return since != 0 && keeper_->state() == OwnershipState::kFenced &&
+           now.time_since_epoch().count() - since >
+               std::chrono::duration_cast<Clock::duration>(kFencedAckGrace).count();
+  }
+  bool may_run(Clock::time_point now) const override { return keeper_->may_release(now); }
+  std::optional<Clock::time_point> deadline() const override {
+    const auto s = keeper_->snapshot(Clock::now());
+    if (s.state != OwnershipState::kOwner) return std::nullopt;
+    return Clock::now() + std::chrono::milliseconds(s.remaining_ms);
+  }
+  std::string why_not() const override {
+    const auto s = keeper_->snapshot(Clock::now());
+    std::string why = fmt::format("this node does not hold the pair's lease ({}: {})",
+                                  witness::to_string(s.state), s.detail);
+    if (!s.last_error.empty()) why += fmt::format("; last witness error: {}", s.last_error);
+    return why;
+  }
+  json::object status(Clock::time_point now) const override {
+    const auto s = keeper_->snapshot(now);
+    boost::system::error_code ec;
+    json::value v = json::parse(s.to_json(), ec);
+    if (ec || !v.is_object()) return json::object{{"state", witness::to_string(s.state)}};
+    return std::move(v.as_object());
+  }
+
+  // ---- TakeoverGate
+  void request() override {
+    takeover_requested_ = true;
+    Status st = keeper_->request_takeover();
+    if (!st.is_ok()) log_(fmt::format("witness: {}", st.message()));
+  }
+  Verdict poll(std::string* detail) override {
+    const auto s = keeper_->snapshot(Clock::now());
+    switch (s.state) {
+      case OwnershipState::kOwner:
+        return Verdict::kWon;
+      case OwnershipState::kFollower:
+        if (s.owner && s.owner->value.node != settings_.node_id) {
+          *detail = fmt::format("node {} owns the pair", s.owner->value.node);
+          return Verdict::kOtherOwner;
+        }
+        [[fallthrough]];
+      default:
+        *detail = s.detail.empty() ? std::string(witness::to_string(s.state)) : s.detail;
+        if (!s.last_error.empty()) {
+          *detail += fmt::format(" (the witness cannot be reached: {}; a backup cannot take "
+                                 "over without it)",
+                                 s.last_error);
+        }
+        return Verdict::kWaiting;
+    }
+  }
+  void cancel() override {
+    if (!takeover_requested_) return;
+    takeover_requested_ = false;
+    Status st = keeper_->stand_by();
+    if (!st.is_ok()) log_(fmt::format("witness: {}", st.message()));
+  }
+  json::object status() const override { return status(Clock::now()); }
+
+ private:
+  void on_change(const witness::OwnershipChange& c) {
+    if (c.to == OwnershipState::kFenced) {
+      fenced_since_.store(Clock::now().time_since_epoch().count());
+    } else {
+      fenced_since_.store(0);
+    }
+    std::lock_guard lock(mu_);
+    if (!primary_) return;
+    if (c.to == OwnershipState::kFollower && c.owner && c.owner->value.node != settings_.node_id) {
+      primary_->demote(fmt::format("node {} owns the pair (replication {})", c.owner->value.node,
+                                   c.owner->value.replication));
+      return;
+    }
+    primary_->ownership_changed();
+  }
+
+  WitnessSettings settings_;
+  std::string replication_;
+  std::function<void(const std::string&)> log_;
+  std::optional<witness::LeaseKeeper> keeper_;
+  std::atomic<int64_t> fenced_since_{0};
+  std::atomic<bool> takeover_requested_{false};
+  std::mutex mu_;
+  checkpoint::PrimaryNode* primary_ = nullptr;
+};
+
+struct Outcome {
+  Status status;
+  bool demoted = false;
+};
+
+Outcome run_primary(checkpoint::PrimaryConfig config, NodeHost& host, WitnessLink* link,
+                    std::optional<common::SharedMemory> image, std::function<void()> on_started) {
   checkpoint::PrimaryNode node(std::move(config), host.log);
   if (image) node.adopt_arena(std::move(*image));
   if (on_started) node.set_on_started(std::move(on_started));
+  if (link) {
+    node.set_ownership(link);
+    link->attach(&node);
+  }
   if (host.control) {
     host.control->set_handler([&node](const std::string& r) { return node.handle_control(r); });
   }
   if (host.on_stop) host.on_stop([&node] { node.request_stop(); });
-  Status st = node.run();
+  Outcome out;
+  out.status = node.run();
+  out.demoted = node.demoted();
   if (host.on_stop) host.on_stop(nullptr);
   if (host.control) host.control->set_handler(nullptr);
-  return st;
+  if (link) link->attach(nullptr);
+  return out;
 }
 
-Status run_backup(const BackupConfig& backup, TakeoverOptions takeover, NodeHost& host) {
-  auto activation = [&]() {
-    BackupNode node(backup, host.log);
-    if (host.control) {
-      host.control->set_handler([&node](const std::string& r) { return node.handle_control(r); });
-    }
-    if (host.on_stop) host.on_stop([&node] { node.request_stop(); });
-    auto result = node.run();
-    if (host.on_stop) host.on_stop(nullptr);
-    if (host.control) host.control->set_handler(nullptr);
-    return result;
-  }();
-  if (!activation.is_ok()) {
-    if (activation.status().code() == StatusCode::kAborted) return Status::ok();  // stopped
-    return activation.status();
-  }
+std::string default_node_id(const NodeSettings& s) {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) std::snprintf(name, sizeof name, "node");
+  if (s.listen) return fmt::format("{}/{}", name, common::format_endpoint(s.listen->first, s.listen->second));
+  return fmt::format("{}/pid-{}", name, getpid());
+}
 
-  // Take over: the committed image becomes the guest's arena.
-  auto a = std::move(activation).value();
-  if (host.set_role) host.set_role("primary (took over)");
-  host.log(fmt::format("TAKING OVER ({}): resuming the guest from epoch {}", a.reason, a.epoch));
-  checkpoint::PrimaryConfig pc = std::move(takeover.primary);
-  pc.resumed_epoch = a.epoch;
-  pc.session_id = a.session_id;
-  const auto last_contact = a.last_contact;
-  const auto hook = takeover.on_failover;
-  const uint64_t epoch = a.epoch;
-  auto log = host.log;
-  auto on_started = [last_contact, hook, epoch, log] {
-    const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_contact).count();
-    log(fmt::format(
-        "guest running from epoch {}: {} ms from last contact with the primary to guest running",
-        epoch, ms));
-    if (hook) {
-      const std::string cmd = fmt::format("ROMULUS_EPOCH={} {}", epoch, *hook);
-      const int rc = std::system(cmd.c_str());
-      if (rc != 0) log(fmt::format("--on-failover command exited with {}", rc));
+}  // namespace
+
+Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
+  std::optional<WitnessLink> link;
+  if (settings.witness.endpoints.empty()) {
+    host.log(
+        "WARNING: no --witness: a network partition or a paused primary can leave two "
+        "primaries and lose acknowledged writes (docs/operations.md, \"Running without a "
+        "witness\")");
+  } else {
+    if (settings.witness.node_id.empty()) settings.witness.node_id = default_node_id(settings);
+    const std::string replication =
+        settings.listen ? common::format_endpoint(settings.listen->first, settings.listen->second)
+                        : std::string();
+    link.emplace(settings.witness, replication, host.log);
+    ROMULUS_RETURN_IF_ERROR(link->start());
+    host.log(fmt::format("witness {}: pair '{}', node '{}', lease {} s", settings.witness.endpoints,
+                         settings.witness.pair, settings.witness.node_id,
+                         settings.witness.lease_ttl.count()));
+  }
+  WitnessLink* w = link ? &*link : nullptr;
+
+  StartAs role = start;
+  while (true) {
+    if (role == StartAs::kPrimary) {
+      if (host.set_role) host.set_role("primary");
+      if (w) {
+        // Rule 1 at start: run the guest only as the owner.
+        ROMULUS_RETURN_IF_ERROR(w->keeper().try_acquire());
+        OwnershipState s = OwnershipState::kCandidate;
+        while ((s = w->keeper().wait_while_candidate(std::chrono::seconds(2))) ==
+               OwnershipState::kCandidate) {
+          host.log(fmt::format("waiting to own the pair: {}",
+                               w->keeper().snapshot(Clock::now()).detail));
+        }
+        if (s != OwnershipState::kOwner) {
+          const auto snap = w->keeper().snapshot(Clock::now());
+          host.log(fmt::format("another node ({}) owns the pair: starting as its backup",
+                               snap.owner ? snap.owner->value.node : "?"));
+          if (!settings.listen) {
+            return Status::invalid_argument(
+                "another node owns the pair and this node has no --listen address to rejoin it "
+                "as a backup; give the primary --listen ADDR:PORT");
+          }
+          role = StartAs::kBackup;
+          continue;
+        }
+      }
+      Outcome o = run_primary(settings.primary, host, w, std::nullopt, nullptr);
+      if (!o.demoted) return o.status;
+      if (!settings.listen) {
+        return Status::aborted("demoted: another node owns the pair, and without --listen this "
+                               "node cannot rejoin it as a backup; restart it as a backup");
+      }
+      role = StartAs::kBackup;
+      continue;
     }
-  };
-  return run_primary(std::move(pc), host, std::move(a.image), on_started);
+
+    // The backup.
+    if (host.set_role) host.set_role("backup");
+    if (!settings.listen) return Status::invalid_argument("--listen ADDR:PORT is required for a backup");
+    BackupConfig bc = settings.backup;
+    bc.listen_host = settings.listen->first;
+    bc.listen_port = settings.listen->second;
+    auto activation = [&]() {
+      BackupNode node(bc, host.log);
+      if (w) node.set_takeover_gate(w);
+      if (host.control) {
+        host.control->set_handler([&node](const std::string& r) { return node.handle_control(r); });
+      }
+      if (host.on_stop) host.on_stop([&node] { node.request_stop(); });
+      auto result = node.run();
+      if (host.on_stop) host.on_stop(nullptr);
+      if (host.control) host.control->set_handler(nullptr);
+      return result;
+    }();
+    if (!activation.is_ok()) {
+      if (activation.status().code() == StatusCode::kAborted) return Status::ok();  // stopped
+      return activation.status();
+    }
+
+    // Take over: the committed image becomes the guest's arena.
+    auto a = std::move(activation).value();
+    if (host.set_role) host.set_role("primary (took over)");
+    host.log(fmt::format("TAKING OVER ({}): resuming the guest from epoch {}", a.reason, a.epoch));
+    checkpoint::PrimaryConfig pc = settings.primary;
+    pc.resumed_epoch = a.epoch;
+    pc.session_id = a.session_id;
+    if (settings.peer_after_takeover) {
+      pc.backup_host = settings.peer_after_takeover->first;
+      pc.backup_port = settings.peer_after_takeover->second;
+    } else {
+      pc.backup_host.clear();
+      pc.backup_port = 0;
+    }
+    const auto last_contact = a.last_contact;
+    const auto hook = settings.on_failover;
+    const uint64_t epoch = a.epoch;
+    auto log = host.log;
+    auto on_started = [last_contact, hook, epoch, log] {
+      const auto ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_contact)
+              .count();
+      log(fmt::format(
+          "guest running from epoch {}: {} ms from last contact with the primary to guest running",
+          epoch, ms));
+      if (hook) {
+        const std::string cmd = fmt::format("ROMULUS_EPOCH={} {}", epoch, *hook);
+        const int rc = std::system(cmd.c_str());
+        if (rc != 0) log(fmt::format("--on-failover command exited with {}", rc));
+      }
+    };
+    Outcome o = run_primary(std::move(pc), host, w, std::move(a.image), on_started);
+    if (!o.demoted) return o.status;
+    role = StartAs::kBackup;  // rejoin the owner as its backup
+  }
 }
 
 }  // namespace romulus::replica

@@ -1,21 +1,36 @@
-// The roles of one `romulus` process, and the takeover between them.
+// The roles of one `romulus` process, and the changes between them.
 //
-// run_primary() runs a PrimaryNode: the control socket answers through it and
-// a stop signal stops it. run_backup() runs a BackupNode until it judges its
-// primary lost (or `romulus failover`), then takes over: the committed image
-// becomes the arena of a new PrimaryNode (resumed = true), the failover time
-// is logged, --on-failover runs, and with --reprotect the new primary
-// protects itself with the next backup. The process's control socket stays
-// in place across the change (it answers "changing role" for the moment in
-// between), so `romulus set backup` right after a takeover finds the node.
+// A node runs as a primary (PrimaryNode) or as a backup (BackupNode). A backup
+// that judges its primary lost (or is told `romulus failover`) takes over: its
+// committed image becomes the arena of a new PrimaryNode (resumed = true), the
+// failover time is logged, --on-failover runs, and the new primary protects
+// itself with the other node (--reprotect).
 //
-// Threading: both block the calling thread (the process's main thread). The
-// host's callbacks are called from that thread.
+// With a witness (--witness, docs/design.md "Ownership") ownership of the pair
+// is one key in etcd held under this node's lease (witness/LeaseKeeper):
+//   - a primary starts the guest only once it owns the pair; if another node
+//     owns it, this node starts as that node's backup instead;
+//   - a primary releases output only as Ownership allows (rule 1) and fences
+//     while it cannot renew (rule 2);
+//   - a backup takes over only by winning the key (rule 3);
+//   - a primary that finds another owner demotes itself and rejoins as the
+//     owner's backup on its own --listen address (rule 4), automatically.
+// Without a witness: a backup takes over on its own judgement, and a primary
+// never demotes; a start-up warning names the risk.
+//
+// The process's control socket stays in place across role changes (it says
+// "changing role" for the moment in between).
+//
+// Threading: run_node() blocks the calling thread (the main thread). The
+// host's callbacks are called from that thread; the witness's change
+// callback from the keeper's thread.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "checkpoint/primary.h"
 #include "common/control_server.h"
@@ -34,19 +49,31 @@ struct NodeHost {
   std::function<void(const std::string&)> set_role;
 };
 
-struct TakeoverOptions {
-  checkpoint::PrimaryConfig primary;       // how to run the guest once this node takes over
-  std::optional<std::string> on_failover;  // shell command run once the guest runs again
+struct WitnessSettings {
+  std::string endpoints;  // "etcd://h:p,h:p"; empty: no witness
+  std::string pair;
+  std::chrono::seconds lease_ttl{2};
+  std::string node_id;  // empty: host name and own replication address
 };
 
-// Runs the guest as the primary until a requested stop (OK), the guest's exit
-// (aborted), or an error.
-Status run_primary(checkpoint::PrimaryConfig config, NodeHost& host,
-                   std::optional<common::SharedMemory> image = std::nullopt,
-                   std::function<void()> on_started = nullptr);
+struct NodeSettings {
+  // How to run the guest as a primary. Its backup_host/port: the other node.
+  checkpoint::PrimaryConfig primary;
+  // This node's own replication address (where it listens as a backup):
+  // required for a backup; for a primary, only to rejoin as a backup.
+  std::optional<std::pair<std::string, uint16_t>> listen;
+  BackupConfig backup;  // listen address filled from `listen`
+  // The other node's replication address, protected to after a takeover
+  // (--reprotect); a primary's is primary.backup_host/port.
+  std::optional<std::pair<std::string, uint16_t>> peer_after_takeover;
+  std::optional<std::string> on_failover;  // shell command run once the guest runs again
+  WitnessSettings witness;
+};
 
-// Runs the backup, and the primary it becomes on takeover. OK on a requested
-// stop, else as run_primary().
-Status run_backup(const BackupConfig& backup, TakeoverOptions takeover, NodeHost& host);
+enum class StartAs { kPrimary, kBackup };
+
+// Runs the node until a requested stop (OK), the guest's exit (aborted with
+// its description), or an error.
+Status run_node(StartAs start, NodeSettings settings, NodeHost& host);
 
 }  // namespace romulus::replica

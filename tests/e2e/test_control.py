@@ -193,10 +193,37 @@ class ControlTest(unittest.TestCase):
             backup = c.backup(harness.counter_guest(50), port=port, wait_listening=False)
             rc = backup.wait()
             self.assertNotEqual(rc, 0)
-            errors = [line for stream, line in backup.lines if stream == "err"]
+            # One line for the error (the start-up warning about running
+            # without a witness aside).
+            errors = [line for stream, line in backup.lines
+                      if stream == "err" and "WARNING: no --witness" not in line]
             self.assertEqual(len(errors), 1, backup.text())
             self.assertIn(f"127.0.0.1:{port}", errors[0])
             self.assertIn("cannot listen", errors[0])
+
+    def test_idle_connections_to_the_backup_are_capped_timed_out_and_do_not_block_the_primary(self):
+        c = Cluster(self, failover_timeout="1s")
+        backup = c.backup(harness.counter_guest(50))
+        idle = []
+        try:
+            # A truncated hello: 15 bytes of a valid header and body start.
+            trunc = socket.create_connection(("127.0.0.1", backup.listen_port))
+            trunc.sendall(b"RMLS\x01\x00\x1b\x00\x00\x00\x00\x10\x00\x00\x04")
+            idle.append(trunc)
+            for _ in range(40):
+                s = socket.create_connection(("127.0.0.1", backup.listen_port))
+                idle.append(s)
+            backup.wait_for(r"more than 16 connections without a completed handshake")
+            # Each is closed after the handshake timeout (500 ms here): reads end.
+            trunc.settimeout(harness.DEADLINE)
+            self.assertEqual(trunc.recv(1), b"")
+            primary = c.primary(harness.counter_guest(50), backup.listen_port)
+            primary.wait_for(harness.IN_SYNC_RE)
+            self.assertEqual(backup.count(r"more than 16 connections"), 1, "logged once per burst")
+            self.assertIsNotNone(harness.control(backup.control_path, "status --json"))
+        finally:
+            for s in idle:
+                s.close()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 #include "protocol/checkpoint_reader.h"
 #include "protocol/checkpoint_writer.h"
 #include "protocol/crc32c.h"
+#include "protocol/lz4_stage.h"
 #include "protocol/page_codec.h"
 #include "protocol/wire_format.h"
 
@@ -784,6 +785,52 @@ TEST(CheckpointStreamHostile, UnknownCodec) {
   expect_corrupt(read_stream(b.bytes()), "unknown codec 7");
 }
 
+// docs/protocol.md, "Handshake": the Hello's codec list binds the stream. A
+// reader told the listed codecs refuses a payload of any other, with or
+// without LZ4, before decoding any of its records.
+TEST(CheckpointStreamHostile, PayloadOfACodecTheHelloDidNotListIsCorrupt) {
+  const CodecId listed[] = {CodecId::kRunSkip};
+  const auto read_listed = [&](const Bytes& stream, ImageSink* sink) {
+    CheckpointReader reader(16, sink, listed);
+    return reader.feed(stream);
+  };
+  StreamBuilder ok;
+  ok.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .compressed(CodecId::kRunSkip, kUnchanged);
+  ImageSink sink(16);
+  EXPECT_TRUE(read_listed(ok.bytes(), &sink).is_ok());
+
+  StreamBuilder plain;
+  plain.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .compressed(CodecId::kXbzrle, Bytes{0x00});
+  ImageSink plain_sink(16);
+  expect_corrupt(read_listed(plain.bytes(), &plain_sink),
+                 "codec 2 (xbzrle) is not in the Hello's codec list");
+
+  Bytes record(1 + kPageSize, 0x33);  // XBZRLE whole-page record
+  record[0] = 0x02;
+  Bytes block;
+  ASSERT_TRUE(lz4_compress(record, block));
+  StreamBuilder lz4;
+  lz4.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
+      .begin(1)
+      .pfns({1})
+      .i32(XC_SAVE_ID_COMPRESSED_DATA)
+      .u32(static_cast<uint32_t>(2 + 4 + block.size()))
+      .u8(static_cast<uint8_t>(CodecId::kXbzrle))
+      .u8(kPayloadLz4)
+      .u32(static_cast<uint32_t>(record.size()))
+      .bytes(block);
+  ImageSink lz4_sink(16);
+  expect_corrupt(read_listed(lz4.bytes(), &lz4_sink), "is not in the Hello's codec list");
+  // The reader without a list (every known codec) accepts the same stream.
+  EXPECT_TRUE(read_stream(lz4.bytes()).is_ok());
+}
+
 TEST(CheckpointStreamHostile, PayloadEndingInsideARecord) {
   Bytes record = whole_page_record(3);
   record.resize(100);
@@ -887,6 +934,15 @@ TEST(CheckpointStreamHostile, EndOfInputBetweenCheckpointsWithoutGoodbyeIsTrunca
   ASSERT_TRUE(reader.feed(StreamBuilder().begin(4).end(4, 0).bytes()).is_ok());
   EXPECT_FALSE(reader.in_checkpoint());
   EXPECT_EQ(reader.finish().code(), StatusCode::kTruncated);
+}
+
+// The bytes of the chunks without a checkpoint, as printed in docs/protocol.md.
+TEST(CheckpointStreamExample, ChunksOutsideCheckpointsMatchTheDocumentedBytes) {
+  EXPECT_EQ(encode_enable_compression(), (Bytes{0xf3, 0xff, 0xff, 0xff}));
+  EXPECT_EQ(encode_heartbeat(0x0102030405060708),
+            (Bytes{0x9b, 0xff, 0xff, 0xff, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01}));
+  EXPECT_EQ(encode_goodbye(), (Bytes{0x9a, 0xff, 0xff, 0xff}));
+  EXPECT_EQ(encode_dropped(), (Bytes{0x99, 0xff, 0xff, 0xff}));
 }
 
 // ---- The worked example of docs/protocol.md, "Chunks".

@@ -45,6 +45,29 @@ TEST(Handshake, HelloBytesAreAsDocumented) {
   EXPECT_EQ(encode_hello(h), expected);
 }
 
+TEST(Handshake, ReplyBytesAreAsDocumented) {
+  Reply accepted;
+  accepted.accept = true;
+  accepted.last_committed_epoch = 17;
+  accepted.committed_session_id = 7;
+  const Bytes expected = {'R',  'M',  'L', 'B', 0x01, 0x00, 0x13, 0x00,
+                          0x00, 0x00,                                 // magic, version 1, body 19
+                          0x01,                                       // accept
+                          0x11, 0,    0,   0,   0,    0,    0,    0,  // last committed epoch 17
+                          0x07, 0,    0,   0,   0,    0,    0,    0,  // its session 7
+                          0x00, 0x00};                                // no reason
+  EXPECT_EQ(encode_reply(accepted), expected);
+  Reply refused = accepted;
+  refused.accept = false;
+  refused.reason = "busy";
+  Bytes expected_refusal = expected;
+  expected_refusal[6] = 0x17;   // body 23
+  expected_refusal[10] = 0x00;  // refuse
+  expected_refusal[27] = 0x04;  // reason length 4
+  expected_refusal.insert(expected_refusal.end(), {'b', 'u', 's', 'y'});
+  EXPECT_EQ(encode_reply(refused), expected_refusal);
+}
+
 TEST(Handshake, ReplyRoundTrips) {
   Reply r;
   r.accept = false;

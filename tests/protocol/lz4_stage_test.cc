@@ -98,5 +98,66 @@ TEST(Lz4Stage, EmptyBlockDecodesToZeroBytes) {
   EXPECT_TRUE(back.empty());
 }
 
+// ---- End-of-block conditions (docs/protocol.md, "LZ4 stage").
+
+// 14 literals "abcdefghijklmn", then a match of `match` bytes at `offset`, then
+// `tail` literals 'z': the hand-built blocks below.
+Bytes block_with_match(uint16_t offset, int match, int tail) {
+  Bytes b = {static_cast<uint8_t>(0xE0 | (match - 4))};
+  for (int i = 0; i < 14; ++i) b.push_back(static_cast<uint8_t>('a' + i));
+  b.push_back(static_cast<uint8_t>(offset));
+  b.push_back(static_cast<uint8_t>(offset >> 8));
+  b.push_back(static_cast<uint8_t>(tail << 4));
+  for (int i = 0; i < tail; ++i) b.push_back('z');
+  return b;
+}
+
+TEST(Lz4Stage, BlockEndingInFiveLiteralsAfterItsLastMatchDecodes) {
+  Bytes back;
+  ASSERT_TRUE(lz4_decompress(block_with_match(8, 13, 5), 32, back).is_ok());
+  EXPECT_EQ(std::string(back.begin(), back.end()), "abcdefghijklmnghijklmnghijkzzzzz");
+}
+
+// Regression: liblz4 1.9.4's LZ4_decompress_safe accepts these when the match
+// goes through its shortcut (offset >= 8, short lengths), though the block
+// format requires the last 5 bytes to be literals: what the backup accepted
+// depended on the library's code path.
+TEST(Lz4Stage, LastMatchEndingInTheLastFiveBytesIsCorrupt) {
+  Bytes back;
+  for (int tail = 0; tail < 5; ++tail) {
+    const Status s = lz4_decompress(block_with_match(8, 18 - tail, tail), 32, back);
+    EXPECT_EQ(s.code(), StatusCode::kCorrupt) << "tail " << tail << ": " << s.to_string();
+    EXPECT_NE(s.message().find("the last 5 bytes must be literals"), std::string::npos)
+        << s.message();
+    EXPECT_TRUE(back.empty());
+  }
+}
+
+TEST(Lz4Stage, MatchStartingLessThanTwelveBytesBeforeTheEndIsCorrupt) {
+  Bytes back;
+  // 14 literals, a 4-byte match at output byte 14 of 23: 9 bytes before the end.
+  const Status s = lz4_decompress(block_with_match(8, 4, 5), 23, back);
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt) << s.to_string();
+  EXPECT_NE(s.message().find("less than 12 bytes before the end"), std::string::npos)
+      << s.message();
+}
+
+// Regression: liblz4 1.9.4 decodes an offset of 0, which the format calls
+// invalid, instead of rejecting it.
+TEST(Lz4Stage, MatchOffsetZeroIsCorrupt) {
+  Bytes back;
+  const Status s = lz4_decompress(block_with_match(0, 13, 5), 32, back);
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt) << s.to_string();
+  EXPECT_NE(s.message().find("match offset 0"), std::string::npos) << s.message();
+}
+
+TEST(Lz4Stage, BytesAfterTheLastLiteralsAreCorrupt) {
+  Bytes back;
+  Bytes b = {0x30, 'x', 'y', 'z'};
+  ASSERT_TRUE(lz4_decompress(b, 3, back).is_ok());
+  b.push_back(0x00);
+  EXPECT_EQ(lz4_decompress(b, 3, back).code(), StatusCode::kCorrupt);
+}
+
 }  // namespace
 }  // namespace romulus::protocol

@@ -484,6 +484,22 @@ TEST(RunSkipDecode, BytesAfterTheRecordAreLeftForTheNextRecord) {
   EXPECT_EQ(page[4095], 0x11);
 }
 
+// docs/protocol.md, "RUN/SKIP": the decoder accepts any marker sequence, not
+// only the encoder's (whose records are at most 4097 bytes): 1024 RUN 1
+// markers are the longest valid record, 1024 x (1 + 4) = 5120 bytes.
+TEST(RunSkipDecode, LongestValidRecordIsOneThousandTwentyFourRunsOfOneWord) {
+  PageBytes page{};
+  Bytes in;
+  for (size_t w = 0; w < kWordsPerPage; ++w) in.insert(in.end(), {0x01, 0x5a, 0x5a, 0x5a, 0x5a});
+  ASSERT_EQ(in.size(), 5120u);
+  in.push_back(0x00);  // the next record
+  auto r = decode_keeping(in, &page);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(*r, 5120u);
+  EXPECT_EQ(page[0], 0x5a);
+  EXPECT_EQ(page[4095], 0x5a);
+}
+
 TEST(RunSkipDecode, EmptyInputIsTruncated) {
   PageBytes page{};
   EXPECT_EQ(decode_keeping(ByteSpan(), &page).status().code(), StatusCode::kTruncated);

@@ -134,6 +134,68 @@ TEST(ReplicaState, CorruptBeginEpochDoesNotPoisonLaterStreams) {
   EXPECT_TRUE(image_equals(state, tx.arena));
 }
 
+// Regression: pre-copy rounds of a sync whose stream ended before its first
+// consistent checkpoint still raised the epoch the next stream had to exceed,
+// though the Reply tells a primary only the committed epoch: a restarted
+// primary numbering from the Reply's epoch + 1 was refused ("does not
+// advance") until its epochs passed rounds the backup had thrown away.
+TEST(ReplicaState, AbandonedSyncRoundsDoNotRaiseTheEpochTheNextStreamMustExceed) {
+  Sender tx;
+  ReplicaState state(kPages);
+  {
+    protocol::CheckpointReader reader(kPages, &state);
+    ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
+    ASSERT_TRUE(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)).is_ok());
+  }
+  const std::vector<uint8_t> committed = tx.arena;
+  {
+    protocol::CheckpointReader reader(kPages, &state);
+    tx.write(6, 1);
+    ASSERT_TRUE(reader.feed(tx.full_sync(3)).is_ok());
+    ASSERT_TRUE(reader.feed(tx.unit(4, 0, {6}, true)).is_ok());  // a second pre-copy round
+    state.abort_stream();  // the stream ends before the sync's consistent checkpoint
+  }
+  ASSERT_EQ(state.committed_epoch(), 2u);
+  EXPECT_TRUE(image_equals(state, committed));
+  // A new primary numbers from the Reply's committed epoch + 1.
+  protocol::CheckpointReader reader(kPages, &state);
+  ASSERT_TRUE(reader.feed(tx.full_sync(3)).is_ok());
+  ASSERT_TRUE(reader.feed(tx.unit(4, protocol::kBeginConsistent, {6}, true)).is_ok());
+  EXPECT_EQ(state.committed_epoch(), 4u);
+  EXPECT_TRUE(image_equals(state, tx.arena));
+}
+
+// docs/protocol.md, "Epochs": within a stream epochs strictly increase, and
+// across streams a full sync at or below the committed epoch is refused.
+TEST(ReplicaState, EpochAtOrBelowTheCommittedOneIsRefusedAcrossStreams) {
+  Sender tx;
+  ReplicaState state(kPages);
+  {
+    protocol::CheckpointReader reader(kPages, &state);
+    ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
+    ASSERT_TRUE(reader.feed(tx.unit(5, protocol::kBeginConsistent, {0}, true)).is_ok());
+    EXPECT_FALSE(reader.feed(tx.unit(5, protocol::kBeginConsistent, {0}, true)).is_ok());
+    state.abort_stream();
+  }
+  protocol::CheckpointReader reader(kPages, &state);
+  EXPECT_FALSE(reader.feed(tx.full_sync(5)).is_ok());
+  state.abort_stream();
+  EXPECT_EQ(state.committed_epoch(), 5u);
+}
+
+// A pre-copy round (no kBeginConsistent) is legal only inside a full sync.
+TEST(ReplicaState, PreCopyRoundOutsideAFullSyncIsRefused) {
+  Sender tx;
+  ReplicaState state(kPages);
+  protocol::CheckpointReader reader(kPages, &state);
+  ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
+  ASSERT_TRUE(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)).is_ok());
+  const Status s = reader.feed(tx.unit(3, 0, {0}, true));
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("pre-copy round outside a full sync"), std::string::npos)
+      << s.message();
+}
+
 TEST(ReplicaState, ResyncKeepsTheOldImageUntilItsFirstCheckpointCommits) {
   Sender tx;
   ReplicaState state(kPages);

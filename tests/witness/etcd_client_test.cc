@@ -1,0 +1,217 @@
+// EtcdClient and EtcdWitness against a real etcd started by the test.
+#include "witness/etcd_client.h"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "tests/support/etcd_process.h"
+#include "witness/etcd_witness.h"
+
+namespace romulus::witness {
+namespace {
+
+using namespace std::chrono_literals;
+using etcd::EtcdClient;
+using testing::EtcdCluster;
+
+// Retries `f` until it returns true or `limit` passes (for events that take
+// etcd's own time, like a lease expiring or a leader election).
+template <typename F>
+bool eventually(F f, std::chrono::seconds limit = 30s) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (f()) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return f();
+}
+
+class EtcdClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = EtcdCluster::start();
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    cluster = std::move(c).value();
+  }
+  std::unique_ptr<EtcdCluster> cluster;
+  const std::string key = owner_key("pair1");
+};
+
+TEST_F(EtcdClientTest, GrantKeepAliveAndRevokeALease) {
+  EtcdClient client(cluster->endpoints());
+  auto g = client.grant(5);
+  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  EXPECT_GT(g->id, 0);
+  EXPECT_GE(g->ttl, 5);
+  auto k = client.keepalive(g->id);
+  ASSERT_TRUE(k.is_ok()) << k.status().to_string();
+  EXPECT_GE(*k, 5);
+  auto t = client.time_to_live(g->id);
+  ASSERT_TRUE(t.is_ok()) << t.status().to_string();
+  EXPECT_GT(*t, 0);
+  EXPECT_LE(*t, 5);
+  ASSERT_TRUE(client.revoke(g->id).is_ok());
+  auto gone = client.keepalive(g->id);
+  ASSERT_TRUE(gone.is_ok()) << gone.status().to_string();
+  EXPECT_EQ(*gone, 0);
+  auto ttl_gone = client.time_to_live(g->id);
+  ASSERT_TRUE(ttl_gone.is_ok());
+  EXPECT_LE(*ttl_gone, 0);
+  EXPECT_TRUE(client.revoke(g->id).is_ok()) << "revoking a lease that is gone is fine";
+}
+
+TEST_F(EtcdClientTest, AcquireWinsWhenAbsentAndLosesToTheHolder) {
+  EtcdWitness a(cluster->endpoints()), b(cluster->endpoints());
+  auto la = a.grant(10s), lb = b.grant(10s);
+  ASSERT_TRUE(la.is_ok() && lb.is_ok());
+  const OwnerValue va{"a", 7, "10.0.0.1:7000"}, vb{"b", 7, "10.0.0.2:7000"};
+  auto won = a.acquire(key, va, la->id);
+  ASSERT_TRUE(won.is_ok()) << won.status().to_string();
+  EXPECT_TRUE(won->won);
+  ASSERT_TRUE(won->owner.has_value());
+  EXPECT_EQ(won->owner->lease, la->id);
+  EXPECT_EQ(won->owner->value, va);
+  auto lost = b.acquire(key, vb, lb->id);
+  ASSERT_TRUE(lost.is_ok()) << lost.status().to_string();
+  EXPECT_FALSE(lost->won);
+  ASSERT_TRUE(lost->owner.has_value());
+  EXPECT_EQ(lost->owner->lease, la->id);
+  EXPECT_EQ(lost->owner->value, va);
+  auto got = b.get(key);
+  ASSERT_TRUE(got.is_ok() && got->has_value());
+  EXPECT_EQ((*got)->value.replication, "10.0.0.1:7000");
+}
+
+TEST_F(EtcdClientTest, TheKeyDisappearsWhenTheOwnersLeaseExpires) {
+  EtcdWitness a(cluster->endpoints());
+  auto l = a.grant(1s);  // etcd may raise it to its minimum TTL
+  ASSERT_TRUE(l.is_ok());
+  ASSERT_TRUE(a.acquire(key, {"a", 1, "x:1"}, l->id).is_ok());
+  ASSERT_TRUE(a.get(key)->has_value());
+  EXPECT_TRUE(eventually([&] {
+    auto g = a.get(key);
+    return g.is_ok() && !g->has_value();
+  }));
+  auto left = a.lease_remaining(l->id);
+  ASSERT_TRUE(left.is_ok());
+  EXPECT_LE(*left, 0ms);
+  EtcdWitness b(cluster->endpoints());
+  auto lb = b.grant(5s);
+  ASSERT_TRUE(lb.is_ok());
+  auto won = b.acquire(key, {"b", 1, "y:1"}, lb->id);
+  ASSERT_TRUE(won.is_ok());
+  EXPECT_TRUE(won->won);
+}
+
+TEST_F(EtcdClientTest, ReleaseDeletesOnlyOurOwnKey) {
+  EtcdWitness a(cluster->endpoints()), b(cluster->endpoints());
+  auto la = a.grant(10s), lb = b.grant(10s);
+  ASSERT_TRUE(la.is_ok() && lb.is_ok());
+  ASSERT_TRUE(a.acquire(key, {"a", 1, "x:1"}, la->id).is_ok());
+  ASSERT_TRUE(b.release(key, lb->id).is_ok());
+  auto still = a.get(key);
+  ASSERT_TRUE(still.is_ok() && still->has_value());
+  EXPECT_EQ((*still)->lease, la->id);
+  auto b_lease = b.keepalive(lb->id);
+  ASSERT_TRUE(b_lease.is_ok());
+  EXPECT_EQ(*b_lease, 0s) << "release revokes the lease";
+  ASSERT_TRUE(a.release(key, la->id).is_ok());
+  auto gone = a.get(key);
+  ASSERT_TRUE(gone.is_ok());
+  EXPECT_FALSE(gone->has_value());
+}
+
+TEST_F(EtcdClientTest, AKeepAliveConnectionIsReusedAcrossCalls) {
+  EtcdClient client(cluster->endpoints());
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(client.get("/x").is_ok()) << i;
+  auto g = client.grant(5);
+  ASSERT_TRUE(g.is_ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(client.keepalive(g->id).is_ok()) << i;
+  EXPECT_EQ(client.connections_opened(), 1u);
+}
+
+TEST_F(EtcdClientTest, TheNextEndpointIsUsedWhenTheFirstIsDead) {
+  auto dead = testing::free_loopback_ports(1);
+  ASSERT_TRUE(dead.is_ok());
+  std::vector<etcd::Endpoint> eps = {{"127.0.0.1", (*dead)[0]}, cluster->endpoints()[0]};
+  EtcdClient client(eps);
+  auto g = client.grant(5);
+  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  EXPECT_TRUE(client.keepalive(g->id).is_ok());
+}
+
+TEST(EtcdClientUnreachable, ARefusingEndpointGivesAnError) {
+  auto dead = testing::free_loopback_ports(1);
+  ASSERT_TRUE(dead.is_ok());
+  EtcdClient client({{"127.0.0.1", (*dead)[0]}});
+  auto r = client.grant(5);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+}
+
+TEST(EtcdClientUnreachable, ASilentEndpointGivesAnErrorAtTheDeadline) {
+  // A listener that never answers: connect succeeds, the reply never comes.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  EtcdClient client({{"127.0.0.1", ntohs(a.sin_port)}}, EtcdClient::Options{100ms});
+  auto r = client.keepalive(1);
+  close(fd);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("no reply within 100 ms"), std::string::npos)
+      << r.status().to_string();
+}
+
+TEST(EtcdClientCluster, AThreeMemberClusterKeepsWorkingWithOneMemberKilled) {
+  auto c = EtcdCluster::start(3);
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  EtcdWitness a((*c)->endpoints());
+  auto l = a.grant(10s);
+  ASSERT_TRUE(l.is_ok()) << l.status().to_string();
+  ASSERT_TRUE(a.acquire(owner_key("p3"), {"a", 1, "x:1"}, l->id).is_ok());
+  (*c)->kill_member(0);
+  // The survivors may need a new leader first: wait for the event, not a time.
+  EXPECT_TRUE(eventually([&] {
+    auto k = a.keepalive(l->id);
+    return k.is_ok() && *k > 0s;
+  }));
+  auto g = a.get(owner_key("p3"));
+  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  ASSERT_TRUE(g->has_value());
+  EXPECT_EQ((*g)->lease, l->id);
+  EtcdWitness b((*c)->endpoints());
+  auto lb = b.grant(10s);
+  ASSERT_TRUE(lb.is_ok()) << lb.status().to_string();
+  auto lost = b.acquire(owner_key("p3"), {"b", 1, "y:1"}, lb->id);
+  ASSERT_TRUE(lost.is_ok()) << lost.status().to_string();
+  EXPECT_FALSE(lost->won);
+}
+
+TEST(EtcdEndpoints, ParsesAListWithOrWithoutTheScheme) {
+  auto e = etcd::parse_endpoints("etcd://127.0.0.1:2379,host-b:22379,[::1]:3000");
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  ASSERT_EQ(e->size(), 3u);
+  EXPECT_EQ((*e)[1].host, "host-b");
+  EXPECT_EQ((*e)[1].port, 22379);
+  EXPECT_EQ((*e)[2].host, "::1");
+  EXPECT_EQ(etcd::endpoints_to_string(*e), "etcd://127.0.0.1:2379,host-b:22379,[::1]:3000");
+  EXPECT_TRUE(etcd::parse_endpoints("10.0.0.1:2379").is_ok());
+  EXPECT_FALSE(etcd::parse_endpoints("etcd://").is_ok());
+  EXPECT_FALSE(etcd::parse_endpoints("host").is_ok());
+  EXPECT_FALSE(etcd::parse_endpoints("host:0").is_ok());
+  EXPECT_FALSE(etcd::parse_endpoints("host:99999").is_ok());
+  EXPECT_FALSE(etcd::parse_endpoints("a:1,").is_ok());
+}
+
+}  // namespace
+}  // namespace romulus::witness

@@ -1,0 +1,212 @@
+// LeaseKeeper: two nodes' keepers against a real etcd started by the test.
+#include "witness/lease_keeper.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "tests/support/etcd_process.h"
+#include "witness/etcd_witness.h"
+
+namespace romulus::witness {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::EtcdCluster;
+using S = OwnershipState;
+
+// A witness whose link to etcd can be cut from the test thread.
+class CuttableWitness final : public Witness {
+ public:
+  explicit CuttableWitness(std::vector<etcd::Endpoint> eps) : w_(std::move(eps)) {}
+  std::atomic<bool> cut{false};
+  Result<LeaseGrant> grant(std::chrono::seconds t) override {
+    if (cut) return down();
+    return w_.grant(t);
+  }
+  Result<std::chrono::seconds> keepalive(LeaseId l) override {
+    if (cut) return down();
+    return w_.keepalive(l);
+  }
+  Result<AcquireOutcome> acquire(const std::string& k, const OwnerValue& v, LeaseId l) override {
+    if (cut) return down();
+    return w_.acquire(k, v, l);
+  }
+  Result<std::optional<Owner>> get(const std::string& k) override {
+    if (cut) return down();
+    return w_.get(k);
+  }
+  Result<std::chrono::milliseconds> lease_remaining(LeaseId l) override {
+    if (cut) return down();
+    return w_.lease_remaining(l);
+  }
+  Status release(const std::string& k, LeaseId l) override {
+    if (cut) return down();
+    return w_.release(k, l);
+  }
+  std::string describe() const override { return w_.describe(); }
+
+ private:
+  static Status down() { return Status::unavailable("link cut by the test"); }
+  EtcdWitness w_;
+};
+
+LeaseKeeperOptions options(const std::string& node) {
+  LeaseKeeperOptions o;
+  o.pair = "pair1";
+  o.node_id = node;
+  o.replication = node + ".example:7000";
+  o.ttl = 2s;
+  return o;
+}
+
+// Waits (on the keeper's own state changes, with a generous limit) for `pred`.
+template <typename F>
+bool eventually(F pred, std::chrono::seconds limit = 30s) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+class LeaseKeeperTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = EtcdCluster::start();
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    cluster = std::move(c).value();
+  }
+  std::unique_ptr<Witness> witness() { return std::make_unique<EtcdWitness>(cluster->endpoints()); }
+  std::unique_ptr<EtcdCluster> cluster;
+};
+
+TEST(LeaseKeeperStart, AnUnreachableWitnessIsOneClearErrorLine) {
+  auto dead = testing::free_loopback_ports(1);
+  ASSERT_TRUE(dead.is_ok());
+  LeaseKeeper k(
+      std::make_unique<EtcdWitness>(std::vector<etcd::Endpoint>{{"127.0.0.1", (*dead)[0]}}),
+      options("a"));
+  const Status s = k.start();
+  ASSERT_FALSE(s.is_ok());
+  const std::string prefix =
+      fmt::format("cannot reach the witness at etcd://127.0.0.1:{}: ", (*dead)[0]);
+  EXPECT_EQ(s.message().rfind(prefix, 0), 0u) << s.message();
+  EXPECT_NE(s.message().find("; start etcd or check --witness"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find('\n'), std::string::npos);
+}
+
+TEST_F(LeaseKeeperTest, APrimaryOwnsAndItsBackupFollowsIt) {
+  LeaseKeeper a(witness(), options("a"));
+  ASSERT_TRUE(a.start().is_ok());
+  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
+  EXPECT_TRUE(a.may_release(Clock::now()));
+  EXPECT_GT(a.snapshot(Clock::now()).remaining_ms, 0);
+
+  std::mutex mu;
+  std::vector<OwnershipChange> seen;
+  LeaseKeeper b(witness(), options("b"), [&](const OwnershipChange& c) {
+    std::lock_guard lk(mu);
+    seen.push_back(c);
+  });
+  ASSERT_TRUE(b.start().is_ok());
+  ASSERT_TRUE(b.try_acquire().is_ok());  // b also wants it, but a holds it: b must follow a
+  EXPECT_EQ(b.wait_while_candidate(30s), S::kFollower);
+  EXPECT_FALSE(b.may_release(Clock::now()));
+  const OwnershipSnapshot snap = b.snapshot(Clock::now());
+  ASSERT_TRUE(snap.owner.has_value());
+  EXPECT_EQ(snap.owner->value.node, "a");
+  EXPECT_EQ(snap.owner->value.replication, "a.example:7000");
+  EXPECT_NE(snap.to_json().find(R"("state":"follower")"), std::string::npos) << snap.to_json();
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lk(mu);
+    return !seen.empty() && seen.back().to == S::kFollower;
+  }));
+  std::lock_guard lk(mu);
+  ASSERT_TRUE(seen.back().owner.has_value());
+  EXPECT_EQ(seen.back().owner->value.node, "a");
+}
+
+TEST_F(LeaseKeeperTest, AnOwnerCutOffFromTheWitnessFencesBeforeTheBackupTakesOver) {
+  auto cuttable = std::make_unique<CuttableWitness>(cluster->endpoints());
+  CuttableWitness* link_a = cuttable.get();
+  std::atomic<bool> a_fenced{false};
+  LeaseKeeper a(std::move(cuttable), options("a"), [&](const OwnershipChange& c) {
+    if (c.to == S::kFenced) a_fenced = true;
+  });
+  ASSERT_TRUE(a.start().is_ok());
+  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
+
+  std::atomic<bool> overlap{false};
+  LeaseKeeper* a_ptr = &a;
+  LeaseKeeper b(witness(), options("b"), [&](const OwnershipChange& c) {
+    // At the moment b owns, a must already have stopped releasing.
+    if (c.to == S::kOwner && a_ptr->may_release(Clock::now())) overlap = true;
+  });
+  ASSERT_TRUE(b.start().is_ok());
+  ASSERT_TRUE(eventually([&] { return b.snapshot(Clock::now()).owner.has_value(); }));
+  link_a->cut = true;
+  ASSERT_TRUE(b.request_takeover().is_ok());
+  ASSERT_EQ(b.wait_while_candidate(60s), S::kOwner);
+  EXPECT_FALSE(overlap);
+  EXPECT_TRUE(a_fenced);
+  EXPECT_FALSE(a.may_release(Clock::now()));
+  EXPECT_EQ(a.state(), S::kFenced);
+
+  link_a->cut = false;  // heal: a finds its lease gone, must win again, and follows b
+  ASSERT_TRUE(eventually([&] { return a.state() == S::kFollower; }));
+  EXPECT_EQ(a.snapshot(Clock::now()).owner->value.node, "b");
+  EXPECT_TRUE(b.may_release(Clock::now()));
+}
+
+TEST_F(LeaseKeeperTest, ACandidateReportsHowLongTheOldOwnersLeaseHasLeft) {
+  LeaseKeeper a(witness(), options("a"));
+  ASSERT_TRUE(a.start().is_ok());
+  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
+  LeaseKeeper b(witness(), options("b"));
+  ASSERT_TRUE(b.start().is_ok());
+  ASSERT_TRUE(eventually([&] { return b.snapshot(Clock::now()).owner.has_value(); }));
+  ASSERT_TRUE(b.request_takeover().is_ok());  // a is alive and renewing: b waits
+  ASSERT_TRUE(eventually([&] { return b.snapshot(Clock::now()).waiting_ms.has_value(); }));
+  const OwnershipSnapshot snap = b.snapshot(Clock::now());
+  EXPECT_EQ(snap.state, S::kCandidate);
+  EXPECT_NE(snap.detail.find("waiting for the old owner's lease ("), std::string::npos)
+      << snap.detail;
+  EXPECT_TRUE(a.may_release(Clock::now()));
+  ASSERT_TRUE(b.stand_by().is_ok());
+  EXPECT_EQ(b.state(), S::kFollower);
+}
+
+TEST_F(LeaseKeeperTest, StepDownStopsReleasesAtOnceAndHandsTheKeyOver) {
+  LeaseKeeper a(witness(), options("a"));
+  ASSERT_TRUE(a.start().is_ok());
+  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
+  ASSERT_TRUE(a.step_down().is_ok());
+  EXPECT_FALSE(a.may_release(Clock::now()));
+  a.stop();  // completes the release
+  LeaseKeeper b(witness(), options("b"));
+  ASSERT_TRUE(b.start().is_ok());
+  ASSERT_TRUE(b.try_acquire().is_ok());
+  EXPECT_EQ(b.wait_while_candidate(30s), S::kOwner);
+}
+
+TEST_F(LeaseKeeperTest, StopWithoutStartAndTwiceIsHarmless) {
+  LeaseKeeper never_started(witness(), options("a"));
+  never_started.stop();
+  LeaseKeeper a(witness(), options("a"));
+  ASSERT_TRUE(a.start().is_ok());
+  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
+  a.stop();
+  a.stop();
+  EXPECT_FALSE(a.may_release(Clock::now()));
+}
+
+}  // namespace
+}  // namespace romulus::witness

@@ -1,0 +1,324 @@
+#include "witness/etcd_client.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <charconv>
+#include <exception>
+
+namespace romulus::witness::etcd {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+using tcp = asio::ip::tcp;
+
+std::string Endpoint::to_string() const {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+Result<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
+  const std::string original(text);
+  if (text.starts_with("etcd://")) text.remove_prefix(7);
+  std::vector<Endpoint> out;
+  while (true) {
+    const size_t comma = text.find(',');
+    std::string_view item = text.substr(0, comma);
+    Endpoint ep;
+    size_t colon;
+    if (item.starts_with("[")) {
+      const size_t close = item.find(']');
+      if (close == std::string_view::npos || close + 1 >= item.size() || item[close + 1] != ':') {
+        return Status::invalid_argument(
+            fmt::format("bad witness endpoint '{}' in '{}'", item, original));
+      }
+      ep.host = std::string(item.substr(1, close - 1));
+      colon = close + 1;
+    } else {
+      colon = item.rfind(':');
+      if (colon == std::string_view::npos || colon == 0) {
+        return Status::invalid_argument(
+            fmt::format("bad witness endpoint '{}' in '{}': want HOST:PORT", item, original));
+      }
+      ep.host = std::string(item.substr(0, colon));
+    }
+    const std::string_view port = item.substr(colon + 1);
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
+      return Status::invalid_argument(fmt::format("bad port in witness endpoint '{}'", item));
+    }
+    ep.port = static_cast<uint16_t>(value);
+    out.push_back(std::move(ep));
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+std::string endpoints_to_string(const std::vector<Endpoint>& endpoints) {
+  std::string out = "etcd://";
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    if (i > 0) out += ',';
+    out += endpoints[i].to_string();
+  }
+  return out;
+}
+
+// One HTTP/1.1 connection to one endpoint, driven on a private io_context.
+// Each exchange runs the io_context for at most the deadline; on expiry the
+// socket is closed, the aborted handlers drained, and a timeout returned.
+class EtcdClient::Connection {
+ public:
+  explicit Connection(size_t endpoint) : endpoint_(endpoint), resolver_(ioc_), socket_(ioc_) {}
+
+  size_t endpoint() const { return endpoint_; }
+  bool connected() const { return socket_.is_open(); }
+
+  Result<std::string> exchange(const Endpoint& ep, std::string_view path, const std::string& body,
+                               std::chrono::milliseconds timeout) {
+    try {
+      return exchange_or_throw(ep, path, body, timeout);
+    } catch (const std::exception& e) {
+      close();
+      return Status::io_error(fmt::format("{}: {}", ep.to_string(), e.what()));
+    }
+  }
+
+  void close() {
+    boost::system::error_code ignored;
+    resolver_.cancel();
+    socket_.close(ignored);
+  }
+
+ private:
+  Result<std::string> exchange_or_throw(const Endpoint& ep, std::string_view path,
+                                        const std::string& body,
+                                        std::chrono::milliseconds timeout) {
+    request_ = {};
+    request_.method(http::verb::post);
+    request_.target(boost::beast::string_view(path.data(), path.size()));
+    request_.version(11);
+    request_.set(http::field::host, ep.to_string());
+    request_.set(http::field::content_type, "application/json");
+    request_.keep_alive(true);
+    request_.body() = body;
+    request_.prepare_payload();
+    parser_.emplace();
+    parser_->body_limit(kMaxReplyBytes);
+    buffer_.clear();
+    done_ = false;
+    error_ = {};
+    step_ = "connect";
+
+    ioc_.restart();
+    if (connected()) {
+      do_write();
+    } else {
+      boost::system::error_code ec;
+      const asio::ip::address addr = asio::ip::make_address(ep.host, ec);
+      if (!ec) {
+        do_connect(tcp::resolver::results_type::create(tcp::endpoint(addr, ep.port), ep.host,
+                                                       std::to_string(ep.port)));
+      } else {
+        step_ = "resolve";
+        resolver_.async_resolve(ep.host, std::to_string(ep.port),
+                                [this](boost::system::error_code e, tcp::resolver::results_type r) {
+                                  if (e) return finish(e);
+                                  do_connect(std::move(r));
+                                });
+      }
+    }
+    ioc_.run_for(timeout);
+    if (!done_) {
+      close();
+      ioc_.restart();
+      ioc_.run();  // let the aborted handlers run
+      return Status::timeout(
+          fmt::format("{}: no reply within {} ms ({})", ep.to_string(), timeout.count(), step_));
+    }
+    if (error_) {
+      close();
+      return Status::unavailable(
+          fmt::format("{}: {}: {}", ep.to_string(), step_, error_.message()));
+    }
+    http::response<http::string_body> response = parser_->release();
+    if (!response.keep_alive()) close();
+    const unsigned code = response.result_int();
+    std::string reply = std::move(response.body());
+    // The gateway puts errors in a JSON body; a non-JSON error page is reported by its status.
+    if (code >= 300 && (reply.empty() || reply.front() != '{')) {
+      return Status::unavailable(fmt::format("{}: HTTP {}", ep.to_string(), code));
+    }
+    return reply;
+  }
+
+  void do_connect(const tcp::resolver::results_type& results) {
+    step_ = "connect";
+    asio::async_connect(socket_, results,
+                        [this](boost::system::error_code e, const tcp::endpoint&) {
+                          if (e) return finish(e);
+                          boost::system::error_code ignored;
+                          socket_.set_option(tcp::no_delay(true), ignored);
+                          do_write();
+                        });
+  }
+
+  void do_write() {
+    step_ = "send";
+    http::async_write(socket_, request_, [this](boost::system::error_code e, size_t) {
+      if (e) return finish(e);
+      do_read();
+    });
+  }
+
+  void do_read() {
+    step_ = "read reply";
+    http::async_read(socket_, buffer_, *parser_,
+                     [this](boost::system::error_code e, size_t) { finish(e); });
+  }
+
+  void finish(boost::system::error_code e) {
+    done_ = true;
+    error_ = e;
+  }
+
+  size_t endpoint_;
+  asio::io_context ioc_;
+  tcp::resolver resolver_;
+  tcp::socket socket_;
+  boost::beast::flat_buffer buffer_;
+  http::request<http::string_body> request_;
+  std::optional<http::response_parser<http::string_body>> parser_;
+  bool done_ = false;
+  boost::system::error_code error_;
+  const char* step_ = "connect";
+};
+
+EtcdClient::EtcdClient(std::vector<Endpoint> endpoints)
+    : EtcdClient(std::move(endpoints), Options()) {}
+
+EtcdClient::EtcdClient(std::vector<Endpoint> endpoints, Options options)
+    : endpoints_(std::move(endpoints)), options_(options) {}
+
+EtcdClient::~EtcdClient() = default;
+
+Result<std::string> EtcdClient::post_once(size_t endpoint, std::string_view path,
+                                          const std::string& body) {
+  const bool reuse = conn_ && conn_->endpoint() == endpoint && conn_->connected();
+  if (!reuse) {
+    conn_ = std::make_unique<Connection>(endpoint);
+    ++connections_opened_;
+  }
+  Result<std::string> r = conn_->exchange(endpoints_[endpoint], path, body, options_.timeout);
+  if (!r.is_ok() && reuse && r.status().code() == StatusCode::kUnavailable) {
+    // The server may have closed an idle kept-alive connection: one fresh try.
+    conn_ = std::make_unique<Connection>(endpoint);
+    ++connections_opened_;
+    r = conn_->exchange(endpoints_[endpoint], path, body, options_.timeout);
+  }
+  if (!r.is_ok()) conn_.reset();
+  return r;
+}
+
+Result<std::string> EtcdClient::post(std::string_view path, const std::string& body) {
+  if (endpoints_.empty()) return Status::invalid_argument("no witness endpoints");
+  std::string errors;
+  for (size_t i = 0; i < endpoints_.size(); ++i) {
+    const size_t ep = (current_ + i) % endpoints_.size();
+    Result<std::string> r = post_once(ep, path, body);
+    if (r.is_ok()) {
+      current_ = ep;
+      return r;
+    }
+    if (!errors.empty()) errors += "; ";
+    errors += r.status().message();
+  }
+  return Status::unavailable(
+      fmt::format("{} {}: {}", endpoints_to_string(endpoints_), path, errors));
+}
+
+namespace {
+
+std::string id_body(int64_t id) {
+  json::object o;
+  o["ID"] = std::to_string(id);
+  return json::serialize(o);
+}
+
+}  // namespace
+
+Result<GrantReply> EtcdClient::grant(int64_t ttl_seconds) {
+  json::object o;
+  o["TTL"] = std::to_string(ttl_seconds);
+  ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/lease/grant", json::serialize(o)));
+  return parse_grant_reply(reply);
+}
+
+Result<int64_t> EtcdClient::keepalive(int64_t lease) {
+  ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/lease/keepalive", id_body(lease)));
+  return parse_keepalive_reply(reply);
+}
+
+Status EtcdClient::revoke(int64_t lease) {
+  Result<std::string> reply = post("/v3/lease/revoke", id_body(lease));
+  if (!reply.is_ok()) return reply.status();
+  Status s = parse_empty_reply(*reply);
+  if (!s.is_ok() && s.message().find("lease not found") != std::string::npos) return Status::ok();
+  return s;
+}
+
+Result<int64_t> EtcdClient::time_to_live(int64_t lease) {
+  ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/lease/timetolive", id_body(lease)));
+  return parse_time_to_live_reply(reply);
+}
+
+Result<std::optional<KeyValue>> EtcdClient::get(std::string_view key) {
+  json::object o;
+  o["key"] = base64_encode(key);
+  ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/range", json::serialize(o)));
+  return parse_range_reply(reply);
+}
+
+Result<AcquireReply> EtcdClient::acquire(std::string_view key, std::string_view value,
+                                         int64_t lease) {
+  const std::string k = base64_encode(key);
+  json::object put{{"key", k}, {"value", base64_encode(value)}, {"lease", std::to_string(lease)}};
+  json::object range{{"key", k}};
+  json::object txn;
+  txn["compare"] =
+      json::array{json::object{{"target", "CREATE"}, {"key", k}, {"create_revision", "0"}}};
+  txn["success"] =
+      json::array{json::object{{"request_put", put}}, json::object{{"request_range", range}}};
+  txn["failure"] = json::array{json::object{{"request_range", range}}};
+  ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/txn", json::serialize(txn)));
+  ROMULUS_ASSIGN_OR_RETURN(TxnReply t, parse_txn_reply(reply));
+  return AcquireReply{t.succeeded, std::move(t.range_kv)};
+}
+
+Result<bool> EtcdClient::release(std::string_view key, int64_t lease) {
+  const std::string k = base64_encode(key);
+  json::object txn;
+  txn["compare"] =
+      json::array{json::object{{"target", "LEASE"}, {"key", k}, {"lease", std::to_string(lease)}}};
+  txn["success"] = json::array{json::object{{"request_delete_range", json::object{{"key", k}}}}};
+  ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/txn", json::serialize(txn)));
+  ROMULUS_ASSIGN_OR_RETURN(TxnReply t, parse_txn_reply(reply));
+  ROMULUS_RETURN_IF_ERROR(revoke(lease));
+  return t.succeeded && t.deleted;
+}
+
+Status EtcdClient::remove(std::string_view key) {
+  json::object o;
+  o["key"] = base64_encode(key);
+  ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/deleterange", json::serialize(o)));
+  return parse_empty_reply(reply);
+}
+
+}  // namespace romulus::witness::etcd

@@ -1,0 +1,37 @@
+// EtcdWitness: the Witness interface over a real etcd (via EtcdClient).
+//
+// Owns its EtcdClient; one thread at a time (the LeaseKeeper's).
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "witness/etcd_client.h"
+#include "witness/witness.h"
+
+namespace romulus::witness {
+
+class EtcdWitness final : public Witness {
+ public:
+  explicit EtcdWitness(std::vector<etcd::Endpoint> endpoints,
+                       etcd::EtcdClient::Options options = {});
+  // From "etcd://h:p,h:p" (the --witness option).
+  static Result<std::unique_ptr<EtcdWitness>> open(std::string_view endpoints,
+                                                   etcd::EtcdClient::Options options = {});
+
+  Result<LeaseGrant> grant(std::chrono::seconds ttl) override;
+  Result<std::chrono::seconds> keepalive(LeaseId lease) override;
+  Result<AcquireOutcome> acquire(const std::string& key, const OwnerValue& value,
+                                 LeaseId lease) override;
+  Result<std::optional<Owner>> get(const std::string& key) override;
+  Result<std::chrono::milliseconds> lease_remaining(LeaseId lease) override;
+  Status release(const std::string& key, LeaseId lease) override;
+  std::string describe() const override;
+
+  etcd::EtcdClient& client() { return client_; }
+
+ private:
+  etcd::EtcdClient client_;
+};
+
+}  // namespace romulus::witness
