@@ -1,0 +1,152 @@
+#include "checkpoint/uffd_sync_tracker.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "guest/linux_abi.h"
+
+namespace romulus::checkpoint {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr size_t kMessagesPerRead = 64;
+
+}  // namespace
+
+UffdSyncTracker::UffdSyncTracker(int uffd, int stop_fd, uint64_t addr, const uint8_t* arena,
+                                 size_t bytes)
+    : uffd_(uffd), stop_fd_(stop_fd), guest_addr_(addr), arena_(arena), bytes_(bytes) {}
+
+Result<std::unique_ptr<UffdSyncTracker>> UffdSyncTracker::create(int uffd,
+                                                                 uint64_t guest_arena_addr,
+                                                                 const uint8_t* arena_mapping,
+                                                                 size_t arena_bytes) {
+  if (uffd < 0) return Status::invalid_argument("uffd-sync tracker: no userfaultfd given");
+  if (guest_arena_addr == 0 || guest_arena_addr % kPage != 0 || arena_bytes == 0 ||
+      arena_bytes % kPage != 0) {
+    close(uffd);
+    return Status::invalid_argument("uffd-sync tracker: arena address/size not page aligned");
+  }
+  const int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stop_fd < 0) {
+    const int err = errno;
+    close(uffd);
+    return Status::from_errno("uffd-sync tracker: eventfd", err);
+  }
+  std::unique_ptr<UffdSyncTracker> t(
+      new UffdSyncTracker(uffd, stop_fd, guest_arena_addr, arena_mapping, arena_bytes));
+  t->handler_ = std::thread([p = t.get()] { p->handle_faults(); });
+  return t;
+}
+
+UffdSyncTracker::~UffdSyncTracker() {
+  const uint64_t one = 1;
+  ssize_t ignored = write(stop_fd_, &one, sizeof(one));
+  (void)ignored;
+  if (handler_.joinable()) handler_.join();
+  // Nobody resolves faults from now on: lift every protection (and wake any
+  // writer still waiting) so the guest keeps running.
+  Status lifted = set_protection(0, bytes_ / kPage, false);
+  (void)lifted;
+  close(stop_fd_);
+  close(uffd_);
+}
+
+Status UffdSyncTracker::set_protection(uint64_t pfn, uint64_t count, bool protect) {
+  struct uffdio_writeprotect wp;
+  std::memset(&wp, 0, sizeof(wp));
+  wp.range.start = guest_addr_ + pfn * kPage;
+  wp.range.len = count * kPage;
+  wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;  // 0: lift and wake the writers
+  for (;;) {
+    if (ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp) == 0) return Status::ok();
+    // EAGAIN: the guest's address space is changing (mmap, fork); try again.
+    if (errno != EAGAIN && errno != EINTR) break;
+  }
+  const int err = errno;
+  if (err == ESRCH) return Status::aborted("uffd-sync tracker: the guest's address space is gone");
+  return Status::from_errno(protect ? "UFFDIO_WRITEPROTECT (re-protect dirty pages)"
+                                    : "UFFDIO_WRITEPROTECT (resolve a write fault)",
+                            err);
+}
+
+void UffdSyncTracker::handle_faults() {
+  struct uffd_msg msgs[kMessagesPerRead];
+  struct pollfd fds[2] = {{uffd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+  auto fail = [this](Status st) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (handler_error_.is_ok()) handler_error_ = std::move(st);
+  };
+  for (;;) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      fail(Status::from_errno("uffd-sync tracker: poll", errno));
+      return;
+    }
+    if (fds[1].revents != 0) return;
+    if ((fds[0].revents & POLLERR) != 0) {
+      fail(Status::io_error("uffd-sync tracker: the userfaultfd reports an error"));
+      return;
+    }
+    const ssize_t n = read(uffd_, msgs, sizeof(msgs));
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;  // a fault withdrawn by a signal
+      fail(Status::from_errno("uffd-sync tracker: read userfaultfd", errno));
+      return;
+    }
+    const size_t count = static_cast<size_t>(n) / sizeof(struct uffd_msg);
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < count; ++i) {
+      if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+      const uint64_t addr = msgs[i].arg.pagefault.address & ~(kPage - 1);
+      if (addr < guest_addr_ || addr >= guest_addr_ + bytes_) continue;
+      const uint64_t pfn = (addr - guest_addr_) / kPage;
+      // Log first, then release the writer: its write is in this epoch's log.
+      logged_.push_back(pfn);
+      Status st = set_protection(pfn, 1, false);
+      if (!st.is_ok()) {
+        if (handler_error_.is_ok()) handler_error_ = std::move(st);
+        return;
+      }
+      faults_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+Status UffdSyncTracker::collect(std::vector<uint64_t>& pfns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!handler_error_.is_ok()) return handler_error_;
+  taken_.swap(logged_);
+  logged_.clear();
+  std::sort(taken_.begin(), taken_.end());
+  taken_.erase(std::unique(taken_.begin(), taken_.end()), taken_.end());
+  // Re-protect, one ioctl per run of consecutive pages.
+  for (size_t i = 0; i < taken_.size();) {
+    size_t j = i + 1;
+    while (j < taken_.size() && taken_[j] == taken_[j - 1] + 1) ++j;
+    ROMULUS_RETURN_IF_ERROR(set_protection(taken_[i], j - i, true));
+    i = j;
+  }
+  pfns.insert(pfns.end(), taken_.begin(), taken_.end());
+  taken_.clear();
+  return Status::ok();
+}
+
+Result<std::unique_ptr<DirtyTracker>> make_uffd_sync_tracker(int uffd, uint64_t guest_arena_addr,
+                                                             const uint8_t* arena_mapping,
+                                                             size_t arena_bytes) {
+  auto t = UffdSyncTracker::create(uffd, guest_arena_addr, arena_mapping, arena_bytes);
+  if (!t.is_ok()) return t.status();
+  return std::unique_ptr<DirtyTracker>(std::move(t).value());
+}
+
+}  // namespace romulus::checkpoint

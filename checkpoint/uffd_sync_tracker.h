@@ -1,0 +1,88 @@
+// UffdSyncTracker: dirty pages from userfaultfd write-protect in *synchronous*
+// mode, at a cost proportional to the pages written, not to the arena.
+//
+// The guest armed synchronous write-protect over its arena in attach()
+// (ROMULUS_TRACKER=uffd-sync) and published the fd number on the control page;
+// the supervisor takes its own copy of that userfaultfd (pidfd_getfd, see
+// GuestProcess::take_guest_uffd) and hands it to this tracker, which owns it.
+//
+// A fault-handler thread owned by the tracker reads the write-protect faults:
+// the first write to a protected page in an epoch blocks the writer until the
+// handler has logged the page and lifted its protection (which wakes the
+// writer). collect() takes the log and re-protects exactly the logged pages:
+// no page-table walk over the arena, so a pause costs O(pages written) and an
+// idle guest costs nothing. The price is paid by the guest: each first write
+// per page per epoch is a round trip through this process (measured by
+// measure_tracker_costs(); see docs/design.md).
+//
+// Correctness: the handler logs and un-protects under the same mutex that
+// collect() holds while it takes the log and re-protects, so a page is either
+// logged in this epoch (and re-protected here) or logged, after this collect,
+// in the next one. A writer is released only after its page is logged, so no
+// write reaches a page that is unprotected but unlogged. A write whose fault
+// was still queued when the guest stopped is simply retried after SIGCONT.
+// Pages may be over-reported (rarely: a fault read just as its writer was
+// stopped), never under-reported.
+//
+// Threads: collect() and the other DirtyTracker methods on one thread (the
+// epoch engine); the handler thread is internal. The destructor stops the
+// handler and lifts the protection of the whole arena, so a guest that
+// outlives its tracker does not block forever on its next write.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "checkpoint/dirty_tracker.h"
+
+namespace romulus::checkpoint {
+
+class UffdSyncTracker final : public DirtyTracker {
+ public:
+  // uffd: the guest's synchronous write-protect userfaultfd (taken over: closed
+  // by the tracker, also on error). The handler starts at once; pages written
+  // before creation may be reported by the first collect().
+  static Result<std::unique_ptr<UffdSyncTracker>> create(int uffd, uint64_t guest_arena_addr,
+                                                         const uint8_t* arena_mapping,
+                                                         size_t arena_bytes);
+  ~UffdSyncTracker() override;
+
+  std::string_view name() const override { return "uffd-sync"; }
+  Status collect(std::vector<uint64_t>& pfns) override;
+  const uint8_t* page_source(uint64_t pfn) const override { return arena_ + pfn * 4096; }
+  bool pages_stable_until_next_collect() const override { return false; }
+
+  // Write-protect faults resolved so far (statistics; any thread).
+  uint64_t faults() const { return faults_.load(std::memory_order_relaxed); }
+
+ private:
+  UffdSyncTracker(int uffd, int stop_fd, uint64_t addr, const uint8_t* arena, size_t bytes);
+  void handle_faults();
+  // UFFDIO_WRITEPROTECT over pages [pfn, pfn + count): protect, or lift and wake.
+  Status set_protection(uint64_t pfn, uint64_t count, bool protect);
+
+  const int uffd_;
+  const int stop_fd_;  // eventfd: the handler exits when it is readable
+  const uint64_t guest_addr_;
+  const uint8_t* const arena_;
+  const size_t bytes_;
+  std::atomic<uint64_t> faults_{0};
+
+  std::mutex mu_;
+  std::vector<uint64_t> logged_;  // guarded by mu_: pages un-protected since the last collect
+  Status handler_error_;          // guarded by mu_: the handler's first failure
+  std::vector<uint64_t> taken_;   // collect()'s scratch (engine thread only)
+  std::thread handler_;
+};
+
+// The guest must have been started with tracker "uffd-sync".
+Result<std::unique_ptr<DirtyTracker>> make_uffd_sync_tracker(int uffd, uint64_t guest_arena_addr,
+                                                             const uint8_t* arena_mapping,
+                                                             size_t arena_bytes);
+
+}  // namespace romulus::checkpoint
