@@ -19,12 +19,19 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr size_t kMessagesPerRead = 64;
+// Below this many pages, re-protecting inline is cheaper than waking the handler.
+constexpr size_t kInlineRearmPages = 256;
 
 }  // namespace
 
-UffdSyncTracker::UffdSyncTracker(int uffd, int stop_fd, uint64_t addr, const uint8_t* arena,
-                                 size_t bytes)
-    : uffd_(uffd), stop_fd_(stop_fd), guest_addr_(addr), arena_(arena), bytes_(bytes) {}
+UffdSyncTracker::UffdSyncTracker(int uffd, int stop_fd, int rearm_fd, uint64_t addr,
+                                 const uint8_t* arena, size_t bytes)
+    : uffd_(uffd),
+      stop_fd_(stop_fd),
+      rearm_fd_(rearm_fd),
+      guest_addr_(addr),
+      arena_(arena),
+      bytes_(bytes) {}
 
 Result<std::unique_ptr<UffdSyncTracker>> UffdSyncTracker::create(int uffd,
                                                                  uint64_t guest_arena_addr,
@@ -37,18 +44,23 @@ Result<std::unique_ptr<UffdSyncTracker>> UffdSyncTracker::create(int uffd,
     return Status::invalid_argument("uffd-sync tracker: arena address/size not page aligned");
   }
   const int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (stop_fd < 0) {
+  const int rearm_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stop_fd < 0 || rearm_fd < 0) {
     const int err = errno;
     close(uffd);
+    if (stop_fd >= 0) close(stop_fd);
+    if (rearm_fd >= 0) close(rearm_fd);
     return Status::from_errno("uffd-sync tracker: eventfd", err);
   }
   std::unique_ptr<UffdSyncTracker> t(
-      new UffdSyncTracker(uffd, stop_fd, guest_arena_addr, arena_mapping, arena_bytes));
+      new UffdSyncTracker(uffd, stop_fd, rearm_fd, guest_arena_addr, arena_mapping, arena_bytes));
   t->handler_ = std::thread([p = t.get()] { p->handle_faults(); });
   return t;
 }
 
 UffdSyncTracker::~UffdSyncTracker() {
+  Status rearmed = finish_rearm();
+  (void)rearmed;
   const uint64_t one = 1;
   ssize_t ignored = write(stop_fd_, &one, sizeof(one));
   (void)ignored;
@@ -58,6 +70,7 @@ UffdSyncTracker::~UffdSyncTracker() {
   Status lifted = set_protection(0, bytes_ / kPage, false);
   (void)lifted;
   close(stop_fd_);
+  close(rearm_fd_);
   close(uffd_);
 }
 
@@ -80,28 +93,46 @@ Status UffdSyncTracker::set_protection(uint64_t pfn, uint64_t count, bool protec
 }
 
 void UffdSyncTracker::handle_faults() {
+  Status st = serve();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!st.is_ok() && handler_error_.is_ok()) handler_error_ = std::move(st);
+  if (rearm_in_flight_) {  // nobody else will finish it
+    rearm_status_ = handler_error_.is_ok()
+                        ? Status::aborted("uffd-sync tracker: fault handler stopped")
+                        : handler_error_;
+    rearm_in_flight_ = false;
+    rearm_done_.notify_all();
+  }
+}
+
+Status UffdSyncTracker::serve() {
   struct uffd_msg msgs[kMessagesPerRead];
-  struct pollfd fds[2] = {{uffd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-  auto fail = [this](Status st) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (handler_error_.is_ok()) handler_error_ = std::move(st);
-  };
+  struct pollfd fds[3] = {{uffd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {rearm_fd_, POLLIN, 0}};
   for (;;) {
-    if (poll(fds, 2, -1) < 0) {
+    if (poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;
-      fail(Status::from_errno("uffd-sync tracker: poll", errno));
-      return;
+      return Status::from_errno("uffd-sync tracker: poll", errno);
     }
-    if (fds[1].revents != 0) return;
+    if (fds[1].revents != 0) return Status::ok();
+    if (fds[2].revents != 0) {
+      uint64_t count = 0;
+      ssize_t ignored = read(rearm_fd_, &count, sizeof(count));
+      (void)ignored;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (rearm_in_flight_) {
+        rearm_status_ = reprotect_taken();
+        rearm_in_flight_ = false;
+        rearm_done_.notify_all();
+      }
+    }
     if ((fds[0].revents & POLLERR) != 0) {
-      fail(Status::io_error("uffd-sync tracker: the userfaultfd reports an error"));
-      return;
+      return Status::io_error("uffd-sync tracker: the userfaultfd reports an error");
     }
+    if ((fds[0].revents & POLLIN) == 0) continue;
     const ssize_t n = read(uffd_, msgs, sizeof(msgs));
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;  // a fault withdrawn by a signal
-      fail(Status::from_errno("uffd-sync tracker: read userfaultfd", errno));
-      return;
+      return Status::from_errno("uffd-sync tracker: read userfaultfd", errno);
     }
     const size_t count = static_cast<size_t>(n) / sizeof(struct uffd_msg);
     std::lock_guard<std::mutex> lock(mu_);
@@ -112,32 +143,66 @@ void UffdSyncTracker::handle_faults() {
       const uint64_t pfn = (addr - guest_addr_) / kPage;
       // Log first, then release the writer: its write is in this epoch's log.
       logged_.push_back(pfn);
-      Status st = set_protection(pfn, 1, false);
-      if (!st.is_ok()) {
-        if (handler_error_.is_ok()) handler_error_ = std::move(st);
-        return;
-      }
+      ROMULUS_RETURN_IF_ERROR(set_protection(pfn, 1, false));
       faults_.fetch_add(1, std::memory_order_relaxed);
     }
   }
 }
 
-Status UffdSyncTracker::collect(std::vector<uint64_t>& pfns) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!handler_error_.is_ok()) return handler_error_;
+void UffdSyncTracker::take_log() {
   taken_.swap(logged_);
   logged_.clear();
   std::sort(taken_.begin(), taken_.end());
   taken_.erase(std::unique(taken_.begin(), taken_.end()), taken_.end());
-  // Re-protect, one ioctl per run of consecutive pages.
+}
+
+Status UffdSyncTracker::reprotect_taken() {
   for (size_t i = 0; i < taken_.size();) {
     size_t j = i + 1;
     while (j < taken_.size() && taken_[j] == taken_[j - 1] + 1) ++j;
     ROMULUS_RETURN_IF_ERROR(set_protection(taken_[i], j - i, true));
     i = j;
   }
+  return Status::ok();
+}
+
+Status UffdSyncTracker::finish_rearm() {
+  std::unique_lock<std::mutex> lock(mu_);
+  rearm_done_.wait(lock, [this] { return !rearm_in_flight_; });
+  Status st = std::move(rearm_status_);
+  rearm_status_ = Status::ok();
+  return st;
+}
+
+Status UffdSyncTracker::collect_stopped(std::vector<uint64_t>& pfns) {
+  ROMULUS_RETURN_IF_ERROR(finish_rearm());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!handler_error_.is_ok()) return handler_error_;
+    take_log();
+    pfns.insert(pfns.end(), taken_.begin(), taken_.end());
+    if (taken_.size() <= kInlineRearmPages) return reprotect_taken();
+    rearm_in_flight_ = true;
+  }
+  const uint64_t one = 1;
+  if (write(rearm_fd_, &one, sizeof(one)) != sizeof(one)) {
+    const int err = errno;
+    std::lock_guard<std::mutex> lock(mu_);
+    rearm_in_flight_ = false;
+    return Status::from_errno("uffd-sync tracker: wake the handler to re-protect", err);
+  }
+  return Status::ok();
+}
+
+Status UffdSyncTracker::collect(std::vector<uint64_t>& pfns) {
+  ROMULUS_RETURN_IF_ERROR(finish_rearm());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!handler_error_.is_ok()) return handler_error_;
+  take_log();
+  // Re-protect before anyone reads the pages: with the guest running, a write
+  // after the copy must fault again to be seen next time.
+  ROMULUS_RETURN_IF_ERROR(reprotect_taken());
   pfns.insert(pfns.end(), taken_.begin(), taken_.end());
-  taken_.clear();
   return Status::ok();
 }
 

@@ -24,6 +24,10 @@
 // Pages may be over-reported (rarely: a fault read just as its writer was
 // stopped), never under-reported.
 //
+// Re-protection while the guest is stopped (collect_stopped) is handed to the
+// handler thread when there are many pages, so it overlaps the engine's copy;
+// finish_rearm() waits for it, and so do collect() and the destructor.
+//
 // Threads: collect() and the other DirtyTracker methods on one thread (the
 // epoch engine); the handler thread is internal. The destructor stops the
 // handler and lifts the protection of the whole arena, so a guest that
@@ -33,6 +37,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -54,6 +59,10 @@ class UffdSyncTracker final : public DirtyTracker {
 
   std::string_view name() const override { return "uffd-sync"; }
   Status collect(std::vector<uint64_t>& pfns) override;
+  // With many pages, the re-protection runs on the handler thread (idle while
+  // the guest is stopped) while the engine copies the pages.
+  Status collect_stopped(std::vector<uint64_t>& pfns) override;
+  Status finish_rearm() override;
   const uint8_t* page_source(uint64_t pfn) const override { return arena_ + pfn * 4096; }
   bool pages_stable_until_next_collect() const override { return false; }
 
@@ -61,13 +70,20 @@ class UffdSyncTracker final : public DirtyTracker {
   uint64_t faults() const { return faults_.load(std::memory_order_relaxed); }
 
  private:
-  UffdSyncTracker(int uffd, int stop_fd, uint64_t addr, const uint8_t* arena, size_t bytes);
+  UffdSyncTracker(int uffd, int stop_fd, int rearm_fd, uint64_t addr, const uint8_t* arena,
+                  size_t bytes);
   void handle_faults();
+  Status serve();  // the handler's loop; returns on stop or error
+  // Takes the log (mu_ held): sorted, without duplicates, into taken_.
+  void take_log();
+  // Re-protects taken_ (mu_ held), one ioctl per run of consecutive pages.
+  Status reprotect_taken();
   // UFFDIO_WRITEPROTECT over pages [pfn, pfn + count): protect, or lift and wake.
   Status set_protection(uint64_t pfn, uint64_t count, bool protect);
 
   const int uffd_;
-  const int stop_fd_;  // eventfd: the handler exits when it is readable
+  const int stop_fd_;   // eventfd: the handler exits when it is readable
+  const int rearm_fd_;  // eventfd: the handler re-protects taken_ when it is readable
   const uint64_t guest_addr_;
   const uint8_t* const arena_;
   const size_t bytes_;
@@ -76,7 +92,10 @@ class UffdSyncTracker final : public DirtyTracker {
   std::mutex mu_;
   std::vector<uint64_t> logged_;  // guarded by mu_: pages un-protected since the last collect
   Status handler_error_;          // guarded by mu_: the handler's first failure
-  std::vector<uint64_t> taken_;   // collect()'s scratch (engine thread only)
+  std::vector<uint64_t> taken_;   // guarded by mu_: pages being re-protected
+  bool rearm_in_flight_ = false;  // guarded by mu_
+  Status rearm_status_;           // guarded by mu_
+  std::condition_variable rearm_done_;
   std::thread handler_;
 };
 
