@@ -111,8 +111,9 @@ Status measure_async(Measurements& m) {
 // Sync write-protect: fault round trip through the handler thread, re-protect
 // cost per logged page (pages far enough apart that no two share an ioctl).
 Status measure_sync(Measurements& m) {
-  constexpr size_t kPages = 128;
-  constexpr size_t kBytes = 2 * kPages * kPage;
+  constexpr size_t kPages = 32;
+  constexpr size_t kStride = 256;
+  constexpr size_t kBytes = kStride * kPages * kPage;
   ProbeArena a;
   ROMULUS_RETURN_IF_ERROR(a.arm(kBytes, false));
   auto created = UffdSyncTracker::create(std::exchange(a.uffd, -1), a.addr(), a.mem.data(), kBytes);
@@ -128,12 +129,12 @@ Status measure_sync(Measurements& m) {
     return Status::unsupported("synchronous write-protect faults were not resolved");
   }
   std::vector<uint64_t> pfns;
-  touch_pages(base, 0, kPages, 2, 1);  // populate
+  touch_pages(base, 0, kPages, kStride, 1);  // populate
   ROMULUS_RETURN_IF_ERROR(t->collect(pfns));
   double fault = 1e30, reprotect = 1e30;
   for (int r = 0; r < kRepeats; ++r) {
     auto t0 = Clock::now();
-    touch_pages(base, 0, kPages, 2, 2 + r);
+    touch_pages(base, 0, kPages, kStride, 2 + r);
     fault = std::min(fault, us_since(t0) / kPages);
     pfns.clear();
     t0 = Clock::now();

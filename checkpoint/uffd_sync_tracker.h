@@ -76,7 +76,10 @@ class UffdSyncTracker final : public DirtyTracker {
   Status serve();  // the handler's loop; returns on stop or error
   // Takes the log (mu_ held): sorted, without duplicates, into taken_.
   void take_log();
-  // Re-protects taken_ (mu_ held), one ioctl per run of consecutive pages.
+  // Re-protects taken_ (mu_ held): one ioctl per run of pages at most
+  // kMaxGapPages apart. Pages in the gaps are protected already (every page is
+  // either protected or logged), so covering them is harmless, and walking a
+  // few page-table entries is cheaper than another ioctl (~1 us vs ~4 ns each).
   Status reprotect_taken();
   // UFFDIO_WRITEPROTECT over pages [pfn, pfn + count): protect, or lift and wake.
   Status set_protection(uint64_t pfn, uint64_t count, bool protect);
