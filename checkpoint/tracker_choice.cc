@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <future>
 #include <string>
@@ -111,6 +112,18 @@ Status measure_async(Measurements& m) {
 // Sync write-protect: fault round trip through the handler thread, re-protect
 // cost per logged page (pages far enough apart that no two share an ioctl).
 Status measure_sync(Measurements& m) {
+  // The supervisor takes the guest's uffd with pidfd_getfd(), which needs
+  // ptrace rights over its child: Yama scope 2 and 3 deny them.
+  if (FILE* f = std::fopen("/proc/sys/kernel/yama/ptrace_scope", "r")) {
+    int scope = 0;
+    const bool read_ok = std::fscanf(f, "%d", &scope) == 1;
+    std::fclose(f);
+    if (read_ok && scope >= 2) {
+      return Status::unsupported("kernel.yama.ptrace_scope is " + std::to_string(scope) +
+                                 ": the supervisor may not take its guest's userfaultfd "
+                                 "(pidfd_getfd); set it to 1 or less to use uffd-sync");
+    }
+  }
   constexpr size_t kPages = 32;
   constexpr size_t kStride = 256;
   constexpr size_t kBytes = kStride * kPages * kPage;
