@@ -78,7 +78,7 @@ void touch_pages(uint8_t* base, size_t first, size_t count, size_t step, uint64_
   }
 }
 
-constexpr int kRepeats = 3;
+constexpr size_t kRepeats = 3;
 
 // Async write-protect: fault cost per first write, PAGEMAP_SCAN cost per GiB.
 Status measure_async(Measurements& m) {
@@ -92,7 +92,7 @@ Status measure_async(Measurements& m) {
   touch_pages(a.mem.data(), 0, kPages, 2, 1);  // populate: first touch costs an allocation
   ROMULUS_RETURN_IF_ERROR(t->collect(pfns));
   double fault = 1e30, scan = 1e30;
-  for (int r = 0; r < kRepeats; ++r) {
+  for (size_t r = 0; r < kRepeats; ++r) {
     auto t0 = Clock::now();
     touch_pages(a.mem.data(), 0, kPages, 2, 2 + r);
     fault = std::min(fault, us_since(t0) / kPages);
@@ -141,19 +141,24 @@ Status measure_sync(Measurements& m) {
     probe.wait();
     return Status::unsupported("synchronous write-protect faults were not resolved");
   }
+  // Page set k is pages k, k + kStride, ...: all populated first, then each
+  // timed round writes a set not written in the epoch before (so no page is
+  // sticky, see uffd_sync_tracker.h), with an empty epoch in between.
   std::vector<uint64_t> pfns;
-  touch_pages(base, 0, kPages, kStride, 1);  // populate
+  for (size_t k = 0; k <= kRepeats; ++k) touch_pages(base, k, kPages, kStride, 1);
+  ROMULUS_RETURN_IF_ERROR(t->collect(pfns));
   ROMULUS_RETURN_IF_ERROR(t->collect(pfns));
   double fault = 1e30, reprotect = 1e30;
-  for (int r = 0; r < kRepeats; ++r) {
+  for (size_t r = 1; r <= kRepeats; ++r) {
     auto t0 = Clock::now();
-    touch_pages(base, 0, kPages, kStride, 2 + r);
+    touch_pages(base, r, kPages, kStride, 2 + r);
     fault = std::min(fault, us_since(t0) / kPages);
     pfns.clear();
     t0 = Clock::now();
     ROMULUS_RETURN_IF_ERROR(t->collect(pfns));
     reprotect = std::min(reprotect, us_since(t0) / kPages);
     if (pfns.size() != kPages) return Status::unsupported("synchronous write-protect lost pages");
+    ROMULUS_RETURN_IF_ERROR(t->collect(pfns));
   }
   m.sync_fault_us = fault;
   m.reprotect_us_per_page = reprotect;
@@ -167,7 +172,7 @@ Status measure_memory(Measurements& m) {
   ROMULUS_ASSIGN_OR_RETURN(auto t, make_compare_tracker(src.data(), kBytes));
   double compare = 1e30, copy = 1e30;
   std::vector<uint64_t> pfns;
-  for (int r = 0; r < kRepeats; ++r) {
+  for (size_t r = 0; r < kRepeats; ++r) {
     auto t0 = Clock::now();
     pfns.clear();
     ROMULUS_RETURN_IF_ERROR(t->collect(pfns));
@@ -175,7 +180,7 @@ Status measure_memory(Measurements& m) {
     t0 = Clock::now();
     std::memcpy(dst.data(), src.data(), kBytes);
     copy = std::min(copy, us_since(t0) / (kBytes / kPage));
-    src[static_cast<size_t>(r) * kPage] ^= dst[kBytes - 1];  // keep the copy observable
+    src[r * kPage] ^= dst[kBytes - 1];  // keep the copy observable
   }
   m.compare_us_per_gib = compare;
   m.copy_us_per_page = copy;

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <string>
 
 #include "guest/linux_abi.h"
@@ -21,9 +22,14 @@ constexpr uint64_t kPage = 4096;
 constexpr size_t kMessagesPerRead = 64;
 // Below this many pages, re-protecting inline is cheaper than waking the handler.
 constexpr size_t kInlineRearmPages = 256;
-// See reprotect_taken(): merging 10,000 pages spread over 1 GiB into one ioctl
+// See reprotect_planned(): merging 10,000 pages spread over 1 GiB into one ioctl
 // took the re-protection from ~13 ms to ~1 ms (docs/performance.md).
 constexpr uint64_t kMaxGapPages = 128;
+// Sticky pages (see the header): how long a promotion lasts, and how many pages
+// may be sticky at once (each is copied at every pause: 16,384 pages = 64 MiB,
+// the default staging size).
+constexpr uint64_t kStickyEpochs = 16;
+constexpr size_t kMaxStickyPages = 16384;
 
 }  // namespace
 
@@ -123,7 +129,7 @@ Status UffdSyncTracker::serve() {
       (void)ignored;
       std::lock_guard<std::mutex> lock(mu_);
       if (rearm_in_flight_) {
-        rearm_status_ = reprotect_taken();
+        rearm_status_ = reprotect_planned();
         rearm_in_flight_ = false;
         rearm_done_.notify_all();
       }
@@ -152,18 +158,72 @@ Status UffdSyncTracker::serve() {
   }
 }
 
-void UffdSyncTracker::take_log() {
+void UffdSyncTracker::plan_epoch() {
   taken_.swap(logged_);
   logged_.clear();
   std::sort(taken_.begin(), taken_.end());
   taken_.erase(std::unique(taken_.begin(), taken_.end()), taken_.end());
+  ++epoch_;
+
+  // Sticky pages past their term are demoted: re-protected, reported once more.
+  kept_.clear();
+  reprotect_.clear();
+  for (const Sticky& st : sticky_) {
+    if (st.until <= epoch_) {
+      reprotect_.push_back(st.pfn);
+    } else {
+      kept_.push_back(st);
+    }
+  }
+  const size_t demoted = reprotect_.size();
+  // Logged pages: promoted if also logged last epoch (and there is room), else
+  // re-protected. A logged page that is sticky already (a stale fault) stays so.
+  auto sticky_has = [this](uint64_t pfn) {
+    auto it = std::lower_bound(kept_.begin(), kept_.end(), pfn,
+                               [](const Sticky& st, uint64_t p) { return st.pfn < p; });
+    return it != kept_.end() && it->pfn == pfn;
+  };
+  promoted_.clear();
+  for (const uint64_t pfn : taken_) {
+    if (sticky_has(pfn)) continue;
+    if (kept_.size() + promoted_.size() < kMaxStickyPages &&
+        std::binary_search(prev_logged_.begin(), prev_logged_.end(), pfn)) {
+      promoted_.push_back({pfn, epoch_ + kStickyEpochs});
+    } else {
+      reprotect_.push_back(pfn);
+    }
+  }
+  std::inplace_merge(reprotect_.begin(), reprotect_.begin() + static_cast<ptrdiff_t>(demoted),
+                     reprotect_.end());
+  reprotect_.erase(std::unique(reprotect_.begin(), reprotect_.end()), reprotect_.end());
+  sticky_.clear();
+  std::merge(kept_.begin(), kept_.end(), promoted_.begin(), promoted_.end(),
+             std::back_inserter(sticky_),
+             [](const Sticky& a, const Sticky& b) { return a.pfn < b.pfn; });
+
+  // Reported: the logged pages, the sticky ones and the demoted ones.
+  report_.clear();
+  for (const Sticky& st : sticky_) report_.push_back(st.pfn);
+  const size_t sticky_end = report_.size();
+  report_.insert(report_.end(), taken_.begin(), taken_.end());
+  std::inplace_merge(report_.begin(), report_.begin() + static_cast<ptrdiff_t>(sticky_end),
+                     report_.end());
+  const size_t merged_end = report_.size();
+  report_.insert(report_.end(), reprotect_.begin(), reprotect_.end());
+  std::inplace_merge(report_.begin(), report_.begin() + static_cast<ptrdiff_t>(merged_end),
+                     report_.end());
+  report_.erase(std::unique(report_.begin(), report_.end()), report_.end());
+
+  prev_logged_.swap(taken_);
+  sticky_count_.store(sticky_.size(), std::memory_order_relaxed);
 }
 
-Status UffdSyncTracker::reprotect_taken() {
-  for (size_t i = 0; i < taken_.size();) {
+Status UffdSyncTracker::reprotect_planned() {
+  const std::vector<uint64_t>& r = reprotect_;
+  for (size_t i = 0; i < r.size();) {
     size_t j = i + 1;
-    while (j < taken_.size() && taken_[j] - taken_[j - 1] <= kMaxGapPages) ++j;
-    ROMULUS_RETURN_IF_ERROR(set_protection(taken_[i], taken_[j - 1] + 1 - taken_[i], true));
+    while (j < r.size() && r[j] - r[j - 1] <= kMaxGapPages) ++j;
+    ROMULUS_RETURN_IF_ERROR(set_protection(r[i], r[j - 1] + 1 - r[i], true));
     i = j;
   }
   return Status::ok();
@@ -182,9 +242,9 @@ Status UffdSyncTracker::collect_stopped(std::vector<uint64_t>& pfns) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!handler_error_.is_ok()) return handler_error_;
-    take_log();
-    pfns.insert(pfns.end(), taken_.begin(), taken_.end());
-    if (taken_.size() <= kInlineRearmPages) return reprotect_taken();
+    plan_epoch();
+    pfns.insert(pfns.end(), report_.begin(), report_.end());
+    if (reprotect_.size() <= kInlineRearmPages) return reprotect_planned();
     rearm_in_flight_ = true;
   }
   const uint64_t one = 1;
@@ -201,11 +261,12 @@ Status UffdSyncTracker::collect(std::vector<uint64_t>& pfns) {
   ROMULUS_RETURN_IF_ERROR(finish_rearm());
   std::lock_guard<std::mutex> lock(mu_);
   if (!handler_error_.is_ok()) return handler_error_;
-  take_log();
+  plan_epoch();
   // Re-protect before anyone reads the pages: with the guest running, a write
-  // after the copy must fault again to be seen next time.
-  ROMULUS_RETURN_IF_ERROR(reprotect_taken());
-  pfns.insert(pfns.end(), taken_.begin(), taken_.end());
+  // after the copy must fault again to be seen next time. (Sticky pages are
+  // reported again next time anyway.)
+  ROMULUS_RETURN_IF_ERROR(reprotect_planned());
+  pfns.insert(pfns.end(), report_.begin(), report_.end());
   return Status::ok();
 }
 

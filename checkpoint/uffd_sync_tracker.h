@@ -15,6 +15,17 @@
 // per page per epoch is a round trip through this process (measured by
 // measure_tracker_costs(); see docs/design.md).
 //
+// Sticky pages: a page logged in two consecutive epochs is likely written in
+// every epoch (a counter, a hash bucket, the head of a log). Faulting on it
+// each epoch costs the guest a round trip and the supervisor ~5 us of CPU, so
+// such a page is promoted to *sticky*: left unprotected and reported by every
+// collect() for the next 16 epochs, whether written or not (the engine copies
+// it; the encoder sends an unchanged page as one SKIP). Then it is demoted:
+// re-protected and reported once more; if still hot it faults and is promoted
+// again after two epochs. At most 16,384 pages are sticky. Reporting a page
+// that was not written is always safe; an unprotected page is never left
+// unreported.
+//
 // Correctness: the handler logs and un-protects under the same mutex that
 // collect() holds while it takes the log and re-protects, so a page is either
 // logged in this epoch (and re-protected here) or logged, after this collect,
@@ -68,36 +79,52 @@ class UffdSyncTracker final : public DirtyTracker {
 
   // Write-protect faults resolved so far (statistics; any thread).
   uint64_t faults() const { return faults_.load(std::memory_order_relaxed); }
+  // Pages sticky after the last collect (statistics; any thread).
+  uint64_t sticky_pages() const { return sticky_count_.load(std::memory_order_relaxed); }
 
  private:
   UffdSyncTracker(int uffd, int stop_fd, int rearm_fd, uint64_t addr, const uint8_t* arena,
                   size_t bytes);
   void handle_faults();
   Status serve();  // the handler's loop; returns on stop or error
-  // Takes the log (mu_ held): sorted, without duplicates, into taken_.
-  void take_log();
-  // Re-protects taken_ (mu_ held): one ioctl per run of pages at most
+  // Takes the log and plans the epoch (mu_ held): report_ (everything to
+  // report), reprotect_ (pages to protect again), the new sticky_ set.
+  void plan_epoch();
+  // Re-protects reprotect_ (mu_ held): one ioctl per run of pages at most
   // kMaxGapPages apart. Pages in the gaps are protected already (every page is
   // either protected or logged), so covering them is harmless, and walking a
   // few page-table entries is cheaper than another ioctl (~1 us vs ~4 ns each).
-  Status reprotect_taken();
+  Status reprotect_planned();
+
+  struct Sticky {
+    uint64_t pfn;
+    uint64_t until;  // demoted at the collect of this epoch
+  };
   // UFFDIO_WRITEPROTECT over pages [pfn, pfn + count): protect, or lift and wake.
   Status set_protection(uint64_t pfn, uint64_t count, bool protect);
 
   const int uffd_;
   const int stop_fd_;   // eventfd: the handler exits when it is readable
-  const int rearm_fd_;  // eventfd: the handler re-protects taken_ when it is readable
+  const int rearm_fd_;  // eventfd: the handler re-protects reprotect_ when it is readable
   const uint64_t guest_addr_;
   const uint8_t* const arena_;
   const size_t bytes_;
   std::atomic<uint64_t> faults_{0};
+  std::atomic<uint64_t> sticky_count_{0};
 
   std::mutex mu_;
   std::vector<uint64_t> logged_;  // guarded by mu_: pages un-protected since the last collect
   Status handler_error_;          // guarded by mu_: the handler's first failure
-  std::vector<uint64_t> taken_;   // guarded by mu_: pages being re-protected
-  bool rearm_in_flight_ = false;  // guarded by mu_
-  Status rearm_status_;           // guarded by mu_
+  // The epoch plan; guarded by mu_ (the handler re-protects reprotect_).
+  uint64_t epoch_ = 0;                 // collects so far
+  std::vector<uint64_t> taken_;        // this epoch's log, sorted
+  std::vector<uint64_t> prev_logged_;  // the previous epoch's log, sorted
+  std::vector<Sticky> sticky_;         // sorted by pfn
+  std::vector<Sticky> kept_, promoted_;
+  std::vector<uint64_t> reprotect_;  // sorted
+  std::vector<uint64_t> report_;     // sorted
+  bool rearm_in_flight_ = false;     // guarded by mu_
+  Status rearm_status_;              // guarded by mu_
   std::condition_variable rearm_done_;
   std::thread handler_;
 };

@@ -241,6 +241,38 @@ TEST(UffdSyncTracker, DestroyingTheTrackerLetsTheGuestWriteOn) {
   ASSERT_EQ(h.write(20 * 4096, 1, 2), "ok");
 }
 
+TEST(UffdSyncTracker, PagesWrittenInConsecutiveEpochsGoStickyThenAreDemoted) {
+  if (!unsupported_reason("uffd-sync").empty()) GTEST_SKIP();
+  TestGuestHarness h;
+  ASSERT_TRUE(h.start("uffd-sync", kArenaBytes).is_ok());
+  auto made = tracker_for("uffd-sync", h);
+  ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+  auto* t = static_cast<UffdSyncTracker*>(made.value().get());
+  auto epoch = [&](int page) {
+    if (page >= 0) {
+      EXPECT_EQ(h.write(static_cast<uint64_t>(page) * 4096, 1, 1 + page % 7), "ok");
+    }
+    Pfns pfns;
+    EXPECT_TRUE(h.guest->pause(std::chrono::seconds(30)).is_ok());
+    EXPECT_TRUE(t->collect_stopped(pfns).is_ok());
+    EXPECT_TRUE(t->finish_rearm().is_ok());
+    EXPECT_TRUE(h.guest->resume().is_ok());
+    return pfns;
+  };
+  EXPECT_EQ(epoch(30), Pfns{30});
+  EXPECT_EQ(epoch(30), Pfns{30});  // logged twice in a row: now sticky
+  EXPECT_EQ(t->sticky_pages(), 1u);
+  const uint64_t faults = t->faults();
+  EXPECT_EQ(epoch(30), Pfns{30});  // written without a fault
+  EXPECT_EQ(t->faults(), faults);
+  EXPECT_EQ(epoch(40), (Pfns{30, 40}));  // reported while sticky, written or not
+  for (int i = 0; i < 14; ++i) epoch(-1);
+  EXPECT_EQ(t->sticky_pages(), 0u);  // 16 epochs later: demoted (reported that once more)
+  EXPECT_EQ(epoch(-1), Pfns{});
+  EXPECT_EQ(epoch(30), Pfns{30});  // protected again: the write faults
+  EXPECT_EQ(t->faults(), faults + 2);
+}
+
 TEST(UffdSyncTracker, TakingTheUffdOfAnAsyncGuestIsRefused) {
   if (!probe_uffd_wp_async().is_ok()) GTEST_SKIP();
   TestGuestHarness h;
