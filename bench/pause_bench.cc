@@ -29,11 +29,13 @@
 // taken around the same guest state.
 //
 //   pause_bench --sweep [--trackers uffd,uffd-sync] [--arenas-mib 64,256,...,16384]
-//               [--counts 0,100,1000,10000] [--rounds R] [--csv FILE]
+//               [--counts 0,100,1000,10000] [--patterns fresh,same] [--rounds R]
+//               [--csv FILE]
 //
 // Pause against arena size (issue 14). For each tracker and each arena size (a
 // sparse memfd: only the pages written are ever allocated) a fresh guest takes
-// R checkpoints per dirty-set size N (spread over the arena), each through the
+// R checkpoints per dirty-set size N (spread over the arena; "fresh": pages not
+// written the epoch before, "same": the same pages every epoch), each through the
 // real EpochEngine: pause p50/p99, primary CPU per checkpoint (this process's
 // CPU time, fault-handler thread included, over the guest's writes and the
 // checkpoint), the guest's time per first write, and, in the same round,
@@ -92,10 +94,12 @@ enum class Pattern { kSpread, kClustered };
 
 const char* pattern_name(Pattern p) { return p == Pattern::kSpread ? "spread" : "clustered"; }
 
-// Page i (0 <= i < n) of a dirty set of n pages in an arena of `pages` pages.
-uint64_t dirty_pfn(Pattern p, uint64_t i, uint64_t n, uint64_t pages) {
-  if (p == Pattern::kClustered) return kFirstPage + i;
-  return kFirstPage + i * (pages - kFirstPage) / n;
+// Page i (0 <= i < n) of a dirty set of n pages in an arena of `pages` pages,
+// the whole set shifted (cyclically) by `offset` pages.
+uint64_t dirty_pfn(Pattern p, uint64_t i, uint64_t n, uint64_t pages, uint64_t offset = 0) {
+  const uint64_t usable = pages - kFirstPage;
+  if (p == Pattern::kClustered) return kFirstPage + (i + offset) % usable;
+  return kFirstPage + (i * usable / n + offset) % usable;
 }
 
 double us_since(Clock::time_point t0, Clock::time_point t1) {
@@ -104,7 +108,8 @@ double us_since(Clock::time_point t0, Clock::time_point t1) {
 
 // ---- The guest side ------------------------------------------------------------
 
-// Commands: "w spread|clustered N VALUE" -> "ok NANOSECONDS" (N may be 0);
+// Commands: "w spread|clustered N VALUE [OFFSET]" -> "ok NANOSECONDS" (N may be 0;
+// the set shifted by OFFSET pages);
 // "bg K" -> "ok": a thread writes K spread pages every millisecond from now on.
 int guest_main() {
   auto arena = guest::attach();
@@ -141,7 +146,9 @@ int guest_main() {
       std::fprintf(out, "ok\n");
       continue;
     }
-    if (std::sscanf(line, "w %31s %llu %llu", pattern, &n, &value) != 3 || n > pages - kFirstPage) {
+    unsigned long long offset = 0;
+    const int fields = std::sscanf(line, "w %31s %llu %llu %llu", pattern, &n, &value, &offset);
+    if (fields < 3 || n > pages - kFirstPage) {
       std::fprintf(out, "err bad command\n");
       continue;
     }
@@ -149,8 +156,8 @@ int guest_main() {
         std::strcmp(pattern, "clustered") == 0 ? Pattern::kClustered : Pattern::kSpread;
     const auto t0 = Clock::now();
     for (uint64_t i = 0; i < n; ++i) {
-      auto* word =
-          reinterpret_cast<volatile uint64_t*>(base + dirty_pfn(p, i, n, pages) * kPageSize + 2048);
+      auto* word = reinterpret_cast<volatile uint64_t*>(
+          base + dirty_pfn(p, i, n, pages, offset) * kPageSize + 2048);
       *word = value;
     }
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0);
@@ -242,8 +249,9 @@ struct BenchGuest {
   }
 
   // Has the guest write n pages; returns its own time for the writes, in µs.
-  Result<double> write(Pattern p, uint64_t n, uint64_t value) {
-    std::fprintf(cmd, "w %s %" PRIu64 " %" PRIu64 "\n", pattern_name(p), n, value);
+  Result<double> write(Pattern p, uint64_t n, uint64_t value, uint64_t offset = 0) {
+    std::fprintf(cmd, "w %s %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", pattern_name(p), n, value,
+                 offset);
     std::fflush(cmd);
     char buf[128];
     long long ns = 0;
@@ -386,7 +394,7 @@ std::vector<std::string> split(const std::string& s) {
                "pause_bench: %s\nusage: pause_bench [--trackers uffd,uffd-sync,compare] "
                "[--counts 10,100,...] [--rounds R] [--arena-mib MIB]\n"
                "       pause_bench --sweep [--trackers T,...] [--arenas-mib M,...] "
-               "[--counts N,...] [--rounds R] [--csv FILE]\n"
+               "[--counts N,...] [--patterns fresh,same] [--rounds R] [--csv FILE]\n"
                "       pause_bench --rate [--trackers T,...] [--arena-mib M] [--seconds S] "
                "[--interval-ms I] [--idle-pages K]\n",
                msg);
@@ -423,6 +431,10 @@ struct SweepOptions {
   std::vector<std::string> trackers = {"uffd", "uffd-sync"};
   std::vector<uint64_t> arenas_mib = {64, 256, 1024, 2048, 4096, 8192, 16384};
   std::vector<uint64_t> counts = {0, 100, 1000, 10000};
+  // fresh: each epoch writes pages not written the epoch before (every first
+  // write faults: uffd-sync's worst case); same: the same pages every epoch (a
+  // service's hot set: uffd-sync makes them sticky).
+  std::vector<std::string> patterns = {"fresh", "same"};
   int rounds = 0;  // 0: 40 below 10,000 pages, 15 from there
   std::string csv;
   // --rate
@@ -433,7 +445,7 @@ struct SweepOptions {
 };
 
 struct SweepRow {
-  std::string tracker;
+  std::string tracker, pattern;
   uint64_t arena_mib = 0, n = 0;
   int rounds = 0;
   double pause_p50 = 0, pause_p99 = 0, cpu = 0, write_per_page = 0, stop_cont = 0, memcpy_n = 0,
@@ -474,55 +486,64 @@ Result<std::vector<SweepRow>> sweep_one(const std::string& tracker, uint64_t are
   std::vector<uint64_t> pfns;
   std::vector<SweepRow> rows;
   uint64_t value = 1;
-  for (uint64_t n : opt.counts) {
-    if (n > pages - kFirstPage) continue;
-    SweepRow row;
-    row.tracker = tracker;
-    row.arena_mib = arena_mib;
-    row.n = n;
-    row.rounds = opt.rounds > 0 ? opt.rounds : (n >= 10000 ? 15 : 40);
-    std::vector<double> v_pause, v_cpu, v_write, v_stop, v_copy, v_seen;
-    for (int r = -2; r < row.rounds; ++r) {  // two warm-up rounds
-      const double cpu0 = process_cpu_us();
-      ROMULUS_ASSIGN_OR_RETURN(double write_us, g.write(Pattern::kSpread, n, value++));
-      ROMULUS_RETURN_IF_ERROR(rig.engine->checkpoint());
-      const double cpu1 = process_cpu_us();
-      const checkpoint::EpochRecord rec = rig.stats.snapshot().last;
-      // The unavoidable parts, alone, with the same dirty set: stop/cont and the copy.
-      ROMULUS_RETURN_IF_ERROR(g.write(Pattern::kSpread, n, value++).status());
-      pfns.clear();
-      const auto t0 = Clock::now();
-      ROMULUS_RETURN_IF_ERROR(g.proc->pause(2000ms));
-      const auto t1 = Clock::now();
-      ROMULUS_RETURN_IF_ERROR(g.tracker->collect(pfns));
-      const auto t2 = Clock::now();
-      for (size_t i = 0; i < pfns.size() && i < max_n; ++i) {
-        std::memcpy(buf.data() + i * kPageSize, g.tracker->page_source(pfns[i]), kPageSize);
+  for (const std::string& pattern : opt.patterns)
+    for (uint64_t n : opt.counts) {
+      if (n > pages - kFirstPage) continue;
+      const bool fresh = pattern == "fresh";
+      // A shift far from the last one: consecutive fresh sets barely overlap.
+      auto offset = [&](uint64_t v) { return fresh ? v * 7919 : 0; };
+      SweepRow row;
+      row.tracker = tracker;
+      row.pattern = pattern;
+      row.arena_mib = arena_mib;
+      row.n = n;
+      row.rounds = opt.rounds > 0 ? opt.rounds : (n >= 10000 ? 15 : 40);
+      std::vector<double> v_pause, v_cpu, v_write, v_stop, v_copy, v_seen;
+      // Ten warm-up rounds (20 epochs): the previous row's sticky pages expire.
+      for (int r = -10; r < row.rounds; ++r) {
+        const double cpu0 = process_cpu_us();
+        ROMULUS_ASSIGN_OR_RETURN(double write_us,
+                                 g.write(Pattern::kSpread, n, value, offset(value)));
+        ++value;
+        ROMULUS_RETURN_IF_ERROR(rig.engine->checkpoint());
+        const double cpu1 = process_cpu_us();
+        const checkpoint::EpochRecord rec = rig.stats.snapshot().last;
+        // The unavoidable parts, alone, with the same dirty set: stop/cont and the copy.
+        ROMULUS_RETURN_IF_ERROR(g.write(Pattern::kSpread, n, value, offset(value)).status());
+        ++value;
+        pfns.clear();
+        const auto t0 = Clock::now();
+        ROMULUS_RETURN_IF_ERROR(g.proc->pause(2000ms));
+        const auto t1 = Clock::now();
+        ROMULUS_RETURN_IF_ERROR(g.tracker->collect(pfns));
+        const auto t2 = Clock::now();
+        for (size_t i = 0; i < pfns.size() && i < max_n; ++i) {
+          std::memcpy(buf.data() + i * kPageSize, g.tracker->page_source(pfns[i]), kPageSize);
+        }
+        const auto t3 = Clock::now();
+        ROMULUS_RETURN_IF_ERROR(g.proc->resume());
+        const auto t4 = Clock::now();
+        if (r < 0) continue;
+        v_pause.push_back(static_cast<double>(rec.pause_us));
+        v_cpu.push_back(cpu1 - cpu0);
+        if (n > 0) v_write.push_back(write_us / static_cast<double>(n));
+        v_stop.push_back(us_since(t0, t1) + us_since(t3, t4));
+        v_copy.push_back(us_since(t2, t3));
+        v_seen.push_back(static_cast<double>(rec.dirty_pages));
       }
-      const auto t3 = Clock::now();
-      ROMULUS_RETURN_IF_ERROR(g.proc->resume());
-      const auto t4 = Clock::now();
-      if (r < 0) continue;
-      v_pause.push_back(static_cast<double>(rec.pause_us));
-      v_cpu.push_back(cpu1 - cpu0);
-      if (n > 0) v_write.push_back(write_us / static_cast<double>(n));
-      v_stop.push_back(us_since(t0, t1) + us_since(t3, t4));
-      v_copy.push_back(us_since(t2, t3));
-      v_seen.push_back(static_cast<double>(rec.dirty_pages));
+      row.pause_p50 = percentile(v_pause, 0.5);
+      row.pause_p99 = percentile(v_pause, 0.99);
+      row.cpu = percentile(v_cpu, 0.5);
+      row.write_per_page = percentile(v_write, 0.5);
+      row.stop_cont = percentile(v_stop, 0.5);
+      row.memcpy_n = percentile(v_copy, 0.5);
+      row.dirty_seen = percentile(v_seen, 0.5);
+      row.load = loadavg();
+      std::fprintf(stderr,
+                   "  %s %s %6" PRIu64 " MiB %5" PRIu64 " dirty: pause p50 %.0f us p99 %.0f us\n",
+                   tracker.c_str(), pattern.c_str(), arena_mib, n, row.pause_p50, row.pause_p99);
+      rows.push_back(row);
     }
-    row.pause_p50 = percentile(v_pause, 0.5);
-    row.pause_p99 = percentile(v_pause, 0.99);
-    row.cpu = percentile(v_cpu, 0.5);
-    row.write_per_page = percentile(v_write, 0.5);
-    row.stop_cont = percentile(v_stop, 0.5);
-    row.memcpy_n = percentile(v_copy, 0.5);
-    row.dirty_seen = percentile(v_seen, 0.5);
-    row.load = loadavg();
-    std::fprintf(stderr,
-                 "  %s %6" PRIu64 " MiB %5" PRIu64 " dirty: pause p50 %.0f us p99 %.0f us\n",
-                 tracker.c_str(), arena_mib, n, row.pause_p50, row.pause_p99);
-    rows.push_back(row);
-  }
   return rows;
 }
 
@@ -548,14 +569,15 @@ int sweep_main(const SweepOptions& opt) {
       "checkpoint, fault handler included); write = the guest's time per first write; "
       "unavoidable = stop/cont + memcpy of the dirty pages (medians, same round).\n\n");
   std::printf(
-      "| tracker | arena MiB | dirty | pause p50 us | pause p99 us | primary CPU us/ckpt | guest "
+      "| tracker | pattern | arena MiB | dirty | pause p50 us | pause p99 us | primary CPU us/ckpt "
+      "| guest "
       "us/first write | stop/cont us | memcpy us | pause/unavoidable | rounds |\n");
-  std::printf("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+  std::printf("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   for (const SweepRow& r : rows) {
-    std::printf("| %s | %" PRIu64 " | %" PRIu64
+    std::printf("| %s | %s | %" PRIu64 " | %" PRIu64
                 " | %.0f | %.0f | %.0f | %.2f | %.0f | %.0f | %.2f | %d |\n",
-                r.tracker.c_str(), r.arena_mib, r.n, r.pause_p50, r.pause_p99, r.cpu,
-                r.write_per_page, r.stop_cont, r.memcpy_n,
+                r.tracker.c_str(), r.pattern.c_str(), r.arena_mib, r.n, r.pause_p50, r.pause_p99,
+                r.cpu, r.write_per_page, r.stop_cont, r.memcpy_n,
                 r.unavoidable() > 0 ? r.pause_p50 / r.unavoidable() : 0.0, r.rounds);
   }
   if (!opt.csv.empty()) {
@@ -565,15 +587,17 @@ int sweep_main(const SweepOptions& opt) {
                    std::strerror(errno));
       return 1;
     }
-    std::fprintf(f,
-                 "tracker,arena_mib,dirty_pages,rounds,pause_p50_us,pause_p99_us,primary_cpu_us,"
-                 "guest_write_us_per_page,stop_cont_us,memcpy_us,unavoidable_us,dirty_seen,"
-                 "loadavg\n");
+    std::fprintf(
+        f,
+        "tracker,pattern,arena_mib,dirty_pages,rounds,pause_p50_us,pause_p99_us,primary_cpu_us,"
+        "guest_write_us_per_page,stop_cont_us,memcpy_us,unavoidable_us,dirty_seen,"
+        "loadavg\n");
     for (const SweepRow& r : rows) {
-      std::fprintf(f, "%s,%" PRIu64 ",%" PRIu64 ",%d,%.1f,%.1f,%.1f,%.3f,%.1f,%.1f,%.1f,%.0f,%s\n",
-                   r.tracker.c_str(), r.arena_mib, r.n, r.rounds, r.pause_p50, r.pause_p99, r.cpu,
-                   r.write_per_page, r.stop_cont, r.memcpy_n, r.unavoidable(), r.dirty_seen,
-                   r.load.c_str());
+      std::fprintf(f,
+                   "%s,%s,%" PRIu64 ",%" PRIu64 ",%d,%.1f,%.1f,%.1f,%.3f,%.1f,%.1f,%.1f,%.0f,%s\n",
+                   r.tracker.c_str(), r.pattern.c_str(), r.arena_mib, r.n, r.rounds, r.pause_p50,
+                   r.pause_p99, r.cpu, r.write_per_page, r.stop_cont, r.memcpy_n, r.unavoidable(),
+                   r.dirty_seen, r.load.c_str());
     }
     std::fclose(f);
   }
@@ -645,6 +669,8 @@ int sweep_or_rate_main(int argc, char** argv) {
       opt.arenas_mib = split_numbers(v);
     } else if (a == "--counts") {
       opt.counts = split_numbers(v);
+    } else if (a == "--patterns") {
+      opt.patterns = split(v);
     } else if (a == "--rounds") {
       opt.rounds = std::atoi(v.c_str());
     } else if (a == "--csv") {
