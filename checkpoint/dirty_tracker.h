@@ -11,7 +11,8 @@
 //    write-protect; a supervisor thread logs each first write per page and lifts
 //    its protection; collect() re-protects the logged pages only. Cost ~ number
 //    of dirty pages, nothing per arena page; the guest pays a round trip to the
-//    supervisor (~7 us) on the first write to a page per epoch.
+//    supervisor (~7 us) on the first write to a page per epoch, except on pages
+//    written every epoch, which stay unprotected and are always reported.
 //  - compare (make_compare_tracker): a shadow copy of the arena; collect()
 //    compares arena and shadow page by page (SIMD), reports and refreshes the pages
 //    that differ. Works on any kernel; cost ~ reading arena + shadow every collect.
@@ -43,7 +44,8 @@ class DirtyTracker {
   // collect() (the first call reports writes since the tracker was created), and
   // re-arms tracking. Works with the guest stopped (checkpoints) and running
   // (pre-copy rounds); a write racing with collect() is reported by this call or
-  // the next one.
+  // the next one. A tracker may also report pages that were not written (never
+  // fewer): sending an unchanged page is always correct.
   virtual Status collect(std::vector<uint64_t>& pfns) = 0;
   // The same, called only with the guest stopped; re-arming may still be under
   // way when it returns, and finish_rearm() waits for it. The engine calls
