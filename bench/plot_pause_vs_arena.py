@@ -3,8 +3,9 @@
 
   bench/plot_pause_vs_arena.py SWEEP.csv OUT.png
 
-One panel per dirty-set size, one line per tracker (p50 solid, p99 dashed),
-log-log axes. Needs python3-matplotlib (bench/arena_sweep installs it).
+One panel per dirty-set size, one line per tracker and dirty-page pattern
+(pause p50; "fresh" solid, "same" dashed), log-log axes, the 1 ms line dotted.
+Needs python3-matplotlib (bench/arena_sweep installs it).
 """
 import csv
 import sys
@@ -24,27 +25,29 @@ def main():
         sys.exit(f"{sys.argv[1]}: no rows")
     counts = sorted({int(r["dirty_pages"]) for r in rows})
     trackers = sorted({r["tracker"] for r in rows})
-    series = defaultdict(list)  # (tracker, dirty) -> [(arena, p50, p99)]
+    patterns = sorted({r.get("pattern", "spread") for r in rows})
+    series = defaultdict(list)  # (tracker, pattern, dirty) -> [(arena, p50)]
     for r in rows:
-        series[(r["tracker"], int(r["dirty_pages"]))].append(
-            (int(r["arena_mib"]), float(r["pause_p50_us"]) / 1000, float(r["pause_p99_us"]) / 1000))
+        key = (r["tracker"], r.get("pattern", "spread"), int(r["dirty_pages"]))
+        series[key].append((int(r["arena_mib"]), float(r["pause_p50_us"]) / 1000))
     cols = 2 if len(counts) > 1 else 1
     nrows = (len(counts) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 4 * nrows), squeeze=False)
     colors = {t: f"C{i}" for i, t in enumerate(trackers)}
     for ax, n in zip(axes.flat, counts):
         for t in trackers:
-            pts = sorted(series.get((t, n), []))
-            if not pts:
-                continue
-            x = [p[0] for p in pts]
-            ax.plot(x, [p[1] for p in pts], "o-", color=colors[t], label=f"{t} p50")
-            ax.plot(x, [p[2] for p in pts], "x--", color=colors[t], alpha=0.6, label=f"{t} p99")
+            for i, pat in enumerate(patterns):
+                pts = sorted(series.get((t, pat, n), []))
+                if not pts:
+                    continue
+                style = "o-" if i == 0 else "x--"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colors[t],
+                        label=f"{t}, {pat}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"{n} dirty pages per checkpoint")
         ax.set_xlabel("arena (MiB)")
-        ax.set_ylabel("pause (ms)")
+        ax.set_ylabel("pause p50 (ms)")
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
