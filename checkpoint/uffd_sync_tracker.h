@@ -92,8 +92,10 @@ class UffdSyncTracker final : public DirtyTracker {
   void plan_epoch();
   // Re-protects reprotect_ (mu_ held): one ioctl per run of pages at most
   // kMaxGapPages apart. Pages in the gaps are protected already (every page is
-  // either protected or logged), so covering them is harmless, and walking a
-  // few page-table entries is cheaper than another ioctl (~1 us vs ~4 ns each).
+  // protected, logged or sticky), so covering them is harmless: a sticky page
+  // protected this way is still reported every epoch, and its next write just
+  // faults and is logged. Walking a few page-table entries is cheaper than
+  // another ioctl (~4 ns each vs ~1 us).
   Status reprotect_planned();
 
   struct Sticky {
