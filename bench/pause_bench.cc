@@ -27,27 +27,52 @@
 // the same run, so a noisy neighbour affects the pause and its parts alike.
 // A plain main, not Google Benchmark: one row needs several related timings
 // taken around the same guest state.
+//
+//   pause_bench --sweep [--trackers uffd,uffd-sync] [--arenas-mib 64,256,...,16384]
+//               [--counts 0,100,1000,10000] [--patterns alternate,same] [--rounds R]
+//               [--csv FILE]
+//
+// Pause against arena size (issue 14). For each tracker and each arena size (a
+// sparse memfd: only the pages written are ever allocated) a fresh guest takes
+// R checkpoints per dirty-set size N (spread over the arena; "alternate": two
+// sets in turn, so no page is written in two consecutive epochs; "same": the
+// same pages every epoch), each through the
+// real EpochEngine: pause p50/p99, primary CPU per checkpoint (this process's
+// CPU time, fault-handler thread included, over the guest's writes and the
+// checkpoint), the guest's time per first write, and, in the same round,
+// stop/cont alone and the memcpy of the N pages alone: the unavoidable sum.
+//
+//   pause_bench --rate [--trackers uffd-sync] [--arena-mib 16384] [--seconds 5]
+//               [--interval-ms 10] [--idle-pages 10]
+//
+// Checkpoints every interval (as EpochEngine::run() does) for the given time,
+// while the guest writes --idle-pages pages every millisecond on its own:
+// achieved checkpoints per second, pause p50/p99/max, primary CPU per checkpoint.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/epoch_engine.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/stats.h"
+#include "checkpoint/tracker_choice.h"
 #include "checkpoint/transport.h"
 #include "common/shared_memory.h"
 #include "guest/guest.h"
@@ -70,10 +95,12 @@ enum class Pattern { kSpread, kClustered };
 
 const char* pattern_name(Pattern p) { return p == Pattern::kSpread ? "spread" : "clustered"; }
 
-// Page i (0 <= i < n) of a dirty set of n pages in an arena of `pages` pages.
-uint64_t dirty_pfn(Pattern p, uint64_t i, uint64_t n, uint64_t pages) {
-  if (p == Pattern::kClustered) return kFirstPage + i;
-  return kFirstPage + i * (pages - kFirstPage) / n;
+// Page i (0 <= i < n) of a dirty set of n pages in an arena of `pages` pages,
+// the whole set shifted (cyclically) by `offset` pages.
+uint64_t dirty_pfn(Pattern p, uint64_t i, uint64_t n, uint64_t pages, uint64_t offset = 0) {
+  const uint64_t usable = pages - kFirstPage;
+  if (p == Pattern::kClustered) return kFirstPage + (i + offset) % usable;
+  return kFirstPage + (i * usable / n + offset) % usable;
 }
 
 double us_since(Clock::time_point t0, Clock::time_point t1) {
@@ -82,7 +109,9 @@ double us_since(Clock::time_point t0, Clock::time_point t1) {
 
 // ---- The guest side ------------------------------------------------------------
 
-// Commands: "w spread|clustered N VALUE" -> "ok NANOSECONDS".
+// Commands: "w spread|clustered N VALUE [OFFSET]" -> "ok NANOSECONDS" (N may be 0;
+// the set shifted by OFFSET pages);
+// "bg K" -> "ok": a thread writes K spread pages every millisecond from now on.
 int guest_main() {
   auto arena = guest::attach();
   if (!arena.is_ok()) {
@@ -99,11 +128,28 @@ int guest_main() {
   uint8_t* base = arena->base();
   const uint64_t pages = arena->size() / kPageSize;
   char line[128];
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> background;
   while (std::fgets(line, sizeof(line), in) != nullptr) {
     char pattern[32] = {0};
     unsigned long long n = 0, value = 0;
-    if (std::sscanf(line, "w %31s %llu %llu", pattern, &n, &value) != 3 || n == 0 ||
-        n > pages - kFirstPage) {
+    if (std::sscanf(line, "bg %llu", &n) == 1 && n > 0 && n <= pages - kFirstPage) {
+      background.emplace_back([&stop, base, pages, n] {
+        for (uint64_t v = 1; !stop.load(std::memory_order_relaxed); ++v) {
+          for (uint64_t i = 0; i < n; ++i) {
+            auto* word = reinterpret_cast<volatile uint64_t*>(
+                base + dirty_pfn(Pattern::kSpread, (i + v) % n, n, pages) * kPageSize + 1024);
+            *word = v;
+          }
+          std::this_thread::sleep_for(1ms);
+        }
+      });
+      std::fprintf(out, "ok\n");
+      continue;
+    }
+    unsigned long long offset = 0;
+    const int fields = std::sscanf(line, "w %31s %llu %llu %llu", pattern, &n, &value, &offset);
+    if (fields < 3 || n > pages - kFirstPage) {
       std::fprintf(out, "err bad command\n");
       continue;
     }
@@ -111,13 +157,15 @@ int guest_main() {
         std::strcmp(pattern, "clustered") == 0 ? Pattern::kClustered : Pattern::kSpread;
     const auto t0 = Clock::now();
     for (uint64_t i = 0; i < n; ++i) {
-      auto* word =
-          reinterpret_cast<volatile uint64_t*>(base + dirty_pfn(p, i, n, pages) * kPageSize + 2048);
+      auto* word = reinterpret_cast<volatile uint64_t*>(
+          base + dirty_pfn(p, i, n, pages, offset) * kPageSize + 2048);
       *word = value;
     }
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0);
     std::fprintf(out, "ok %lld\n", static_cast<long long>(ns.count()));
   }
+  stop = true;
+  for (auto& t : background) t.join();
   return 0;
 }
 
@@ -181,21 +229,30 @@ struct BenchGuest {
     ack = fdopen(ack_pipe[0], "r");
     if (!started.is_ok()) return started.status();
     proc.emplace(std::move(started).value());
-    ROMULUS_RETURN_IF_ERROR(proc->wait_attached(30s));
-    if (tracker_name == "uffd") {
-      ROMULUS_ASSIGN_OR_RETURN(tracker,
-                               checkpoint::make_uffd_tracker(proc->pid(), proc->guest_arena_addr(),
-                                                             arena.data(), arena.size()));
-    } else {
-      ROMULUS_ASSIGN_OR_RETURN(tracker,
-                               checkpoint::make_compare_tracker(arena.data(), arena.size()));
+    ROMULUS_RETURN_IF_ERROR(proc->wait_attached(120s));
+    checkpoint::TrackerDecision d;
+    d.kind = tracker_name == "uffd"        ? checkpoint::TrackerKind::kUffd
+             : tracker_name == "uffd-sync" ? checkpoint::TrackerKind::kUffdSync
+                                           : checkpoint::TrackerKind::kCompare;
+    ROMULUS_ASSIGN_OR_RETURN(tracker,
+                             checkpoint::make_tracker(d, *proc, arena.data(), arena.size()));
+    return Status::ok();
+  }
+
+  Status command(const std::string& line) {
+    std::fprintf(cmd, "%s\n", line.c_str());
+    std::fflush(cmd);
+    char buf[128];
+    if (std::fgets(buf, sizeof(buf), ack) == nullptr || std::strncmp(buf, "ok", 2) != 0) {
+      return Status::io_error("guest did not answer '" + line + "'");
     }
     return Status::ok();
   }
 
   // Has the guest write n pages; returns its own time for the writes, in µs.
-  Result<double> write(Pattern p, uint64_t n, uint64_t value) {
-    std::fprintf(cmd, "w %s %" PRIu64 " %" PRIu64 "\n", pattern_name(p), n, value);
+  Result<double> write(Pattern p, uint64_t n, uint64_t value, uint64_t offset = 0) {
+    std::fprintf(cmd, "w %s %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", pattern_name(p), n, value,
+                 offset);
     std::fflush(cmd);
     char buf[128];
     long long ns = 0;
@@ -335,13 +392,322 @@ std::vector<std::string> split(const std::string& s) {
 
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
-               "pause_bench: %s\nusage: pause_bench [--trackers uffd,compare] "
-               "[--counts 10,100,...] [--rounds R] [--arena-mib MIB]\n",
+               "pause_bench: %s\nusage: pause_bench [--trackers uffd,uffd-sync,compare] "
+               "[--counts 10,100,...] [--rounds R] [--arena-mib MIB]\n"
+               "       pause_bench --sweep [--trackers T,...] [--arenas-mib M,...] "
+               "[--counts N,...] [--patterns alternate,same] [--rounds R] [--csv FILE]\n"
+               "       pause_bench --rate [--trackers T,...] [--arena-mib M] [--seconds S] "
+               "[--interval-ms I] [--idle-pages K]\n",
                msg);
   std::exit(2);
 }
 
+// ---- --sweep and --rate (issue 14: pause against arena size) -----------------
+
+double process_cpu_us() {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const auto i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+std::string loadavg() {
+  FILE* f = std::fopen("/proc/loadavg", "r");
+  if (f == nullptr) return "?";
+  char buf[128] = {0};
+  if (std::fgets(buf, sizeof(buf), f) == nullptr) buf[0] = '\0';
+  std::fclose(f);
+  std::string s(buf);
+  const size_t third = s.find(' ', s.find(' ', s.find(' ') + 1) + 1);
+  return third == std::string::npos ? s : s.substr(0, third);
+}
+
+struct SweepOptions {
+  std::vector<std::string> trackers = {"uffd", "uffd-sync"};
+  std::vector<uint64_t> arenas_mib = {64, 256, 1024, 2048, 4096, 8192, 16384};
+  std::vector<uint64_t> counts = {0, 100, 1000, 10000};
+  // alternate: two sets of pages written in turn, so no page is written in two
+  // consecutive epochs (every first write faults: uffd-sync's worst case);
+  // same: the same pages every epoch (a service's hot set: uffd-sync makes
+  // them sticky). Both sets are written in the warm-up rounds, so the
+  // measured rounds touch no never-touched page (whose first touch costs a
+  // page allocation in the guest and a minor fault in the supervisor's copy).
+  std::vector<std::string> patterns = {"alternate", "same"};
+  int rounds = 0;  // 0: 40 below 10,000 pages, 15 from there
+  std::string csv;
+  // --rate
+  uint64_t rate_arena_mib = 16384;
+  double seconds = 5;
+  int interval_ms = 10;
+  uint64_t idle_pages = 10;
+};
+
+struct SweepRow {
+  std::string tracker, pattern;
+  uint64_t arena_mib = 0, n = 0;
+  int rounds = 0;
+  double pause_p50 = 0, pause_p99 = 0, cpu = 0, write_per_page = 0, stop_cont = 0, memcpy_n = 0,
+         dirty_seen = 0;
+  std::string load;
+  double unavoidable() const { return stop_cont + memcpy_n; }
+};
+
+// The engine set-up both modes share: a guest on a sparse arena, its tracker,
+// an engine whose staging holds max_pages, initial sync done.
+struct EngineRig {
+  BenchGuest g;
+  checkpoint::NullTransport transport;
+  checkpoint::StatsRecorder stats;
+  std::optional<GuestPause> pause;
+  std::optional<checkpoint::EpochEngine> engine;
+
+  Status start(const std::string& tracker, size_t arena_bytes, uint64_t max_pages) {
+    ROMULUS_RETURN_IF_ERROR(g.start(tracker, arena_bytes).context("starting the guest"));
+    pause.emplace(*g.proc);
+    checkpoint::EngineOptions eo;
+    eo.staging_bytes = std::min<size_t>(arena_bytes, (max_pages + 256) * kPageSize);
+    eo.arena_fd = g.arena.fd();
+    engine.emplace(*pause, *g.tracker, arena_bytes / kPageSize, &transport, stats, eo);
+    return engine->initial_sync().context("initial sync");
+  }
+};
+
+Result<std::vector<SweepRow>> sweep_one(const std::string& tracker, uint64_t arena_mib,
+                                        const SweepOptions& opt) {
+  const size_t arena_bytes = static_cast<size_t>(arena_mib) << 20;
+  const uint64_t pages = arena_bytes / kPageSize;
+  const uint64_t max_n = *std::max_element(opt.counts.begin(), opt.counts.end());
+  EngineRig rig;
+  ROMULUS_RETURN_IF_ERROR(rig.start(tracker, arena_bytes, max_n));
+  BenchGuest& g = rig.g;
+  std::vector<uint8_t> buf(std::max<uint64_t>(1, max_n) * kPageSize, 1);
+  std::vector<uint64_t> pfns;
+  std::vector<SweepRow> rows;
+  uint64_t value = 1;
+  for (const std::string& pattern : opt.patterns)
+    for (uint64_t n : opt.counts) {
+      if (n > pages - kFirstPage) continue;
+      // alternate: two sets written in turn, the second shifted by half the
+      // spacing of the first, so no page is written in two consecutive epochs.
+      const bool alternate = pattern == "alternate";
+      const uint64_t half_gap =
+          std::max<uint64_t>(1, (pages - kFirstPage) / std::max<uint64_t>(n, 1) / 2);
+      auto offset = [&](uint64_t v) { return alternate && v % 2 == 1 ? half_gap : 0; };
+      SweepRow row;
+      row.tracker = tracker;
+      row.pattern = pattern;
+      row.arena_mib = arena_mib;
+      row.n = n;
+      row.rounds = opt.rounds > 0 ? opt.rounds : (n >= 10000 ? 15 : 40);
+      std::vector<double> v_pause, v_cpu, v_write, v_stop, v_copy, v_seen;
+      // Ten warm-up rounds (20 epochs): the previous row's sticky pages expire.
+      for (int r = -10; r < row.rounds; ++r) {
+        const double cpu0 = process_cpu_us();
+        ROMULUS_ASSIGN_OR_RETURN(double write_us,
+                                 g.write(Pattern::kSpread, n, value, offset(value)));
+        ++value;
+        ROMULUS_RETURN_IF_ERROR(rig.engine->checkpoint());
+        const double cpu1 = process_cpu_us();
+        const checkpoint::EpochRecord rec = rig.stats.snapshot().last;
+        // The unavoidable parts, alone, with the same dirty set: stop/cont and the copy.
+        ROMULUS_RETURN_IF_ERROR(g.write(Pattern::kSpread, n, value, offset(value)).status());
+        ++value;
+        pfns.clear();
+        const auto t0 = Clock::now();
+        ROMULUS_RETURN_IF_ERROR(g.proc->pause(2000ms));
+        const auto t1 = Clock::now();
+        ROMULUS_RETURN_IF_ERROR(g.tracker->collect(pfns));
+        const auto t2 = Clock::now();
+        for (size_t i = 0; i < pfns.size() && i < max_n; ++i) {
+          std::memcpy(buf.data() + i * kPageSize, g.tracker->page_source(pfns[i]), kPageSize);
+        }
+        const auto t3 = Clock::now();
+        ROMULUS_RETURN_IF_ERROR(g.proc->resume());
+        const auto t4 = Clock::now();
+        if (r < 0) continue;
+        v_pause.push_back(static_cast<double>(rec.pause_us));
+        v_cpu.push_back(cpu1 - cpu0);
+        if (n > 0) v_write.push_back(write_us / static_cast<double>(n));
+        v_stop.push_back(us_since(t0, t1) + us_since(t3, t4));
+        v_copy.push_back(us_since(t2, t3));
+        v_seen.push_back(static_cast<double>(rec.dirty_pages));
+      }
+      row.pause_p50 = percentile(v_pause, 0.5);
+      row.pause_p99 = percentile(v_pause, 0.99);
+      row.cpu = percentile(v_cpu, 0.5);
+      row.write_per_page = percentile(v_write, 0.5);
+      row.stop_cont = percentile(v_stop, 0.5);
+      row.memcpy_n = percentile(v_copy, 0.5);
+      row.dirty_seen = percentile(v_seen, 0.5);
+      row.load = loadavg();
+      std::fprintf(stderr,
+                   "  %s %s %6" PRIu64 " MiB %5" PRIu64 " dirty: pause p50 %.0f us p99 %.0f us\n",
+                   tracker.c_str(), pattern.c_str(), arena_mib, n, row.pause_p50, row.pause_p99);
+      rows.push_back(row);
+    }
+  return rows;
+}
+
+int sweep_main(const SweepOptions& opt) {
+  std::vector<SweepRow> rows;
+  const std::string load_start = loadavg();
+  for (const auto& t : opt.trackers) {
+    for (uint64_t mib : opt.arenas_mib) {
+      std::fprintf(stderr, "tracker %s, arena %" PRIu64 " MiB...\n", t.c_str(), mib);
+      auto r = sweep_one(t, mib, opt);
+      if (!r.is_ok()) {
+        std::fprintf(stderr, "pause_bench: %s at %" PRIu64 " MiB: %s\n", t.c_str(), mib,
+                     r.status().to_string().c_str());
+        return 1;
+      }
+      rows.insert(rows.end(), r.value().begin(), r.value().end());
+    }
+  }
+  std::printf("Pause against arena size; loadavg at start %s, at end %s.\n", load_start.c_str(),
+              loadavg().c_str());
+  std::printf(
+      "pause = EpochRecord.pause_us; CPU = this process per checkpoint (guest's writes + "
+      "checkpoint, fault handler included); write = the guest's time per first write; "
+      "unavoidable = stop/cont + memcpy of the dirty pages (medians, same round).\n\n");
+  std::printf(
+      "| tracker | pattern | arena MiB | dirty | pause p50 us | pause p99 us | primary CPU us/ckpt "
+      "| guest "
+      "us/first write | stop/cont us | memcpy us | pause/unavoidable | rounds |\n");
+  std::printf("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+  for (const SweepRow& r : rows) {
+    std::printf("| %s | %s | %" PRIu64 " | %" PRIu64
+                " | %.0f | %.0f | %.0f | %.2f | %.0f | %.0f | %.2f | %d |\n",
+                r.tracker.c_str(), r.pattern.c_str(), r.arena_mib, r.n, r.pause_p50, r.pause_p99,
+                r.cpu, r.write_per_page, r.stop_cont, r.memcpy_n,
+                r.unavoidable() > 0 ? r.pause_p50 / r.unavoidable() : 0.0, r.rounds);
+  }
+  if (!opt.csv.empty()) {
+    FILE* f = std::fopen(opt.csv.c_str(), "w");
+    if (f == nullptr) {
+      std::fprintf(stderr, "pause_bench: cannot write %s: %s\n", opt.csv.c_str(),
+                   std::strerror(errno));
+      return 1;
+    }
+    std::fprintf(
+        f,
+        "tracker,pattern,arena_mib,dirty_pages,rounds,pause_p50_us,pause_p99_us,primary_cpu_us,"
+        "guest_write_us_per_page,stop_cont_us,memcpy_us,unavoidable_us,dirty_seen,"
+        "loadavg\n");
+    for (const SweepRow& r : rows) {
+      std::fprintf(f,
+                   "%s,%s,%" PRIu64 ",%" PRIu64 ",%d,%.1f,%.1f,%.1f,%.3f,%.1f,%.1f,%.1f,%.0f,%s\n",
+                   r.tracker.c_str(), r.pattern.c_str(), r.arena_mib, r.n, r.rounds, r.pause_p50,
+                   r.pause_p99, r.cpu, r.write_per_page, r.stop_cont, r.memcpy_n, r.unavoidable(),
+                   r.dirty_seen, r.load.c_str());
+    }
+    std::fclose(f);
+  }
+  return 0;
+}
+
+int rate_main(const SweepOptions& opt) {
+  const std::string load_start = loadavg();
+  std::printf(
+      "| tracker | arena MiB | interval | guest writes | checkpoints/s | pause p50 us | p99 us | "
+      "max us | primary CPU us/ckpt | dirty/ckpt p50 "
+      "|\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+  for (const auto& t : opt.trackers) {
+    const size_t arena_bytes = static_cast<size_t>(opt.rate_arena_mib) << 20;
+    EngineRig rig;
+    Status st = rig.start(t, arena_bytes, 100000);
+    if (st.is_ok() && opt.idle_pages > 0)
+      st = rig.g.command("bg " + std::to_string(opt.idle_pages));
+    if (!st.is_ok()) {
+      std::fprintf(stderr, "pause_bench: %s: %s\n", t.c_str(), st.to_string().c_str());
+      return 1;
+    }
+    const auto interval = std::chrono::milliseconds(opt.interval_ms);
+    std::vector<double> pauses, dirty;
+    const double cpu0 = process_cpu_us();
+    const auto start = Clock::now();
+    const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(opt.seconds));
+    auto deadline = start + interval;
+    while (deadline < end) {
+      std::this_thread::sleep_until(deadline);
+      st = rig.engine->checkpoint();
+      if (!st.is_ok()) {
+        std::fprintf(stderr, "pause_bench: %s: %s\n", t.c_str(), st.to_string().c_str());
+        return 1;
+      }
+      const checkpoint::EpochRecord rec = rig.stats.snapshot().last;
+      pauses.push_back(static_cast<double>(rec.pause_us));
+      dirty.push_back(static_cast<double>(rec.dirty_pages));
+      deadline += interval;
+      if (Clock::now() > deadline) deadline = Clock::now() + interval;  // no catch-up burst
+    }
+    const double elapsed = us_since(start, Clock::now()) / 1e6;
+    const double cpu = process_cpu_us() - cpu0;
+    std::printf("| %s | %" PRIu64 " | %d ms | %" PRIu64
+                " pages/ms | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f |\n",
+                t.c_str(), opt.rate_arena_mib, opt.interval_ms, opt.idle_pages,
+                static_cast<double>(pauses.size()) / elapsed, percentile(pauses, 0.5),
+                percentile(pauses, 0.99), percentile(pauses, 1.0),
+                cpu / static_cast<double>(pauses.size()), percentile(dirty, 0.5));
+  }
+  std::printf("\nloadavg at start %s, at end %s\n", load_start.c_str(), loadavg().c_str());
+  return 0;
+}
+
+std::vector<uint64_t> split_numbers(const std::string& s);
+
+int sweep_or_rate_main(int argc, char** argv) {
+  SweepOptions opt;
+  const bool rate = std::strcmp(argv[1], "--rate") == 0;
+  if (rate) opt.trackers = {"uffd", "uffd-sync"};
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+    std::string v = argv[++i];
+    if (a == "--trackers") {
+      opt.trackers = split(v);
+    } else if (a == "--arenas-mib") {
+      opt.arenas_mib = split_numbers(v);
+    } else if (a == "--counts") {
+      opt.counts = split_numbers(v);
+    } else if (a == "--patterns") {
+      opt.patterns = split(v);
+    } else if (a == "--rounds") {
+      opt.rounds = std::atoi(v.c_str());
+    } else if (a == "--csv") {
+      opt.csv = v;
+    } else if (a == "--arena-mib") {
+      opt.rate_arena_mib = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (a == "--seconds") {
+      opt.seconds = std::atof(v.c_str());
+    } else if (a == "--interval-ms") {
+      opt.interval_ms = std::atoi(v.c_str());
+    } else if (a == "--idle-pages") {
+      opt.idle_pages = std::strtoull(v.c_str(), nullptr, 10);
+    } else {
+      usage(("unknown option " + a).c_str());
+    }
+  }
+  if (opt.counts.empty() || opt.arenas_mib.empty() || opt.interval_ms <= 0) usage("bad option");
+  return rate ? rate_main(opt) : sweep_main(opt);
+}
+
+std::vector<uint64_t> split_numbers(const std::string& s) {
+  std::vector<uint64_t> out;
+  for (const auto& c : split(s)) out.push_back(std::strtoull(c.c_str(), nullptr, 10));
+  return out;
+}
+
 int bench_main(int argc, char** argv) {
+  if (argc >= 2 && (std::strcmp(argv[1], "--sweep") == 0 || std::strcmp(argv[1], "--rate") == 0)) {
+    return sweep_or_rate_main(argc, argv);
+  }
   Options opt;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

@@ -1,12 +1,18 @@
 // DirtyTracker: which arena pages the guest wrote since the last look.
 //
-// Two implementations:
+// Three implementations:
 //  - uffd (make_uffd_tracker): the guest armed userfaultfd async write-protect
 //    over its arena in attach(); collect() runs the PAGEMAP_SCAN ioctl on
 //    /proc/PID/pagemap, which returns the written pages and write-protects them
 //    again atomically. Needs Linux 6.7+. Cost ~ number of dirty pages plus a page
 //    table walk; the guest pays one minor fault (~12 us) on the first write to a
 //    page per epoch.
+//  - uffd-sync (make_uffd_sync_tracker, uffd_sync_tracker.h): synchronous
+//    write-protect; a supervisor thread logs each first write per page and lifts
+//    its protection; collect() re-protects the logged pages only. Cost ~ number
+//    of dirty pages, nothing per arena page; the guest pays a round trip to the
+//    supervisor (~7 us) on the first write to a page per epoch, except on pages
+//    written every epoch, which stay unprotected and are always reported.
 //  - compare (make_compare_tracker): a shadow copy of the arena; collect()
 //    compares arena and shadow page by page (SIMD), reports and refreshes the pages
 //    that differ. Works on any kernel; cost ~ reading arena + shadow every collect.
@@ -33,13 +39,21 @@ namespace romulus::checkpoint {
 class DirtyTracker {
  public:
   virtual ~DirtyTracker() = default;
-  virtual std::string_view name() const = 0;  // "uffd" / "compare"
+  virtual std::string_view name() const = 0;  // "uffd" / "uffd-sync" / "compare"
   // Appends to pfns, in increasing order, every page written since the previous
   // collect() (the first call reports writes since the tracker was created), and
   // re-arms tracking. Works with the guest stopped (checkpoints) and running
   // (pre-copy rounds); a write racing with collect() is reported by this call or
-  // the next one.
+  // the next one. A tracker may also report pages that were not written (never
+  // fewer): sending an unchanged page is always correct.
   virtual Status collect(std::vector<uint64_t>& pfns) = 0;
+  // The same, called only with the guest stopped; re-arming may still be under
+  // way when it returns, and finish_rearm() waits for it. The engine calls
+  // finish_rearm() after copying the pages and before resuming the guest, so a
+  // tracker can re-arm while the pages are copied (uffd-sync does). Default:
+  // collect(), and nothing to wait for.
+  virtual Status collect_stopped(std::vector<uint64_t>& pfns) { return collect(pfns); }
+  virtual Status finish_rearm() { return Status::ok(); }
   // Where to read the contents of a page just reported by collect(). uffd: the live
   // arena (the supervisor's mapping). compare: its shadow copy, which holds exactly
   // the bytes the comparison saw (so what is sent is what is compared next time).

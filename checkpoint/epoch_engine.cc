@@ -163,7 +163,7 @@ Status EpochEngine::checkpoint() {
   Clock::time_point t_collected{}, t_copied{};
   auto paused_part = [&]() -> Status {
     dirty_.clear();
-    ROMULUS_RETURN_IF_ERROR(tracker_.collect(dirty_).context("collecting dirty pages"));
+    ROMULUS_RETURN_IF_ERROR(tracker_.collect_stopped(dirty_).context("collecting dirty pages"));
     t_collected = Clock::now();
     if (on_paused) on_paused(epoch);
     protocol::Bytes begin = framer_.begin(epoch, protocol::kBeginConsistent);
@@ -178,6 +178,9 @@ Status EpochEngine::checkpoint() {
     return Status::ok();
   };
   Status paused_status = guest_or(paused_part());
+  // Whatever happened, tracking is re-armed before the guest runs again.
+  Status rearm_status = tracker_.finish_rearm();
+  if (paused_status.is_ok()) paused_status = rearm_status.context("re-arming dirty tracking");
   Status resume_status = guest_.resume();
   const auto t_resumed = Clock::now();
   ROMULUS_RETURN_IF_ERROR(paused_status);

@@ -97,7 +97,7 @@ Result<GuestProcess> GuestProcess::start(const GuestSpec& spec) {
   if (spec.arena_size == 0 || spec.arena_size % 4096 != 0) {
     return Status::invalid_argument("guest arena size must be a positive multiple of 4096");
   }
-  if (spec.tracker != "uffd" && spec.tracker != "compare") {
+  if (spec.tracker != "uffd" && spec.tracker != "uffd-sync" && spec.tracker != "compare") {
     return Status::invalid_argument("unknown tracker '" + spec.tracker + "'");
   }
 
@@ -291,6 +291,25 @@ Status GuestProcess::wait_attached(std::chrono::milliseconds timeout) {
 
 uint64_t GuestProcess::guest_arena_addr() const {
   return control_->arena_addr.load(std::memory_order_acquire);
+}
+
+Result<int> GuestProcess::take_guest_uffd() const {
+  if (control_->tracker_state.load(std::memory_order_acquire) !=
+      static_cast<uint32_t>(guest::TrackerState::kUffdSync)) {
+    return Status::invalid_argument(
+        "the guest armed no synchronous userfaultfd: start it with tracker \"uffd-sync\"");
+  }
+  if (pidfd_ < 0) return Status::unsupported("no pidfd for the guest (needs Linux 5.3+)");
+  const int target = control_->uffd_fd.load(std::memory_order_relaxed);
+#ifdef SYS_pidfd_getfd
+  const int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_, target, 0));
+  if (fd >= 0) return fd;
+  return Status::from_errno("pidfd_getfd of the guest's userfaultfd (fd " + std::to_string(target) +
+                                "): needs Linux 5.6+ and ptrace rights over the guest",
+                            errno);
+#else
+  return Status::unsupported("pidfd_getfd unavailable in this build");
+#endif
 }
 
 Status GuestProcess::pause(std::chrono::milliseconds gate_timeout) {

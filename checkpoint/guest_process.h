@@ -37,7 +37,7 @@ struct GuestSpec {
   int arena_fd = -1;
   size_t arena_size = 0;
   int control_fd = -1;           // a memfd of >= 4096 bytes; start() initialises it
-  std::string tracker = "uffd";  // "uffd" or "compare"
+  std::string tracker = "uffd";  // "uffd", "uffd-sync" or "compare"
   std::optional<uint64_t> resumed_epoch;
   std::optional<uint16_t> service_port;
   // Added to (and overriding) the supervisor's environment, ROMULUS_* included.
@@ -68,6 +68,10 @@ class GuestProcess {
   Status wait_attached(std::chrono::milliseconds timeout);
   // After wait_attached(): the arena address in the guest (for make_uffd_tracker).
   uint64_t guest_arena_addr() const;
+  // After wait_attached() of a "uffd-sync" guest: a copy of the guest's userfaultfd
+  // (pidfd_getfd), owned by the caller. Until someone resolves its faults, the
+  // guest blocks on its first write to each page.
+  Result<int> take_guest_uffd() const;
 
   // Gate + SIGSTOP + wait for the stop. Timeout status (guest keeps running, gate
   // lowered) if an Update stays open longer than gate_timeout; aborted if the guest

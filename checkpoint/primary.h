@@ -44,7 +44,7 @@
 namespace romulus::checkpoint {
 
 enum class BackupLoss { kContinue, kStall };
-enum class TrackerKind { kAuto, kUffd, kCompare };
+enum class TrackerKind { kAuto, kUffd, kUffdSync, kCompare };  // see tracker_choice.h
 
 struct PrimaryConfig {
   // Where the backup is; empty host = `--backup null` (black hole).

@@ -187,7 +187,8 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("interval", po::value(&r.interval), "checkpoint interval (default 50ms)");
   o("memory", po::value(&r.memory), "arena size (default 256M)");
   o("service", po::value(&r.service), "ADDR:PORT clients connect to (output-committed proxy)");
-  o("tracker", po::value(&r.tracker), "dirty tracking: auto|uffd|compare (default auto)");
+  o("tracker", po::value(&r.tracker),
+    "dirty tracking: auto|uffd|uffd-sync|compare (default auto: chosen by measurement)");
   o("threads", po::value(&r.threads), "encoder threads (default 1)");
   o("staging", po::value(&r.staging), "staging buffer size (default 64M)");
   o("cache", po::value(&r.cache), "sender page cache size (default 64M)");
@@ -237,11 +238,13 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     o.tracker = TrackerChoice::kAuto;
   else if (t == "uffd")
     o.tracker = TrackerChoice::kUffd;
+  else if (t == "uffd-sync")
+    o.tracker = TrackerChoice::kUffdSync;
   else if (t == "compare")
     o.tracker = TrackerChoice::kCompare;
   else
     return Status::invalid_argument(
-        fmt::format("--tracker '{}': use auto, uffd or compare", r.tracker));
+        fmt::format("--tracker '{}': use auto, uffd, uffd-sync or compare", r.tracker));
   if (r.threads < 1 || r.threads > 64) return Status::invalid_argument("--threads must be 1..64");
   o.threads = r.threads;
   ROMULUS_ASSIGN_OR_RETURN(o.staging_bytes, parse_size(r.staging));

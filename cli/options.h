@@ -25,7 +25,7 @@ struct Endpoint {
   std::string to_string() const;
 };
 
-enum class TrackerChoice { kAuto, kUffd, kCompare };
+enum class TrackerChoice { kAuto, kUffd, kUffdSync, kCompare };
 enum class BackupLossPolicy { kContinue, kStall };
 enum class Lz4Choice { kAuto, kOff, kAlways };
 

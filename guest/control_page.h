@@ -7,7 +7,7 @@
 // by ROMULUS_CONTROL_FD.
 //
 // Protocol:
-//  - attach: the guest fills arena_addr, guest_pid, tracker_* and message, then
+//  - attach: the guest fills arena_addr, guest_pid, tracker_*, uffd_fd and message, then
 //    stores attach_state = kAttached or kFailed (release) and futex-wakes it. The
 //    supervisor futex-waits on attach_state.
 //  - Update gate (a Dekker handshake, every access seq_cst):
@@ -40,10 +40,11 @@ enum class AttachState : uint32_t {
 };
 
 enum class TrackerState : uint32_t {
-  kNone = 0,     // not reported yet
-  kUffd = 1,     // userfaultfd async write-protect armed over the arena
-  kCompare = 2,  // no in-guest tracking (the supervisor compares pages)
-  kFailed = 3,   // uffd requested but could not be armed
+  kNone = 0,      // not reported yet
+  kUffd = 1,      // userfaultfd async write-protect armed over the arena
+  kCompare = 2,   // no in-guest tracking (the supervisor compares pages)
+  kFailed = 3,    // uffd requested but could not be armed
+  kUffdSync = 4,  // userfaultfd write-protect in synchronous mode; uffd_fd says which fd
 };
 
 struct ControlPage {
@@ -67,6 +68,10 @@ struct ControlPage {
 
   // NUL-terminated, written before attach_state is released.
   char message[kControlMessageSize];
+
+  // kUffdSync only: the guest's userfaultfd, by its fd number in the guest. The
+  // supervisor takes its own copy with pidfd_getfd() and resolves the faults.
+  std::atomic<int32_t> uffd_fd;
 };
 
 static_assert(sizeof(ControlPage) <= kControlPageSize);

@@ -81,9 +81,12 @@ Status parse_env_uint(const char* name, uint64_t max, std::optional<uint64_t>& o
   return Status::ok();
 }
 
-// Registers [base, base+size) for async write-protect and arms it. Fills the
-// control page's tracker fields either way.
-Status arm_uffd(detail::ArenaState& s, ControlPage* cp) {
+// Registers [base, base+size) for write-protect and arms it: asynchronous (the
+// kernel resolves faults, the supervisor scans with PAGEMAP_SCAN) or synchronous
+// (every first write to a page blocks until the supervisor, which takes a copy of
+// this uffd through pidfd_getfd(), logs the page and lifts its protection). Fills
+// the control page's tracker fields either way.
+Status arm_uffd(detail::ArenaState& s, ControlPage* cp, bool async) {
   auto fail = [&](const char* what, int err) {
     cp->tracker_errno.store(static_cast<uint32_t>(err), std::memory_order_relaxed);
     cp->tracker_state.store(static_cast<uint32_t>(TrackerState::kFailed),
@@ -95,7 +98,7 @@ Status arm_uffd(detail::ArenaState& s, ControlPage* cp) {
   struct uffdio_api api;
   std::memset(&api, 0, sizeof(api));
   api.api = UFFD_API;
-  api.features = linux_abi::kUffdWantedFeatures;
+  api.features = async ? linux_abi::kUffdWantedFeatures : linux_abi::kUffdSyncWantedFeatures;
   if (ioctl(fd, UFFDIO_API, &api) != 0) {
     int err = errno;
     close(fd);
@@ -126,7 +129,10 @@ Status arm_uffd(detail::ArenaState& s, ControlPage* cp) {
     return fail("UFFDIO_WRITEPROTECT over the arena", err);
   }
   s.uffd = fd;
-  cp->tracker_state.store(static_cast<uint32_t>(TrackerState::kUffd), std::memory_order_relaxed);
+  cp->uffd_fd.store(fd, std::memory_order_relaxed);
+  cp->tracker_state.store(
+      static_cast<uint32_t>(async ? TrackerState::kUffd : TrackerState::kUffdSync),
+      std::memory_order_relaxed);
   return Status::ok();
 }
 
@@ -214,7 +220,14 @@ Status attach_supervised(detail::ArenaState& s, ControlPage* cp) {
   std::string_view t = tracker ? tracker : "compare";
   if (t == "uffd") {
     s.tracker = "uffd";
-    ROMULUS_RETURN_IF_ERROR(arm_uffd(s, cp));
+    ROMULUS_RETURN_IF_ERROR(arm_uffd(s, cp, true));
+  } else if (t == "uffd-sync") {
+    // Armed after the segment is built: in synchronous mode a write blocks until
+    // the supervisor resolves it, and the supervisor starts resolving only once
+    // attach is reported. The initial sync covers what was written before.
+    s.tracker = "uffd-sync";
+    ROMULUS_RETURN_IF_ERROR(open_segment(s));
+    return arm_uffd(s, cp, false);
   } else if (t == "compare" || t == "none") {
     s.tracker = "compare";
     cp->tracker_state.store(static_cast<uint32_t>(TrackerState::kCompare),

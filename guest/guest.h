@@ -72,7 +72,8 @@ class Arena {
   std::optional<uint64_t> resumed_epoch() const;
   // The port the program should serve on when the supervisor proxies a service.
   std::optional<uint16_t> service_port() const;
-  // "uffd", "compare" (tracking done by the supervisor) or "none" (private arena).
+  // "uffd", "uffd-sync", "compare" (tracking done by the supervisor) or "none"
+  // (private arena).
   std::string_view tracker() const;
 
   // The managed segment over the whole arena: created on a fresh start, opened on

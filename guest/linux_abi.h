@@ -88,6 +88,11 @@ namespace romulus::guest::linux_abi {
 inline constexpr uint64_t kUffdWantedFeatures =
     UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
 
+// Synchronous write-protect (the uffd-sync tracker): the same without WP_ASYNC, so a
+// first write blocks until the supervisor resolves it.
+inline constexpr uint64_t kUffdSyncWantedFeatures =
+    UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+
 inline int userfaultfd(int flags) { return static_cast<int>(::syscall(SYS_userfaultfd, flags)); }
 
 // Cross-process (shared) futexes: no FUTEX_PRIVATE_FLAG, the word lives in a

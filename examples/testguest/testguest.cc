@@ -9,6 +9,10 @@
 //   nested               three nested Updates, written in, closed -> "ok"
 //   threads N            N threads loop { Update { ++a[i]; ++b[i]; } } where a[i] is
 //                        the u64 at page 1+2i and b[i] at page 2+2i -> "ok"
+//   scribble N FIRST SEED  N threads loop, outside any Update, adding 1 to a random
+//                        8-byte word of a random page in [FIRST, end) (xorshift,
+//                        seeded by SEED and the thread), so every write changes
+//                        bytes and a pause may stop them at any instruction -> "ok"
 //   stopthreads          stop and join them                      -> "ok"
 //   exit N               exit(N) at once (no answer)
 //   crash                raise SIGSEGV (no answer)
@@ -93,6 +97,24 @@ int main() {
             *x = *x + 1;
             for (int k = 0; k < 50; ++k) __asm__ volatile("" ::: "memory");
             *y = *y + 1;
+          }
+        });
+      }
+      std::fprintf(out, "ok\n");
+    } else if (op == "scribble" && n == 4 && b < size / 4096) {
+      stop_threads = false;
+      const uint64_t pages = size / 4096 - b;
+      for (unsigned long long i = 0; i < a; ++i) {
+        threads.emplace_back([&stop_threads, base, pages, first = b, seed = c, i] {
+          uint64_t x = (seed + 1) * 0x9E3779B97F4A7C15ull + i * 0xD1B54A32D192ED03ull + 1;
+          while (!stop_threads.load(std::memory_order_relaxed)) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            const uint64_t page = first + x % pages;
+            auto* word =
+                reinterpret_cast<volatile uint64_t*>(base + page * 4096 + ((x >> 40) % 512) * 8);
+            *word = *word + 1;
           }
         });
       }

@@ -17,6 +17,7 @@
 
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/guest_process.h"
+#include "checkpoint/tracker_choice.h"
 #include "common/shared_memory.h"
 #include "protocol/checkpoint_reader.h"
 #include "replica/replica_state.h"
@@ -94,9 +95,11 @@ struct Harness {
     ASSERT_TRUE(g.is_ok()) << g.status().to_string();
     guest.emplace(std::move(g).value());
     ASSERT_TRUE(guest->wait_attached(10s).is_ok());
-    auto t = tracker_name == "uffd" ? make_uffd_tracker(guest->pid(), guest->guest_arena_addr(),
-                                                        arena.data(), arena.size())
-                                    : make_compare_tracker(arena.data(), arena.size());
+    TrackerDecision d;
+    d.kind = tracker_name == "uffd"        ? TrackerKind::kUffd
+             : tracker_name == "uffd-sync" ? TrackerKind::kUffdSync
+                                           : TrackerKind::kCompare;
+    auto t = make_tracker(d, *guest, arena.data(), arena.size());
     ASSERT_TRUE(t.is_ok()) << t.status().to_string();
     tracker = std::move(t).value();
   }
@@ -208,7 +211,8 @@ TEST_P(EpochEngineTest, GuestExitIsReportedNotHungOn) {
   EXPECT_EQ(st.code(), StatusCode::kAborted) << st.to_string();
 }
 
-INSTANTIATE_TEST_SUITE_P(Trackers, EpochEngineTest, ::testing::Values("uffd", "compare"));
+INSTANTIATE_TEST_SUITE_P(Trackers, EpochEngineTest,
+                         ::testing::Values("uffd", "uffd-sync", "compare"));
 
 // Hands every chunk to a LoopbackTransport; while the engine encodes with the
 // guest running (between resume() and the next pause()), calls on_send_running

@@ -1,0 +1,89 @@
+// Tracker choice: which dirty tracker protects a guest, decided once at start
+// from the arena size and costs measured on this machine (not constants: the
+// write-protect fault cost moved 15x between two days on the same VM class).
+//
+//   Measurements m = measure_tracker_costs();                  // a few ms, this process
+//   ROMULUS_ASSIGN_OR_RETURN(TrackerDecision d,
+//       choose_tracker(requested, ArenaFacts{arena_bytes}, m)); // pure
+//   log(d.explanation);  spec.tracker = d.guest_tracker();      // before starting the guest
+//   ...guest attached...
+//   ROMULUS_ASSIGN_OR_RETURN(tracker, make_tracker(d, guest, arena, bytes));
+//
+// The rule (docs/operations.md, "How --tracker auto decides"): for the expected
+// dirty pages per epoch D and an arena of G GiB, the guest time each tracker
+// costs per epoch is modelled as
+//   uffd       G * scan_us_per_gib + D * (async_fault_us + copy_us_per_page)
+//   uffd-sync  D * (sync_fault_us + reprotect_us_per_page + copy_us_per_page)
+//   compare    G * compare_us_per_gib
+// and auto takes the cheapest available one. An explicit request is honoured
+// if the kernel can do it, else refused with the reason.
+//
+// Threads: choose_tracker() is pure; measure_tracker_costs() runs on the
+// calling thread (and starts one short-lived fault-handler thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "checkpoint/dirty_tracker.h"
+#include "checkpoint/guest_process.h"
+#include "checkpoint/primary.h"
+#include "protocol/status.h"
+
+namespace romulus::checkpoint {
+
+struct ArenaFacts {
+  uint64_t arena_bytes = 0;
+  // Pages the guest is expected to dirty per epoch. Unknown at start; the
+  // default suits the mostly idle services Romulus is built for.
+  uint64_t expected_dirty_pages = 100;
+};
+
+// What measure_tracker_costs() found. Times in microseconds; an unavailable
+// tracker has *_ok == false and its reason set (its costs are then 0).
+struct Measurements {
+  bool uffd_ok = false;       // async write-protect + PAGEMAP_SCAN
+  std::string uffd_reason;    // why not, when !uffd_ok
+  bool uffd_sync_ok = false;  // synchronous write-protect resolved by a handler thread
+  std::string uffd_sync_reason;
+  double async_fault_us = 0;         // guest's first write to a page, async mode
+  double sync_fault_us = 0;          // the same in sync mode (round trip through the handler)
+  double scan_us_per_gib = 0;        // PAGEMAP_SCAN of an idle arena, per GiB
+  double reprotect_us_per_page = 0;  // uffd-sync collect(), per logged page
+  double compare_us_per_gib = 0;     // compare tracker collect() of an idle arena, per GiB
+  double copy_us_per_page = 0;       // staging copy of one page
+};
+
+struct TrackerDecision {
+  TrackerKind kind = TrackerKind::kCompare;  // kUffd, kUffdSync or kCompare
+  // Modelled guest time per epoch (µs) of each tracker, -1 if unavailable.
+  double uffd_us = -1, uffd_sync_us = -1, compare_us = -1;
+  // One log line: the choice, the numbers and why.
+  std::string explanation;
+
+  // The ROMULUS_TRACKER value the guest must be started with (GuestSpec::tracker).
+  const char* guest_tracker() const;
+};
+
+// "auto", "uffd", "uffd-sync", "compare".
+const char* tracker_kind_name(TrackerKind k);
+
+// The decision rule above. Errors: an explicit request the kernel cannot do
+// (unsupported, with the reason and what to use instead); a zero arena.
+Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& arena,
+                                       const Measurements& m);
+
+// Measures in this process, on small memfd mappings of its own: the fault
+// costs, the scan and compare costs (scaled per GiB) and the copy cost. Takes
+// a few milliseconds; never fails (what cannot be done is marked unavailable).
+Measurements measure_tracker_costs();
+
+// The tracker of the decision, for a guest started with d.guest_tracker() that
+// has attached. uffd-sync takes over a copy of the guest's userfaultfd.
+Result<std::unique_ptr<DirtyTracker>> make_tracker(const TrackerDecision& d,
+                                                   const GuestProcess& guest,
+                                                   const uint8_t* arena_mapping,
+                                                   size_t arena_bytes);
+
+}  // namespace romulus::checkpoint

@@ -1,0 +1,281 @@
+#include "checkpoint/uffd_sync_tracker.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <iterator>
+#include <string>
+
+#include "guest/linux_abi.h"
+
+namespace romulus::checkpoint {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr size_t kMessagesPerRead = 64;
+// Below this many pages, re-protecting inline is cheaper than waking the handler.
+constexpr size_t kInlineRearmPages = 256;
+// See reprotect_planned(): merging 10,000 pages spread over 1 GiB into one ioctl
+// took the re-protection from ~13 ms to ~1 ms (docs/performance.md).
+constexpr uint64_t kMaxGapPages = 128;
+// Sticky pages (see the header): how long a promotion lasts, and how many pages
+// may be sticky at once (each is copied at every pause: 16,384 pages = 64 MiB,
+// the default staging size).
+constexpr uint64_t kStickyEpochs = 16;
+constexpr size_t kMaxStickyPages = 16384;
+
+}  // namespace
+
+UffdSyncTracker::UffdSyncTracker(int uffd, int stop_fd, int rearm_fd, uint64_t addr,
+                                 const uint8_t* arena, size_t bytes)
+    : uffd_(uffd),
+      stop_fd_(stop_fd),
+      rearm_fd_(rearm_fd),
+      guest_addr_(addr),
+      arena_(arena),
+      bytes_(bytes) {}
+
+Result<std::unique_ptr<UffdSyncTracker>> UffdSyncTracker::create(int uffd,
+                                                                 uint64_t guest_arena_addr,
+                                                                 const uint8_t* arena_mapping,
+                                                                 size_t arena_bytes) {
+  if (uffd < 0) return Status::invalid_argument("uffd-sync tracker: no userfaultfd given");
+  if (guest_arena_addr == 0 || guest_arena_addr % kPage != 0 || arena_bytes == 0 ||
+      arena_bytes % kPage != 0) {
+    close(uffd);
+    return Status::invalid_argument("uffd-sync tracker: arena address/size not page aligned");
+  }
+  const int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  const int rearm_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stop_fd < 0 || rearm_fd < 0) {
+    const int err = errno;
+    close(uffd);
+    if (stop_fd >= 0) close(stop_fd);
+    if (rearm_fd >= 0) close(rearm_fd);
+    return Status::from_errno("uffd-sync tracker: eventfd", err);
+  }
+  std::unique_ptr<UffdSyncTracker> t(
+      new UffdSyncTracker(uffd, stop_fd, rearm_fd, guest_arena_addr, arena_mapping, arena_bytes));
+  t->handler_ = std::thread([p = t.get()] { p->handle_faults(); });
+  return t;
+}
+
+UffdSyncTracker::~UffdSyncTracker() {
+  Status rearmed = finish_rearm();
+  (void)rearmed;
+  const uint64_t one = 1;
+  ssize_t ignored = write(stop_fd_, &one, sizeof(one));
+  (void)ignored;
+  if (handler_.joinable()) handler_.join();
+  // Nobody resolves faults from now on: lift every protection (and wake any
+  // writer still waiting) so the guest keeps running.
+  Status lifted = set_protection(0, bytes_ / kPage, false);
+  (void)lifted;
+  close(stop_fd_);
+  close(rearm_fd_);
+  close(uffd_);
+}
+
+Status UffdSyncTracker::set_protection(uint64_t pfn, uint64_t count, bool protect) {
+  struct uffdio_writeprotect wp;
+  std::memset(&wp, 0, sizeof(wp));
+  wp.range.start = guest_addr_ + pfn * kPage;
+  wp.range.len = count * kPage;
+  wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;  // 0: lift and wake the writers
+  for (;;) {
+    if (ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp) == 0) return Status::ok();
+    // EAGAIN: the guest's address space is changing (mmap, fork); try again.
+    if (errno != EAGAIN && errno != EINTR) break;
+  }
+  const int err = errno;
+  if (err == ESRCH) return Status::aborted("uffd-sync tracker: the guest's address space is gone");
+  return Status::from_errno(protect ? "UFFDIO_WRITEPROTECT (re-protect dirty pages)"
+                                    : "UFFDIO_WRITEPROTECT (resolve a write fault)",
+                            err);
+}
+
+void UffdSyncTracker::handle_faults() {
+  Status st = serve();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!st.is_ok() && handler_error_.is_ok()) handler_error_ = std::move(st);
+  if (rearm_in_flight_) {  // nobody else will finish it
+    rearm_status_ = handler_error_.is_ok()
+                        ? Status::aborted("uffd-sync tracker: fault handler stopped")
+                        : handler_error_;
+    rearm_in_flight_ = false;
+    rearm_done_.notify_all();
+  }
+}
+
+Status UffdSyncTracker::serve() {
+  struct uffd_msg msgs[kMessagesPerRead];
+  struct pollfd fds[3] = {{uffd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}, {rearm_fd_, POLLIN, 0}};
+  for (;;) {
+    if (poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      return Status::from_errno("uffd-sync tracker: poll", errno);
+    }
+    if (fds[1].revents != 0) return Status::ok();
+    if (fds[2].revents != 0) {
+      uint64_t count = 0;
+      ssize_t ignored = read(rearm_fd_, &count, sizeof(count));
+      (void)ignored;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (rearm_in_flight_) {
+        rearm_status_ = reprotect_planned();
+        rearm_in_flight_ = false;
+        rearm_done_.notify_all();
+      }
+    }
+    if ((fds[0].revents & POLLERR) != 0) {
+      return Status::io_error("uffd-sync tracker: the userfaultfd reports an error");
+    }
+    if ((fds[0].revents & POLLIN) == 0) continue;
+    const ssize_t n = read(uffd_, msgs, sizeof(msgs));
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;  // a fault withdrawn by a signal
+      return Status::from_errno("uffd-sync tracker: read userfaultfd", errno);
+    }
+    const size_t count = static_cast<size_t>(n) / sizeof(struct uffd_msg);
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < count; ++i) {
+      if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+      const uint64_t addr = msgs[i].arg.pagefault.address & ~(kPage - 1);
+      if (addr < guest_addr_ || addr >= guest_addr_ + bytes_) continue;
+      const uint64_t pfn = (addr - guest_addr_) / kPage;
+      // Log first, then release the writer: its write is in this epoch's log.
+      logged_.push_back(pfn);
+      ROMULUS_RETURN_IF_ERROR(set_protection(pfn, 1, false));
+      faults_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+void UffdSyncTracker::plan_epoch() {
+  taken_.swap(logged_);
+  logged_.clear();
+  std::sort(taken_.begin(), taken_.end());
+  taken_.erase(std::unique(taken_.begin(), taken_.end()), taken_.end());
+  ++epoch_;
+
+  // Sticky pages past their term are demoted: re-protected, reported once more.
+  kept_.clear();
+  reprotect_.clear();
+  for (const Sticky& st : sticky_) {
+    if (st.until <= epoch_) {
+      reprotect_.push_back(st.pfn);
+    } else {
+      kept_.push_back(st);
+    }
+  }
+  const size_t demoted = reprotect_.size();
+  // Logged pages: promoted if also logged last epoch (and there is room), else
+  // re-protected. A logged page that is sticky already (a stale fault) stays so.
+  auto sticky_has = [this](uint64_t pfn) {
+    auto it = std::lower_bound(kept_.begin(), kept_.end(), pfn,
+                               [](const Sticky& st, uint64_t p) { return st.pfn < p; });
+    return it != kept_.end() && it->pfn == pfn;
+  };
+  promoted_.clear();
+  for (const uint64_t pfn : taken_) {
+    if (sticky_has(pfn)) continue;
+    if (kept_.size() + promoted_.size() < kMaxStickyPages &&
+        std::binary_search(prev_logged_.begin(), prev_logged_.end(), pfn)) {
+      promoted_.push_back({pfn, epoch_ + kStickyEpochs});
+    } else {
+      reprotect_.push_back(pfn);
+    }
+  }
+  std::inplace_merge(reprotect_.begin(), reprotect_.begin() + static_cast<ptrdiff_t>(demoted),
+                     reprotect_.end());
+  reprotect_.erase(std::unique(reprotect_.begin(), reprotect_.end()), reprotect_.end());
+  sticky_.clear();
+  std::merge(kept_.begin(), kept_.end(), promoted_.begin(), promoted_.end(),
+             std::back_inserter(sticky_),
+             [](const Sticky& a, const Sticky& b) { return a.pfn < b.pfn; });
+
+  // Reported: the logged pages, the sticky ones and the demoted ones.
+  report_.clear();
+  for (const Sticky& st : sticky_) report_.push_back(st.pfn);
+  const size_t sticky_end = report_.size();
+  report_.insert(report_.end(), taken_.begin(), taken_.end());
+  std::inplace_merge(report_.begin(), report_.begin() + static_cast<ptrdiff_t>(sticky_end),
+                     report_.end());
+  const size_t merged_end = report_.size();
+  report_.insert(report_.end(), reprotect_.begin(), reprotect_.end());
+  std::inplace_merge(report_.begin(), report_.begin() + static_cast<ptrdiff_t>(merged_end),
+                     report_.end());
+  report_.erase(std::unique(report_.begin(), report_.end()), report_.end());
+
+  prev_logged_.swap(taken_);
+  sticky_count_.store(sticky_.size(), std::memory_order_relaxed);
+}
+
+Status UffdSyncTracker::reprotect_planned() {
+  const std::vector<uint64_t>& r = reprotect_;
+  for (size_t i = 0; i < r.size();) {
+    size_t j = i + 1;
+    while (j < r.size() && r[j] - r[j - 1] <= kMaxGapPages) ++j;
+    ROMULUS_RETURN_IF_ERROR(set_protection(r[i], r[j - 1] + 1 - r[i], true));
+    i = j;
+  }
+  return Status::ok();
+}
+
+Status UffdSyncTracker::finish_rearm() {
+  std::unique_lock<std::mutex> lock(mu_);
+  rearm_done_.wait(lock, [this] { return !rearm_in_flight_; });
+  Status st = std::move(rearm_status_);
+  rearm_status_ = Status::ok();
+  return st;
+}
+
+Status UffdSyncTracker::collect_stopped(std::vector<uint64_t>& pfns) {
+  ROMULUS_RETURN_IF_ERROR(finish_rearm());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!handler_error_.is_ok()) return handler_error_;
+    plan_epoch();
+    pfns.insert(pfns.end(), report_.begin(), report_.end());
+    if (reprotect_.size() <= kInlineRearmPages) return reprotect_planned();
+    rearm_in_flight_ = true;
+  }
+  const uint64_t one = 1;
+  if (write(rearm_fd_, &one, sizeof(one)) != sizeof(one)) {
+    const int err = errno;
+    std::lock_guard<std::mutex> lock(mu_);
+    rearm_in_flight_ = false;
+    return Status::from_errno("uffd-sync tracker: wake the handler to re-protect", err);
+  }
+  return Status::ok();
+}
+
+Status UffdSyncTracker::collect(std::vector<uint64_t>& pfns) {
+  ROMULUS_RETURN_IF_ERROR(finish_rearm());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!handler_error_.is_ok()) return handler_error_;
+  plan_epoch();
+  // Re-protect before anyone reads the pages: with the guest running, a write
+  // after the copy must fault again to be seen next time. (Sticky pages are
+  // reported again next time anyway.)
+  ROMULUS_RETURN_IF_ERROR(reprotect_planned());
+  pfns.insert(pfns.end(), report_.begin(), report_.end());
+  return Status::ok();
+}
+
+Result<std::unique_ptr<DirtyTracker>> make_uffd_sync_tracker(int uffd, uint64_t guest_arena_addr,
+                                                             const uint8_t* arena_mapping,
+                                                             size_t arena_bytes) {
+  auto t = UffdSyncTracker::create(uffd, guest_arena_addr, arena_mapping, arena_bytes);
+  if (!t.is_ok()) return t.status();
+  return std::unique_ptr<DirtyTracker>(std::move(t).value());
+}
+
+}  // namespace romulus::checkpoint
