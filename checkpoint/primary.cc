@@ -11,6 +11,7 @@
 #include "checkpoint/guest_process.h"
 #include "checkpoint/output_proxy.h"
 #include "checkpoint/tcp_sender.h"
+#include "checkpoint/tracker_choice.h"
 #include "common/asio.h"
 #include "common/json.h"
 #include "common/net.h"
@@ -47,7 +48,6 @@ uint64_t random_session_id() {
   return id;
 }
 
-const char* tracker_arg(TrackerKind k) { return k == TrackerKind::kCompare ? "compare" : "uffd"; }
 
 // Runs `fn` on the io thread every `period`, from now until the io_context
 // stops or this is destroyed (on the io thread's owner, after it joined).
@@ -163,7 +163,7 @@ std::string PrimaryNode::handle_control(const std::string& request) {
     const auto s = stats_.snapshot();
     o["guest_pid"] = im.guest ? im.guest->pid() : 0;
     o["interval_ms"] = im.engine ? common::to_ms(im.engine->interval()) : 0.0;
-    o["tracker"] = tracker_arg(im.tracker_kind);
+    o["tracker"] = tracker_kind_name(im.tracker_kind);
     o["codec"] = protocol::codec_name(config_.encode.codec);
     o["threads"] = config_.threads;
     o["resumed"] = config_.resumed_epoch.has_value();
@@ -345,28 +345,19 @@ Status PrimaryNode::start_guest() {
   ROMULUS_ASSIGN_OR_RETURN(auto control, common::SharedMemory::create("romulus-control", 4096));
   im.control_page.emplace(std::move(control));
 
-  // Tracker choice: uffd where the kernel can, else compare (and say why).
-  im.tracker_kind = config_.tracker;
-  if (config_.tracker != TrackerKind::kCompare) {
-    Status probe = probe_uffd_wp_async();
-    if (!probe.is_ok()) {
-      if (config_.tracker == TrackerKind::kUffd) {
-        return Status::unsupported(fmt::format(
-            "--tracker uffd: {}; use --tracker compare (works on any kernel)", probe.message()));
-      }
-      log_(fmt::format("dirty tracking: {}; falling back to the compare tracker", probe.message()));
-      im.tracker_kind = TrackerKind::kCompare;
-    } else {
-      im.tracker_kind = TrackerKind::kUffd;
-    }
-  }
+  // Tracker choice: measured on this machine at start (checkpoint/tracker_choice.h).
+  ROMULUS_ASSIGN_OR_RETURN(const TrackerDecision decision,
+                           choose_tracker(config_.tracker, ArenaFacts{im.arena->size()},
+                                          measure_tracker_costs()));
+  log_(decision.explanation);
+  im.tracker_kind = decision.kind;
 
   GuestSpec spec;
   spec.argv = config_.guest_command;
   spec.arena_fd = im.arena->fd();
   spec.arena_size = im.arena->size();
   spec.control_fd = im.control_page->fd();
-  spec.tracker = tracker_arg(im.tracker_kind);
+  spec.tracker = decision.guest_tracker();
   spec.resumed_epoch = config_.resumed_epoch;
   if (!config_.service_host.empty()) {
     ROMULUS_ASSIGN_OR_RETURN(im.guest_port, OutputProxy::pick_free_port());
@@ -375,8 +366,11 @@ Status PrimaryNode::start_guest() {
   ROMULUS_ASSIGN_OR_RETURN(auto guest, GuestProcess::start(spec));
   im.guest.emplace(std::move(guest));
   ROMULUS_RETURN_IF_ERROR(im.guest->wait_attached(std::chrono::seconds(10)));
+  // At once: a uffd-sync guest blocks on its first write until this exists.
+  ROMULUS_ASSIGN_OR_RETURN(im.tracker,
+                           make_tracker(decision, *im.guest, im.arena->data(), im.arena->size()));
   log_(fmt::format("guest pid {} attached ({} MiB arena, {} tracker{})", im.guest->pid(),
-                   im.arena->size() >> 20, tracker_arg(im.tracker_kind),
+                   im.arena->size() >> 20, tracker_kind_name(im.tracker_kind),
                    config_.resumed_epoch
                        ? fmt::format(", resumed from epoch {}", *config_.resumed_epoch)
                        : std::string()));
@@ -386,13 +380,6 @@ Status PrimaryNode::start_guest() {
 
 Status PrimaryNode::start_engine() {
   auto& im = *impl_;
-  if (im.tracker_kind == TrackerKind::kUffd) {
-    ROMULUS_ASSIGN_OR_RETURN(im.tracker,
-                             make_uffd_tracker(im.guest->pid(), im.guest->guest_arena_addr(),
-                                               im.arena->data(), im.arena->size()));
-  } else {
-    ROMULUS_ASSIGN_OR_RETURN(im.tracker, make_compare_tracker(im.arena->data(), im.arena->size()));
-  }
   EngineOptions eo;
   eo.interval = config_.interval;
   eo.staging_bytes = config_.staging_bytes;

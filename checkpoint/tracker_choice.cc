@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/arena.h"
+#include "common/shared_memory.h"
 #include "checkpoint/uffd_sync_tracker.h"
 #include "checkpoint/uffd_tracker.h"
 #include "guest/linux_abi.h"
@@ -34,13 +34,13 @@ double us_since(Clock::time_point t0) {
 // A memfd mapped MAP_SHARED in this process with a userfaultfd armed over it
 // in write-protect mode (async or sync): the same kind of memory as an arena.
 struct ProbeArena {
-  SharedMemory mem;
+  common::SharedMemory mem;
   int uffd = -1;
   ~ProbeArena() {
     if (uffd >= 0) close(uffd);
   }
   Status arm(size_t bytes, bool async) {
-    ROMULUS_ASSIGN_OR_RETURN(mem, SharedMemory::create("romulus-tracker-probe", bytes));
+    ROMULUS_ASSIGN_OR_RETURN(mem, common::SharedMemory::create("romulus-tracker-probe", bytes));
     uffd = guest::linux_abi::userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
     if (uffd < 0) return Status::unsupported("userfaultfd: " + std::string(strerror(errno)));
     struct uffdio_api api;

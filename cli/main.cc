@@ -75,9 +75,20 @@ checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
   c.backup_null = o.backup_null;
   c.interval = o.interval;
   c.memory_bytes = o.memory_bytes;
-  c.tracker = o.tracker == cli::TrackerChoice::kUffd      ? checkpoint::TrackerKind::kUffd
-              : o.tracker == cli::TrackerChoice::kCompare ? checkpoint::TrackerKind::kCompare
-                                                          : checkpoint::TrackerKind::kAuto;
+  switch (o.tracker) {
+    case cli::TrackerChoice::kUffd:
+      c.tracker = checkpoint::TrackerKind::kUffd;
+      break;
+    case cli::TrackerChoice::kUffdSync:
+      c.tracker = checkpoint::TrackerKind::kUffdSync;
+      break;
+    case cli::TrackerChoice::kCompare:
+      c.tracker = checkpoint::TrackerKind::kCompare;
+      break;
+    case cli::TrackerChoice::kAuto:
+      c.tracker = checkpoint::TrackerKind::kAuto;
+      break;
+  }
   c.threads = o.threads;
   c.staging_bytes = o.staging_bytes;
   c.cache_bytes = o.cache_bytes;
