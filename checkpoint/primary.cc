@@ -82,6 +82,7 @@ struct PrimaryNode::Impl {
   std::optional<PeriodicTimer> stats_timer;    // the statistics line
   std::optional<PeriodicTimer> release_timer;  // RELEASED lines (with a witness)
   std::atomic<bool> in_sync{false};  // the backup acknowledged this stream's sync
+  bool unprotected_refused = false;   // the witness could not record "unprotected" (logged)
 
   std::optional<common::SharedMemory> arena;
   std::optional<common::SharedMemory> control_page;
@@ -464,13 +465,29 @@ std::optional<Status> PrimaryNode::guest_gone() {
 
 void PrimaryNode::go_unprotected(BackupLoss policy) {
   auto& im = *impl_;
-  // Unprotected: holding output would only stall clients.
-  if (policy == BackupLoss::kContinue) {
-    if (im.proxy) im.proxy->set_buffering(false);
-    state_.transition(PrimaryState::kUnprotected);
-  } else {
+  if (policy != BackupLoss::kContinue) {
     state_.transition(PrimaryState::kStalled);
+    return;
   }
+  state_.transition(PrimaryState::kUnprotected);
+  if (!im.proxy || !im.buffering) return;
+  // Unprotected: holding output would only stall clients. With a witness,
+  // only once it records that no backup has what this node now releases.
+  if (ownership_) {
+    Status st = ownership_->record_unprotected();
+    if (!st.is_ok()) {
+      if (!im.unprotected_refused) {
+        log_(fmt::format("holding output: cannot record in the witness that this node serves "
+                         "unprotected ({}); output leaves once it can, or once a backup is back",
+                         st.message()));
+        im.unprotected_refused = true;
+      }
+      return;
+    }
+    if (im.unprotected_refused) log_("recorded in the witness: output leaves unprotected now");
+    im.unprotected_refused = false;
+  }
+  im.proxy->set_buffering(false);
 }
 
 Status PrimaryNode::protect() {
@@ -569,6 +586,7 @@ Status PrimaryNode::protect_with(const std::string& host, uint16_t port, Reconne
         im.sync_epoch = 0;
         im.in_sync.store(true);
         now_protected = state_.transition(PrimaryState::kProtected);
+        if (ownership_) ownership_->record_protected();
       }
     }
     if (now_protected) {
@@ -604,6 +622,7 @@ Status PrimaryNode::protect_with(const std::string& host, uint16_t port, Reconne
       const uint64_t first = im.engine->last_epoch();
       if (im.max_acked >= first) {
         im.in_sync.store(true);
+        if (ownership_) ownership_->record_protected();
         if (state_.transition(PrimaryState::kProtected)) acked = im.max_acked;
       } else {
         im.sync_epoch = first;

@@ -96,6 +96,14 @@ class Ownership {
   virtual std::string why_not() const = 0;
   // For `status --json`: state, owner, deadline and remaining time.
   virtual boost::json::object status(Clock::time_point now) const = 0;
+  // Before output leaves unprotected (no backup holds it): records in the
+  // witness that this node serves what no backup has, so that no backup
+  // takes over from an older image until it is cleared. Blocks for at most
+  // one witness call; an error means: do not release unprotected output.
+  virtual Status record_unprotected() = 0;
+  // A backup holds the guest's state again: clears that record (in the
+  // background, retried until it succeeds).
+  virtual void record_protected() = 0;
 };
 
 class PrimaryNode {
@@ -120,7 +128,7 @@ class PrimaryNode {
   std::string handle_control(const std::string& request);
 
   // The pair's ownership (nullptr: none, this node owns). Call before run().
-  void set_ownership(const Ownership* ownership) { ownership_ = ownership; }
+  void set_ownership(Ownership* ownership) { ownership_ = ownership; }
   // Ownership changed (any thread): re-evaluate fencing, release what waited.
   void ownership_changed();
   // Another node owns the pair (rule 4): stop the guest, dropping what it
@@ -158,7 +166,7 @@ class PrimaryNode {
   common::StopSignal stop_;
   common::StateMachine<PrimaryState> state_;
   std::function<void()> on_started_;
-  const Ownership* ownership_ = nullptr;
+  Ownership* ownership_ = nullptr;
   std::atomic<bool> demoted_{false};
   std::string demote_reason_;  // written before demoted_ is set
 };

@@ -5,14 +5,18 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 
 #include "common/net.h"
+#include "witness/etcd_client.h"
 #include "witness/etcd_witness.h"
 #include "witness/lease_keeper.h"
 
 namespace romulus::replica {
 namespace json = boost::json;
+namespace etcd = witness::etcd;
 using Clock = std::chrono::steady_clock;
 using witness::OwnershipState;
 
@@ -32,9 +36,26 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   WitnessLink(const WitnessSettings& s, std::string replication, std::function<void(const std::string&)> log)
       : settings_(s), replication_(std::move(replication)), log_(std::move(log)) {}
 
+  ~WitnessLink() {
+    {
+      std::lock_guard lock(marker_mu_);
+      marker_stop_ = true;
+    }
+    marker_cv_.notify_all();
+    if (marker_thread_.joinable()) marker_thread_.join();
+  }
+
   Status start() {
     auto w = witness::EtcdWitness::open(settings_.endpoints);
     if (!w.is_ok()) return w.status();
+    // No node may win the pair while the other serves what no backup has.
+    marker_key_ = fmt::format("/romulus/{}/unprotected", settings_.pair);
+    owner_key_ = witness::owner_key(settings_.pair);
+    (*w)->set_acquire_guard(etcd::AcquireGuard{marker_key_, settings_.node_id});
+    auto eps = etcd::parse_endpoints(settings_.endpoints);
+    if (!eps.is_ok()) return eps.status();
+    marker_client_.emplace(std::move(eps).value());
+    marker_thread_ = std::thread([this] { clear_marker_loop(); });
     witness::LeaseKeeperOptions o;
     o.pair = settings_.pair;
     o.node_id = settings_.node_id;
@@ -105,6 +126,12 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
         [[fallthrough]];
       default:
         *detail = s.detail.empty() ? std::string(witness::to_string(s.state)) : s.detail;
+        if (blocked_by_marker()) {
+          *detail += fmt::format(
+              "; {} is set: the old owner served output no backup has, so this image would lose "
+              "it. Bring that node back, or delete the key to accept the loss",
+              marker_key_);
+        }
         if (!s.last_error.empty()) {
           *detail += fmt::format(" (the witness cannot be reached: {}; a backup cannot take "
                                  "over without it)",
@@ -121,7 +148,62 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   }
   json::object status() const override { return status(Clock::now()); }
 
+  Status record_unprotected() override {
+    std::lock_guard lock(marker_mu_);
+    clear_pending_ = false;
+    if (marked_) return Status::ok();
+    const auto snap = keeper_->snapshot(Clock::now());
+    if (snap.state != OwnershipState::kOwner) {
+      return Status::unavailable("this node does not own the pair");
+    }
+    auto put = marker_client_->put_if_owner(marker_key_, settings_.node_id, owner_key_, snap.lease);
+    if (!put.is_ok()) return put.status();
+    if (!*put) return Status::unavailable("the owner key is no longer under this node's lease");
+    marked_ = true;
+    log_(fmt::format("recorded {} in the witness: no backup takes over from an older image until "
+                     "a backup holds this node's state again",
+                     marker_key_));
+    return Status::ok();
+  }
+
+  void record_protected() override {
+    {
+      std::lock_guard lock(marker_mu_);
+      clear_pending_ = true;
+    }
+    marker_cv_.notify_all();
+  }
+
  private:
+  // Clears this node's "unprotected" record once a backup is in sync, retrying
+  // until the witness answers. Ordered with record_unprotected() by marker_mu_.
+  void clear_marker_loop() {
+    std::unique_lock lock(marker_mu_);
+    while (!marker_stop_) {
+      marker_cv_.wait(lock, [&] { return marker_stop_ || clear_pending_; });
+      if (marker_stop_) return;
+      auto del = marker_client_->delete_if_value(marker_key_, settings_.node_id);
+      if (del.is_ok()) {
+        clear_pending_ = false;
+        if (*del || marked_) log_(fmt::format("cleared {} in the witness", marker_key_));
+        marked_ = false;
+      } else {
+        marker_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return marker_stop_; });
+      }
+    }
+  }
+
+  // Whether another node's "unprotected" record stands (looked up at most twice a second).
+  bool blocked_by_marker() {
+    const auto now = Clock::now();
+    if (now < next_marker_look_) return last_marker_blocks_;
+    next_marker_look_ = now + std::chrono::milliseconds(500);
+    std::lock_guard lock(marker_mu_);
+    auto kv = marker_client_->get(marker_key_);
+    last_marker_blocks_ = kv.is_ok() && *kv && (*kv)->value != settings_.node_id;
+    return last_marker_blocks_;
+  }
+
   void on_change(const witness::OwnershipChange& c) {
     if (c.to == OwnershipState::kFenced) {
       fenced_since_.store(Clock::now().time_since_epoch().count());
@@ -143,9 +225,19 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   std::function<void(const std::string&)> log_;
   std::optional<witness::LeaseKeeper> keeper_;
   std::atomic<int64_t> fenced_since_{0};
+  Clock::time_point next_marker_look_{};
+  bool last_marker_blocks_ = false;
   std::atomic<bool> takeover_requested_{false};
   std::mutex mu_;
   checkpoint::PrimaryNode* primary_ = nullptr;
+
+  // The "unprotected" record (its own client: the keeper's is its thread's).
+  std::string marker_key_, owner_key_;
+  std::optional<etcd::EtcdClient> marker_client_;
+  std::mutex marker_mu_;
+  std::condition_variable marker_cv_;
+  bool marked_ = false, clear_pending_ = false, marker_stop_ = false;
+  std::thread marker_thread_;
 };
 
 struct Outcome {

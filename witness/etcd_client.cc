@@ -287,19 +287,64 @@ Result<std::optional<KeyValue>> EtcdClient::get(std::string_view key) {
 }
 
 Result<AcquireReply> EtcdClient::acquire(std::string_view key, std::string_view value,
-                                         int64_t lease) {
+                                         int64_t lease, const AcquireGuard* guard) {
   const std::string k = base64_encode(key);
   json::object put{{"key", k}, {"value", base64_encode(value)}, {"lease", std::to_string(lease)}};
   json::object range{{"key", k}};
+  auto attempt = [&](json::array compare) -> Result<TxnReply> {
+    json::object txn;
+    txn["compare"] = std::move(compare);
+    txn["success"] =
+        json::array{json::object{{"request_put", put}}, json::object{{"request_range", range}}};
+    txn["failure"] = json::array{json::object{{"request_range", range}}};
+    ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/txn", json::serialize(txn)));
+    return parse_txn_reply(reply);
+  };
+  const json::object key_absent{{"target", "CREATE"}, {"key", k}, {"create_revision", "0"}};
+  if (!guard) {
+    ROMULUS_ASSIGN_OR_RETURN(TxnReply t, attempt(json::array{key_absent}));
+    return AcquireReply{t.succeeded, std::move(t.range_kv), false};
+  }
+  const std::string g = base64_encode(guard->key);
+  // Either the guard key is absent...
+  ROMULUS_ASSIGN_OR_RETURN(
+      TxnReply t,
+      attempt(json::array{key_absent, json::object{{"target", "CREATE"},
+                                                   {"key", g},
+                                                   {"create_revision", "0"}}}));
+  if (t.succeeded || t.range_kv) return AcquireReply{t.succeeded, std::move(t.range_kv), false};
+  // ...or it holds exactly the allowed value (this node's own marker).
+  ROMULUS_ASSIGN_OR_RETURN(
+      TxnReply t2,
+      attempt(json::array{key_absent,
+                          json::object{{"target", "VALUE"},
+                                       {"key", g},
+                                       {"value", base64_encode(guard->allowed_value)}}}));
+  return AcquireReply{t2.succeeded, std::move(t2.range_kv), !t2.succeeded && !t2.range_kv};
+}
+
+Result<bool> EtcdClient::put_if_owner(std::string_view key, std::string_view value,
+                                      std::string_view owner_key, int64_t lease) {
   json::object txn;
-  txn["compare"] =
-      json::array{json::object{{"target", "CREATE"}, {"key", k}, {"create_revision", "0"}}};
-  txn["success"] =
-      json::array{json::object{{"request_put", put}}, json::object{{"request_range", range}}};
-  txn["failure"] = json::array{json::object{{"request_range", range}}};
+  txn["compare"] = json::array{json::object{
+      {"target", "LEASE"}, {"key", base64_encode(owner_key)}, {"lease", std::to_string(lease)}}};
+  txn["success"] = json::array{json::object{
+      {"request_put",
+       json::object{{"key", base64_encode(key)}, {"value", base64_encode(value)}}}}};
   ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/txn", json::serialize(txn)));
   ROMULUS_ASSIGN_OR_RETURN(TxnReply t, parse_txn_reply(reply));
-  return AcquireReply{t.succeeded, std::move(t.range_kv)};
+  return t.succeeded;
+}
+
+Result<bool> EtcdClient::delete_if_value(std::string_view key, std::string_view value) {
+  const std::string k = base64_encode(key);
+  json::object txn;
+  txn["compare"] = json::array{
+      json::object{{"target", "VALUE"}, {"key", k}, {"value", base64_encode(value)}}};
+  txn["success"] = json::array{json::object{{"request_delete_range", json::object{{"key", k}}}}};
+  ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/txn", json::serialize(txn)));
+  ROMULUS_ASSIGN_OR_RETURN(TxnReply t, parse_txn_reply(reply));
+  return t.succeeded && t.deleted;
 }
 
 Result<bool> EtcdClient::release(std::string_view key, int64_t lease) {

@@ -40,6 +40,14 @@ std::string endpoints_to_string(const std::vector<Endpoint>& endpoints);
 struct AcquireReply {
   bool won = false;
   std::optional<KeyValue> current;  // the key as it is after the txn (ours if won)
+  bool blocked = false;             // the key was free, but the guard forbade taking it
+};
+
+// A key that must be absent (or hold exactly `allowed_value`) for an acquire
+// to win: the pair's "unprotected" marker (docs/design.md, "Ownership").
+struct AcquireGuard {
+  std::string key;
+  std::string allowed_value;
 };
 
 class EtcdClient {
@@ -67,7 +75,14 @@ class EtcdClient {
   Result<int64_t> time_to_live(int64_t lease);
   Result<std::optional<KeyValue>> get(std::string_view key);
   // if create_revision(key) == 0 then put(key, value, lease) else range(key).
-  Result<AcquireReply> acquire(std::string_view key, std::string_view value, int64_t lease);
+  Result<AcquireReply> acquire(std::string_view key, std::string_view value, int64_t lease,
+                               const AcquireGuard* guard = nullptr);
+  // if lease(owner_key) == lease then put(key, value), without a lease (it
+  // outlives this node's). True if it was put.
+  Result<bool> put_if_owner(std::string_view key, std::string_view value,
+                            std::string_view owner_key, int64_t lease);
+  // if value(key) == value then delete(key). True if deleted.
+  Result<bool> delete_if_value(std::string_view key, std::string_view value);
   // if lease(key) == lease then delete(key); then revoke(lease). True if the key was deleted.
   Result<bool> release(std::string_view key, int64_t lease);
   // Deletes `key` whatever holds it (tests and operators).

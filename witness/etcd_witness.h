@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string_view>
 
 #include "witness/etcd_client.h"
@@ -29,9 +30,12 @@ class EtcdWitness final : public Witness {
   std::string describe() const override;
 
   etcd::EtcdClient& client() { return client_; }
+  // Every acquire from now on also requires the guard (set before the keeper starts).
+  void set_acquire_guard(etcd::AcquireGuard guard) { guard_ = std::move(guard); }
 
  private:
   etcd::EtcdClient client_;
+  std::optional<etcd::AcquireGuard> guard_;
 };
 
 }  // namespace romulus::witness

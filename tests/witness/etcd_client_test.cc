@@ -125,6 +125,60 @@ TEST_F(EtcdClientTest, ReleaseDeletesOnlyOurOwnKey) {
   EXPECT_FALSE(gone->has_value());
 }
 
+TEST_F(EtcdClientTest, TheUnprotectedRecordIsWrittenOnlyUnderTheOwnersLease) {
+  EtcdClient a(cluster->endpoints()), b(cluster->endpoints());
+  const std::string marker = "/romulus/pair1/unprotected";
+  auto la = a.grant(10), lb = b.grant(10);
+  ASSERT_TRUE(la.is_ok() && lb.is_ok());
+  ASSERT_TRUE(a.acquire(key, "a", la->id).is_ok());
+  auto by_b = b.put_if_owner(marker, "b", key, lb->id);
+  ASSERT_TRUE(by_b.is_ok()) << by_b.status().to_string();
+  EXPECT_FALSE(*by_b) << "b does not own the pair";
+  auto by_a = a.put_if_owner(marker, "a", key, la->id);
+  ASSERT_TRUE(by_a.is_ok());
+  EXPECT_TRUE(*by_a);
+  // The record outlives the owner's lease.
+  ASSERT_TRUE(a.revoke(la->id).is_ok());
+  auto kv = b.get(marker);
+  ASSERT_TRUE(kv.is_ok() && kv->has_value());
+  EXPECT_EQ((*kv)->value, "a");
+}
+
+TEST_F(EtcdClientTest, AGuardedAcquireCannotWinWhileAnotherNodesRecordStands) {
+  EtcdClient a(cluster->endpoints()), b(cluster->endpoints());
+  const std::string marker = "/romulus/pair1/unprotected";
+  ASSERT_TRUE(a.remove(marker).is_ok());
+  auto la = a.grant(10), lb = b.grant(10);
+  ASSERT_TRUE(la.is_ok() && lb.is_ok());
+  ASSERT_TRUE(a.acquire(key, "a", la->id).is_ok());
+  ASSERT_TRUE(*a.put_if_owner(marker, "a", key, la->id));
+  ASSERT_TRUE(a.revoke(la->id).is_ok());  // a is gone; the key is free, the record is not
+  const etcd::AcquireGuard b_guard{marker, "b"};
+  auto r = b.acquire(key, "b", lb->id, &b_guard);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_FALSE(r->won);
+  EXPECT_TRUE(r->blocked);
+  EXPECT_FALSE(r->current.has_value());
+  // The node that wrote the record may take the pair back.
+  auto la2 = a.grant(10);
+  ASSERT_TRUE(la2.is_ok());
+  const etcd::AcquireGuard a_guard{marker, "a"};
+  auto back = a.acquire(key, "a", la2->id, &a_guard);
+  ASSERT_TRUE(back.is_ok());
+  EXPECT_TRUE(back->won);
+  // Cleared by its writer only; then anyone may win once the key is free.
+  auto wrong = b.delete_if_value(marker, "b");
+  ASSERT_TRUE(wrong.is_ok());
+  EXPECT_FALSE(*wrong);
+  auto cleared = a.delete_if_value(marker, "a");
+  ASSERT_TRUE(cleared.is_ok());
+  EXPECT_TRUE(*cleared);
+  ASSERT_TRUE(a.revoke(la2->id).is_ok());
+  auto won = b.acquire(key, "b", lb->id, &b_guard);
+  ASSERT_TRUE(won.is_ok());
+  EXPECT_TRUE(won->won);
+}
+
 TEST_F(EtcdClientTest, AKeepAliveConnectionIsReusedAcrossCalls) {
   EtcdClient client(cluster->endpoints());
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(client.get("/x").is_ok()) << i;
