@@ -43,29 +43,11 @@ struct ProbeArena {
     ROMULUS_ASSIGN_OR_RETURN(mem, common::SharedMemory::create("romulus-tracker-probe", bytes));
     uffd = guest::linux_abi::userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
     if (uffd < 0) return Status::unsupported("userfaultfd: " + std::string(strerror(errno)));
-    struct uffdio_api api;
-    std::memset(&api, 0, sizeof(api));
-    api.api = UFFD_API;
-    api.features =
-        async ? guest::linux_abi::kUffdWantedFeatures : guest::linux_abi::kUffdSyncWantedFeatures;
-    if (ioctl(uffd, UFFDIO_API, &api) != 0) {
-      return Status::unsupported("UFFDIO_API: " + std::string(strerror(errno)));
-    }
-    struct uffdio_register reg;
-    std::memset(&reg, 0, sizeof(reg));
-    reg.range.start = reinterpret_cast<uintptr_t>(mem.data());
-    reg.range.len = bytes;
-    reg.mode = UFFDIO_REGISTER_MODE_WP;
-    if (ioctl(uffd, UFFDIO_REGISTER, &reg) != 0) {
-      return Status::unsupported("UFFDIO_REGISTER write-protect on memfd memory: " +
-                                 std::string(strerror(errno)));
-    }
-    struct uffdio_writeprotect wp;
-    std::memset(&wp, 0, sizeof(wp));
-    wp.range = reg.range;
-    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-    if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) != 0) {
-      return Status::unsupported("UFFDIO_WRITEPROTECT: " + std::string(strerror(errno)));
+    if (const char* step = guest::linux_abi::arm_write_protect(
+            uffd, mem.data(), bytes,
+            async ? guest::linux_abi::kUffdWantedFeatures
+                  : guest::linux_abi::kUffdSyncWantedFeatures)) {
+      return Status::unsupported(fmt::format("{} on memfd memory: {}", step, strerror(errno)));
     }
     return Status::ok();
   }

@@ -154,28 +154,13 @@ Status probe_uffd_wp_async() {
       return Status::unsupported("userfaultfd not permitted: " + std::string(strerror(errno)));
     if (pfd < 0)
       return Status::unsupported("cannot open /proc/self/pagemap: " + std::string(strerror(errno)));
-    std::memset(&api, 0, sizeof(api));
-    api.api = UFFD_API;
-    api.features = guest::linux_abi::kUffdWantedFeatures;
-    if (ioctl(ufd, UFFDIO_API, &api) != 0) {
-      return Status::unsupported("UFFDIO_API refused WP_ASYNC|WP_UNPOPULATED|WP_HUGETLBFS_SHMEM: " +
-                                 std::string(strerror(errno)));
-    }
-    struct uffdio_register reg;
-    std::memset(&reg, 0, sizeof(reg));
-    reg.range.start = reinterpret_cast<uintptr_t>(base);
-    reg.range.len = kPages * kPage;
-    reg.mode = UFFDIO_REGISTER_MODE_WP;
-    if (ioctl(ufd, UFFDIO_REGISTER, &reg) != 0) {
-      return Status::unsupported("UFFDIO_REGISTER write-protect on memfd memory failed: " +
-                                 std::string(strerror(errno)));
-    }
-    struct uffdio_writeprotect wp;
-    std::memset(&wp, 0, sizeof(wp));
-    wp.range = reg.range;
-    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-    if (ioctl(ufd, UFFDIO_WRITEPROTECT, &wp) != 0) {
-      return Status::unsupported("UFFDIO_WRITEPROTECT failed: " + std::string(strerror(errno)));
+    if (const char* step = guest::linux_abi::arm_write_protect(
+            ufd, base, kPages * kPage, guest::linux_abi::kUffdWantedFeatures)) {
+      return Status::unsupported(
+          std::strcmp(step, "UFFDIO_API") == 0
+              ? "UFFDIO_API refused WP_ASYNC|WP_UNPOPULATED|WP_HUGETLBFS_SHMEM: " +
+                    std::string(strerror(errno))
+              : std::string(step) + " on memfd memory failed: " + strerror(errno));
     }
     base[3 * kPage + 7] = 1;  // never-touched page: must be reported
     std::vector<page_region> regions(8);

@@ -95,39 +95,22 @@ Status arm_uffd(detail::ArenaState& s, ControlPage* cp, bool async) {
   };
   int fd = linux_abi::userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
   if (fd < 0) return fail("userfaultfd", errno);
-  struct uffdio_api api;
-  std::memset(&api, 0, sizeof(api));
-  api.api = UFFD_API;
-  api.features = async ? linux_abi::kUffdWantedFeatures : linux_abi::kUffdSyncWantedFeatures;
-  if (ioctl(fd, UFFDIO_API, &api) != 0) {
+  uint64_t features = 0;
+  if (const char* step = linux_abi::arm_write_protect(
+          fd, s.base, s.size,
+          async ? linux_abi::kUffdWantedFeatures : linux_abi::kUffdSyncWantedFeatures,
+          &features)) {
     int err = errno;
     close(fd);
-    return fail(err == EINVAL ? "UFFDIO_API with WP_ASYNC|WP_UNPOPULATED|WP_HUGETLBFS_SHMEM "
-                                "(kernel lacks UFFD_FEATURE_WP_ASYNC? needs Linux 6.7+)"
-                              : "UFFDIO_API",
-                err);
+    if (std::strcmp(step, "UFFDIO_API") == 0 && err == EINVAL) {
+      return fail(
+          "UFFDIO_API with WP_ASYNC|WP_UNPOPULATED|WP_HUGETLBFS_SHMEM "
+          "(kernel lacks UFFD_FEATURE_WP_ASYNC? needs Linux 6.7+)",
+          err);
+    }
+    return fail(step, err);
   }
-  cp->uffd_features.store(api.features, std::memory_order_relaxed);
-  struct uffdio_register reg;
-  std::memset(&reg, 0, sizeof(reg));
-  reg.range.start = reinterpret_cast<uintptr_t>(s.base);
-  reg.range.len = s.size;
-  reg.mode = UFFDIO_REGISTER_MODE_WP;
-  if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) {
-    int err = errno;
-    close(fd);
-    return fail("UFFDIO_REGISTER (write-protect mode) over the arena", err);
-  }
-  struct uffdio_writeprotect wp;
-  std::memset(&wp, 0, sizeof(wp));
-  wp.range.start = reinterpret_cast<uintptr_t>(s.base);
-  wp.range.len = s.size;
-  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-  if (ioctl(fd, UFFDIO_WRITEPROTECT, &wp) != 0) {
-    int err = errno;
-    close(fd);
-    return fail("UFFDIO_WRITEPROTECT over the arena", err);
-  }
+  cp->uffd_features.store(features, std::memory_order_relaxed);
   s.uffd = fd;
   cp->uffd_fd.store(fd, std::memory_order_relaxed);
   cp->tracker_state.store(

@@ -95,6 +95,30 @@ inline constexpr uint64_t kUffdSyncWantedFeatures =
 
 inline int userfaultfd(int flags) { return static_cast<int>(::syscall(SYS_userfaultfd, flags)); }
 
+// The one way Romulus arms write-protection on a range: UFFDIO_API with
+// `features`, UFFDIO_REGISTER in write-protect mode, UFFDIO_WRITEPROTECT of
+// the whole range. `fd` is an open userfaultfd. Returns nullptr on success
+// (with the kernel's answered features in *features_out, if given), else the
+// step that failed, with errno set. The caller owns (and closes) fd.
+inline const char* arm_write_protect(int fd, void* addr, size_t len, uint64_t features,
+                                     uint64_t* features_out = nullptr) {
+  struct uffdio_api api {};
+  api.api = UFFD_API;
+  api.features = features;
+  if (::ioctl(fd, UFFDIO_API, &api) != 0) return "UFFDIO_API";
+  if (features_out) *features_out = api.features;
+  struct uffdio_register reg {};
+  reg.range.start = reinterpret_cast<uintptr_t>(addr);
+  reg.range.len = len;
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  if (::ioctl(fd, UFFDIO_REGISTER, &reg) != 0) return "UFFDIO_REGISTER (write-protect mode)";
+  struct uffdio_writeprotect wp {};
+  wp.range = reg.range;
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+  if (::ioctl(fd, UFFDIO_WRITEPROTECT, &wp) != 0) return "UFFDIO_WRITEPROTECT";
+  return nullptr;
+}
+
 // Cross-process (shared) futexes: no FUTEX_PRIVATE_FLAG, the word lives in a
 // MAP_SHARED mapping. std::atomic<uint32_t> is layout-compatible with uint32_t here.
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
