@@ -129,9 +129,12 @@ PrimaryMetrics PrimaryNode::metrics() const {
   m.state = state_.state();
   m.totals = stats_.totals();
   m.pause = stats_.pause_histogram().snapshot();
-  const auto interval = impl_->engine ? impl_->engine->interval() : config_.interval;
+  // The engine and the proxy are made (or dropped) on the run() thread while
+  // starting and then stay until destruction: read them only after that.
+  const bool started = m.state != PrimaryState::kStarting;
+  const auto interval = started && impl_->engine ? impl_->engine->interval() : config_.interval;
   m.interval_seconds = std::chrono::duration<double>(interval).count();
-  if (impl_->proxy) {
+  if (started && impl_->proxy) {
     m.output = {impl_->proxy->stats(), impl_->proxy->added_latency_histogram().snapshot()};
   }
   if (ownership_) {
