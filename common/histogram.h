@@ -25,7 +25,7 @@ class Histogram {
   // the rule; seconds mean a stall worth seeing.
   static std::vector<double> latency_bounds() {
     return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-            0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10};
+            0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
   }
 
   explicit Histogram(std::vector<double> bounds = latency_bounds())
@@ -37,15 +37,15 @@ class Histogram {
 
   void observe(double seconds) {
     // A sample equal to a bound belongs to that bound's bucket (le = "less or equal").
-    const size_t i = static_cast<size_t>(
-        std::lower_bound(bounds_.begin(), bounds_.end(), seconds) - bounds_.begin());
+    const size_t i = static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), seconds) -
+                                         bounds_.begin());
     counts_[i].fetch_add(1, std::memory_order_relaxed);
     const double ns = seconds > 0 ? seconds * 1e9 : 0;
     sum_ns_.fetch_add(static_cast<uint64_t>(ns), std::memory_order_relaxed);
   }
 
   struct Snapshot {
-    std::vector<double> bounds;       // upper bounds, +Inf not included
+    std::vector<double> bounds;        // upper bounds, +Inf not included
     std::vector<uint64_t> cumulative;  // bounds.size() + 1 entries, last = count
     double sum_seconds = 0;
     uint64_t count() const { return cumulative.empty() ? 0 : cumulative.back(); }

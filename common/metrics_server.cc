@@ -38,10 +38,9 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
     parser_->header_limit(MetricsServer::kMaxRequestBytes);
     parser_->body_limit(MetricsServer::kMaxRequestBytes);
     stream_.expires_after(MetricsServer::kReadTimeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->on_request(ec);
-                     });
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_request(ec); });
   }
 
   void on_request(beast::error_code ec) {
@@ -53,9 +52,9 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
       // Idle between requests is a keep-alive ending; a request begun and not
       // finished is a slow (or hostile) client.
       if (buffer_.size() > 0 || parser_->got_some()) {
-        server_.note_misbehaviour(fmt::format(
-            "{} did not complete its request within {} ms; cut off", peer_,
-            MetricsServer::kReadTimeout.count()));
+        server_.note_misbehaviour(
+            fmt::format("{} did not complete its request within {} ms; cut off", peer_,
+                        MetricsServer::kReadTimeout.count()));
       }
       return close();
     }
@@ -66,14 +65,16 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
       return reply(http::status::request_header_fields_too_large, "request too large\n", false);
     }
     if (ec) {
-      server_.note_misbehaviour(fmt::format("{} sent a malformed request ({})", peer_, ec.message()));
+      server_.note_misbehaviour(
+          fmt::format("{} sent a malformed request ({})", peer_, ec.message()));
       return reply(http::status::bad_request, "bad request\n", false);
     }
     const auto& req = parser_->get();
     const bool keep_alive = req.keep_alive();
     std::string_view target(req.target().data(), req.target().size());
     target = target.substr(0, target.find('?'));
-    if (target != "/metrics") return reply(http::status::not_found, "not found; try /metrics\n", keep_alive);
+    if (target != "/metrics")
+      return reply(http::status::not_found, "not found; try /metrics\n", keep_alive);
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
       return reply(http::status::method_not_allowed, "GET /metrics\n", keep_alive);
     }
