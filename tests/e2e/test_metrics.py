@@ -96,6 +96,26 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(value(b, 'romulus_state{state="protecting"}'), 1)
         self.assertEqual(scrape(self.primary_metrics, "/")[0], 404)
 
+    @unittest.skipUnless(shutil.which("etcd"), "etcd is not installed (Debian: etcd-server)")
+    def test_with_a_witness_the_owner_reports_its_lease_and_the_backup_does_not_own(self):
+        from test_witness import Etcd  # the same one-member etcd on loopback
+        etcd = Etcd(self)
+        c = Cluster(self)
+        guest = harness.counter_guest(50)
+        w = etcd.witness_args("metrics")
+        bm, pm = harness.free_port(), harness.free_port()
+        backup = c.backup(guest, extra=w + ["--metrics", f"127.0.0.1:{bm}"])
+        primary = c.primary(guest, backup.listen_port,
+                            extra=w + ["--metrics", f"127.0.0.1:{pm}"])
+        primary.wait_for(harness.IN_SYNC_RE)
+        p = self.metrics_when(pm, lambda t: value(t, "romulus_owner") == 1,
+                              "the primary's metrics to say it owns the pair", c)
+        self.assertGreater(value(p, "romulus_lease_remaining_seconds"), 0)
+        b = self.metrics_when(bm, lambda t: value(t, "romulus_owner") is not None,
+                              "the backup's metrics to report ownership", c)
+        self.assertEqual(value(b, "romulus_owner"), 0)
+        self.assertEqual(value(b, "romulus_lease_remaining_seconds"), 0)
+
     @unittest.skipUnless(shutil.which("promtool"),
                          "promtool not installed (Debian package prometheus; scripts/setup)")
     def test_promtool_accepts_both_roles_output(self):
