@@ -332,6 +332,7 @@ void OutputProxy::refresh_held_stats() const {
 }
 
 void OutputProxy::record_latency(double ms) {
+  added_latency_.observe(ms / 1000.0);
   std::lock_guard lock(stats_mu_);
   latencies_.push_back(ms);
   if (latencies_.size() > kLatencyWindow) latencies_.pop_front();

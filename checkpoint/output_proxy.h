@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "common/asio.h"
+#include "common/histogram.h"
 #include "protocol/status.h"
 
 namespace romulus::checkpoint {
@@ -77,6 +78,9 @@ class OutputProxy {
   void on_ack(uint64_t epoch);
   void set_buffering(bool on);
   OutputProxyStats stats() const;
+  // Added latency of every released chunk (read from the guest -> released),
+  // in seconds; lock-free, for --metrics.
+  const common::Histogram& added_latency_histogram() const { return added_latency_; }
   // Closes the listener and every connection.
   void stop();
 
@@ -120,6 +124,7 @@ class OutputProxy {
   mutable std::mutex stats_mu_;
   mutable OutputProxyStats stats_;
   std::deque<double> latencies_;
+  common::Histogram added_latency_;
 };
 
 }  // namespace romulus::checkpoint

@@ -147,6 +147,28 @@ json::object PrimaryNode::output_json() const {
   return j;
 }
 
+PrimaryMetrics PrimaryNode::metrics() const {
+  PrimaryMetrics m;
+  m.state = state_.state();
+  m.totals = stats_.totals();
+  m.pause = stats_.pause_histogram().snapshot();
+  // The engine and the proxy are made (or dropped) on the run() thread while
+  // starting and then stay until destruction: read them only after that.
+  const bool started = m.state != PrimaryState::kStarting;
+  const auto interval = started && impl_->engine ? impl_->engine->interval() : config_.interval;
+  m.interval_seconds = std::chrono::duration<double>(interval).count();
+  if (started && impl_->proxy) {
+    m.output = {impl_->proxy->stats(), impl_->proxy->added_latency_histogram().snapshot()};
+  }
+  if (ownership_) {
+    const auto now = Clock::now();
+    const auto deadline = ownership_->deadline();
+    const double left = deadline ? std::chrono::duration<double>(*deadline - now).count() : 0.0;
+    m.lease = {deadline.has_value(), std::max(0.0, left)};
+  }
+  return m;
+}
+
 std::string PrimaryNode::handle_control(const std::string& request) {
   auto& im = *impl_;
   if (request == "status" || request == "status --json") {

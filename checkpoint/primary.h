@@ -33,6 +33,7 @@
 
 #include <boost/json.hpp>
 
+#include "checkpoint/primary_metrics.h"
 #include "checkpoint/primary_state.h"
 #include "checkpoint/reconnect_policy.h"
 #include "checkpoint/stats.h"
@@ -135,6 +136,10 @@ class PrimaryNode {
   // has not had acknowledged, and return from run(); demoted() is then true.
   void demote(std::string why);
   bool demoted() const { return demoted_.load(); }
+
+  // The figures --metrics serves (checkpoint/primary_metrics.h). Any thread;
+  // takes no lock the engine holds for more than a counter update.
+  PrimaryMetrics metrics() const;
 
   StatsSnapshot stats() const { return stats_.snapshot(); }
   PrimaryState state() const { return state_.state(); }

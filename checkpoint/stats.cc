@@ -38,6 +38,7 @@ double ms(int64_t us) { return static_cast<double>(us) / 1000.0; }
 }  // namespace
 
 void StatsRecorder::record_epoch(const EpochRecord& r) {
+  pause_seconds_.observe(static_cast<double>(r.pause_us) / 1e6);
   std::lock_guard lock(mu_);
   totals_.epochs++;
   totals_.last = r;
@@ -98,6 +99,11 @@ void StatsRecorder::record_cache(uint64_t lookups, uint64_t hits, uint64_t misse
   totals_.cache_misses = misses;
   totals_.cache_evictions = evictions;
   totals_.cache_overflows = overflows;
+}
+
+StatsSnapshot StatsRecorder::totals() const {
+  std::lock_guard lock(mu_);
+  return totals_;
 }
 
 StatsSnapshot StatsRecorder::snapshot() const {

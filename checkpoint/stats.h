@@ -3,7 +3,10 @@
 // The epoch engine records one EpochRecord per checkpoint; the sender records
 // acknowledgements. Readers take a Snapshot (a plain value) at any time and
 // render it as text or JSON. All methods are thread-safe (one mutex; the hot
-// path takes it a few times per epoch, not per page).
+// path takes it a few times per epoch, not per page). The pause histogram
+// (for --metrics) is lock-free: one atomic add per epoch, read by a scrape
+// without the mutex; totals() copies the counters without the percentile
+// sort that snapshot() does, so a scrape holds the mutex only for a copy.
 #pragma once
 
 #include <chrono>
@@ -13,6 +16,8 @@
 #include <string>
 
 #include <boost/json.hpp>
+
+#include "common/histogram.h"
 
 namespace romulus::checkpoint {
 
@@ -74,6 +79,10 @@ class StatsRecorder {
                     uint64_t overflows);
 
   StatsSnapshot snapshot() const;
+  // The counters of snapshot() (Distribution fields left empty): cheap.
+  StatsSnapshot totals() const;
+  // Every epoch's pause (pause requested -> guest running again), in seconds.
+  const common::Histogram& pause_histogram() const { return pause_seconds_; }
 
  private:
   struct Sent {
@@ -88,6 +97,7 @@ class StatsRecorder {
   std::deque<int64_t> ack_latencies_;
   std::deque<Sent> unacked_;
   int64_t max_ack_latency_us_ = 0;
+  common::Histogram pause_seconds_;
 };
 
 // One line for the periodic log: "epoch 120: pause p50 1.2 ms p99 3.4 ms, ...".

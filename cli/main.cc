@@ -146,8 +146,10 @@ int exit_code_for(const Status& st) {
 }
 
 // Runs one node: its control socket, its signals, then `role`.
-int run_node(const std::string& role_name, const std::string& control_path,
+int run_node(const std::string& role_name, const cli::PrimaryOptions& node,
              const std::function<Status(replica::NodeHost&)>& role) {
+  const std::string& control_path = node.control_path;
+  const std::optional<cli::Endpoint>& metrics_at = node.metrics;
   common::Logger log(role_name);
   SignalWatcher signals(log);
   std::optional<common::ControlServer> control;
@@ -159,9 +161,18 @@ int run_node(const std::string& role_name, const std::string& control_path,
       control.reset();
     }
   }
+  std::optional<common::MetricsServer> metrics;
+  if (metrics_at) {
+    metrics.emplace(metrics_at->host, metrics_at->port, std::ref(log));
+    if (Status ms = metrics->start(); !ms.is_ok()) {
+      log(ms.message());
+      return exit_code_for(ms);
+    }
+  }
   replica::NodeHost host;
   host.log = std::ref(log);
   host.control = control ? &*control : nullptr;
+  host.metrics = metrics ? &*metrics : nullptr;
   host.on_stop = [&signals](std::function<void()> fn) { signals.set_handler(std::move(fn)); };
   host.set_role = [&log](const std::string& r) { log.set_role(r); };
   const Status st = role(host);
@@ -298,13 +309,13 @@ int run(int argc, char** argv) {
           std::printf("%s", c.text.c_str());
           return 0;
         } else if constexpr (std::is_same_v<T, cli::PrimaryOptions>) {
-          return run_node("primary", c.control_path, [&c](replica::NodeHost& host) {
+          return run_node("primary", c, [&c](replica::NodeHost& host) {
             auto settings = to_node_settings(c);
             if (c.backup) settings.peer_after_takeover = std::pair(c.backup->host, c.backup->port);
             return replica::run_node(replica::StartAs::kPrimary, std::move(settings), host);
           });
         } else if constexpr (std::is_same_v<T, cli::BackupOptions>) {
-          return run_node("backup", c.primary.control_path, [&c](replica::NodeHost& host) {
+          return run_node("backup", c.primary, [&c](replica::NodeHost& host) {
             auto settings = to_node_settings(c.primary);
             if (c.reprotect) {
               settings.peer_after_takeover = std::pair(c.reprotect->host, c.reprotect->port);

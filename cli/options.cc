@@ -162,7 +162,7 @@ struct RawNodeOptions {
   std::string staging = "64M", cache = "64M", codec = "runskip", lz4 = "auto", heartbeat = "50ms",
               failover_timeout = "500ms", on_backup_loss = "continue", gate_timeout = "2s",
               stats_period = "5s", control, on_failover, reprotect, config, witness, pair,
-              lease_ttl = "2s", node_id;
+              lease_ttl = "2s", node_id, metrics;
   bool no_output_buffering = false;
 };
 
@@ -205,6 +205,8 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("stats-period", po::value(&r.stats_period),
     "how often to log statistics, 0 = never (default 5s)");
   o("control", po::value(&r.control), "control socket path");
+  o("metrics", po::value(&r.metrics),
+    "ADDR:PORT to serve Prometheus metrics at /metrics (default: none)");
   o("config", po::value(&r.config), "read options from FILE (name = value lines)");
 }
 
@@ -305,6 +307,11 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   if (!r.listen.empty()) {
     ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(r.listen));
     o.listen = ep;
+  }
+  if (!r.metrics.empty()) {
+    auto ep = parse_endpoint(r.metrics);
+    if (!ep.is_ok()) return Status::invalid_argument("--metrics: " + ep.status().message());
+    o.metrics = *ep;
   }
   if (!r.witness.empty()) {
     ROMULUS_ASSIGN_OR_RETURN(o.witness.endpoints, parse_witness(r.witness));

@@ -58,6 +58,7 @@ struct PrimaryOptions {
   std::chrono::milliseconds gate_timeout{2000};
   std::chrono::milliseconds stats_period{5000};
   std::string control_path;
+  std::optional<Endpoint> metrics;  // --metrics: serve Prometheus text at /metrics
   WitnessOptions witness;
   // This node's own replication address: where it listens if it must rejoin
   // as the backup of another owner (primary: --listen; backup: its --listen).

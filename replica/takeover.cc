@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/net.h"
+#include "replica/node_metrics.h"
 #include "witness/etcd_client.h"
 #include "witness/etcd_witness.h"
 #include "witness/lease_keeper.h"
@@ -257,12 +258,17 @@ Outcome run_primary(checkpoint::PrimaryConfig config, NodeHost& host, WitnessLin
   if (host.control) {
     host.control->set_handler([&node](const std::string& r) { return node.handle_control(r); });
   }
+  if (host.metrics) {
+    host.metrics->set_handler(
+        [&node, &host] { return primary_node_metrics(node, host.failovers); });
+  }
   if (host.on_stop) host.on_stop([&node] { node.request_stop(); });
   Outcome out;
   out.status = node.run();
   out.demoted = node.demoted();
   if (host.on_stop) host.on_stop(nullptr);
   if (host.control) host.control->set_handler(nullptr);
+  if (host.metrics) host.metrics->set_handler(nullptr);
   if (link) link->attach(nullptr);
   return out;
 }
@@ -344,10 +350,15 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
       if (host.control) {
         host.control->set_handler([&node](const std::string& r) { return node.handle_control(r); });
       }
+      if (host.metrics) {
+        host.metrics->set_handler(
+            [&node, &host] { return backup_node_metrics(node, host.failovers); });
+      }
       if (host.on_stop) host.on_stop([&node] { node.request_stop(); });
       auto result = node.run();
       if (host.on_stop) host.on_stop(nullptr);
       if (host.control) host.control->set_handler(nullptr);
+      if (host.metrics) host.metrics->set_handler(nullptr);
       return result;
     }();
     if (!activation.is_ok()) {
@@ -358,6 +369,7 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
     // Take over: the committed image becomes the guest's arena.
     auto a = std::move(activation).value();
     if (host.set_role) host.set_role("primary (took over)");
+    ++host.failovers;
     host.log(fmt::format("TAKING OVER ({}): resuming the guest from epoch {}", a.reason, a.epoch));
     checkpoint::PrimaryConfig pc = settings.primary;
     pc.resumed_epoch = a.epoch;

@@ -18,14 +18,16 @@
 // Without a witness: a backup takes over on its own judgement, and a primary
 // never demotes; a start-up warning names the risk.
 //
-// The process's control socket stays in place across role changes (it says
-// "changing role" for the moment in between).
+// The process's control socket and metrics endpoint stay in place across role
+// changes (they say "changing role" for the moment in between); the metrics
+// served follow the role (replica/node_metrics.h).
 //
 // Threading: run_node() blocks the calling thread (the main thread). The
 // host's callbacks are called from that thread; the witness's change
 // callback from the keeper's thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -34,6 +36,7 @@
 
 #include "checkpoint/primary.h"
 #include "common/control_server.h"
+#include "common/metrics_server.h"
 #include "replica/backup_node.h"
 
 namespace romulus::replica {
@@ -43,6 +46,10 @@ struct NodeHost {
   std::function<void(const std::string&)> log;
   // The process's control socket, or nullptr for none.
   common::ControlServer* control = nullptr;
+  // The process's --metrics endpoint, or nullptr for none.
+  common::MetricsServer* metrics = nullptr;
+  // Takeovers this process made (counted by run_node(), served as metrics).
+  std::atomic<uint64_t> failovers{0};
   // Registers what a stop signal (SIGINT, SIGTERM, SIGHUP) calls; nullptr clears it.
   std::function<void(std::function<void()>)> on_stop;
   // Names the role in log lines ("primary", "backup", "primary (took over)").

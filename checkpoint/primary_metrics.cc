@@ -1,0 +1,88 @@
+#include "checkpoint/primary_metrics.h"
+
+#include <string>
+#include <vector>
+
+namespace romulus::checkpoint {
+
+namespace {
+
+std::vector<std::string> primary_state_names() {
+  using Traits = common::StateTraits<PrimaryState>;
+  std::vector<std::string> names;
+  for (int s = static_cast<int>(PrimaryState::kStarting);
+       s <= static_cast<int>(PrimaryState::kStopping); ++s) {
+    names.emplace_back(Traits::name(static_cast<PrimaryState>(s)));
+  }
+  return names;
+}
+
+double d(uint64_t v) { return static_cast<double>(v); }
+
+}  // namespace
+
+void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out) {
+  const auto& t = m.totals;
+  out.one_hot("romulus_state", "The role's current state (1 for the current one).", "state",
+              primary_state_names(), common::StateTraits<PrimaryState>::name(m.state));
+  out.counter("romulus_checkpoints_total", "Consistent checkpoints sent to the backup.",
+              d(t.epochs));
+  out.gauge("romulus_last_committed_epoch",
+            "Highest epoch the backup acknowledged (committed there).", d(t.acked_epoch));
+  out.gauge("romulus_last_sent_epoch", "Highest epoch fully sent to the backup.", d(t.sent_epoch));
+  out.gauge("romulus_interval_seconds", "Checkpoint interval asked for.", m.interval_seconds);
+  out.histogram("romulus_pause_seconds",
+                "Guest pause per checkpoint, from pause requested to guest running again.",
+                m.pause);
+  out.family("romulus_checkpoint_bytes_total", "counter",
+             "Checkpoint bytes: raw (dirty pages x page size) and wire (encoded, with framing).");
+  out.sample("romulus_checkpoint_bytes_total", d(t.raw_bytes_total), {{"kind", "raw"}});
+  out.sample("romulus_checkpoint_bytes_total", d(t.wire_bytes_total), {{"kind", "wire"}});
+  out.counter("romulus_dirty_pages_total", "Dirty pages sent in checkpoints.",
+              d(t.dirty_pages_total));
+  out.counter("romulus_stretched_intervals_total",
+              "Checkpoints started late because the previous one was still being sent.",
+              d(t.stretched_intervals));
+  out.counter("romulus_postponed_pauses_total",
+              "Pauses that gave up waiting for the guest's Update sections to close.",
+              d(t.postponed_pauses));
+  out.counter("romulus_staging_overflows_total",
+              "Checkpoints whose dirty set overflowed staging (sent while paused).",
+              d(t.overflowed_staging));
+  out.counter("romulus_page_cache_lookups_total", "Sender page cache lookups.", d(t.cache_lookups));
+  out.counter("romulus_page_cache_hits_total", "Sender page cache hits.", d(t.cache_hits));
+  out.counter("romulus_page_cache_misses_total", "Sender page cache misses.", d(t.cache_misses));
+  out.counter("romulus_page_cache_evictions_total", "Sender page cache evictions.",
+              d(t.cache_evictions));
+  out.counter("romulus_page_cache_overflows_total", "Pages the sender page cache could not hold.",
+              d(t.cache_overflows));
+  if (m.output) {
+    const auto& o = m.output->stats;
+    out.gauge("romulus_output_held_bytes",
+              "Guest output held: awaiting an acknowledgement or a slow client.", d(o.bytes_held));
+    out.gauge("romulus_output_oldest_held_seconds", "How long the oldest held byte has waited.",
+              o.oldest_held_ms / 1000.0);
+    out.counter("romulus_output_released_bytes_total", "Guest output released to clients.",
+                d(o.bytes_released));
+    out.counter("romulus_output_to_guest_bytes_total", "Client bytes forwarded to the guest.",
+                d(o.bytes_to_guest));
+    out.counter("romulus_output_connections_total", "Client connections accepted.",
+                d(o.connections));
+    out.gauge("romulus_output_open_connections", "Client connections open.", d(o.open_connections));
+    out.gauge("romulus_output_buffering",
+              "1 while output is held until acknowledged, 0 while released at once.",
+              o.buffering ? 1 : 0);
+    out.histogram("romulus_output_added_latency_seconds",
+                  "Latency output commit added to guest output: read from the guest to released.",
+                  m.output->added_latency);
+  }
+  if (m.lease) {
+    out.gauge("romulus_owner", "1 while this node owns the pair (holds the witness lease).",
+              m.lease->owner ? 1 : 0);
+    out.gauge("romulus_lease_remaining_seconds",
+              "Time left on this node's lease by its own conservative clock (0 unless owner).",
+              m.lease->remaining_seconds);
+  }
+}
+
+}  // namespace romulus::checkpoint

@@ -1,0 +1,39 @@
+// The primary's figures for --metrics, rendered as Prometheus text.
+//
+// PrimaryNode::metrics() gathers a PrimaryMetrics from its sources of truth
+// (StatsRecorder::totals() and its pause histogram, OutputProxy::stats() and
+// its added-latency histogram, the PrimaryState machine, the Ownership
+// witness); render_primary_metrics() is a pure function of it. The names and
+// their meaning are listed in docs/operations.md, "Metrics".
+#pragma once
+
+#include <optional>
+
+#include "checkpoint/output_proxy.h"
+#include "checkpoint/primary_state.h"
+#include "checkpoint/stats.h"
+#include "common/histogram.h"
+#include "common/metrics_text.h"
+
+namespace romulus::checkpoint {
+
+struct PrimaryMetrics {
+  PrimaryState state = PrimaryState::kStarting;
+  StatsSnapshot totals;  // counters (StatsRecorder::totals())
+  common::Histogram::Snapshot pause;
+  double interval_seconds = 0;  // the interval asked for
+  struct Output {
+    OutputProxyStats stats;
+    common::Histogram::Snapshot added_latency;
+  };
+  std::optional<Output> output;  // nullopt: no --service proxy
+  struct Lease {
+    bool owner = false;
+    double remaining_seconds = 0;
+  };
+  std::optional<Lease> lease;  // nullopt: no witness
+};
+
+void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out);
+
+}  // namespace romulus::checkpoint

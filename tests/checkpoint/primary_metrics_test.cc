@@ -1,0 +1,61 @@
+// The primary's metrics: every state a series, the names, output and
+// lease families only when there is a proxy and a witness.
+#include "checkpoint/primary_metrics.h"
+
+#include <gtest/gtest.h>
+
+namespace romulus::checkpoint {
+namespace {
+
+std::string render(const PrimaryMetrics& m) {
+  common::MetricsText t;
+  render_primary_metrics(m, t);
+  return t.text();
+}
+
+TEST(PrimaryMetrics, StateIsOneHotOverEveryPrimaryState) {
+  PrimaryMetrics m;
+  m.state = PrimaryState::kProtected;
+  const auto text = render(m);
+  EXPECT_NE(text.find("romulus_state{state=\"protected\"} 1\n"), std::string::npos) << text;
+  for (const char* s :
+       {"starting", "syncing", "unprotected", "stalled", "fenced", "demoting", "stopping"}) {
+    EXPECT_NE(text.find(std::string("romulus_state{state=\"") + s + "\"} 0\n"), std::string::npos)
+        << s;
+  }
+}
+
+TEST(PrimaryMetrics, CountersComeFromTheStatsTotals) {
+  PrimaryMetrics m;
+  m.totals.epochs = 7;
+  m.totals.acked_epoch = 6;
+  m.totals.raw_bytes_total = 4096;
+  m.totals.wire_bytes_total = 100;
+  m.totals.cache_hits = 3;
+  const auto text = render(m);
+  EXPECT_NE(text.find("romulus_checkpoints_total 7\n"), std::string::npos);
+  EXPECT_NE(text.find("romulus_last_committed_epoch 6\n"), std::string::npos);
+  EXPECT_NE(text.find("romulus_checkpoint_bytes_total{kind=\"raw\"} 4096\n"), std::string::npos);
+  EXPECT_NE(text.find("romulus_checkpoint_bytes_total{kind=\"wire\"} 100\n"), std::string::npos);
+  EXPECT_NE(text.find("romulus_page_cache_hits_total 3\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE romulus_pause_seconds histogram\n"), std::string::npos);
+}
+
+TEST(PrimaryMetrics, OutputAndLeaseFamiliesOnlyWithAProxyAndAWitness) {
+  PrimaryMetrics m;
+  EXPECT_EQ(render(m).find("romulus_output_held_bytes"), std::string::npos);
+  EXPECT_EQ(render(m).find("romulus_owner"), std::string::npos);
+  common::Histogram h;
+  m.output = PrimaryMetrics::Output{{}, h.snapshot()};
+  m.output->stats.bytes_held = 12;
+  m.lease = PrimaryMetrics::Lease{true, 1.5};
+  const auto text = render(m);
+  EXPECT_NE(text.find("romulus_output_held_bytes 12\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE romulus_output_added_latency_seconds histogram\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("romulus_owner 1\n"), std::string::npos);
+  EXPECT_NE(text.find("romulus_lease_remaining_seconds 1.5\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace romulus::checkpoint
