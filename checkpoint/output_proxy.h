@@ -106,7 +106,7 @@ class OutputProxy {
   void add_session(boost::asio::ip::tcp::socket socket);
   void record_latency(double ms);
   void note_release(std::chrono::steady_clock::time_point now);  // io thread
-  void refresh_held_stats() const;  // io thread
+  void refresh_held_stats() const;                               // io thread
 
   boost::asio::io_context& io_;
   OutputProxyOptions options_;

@@ -48,7 +48,6 @@ uint64_t random_session_id() {
   return id;
 }
 
-
 // Runs `fn` on the io thread every `period`, from now until the io_context
 // stops or this is destroyed (on the io thread's owner, after it joined).
 class PeriodicTimer {
@@ -81,8 +80,8 @@ struct PrimaryNode::Impl {
   std::thread io_thread;
   std::optional<PeriodicTimer> stats_timer;    // the statistics line
   std::optional<PeriodicTimer> release_timer;  // RELEASED lines (with a witness)
-  std::atomic<bool> in_sync{false};  // the backup acknowledged this stream's sync
-  bool unprotected_refused = false;   // the witness could not record "unprotected" (logged)
+  std::atomic<bool> in_sync{false};            // the backup acknowledged this stream's sync
+  bool unprotected_refused = false;  // the witness could not record "unprotected" (logged)
 
   std::optional<common::SharedMemory> arena;
   std::optional<common::SharedMemory> control_page;
@@ -194,7 +193,8 @@ std::string PrimaryNode::handle_control(const std::string& request) {
     json::object out = output_json();
     o["output"] = out.empty() ? json::value(nullptr) : json::value(std::move(out));
     o["primary"] = stats_to_json(s);
-    o["witness"] = ownership_ ? json::value(ownership_->status(Clock::now())) : json::value(nullptr);
+    o["witness"] =
+        ownership_ ? json::value(ownership_->status(Clock::now())) : json::value(nullptr);
     return json_ok(std::move(o));
   }
   if (request.rfind("set ", 0) == 0) {
@@ -287,9 +287,10 @@ void PrimaryNode::ownership_changed() {
     const bool may = ownership_->may_run(Clock::now());
     if (!may && state_.state() == PrimaryState::kProtected) {
       if (state_.transition(PrimaryState::kFenced)) {
-        log_(fmt::format("FENCED while protected: {}; acknowledged output is released only "
-                         "while the witness is unreachable, the guest keeps running",
-                         ownership_->why_not()));
+        log_(
+            fmt::format("FENCED while protected: {}; acknowledged output is released only "
+                        "while the witness is unreachable, the guest keeps running",
+                        ownership_->why_not()));
       }
     } else if (may && state_.state() == PrimaryState::kFenced) {
       if (state_.transition(PrimaryState::kProtected)) log_("ownership confirmed again");
@@ -328,9 +329,10 @@ Status PrimaryNode::wait_while_fenced() {
     if (!fenced) {
       fenced = true;
       state_.transition(PrimaryState::kFenced);
-      log_(fmt::format("FENCED: {}; output held and the guest stopped until this node owns the "
-                       "pair again (or finds another owner and rejoins it as its backup)",
-                       ownership_->why_not()));
+      log_(
+          fmt::format("FENCED: {}; output held and the guest stopped until this node owns the "
+                      "pair again (or finds another owner and rejoins it as its backup)",
+                      ownership_->why_not()));
       log_release_interval();
       if (!im.guest->paused()) {
         Status ps = im.guest->pause(config_.gate_timeout);
@@ -369,9 +371,9 @@ Status PrimaryNode::start_guest() {
   im.control_page.emplace(std::move(control));
 
   // Tracker choice: measured on this machine at start (checkpoint/tracker_choice.h).
-  ROMULUS_ASSIGN_OR_RETURN(const TrackerDecision decision,
-                           choose_tracker(config_.tracker, ArenaFacts{im.arena->size()},
-                                          measure_tracker_costs()));
+  ROMULUS_ASSIGN_OR_RETURN(
+      const TrackerDecision decision,
+      choose_tracker(config_.tracker, ArenaFacts{im.arena->size()}, measure_tracker_costs()));
   log_(decision.explanation);
   im.tracker_kind = decision.kind;
 
@@ -499,9 +501,10 @@ void PrimaryNode::go_unprotected(BackupLoss policy) {
     Status st = ownership_->record_unprotected();
     if (!st.is_ok()) {
       if (!im.unprotected_refused) {
-        log_(fmt::format("holding output: cannot record in the witness that this node serves "
-                         "unprotected ({}); output leaves once it can, or once a backup is back",
-                         st.message()));
+        log_(
+            fmt::format("holding output: cannot record in the witness that this node serves "
+                        "unprotected ({}); output leaves once it can, or once a backup is back",
+                        st.message()));
         im.unprotected_refused = true;
       }
       return;
@@ -681,9 +684,10 @@ void PrimaryNode::shut_down() {
   log_release_interval();
   if (demoted_.load()) {
     state_.transition(PrimaryState::kDemoting);
-    log_(fmt::format("DEMOTING ({}): stopping the guest; what it did since its last "
-                     "acknowledged checkpoint is dropped",
-                     demote_reason_));
+    log_(
+        fmt::format("DEMOTING ({}): stopping the guest; what it did since its last "
+                    "acknowledged checkpoint is dropped",
+                    demote_reason_));
     if (im.proxy) im.proxy->stop();
     if (im.sender && !im.sender->broken()) im.sender->drop();
   }

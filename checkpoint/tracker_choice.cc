@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "common/shared_memory.h"
 #include "checkpoint/uffd_sync_tracker.h"
 #include "checkpoint/uffd_tracker.h"
+#include "common/shared_memory.h"
 #include "guest/linux_abi.h"
 
 namespace romulus::checkpoint {

@@ -98,8 +98,7 @@ Status arm_uffd(detail::ArenaState& s, ControlPage* cp, bool async) {
   uint64_t features = 0;
   if (const char* step = linux_abi::arm_write_protect(
           fd, s.base, s.size,
-          async ? linux_abi::kUffdWantedFeatures : linux_abi::kUffdSyncWantedFeatures,
-          &features)) {
+          async ? linux_abi::kUffdWantedFeatures : linux_abi::kUffdSyncWantedFeatures, &features)) {
     int err = errno;
     close(fd);
     if (std::strcmp(step, "UFFDIO_API") == 0 && err == EINVAL) {

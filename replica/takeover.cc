@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
@@ -34,7 +34,8 @@ constexpr std::chrono::milliseconds kFencedAckGrace{1000};
 // current role.
 class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
  public:
-  WitnessLink(const WitnessSettings& s, std::string replication, std::function<void(const std::string&)> log)
+  WitnessLink(const WitnessSettings& s, std::string replication,
+              std::function<void(const std::string&)> log)
       : settings_(s), replication_(std::move(replication)), log_(std::move(log)) {}
 
   ~WitnessLink() {
@@ -134,9 +135,10 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
               marker_key_);
         }
         if (!s.last_error.empty()) {
-          *detail += fmt::format(" (the witness cannot be reached: {}; a backup cannot take "
-                                 "over without it)",
-                                 s.last_error);
+          *detail += fmt::format(
+              " (the witness cannot be reached: {}; a backup cannot take "
+              "over without it)",
+              s.last_error);
         }
         return Verdict::kWaiting;
     }
@@ -161,9 +163,10 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
     if (!put.is_ok()) return put.status();
     if (!*put) return Status::unavailable("the owner key is no longer under this node's lease");
     marked_ = true;
-    log_(fmt::format("recorded {} in the witness: no backup takes over from an older image until "
-                     "a backup holds this node's state again",
-                     marker_key_));
+    log_(
+        fmt::format("recorded {} in the witness: no backup takes over from an older image until "
+                    "a backup holds this node's state again",
+                    marker_key_));
     return Status::ok();
   }
 
@@ -276,7 +279,8 @@ Outcome run_primary(checkpoint::PrimaryConfig config, NodeHost& host, WitnessLin
 std::string default_node_id(const NodeSettings& s) {
   char name[256] = {};
   if (gethostname(name, sizeof name - 1) != 0) std::snprintf(name, sizeof name, "node");
-  if (s.listen) return fmt::format("{}/{}", name, common::format_endpoint(s.listen->first, s.listen->second));
+  if (s.listen)
+    return fmt::format("{}/{}", name, common::format_endpoint(s.listen->first, s.listen->second));
   return fmt::format("{}/pid-{}", name, getpid());
 }
 
@@ -331,8 +335,9 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
       Outcome o = run_primary(settings.primary, host, w, std::nullopt, nullptr);
       if (!o.demoted) return o.status;
       if (!settings.listen) {
-        return Status::aborted("demoted: another node owns the pair, and without --listen this "
-                               "node cannot rejoin it as a backup; restart it as a backup");
+        return Status::aborted(
+            "demoted: another node owns the pair, and without --listen this "
+            "node cannot rejoin it as a backup; restart it as a backup");
       }
       role = StartAs::kBackup;
       continue;
@@ -340,7 +345,8 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
 
     // The backup.
     if (host.set_role) host.set_role("backup");
-    if (!settings.listen) return Status::invalid_argument("--listen ADDR:PORT is required for a backup");
+    if (!settings.listen)
+      return Status::invalid_argument("--listen ADDR:PORT is required for a backup");
     BackupConfig bc = settings.backup;
     bc.listen_host = settings.listen->first;
     bc.listen_port = settings.listen->second;

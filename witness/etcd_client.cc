@@ -309,17 +309,15 @@ Result<AcquireReply> EtcdClient::acquire(std::string_view key, std::string_view 
   // Either the guard key is absent...
   ROMULUS_ASSIGN_OR_RETURN(
       TxnReply t,
-      attempt(json::array{key_absent, json::object{{"target", "CREATE"},
-                                                   {"key", g},
-                                                   {"create_revision", "0"}}}));
+      attempt(json::array{
+          key_absent, json::object{{"target", "CREATE"}, {"key", g}, {"create_revision", "0"}}}));
   if (t.succeeded || t.range_kv) return AcquireReply{t.succeeded, std::move(t.range_kv), false};
   // ...or it holds exactly the allowed value (this node's own marker).
   ROMULUS_ASSIGN_OR_RETURN(
-      TxnReply t2,
-      attempt(json::array{key_absent,
-                          json::object{{"target", "VALUE"},
-                                       {"key", g},
-                                       {"value", base64_encode(guard->allowed_value)}}}));
+      TxnReply t2, attempt(json::array{
+                       key_absent, json::object{{"target", "VALUE"},
+                                                {"key", g},
+                                                {"value", base64_encode(guard->allowed_value)}}}));
   return AcquireReply{t2.succeeded, std::move(t2.range_kv), !t2.succeeded && !t2.range_kv};
 }
 
@@ -329,8 +327,7 @@ Result<bool> EtcdClient::put_if_owner(std::string_view key, std::string_view val
   txn["compare"] = json::array{json::object{
       {"target", "LEASE"}, {"key", base64_encode(owner_key)}, {"lease", std::to_string(lease)}}};
   txn["success"] = json::array{json::object{
-      {"request_put",
-       json::object{{"key", base64_encode(key)}, {"value", base64_encode(value)}}}}};
+      {"request_put", json::object{{"key", base64_encode(key)}, {"value", base64_encode(value)}}}}};
   ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/txn", json::serialize(txn)));
   ROMULUS_ASSIGN_OR_RETURN(TxnReply t, parse_txn_reply(reply));
   return t.succeeded;
@@ -339,8 +336,8 @@ Result<bool> EtcdClient::put_if_owner(std::string_view key, std::string_view val
 Result<bool> EtcdClient::delete_if_value(std::string_view key, std::string_view value) {
   const std::string k = base64_encode(key);
   json::object txn;
-  txn["compare"] = json::array{
-      json::object{{"target", "VALUE"}, {"key", k}, {"value", base64_encode(value)}}};
+  txn["compare"] =
+      json::array{json::object{{"target", "VALUE"}, {"key", k}, {"value", base64_encode(value)}}};
   txn["success"] = json::array{json::object{{"request_delete_range", json::object{{"key", k}}}}};
   ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/txn", json::serialize(txn)));
   ROMULUS_ASSIGN_OR_RETURN(TxnReply t, parse_txn_reply(reply));

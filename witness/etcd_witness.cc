@@ -35,9 +35,9 @@ Result<std::chrono::seconds> EtcdWitness::keepalive(LeaseId lease) {
 
 Result<AcquireOutcome> EtcdWitness::acquire(const std::string& key, const OwnerValue& value,
                                             LeaseId lease) {
-  ROMULUS_ASSIGN_OR_RETURN(etcd::AcquireReply r,
-                           client_.acquire(key, encode_owner_value(value), lease,
-                                           guard_ ? &*guard_ : nullptr));
+  ROMULUS_ASSIGN_OR_RETURN(
+      etcd::AcquireReply r,
+      client_.acquire(key, encode_owner_value(value), lease, guard_ ? &*guard_ : nullptr));
   AcquireOutcome out;
   out.won = r.won;
   if (r.current) {

@@ -30,8 +30,8 @@
 //   LeaseKeeper keeper(std::move(w).value(),
 //                      {.pair = "kv", .node_id = "node-a", .replication = "10.0.0.1:7000"},
 //                      [&](const OwnershipChange& c) {
-//                        if (c.to == OwnershipState::kFenced) engine.fence();  // stop output, guest
-//                        if (c.to == OwnershipState::kFollower && c.owner)
+//                        if (c.to == OwnershipState::kFenced) engine.fence();  // stop output,
+//                        guest if (c.to == OwnershipState::kFollower && c.owner)
 //                          become_backup_of(c.owner->value.replication);
 //                      });
 //   ROMULUS_RETURN_IF_ERROR(keeper.start());  // one line if etcd is unreachable
