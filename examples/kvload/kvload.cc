@@ -48,6 +48,7 @@
 
 #include <fmt/format.h>
 #include <algorithm>
+#include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <charconv>
 #include <chrono>
@@ -826,20 +827,20 @@ int main(int argc, char** argv) {
                  static_cast<unsigned long long>(t.failed_connections));
   }
   if (options.json) {
-    std::string check;
+    boost::json::object report{{"ops", t.ops},
+                               {"ops_per_sec", ops_per_sec},
+                               {"p50_ms", p50},
+                               {"p99_ms", p99},
+                               {"max_ms", max},
+                               {"errors", t.errors},
+                               {"reconnects", t.reconnects}};
     if (options.check) {
-      check = fmt::format(
-          ",\"check\":{{\"acked_writes\":{},\"acked_lost\":{},\"unacked_found\":{},"
-          "\"unacked_writes\":{},\"keys_checked\":{},\"corrupt\":{}}}",
-          t.check.acked_writes, t.check.acked_lost, t.check.unacked_found, t.unacked_writes,
-          t.check.keys_checked, t.check.corrupt);
+      report["check"] = boost::json::object{
+          {"acked_writes", t.check.acked_writes},   {"acked_lost", t.check.acked_lost},
+          {"unacked_found", t.check.unacked_found}, {"unacked_writes", t.unacked_writes},
+          {"keys_checked", t.check.keys_checked},   {"corrupt", t.check.corrupt}};
     }
-    std::printf("%s\n",
-                fmt::format("{{\"ops\":{},\"ops_per_sec\":{:.1f},\"p50_ms\":{:.3f},"
-                            "\"p99_ms\":{:.3f},\"max_ms\":{:.3f},\"errors\":{},"
-                            "\"reconnects\":{}{}}}",
-                            t.ops, ops_per_sec, p50, p99, max, t.errors, t.reconnects, check)
-                    .c_str());
+    std::printf("%s\n", boost::json::serialize(report).c_str());
   } else {
     std::printf(
         "kvload: %llu ops in %.2f s: %.0f ops/s; latency p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",
