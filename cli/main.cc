@@ -123,7 +123,8 @@ replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
   if (o.witness.enabled()) {
     std::string endpoints = "etcd://";
     for (size_t i = 0; i < o.witness.endpoints.size(); ++i) {
-      endpoints += (i ? "," : "") + o.witness.endpoints[i].to_string();
+      if (i != 0) endpoints += ',';
+      endpoints += o.witness.endpoints[i].to_string();
     }
     s.witness.endpoints = endpoints;
     s.witness.pair = o.witness.pair;
