@@ -24,6 +24,8 @@ import harness
 from harness import Cluster
 
 CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_CYCLES", "56"))
+# The same kills with the synchronous write-protect tracker (large-arena tracker).
+SYNC_CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_SYNC_CYCLES", "16"))
 CONNECTED_RE = r"primary \S+ connected \(session"
 RESUMED_FROM_RE = r"guest pid \d+ attached \(.*resumed from epoch (\d+)\)"
 
@@ -45,22 +47,23 @@ def plan(rng, cycles):
 @harness.require_binaries("romulus", "counter", "dirtier")
 class KillPrimaryTest(unittest.TestCase):
 
-    def run_cycle(self, i, delay, kind, after):
+    def run_cycle(self, i, delay, kind, after, tracker=None):
         # A failing cycle stops its processes at once, not at the test's end,
         # so the cycles after it (subtests) run on a quiet machine.
         c = Cluster(self)
         try:
-            return self._run_cycle(c, i, delay, kind, after)
+            return self._run_cycle(c, i, delay, kind, after, tracker)
         finally:
             c.close()
 
-    def _run_cycle(self, c, i, delay, kind, after):
+    def _run_cycle(self, c, i, delay, kind, after, tracker):
         if kind == "counter":
             guest = harness.counter_guest(50)
         else:
             guest = [harness.binary("dirtier"), "--pages-per-sec", "20000", "--span", "4000"]
-        backup = c.backup(guest, name=f"backup{i}")
-        primary = c.primary(guest, backup.listen_port, name=f"primary{i}")
+        extra = ["--tracker", tracker] if tracker else []
+        backup = c.backup(guest, name=f"backup{i}", extra=extra)
+        primary = c.primary(guest, backup.listen_port, name=f"primary{i}", extra=extra)
         if after == "sync":
             primary.wait_for(harness.IN_SYNC_RE)
 
@@ -134,6 +137,17 @@ class KillPrimaryTest(unittest.TestCase):
                 outcomes["took over" if outcome.startswith("took") else "no takeover"] += 1
         harness.log(f"{CYCLES} cycles: {outcomes}; cycles where the primary reported an ack "
                     f"before the backup had a consistent image: {self.precopy_acks}")
+
+    def test_kill_with_the_synchronous_tracker_never_loses_an_acknowledged_epoch(self):
+        """The same spec with --tracker uffd-sync (first writes fault to the supervisor,
+        which logs the page): a kill lands while pages are logged, re-protected, copied."""
+        rng, _ = harness.seeded_random("test_kill_sync")
+        self.precopy_acks = 0
+        for i, (delay, kind, after) in enumerate(plan(rng, SYNC_CYCLES)):
+            with self.subTest(cycle=i, kind=kind, delay_ms=round(delay * 1000), after=after):
+                outcome = self.run_cycle(i, delay, kind, after, tracker="uffd-sync")
+                harness.log(f"uffd-sync cycle {i:2d} {kind:7s} kill {delay * 1000:5.1f} ms "
+                            f"after {after:5s}: {outcome}")
 
 
 if __name__ == "__main__":
