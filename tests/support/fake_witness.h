@@ -8,6 +8,7 @@
 // applied and half after). Header-only; single-threaded, like the tests that use it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -148,6 +149,45 @@ class FakeWitness final : public witness::Witness {
   std::map<std::string, witness::Owner> keys_;
   witness::LeaseId next_id_ = 1000;
   int64_t revision_ = 1;
+};
+
+// A link to a witness that the test can cut: while `cut`, every call fails as
+// unreachable; otherwise it goes to `target` (which must outlive the link).
+class CuttableLink final : public witness::Witness {
+ public:
+  explicit CuttableLink(witness::Witness& target) : w_(target) {}
+  std::atomic<bool> cut{false};
+
+  Result<witness::LeaseGrant> grant(std::chrono::seconds ttl) override {
+    if (cut) return down();
+    return w_.grant(ttl);
+  }
+  Result<std::chrono::seconds> keepalive(witness::LeaseId l) override {
+    if (cut) return down();
+    return w_.keepalive(l);
+  }
+  Result<witness::AcquireOutcome> acquire(const std::string& k, const witness::OwnerValue& v,
+                                          witness::LeaseId l) override {
+    if (cut) return down();
+    return w_.acquire(k, v, l);
+  }
+  Result<std::optional<witness::Owner>> get(const std::string& k) override {
+    if (cut) return down();
+    return w_.get(k);
+  }
+  Result<std::chrono::milliseconds> lease_remaining(witness::LeaseId l) override {
+    if (cut) return down();
+    return w_.lease_remaining(l);
+  }
+  Status release(const std::string& k, witness::LeaseId l) override {
+    if (cut) return down();
+    return w_.release(k, l);
+  }
+  std::string describe() const override { return w_.describe(); }
+
+ private:
+  static Status down() { return Status::unavailable("link cut by the test"); }
+  witness::Witness& w_;
 };
 
 }  // namespace romulus::testing

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "tests/support/etcd_process.h"
+#include "tests/support/fake_witness.h"
 #include "witness/etcd_witness.h"
 
 namespace romulus::witness {
@@ -17,41 +18,6 @@ using testing::EtcdCluster;
 using S = OwnershipState;
 
 // A witness whose link to etcd can be cut from the test thread.
-class CuttableWitness final : public Witness {
- public:
-  explicit CuttableWitness(std::vector<etcd::Endpoint> eps) : w_(std::move(eps)) {}
-  std::atomic<bool> cut{false};
-  Result<LeaseGrant> grant(std::chrono::seconds t) override {
-    if (cut) return down();
-    return w_.grant(t);
-  }
-  Result<std::chrono::seconds> keepalive(LeaseId l) override {
-    if (cut) return down();
-    return w_.keepalive(l);
-  }
-  Result<AcquireOutcome> acquire(const std::string& k, const OwnerValue& v, LeaseId l) override {
-    if (cut) return down();
-    return w_.acquire(k, v, l);
-  }
-  Result<std::optional<Owner>> get(const std::string& k) override {
-    if (cut) return down();
-    return w_.get(k);
-  }
-  Result<std::chrono::milliseconds> lease_remaining(LeaseId l) override {
-    if (cut) return down();
-    return w_.lease_remaining(l);
-  }
-  Status release(const std::string& k, LeaseId l) override {
-    if (cut) return down();
-    return w_.release(k, l);
-  }
-  std::string describe() const override { return w_.describe(); }
-
- private:
-  static Status down() { return Status::unavailable("link cut by the test"); }
-  EtcdWitness w_;
-};
-
 LeaseKeeperOptions options(const std::string& node) {
   LeaseKeeperOptions o;
   o.pair = "pair1";
@@ -131,8 +97,9 @@ TEST_F(LeaseKeeperTest, APrimaryOwnsAndItsBackupFollowsIt) {
 }
 
 TEST_F(LeaseKeeperTest, AnOwnerCutOffFromTheWitnessFencesBeforeTheBackupTakesOver) {
-  auto cuttable = std::make_unique<CuttableWitness>(cluster->endpoints());
-  CuttableWitness* link_a = cuttable.get();
+  EtcdWitness etcd_a(cluster->endpoints());  // outlives the keeper below
+  auto cuttable = std::make_unique<testing::CuttableLink>(etcd_a);
+  testing::CuttableLink* link_a = cuttable.get();
   std::atomic<bool> a_fenced{false};
   LeaseKeeper a(std::move(cuttable), options("a"), [&](const OwnershipChange& c) {
     if (c.to == S::kFenced) a_fenced = true;

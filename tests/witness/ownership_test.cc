@@ -21,40 +21,7 @@ using Kind = Action::Kind;
 using S = OwnershipState;
 
 // One node's view of the witness: a link that can be cut without cutting the others.
-class Link final : public Witness {
- public:
-  explicit Link(FakeWitness& w) : w_(w) {}
-  bool cut = false;
-  Result<LeaseGrant> grant(std::chrono::seconds ttl) override {
-    if (cut) return down();
-    return w_.grant(ttl);
-  }
-  Result<std::chrono::seconds> keepalive(LeaseId l) override {
-    if (cut) return down();
-    return w_.keepalive(l);
-  }
-  Result<AcquireOutcome> acquire(const std::string& k, const OwnerValue& v, LeaseId l) override {
-    if (cut) return down();
-    return w_.acquire(k, v, l);
-  }
-  Result<std::optional<Owner>> get(const std::string& k) override {
-    if (cut) return down();
-    return w_.get(k);
-  }
-  Result<std::chrono::milliseconds> lease_remaining(LeaseId l) override {
-    if (cut) return down();
-    return w_.lease_remaining(l);
-  }
-  Status release(const std::string& k, LeaseId l) override {
-    if (cut) return down();
-    return w_.release(k, l);
-  }
-  std::string describe() const override { return "link"; }
-
- private:
-  static Status down() { return Status::unavailable("link cut"); }
-  FakeWitness& w_;
-};
+using Link = testing::CuttableLink;
 
 // Performs the in-flight action `a` of `o` synchronously against `w`.
 void execute(Ownership& o, const Action& a, Witness& w, FakeClock& c) {
