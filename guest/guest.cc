@@ -262,6 +262,19 @@ void do_attach(Process& proc) {
         "and guest SDK do not match)");
     return;
   }
+  // One process per arena: a child that inherited ROMULUS_ARENA_FD (fork, or an
+  // exec with the environment kept) must not attach the same arena a second time.
+  // The claim is the pid word; the supervisor zeroes the page for each guest.
+  uint32_t unclaimed = 0;
+  if (!cp->guest_pid.compare_exchange_strong(unclaimed, static_cast<uint32_t>(getpid()),
+                                             std::memory_order_acq_rel)) {
+    munmap(p, kControlPageSize);
+    proc.error = Status::refused(
+        "romulus guest attach: the arena is already attached by pid " +
+        std::to_string(unclaimed) +
+        "; only one process may attach it (unset ROMULUS_ARENA_FD in child processes)");
+    return;
+  }
   Status st = attach_supervised(*s, cp);
   report(cp, st);
   if (!st.is_ok()) {

@@ -14,10 +14,15 @@
 //                        seeded by SEED and the thread), so every write changes
 //                        bytes and a pause may stop them at any instruction -> "ok"
 //   stopthreads          stop and join them                      -> "ok"
+//   spawn                run a second romulus-testguest as a child (same environment,
+//                        so the same arena fds, stdin /dev/null) and wait for it
+//                        -> "ok <its exit status>" (3: its attach was refused)
 //   exit N               exit(N) at once (no answer)
 //   crash                raise SIGSEGV (no answer)
 // Attach failure: message on stderr, exit status 3.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -124,6 +129,23 @@ int main() {
       for (auto& t : threads) t.join();
       threads.clear();
       std::fprintf(out, "ok\n");
+    } else if (op == "spawn") {
+      fflush(nullptr);
+      pid_t child = fork();
+      if (child == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0) _exit(126);
+        unsetenv("ROMULUS_TEST_CMD_FD");
+        unsetenv("ROMULUS_TEST_ACK_FD");
+        execl("/proc/self/exe", "romulus-testguest", static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      int status = 0;
+      if (child < 0 || waitpid(child, &status, 0) != child) {
+        std::fprintf(out, "err spawn failed\n");
+      } else {
+        std::fprintf(out, "ok %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128);
+      }
     } else if (op == "exit" && n == 2) {
       std::_Exit(static_cast<int>(a));
     } else if (op == "crash") {

@@ -101,6 +101,17 @@ TEST(GuestProcess, GuestSeesResumeAndTracker) {
   EXPECT_NE(info.find("size=1048576"), std::string::npos) << info;
 }
 
+TEST(GuestProcess, ASecondProcessCannotAttachTheSameArena) {
+  TestGuestHarness h;
+  ASSERT_TRUE(h.start("compare", 1 << 20).is_ok());
+  ASSERT_EQ(h.write(100, 1, 7), "ok");
+  // The child inherits ROMULUS_ARENA_FD and ROMULUS_CONTROL_FD; its attach is refused
+  // (testguest exits 3 on attach failure) and leaves the parent's attach as it was.
+  EXPECT_EQ(h.command("spawn"), "ok 3");
+  EXPECT_EQ(h.command("r 100"), "ok 7");
+  EXPECT_EQ(h.guest->poll_exit(), std::nullopt);
+}
+
 TEST(GuestProcess, GuestWritesAreVisibleThroughTheSupervisorsMapping) {
   TestGuestHarness h;
   ASSERT_TRUE(h.start("compare", 1 << 20).is_ok());
