@@ -34,7 +34,6 @@
 
 #include <array>
 #include <boost/program_options.hpp>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -50,6 +49,7 @@
 #include <boost/asio.hpp>
 
 #include "examples/bank/bank_request.h"
+#include "examples/support/line_server.h"
 #include "guest/guest.h"
 #include "guest/sqlite/sqlite_vfs.h"
 
@@ -60,9 +60,6 @@ namespace po = boost::program_options;
 using asio::ip::tcp;
 using romulus::bank::Command;
 using romulus::bank::Request;
-
-constexpr size_t kMaxQueuedReplyBytes = 1 << 20;
-constexpr auto kLingerTime = std::chrono::seconds(2);
 
 struct Options {
   std::string listen = "127.0.0.1";
@@ -377,144 +374,7 @@ class Bank {
   Statement begin_, commit_, rollback_, find_, balance_, debit_, credit_, record_, total_;
 };
 
-// ---------------------------------------------------------------------------
-// The network side: Asio's chat_server shape, as romulus-kvstore.
-
-class Session : public std::enable_shared_from_this<Session> {
- public:
-  Session(tcp::socket socket, Bank& bank)
-      : socket_(std::move(socket)), bank_(bank), linger_timer_(socket_.get_executor()) {}
-
-  void start() { do_read(); }
-
- private:
-  void do_read() {
-    reading_ = true;
-    socket_.async_read_some(asio::buffer(chunk_),
-                            [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-                              self->reading_ = false;
-                              if (ec) return self->close();
-                              self->input_.append(self->chunk_.data(), n);
-                              self->handle_lines();
-                            });
-  }
-
-  void handle_lines() {
-    size_t start = 0;
-    for (;;) {
-      size_t nl = input_.find('\n', start);
-      if (nl == std::string::npos) break;
-      std::string_view line(input_.data() + start, nl - start);
-      if (line.size() > romulus::bank::kMaxRequestLine + 1) return refuse_long_line();
-      queue_reply(bank_.execute(line));
-      start = nl + 1;
-    }
-    input_.erase(0, start);
-    if (input_.size() > romulus::bank::kMaxRequestLine + 1) return refuse_long_line();
-    do_write();
-    if (queued_bytes() < kMaxQueuedReplyBytes) do_read();  // else do_write() resumes reading
-  }
-
-  void queue_reply(const std::string& reply) {
-    pending_.append(reply);
-    pending_.push_back('\n');
-  }
-
-  size_t queued_bytes() const { return pending_.size() + writing_.size(); }
-
-  void do_write() {
-    if (write_in_flight_ || pending_.empty()) return;
-    writing_.swap(pending_);
-    pending_.clear();
-    write_in_flight_ = true;
-    asio::async_write(socket_, asio::buffer(writing_),
-                      [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                        self->write_in_flight_ = false;
-                        self->writing_.clear();
-                        if (ec) return self->close();
-                        self->do_write();
-                        if (self->write_in_flight_) return;
-                        if (self->closing_) return self->linger();
-                        if (!self->reading_ && self->queued_bytes() < kMaxQueuedReplyBytes) {
-                          self->do_read();
-                        }
-                      });
-  }
-
-  void refuse_long_line() {
-    closing_ = true;
-    input_.clear();
-    queue_reply("ERROR line too long");
-    do_write();
-  }
-
-  // Stop sending, discard input until the client closes or kLingerTime passes,
-  // so the client reads the error rather than a reset.
-  void linger() {
-    boost::system::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
-    linger_timer_.expires_after(kLingerTime);
-    linger_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (!ec) self->close();
-    });
-    drain();
-  }
-
-  void drain() {
-    socket_.async_read_some(asio::buffer(chunk_),
-                            [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                              if (ec) return self->close();
-                              self->drain();
-                            });
-  }
-
-  void close() {
-    boost::system::error_code ignored;
-    linger_timer_.cancel();
-    socket_.close(ignored);
-  }
-
-  tcp::socket socket_;
-  Bank& bank_;
-  asio::steady_timer linger_timer_;
-  std::array<char, 16 * 1024> chunk_;
-  std::string input_;
-  std::string pending_;
-  std::string writing_;
-  bool write_in_flight_ = false;
-  bool reading_ = false;
-  bool closing_ = false;
-};
-
-class Server {
- public:
-  Server(asio::io_context& io, const tcp::endpoint& endpoint, Bank& bank)
-      : acceptor_(io, endpoint), bank_(bank) {}
-
-  uint16_t port() const { return acceptor_.local_endpoint().port(); }
-  std::string address() const { return acceptor_.local_endpoint().address().to_string(); }
-  void start() { do_accept(); }
-  void stop() {
-    boost::system::error_code ignored;
-    acceptor_.close(ignored);
-  }
-
- private:
-  void do_accept() {
-    acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
-      if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        boost::system::error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-        std::make_shared<Session>(std::move(socket), bank_)->start();
-      }
-      do_accept();
-    });
-  }
-
-  tcp::acceptor acceptor_;
-  Bank& bank_;
-};
+using Server = romulus::examples::LineServer<Bank>;
 
 Options parse_options(int argc, char** argv) {
   Options o;
@@ -597,7 +457,7 @@ int main(int argc, char** argv) {
     tcp::endpoint endpoint =
         service_port ? tcp::endpoint(asio::ip::address_v4::loopback(), *service_port)
                      : tcp::endpoint(asio::ip::make_address(options.listen), options.port);
-    server = std::make_unique<Server>(io, endpoint, bank);
+    server = std::make_unique<Server>(io, endpoint, bank, romulus::bank::kMaxRequestLine + 1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "romulus-bank: cannot listen: %s\n", e.what());
     return 1;

@@ -21,14 +21,12 @@
 // flight, replies queued behind it in request order.
 #include <signal.h>
 
-#include <array>
 #include <boost/container/map.hpp>
 #include <boost/container/string.hpp>
 #include <boost/interprocess/allocators/allocator.hpp>
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/program_options.hpp>
 #include <charconv>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -45,6 +43,7 @@
 // (a separate include block, so that clang-format keeps this order)
 #include <boost/asio.hpp>
 
+#include "examples/support/line_server.h"
 #include "guest/guest.h"
 
 namespace {
@@ -58,11 +57,6 @@ constexpr size_t kMaxKeyBytes = 256;
 constexpr size_t kMaxValueBytes = 64 * 1024;
 // "SET " + key + " " + value + "\r": the longest line a valid request can be.
 constexpr size_t kMaxLineBytes = 4 + kMaxKeyBytes + 1 + kMaxValueBytes + 1;
-// A session stops reading while this many reply bytes wait to be written.
-constexpr size_t kMaxQueuedReplyBytes = 1 << 20;
-// After "ERROR line too long" the session drains the client's input for at most
-// this long before closing, so the client reads the reply instead of a reset.
-constexpr auto kLingerTime = std::chrono::seconds(2);
 
 // ---------------------------------------------------------------------------
 // The store: the arena-resident map and the commands over it.
@@ -214,169 +208,7 @@ class KvStore {
   ShmMap* map_ = nullptr;
 };
 
-// ---------------------------------------------------------------------------
-// The network side.
-
-class Session : public std::enable_shared_from_this<Session> {
- public:
-  Session(tcp::socket socket, KvStore& store)
-      : socket_(std::move(socket)), store_(store), linger_timer_(socket_.get_executor()) {}
-
-  void start() { do_read(); }
-
- private:
-  // Reads whatever the client sent; complete lines are executed in order.
-  void do_read() {
-    reading_ = true;
-    socket_.async_read_some(asio::buffer(chunk_),
-                            [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-                              self->reading_ = false;
-                              if (ec) return self->close();
-                              self->input_.append(self->chunk_.data(), n);
-                              self->handle_lines();
-                            });
-  }
-
-  void handle_lines() {
-    size_t start = 0;
-    for (;;) {
-      size_t nl = input_.find('\n', scanned_);
-      if (nl == std::string::npos) break;
-      std::string_view line(input_.data() + start, nl - start);
-      if (line.size() > kMaxLineBytes) return refuse_long_line();
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      queue_reply(store_.execute(line));
-      start = scanned_ = nl + 1;
-    }
-    input_.erase(0, start);
-    scanned_ = input_.size();
-    if (input_.size() > kMaxLineBytes) return refuse_long_line();
-    do_write();
-    if (queued_bytes() < kMaxQueuedReplyBytes) do_read();  // else do_write() resumes reading
-  }
-
-  void queue_reply(const std::string& reply) {
-    pending_.append(reply);
-    pending_.push_back('\n');
-  }
-
-  size_t queued_bytes() const { return pending_.size() + writing_.size(); }
-
-  // One write in flight; replies that arrive meanwhile wait in pending_ and go
-  // out together in the next write.
-  void do_write() {
-    if (write_in_flight_ || pending_.empty()) return;
-    writing_.swap(pending_);
-    pending_.clear();
-    write_in_flight_ = true;
-    asio::async_write(socket_, asio::buffer(writing_),
-                      [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                        self->write_in_flight_ = false;
-                        self->writing_.clear();
-                        if (ec) return self->close();
-                        self->do_write();
-                        if (self->write_in_flight_) return;
-                        if (self->closing_) return self->linger();
-                        if (!self->reading_ && self->queued_bytes() < kMaxQueuedReplyBytes) {
-                          self->do_read();
-                        }
-                      });
-  }
-
-  // A line longer than any valid request: reply, then close gracefully.
-  void refuse_long_line() {
-    closing_ = true;
-    input_.clear();
-    queue_reply("ERROR line too long");
-    do_write();
-  }
-
-  // Lingering close: stop sending, then discard the client's input until it
-  // closes or kLingerTime passes. Closing with unread input would reset the
-  // connection and could destroy the reply before the client reads it.
-  void linger() {
-    boost::system::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
-    linger_timer_.expires_after(kLingerTime);
-    linger_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (!ec) self->close();
-    });
-    drain();
-  }
-
-  void drain() {
-    socket_.async_read_some(asio::buffer(chunk_),
-                            [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                              if (ec) return self->close();
-                              self->drain();
-                            });
-  }
-
-  void close() {
-    boost::system::error_code ignored;
-    linger_timer_.cancel();
-    socket_.close(ignored);
-  }
-
-  tcp::socket socket_;
-  KvStore& store_;
-  asio::steady_timer linger_timer_;
-  std::array<char, 16 * 1024> chunk_;
-  std::string input_;    // bytes received, not yet executed
-  size_t scanned_ = 0;   // input_[0, scanned_) holds no '\n'
-  std::string pending_;  // replies waiting for the write in flight
-  std::string writing_;  // the write in flight
-  bool write_in_flight_ = false;
-  bool reading_ = false;
-  bool closing_ = false;
-};
-
-class Server {
- public:
-  Server(asio::io_context& io, const tcp::endpoint& endpoint, KvStore& store)
-      : acceptor_(io, endpoint), store_(store) {
-    acceptor_.non_blocking(true);  // for do_accept()'s batch
-  }
-
-  uint16_t port() const { return acceptor_.local_endpoint().port(); }
-  std::string address() const { return acceptor_.local_endpoint().address().to_string(); }
-
-  void start() { do_accept(); }
-  void stop() {
-    boost::system::error_code ignored;
-    acceptor_.close(ignored);
-  }
-
- private:
-  void do_accept() {
-    acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
-      if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        start_session(std::move(socket));
-        // Take the connections already waiting too (the acceptor is
-        // non-blocking): one accept per reactor round made thousands of
-        // simultaneous connects wait behind busy sessions.
-        for (int i = 0; i < 256; ++i) {
-          tcp::socket more(acceptor_.get_executor());
-          boost::system::error_code aec;
-          acceptor_.accept(more, aec);
-          if (aec) break;
-          start_session(std::move(more));
-        }
-      }
-      do_accept();
-    });
-  }
-
-  void start_session(tcp::socket socket) {
-    boost::system::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    std::make_shared<Session>(std::move(socket), store_)->start();
-  }
-
-  tcp::acceptor acceptor_;
-  KvStore& store_;
-};
+using Server = romulus::examples::LineServer<KvStore>;
 
 struct Options {
   std::string listen = "127.0.0.1";
@@ -435,7 +267,7 @@ int main(int argc, char** argv) {
     } else {
       endpoint = tcp::endpoint(asio::ip::make_address(options.listen), options.port);
     }
-    server = std::make_unique<Server>(io, endpoint, *store);
+    server = std::make_unique<Server>(io, endpoint, *store, kMaxLineBytes);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "romulus-kvstore: cannot listen: %s\n", e.what());
     return 1;
