@@ -34,18 +34,20 @@ def main():
     rows = list(csv.DictReader(open(a.csv)))
     if not rows:
         raise SystemExit(f"{a.csv}: no rows")
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.55 * len(rows)))
+    fig, ax = plt.subplots(figsize=(10, 2.0 + 0.55 * len(rows)))
     labelled = set()
+    right = 0.0
     for y, r in enumerate(reversed(rows)):
         t = {"kill": 0.0}
         for k in ("detected_ms", "takeover_ms", "running_ms", "reply_ms"):
             if r.get(k):
                 t[k] = float(r[k])
         for start, end, label, color in PHASES:
-            if start in t and end in t and t[end] >= t[start]:
+            if start in t and end in t and t[end] > t[start]:
                 ax.barh(y, t[end] - t[start], left=t[start], height=0.55, color=color,
                         label=None if label in labelled else label)
                 labelled.add(label)
+        right = max([right] + list(t.values()))
         if "reply_ms" in t:
             ax.annotate(f"{t['reply_ms']:.0f} ms", (t["reply_ms"], y), xytext=(4, -3),
                         textcoords="offset points", fontsize=8)
@@ -53,9 +55,10 @@ def main():
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r.get("label") or f"kill {i + 1}" for i, r in enumerate(reversed(rows))])
     ax.set_xlabel("ms after kill -9 of the primary")
-    ax.set_xlim(left=-10)
+    ax.set_xlim(-0.02 * right, 1.1 * right)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.5 / (1 + 0.3 * len(rows))),
+              ncol=4, frameon=False)
     load = rows[0].get("loadavg")
     extra = f" (interval {rows[0]['interval']}, --failover-timeout {rows[0]['failover_timeout']}" \
             f"; shared 2-CPU VM, 1-min load {load})" if load else ""
