@@ -12,6 +12,7 @@ library.
 import os
 import shutil
 import subprocess
+import tempfile
 import unittest
 import xml.dom.minidom
 
@@ -111,13 +112,38 @@ class OcfAgentTest(unittest.TestCase):
         args = ["ocf-tester", "-v", "-n", self.instance]
         for k, v in self.params.items():
             args += ["-o", f"{k}={v}"]
-        p = subprocess.run(args + [AGENT], capture_output=True, text=True, timeout=600,
+        # ocf-tester runs meta-data as `nobody`: a copy the checkout's permissions
+        # (a home directory of mode 700, say) cannot hide.
+        agent_dir = tempfile.mkdtemp(prefix="romulus-ocf-")
+        self.addCleanup(shutil.rmtree, agent_dir, True)
+        os.chmod(agent_dir, 0o755)
+        agent = shutil.copy(AGENT, os.path.join(agent_dir, "romulus"))
+        os.chmod(agent, 0o755)
+        p = subprocess.run(args + [agent], capture_output=True, text=True, timeout=600,
                            env=dict(os.environ, HA_RSCTMP=self.rsctmp))
         out = p.stdout + p.stderr
         self.assertEqual(p.returncode, 0, f"{out}\n--- node A's log:\n{self.a_log()[-4000:]}")
         self.assertIn("passed all tests", out)
         # Both promotions really protected a fresh guest to the peer.
         self.assertGreaterEqual(peer.count(r"primary \S+ connected \(session"), 2, peer.text())
+        self.assertEqual(peer.count(r"TAKING OVER"), 0, peer.text())
+
+    def test_promote_without_an_image_starts_a_fresh_primary_that_the_peer_protects(self):
+        c = Cluster(self)
+        peer = c.backup(harness.counter_guest(), name="peer")
+        self.node_a(c, peer.listen_port)
+        self.assert_action("start", OCF_SUCCESS)
+        self.assert_action("monitor", OCF_SUCCESS)
+        self.assert_action("promote", OCF_SUCCESS)
+        self.assert_action("monitor", OCF_RUNNING_PROMOTED)
+        harness.wait_until(lambda: (harness.control(self.params["control"]) or {}).get("state")
+                           == "protected", lambda: f"A protected by the peer\n{peer.text()}")
+        self.assertEqual(harness.control(self.params["control"]).get("resumed"), False)
+        # Demote: the primary says GOODBYE; the peer keeps its image and waits.
+        self.assert_action("demote", OCF_SUCCESS)
+        self.assert_action("monitor", OCF_SUCCESS)
+        harness.wait_until(lambda: harness.control(peer.control_path)["state"]
+                           == "primary_stopped", lambda: peer.text())
         self.assertEqual(peer.count(r"TAKING OVER"), 0, peer.text())
 
     def test_promote_of_a_backup_with_an_image_takes_over_and_demote_rejoins_as_backup(self):
