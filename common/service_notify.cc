@@ -52,9 +52,10 @@ void ServiceNotifier::send(const std::string& message) {
 #endif
   if (rc < 0 && !error_logged_ && log_) {
     error_logged_ = true;
-    log_(fmt::format("cannot notify the service manager at NOTIFY_SOCKET: {} (is it still "
-                     "running?); carrying on without notifications",
-                     std::strerror(-rc)));
+    log_(
+        fmt::format("cannot notify the service manager at NOTIFY_SOCKET: {} (is it still "
+                    "running?); carrying on without notifications",
+                    std::strerror(-rc)));
   }
 }
 

@@ -35,8 +35,8 @@
 #include <boost/json.hpp>
 
 #include "common/shared_memory.h"
-#include "replica/backup_state.h"
 #include "protocol/status.h"
+#include "replica/backup_state.h"
 
 namespace romulus::replica {
 

@@ -63,8 +63,7 @@ struct NodeHost {
   // Every change of the current role's state (any thread), with what it means
   // to a service manager: a primary is ready once protected, a backup once
   // it holds a consistent image (common/service_notify.h). nullptr: unused.
-  std::function<void(std::string_view role, std::string_view state, common::ServicePhase)>
-      on_state;
+  std::function<void(std::string_view role, std::string_view state, common::ServicePhase)> on_state;
 };
 
 struct WitnessSettings {

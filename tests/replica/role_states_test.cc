@@ -108,8 +108,8 @@ TEST(StateMachineObserver, HearsEachAppliedChangeButNotNoOpsOrRefusals) {
   std::vector<std::pair<BackupState, BackupState>> heard;
   m.set_observer([&](BackupState from, BackupState to) { heard.emplace_back(from, to); });
   EXPECT_TRUE(m.transition(BackupState::kSyncing));
-  EXPECT_TRUE(m.transition(BackupState::kSyncing));      // no-op: not heard
-  EXPECT_FALSE(m.transition(BackupState::kServing));     // refused: not heard
+  EXPECT_TRUE(m.transition(BackupState::kSyncing));   // no-op: not heard
+  EXPECT_FALSE(m.transition(BackupState::kServing));  // refused: not heard
   EXPECT_TRUE(m.transition(BackupState::kProtecting));
   const std::vector<std::pair<BackupState, BackupState>> want = {
       {BackupState::kNoImage, BackupState::kSyncing},
