@@ -2,8 +2,9 @@
 // what protection costs the guest.
 //
 //   checkpoint_rate_bench [--section rate|overhead|all] [--trackers uffd,compare]
-//                         [--intervals 10,25,50] [--pages-per-epoch 1000]
-//                         [--spans 1024,8192] [--seconds S] [--arena-mib 256]
+//                         [--intervals 10,25,50] [--pages-per-epoch 1000[,...]]
+//                         [--rate-span 8192] [--spans 1024,8192] [--seconds S]
+//                         [--arena-mib 256] [--csv FILE]
 //
 // rate: romulus-dirtier (sparse pattern, random pages of an 8192-page = 32 MiB
 // working set, warmed up like below) writes pages-per-epoch pages per interval
@@ -17,7 +18,10 @@
 // intervals; the engine's own EpochRecord split (stop+collect, copy, encode);
 // and the page writes per second the dirtier achieved during the run (under uffd
 // every first write to a page in an epoch is a fault). ROMULUS_BENCH_DEBUG=1 in
-// the environment prints every epoch's record on stderr.
+// the environment prints every epoch's record on stderr. Several
+// --pages-per-epoch values sweep the dirty rate (a row per tracker, interval
+// and value); --csv FILE writes the rate rows as CSV as well
+// (bench/plot_checkpoint_rate.py plots checkpoint rate against dirty rate).
 //
 // overhead: romulus-dirtier as fast as it can (--pages-per-sec 0) on a working set
 // of --spans pages: page writes per second over S seconds, unprotected (started
@@ -39,6 +43,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -379,8 +384,9 @@ struct Options {
   std::string section = "all";
   std::vector<std::string> trackers = {"uffd", "compare"};
   std::vector<uint64_t> intervals_ms = {10, 25, 50};
-  uint64_t pages_per_epoch = 1000;
+  std::vector<uint64_t> pages_per_epoch = {1000};
   uint64_t rate_span = 8192;  // the rate section's working set (32 MiB)
+  std::string csv;            // rate rows also go here (empty: none)
   std::vector<uint64_t> spans = {1024, 8192};
   double seconds = 3;
   size_t arena_bytes = size_t{256} << 20;
@@ -390,7 +396,8 @@ struct Options {
   std::fprintf(stderr,
                "checkpoint_rate_bench: %s\nusage: checkpoint_rate_bench [--section "
                "rate|overhead|all] [--trackers uffd,compare] [--intervals 10,25,50] "
-               "[--pages-per-epoch N] [--spans 1024,8192] [--seconds S] [--arena-mib MIB]\n",
+               "[--pages-per-epoch N[,N...]] [--rate-span PAGES] [--spans 1024,8192] "
+               "[--seconds S] [--arena-mib MIB] [--csv FILE]\n",
                msg);
   std::exit(2);
 }
@@ -401,10 +408,38 @@ std::vector<uint64_t> numbers(const std::string& s) {
   return v;
 }
 
+std::string loadavg() {
+  FILE* f = std::fopen("/proc/loadavg", "r");
+  if (f == nullptr) return "?";
+  double a = 0, b = 0, c = 0;
+  const int n = std::fscanf(f, "%lf %lf %lf", &a, &b, &c);
+  std::fclose(f);
+  if (n != 3) return "?";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f %.2f %.2f", a, b, c);
+  return buf;
+}
+
 int rate_section(const Options& opt) {
-  std::printf("\nCheckpoint rate: dirtier --pattern sparse --span %" PRIu64 " at %" PRIu64
-              " pages per interval, NullTransport, %.1f s of EpochEngine::run() per row.\n\n",
-              opt.rate_span, opt.pages_per_epoch, opt.seconds);
+  FILE* csv = nullptr;
+  if (!opt.csv.empty()) {
+    csv = std::fopen(opt.csv.c_str(), "w");
+    if (csv == nullptr) {
+      std::fprintf(stderr, "checkpoint_rate_bench: cannot write %s: %s\n", opt.csv.c_str(),
+                   std::strerror(errno));
+      return 1;
+    }
+    std::fprintf(csv,
+                 "tracker,interval_ms,pages_per_epoch,asked_pages_per_sec,achieved_pages_per_sec,"
+                 "checkpoints_per_sec,target_per_sec,pause_p50_ms,pause_p99_ms,dirty_per_epoch,"
+                 "stretched,epochs,span,seconds,loadavg\n");
+  }
+  std::unique_ptr<FILE, int (*)(FILE*)> csv_closer(csv, [](FILE* f) {
+    return f ? std::fclose(f) : 0;
+  });
+  std::printf("\nCheckpoint rate: dirtier --pattern sparse --span %" PRIu64
+              ", NullTransport, %.1f s of EpochEngine::run() per row.\n\n",
+              opt.rate_span, opt.seconds);
   std::printf(
       "| tracker | interval | dirtier asked | checkpoints/s | interval p50 | interval p99 | "
       "pause p50 | pause p99 | stop p50 | stop p99 | stop+collect p50 | copy p50 | encode p50 | "
@@ -412,25 +447,40 @@ int rate_section(const Options& opt) {
   std::printf("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
   for (const auto& t : opt.trackers) {
     for (uint64_t ms : opt.intervals_ms) {
-      const uint64_t pps = opt.pages_per_epoch * 1000 / ms;
-      std::fprintf(stderr, "rate: %s %" PRIu64 " ms...\n", t.c_str(), ms);
-      auto r = run_protected(t, opt.arena_bytes,
-                             {"--pages-per-sec", std::to_string(pps), "--pattern", "sparse",
-                              "--span", std::to_string(opt.rate_span)},
-                             std::chrono::milliseconds(ms), opt.seconds, 5 * opt.rate_span);
-      if (!r.is_ok()) {
-        std::fprintf(stderr, "rate %s %" PRIu64 " ms: %s\n", t.c_str(), ms,
-                     r.status().to_string().c_str());
-        return 1;
+      for (uint64_t per_epoch : opt.pages_per_epoch) {
+        const uint64_t pps = per_epoch * 1000 / ms;
+        std::fprintf(stderr, "rate: %s %" PRIu64 " ms, %" PRIu64 " pages/epoch...\n", t.c_str(),
+                     ms, per_epoch);
+        auto r = run_protected(t, opt.arena_bytes,
+                               {"--pages-per-sec", std::to_string(pps), "--pattern", "sparse",
+                                "--span", std::to_string(opt.rate_span)},
+                               std::chrono::milliseconds(ms), opt.seconds, 5 * opt.rate_span);
+        if (!r.is_ok()) {
+          std::fprintf(stderr, "rate %s %" PRIu64 " ms: %s\n", t.c_str(), ms,
+                       r.status().to_string().c_str());
+          return 1;
+        }
+        const Protected& p = r.value();
+        std::printf(
+            "| %s | %" PRIu64 " ms | %" PRIu64
+            "/s | %.1f | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms "
+            "| %.2f ms | %.2f ms | %.0f | %" PRIu64 "/%" PRIu64 " | %.0f/s |\n",
+            t.c_str(), ms, pps, p.rate(), p.interval_p50, p.interval_p99, p.pause_p50,
+            p.pause_p99, p.stop_p50, p.stop_p99, p.collect_p50, p.copy_p50, p.encode_p50,
+            p.dirty_per_epoch, p.stretched, p.epochs, p.guest_pages_per_sec);
+        std::fflush(stdout);
+        if (csv) {
+          std::fprintf(csv,
+                       "%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64
+                       ",%.0f,%.2f,%.2f,%.3f,%.3f,%.0f,%" PRIu64 ",%" PRIu64 ",%" PRIu64
+                       ",%.1f,%s\n",
+                       t.c_str(), ms, per_epoch, pps, p.guest_pages_per_sec, p.rate(),
+                       1000.0 / static_cast<double>(ms), p.pause_p50, p.pause_p99,
+                       p.dirty_per_epoch, p.stretched, p.epochs, opt.rate_span, opt.seconds,
+                       loadavg().c_str());
+          std::fflush(csv);
+        }
       }
-      const Protected& p = r.value();
-      std::printf("| %s | %" PRIu64 " ms | %" PRIu64
-                  "/s | %.1f | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms "
-                  "| %.2f ms | %.2f ms | %.0f | %" PRIu64 "/%" PRIu64 " | %.0f/s |\n",
-                  t.c_str(), ms, pps, p.rate(), p.interval_p50, p.interval_p99, p.pause_p50,
-                  p.pause_p99, p.stop_p50, p.stop_p99, p.collect_p50, p.copy_p50, p.encode_p50,
-                  p.dirty_per_epoch, p.stretched, p.epochs, p.guest_pages_per_sec);
-      std::fflush(stdout);
     }
   }
   return 0;
@@ -501,7 +551,11 @@ int bench_main(int argc, char** argv) {
     } else if (a == "--intervals") {
       opt.intervals_ms = numbers(v);
     } else if (a == "--pages-per-epoch") {
-      opt.pages_per_epoch = std::strtoull(v.c_str(), nullptr, 10);
+      opt.pages_per_epoch = numbers(v);
+    } else if (a == "--rate-span") {
+      opt.rate_span = std::strtoull(v.c_str(), nullptr, 10);
+    } else if (a == "--csv") {
+      opt.csv = v;
     } else if (a == "--spans") {
       opt.spans = numbers(v);
     } else if (a == "--seconds") {
@@ -516,6 +570,7 @@ int bench_main(int argc, char** argv) {
   for (uint64_t ms : opt.intervals_ms) {
     if (ms == 0) usage("intervals must be positive");
   }
+  if (opt.pages_per_epoch.empty() || opt.rate_span == 0) usage("bad --pages-per-epoch or --rate-span");
   std::vector<std::string> usable;
   for (const auto& t : opt.trackers) {
     if (t == "uffd") {

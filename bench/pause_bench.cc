@@ -1,7 +1,7 @@
 // pause_bench: how long the primary stops its guest, against what a pause cannot avoid.
 //
 //   pause_bench [--trackers uffd,compare] [--counts 10,100,1000,10000,50000]
-//               [--rounds R] [--arena-mib 256]
+//               [--rounds R] [--arena-mib 256] [--csv FILE]
 //
 // For each tracker and each dirty-set size N (spread over the arena, or clustered
 // = N contiguous pages) the guest writes exactly N pages, then the real
@@ -18,6 +18,7 @@
 // and the table gives pause / (stop/cont + scan + memcpy). The scan floor (a uffd
 // collect() with 0 pages dirty) and the guest's own time to write the N pages
 // (which, under uffd, includes one write-protect fault per page) are shown too.
+// --csv FILE writes the same rows as CSV (bench/plot_pause_vs_dirty.py plots it).
 //
 // The guest is this binary run again with --guest: it attaches to the arena and,
 // on a command over a pipe, writes one 8-byte word into each of N pages and
@@ -274,6 +275,7 @@ struct Options {
   std::vector<uint64_t> counts = {10, 100, 1000, 10000, 50000};
   int rounds = 0;  // 0: 9 for small sets, 5 for sets of 10,000 pages and more
   size_t arena_bytes = size_t{256} << 20;
+  std::string csv;  // also write the rows here (empty: no CSV)
 };
 
 struct Row {
@@ -393,7 +395,7 @@ std::vector<std::string> split(const std::string& s) {
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "pause_bench: %s\nusage: pause_bench [--trackers uffd,uffd-sync,compare] "
-               "[--counts 10,100,...] [--rounds R] [--arena-mib MIB]\n"
+               "[--counts 10,100,...] [--rounds R] [--arena-mib MIB] [--csv FILE]\n"
                "       pause_bench --sweep [--trackers T,...] [--arenas-mib M,...] "
                "[--counts N,...] [--patterns alternate,same] [--rounds R] [--csv FILE]\n"
                "       pause_bench --rate [--trackers T,...] [--arena-mib M] [--seconds S] "
@@ -704,6 +706,32 @@ std::vector<uint64_t> split_numbers(const std::string& s) {
   return out;
 }
 
+// The rows of the default mode as CSV, one line per (tracker, pattern, N).
+bool write_csv(const Options& opt, const std::vector<Row>& rows, const std::string& load_start) {
+  FILE* f = std::fopen(opt.csv.c_str(), "w");
+  if (f == nullptr) {
+    std::fprintf(stderr, "pause_bench: cannot write %s: %s\n", opt.csv.c_str(),
+                 std::strerror(errno));
+    return false;
+  }
+  const std::string load_end = loadavg();
+  std::fprintf(f,
+               "tracker,pattern,arena_mib,dirty_pages,rounds,pause_us,engine_collect_us,"
+               "engine_copy_us,stop_cont_us,scan_n_us,scan_0_us,memcpy_us,unavoidable_us,"
+               "guest_write_us,dirty_mismatches,loadavg_start,loadavg_end\n");
+  for (const Row& r : rows) {
+    std::fprintf(f,
+                 "%s,%s,%zu,%" PRIu64 ",%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%" PRIu64
+                 ",%s,%s\n",
+                 r.tracker.c_str(), pattern_name(r.pattern), opt.arena_bytes >> 20, r.n, r.rounds,
+                 r.pause, r.engine_collect, r.engine_copy, r.stop_cont, r.scan_n, r.scan_floor,
+                 r.memcpy_n, r.unavoidable(), r.guest_write, r.dirty_mismatches,
+                 load_start.c_str(), load_end.c_str());
+  }
+  std::fclose(f);
+  return true;
+}
+
 int bench_main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--sweep") == 0 || std::strcmp(argv[1], "--rate") == 0)) {
     return sweep_or_rate_main(argc, argv);
@@ -722,11 +750,14 @@ int bench_main(int argc, char** argv) {
       opt.rounds = std::atoi(v.c_str());
     } else if (a == "--arena-mib") {
       opt.arena_bytes = std::strtoull(v.c_str(), nullptr, 10) << 20;
+    } else if (a == "--csv") {
+      opt.csv = v;
     } else {
       usage(("unknown option " + a).c_str());
     }
   }
   if (opt.arena_bytes == 0 || opt.arena_bytes % kPageSize != 0) usage("bad --arena-mib");
+  const std::string load_start = loadavg();
 
   std::vector<Row> rows;
   for (const auto& t : opt.trackers) {
@@ -763,6 +794,7 @@ int bench_main(int argc, char** argv) {
                 r.unavoidable() > 0 ? r.pause / r.unavoidable() : 0.0, r.guest_write, r.rounds,
                 r.dirty_mismatches ? " (dirty count differed!)" : "");
   }
+  if (!opt.csv.empty()) return write_csv(opt, rows, load_start) ? 0 : 1;
   return 0;
 }
 

@@ -143,6 +143,10 @@ class PrimaryNode {
 
   StatsSnapshot stats() const { return stats_.snapshot(); }
   PrimaryState state() const { return state_.state(); }
+  // Hears every change of state (on the thread that made it). Call before run().
+  void set_on_state_change(std::function<void(PrimaryState)> fn) {
+    state_.set_observer([fn = std::move(fn)](PrimaryState, PrimaryState to) { fn(to); });
+  }
 
  private:
   struct Impl;

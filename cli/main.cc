@@ -19,6 +19,7 @@
 #include "common/control_server.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/service_notify.h"
 #include "replica/takeover.h"
 
 namespace {
@@ -176,7 +177,14 @@ int run_node(const std::string& role_name, const cli::PrimaryOptions& node,
   host.metrics = metrics ? &*metrics : nullptr;
   host.on_stop = [&signals](std::function<void()> fn) { signals.set_handler(std::move(fn)); };
   host.set_role = [&log](const std::string& r) { log.set_role(r); };
+  common::ServiceNotifier notifier(std::ref(log));
+  if (notifier.active()) {
+    host.on_state = [&notifier](std::string_view r, std::string_view s, common::ServicePhase p) {
+      notifier.state_changed(r, s, p);
+    };
+  }
   const Status st = role(host);
+  notifier.state_changed(role_name, "stopped", common::ServicePhase::kStopping);
   if (!st.is_ok()) {
     log(st.message());
     return exit_code_for(st);

@@ -163,6 +163,7 @@ struct RawNodeOptions {
               failover_timeout = "500ms", on_backup_loss = "continue", gate_timeout = "2s",
               stats_period = "5s", control, on_failover, reprotect, config, witness, pair,
               lease_ttl = "2s", node_id, metrics;
+  std::string guest;  // `guest = ...` in a config file (systemd units); split at spaces
   bool no_output_buffering = false;
 };
 
@@ -208,6 +209,9 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("metrics", po::value(&r.metrics),
     "ADDR:PORT to serve Prometheus metrics at /metrics (default: none)");
   o("config", po::value(&r.config), "read options from FILE (name = value lines)");
+  o("guest", po::value(&r.guest),
+    "the guest command, split at spaces (for --config files; on the command line put it "
+    "after --, which wins)");
 }
 
 Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, bool backup,
@@ -301,7 +305,9 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   o.control_path =
       r.control.empty() ? default_control_path(backup ? "backup" : "primary") : r.control;
   if (guest.empty()) {
-    return Status::invalid_argument("no guest command: put it after '--', e.g. -- romulus-kvstore");
+    return Status::invalid_argument(
+        "no guest command: put it after '--', e.g. -- romulus-kvstore (or `guest = "
+        "romulus-kvstore` in the --config file)");
   }
   o.guest_command = std::move(guest);
   if (!r.listen.empty()) {
@@ -374,6 +380,10 @@ Result<Command> parse_node(const std::string& sub, std::vector<std::string> args
     std::ostringstream os;
     os << kUsage << "\n" << desc;
     return Command(HelpCommand{os.str()});
+  }
+  if (guest.empty()) {
+    std::istringstream words(raw.guest);
+    for (std::string w; words >> w;) guest.push_back(w);
   }
   ROMULUS_ASSIGN_OR_RETURN(PrimaryOptions node, cook(raw, vm, backup, std::move(guest)));
   if (!backup) return Command(std::move(node));

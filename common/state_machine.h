@@ -9,6 +9,9 @@
 //
 // Thread-safe: state() may be read from any thread (an atomic); transition()
 // may be called from any thread and is linearised by the atomic's CAS.
+// An observer (set_observer(), before the first transition) hears every
+// applied change on the thread that made it: how a service manager learns of
+// them (common/service_notify.h) without a call at each transition site.
 #pragma once
 
 #include <atomic>
@@ -33,11 +36,16 @@ class StateMachine {
  public:
   using Traits = StateTraits<State>;
   using LogFn = std::function<void(const std::string&)>;
+  using ObserverFn = std::function<void(State from, State to)>;
 
   StateMachine(State initial, LogFn log) : state_(initial), log_(std::move(log)) {}
 
   State state() const { return state_.load(std::memory_order_acquire); }
   std::string_view name() const { return Traits::name(state()); }
+
+  // Called after each applied change (not for no-ops or refusals). Set it
+  // before any thread may call transition(); it must not call transition().
+  void set_observer(ObserverFn fn) { observer_ = std::move(fn); }
 
   // Moves to `to` if the table allows it from the current state; returns
   // whether it did. Staying in the same state is always allowed (no-op).
@@ -52,13 +60,17 @@ class StateMachine {
         }
         return false;
       }
-      if (state_.compare_exchange_weak(from, to, std::memory_order_acq_rel)) return true;
+      if (state_.compare_exchange_weak(from, to, std::memory_order_acq_rel)) {
+        if (observer_) observer_(from, to);
+        return true;
+      }
     }
   }
 
  private:
   std::atomic<State> state_;
   LogFn log_;
+  ObserverFn observer_;
 };
 
 }  // namespace romulus::common

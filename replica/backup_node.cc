@@ -584,6 +584,10 @@ BackupNode::~BackupNode() = default;
 
 void BackupNode::set_takeover_gate(TakeoverGate* gate) { impl_->gate = gate; }
 
+void BackupNode::set_on_state_change(std::function<void(BackupState)> fn) {
+  impl_->state.set_observer([fn = std::move(fn)](BackupState, BackupState to) { fn(to); });
+}
+
 void BackupNode::request_stop() {
   asio::post(impl_->io, [im = impl_.get()] {
     if (!im->outcome) im->outcome.emplace(Status::aborted("stopped"));

@@ -36,6 +36,7 @@
 
 #include "common/shared_memory.h"
 #include "protocol/status.h"
+#include "replica/backup_state.h"
 
 namespace romulus::replica {
 
@@ -90,6 +91,8 @@ class BackupNode {
 
   // Ownership to win before taking over (nullptr: none). Call before run().
   void set_takeover_gate(TakeoverGate* gate);
+  // Hears every change of state (on the node's thread). Call before run().
+  void set_on_state_change(std::function<void(BackupState)> fn);
 
   // Serves until the primary is lost (returns the Activation), or until
   // request_stop() (returns aborted "stopped").

@@ -249,9 +249,33 @@ struct Outcome {
   bool demoted = false;
 };
 
-Outcome run_primary(checkpoint::PrimaryConfig config, NodeHost& host, WitnessLink* link,
-                    std::optional<common::SharedMemory> image, std::function<void()> on_started) {
+// What a role's state means to a service manager (NodeHost::on_state).
+common::ServicePhase service_phase(checkpoint::PrimaryState s) {
+  using S = checkpoint::PrimaryState;
+  if (s == S::kProtected) return common::ServicePhase::kReady;
+  if (s == S::kStopping) return common::ServicePhase::kStopping;
+  return common::ServicePhase::kStarting;
+}
+common::ServicePhase service_phase(BackupState s) {
+  return s == BackupState::kProtecting ? common::ServicePhase::kReady
+                                       : common::ServicePhase::kStarting;
+}
+
+// Passes a role's state changes, and the one it starts in, to the host.
+template <typename Node, typename State>
+void report_states(Node& node, NodeHost& host, std::string role, State initial) {
+  if (!host.on_state) return;
+  host.on_state(role, common::StateTraits<State>::name(initial), service_phase(initial));
+  node.set_on_state_change([&host, role = std::move(role)](State s) {
+    host.on_state(role, common::StateTraits<State>::name(s), service_phase(s));
+  });
+}
+
+Outcome run_primary(const std::string& role, checkpoint::PrimaryConfig config, NodeHost& host,
+                    WitnessLink* link, std::optional<common::SharedMemory> image,
+                    std::function<void()> on_started) {
   checkpoint::PrimaryNode node(std::move(config), host.log);
+  report_states(node, host, role, checkpoint::PrimaryState::kStarting);
   if (image) node.adopt_arena(std::move(*image));
   if (on_started) node.set_on_started(std::move(on_started));
   if (link) {
@@ -332,7 +356,7 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
           continue;
         }
       }
-      Outcome o = run_primary(settings.primary, host, w, std::nullopt, nullptr);
+      Outcome o = run_primary("primary", settings.primary, host, w, std::nullopt, nullptr);
       if (!o.demoted) return o.status;
       if (!settings.listen) {
         return Status::aborted(
@@ -352,6 +376,7 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
     bc.listen_port = settings.listen->second;
     auto activation = [&]() {
       BackupNode node(bc, host.log);
+      report_states(node, host, "backup", BackupState::kNoImage);
       if (w) node.set_takeover_gate(w);
       if (host.control) {
         host.control->set_handler([&node](const std::string& r) { return node.handle_control(r); });
@@ -404,7 +429,8 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
         if (rc != 0) log(fmt::format("--on-failover command exited with {}", rc));
       }
     };
-    Outcome o = run_primary(std::move(pc), host, w, std::move(a.image), on_started);
+    Outcome o =
+        run_primary("primary (took over)", std::move(pc), host, w, std::move(a.image), on_started);
     if (!o.demoted) return o.status;
     role = StartAs::kBackup;  // rejoin the owner as its backup
   }

@@ -22,6 +22,10 @@
 // changes (they say "changing role" for the moment in between); the metrics
 // served follow the role (replica/node_metrics.h).
 //
+// Each change of a role's state reaches NodeHost::on_state, with what it means
+// to a service manager (READY when a primary is protected or a backup holds a
+// consistent image), so that a systemd unit of Type=notify follows the node.
+//
 // Threading: run_node() blocks the calling thread (the main thread). The
 // host's callbacks are called from that thread; the witness's change
 // callback from the keeper's thread.
@@ -32,11 +36,13 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "checkpoint/primary.h"
 #include "common/control_server.h"
 #include "common/metrics_server.h"
+#include "common/service_notify.h"
 #include "replica/backup_node.h"
 
 namespace romulus::replica {
@@ -54,6 +60,10 @@ struct NodeHost {
   std::function<void(std::function<void()>)> on_stop;
   // Names the role in log lines ("primary", "backup", "primary (took over)").
   std::function<void(const std::string&)> set_role;
+  // Every change of the current role's state (any thread), with what it means
+  // to a service manager: a primary is ready once protected, a backup once
+  // it holds a consistent image (common/service_notify.h). nullptr: unused.
+  std::function<void(std::string_view role, std::string_view state, common::ServicePhase)> on_state;
 };
 
 struct WitnessSettings {

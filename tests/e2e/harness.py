@@ -153,14 +153,15 @@ class Proc:
     order the reader threads saw them. wait_for() blocks until a line matches.
     """
 
-    def __init__(self, name, argv, cwd=None):
+    def __init__(self, name, argv, cwd=None, env=None):
         self.name = name
         self.argv = [str(a) for a in argv]
         self.lines = []
         self._cond = threading.Condition()
         self._eof = 0
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, cwd=cwd, start_new_session=True)
+                                     stderr=subprocess.PIPE, cwd=cwd, env=env,
+                                     start_new_session=True)
         self.pid = self.proc.pid
         self._readers = [
             threading.Thread(target=self._read, args=(self.proc.stdout, "out"), daemon=True),
@@ -383,8 +384,8 @@ class Cluster:
         self.procs.append(node)
         return node
 
-    def proc(self, name, argv):
-        p = Proc(name, argv)
+    def proc(self, name, argv, env=None):
+        p = Proc(name, argv, env=env)
         self.procs.append(p)
         return p
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/primary_state.h"
@@ -99,6 +100,21 @@ TEST(StateNames, EveryStateHasADistinctSnakeCaseName) {
     EXPECT_EQ(n.find(' '), std::string::npos) << n;
     EXPECT_NE(n, "?");
   }
+}
+
+TEST(StateMachineObserver, HearsEachAppliedChangeButNotNoOpsOrRefusals) {
+  Log log;
+  StateMachine<BackupState> m(BackupState::kNoImage, log.fn());
+  std::vector<std::pair<BackupState, BackupState>> heard;
+  m.set_observer([&](BackupState from, BackupState to) { heard.emplace_back(from, to); });
+  EXPECT_TRUE(m.transition(BackupState::kSyncing));
+  EXPECT_TRUE(m.transition(BackupState::kSyncing));   // no-op: not heard
+  EXPECT_FALSE(m.transition(BackupState::kServing));  // refused: not heard
+  EXPECT_TRUE(m.transition(BackupState::kProtecting));
+  const std::vector<std::pair<BackupState, BackupState>> want = {
+      {BackupState::kNoImage, BackupState::kSyncing},
+      {BackupState::kSyncing, BackupState::kProtecting}};
+  EXPECT_EQ(heard, want);
 }
 
 }  // namespace

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Renders bench/e2e --csv as throughput and p99 latency against the interval.
+
+  bench/plot_e2e_interval.py E2E.csv OUT.png
+
+Rows of configurations with a real backup (`backup I ms`, output commit on):
+left, throughput (ops/s, log), right, the clients' p99 latency; one line per
+client count, and the unprotected run of the same client count (same bench
+run) dotted in the same colour. Needs
+matplotlib (bench/plot_setup).
+"""
+import csv
+import sys
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: plot_e2e_interval.py E2E.csv OUT.png")
+    rows = list(csv.DictReader(open(sys.argv[1])))
+    swept = [r for r in rows if r["backup"] == "1" and r["config"] == f"backup {r['interval_ms']} ms"]
+    if not swept:
+        sys.exit(f"{sys.argv[1]}: no 'backup I ms' rows")
+    base = {r["clients"]: r for r in rows if r["config"] == "unprotected"}
+    series = defaultdict(list)
+    for r in swept:
+        series[int(r["clients"])].append((int(r["interval_ms"]), r))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for i, (clients, pts) in enumerate(sorted(series.items())):
+        pts.sort()
+        x = [p[0] for p in pts]
+        color = f"C{i}"
+        left.plot(x, [float(p[1]["ops_per_sec"]) for p in pts], "o-", color=color,
+                  label=f"{clients} clients")
+        right.plot(x, [float(p[1]["p99_ms"]) for p in pts], "o-", color=color,
+                   label=f"{clients} clients")
+        if str(clients) in base:
+            left.axhline(float(base[str(clients)]["ops_per_sec"]), color=color, ls=":", lw=1,
+                         label=f"{clients} clients, unprotected")
+            right.axhline(float(base[str(clients)]["p99_ms"]), color=color, ls=":", lw=1,
+                          label=f"{clients} clients, unprotected")
+    left.set_ylabel("throughput (ops/s)")
+    left.set_yscale("log")
+    right.set_ylabel("client latency p99 (ms)")
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.set_xlabel("checkpoint interval (ms)")
+        ax.set_xscale("log")
+        ticks = sorted({p[0] for pts in series.values() for p in pts})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    load = f"{rows[0].get('loadavg_min', '?')}-{rows[0].get('loadavg_max', '?')}"
+    fig.suptitle("romulus-kvstore under romulus-kvload, protected by a real backup on loopback "
+                 f"(bench/e2e; shared 2-CPU VM, 1-min load {load})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(sys.argv[2], dpi=110)
+
+
+if __name__ == "__main__":
+    main()
