@@ -181,6 +181,12 @@ class EpochEngine {
   // queues the result in PFN order.
   Status encode_and_send(std::span<const uint64_t> pfns, std::span<const uint8_t* const> pages,
                          bool format_b, EpochRecord* rec);
+  // Queues bytes of the checkpoint being made: appended to the held buffer
+  // while the checkpoint still fits in one (coalescing_), else the held
+  // buffer and then these are sent.
+  Status emit(protocol::Bytes bytes);
+  // Sends the held buffer, if any, and stops coalescing this checkpoint.
+  Status emit_held();
   // Encodes and queues the staged pages, then empties staging.
   Status encode_and_send_staged(bool format_b, EpochRecord* rec);
   // Live trackers only: copies the pages of pfns (skip_zero: all-zero pages
@@ -234,6 +240,8 @@ class EpochEngine {
   // Encoder output buffers, given back by the transport once written.
   std::shared_ptr<BufferPool> buffers_;
   std::vector<protocol::EncodeStats> slice_stats_;
+  protocol::Bytes coalesce_;  // the checkpoint so far, while it is small (emit())
+  bool coalescing_ = false;
   std::chrono::steady_clock::time_point last_pause_start_{};
 };
 
