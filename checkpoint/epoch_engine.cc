@@ -48,6 +48,7 @@ EpochEngine::EpochEngine(PauseControl& guest, DirtyTracker& tracker, uint64_t pa
       commit_(static_cast<uint8_t>(options_.commit)),
       min_gap_us_(options_.min_gap.count()),
       max_stopped_fraction_(options_.max_stopped_fraction),
+      trigger_(policy()),
       codec_(static_cast<uint8_t>(options_.encode.codec)),
       next_epoch_(options_.first_epoch),
       buffers_(std::make_shared<BufferPool>(2 * static_cast<size_t>(pool_.threads()) + 2)) {
@@ -217,6 +218,7 @@ Status EpochEngine::checkpoint(CheckpointTrigger why) {
   const auto t_resumed = Clock::now();
   ROMULUS_RETURN_IF_ERROR(paused_status);
   ROMULUS_RETURN_IF_ERROR(resume_status.context("resuming the guest"));
+  trigger_.set_policy(policy());  // settings may have changed since run() last looked
   trigger_.on_checkpoint(t0, t_resumed, why);
 
   rec.pause_us = micros(t_resumed - t0);
