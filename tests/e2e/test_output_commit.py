@@ -305,6 +305,10 @@ class OutputCommitTest(unittest.TestCase):
                                    primary.control_path)
         self.assertNotEqual(rc, 0)
         self.assertIn("eager or interval", out + err)
+        rc, out, err = harness.cli("primary", "--backup", "null", "--commit", "sometimes", "--",
+                                   "true")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("--commit 'sometimes': use eager or interval", err)
 
 
 class OutputCommitIntervalTest(OutputCommitTest):
