@@ -68,8 +68,7 @@ microseconds CommitTrigger::gap() const {
 
 CommitTrigger::Due CommitTrigger::next(bool output_held) const {
   // The interval may have been shortened since the deadline was set.
-  const Clock::time_point timer =
-      std::min(deadline_, last_resumed_ + policy_.interval);
+  const Clock::time_point timer = std::min(deadline_, last_resumed_ + policy_.interval);
   if (policy_.mode == CommitMode::kEager && output_held) {
     const Clock::time_point eager = last_resumed_ + gap();
     if (eager < timer) return {eager, CheckpointTrigger::kOutput};

@@ -73,9 +73,9 @@ class CommitTrigger {
 
  private:
   CommitPolicy policy_;
-  Clock::time_point deadline_{};        // the timer: the interval elapses
-  Clock::time_point last_resumed_{};    // end of the previous pause
-  double pause_avg_us_ = 0;             // exponential average of recent pauses
+  Clock::time_point deadline_{};      // the timer: the interval elapses
+  Clock::time_point last_resumed_{};  // end of the previous pause
+  double pause_avg_us_ = 0;           // exponential average of recent pauses
 };
 
 }  // namespace romulus::checkpoint

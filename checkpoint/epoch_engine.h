@@ -228,7 +228,7 @@ class EpochEngine {
   std::atomic<uint64_t> output_epoch_{0};  // highest epoch output was held for
   std::mutex wake_mu_;                     // with wake_cv_: run()'s sleep
   std::condition_variable wake_cv_;
-  CommitTrigger trigger_;                  // engine thread only
+  CommitTrigger trigger_;  // engine thread only
   std::atomic<uint8_t> codec_;
   std::atomic<uint64_t> next_epoch_;
   bool format_b_ = false;

@@ -267,7 +267,8 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     return json_ok();
   }
   if (name == "commit") {
-    if (value != "eager" && value != "interval") return json_error("commit must be eager or interval");
+    if (value != "eager" && value != "interval")
+      return json_error("commit must be eager or interval");
     im.engine->set_commit(value == "eager" ? CommitMode::kEager : CommitMode::kInterval);
     log_(fmt::format("commit set to {}", value));
     return json_ok();

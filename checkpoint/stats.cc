@@ -217,11 +217,11 @@ boost::json::object stats_to_json(const StatsSnapshot& s) {
                                   {"timer", s.timer_checkpoints},
                                   {"output", s.output_checkpoints}};
   o["stopped_ms_total"] = ms(s.stopped_us_total);
-  o["recent"] = json::object{
-      {"window_s", static_cast<double>(StatsRecorder::kRateWindow.count())},
-      {"guest_stopped_fraction", s.stopped_fraction},
-      {"checkpoints_per_sec", json::object{{"timer", s.timer_checkpoints_per_sec},
-                                           {"output", s.output_checkpoints_per_sec}}}};
+  o["recent"] =
+      json::object{{"window_s", static_cast<double>(StatsRecorder::kRateWindow.count())},
+                   {"guest_stopped_fraction", s.stopped_fraction},
+                   {"checkpoints_per_sec", json::object{{"timer", s.timer_checkpoints_per_sec},
+                                                        {"output", s.output_checkpoints_per_sec}}}};
   o["initial_sync"] = json::object{{"pages_sent", s.sync_pages_sent},
                                    {"pages_total", s.sync_pages_total},
                                    {"rounds", s.sync_rounds},

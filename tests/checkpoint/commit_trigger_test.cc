@@ -23,7 +23,7 @@ struct Counts {
 // Simulates `length` of engine time from t0: output_held(now) says whether
 // output waits; every checkpoint pauses the guest for `pause`.
 Counts simulate(CommitPolicy policy, Clock::duration length, Clock::duration pause,
-             const std::function<bool(Clock::time_point)>& output_held) {
+                const std::function<bool(Clock::time_point)>& output_held) {
   CommitTrigger trigger(policy);
   const Clock::time_point t0{};
   const Clock::time_point start = t0 + 1s;  // a non-zero epoch for the fake clock
@@ -82,7 +82,7 @@ TEST(CommitTrigger, EagerWithOutputAlwaysWaitingRespectsMinGap) {
   // Each cycle: a 5 ms gap after the pause, then a 100 us pause.
   const Counts r = simulate(eager(50ms, 5ms), 1s, 100us, [](auto) { return true; });
   EXPECT_EQ(r.timer, 0);
-  EXPECT_EQ(r.output, 196);  // floor(1 s / 5.1 ms)
+  EXPECT_EQ(r.output, 196);        // floor(1 s / 5.1 ms)
   EXPECT_LE(r.total(), 1000 / 5);  // never more than one per min-gap
 }
 

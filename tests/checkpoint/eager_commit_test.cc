@@ -101,8 +101,7 @@ class EagerCommitTest : public ::testing::Test {
     eo.interval = 60s;  // the timer never fires during the test
     eo.min_gap = 0us;
     eo.arena_fd = arena_.fd();
-    engine_.emplace(*pause_, *tracker_, kArenaBytes / protocol::kPageSize, &transport_, stats_,
-                    eo);
+    engine_.emplace(*pause_, *tracker_, kArenaBytes / protocol::kPageSize, &transport_, stats_, eo);
     ASSERT_TRUE(engine_->initial_sync().is_ok());
 
     auto port = OutputProxy::pick_free_port();
