@@ -23,6 +23,11 @@ int64_t micros(Clock::duration d) {
 
 // Pages per encoder slice at the least: below this, threads cost more than they save.
 constexpr size_t kMinPagesPerSlice = 64;
+// A checkpoint whose bytes fit in this is handed to the transport in one
+// buffer (begin, body, end): one wake-up of the sender and one write, on
+// each side of the link, instead of three (docs/performance.md, "CPU per
+// checkpoint"). Copying this much costs less than one thread hand-off.
+constexpr size_t kCoalesceBytes = 64 * 1024;
 
 }  // namespace
 
@@ -40,6 +45,10 @@ EpochEngine::EpochEngine(PauseControl& guest, DirtyTracker& tracker, uint64_t pa
       cache_(options_.cache_bytes),
       pool_(options_.encoder_threads),
       interval_us_(options_.interval.count()),
+      commit_(static_cast<uint8_t>(options_.commit)),
+      min_gap_us_(options_.min_gap.count()),
+      max_stopped_fraction_(options_.max_stopped_fraction),
+      trigger_(policy()),
       codec_(static_cast<uint8_t>(options_.encode.codec)),
       next_epoch_(options_.first_epoch),
       buffers_(std::make_shared<BufferPool>(2 * static_cast<size_t>(pool_.threads()) + 2)) {
@@ -51,6 +60,8 @@ void EpochEngine::set_transport(CheckpointTransport* transport, uint64_t min_nex
   transport_ = transport;
   if (transport_ != nullptr) transport_->set_buffer_pool(buffers_);
   format_b_ = false;
+  coalescing_ = false;
+  coalesce_ = protocol::Bytes();
   if (next_epoch_.load() < min_next_epoch) next_epoch_.store(min_next_epoch);
 }
 
@@ -86,10 +97,26 @@ Status EpochEngine::encode_and_send(std::span<const uint64_t> pfns,
     auto [begin, end] = range(i);
     framer_.add_body(slice_out_[i], static_cast<uint32_t>(end - begin));
     if (rec != nullptr) rec->wire_bytes += slice_out_[i].size();
-    ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(slice_out_[i])));
+    ROMULUS_RETURN_IF_ERROR(emit(std::move(slice_out_[i])));
     slice_out_[i] = protocol::Bytes();
   }
   return Status::ok();
+}
+
+Status EpochEngine::emit(protocol::Bytes bytes) {
+  if (coalescing_ && coalesce_.size() + bytes.size() <= kCoalesceBytes) {
+    coalesce_.insert(coalesce_.end(), bytes.begin(), bytes.end());
+    buffers_->give(std::move(bytes));
+    return Status::ok();
+  }
+  ROMULUS_RETURN_IF_ERROR(emit_held());
+  return transport_->send(std::move(bytes));
+}
+
+Status EpochEngine::emit_held() {
+  if (!coalescing_) return Status::ok();
+  coalescing_ = false;
+  return transport_->send(std::move(coalesce_));
 }
 
 Status EpochEngine::encode_and_send_staged(bool format_b, EpochRecord* rec) {
@@ -137,12 +164,15 @@ Status EpochEngine::send_from_tracker(std::span<const uint64_t> pfns, bool forma
   return encode_and_send(batch_pfns_, batch_srcs_, format_b, rec);
 }
 
-Status EpochEngine::checkpoint() {
+Status EpochEngine::checkpoint(CheckpointTrigger why) {
   if (!format_b_) return Status::invalid_argument("checkpoint before the initial sync");
   EpochRecord rec;
+  rec.trigger = why;
   const auto t0 = Clock::now();
+  rec.paused_at = t0;
   Status st = guest_.pause(options_.gate_timeout);
   if (st.code() == StatusCode::kTimeout) {
+    trigger_.on_postponed(Clock::now());
     stats_.record_postponed();
     if (options_.log) options_.log(st.message());
     return Status::ok();
@@ -168,7 +198,10 @@ Status EpochEngine::checkpoint() {
     if (on_paused) on_paused(epoch);
     protocol::Bytes begin = framer_.begin(epoch, protocol::kBeginConsistent);
     rec.wire_bytes += begin.size();
-    ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(begin)));
+    // Held back: a small checkpoint goes out as one buffer (emit()).
+    coalesce_ = buffers_->take(kCoalesceBytes);
+    coalesce_.insert(coalesce_.end(), begin.begin(), begin.end());
+    coalescing_ = true;
     if (!stable_pages_) {
       // The tracker's pages are the live arena: copy them before the guest
       // runs (what does not fit is sent while still paused).
@@ -185,6 +218,8 @@ Status EpochEngine::checkpoint() {
   const auto t_resumed = Clock::now();
   ROMULUS_RETURN_IF_ERROR(paused_status);
   ROMULUS_RETURN_IF_ERROR(resume_status.context("resuming the guest"));
+  trigger_.set_policy(policy());  // settings may have changed since run() last looked
+  trigger_.on_checkpoint(t0, t_resumed, why);
 
   rec.pause_us = micros(t_resumed - t0);
   rec.gate_wait_us = micros(t_stopped - t0);  // gate wait + SIGSTOP until stopped
@@ -201,7 +236,8 @@ Status EpochEngine::checkpoint() {
   }
   protocol::Bytes end = framer_.end();
   rec.wire_bytes += end.size();
-  ROMULUS_RETURN_IF_ERROR(transport_->send(std::move(end)));
+  ROMULUS_RETURN_IF_ERROR(emit(std::move(end)));
+  ROMULUS_RETURN_IF_ERROR(emit_held());
   const auto t_queued = Clock::now();
   rec.encode_us = micros(t_queued - t_encode);
   transport_->end_of_checkpoint(epoch);
@@ -326,29 +362,58 @@ Status EpochEngine::initial_sync() {
   }
   stats_.record_sync_progress(sent, page_count_, rounds, micros(t_synced - t_start));
   // The first paused checkpoint makes the backup's image a state of the guest.
-  return checkpoint();
+  return checkpoint(CheckpointTrigger::kSync);
+}
+
+CommitPolicy EpochEngine::policy() const {
+  CommitPolicy p;
+  p.mode = commit();
+  p.interval = interval();
+  p.min_gap = min_gap();
+  p.max_stopped_fraction = max_stopped_fraction();
+  return p;
+}
+
+void EpochEngine::note_output(uint64_t epoch) {
+  uint64_t noted = output_epoch_.load(std::memory_order_relaxed);
+  if (noted >= epoch) return;  // the common case: already noted in this epoch
+  while (noted < epoch && !output_epoch_.compare_exchange_weak(noted, epoch)) {
+  }
+  if (commit() == CommitMode::kEager) wake();
+}
+
+void EpochEngine::wake() {
+  // Under the mutex: run() checks its condition under it before sleeping, so
+  // a change made before this call is never missed.
+  std::lock_guard lock(wake_mu_);
+  wake_cv_.notify_one();
 }
 
 Status EpochEngine::run(const std::atomic<bool>& stop) {
-  if (last_pause_start_ == Clock::time_point{}) last_pause_start_ = Clock::now();
-  auto deadline = last_pause_start_ + interval();
+  trigger_.set_policy(policy());
+  trigger_.start(last_pause_start_ == Clock::time_point{} ? Clock::now() : last_pause_start_);
   while (!stop.load()) {
-    // Sleep to the deadline in short steps, so a stop request is timely.
-    // (Heartbeats are the transport's job: it sends them when its wire idles.)
-    for (auto now = Clock::now(); now < deadline && !stop.load(); now = Clock::now()) {
-      std::this_thread::sleep_for(
-          std::min<Clock::duration>(deadline - now, std::chrono::milliseconds(5)));
+    // Sleep until the trigger's time (recomputed on every wake: output may
+    // have arrived, a setting changed). Heartbeats are the transport's job:
+    // it sends them when its wire idles.
+    CommitTrigger::Due due;
+    {
+      std::unique_lock lock(wake_mu_);
+      for (;;) {
+        trigger_.set_policy(policy());
+        due = trigger_.next(output_held());
+        const auto now = Clock::now();
+        if (stop.load() || now >= due.when) break;
+        wake_cv_.wait_until(lock, std::min<Clock::time_point>(due.when, now + kStopPoll));
+      }
     }
     if (stop.load()) break;
+    // The previous checkpoint must be sent (not acknowledged) first.
     ROMULUS_RETURN_IF_ERROR(guest_or(transport_->flush()));
     // Stretched: the previous checkpoint was still being written at the deadline.
-    stretched_ = Clock::now() > deadline + std::chrono::milliseconds(1);
-    ROMULUS_RETURN_IF_ERROR(checkpoint());
-    // A fixed cadence: the next pause is due one interval after this one was
-    // due, not after it began, so waking a little late each time (~0.1 ms)
-    // does not cost ~1% of the checkpoints at 10 ms. After a stretched epoch
-    // the cadence restarts from when it actually began: no catch-up burst.
-    deadline = stretched_ ? last_pause_start_ + interval() : deadline + interval();
+    stretched_ = due.why == CheckpointTrigger::kTimer &&
+                 Clock::now() > due.when + std::chrono::milliseconds(1);
+    ROMULUS_RETURN_IF_ERROR(checkpoint(due.why));
   }
   return Status::ok();
 }

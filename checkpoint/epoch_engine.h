@@ -6,7 +6,15 @@
 // chunks to the transport. If the dirty set overflows staging, what is staged
 // is encoded and sent while the guest stays paused, then staging continues.
 // The next pause never starts before the previous checkpoint is fully
-// written; the interval stretches instead, and the statistics say so.
+// written (sent, not acknowledged: checkpoints pipeline); the interval
+// stretches instead, and the statistics say so.
+//
+// When the next checkpoint starts is a CommitTrigger's decision
+// (checkpoint/commit_trigger.h): every interval, or under `eager` as soon as
+// output is held for the open epoch (note_output(), from the output proxy),
+// a gap after the previous pause. Between checkpoints run() sleeps on a
+// condition variable: woken by note_output(), wake() or its deadline, never
+// polling faster than kStopPoll.
 //
 // A tracker whose pages are stable until its next collect() (compare: its
 // shadow; DirtyTracker::pages_stable_until_next_collect) needs no staging: the
@@ -32,15 +40,18 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "checkpoint/buffer_pool.h"
+#include "checkpoint/commit_trigger.h"
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/encoder_pool.h"
 #include "checkpoint/staging_buffer.h"
@@ -74,6 +85,10 @@ void keep_checkpoint_buffers_in_heap();
 
 struct EngineOptions {
   std::chrono::microseconds interval{50'000};
+  // When checkpoints start (interval given above; see commit_trigger.h).
+  CommitMode commit = CommitMode::kInterval;
+  std::chrono::microseconds min_gap{1'000};
+  double max_stopped_fraction = 0.25;
   size_t staging_bytes = 64u << 20;
   unsigned encoder_threads = 1;
   protocol::EncodeOptions encode;
@@ -106,17 +121,47 @@ class EpochEngine {
   // consistent (paused) checkpoint queued. Call at the start of each stream.
   Status initial_sync();
 
-  // One epoch. Waits for the previous checkpoint to be written first. A
+  // One epoch; `why` is recorded in its statistics. The caller has made
+  // sure the previous checkpoint was written (run() flushes first). A
   // postponed pause (Update held open) is not an error: nothing is sent.
-  Status checkpoint();
+  Status checkpoint(CheckpointTrigger why = CheckpointTrigger::kTimer);
 
-  // Checkpoints every interval until stop is set or an error occurs.
+  // Checkpoints when the CommitTrigger says so until stop is set or an error
+  // occurs. A stop is seen within kStopPoll, at once after wake().
   Status run(const std::atomic<bool>& stop);
+  static constexpr std::chrono::milliseconds kStopPoll{100};
 
-  void set_interval(std::chrono::microseconds interval) { interval_us_ = interval.count(); }
+  // Output is held for `epoch` (any thread; cheap: one atomic load when
+  // already noted for that epoch). Under eager, wakes run() when that is the
+  // open epoch.
+  void note_output(uint64_t epoch);
+  // Wakes run() to look at its stop flag and settings again (any thread).
+  void wake();
+
+  void set_interval(std::chrono::microseconds interval) {
+    interval_us_ = interval.count();
+    wake();
+  }
   std::chrono::microseconds interval() const {
     return std::chrono::microseconds(interval_us_.load());
   }
+  void set_commit(CommitMode mode) {
+    commit_ = static_cast<uint8_t>(mode);
+    wake();
+  }
+  CommitMode commit() const { return static_cast<CommitMode>(commit_.load()); }
+  void set_min_gap(std::chrono::microseconds gap) {
+    min_gap_us_ = gap.count();
+    wake();
+  }
+  std::chrono::microseconds min_gap() const {
+    return std::chrono::microseconds(min_gap_us_.load());
+  }
+  void set_max_stopped_fraction(double f) {
+    max_stopped_fraction_ = f;
+    wake();
+  }
+  double max_stopped_fraction() const { return max_stopped_fraction_.load(); }
   void set_codec(protocol::CodecId codec) { codec_ = static_cast<uint8_t>(codec); }
   void set_cache_bytes(size_t bytes) { cache_.set_capacity(bytes); }
 
@@ -136,6 +181,12 @@ class EpochEngine {
   // queues the result in PFN order.
   Status encode_and_send(std::span<const uint64_t> pfns, std::span<const uint8_t* const> pages,
                          bool format_b, EpochRecord* rec);
+  // Queues bytes of the checkpoint being made: appended to the held buffer
+  // while the checkpoint still fits in one (coalescing_), else the held
+  // buffer and then these are sent.
+  Status emit(protocol::Bytes bytes);
+  // Sends the held buffer, if any, and stops coalescing this checkpoint.
+  Status emit_held();
   // Encodes and queues the staged pages, then empties staging.
   Status encode_and_send_staged(bool format_b, EpochRecord* rec);
   // Live trackers only: copies the pages of pfns (skip_zero: all-zero pages
@@ -154,6 +205,9 @@ class EpochEngine {
   // An error seen while the guest is gone is reported as the guest's exit.
   Status guest_or(Status st);
   std::vector<uint64_t> all_data_pfns();
+  CommitPolicy policy() const;
+  // Output is held for the epoch the next checkpoint will carry.
+  bool output_held() const { return output_epoch_.load() >= next_epoch_.load(); }
 
   PauseControl& guest_;
   DirtyTracker& tracker_;
@@ -168,6 +222,13 @@ class EpochEngine {
   EncoderPool pool_;
   protocol::CheckpointFramer framer_;
   std::atomic<int64_t> interval_us_;
+  std::atomic<uint8_t> commit_;
+  std::atomic<int64_t> min_gap_us_;
+  std::atomic<double> max_stopped_fraction_;
+  std::atomic<uint64_t> output_epoch_{0};  // highest epoch output was held for
+  std::mutex wake_mu_;                     // with wake_cv_: run()'s sleep
+  std::condition_variable wake_cv_;
+  CommitTrigger trigger_;  // engine thread only
   std::atomic<uint8_t> codec_;
   std::atomic<uint64_t> next_epoch_;
   bool format_b_ = false;
@@ -179,6 +240,8 @@ class EpochEngine {
   // Encoder output buffers, given back by the transport once written.
   std::shared_ptr<BufferPool> buffers_;
   std::vector<protocol::EncodeStats> slice_stats_;
+  protocol::Bytes coalesce_;  // the checkpoint so far, while it is small (emit())
+  bool coalescing_ = false;
   std::chrono::steady_clock::time_point last_pause_start_{};
 };
 

@@ -154,6 +154,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
             }
             buffered_bytes_ += n;
           }
+          if (proxy_.buffering_ && proxy_.on_output_held_) proxy_.on_output_held_(epoch);
           release(proxy_.acked_, proxy_.buffering_);
           if (!ec) do_read_guest();
         });

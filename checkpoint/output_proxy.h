@@ -89,6 +89,12 @@ class OutputProxy {
   // thread before every release; must be cheap and thread-safe. Set before start().
   using ReleaseGate = std::function<bool(std::chrono::steady_clock::time_point now, bool acked)>;
   void set_release_gate(ReleaseGate gate) { gate_ = std::move(gate); }
+  // Called each time guest output (or its close) is held for `epoch` while
+  // buffering, on the thread that read it: the epoch engine's note_output(),
+  // so that `--commit eager` starts a checkpoint for it. Must be cheap and
+  // thread-safe. Set before start().
+  using OutputHeld = std::function<void(uint64_t epoch)>;
+  void set_on_output_held(OutputHeld fn) { on_output_held_ = std::move(fn); }
   // The gate may say yes again: release what waited (any thread).
   void reopen_gate();
   // The first and last release times since the previous call, if any (any thread).
@@ -117,6 +123,7 @@ class OutputProxy {
   uint64_t acked_ = 0;
   bool buffering_;
   ReleaseGate gate_;
+  OutputHeld on_output_held_;
   // Release times, steady_clock ticks; 0 = none since the last take.
   std::atomic<int64_t> first_release_{0}, last_release_{0};
 

@@ -89,6 +89,7 @@ struct PrimaryNode::Impl {
   std::unique_ptr<GuestPause> pause;
   std::unique_ptr<DirtyTracker> tracker;
   std::unique_ptr<EpochEngine> engine;
+  std::atomic<EpochEngine*> engine_to_wake{nullptr};  // for request_stop() (any thread)
   std::shared_ptr<TcpSender> sender;
   std::unique_ptr<OutputProxy> proxy;
   NullTransport null_transport;
@@ -124,6 +125,11 @@ PrimaryNode::~PrimaryNode() {
   if (impl_->io_thread.joinable()) impl_->io_thread.join();
 }
 
+void PrimaryNode::request_stop() {
+  stop_.request_stop();
+  if (EpochEngine* e = impl_->engine_to_wake.load()) e->wake();
+}
+
 void PrimaryNode::adopt_arena(common::SharedMemory arena) {
   impl_->arena.emplace(std::move(arena));
 }
@@ -156,6 +162,8 @@ PrimaryMetrics PrimaryNode::metrics() const {
   const bool started = m.state != PrimaryState::kStarting;
   const auto interval = started && impl_->engine ? impl_->engine->interval() : config_.interval;
   m.interval_seconds = std::chrono::duration<double>(interval).count();
+  m.commit_eager =
+      (started && impl_->engine ? impl_->engine->commit() : config_.commit) == CommitMode::kEager;
   if (started && impl_->proxy) {
     m.output = {impl_->proxy->stats(), impl_->proxy->added_latency_histogram().snapshot()};
   }
@@ -185,6 +193,13 @@ std::string PrimaryNode::handle_control(const std::string& request) {
     const auto s = stats_.snapshot();
     o["guest_pid"] = im.guest ? im.guest->pid() : 0;
     o["interval_ms"] = im.engine ? common::to_ms(im.engine->interval()) : 0.0;
+    o["commit"] = commit_mode_name(im.engine ? im.engine->commit() : config_.commit);
+    o["min_gap_ms"] = common::to_ms(im.engine ? im.engine->min_gap() : config_.min_gap);
+    o["max_stopped_fraction"] =
+        im.engine ? im.engine->max_stopped_fraction() : config_.max_stopped_fraction;
+    o["guest_stopped_fraction"] = s.stopped_fraction;
+    o["checkpoints_per_sec"] = json::object{{"timer", s.timer_checkpoints_per_sec},
+                                            {"output", s.output_checkpoints_per_sec}};
     o["tracker"] = tracker_kind_name(im.tracker_kind);
     o["codec"] = protocol::codec_name(config_.encode.codec);
     o["threads"] = config_.threads;
@@ -251,6 +266,31 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     log_(fmt::format("interval set to {:.1f} ms", static_cast<double>(us) / 1000.0));
     return json_ok();
   }
+  if (name == "commit") {
+    if (value != "eager" && value != "interval")
+      return json_error("commit must be eager or interval");
+    im.engine->set_commit(value == "eager" ? CommitMode::kEager : CommitMode::kInterval);
+    log_(fmt::format("commit set to {}", value));
+    return json_ok();
+  }
+  if (name == "min-gap") {
+    // The CLI validated the syntax; here: integer microseconds.
+    const long long us = std::atoll(value.c_str());
+    if (us < 0 || us > 60'000'000) return json_error("min-gap must be between 0 and 60s");
+    im.engine->set_min_gap(std::chrono::microseconds(us));
+    log_(fmt::format("min-gap set to {:.2f} ms", static_cast<double>(us) / 1000.0));
+    return json_ok();
+  }
+  if (name == "max-stopped-fraction") {
+    char* end = nullptr;
+    const double f = std::strtod(value.c_str(), &end);
+    if (end == value.c_str() || *end != '\0' || !(f >= 0.01 && f <= 1.0)) {
+      return json_error("max-stopped-fraction must be a number between 0.01 and 1");
+    }
+    im.engine->set_max_stopped_fraction(f);
+    log_(fmt::format("max-stopped-fraction set to {}", f));
+    return json_ok();
+  }
   if (name == "cache") {
     const long long bytes = std::atoll(value.c_str());
     if (bytes < 0) return json_error("cache size must be >= 0");
@@ -274,7 +314,9 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     return json_ok();
   }
   return json_error(
-      fmt::format("unknown setting '{}' (interval, cache, codec, on-backup-loss, backup)", name));
+      fmt::format("unknown setting '{}' (interval, commit, min-gap, max-stopped-fraction, cache, "
+                  "codec, on-backup-loss, backup)",
+                  name));
 }
 
 // ---- Ownership (any thread).
@@ -304,7 +346,7 @@ void PrimaryNode::demote(std::string why) {
   if (demoted_.load()) return;
   demote_reason_ = std::move(why);
   demoted_.store(true);
-  stop_.request_stop();
+  request_stop();
 }
 
 void PrimaryNode::log_release_interval() {
@@ -407,6 +449,9 @@ Status PrimaryNode::start_engine() {
   auto& im = *impl_;
   EngineOptions eo;
   eo.interval = config_.interval;
+  eo.commit = config_.commit;
+  eo.min_gap = config_.min_gap;
+  eo.max_stopped_fraction = config_.max_stopped_fraction;
   eo.staging_bytes = config_.staging_bytes;
   eo.encoder_threads = config_.threads;
   eo.encode = config_.encode;
@@ -418,6 +463,8 @@ Status PrimaryNode::start_engine() {
   im.pause = std::make_unique<GuestPause>(*im.guest);
   im.engine = std::make_unique<EpochEngine>(
       *im.pause, *im.tracker, config_.memory_bytes / protocol::kPageSize, nullptr, stats_, eo);
+  im.engine_to_wake.store(im.engine.get());
+  if (stop_.stop_requested()) im.engine->wake();
   return Status::ok();
 }
 
@@ -434,6 +481,8 @@ Status PrimaryNode::start_services() {
     po.buffering = im.buffering;
     EpochEngine* engine = im.engine.get();
     im.proxy = std::make_unique<OutputProxy>(im.io, po, [engine] { return engine->open_epoch(); });
+    // --commit eager: held output starts the next checkpoint.
+    im.proxy->set_on_output_held([engine](uint64_t epoch) { engine->note_output(epoch); });
     if (ownership_) {
       im.proxy->set_release_gate([o = ownership_](Clock::time_point now, bool acked) {
         return o->may_release(now, acked);

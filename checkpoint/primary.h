@@ -33,6 +33,7 @@
 
 #include <boost/json.hpp>
 
+#include "checkpoint/commit_trigger.h"
 #include "checkpoint/primary_metrics.h"
 #include "checkpoint/primary_state.h"
 #include "checkpoint/reconnect_policy.h"
@@ -53,6 +54,11 @@ struct PrimaryConfig {
   uint16_t backup_port = 0;
   bool backup_null = false;
   std::chrono::microseconds interval{50'000};
+  // When checkpoints start (checkpoint/commit_trigger.h; --commit, --min-gap,
+  // --max-stopped-fraction).
+  CommitMode commit = CommitMode::kEager;
+  std::chrono::microseconds min_gap{1'000};
+  double max_stopped_fraction = 0.25;
   uint64_t memory_bytes = 256ull << 20;
   TrackerKind tracker = TrackerKind::kAuto;
   unsigned threads = 1;
@@ -120,7 +126,7 @@ class PrimaryNode {
   // OK on a requested stop; aborted with the exit description if the guest
   // exits or dies.
   Status run();
-  void request_stop() { stop_.request_stop(); }
+  void request_stop();
   // Called once on the run() thread when the guest has attached (a backup that
   // took over logs its failover time and runs --on-failover here).
   void set_on_started(std::function<void()> fn) { on_started_ = std::move(fn); }

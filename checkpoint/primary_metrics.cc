@@ -27,6 +27,23 @@ void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out) {
               primary_state_names(), common::StateTraits<PrimaryState>::name(m.state));
   out.counter("romulus_checkpoints_total", "Consistent checkpoints sent to the backup.",
               d(t.epochs));
+  out.family("romulus_checkpoints_by_trigger_total", "counter",
+             "Consistent checkpoints by what started them: the first of a stream (sync), the "
+             "interval (timer), held output under --commit eager (output).");
+  out.sample("romulus_checkpoints_by_trigger_total", d(t.sync_checkpoints), {{"trigger", "sync"}});
+  out.sample("romulus_checkpoints_by_trigger_total", d(t.timer_checkpoints),
+             {{"trigger", "timer"}});
+  out.sample("romulus_checkpoints_by_trigger_total", d(t.output_checkpoints),
+             {{"trigger", "output"}});
+  out.counter("romulus_guest_stopped_seconds_total",
+              "Time the guest spent stopped in checkpoint pauses.",
+              static_cast<double>(t.stopped_us_total) / 1e6);
+  out.gauge("romulus_guest_stopped_fraction",
+            "Fraction of wall time the guest was stopped in pauses over the last 5 s.",
+            t.stopped_fraction);
+  out.gauge("romulus_commit_eager",
+            "1 under --commit eager (output-triggered checkpoints), 0 under interval.",
+            m.commit_eager ? 1 : 0);
   out.gauge("romulus_last_committed_epoch",
             "Highest epoch the backup acknowledged (committed there).", d(t.acked_epoch));
   out.gauge("romulus_last_sent_epoch", "Highest epoch fully sent to the backup.", d(t.sent_epoch));

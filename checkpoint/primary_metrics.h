@@ -22,6 +22,7 @@ struct PrimaryMetrics {
   StatsSnapshot totals;  // counters (StatsRecorder::totals())
   common::Histogram::Snapshot pause;
   double interval_seconds = 0;  // the interval asked for
+  bool commit_eager = false;    // --commit eager
   struct Output {
     OutputProxyStats stats;
     common::Histogram::Snapshot added_latency;

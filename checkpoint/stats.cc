@@ -52,6 +52,45 @@ void StatsRecorder::record_epoch(const EpochRecord& r) {
   totals_.encode_us.max = std::max(totals_.encode_us.max, r.encode_us);
   recent_.push_back(r);
   if (recent_.size() > window_) recent_.pop_front();
+  switch (r.trigger) {
+    case CheckpointTrigger::kSync:
+      totals_.sync_checkpoints++;
+      break;
+    case CheckpointTrigger::kTimer:
+      totals_.timer_checkpoints++;
+      window_timer_++;
+      break;
+    case CheckpointTrigger::kOutput:
+      totals_.output_checkpoints++;
+      window_output_++;
+      break;
+  }
+  totals_.stopped_us_total += r.pause_us;
+  const auto at = r.paused_at == std::chrono::steady_clock::time_point{}
+                      ? std::chrono::steady_clock::now()
+                      : r.paused_at;
+  if (first_pause_ == std::chrono::steady_clock::time_point{}) first_pause_ = at;
+  stops_.push_back(Stop{at, r.pause_us, r.trigger});
+  window_stopped_us_ += r.pause_us;
+}
+
+void StatsRecorder::fill_window(StatsSnapshot& s, std::chrono::steady_clock::time_point now) const {
+  while (!stops_.empty() && stops_.front().at < now - kRateWindow) {
+    const Stop& old = stops_.front();
+    window_stopped_us_ -= old.pause_us;
+    if (old.trigger == CheckpointTrigger::kTimer) window_timer_--;
+    if (old.trigger == CheckpointTrigger::kOutput) window_output_--;
+    stops_.pop_front();
+  }
+  if (first_pause_ == std::chrono::steady_clock::time_point{}) return;
+  const double span_us = static_cast<double>(
+      std::chrono::duration_cast<std::chrono::microseconds>(
+          std::min<std::chrono::steady_clock::duration>(now - first_pause_, kRateWindow))
+          .count());
+  if (span_us <= 0) return;
+  s.stopped_fraction = std::min(1.0, static_cast<double>(window_stopped_us_) / span_us);
+  s.timer_checkpoints_per_sec = static_cast<double>(window_timer_) * 1e6 / span_us;
+  s.output_checkpoints_per_sec = static_cast<double>(window_output_) * 1e6 / span_us;
 }
 
 void StatsRecorder::record_sent(uint64_t epoch, std::chrono::steady_clock::time_point when) {
@@ -103,12 +142,15 @@ void StatsRecorder::record_cache(uint64_t lookups, uint64_t hits, uint64_t misse
 
 StatsSnapshot StatsRecorder::totals() const {
   std::lock_guard lock(mu_);
-  return totals_;
+  StatsSnapshot s = totals_;
+  fill_window(s, std::chrono::steady_clock::now());
+  return s;
 }
 
 StatsSnapshot StatsRecorder::snapshot() const {
   std::lock_guard lock(mu_);
   StatsSnapshot s = totals_;
+  fill_window(s, std::chrono::steady_clock::now());
   s.pause_us = summarize(
       recent_, [](const EpochRecord& r) { return r.pause_us; }, totals_.pause_us.max);
   s.interval_us = summarize(
@@ -171,6 +213,15 @@ boost::json::object stats_to_json(const StatsSnapshot& s) {
                            {"dirty_pages", s.last.dirty_pages},
                            {"wire_bytes", s.last.wire_bytes},
                            {"pause_ms", ms(s.last.pause_us)}};
+  o["checkpoints"] = json::object{{"sync", s.sync_checkpoints},
+                                  {"timer", s.timer_checkpoints},
+                                  {"output", s.output_checkpoints}};
+  o["stopped_ms_total"] = ms(s.stopped_us_total);
+  o["recent"] =
+      json::object{{"window_s", static_cast<double>(StatsRecorder::kRateWindow.count())},
+                   {"guest_stopped_fraction", s.stopped_fraction},
+                   {"checkpoints_per_sec", json::object{{"timer", s.timer_checkpoints_per_sec},
+                                                        {"output", s.output_checkpoints_per_sec}}}};
   o["initial_sync"] = json::object{{"pages_sent", s.sync_pages_sent},
                                    {"pages_total", s.sync_pages_total},
                                    {"rounds", s.sync_rounds},

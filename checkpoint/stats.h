@@ -17,6 +17,7 @@
 
 #include <boost/json.hpp>
 
+#include "checkpoint/commit_trigger.h"
 #include "common/histogram.h"
 
 namespace romulus::checkpoint {
@@ -37,6 +38,8 @@ struct EpochRecord {
   uint64_t wire_bytes = 0;         // bytes of the checkpoint on the wire, framing included
   bool stretched = false;          // interval was longer than asked: previous send not done
   bool sent_while_paused = false;  // dirty set overflowed staging
+  CheckpointTrigger trigger = CheckpointTrigger::kTimer;
+  std::chrono::steady_clock::time_point paused_at{};  // when the pause began
 };
 
 // Percentile summary over a recent window.
@@ -58,6 +61,14 @@ struct StatsSnapshot {
   double compression_ratio = 0;   // raw / wire over all checkpoints (0 if none)
   double wire_bytes_per_sec = 0;  // over the recent window
   EpochRecord last;
+  // Checkpoints by what triggered them (commit_trigger.h), and the guest's
+  // time stopped in pauses, since start.
+  uint64_t sync_checkpoints = 0, timer_checkpoints = 0, output_checkpoints = 0;
+  int64_t stopped_us_total = 0;
+  // Over the last StatsRecorder::kRateWindow (or since the first checkpoint):
+  // the fraction of wall time the guest was stopped, and checkpoints/s by trigger.
+  double stopped_fraction = 0;
+  double timer_checkpoints_per_sec = 0, output_checkpoints_per_sec = 0;
   // Initial sync.
   uint64_t sync_pages_sent = 0, sync_pages_total = 0, sync_rounds = 0;
   int64_t sync_duration_us = 0;
@@ -69,6 +80,7 @@ struct StatsSnapshot {
 class StatsRecorder {
  public:
   explicit StatsRecorder(size_t window = 1024) : window_(window) {}
+  static constexpr std::chrono::seconds kRateWindow{5};
 
   void record_epoch(const EpochRecord& r);
   void record_sent(uint64_t epoch, std::chrono::steady_clock::time_point when);
@@ -90,8 +102,20 @@ class StatsRecorder {
     std::chrono::steady_clock::time_point when;
   };
 
+  struct Stop {  // one pause, for the rate window
+    std::chrono::steady_clock::time_point at;
+    int64_t pause_us;
+    CheckpointTrigger trigger;
+  };
+  // Drops pauses older than the window and fills the window's figures in s.
+  void fill_window(StatsSnapshot& s, std::chrono::steady_clock::time_point now) const;
+
   mutable std::mutex mu_;
   size_t window_;
+  mutable std::deque<Stop> stops_;  // the last kRateWindow's pauses, oldest first
+  mutable int64_t window_stopped_us_ = 0;
+  mutable uint64_t window_timer_ = 0, window_output_ = 0;
+  std::chrono::steady_clock::time_point first_pause_{};
   StatsSnapshot totals_;
   std::deque<EpochRecord> recent_;
   std::deque<int64_t> ack_latencies_;

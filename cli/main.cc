@@ -75,6 +75,10 @@ checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
   }
   c.backup_null = o.backup_null;
   c.interval = o.interval;
+  c.commit = o.commit == cli::CommitChoice::kEager ? checkpoint::CommitMode::kEager
+                                                   : checkpoint::CommitMode::kInterval;
+  c.min_gap = o.min_gap;
+  c.max_stopped_fraction = o.max_stopped_fraction;
   c.memory_bytes = o.memory_bytes;
   switch (o.tracker) {
     case cli::TrackerChoice::kUffd:
@@ -255,6 +259,11 @@ std::string format_status(const std::string& path, const json::object& t) {
       get("primary.epochs"), get("primary.acked_epoch"), get("primary.pause_ms.p50"),
       get("primary.pause_ms.p99"), get("primary.pause_ms.max"), get("primary.compression_ratio"),
       number(t, "primary.wire_bytes_per_sec") / 1e6);
+  out += fmt::format(
+      "  commit {} (min gap {} ms), guest stopped {:.1f}% of the time, checkpoints/s: "
+      "{:.1f} by timer, {:.1f} by output\n",
+      get("commit"), get("min_gap_ms"), 100 * number(t, "guest_stopped_fraction"),
+      number(t, "checkpoints_per_sec.timer"), number(t, "checkpoints_per_sec.output"));
   const double lookups = number(t, "primary.cache.lookups");
   out += fmt::format("  page cache hit rate {:.0f}%, {} stretched intervals, {} postponed pauses\n",
                      lookups > 0 ? 100.0 * number(t, "primary.cache.hits") / lookups : 0.0,
@@ -337,7 +346,7 @@ int run(int argc, char** argv) {
         } else if constexpr (std::is_same_v<T, cli::SetCommand>) {
           std::string value = c.value;
           // Durations and sizes travel in base units.
-          if (c.name == "interval") {
+          if (c.name == "interval" || c.name == "min-gap") {
             auto d = cli::parse_duration(c.value);
             if (!d.is_ok()) {
               std::fprintf(stderr, "romulus: %s\n", d.status().message().c_str());

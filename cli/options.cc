@@ -17,7 +17,7 @@ constexpr const char* kUsage = R"(usage:
   romulus backup  --listen ADDR:PORT [options] -- GUEST-COMMAND...
   romulus primary --backup ADDR:PORT|null [options] -- GUEST-COMMAND...
   romulus status [--json] [--control PATH]
-  romulus set interval 25ms | cache 128M | codec xbzrle | on-backup-loss stall | backup ADDR:PORT
+  romulus set interval 25ms | commit eager | min-gap 2ms | cache 128M | codec xbzrle | on-backup-loss stall | backup ADDR:PORT
   romulus failover [--control PATH]
 
 An example pair on one machine (start the backup first):
@@ -165,6 +165,9 @@ struct RawNodeOptions {
               lease_ttl = "2s", node_id, metrics;
   std::string guest;  // `guest = ...` in a config file (systemd units); split at spaces
   bool no_output_buffering = false;
+  // When checkpoints start.
+  std::string commit = "eager", min_gap = "1ms";
+  double max_stopped_fraction = 0.25;
 };
 
 void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup) {
@@ -186,6 +189,15 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("lease-ttl", po::value(&r.lease_ttl), "ownership lease in the witness (default 2s)");
   o("node-id", po::value(&r.node_id), "this node's name in the witness (default: host:listen)");
   o("interval", po::value(&r.interval), "checkpoint interval (default 50ms)");
+  // When checkpoints start (docs/operations.md, "Commit mode").
+  o("commit", po::value(&r.commit),
+    "eager|interval: checkpoint as soon as output waits, or only every --interval "
+    "(default eager)");
+  o("min-gap", po::value(&r.min_gap),
+    "eager: shortest time from the end of a pause to the next (default 1ms)");
+  o("max-stopped-fraction", po::value(&r.max_stopped_fraction),
+    "eager: widen the gap so pauses stop the guest at most this fraction of the time "
+    "(default 0.25)");
   o("memory", po::value(&r.memory), "arena size (default 256M)");
   o("service", po::value(&r.service), "ADDR:PORT clients connect to (output-committed proxy)");
   o("tracker", po::value(&r.tracker),
@@ -231,6 +243,21 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   if (o.interval < std::chrono::milliseconds(1) || o.interval > std::chrono::seconds(60)) {
     return Status::invalid_argument("--interval must be between 1ms and 60s");
   }
+  const std::string cm = lower(r.commit);
+  if (cm == "eager")
+    o.commit = CommitChoice::kEager;
+  else if (cm == "interval")
+    o.commit = CommitChoice::kInterval;
+  else
+    return Status::invalid_argument(fmt::format("--commit '{}': use eager or interval", r.commit));
+  ROMULUS_ASSIGN_OR_RETURN(o.min_gap, parse_duration(r.min_gap));
+  if (o.min_gap > std::chrono::seconds(1)) {
+    return Status::invalid_argument("--min-gap must be between 0 and 1s");
+  }
+  if (!(r.max_stopped_fraction >= 0.01 && r.max_stopped_fraction <= 1.0)) {
+    return Status::invalid_argument("--max-stopped-fraction must be between 0.01 and 1");
+  }
+  o.max_stopped_fraction = r.max_stopped_fraction;
   ROMULUS_ASSIGN_OR_RETURN(o.memory_bytes, parse_size(r.memory));
   if (o.memory_bytes < (1u << 20) || o.memory_bytes % protocol::kPageSize != 0) {
     return Status::invalid_argument("--memory must be at least 1M and a multiple of 4K");

@@ -28,6 +28,7 @@ struct Endpoint {
 enum class TrackerChoice { kAuto, kUffd, kUffdSync, kCompare };
 enum class BackupLossPolicy { kContinue, kStall };
 enum class Lz4Choice { kAuto, kOff, kAlways };
+enum class CommitChoice { kInterval, kEager };
 
 // Ownership by a witness (etcd): both nodes name the same pair and endpoints.
 struct WitnessOptions {
@@ -43,6 +44,11 @@ struct PrimaryOptions {
   std::optional<Endpoint> backup;  // nullopt with backup_null: the black hole
   bool backup_null = false;
   std::chrono::microseconds interval{50'000};
+  // When checkpoints start: --commit, --min-gap, --max-stopped-fraction
+  // (docs/operations.md, "Commit mode").
+  CommitChoice commit = CommitChoice::kEager;
+  std::chrono::microseconds min_gap{1'000};
+  double max_stopped_fraction = 0.25;
   uint64_t memory_bytes = 256ull << 20;
   std::optional<Endpoint> service;
   TrackerChoice tracker = TrackerChoice::kAuto;

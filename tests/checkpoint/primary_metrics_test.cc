@@ -41,6 +41,27 @@ TEST(PrimaryMetrics, CountersComeFromTheStatsTotals) {
   EXPECT_NE(text.find("# TYPE romulus_pause_seconds histogram\n"), std::string::npos);
 }
 
+TEST(PrimaryMetrics, CheckpointsByTriggerAndTheGuestsStoppedTime) {
+  PrimaryMetrics m;
+  m.commit_eager = true;
+  m.totals.sync_checkpoints = 1;
+  m.totals.timer_checkpoints = 4;
+  m.totals.output_checkpoints = 250;
+  m.totals.stopped_us_total = 2'500'000;
+  m.totals.stopped_fraction = 0.125;
+  const auto text = render(m);
+  EXPECT_NE(text.find("romulus_checkpoints_by_trigger_total{trigger=\"sync\"} 1\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("romulus_checkpoints_by_trigger_total{trigger=\"timer\"} 4\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("romulus_checkpoints_by_trigger_total{trigger=\"output\"} 250\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("romulus_guest_stopped_seconds_total 2.5\n"), std::string::npos);
+  EXPECT_NE(text.find("romulus_guest_stopped_fraction 0.125\n"), std::string::npos);
+  EXPECT_NE(text.find("romulus_commit_eager 1\n"), std::string::npos);
+}
+
 TEST(PrimaryMetrics, OutputAndLeaseFamiliesOnlyWithAProxyAndAWitness) {
   PrimaryMetrics m;
   EXPECT_EQ(render(m).find("romulus_output_held_bytes"), std::string::npos);

@@ -328,9 +328,10 @@ class Cluster:
     """
 
     def __init__(self, test, memory="32M", interval="20ms", heartbeat="50ms",
-                 failover_timeout="1s"):
+                 failover_timeout="1s", commit=None):
         self.dir = tempfile.mkdtemp(prefix="romulus-e2e-")
         self.memory = memory
+        self.commit = commit  # --commit eager|interval; None: the default (eager)
         self.interval = interval
         self.heartbeat = heartbeat
         self.failover_timeout = failover_timeout
@@ -346,6 +347,8 @@ class Cluster:
                 "--heartbeat", heartbeat or self.heartbeat,
                 "--failover-timeout", failover_timeout or self.failover_timeout,
                 "--stats-period", "0"]
+        if self.commit:
+            args += ["--commit", self.commit]
         if service_port:
             args += ["--service", f"127.0.0.1:{service_port}"]
         return args + list(extra)

@@ -14,6 +14,10 @@ The spec:
 
 Some cycles run romulus-dirtier at 20k pages/s over 4000 pages instead, so the kill
 lands while big checkpoints are in flight; there the check is the takeover and E >= A.
+
+The cycles run under the default --commit eager (these guests have no --service, so
+their checkpoints come from the timer), and a few again under --commit interval.
+test_output_commit.py kills primaries whose checkpoints clients' replies trigger.
 """
 
 import os
@@ -26,6 +30,8 @@ from harness import Cluster
 CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_CYCLES", "56"))
 # The same kills with the synchronous write-protect tracker (large-arena tracker).
 SYNC_CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_SYNC_CYCLES", "16"))
+# The cycles above run under the default --commit eager; these under --commit interval.
+INTERVAL_CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_INTERVAL_CYCLES", "6"))
 CONNECTED_RE = r"primary \S+ connected \(session"
 RESUMED_FROM_RE = r"guest pid \d+ attached \(.*resumed from epoch (\d+)\)"
 
@@ -47,10 +53,10 @@ def plan(rng, cycles):
 @harness.require_binaries("romulus", "counter", "dirtier")
 class KillPrimaryTest(unittest.TestCase):
 
-    def run_cycle(self, i, delay, kind, after, tracker=None):
+    def run_cycle(self, i, delay, kind, after, tracker=None, commit=None):
         # A failing cycle stops its processes at once, not at the test's end,
         # so the cycles after it (subtests) run on a quiet machine.
-        c = Cluster(self)
+        c = Cluster(self, commit=commit)
         try:
             return self._run_cycle(c, i, delay, kind, after, tracker)
         finally:
@@ -147,6 +153,15 @@ class KillPrimaryTest(unittest.TestCase):
             with self.subTest(cycle=i, kind=kind, delay_ms=round(delay * 1000), after=after):
                 outcome = self.run_cycle(i, delay, kind, after, tracker="uffd-sync")
                 harness.log(f"uffd-sync cycle {i:2d} {kind:7s} kill {delay * 1000:5.1f} ms "
+                            f"after {after:5s}: {outcome}")
+
+    def test_kill_under_interval_commit_never_loses_an_acknowledged_epoch(self):
+        rng, _ = harness.seeded_random("test_kill_interval")
+        self.precopy_acks = 0
+        for i, (delay, kind, after) in enumerate(plan(rng, INTERVAL_CYCLES)):
+            with self.subTest(cycle=i, kind=kind, delay_ms=round(delay * 1000), after=after):
+                outcome = self.run_cycle(i, delay, kind, after, commit="interval")
+                harness.log(f"interval cycle {i:2d} {kind:7s} kill {delay * 1000:5.1f} ms "
                             f"after {after:5s}: {outcome}")
 
 

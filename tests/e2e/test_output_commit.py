@@ -9,7 +9,12 @@ romulus-kvstore runs behind the primary's --service proxy. The spec:
     rounds are not commits);
   - kill -9 of the primary at 30+ seeded random moments under romulus-kvload --check
     (which fails over to the backup's --service address): no acknowledged write is
-    ever lost, and nothing read back is corrupt.
+    ever lost, and nothing read back is corrupt;
+  - under --commit eager (the default), a held reply starts a checkpoint at once
+    (output-triggered checkpoints are counted in status), and checkpoints never come
+    more often than --min-gap allows.
+Every test runs under eager (OutputCommitTest) and again under --commit interval
+(OutputCommitIntervalTest, with fewer kill cycles).
 """
 
 import json
@@ -23,6 +28,8 @@ import harness
 from harness import Cluster
 
 CYCLES = int(os.environ.get("ROMULUS_E2E_KV_CYCLES", "32"))
+# The same tests under --commit interval (the default is eager): fewer kill cycles.
+INTERVAL_CYCLES = int(os.environ.get("ROMULUS_E2E_KV_INTERVAL_CYCLES", "6"))
 SERVING_RE = r"serving clients on"
 
 
@@ -68,6 +75,11 @@ class LineClient:
 
 @harness.require_binaries("romulus", "kvstore", "kvload")
 class OutputCommitTest(unittest.TestCase):
+    COMMIT = "eager"
+    KILL_CYCLES = CYCLES
+
+    def cluster(self, **kw):
+        return Cluster(self, commit=self.COMMIT, **kw)
 
     def client(self, port):
         cl = LineClient(port)
@@ -77,7 +89,7 @@ class OutputCommitTest(unittest.TestCase):
     def test_reply_is_held_while_acks_are_held_and_released_with_them(self):
         # A long failover timeout, so held acks never make the primary give up on its
         # backup (which would release output at once, unprotected).
-        c = Cluster(self, heartbeat="50ms", failover_timeout="10s")
+        c = self.cluster(heartbeat="50ms", failover_timeout="10s")
         kv = [harness.binary("kvstore")]
         backup = c.backup(kv, service_port=harness.free_port())
         relay = c.relay(backup.listen_port)
@@ -100,7 +112,7 @@ class OutputCommitTest(unittest.TestCase):
         self.assertEqual(primary.status()["state"], "protected")
 
     def test_status_shows_the_output_held_while_acks_are_held(self):
-        c = Cluster(self, heartbeat="50ms", failover_timeout="10s")
+        c = self.cluster(heartbeat="50ms", failover_timeout="10s")
         kv = [harness.binary("kvstore")]
         backup = c.backup(kv)
         relay = c.relay(backup.listen_port)
@@ -124,7 +136,7 @@ class OutputCommitTest(unittest.TestCase):
         """A reply read during the initial sync waits for the sync's first consistent
         checkpoint: the ack of a pre-copy round (whose image is not a state of the guest,
         so the backup would not take over on it) must not release it."""
-        c = Cluster(self, heartbeat="50ms", failover_timeout="20s")
+        c = self.cluster(heartbeat="50ms", failover_timeout="20s")
         kv = [harness.binary("kvstore")]
         backup = c.backup(kv)
         relay_port = harness.free_port()
@@ -173,9 +185,9 @@ class OutputCommitTest(unittest.TestCase):
         self.assertTrue(backup.status()["image_consistent"])
 
     def test_kill_under_load_never_loses_an_acknowledged_write(self):
-        rng, _ = harness.seeded_random("test_output_commit kill")
+        rng, _ = harness.seeded_random(f"test_output_commit kill {self.COMMIT}")
         totals = {"acked_writes": 0, "unacked_writes": 0, "unacked_found": 0, "reconnects": 0}
-        for i in range(CYCLES):
+        for i in range(self.KILL_CYCLES):
             delay = rng.uniform(0.05, 0.8)
             seed = rng.randrange(1 << 31)
             # Odd cycles pipeline: several writes of a connection in flight
@@ -190,12 +202,12 @@ class OutputCommitTest(unittest.TestCase):
                 totals["reconnects"] += report["reconnects"]
                 harness.log(f"cycle {i:2d} pipeline {pipeline:2d}, kill {delay * 1000:5.1f} ms into the load: "
                             f"ops {report['ops']}, check {chk}")
-        harness.log(f"{CYCLES} cycles: {totals}")
+        harness.log(f"{self.KILL_CYCLES} cycles (--commit {self.COMMIT}): {totals}")
 
     def kill_cycle(self, i, delay, seed, pipeline):
         # A failing cycle stops its processes at once, not at the test's end,
         # so the cycles after it (subtests) run on a quiet machine.
-        c = Cluster(self)
+        c = self.cluster()
         try:
             return self._kill_cycle(c, i, delay, seed, pipeline)
         finally:
@@ -230,6 +242,78 @@ class OutputCommitTest(unittest.TestCase):
         self.assertGreater(int(take.group(2)), 0)
         c.close()
         return report
+
+    def test_replies_trigger_checkpoints_and_min_gap_bounds_their_number(self):
+        """Sequential requests, one in flight: under eager each held reply starts a
+        checkpoint (counted as output-triggered in status) and the replies come far more
+        often than one per interval; no more checkpoints than one per --min-gap. Counts,
+        not timings: a slow machine only makes both counts smaller."""
+        if self.COMMIT != "eager":
+            self.skipTest("eager only")
+        c = self.cluster(interval="1s")
+        kv = [harness.binary("kvstore")]
+        backup = c.backup(kv)
+        svc = harness.free_port()
+        primary = c.primary(kv, backup.listen_port, service_port=svc,
+                            extra=["--min-gap", "20ms", "--max-stopped-fraction", "1"])
+        primary.wait_for(harness.IN_SYNC_RE)
+        cl = self.client(svc)
+        self.assertEqual(cl.request("SET warm 1"), "OK")
+        before = primary.status()["primary"]["checkpoints"]
+        start = time.monotonic()
+        replies = 0
+        while time.monotonic() - start < 2.0:
+            self.assertEqual(cl.request(f"SET k{replies} {replies}"), "OK")
+            replies += 1
+        elapsed = time.monotonic() - start
+        after = primary.status()["primary"]["checkpoints"]
+        output = after["output"] - before["output"]
+        timer = after["timer"] - before["timer"]
+        harness.log(f"{replies} replies, {output} output and {timer} timer checkpoints "
+                    f"in {elapsed:.2f} s")
+        # With a 1 s interval, at most 3 timer checkpoints fit: the rest came from output.
+        self.assertGreater(output, 0, c.logs())
+        self.assertGreater(replies, 3 * (timer + 1), "replies waited for the timer\n" + c.logs())
+        # One checkpoint per 20 ms at most (+2: the window's edges).
+        self.assertLessEqual(output + timer, elapsed / 0.020 + 2, c.logs())
+        s = primary.status()
+        self.assertEqual(s["commit"], "eager")
+        self.assertGreater(s["checkpoints_per_sec"]["output"], 0)
+        self.assertGreater(s["guest_stopped_fraction"], 0)
+        self.assertLess(s["guest_stopped_fraction"], 1)
+
+    def test_set_commit_switches_the_mode_at_run_time(self):
+        if self.COMMIT != "eager":
+            self.skipTest("eager only")
+        c = self.cluster(interval="1s")
+        kv = [harness.binary("kvstore")]
+        backup = c.backup(kv)
+        svc = harness.free_port()
+        primary = c.primary(kv, backup.listen_port, service_port=svc)
+        primary.wait_for(harness.IN_SYNC_RE)
+        cl = self.client(svc)
+        self.assertEqual(cl.request("SET a 1"), "OK")
+        rc, _, err = harness.cli("set", "commit", "interval", "--control", primary.control_path)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(primary.status()["commit"], "interval")
+        before = primary.status()["primary"]["checkpoints"]["output"]
+        for i in range(3):
+            self.assertEqual(cl.request(f"SET b{i} 1"), "OK")
+        self.assertEqual(primary.status()["primary"]["checkpoints"]["output"], before,
+                         "an output-triggered checkpoint under --commit interval")
+        rc, out, err = harness.cli("set", "commit", "sometimes", "--control",
+                                   primary.control_path)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("eager or interval", out + err)
+        rc, out, err = harness.cli("primary", "--backup", "null", "--commit", "sometimes", "--",
+                                   "true")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("--commit 'sometimes': use eager or interval", err)
+
+
+class OutputCommitIntervalTest(OutputCommitTest):
+    COMMIT = "interval"
+    KILL_CYCLES = INTERVAL_CYCLES
 
 
 if __name__ == "__main__":

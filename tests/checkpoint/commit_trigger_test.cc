@@ -1,0 +1,157 @@
+// CommitTrigger on a fake clock: a simulated engine loop takes a checkpoint
+// whenever the trigger says one is due, with pauses of a given length, and
+// the test counts the checkpoints of one simulated second. Counts, not
+// timings: the clock is the test's.
+#include "checkpoint/commit_trigger.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+
+namespace romulus::checkpoint {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = CommitTrigger::Clock;
+
+struct Counts {
+  int timer = 0, output = 0;
+  Clock::duration stopped{};
+  int total() const { return timer + output; }
+};
+
+// Simulates `length` of engine time from t0: output_held(now) says whether
+// output waits; every checkpoint pauses the guest for `pause`.
+Counts simulate(CommitPolicy policy, Clock::duration length, Clock::duration pause,
+                const std::function<bool(Clock::time_point)>& output_held) {
+  CommitTrigger trigger(policy);
+  const Clock::time_point t0{};
+  const Clock::time_point start = t0 + 1s;  // a non-zero epoch for the fake clock
+  trigger.start(start);
+  Counts run;
+  Clock::time_point now = start;
+  for (;;) {
+    auto due = trigger.next(output_held(now));
+    // Output that arrives while the engine sleeps wakes it: step through time
+    // in 10 us so a later arrival is seen (the real engine is woken by it).
+    while (now < due.when) {
+      now = std::min(due.when, now + Clock::duration(10us));
+      due = trigger.next(output_held(now));
+    }
+    if (due.when > start + length) break;
+    now = std::max(now, due.when);
+    const Clock::time_point resumed = now + pause;
+    trigger.on_checkpoint(now, resumed, due.why);
+    if (due.why == CheckpointTrigger::kOutput) {
+      ++run.output;
+    } else {
+      ++run.timer;
+    }
+    run.stopped += pause;
+    now = resumed;
+  }
+  return run;
+}
+
+CommitPolicy eager(std::chrono::microseconds interval, std::chrono::microseconds min_gap,
+                   double max_stopped = 1.0) {
+  CommitPolicy p;
+  p.mode = CommitMode::kEager;
+  p.interval = interval;
+  p.min_gap = min_gap;
+  p.max_stopped_fraction = max_stopped;
+  return p;
+}
+
+TEST(CommitTrigger, IntervalModeTakesOneCheckpointPerIntervalWhateverTheOutput) {
+  CommitPolicy p;
+  p.mode = CommitMode::kInterval;
+  p.interval = 50ms;
+  const Counts r = simulate(p, 1s, 200us, [](auto) { return true; });
+  EXPECT_EQ(r.output, 0);
+  EXPECT_EQ(r.timer, 20);  // 1 s / 50 ms: the cadence is kept despite the pauses
+}
+
+TEST(CommitTrigger, EagerWithoutOutputSleepsForTheWholeInterval) {
+  const Counts r = simulate(eager(50ms, 1ms), 1s, 200us, [](auto) { return false; });
+  EXPECT_EQ(r.output, 0);
+  EXPECT_EQ(r.timer, 20);
+}
+
+TEST(CommitTrigger, EagerWithOutputAlwaysWaitingRespectsMinGap) {
+  // Each cycle: a 5 ms gap after the pause, then a 100 us pause.
+  const Counts r = simulate(eager(50ms, 5ms), 1s, 100us, [](auto) { return true; });
+  EXPECT_EQ(r.timer, 0);
+  EXPECT_EQ(r.output, 196);        // floor(1 s / 5.1 ms)
+  EXPECT_LE(r.total(), 1000 / 5);  // never more than one per min-gap
+}
+
+TEST(CommitTrigger, EagerOutputCheckpointFollowsTheOutputNotTheTimer) {
+  // Output appears once, 10 ms after the start; the interval is long.
+  const Clock::time_point at = Clock::time_point{} + 1s + 10ms;
+  bool taken = false;
+  CommitTrigger trigger(eager(1s, 1ms));
+  trigger.start(Clock::time_point{} + 1s);
+  auto due = trigger.next(false);
+  EXPECT_EQ(due.why, CheckpointTrigger::kTimer);
+  EXPECT_EQ(due.when, Clock::time_point{} + 2s);
+  due = trigger.next(true);  // output is held now (at 10 ms): due at once (gap passed)
+  EXPECT_EQ(due.why, CheckpointTrigger::kOutput);
+  EXPECT_LE(due.when, at);
+  trigger.on_checkpoint(at, at + 100us, due.why);
+  taken = true;
+  // Right after it, new output waits for the gap after that pause.
+  due = trigger.next(true);
+  EXPECT_EQ(due.when, at + 100us + 1ms);
+  // Without output, the interval counts from that checkpoint.
+  due = trigger.next(false);
+  EXPECT_EQ(due.when, at + 1s);
+  EXPECT_TRUE(taken);
+}
+
+TEST(CommitTrigger, EagerKeepsTheIntervalAsTheLongestTimeBetweenCheckpoints) {
+  // Output only during the first 100 ms; then the timer alone.
+  const Clock::time_point until = Clock::time_point{} + 1s + 100ms;
+  const Counts r = simulate(eager(50ms, 10ms), 1s, 100us, [&](auto now) { return now < until; });
+  // At 10, 20.1, ..., 90.8 ms: a gap after the start, then gap + pause apart.
+  EXPECT_EQ(r.output, 9);
+  // From the last output checkpoint (90.8 ms) on, one per 50 ms.
+  EXPECT_GE(r.timer, 17);
+  EXPECT_LE(r.timer, 18);
+}
+
+TEST(CommitTrigger, LongPausesWidenTheGapToCapTheStoppedFraction) {
+  // 1 ms pauses with min-gap 0 would stop the guest almost all the time; a
+  // cap of 0.25 makes the gap 3 ms, so one pause per 4 ms: at 0, 4, ..., 1000 ms.
+  const Counts r = simulate(eager(50ms, 0us, 0.25), 1s, 1ms, [](auto) { return true; });
+  EXPECT_EQ(r.output, 251);
+  // The first pause came before any was measured (gap = min-gap = 0); from
+  // then on the guest was stopped a quarter of the time.
+  const double stopped = std::chrono::duration<double>(r.stopped - 1ms).count();
+  EXPECT_LE(stopped, 0.25 + 1e-9);
+}
+
+TEST(CommitTrigger, ShorteningTheIntervalTakesEffectAtOnce) {
+  CommitPolicy p;
+  p.interval = 10s;
+  CommitTrigger trigger(p);
+  const Clock::time_point t = Clock::time_point{} + 1s;
+  trigger.start(t);
+  EXPECT_EQ(trigger.next(false).when, t + 10s);
+  p.interval = 20ms;
+  trigger.set_policy(p);
+  EXPECT_EQ(trigger.next(false).when, t + 20ms);
+}
+
+TEST(CommitTrigger, APostponedPauseIsRetriedAfterAnIntervalNotAtOnce) {
+  CommitPolicy p;
+  p.interval = 50ms;
+  CommitTrigger trigger(p);
+  const Clock::time_point t = Clock::time_point{} + 1s;
+  trigger.start(t);
+  trigger.on_postponed(t + 2s);
+  EXPECT_EQ(trigger.next(false).when, t + 2s + 50ms);
+}
+
+}  // namespace
+}  // namespace romulus::checkpoint
