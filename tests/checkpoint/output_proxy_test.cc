@@ -74,7 +74,9 @@ class EchoGuest {
       }
       std::string chunk(buf.data(), n);
       if (chunk == "CLOSE\n") {
-        s.close(ec);
+        // Shut down rather than close: ~EchoGuest may shut the socket down
+        // from its thread at the same time, and closing would race with it.
+        s.shutdown(tcp::socket::shutdown_both, ec);
         return;
       }
       if (chunk.starts_with("BIG ")) {
