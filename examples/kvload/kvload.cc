@@ -227,6 +227,7 @@ struct Totals {
   uint64_t reconnects = 0;
   uint64_t unacked_writes = 0;
   uint64_t failed_connections = 0;  // gave up after --reconnect-timeout
+  uint64_t bad_replies = 0;         // malformed RESP replies (each broke its connection)
   std::vector<uint32_t> latencies_us;
   CheckTotals check;
   std::vector<std::string> problems;  // the first few lost/corrupt keys, for stderr
@@ -568,7 +569,8 @@ class Connection {
       RespParse p = parse_resp_reply(in, kMaxReplyBytes);
       if (p.outcome == RespParse::Outcome::kBad) {
         ++run_.totals.errors;
-        if (!run_.options.quiet) {
+        // Logged even with --quiet (the first few): the server is broken or hostile.
+        if (++run_.totals.bad_replies <= 5) {
           std::fprintf(stderr, "kvload: connection %u: bad RESP reply (%.*s); reconnecting\n", id_,
                        static_cast<int>(p.error.size()), p.error.data());
         }
