@@ -1,6 +1,7 @@
 #include "checkpoint/output_proxy.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -364,36 +365,49 @@ ProxyWorker& OutputProxy::next_worker() {
 }
 
 void OutputProxy::do_accept() {
-  ProxyWorker& first = next_worker();
-  acceptor_.async_accept(first.io,
-                         [this, &first](boost::system::error_code ec, tcp::socket socket) {
-                           if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-                           if (!ec) {
-                             add_session(first, std::move(socket));
-                             // Take the connections already waiting too. One accept per reactor
-                             // round made thousands of simultaneous connects wait seconds behind
-                             // busy sessions; the acceptor is non-blocking, so this stops at the
-                             // first would_block (and after a bounded batch, to stay fair).
-                             for (int i = 0; i < 256; ++i) {
-                               ProxyWorker& w = *workers_[next_worker_ % workers_.size()];
-                               tcp::socket more(w.io);
-                               boost::system::error_code aec;
-                               acceptor_.accept(more, aec);
-                               if (aec) break;
-                               ++next_worker_;
-                               add_session(w, std::move(more));
-                             }
-                           }
-                           do_accept();
-                         });
+  // Accepted on io_ and then handed to a worker: a pending accept holds a
+  // socket of io_ only, so no operation of io_ outlives a worker's io_context.
+  acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (!ec) {
+      add_session(next_worker(), std::move(socket));
+      // Take the connections already waiting too. One accept per reactor
+      // round made thousands of simultaneous connects wait seconds behind
+      // busy sessions; the acceptor is non-blocking, so this stops at the
+      // first would_block (and after a bounded batch, to stay fair).
+      for (int i = 0; i < 256; ++i) {
+        tcp::socket more(io_);
+        boost::system::error_code aec;
+        acceptor_.accept(more, aec);
+        if (aec) break;
+        add_session(next_worker(), std::move(more));
+      }
+    }
+    do_accept();
+  });
 }
 
-void OutputProxy::add_session(ProxyWorker& worker, tcp::socket socket) {
+void OutputProxy::add_session(ProxyWorker& worker, tcp::socket accepted) {
   {
     std::lock_guard lock(stats_mu_);
     stats_.connections++;
   }
-  auto s = std::make_shared<ProxySession>(*this, worker, std::move(socket));
+  std::optional<tcp::socket> socket;
+  if (&worker.io == &io_) {
+    socket.emplace(std::move(accepted));
+  } else {
+    // Move the connection to the worker's io_context.
+    boost::system::error_code ec;
+    const auto protocol = accepted.local_endpoint(ec).protocol();
+    const int fd = ec ? -1 : accepted.release(ec);
+    socket.emplace(worker.io);
+    if (!ec) socket->assign(protocol, fd, ec);
+    if (ec) {
+      if (fd >= 0 && !socket->is_open()) ::close(fd);
+      return;  // the client sees its connection closed and retries
+    }
+  }
+  auto s = std::make_shared<ProxySession>(*this, worker, std::move(*socket));
   asio::post(worker.io, [&worker, s] {
     worker.sessions.insert(s);
     s->start();
