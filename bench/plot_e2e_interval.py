@@ -3,7 +3,8 @@
 
   bench/plot_e2e_interval.py E2E.csv OUT.png
 
-Rows of configurations with a real backup (`backup I ms`, output commit on):
+Rows of configurations with a real backup (`backup-I`, output commit on, one
+request in flight per client):
 left, throughput (ops/s, log), right, the clients' p99 latency; one line per
 client count, and the unprotected run of the same client count (same bench
 run) dotted in the same colour. Needs
@@ -19,13 +20,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def normalise(r):
+    """bench/e2e's CSV rows (config ids such as backup-50), or the older format
+    (config "backup 50 ms", interval_ms, no in_flight column): config, clients,
+    in_flight, interval_ms (None: not a backup-I row) and the measured columns."""
+    r = dict(r)
+    r.setdefault("in_flight", "1")
+    if "interval_ms" in r:  # the older format
+        backup = r.get("backup") == "1" and r["config"] == f"backup {r['interval_ms']} ms"
+        r["interval_ms"] = r["interval_ms"] if backup else None
+    else:
+        c = r["config"]
+        r["interval_ms"] = c[len("backup-"):] if c.startswith("backup-") else None
+    return r
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: plot_e2e_interval.py E2E.csv OUT.png")
-    rows = list(csv.DictReader(open(sys.argv[1])))
-    swept = [r for r in rows if r["backup"] == "1" and r["config"] == f"backup {r['interval_ms']} ms"]
+    rows = [normalise(r) for r in csv.DictReader(open(sys.argv[1]))]
+    rows = [r for r in rows if r["in_flight"] == "1"]
+    swept = [r for r in rows if r["interval_ms"] is not None]
     if not swept:
-        sys.exit(f"{sys.argv[1]}: no 'backup I ms' rows")
+        sys.exit(f"{sys.argv[1]}: no 'backup-I' rows with 1 request in flight")
     base = {r["clients"]: r for r in rows if r["config"] == "unprotected"}
     series = defaultdict(list)
     for r in swept:

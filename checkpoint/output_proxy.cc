@@ -1,9 +1,12 @@
 #include "checkpoint/output_proxy.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <future>
+#include <thread>
 #include <vector>
 
 #include "common/net.h"
@@ -24,23 +27,50 @@ constexpr size_t kMaxCoalesce = 256 * 1024;
 constexpr size_t kLatencyWindow = 4096;
 }  // namespace
 
-// One client connection and its twin connection to the guest.
+// The sessions of one thread. With OutputProxyOptions::io_threads = 0 there
+// is one, on the proxy's given io_context; otherwise each has its own
+// io_context and thread. Everything but the summary fields is touched only
+// on that thread.
+struct ProxyWorker {
+  explicit ProxyWorker(asio::io_context* shared)
+      : own(shared ? nullptr : std::make_unique<asio::io_context>(1)),
+        io(shared ? *shared : *own) {}
+
+  std::unique_ptr<asio::io_context> own;  // null: runs on the proxy's io_context
+  asio::io_context& io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::thread thread;
+  std::set<std::shared_ptr<ProxySession>> sessions;
+  // Sessions holding output, each at most once: the ones an ack must visit.
+  std::vector<std::shared_ptr<ProxySession>> holding;
+  std::vector<std::shared_ptr<ProxySession>> snapshot;  // a walk's copy, kept for its capacity
+  uint64_t buffered_bytes = 0;                          // the sessions' output in the proxy
+  // The last refresh_held_stats(), read by stats() under the proxy's stats_mu_.
+  uint64_t held_seen = 0, open_seen = 0;
+  std::optional<Clock::time_point> oldest_seen;
+};
+
+// One client connection and its twin connection to the guest; lives on one
+// worker's thread.
 class ProxySession : public std::enable_shared_from_this<ProxySession> {
  public:
-  ProxySession(OutputProxy& proxy, tcp::socket client)
-      : proxy_(proxy), client_(std::move(client)), guest_(proxy.io_) {}
+  ProxySession(OutputProxy& proxy, ProxyWorker& worker, tcp::socket client)
+      : proxy_(proxy), worker_(worker), client_(std::move(client)), guest_(worker.io) {}
 
   void start() {
     auto self = shared_from_this();
     const tcp::endpoint guest_ep(asio::ip::address_v4::loopback(), proxy_.options_.guest_port);
     guest_.async_connect(guest_ep, [this, self](boost::system::error_code ec) {
-      if (ec) {
+      if (ec || closed_) {
         close_all();  // the guest is not serving (yet): the client retries
         return;
       }
       boost::system::error_code ignored;
       guest_.set_option(tcp::no_delay(true), ignored);
       client_.set_option(tcp::no_delay(true), ignored);
+      // For the write-at-once paths: a full socket says would_block, not waits.
+      guest_.non_blocking(true, ignored);
+      client_.non_blocking(true, ignored);
       do_read_client();
       do_read_guest();
     });
@@ -51,7 +81,10 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
     bool moved = false;
     const auto now = Clock::now();
     if (held_.empty()) return resume_guest_reads();
-    if (proxy_.gate_ && !proxy_.gate_(now, buffering)) return;  // held until reopen_gate()
+    if (proxy_.gate_ && !proxy_.gate_(now, buffering)) {  // held until reopen_gate()
+      note_holding();
+      return;
+    }
     while (!held_.empty() && (!buffering || held_.front().epoch <= acked)) {
       Held& h = held_.front();
       proxy_.record_latency(std::chrono::duration<double, std::milli>(now - h.read_at).count());
@@ -59,6 +92,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
       held_.pop_front();
       moved = true;
     }
+    if (!held_.empty()) note_holding();
     if (moved) {
       proxy_.note_release(now);
       if (!writing_client_) do_write_client();
@@ -66,9 +100,9 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
     resume_guest_reads();
   }
 
-  // Output in the proxy for this connection: held for an ack, or acked and
-  // waiting for the client to take it.
-  size_t buffered_bytes() const { return buffered_bytes_; }
+  // The worker's walk took this session out of its holding list.
+  void left_holding() { in_holding_ = false; }
+
   std::optional<Clock::time_point> oldest_held() const {
     if (held_.empty()) return std::nullopt;
     return held_.front().read_at;
@@ -80,7 +114,9 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
     boost::system::error_code ec;
     client_.close(ec);
     guest_.close(ec);
-    proxy_.sessions_.erase(shared_from_this());
+    worker_.buffered_bytes -= buffered_bytes_;
+    buffered_bytes_ = 0;
+    worker_.sessions.erase(shared_from_this());
   }
 
  private:
@@ -90,12 +126,29 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
     Clock::time_point read_at;
   };
 
+  // Output is held: the next ack must visit this session.
+  void note_holding() {
+    if (in_holding_ || closed_) return;
+    in_holding_ = true;
+    worker_.holding.push_back(shared_from_this());
+  }
+
   // Back-pressure lifted: read from the guest again.
   void resume_guest_reads() {
     if (guest_read_paused_ && buffered_bytes_ < proxy_.options_.max_held_bytes) {
       guest_read_paused_ = false;
       do_read_guest();
     }
+  }
+
+  // Writes what a non-blocking write takes now; returns the bytes written,
+  // or nullopt when the socket broke.
+  static std::optional<size_t> write_now(tcp::socket& s, const uint8_t* data, size_t n) {
+    boost::system::error_code ec;
+    size_t w = s.write_some(asio::buffer(data, n), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) return 0;
+    if (ec) return std::nullopt;
+    return w;
   }
 
   void do_read_client() {
@@ -112,14 +165,16 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
             return;
           }
           proxy_.bytes_to_guest_.fetch_add(n, std::memory_order_relaxed);
-          // Client bytes reach the guest at once; the next read waits for this write.
-          asio::async_write(guest_, asio::buffer(from_client_.data(), n),
+          // Client bytes reach the guest at once (never held): written now,
+          // from the read buffer; only a remainder the socket did not take
+          // waits for an asynchronous write. The next read waits for it.
+          auto w = write_now(guest_, from_client_.data(), n);
+          if (!w) return close_all();
+          if (*w == n) return do_read_client();
+          asio::async_write(guest_, asio::buffer(from_client_.data() + *w, n - *w),
                             [this, self](boost::system::error_code wec, size_t) {
                               if (closed_) return;
-                              if (wec) {
-                                close_all();
-                                return;
-                              }
+                              if (wec) return close_all();
                               do_read_client();
                             });
         });
@@ -135,11 +190,16 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
     guest_.async_read_some(
         asio::buffer(from_guest_), [this, self](boost::system::error_code ec, size_t n) {
           if (closed_) return;
+          const bool buffering = proxy_.buffering_.load(std::memory_order_acquire);
           // Tag with the epoch open now: released when that epoch is acked.
-          const uint64_t epoch = proxy_.buffering_ ? proxy_.open_epoch_() : 0;
+          const uint64_t epoch = buffering ? proxy_.open_epoch_() : 0;
+          const auto now = Clock::now();
           if (ec) {
             guest_done_ = true;
-            held_.push_back(Held{{}, epoch, Clock::now()});  // the close is output too
+            held_.push_back(Held{{}, epoch, now});  // the close is output too
+          } else if (!buffering && held_.empty() && to_client_.empty() && !writing_client_ &&
+                     (!proxy_.gate_ || proxy_.gate_(now, false))) {
+            return write_direct(n, now);
           } else {
             // Same epoch as the newest held chunk: append to it (its release
             // time is the same; its latency is counted from its first byte).
@@ -148,16 +208,37 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
               auto& b = held_.back().bytes;
               b.insert(b.end(), from_guest_.begin(), from_guest_.begin() + static_cast<long>(n));
             } else {
-              held_.push_back(Held{std::vector<uint8_t>(from_guest_.begin(),
-                                                        from_guest_.begin() + static_cast<long>(n)),
-                                   epoch, Clock::now()});
+              std::vector<uint8_t> b = take_spare();
+              b.assign(from_guest_.begin(), from_guest_.begin() + static_cast<long>(n));
+              held_.push_back(Held{std::move(b), epoch, now});
             }
             buffered_bytes_ += n;
+            worker_.buffered_bytes += n;
           }
-          if (proxy_.buffering_ && proxy_.on_output_held_) proxy_.on_output_held_(epoch);
-          release(proxy_.acked_, proxy_.buffering_);
+          if (buffering && proxy_.on_output_held_) proxy_.on_output_held_(epoch);
+          release(proxy_.acked_.load(std::memory_order_acquire), buffering);
           if (!ec) do_read_guest();
         });
+  }
+
+  // Unbuffered output with nothing queued before it: straight from the read
+  // buffer to the client (no copy, no queue); the next guest read waits for it.
+  void write_direct(size_t n, Clock::time_point now) {
+    auto w = write_now(client_, from_guest_.data(), n);
+    if (!w) return close_all();
+    proxy_.bytes_released_.fetch_add(*w, std::memory_order_relaxed);
+    proxy_.note_release(now);
+    if (*w == n) return do_read_guest();
+    writing_client_ = true;
+    auto self = shared_from_this();
+    asio::async_write(client_, asio::buffer(from_guest_.data() + *w, n - *w),
+                      [this, self](boost::system::error_code ec, size_t m) {
+                        if (closed_) return;
+                        if (ec) return close_all();
+                        proxy_.bytes_released_.fetch_add(m, std::memory_order_relaxed);
+                        writing_client_ = false;
+                        do_read_guest();
+                      });
   }
 
   void do_write_client() {
@@ -185,20 +266,40 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
                         }
                         proxy_.bytes_released_.fetch_add(n, std::memory_order_relaxed);
                         buffered_bytes_ -= n;
+                        worker_.buffered_bytes -= n;
+                        give_spare(std::move(to_client_.front().bytes));
                         to_client_.pop_front();
                         do_write_client();
                         resume_guest_reads();
                       });
   }
 
+  // Written chunks are kept (a few, not the big ones) for the next held
+  // output, so a request-reply cycle allocates nothing.
+  std::vector<uint8_t> take_spare() {
+    if (spare_.empty()) return {};
+    std::vector<uint8_t> b = std::move(spare_.back());
+    spare_.pop_back();
+    return b;
+  }
+  void give_spare(std::vector<uint8_t> b) {
+    if (spare_.size() < 2 && b.capacity() <= 4 * kReadSize) {
+      b.clear();
+      spare_.push_back(std::move(b));
+    }
+  }
+
   OutputProxy& proxy_;
+  ProxyWorker& worker_;
   tcp::socket client_, guest_;
   std::array<uint8_t, kReadSize> from_client_{}, from_guest_{};
   std::deque<Held> held_, to_client_;
+  std::vector<std::vector<uint8_t>> spare_;
   size_t buffered_bytes_ = 0;  // in held_ and to_client_
   bool writing_client_ = false;
   bool guest_read_paused_ = false;
   bool guest_done_ = false, client_done_ = false;
+  bool in_holding_ = false;  // in worker_.holding
   bool closed_ = false;
 };
 
@@ -209,10 +310,33 @@ OutputProxy::OutputProxy(asio::io_context& io, OutputProxyOptions options,
       open_epoch_(std::move(open_epoch)),
       acceptor_(io),
       buffering_(options_.buffering) {
-  stats_.buffering = buffering_;
+  stats_.buffering = options_.buffering;
+  if (options_.io_threads == 0) {
+    workers_.push_back(std::make_unique<ProxyWorker>(&io_));
+  }
+  for (unsigned i = 0; i < options_.io_threads; ++i) {
+    auto w = std::make_unique<ProxyWorker>(nullptr);
+    w->work.emplace(asio::make_work_guard(w->io));
+    ProxyWorker* wp = w.get();
+    w->thread = std::thread([wp] { wp->io.run(); });
+    workers_.push_back(std::move(w));
+  }
 }
 
-OutputProxy::~OutputProxy() = default;
+OutputProxy::~OutputProxy() {
+  for (auto& w : workers_) {
+    if (!w->own) continue;
+    w->work.reset();
+    w->io.stop();
+    if (w->thread.joinable()) w->thread.join();
+  }
+  // Sessions (and their sockets) go before their io_contexts.
+  for (auto& w : workers_) {
+    w->snapshot.clear();
+    w->holding.clear();
+    w->sessions.clear();
+  }
+}
 
 Result<uint16_t> OutputProxy::pick_free_port() {
   asio::io_context io;
@@ -235,11 +359,19 @@ Status OutputProxy::start() {
   return Status::ok();
 }
 
+ProxyWorker& OutputProxy::next_worker() {
+  ProxyWorker& w = *workers_[next_worker_ % workers_.size()];
+  ++next_worker_;
+  return w;
+}
+
 void OutputProxy::do_accept() {
+  // Accepted on io_ and then handed to a worker: a pending accept holds a
+  // socket of io_ only, so no operation of io_ outlives a worker's io_context.
   acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (!ec) {
-      add_session(std::move(socket));
+      add_session(next_worker(), std::move(socket));
       // Take the connections already waiting too. One accept per reactor
       // round made thousands of simultaneous connects wait seconds behind
       // busy sessions; the acceptor is non-blocking, so this stops at the
@@ -249,34 +381,64 @@ void OutputProxy::do_accept() {
         boost::system::error_code aec;
         acceptor_.accept(more, aec);
         if (aec) break;
-        add_session(std::move(more));
+        add_session(next_worker(), std::move(more));
       }
     }
     do_accept();
   });
 }
 
-void OutputProxy::add_session(tcp::socket socket) {
-  auto s = std::make_shared<ProxySession>(*this, std::move(socket));
-  sessions_.insert(s);
+void OutputProxy::add_session(ProxyWorker& worker, tcp::socket accepted) {
   {
     std::lock_guard lock(stats_mu_);
     stats_.connections++;
   }
-  s->start();
+  std::optional<tcp::socket> socket;
+  if (&worker.io == &io_) {
+    socket.emplace(std::move(accepted));
+  } else {
+    // Move the connection to the worker's io_context.
+    boost::system::error_code ec;
+    const auto protocol = accepted.local_endpoint(ec).protocol();
+    const int fd = ec ? -1 : accepted.release(ec);
+    socket.emplace(worker.io);
+    if (!ec) socket->assign(protocol, fd, ec);
+    if (ec) {
+      if (fd >= 0 && !socket->is_open()) ::close(fd);
+      return;  // the client sees its connection closed and retries
+    }
+  }
+  auto s = std::make_shared<ProxySession>(*this, worker, std::move(*socket));
+  asio::post(worker.io, [&worker, s] {
+    worker.sessions.insert(s);
+    s->start();
+  });
+}
+
+void OutputProxy::for_each_worker(std::function<void(ProxyWorker&)> fn) {
+  auto shared = std::make_shared<std::function<void(ProxyWorker&)>>(std::move(fn));
+  for (auto& w : workers_) {
+    asio::post(w->io, [wp = w.get(), shared] { (*shared)(*wp); });
+  }
 }
 
 void OutputProxy::on_ack(uint64_t epoch) {
-  asio::post(io_, [this, epoch] {
-    if (epoch <= acked_) return;
-    acked_ = epoch;
-    // release() may close and erase sessions: walk a snapshot (kept between
-    // acks, so copying thousands of sessions 20-100 times a second allocates
-    // nothing).
-    ack_snapshot_.assign(sessions_.begin(), sessions_.end());
-    for (auto& s : ack_snapshot_) s->release(acked_, buffering_);
-    ack_snapshot_.clear();
-    refresh_held_stats();
+  uint64_t prev = acked_.load(std::memory_order_relaxed);
+  while (prev < epoch && !acked_.compare_exchange_weak(prev, epoch, std::memory_order_acq_rel)) {
+  }
+  if (prev >= epoch) return;
+  for_each_worker([this](ProxyWorker& w) {
+    // Only the sessions holding output; release() may close and erase
+    // sessions or put them back on the holding list, so walk a copy.
+    w.snapshot.swap(w.holding);
+    const uint64_t acked = acked_.load(std::memory_order_acquire);
+    const bool buffering = buffering_.load(std::memory_order_acquire);
+    for (auto& s : w.snapshot) {
+      s->left_holding();
+      s->release(acked, buffering);
+    }
+    w.snapshot.clear();
+    refresh_held_stats(w);
   });
 }
 
@@ -296,40 +458,39 @@ std::optional<OutputProxy::ReleaseInterval> OutputProxy::take_release_interval()
 }
 
 void OutputProxy::reopen_gate() {
-  asio::post(io_, [this] {
-    ack_snapshot_.assign(sessions_.begin(), sessions_.end());
-    for (auto& s : ack_snapshot_) s->release(acked_, buffering_);
-    ack_snapshot_.clear();
+  for_each_worker([this](ProxyWorker& w) {
+    w.snapshot.assign(w.sessions.begin(), w.sessions.end());
+    for (auto& s : w.snapshot) {
+      s->release(acked_.load(std::memory_order_acquire),
+                 buffering_.load(std::memory_order_acquire));
+    }
+    w.snapshot.clear();
   });
 }
 
 void OutputProxy::set_buffering(bool on) {
-  asio::post(io_, [this, on] {
-    if (buffering_ == on) return;
-    buffering_ = on;
-    {
-      std::lock_guard lock(stats_mu_);
-      stats_.buffering = on;
-    }
-    if (!on) {
-      auto sessions = sessions_;
-      for (auto& s : sessions) s->release(acked_, false);
-    }
+  if (buffering_.exchange(on, std::memory_order_acq_rel) == on) return;
+  {
+    std::lock_guard lock(stats_mu_);
+    stats_.buffering = on;
+  }
+  if (on) return;
+  for_each_worker([this](ProxyWorker& w) {
+    w.snapshot.assign(w.sessions.begin(), w.sessions.end());
+    for (auto& s : w.snapshot) s->release(acked_.load(std::memory_order_acquire), false);
+    w.snapshot.clear();
   });
 }
 
-void OutputProxy::refresh_held_stats() const {
-  uint64_t held = 0;
+void OutputProxy::refresh_held_stats(ProxyWorker& w) const {
   std::optional<Clock::time_point> oldest;
-  for (const auto& s : sessions_) {
-    held += s->buffered_bytes();
+  for (const auto& s : w.holding) {  // every session holding output is on the list
     if (auto t = s->oldest_held(); t && (!oldest || *t < *oldest)) oldest = t;
   }
   std::lock_guard lock(stats_mu_);
-  stats_.bytes_held = held;
-  stats_.open_connections = sessions_.size();
-  stats_.oldest_held_ms =
-      oldest ? std::chrono::duration<double, std::milli>(Clock::now() - *oldest).count() : 0.0;
+  w.held_seen = w.buffered_bytes;
+  w.open_seen = w.sessions.size();
+  w.oldest_seen = oldest;
 }
 
 void OutputProxy::record_latency(double ms) {
@@ -340,26 +501,39 @@ void OutputProxy::record_latency(double ms) {
 }
 
 OutputProxyStats OutputProxy::stats() const {
-  // Held bytes live on the io thread: refresh them there (briefly waiting
-  // for it when asked from another thread, e.g. the control socket's).
-  if (io_.get_executor().running_in_this_thread()) {
-    refresh_held_stats();
-  } else if (!io_.stopped()) {
-    auto done = std::make_shared<std::promise<void>>();
-    auto fut = done->get_future();
-    asio::post(io_, [this, done] {
-      refresh_held_stats();
-      done->set_value();
-    });
-    fut.wait_for(std::chrono::seconds(1));
+  // Held bytes live on the session threads: refresh them there (briefly
+  // waiting for each from another thread, e.g. the control socket's).
+  for (const auto& wp : workers_) {
+    ProxyWorker& w = *wp;
+    if (w.io.get_executor().running_in_this_thread()) {
+      refresh_held_stats(w);
+    } else if (!w.io.stopped()) {
+      auto done = std::make_shared<std::promise<void>>();
+      auto fut = done->get_future();
+      asio::post(w.io, [this, &w, done] {
+        refresh_held_stats(w);
+        done->set_value();
+      });
+      fut.wait_for(std::chrono::seconds(1));
+    }
   }
   OutputProxyStats s;
   std::vector<double> lat;
+  std::optional<Clock::time_point> oldest;
   {
     std::lock_guard lock(stats_mu_);
     s = stats_;
+    s.bytes_held = 0;
+    s.open_connections = 0;
+    for (const auto& w : workers_) {
+      s.bytes_held += w->held_seen;
+      s.open_connections += w->open_seen;
+      if (w->oldest_seen && (!oldest || *w->oldest_seen < *oldest)) oldest = w->oldest_seen;
+    }
     lat.assign(latencies_.begin(), latencies_.end());
   }
+  s.oldest_held_ms =
+      oldest ? std::chrono::duration<double, std::milli>(Clock::now() - *oldest).count() : 0.0;
   s.bytes_to_guest = bytes_to_guest_.load(std::memory_order_relaxed);
   s.bytes_released = bytes_released_.load(std::memory_order_relaxed);
   if (!lat.empty()) {
@@ -374,8 +548,11 @@ void OutputProxy::stop() {
   asio::post(io_, [this] {
     boost::system::error_code ec;
     acceptor_.close(ec);
-    auto sessions = sessions_;
-    for (auto& s : sessions) s->close_all();
+  });
+  for_each_worker([](ProxyWorker& w) {
+    w.snapshot.assign(w.sessions.begin(), w.sessions.end());
+    for (auto& s : w.snapshot) s->close_all();
+    w.snapshot.clear();
   });
 }
 

@@ -24,8 +24,23 @@
 // last release since take_release_interval() are kept, so the node can log
 // when it released output.
 //
-// Threading: everything runs on the io_context's thread; on_ack(),
-// set_buffering() and stats() may be called from any thread (they post).
+// Threading: the listener runs on the io_context given to the constructor.
+// With io_threads = 0 the sessions run there too; with io_threads = N the
+// proxy starts N threads of its own, each with its own io_context, and hands
+// each accepted connection to one of them (round robin). A session lives on
+// one thread for its whole life, so its output still leaves in epoch order;
+// sessions are independent, so nothing else is shared between the threads
+// but atomics (the acked epoch, buffering, byte counters) and the stats lock.
+// on_ack(), set_buffering(), reopen_gate(), stats() and stop() may be called
+// from any thread (they post to each session thread). An ack wakes only the
+// sessions that hold output, once per ack, not once per byte range.
+//
+// Per request, the path is short: client bytes are read into the session's
+// buffer and written to the guest at once with a non-blocking write (an
+// asynchronous write only for what the socket does not take), never copied
+// or held; unbuffered guest output (no backup, --no-output-buffering) goes
+// the same way to the client straight from the read buffer; held output is
+// copied once, into a chunk recycled after it is written.
 #pragma once
 
 #include <atomic>
@@ -52,6 +67,9 @@ struct OutputProxyOptions {
   uint16_t guest_port = 0;  // the guest listens on 127.0.0.1:guest_port
   size_t max_held_bytes = 4u << 20;
   bool buffering = true;
+  // Threads of the proxy's own for the sessions; 0: sessions run on the
+  // io_context given to OutputProxy (and its caller's thread).
+  unsigned io_threads = 0;
 };
 
 struct OutputProxyStats {
@@ -67,6 +85,7 @@ struct OutputProxyStats {
 };
 
 class ProxySession;
+struct ProxyWorker;
 
 class OutputProxy {
  public:
@@ -109,19 +128,22 @@ class OutputProxy {
  private:
   friend class ProxySession;
   void do_accept();
-  void add_session(boost::asio::ip::tcp::socket socket);
+  void add_session(ProxyWorker& worker, boost::asio::ip::tcp::socket socket);
+  ProxyWorker& next_worker();
+  // Runs fn(worker) on every worker's thread (posted there).
+  void for_each_worker(std::function<void(ProxyWorker&)> fn);
   void record_latency(double ms);
-  void note_release(std::chrono::steady_clock::time_point now);  // io thread
-  void refresh_held_stats() const;                               // io thread
+  void note_release(std::chrono::steady_clock::time_point now);  // any session thread
+  void refresh_held_stats(ProxyWorker& worker) const;            // the worker's thread
 
   boost::asio::io_context& io_;
   OutputProxyOptions options_;
   std::function<uint64_t()> open_epoch_;
   boost::asio::ip::tcp::acceptor acceptor_;
-  std::set<std::shared_ptr<ProxySession>> sessions_;
-  std::vector<std::shared_ptr<ProxySession>> ack_snapshot_;  // on_ack's, io thread
-  uint64_t acked_ = 0;
-  bool buffering_;
+  std::vector<std::unique_ptr<ProxyWorker>> workers_;
+  size_t next_worker_ = 0;  // io_ thread (accepts)
+  std::atomic<uint64_t> acked_{0};
+  std::atomic<bool> buffering_;
   ReleaseGate gate_;
   OutputHeld on_output_held_;
   // Release times, steady_clock ticks; 0 = none since the last take.

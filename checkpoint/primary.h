@@ -74,6 +74,7 @@ struct PrimaryConfig {
   std::string service_host;
   uint16_t service_port = 0;
   bool output_buffering = true;  // false: --no-output-buffering (unsafe)
+  unsigned proxy_threads = 2;    // the proxy's session threads (OutputProxyOptions::io_threads)
   std::vector<std::string> guest_command;
   // Set when this node is a backup that took over.
   std::optional<uint64_t> resumed_epoch;

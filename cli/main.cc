@@ -113,6 +113,7 @@ checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
     c.service_port = o.service->port;
   }
   c.output_buffering = o.output_buffering;
+  c.proxy_threads = o.proxy_threads;
   c.guest_command = o.guest_command;
   return c;
 }

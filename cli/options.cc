@@ -159,6 +159,7 @@ namespace {
 struct RawNodeOptions {
   std::string backup, listen, interval = "50ms", memory = "256M", service, tracker = "auto";
   unsigned threads = 1;
+  unsigned proxy_threads = 2;
   std::string staging = "64M", cache = "64M", codec = "runskip", lz4 = "auto", heartbeat = "50ms",
               failover_timeout = "500ms", on_backup_loss = "continue", gate_timeout = "2s",
               stats_period = "5s", control, on_failover, reprotect, config, witness, pair,
@@ -213,6 +214,8 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("on-backup-loss", po::value(&r.on_backup_loss), "continue|stall (default continue)");
   o("no-output-buffering", po::bool_switch(&r.no_output_buffering),
     "release guest output at once (unsafe)");
+  o("proxy-threads", po::value(&r.proxy_threads),
+    "threads of the --service proxy's client connections (default 2)");
   o("gate-timeout", po::value(&r.gate_timeout),
     "longest wait for Update sections at a pause (default 2s)");
   o("stats-period", po::value(&r.stats_period),
@@ -280,6 +283,9 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
         fmt::format("--tracker '{}': use auto, uffd, uffd-sync or compare", r.tracker));
   if (r.threads < 1 || r.threads > 64) return Status::invalid_argument("--threads must be 1..64");
   o.threads = r.threads;
+  if (r.proxy_threads < 1 || r.proxy_threads > 64)
+    return Status::invalid_argument("--proxy-threads must be 1..64");
+  o.proxy_threads = r.proxy_threads;
   ROMULUS_ASSIGN_OR_RETURN(o.staging_bytes, parse_size(r.staging));
   if (o.staging_bytes < protocol::kPageSize)
     return Status::invalid_argument("--staging must be at least 4K");

@@ -53,6 +53,7 @@ struct PrimaryOptions {
   std::optional<Endpoint> service;
   TrackerChoice tracker = TrackerChoice::kAuto;
   unsigned threads = 1;
+  unsigned proxy_threads = 2;  // --service proxy session threads
   uint64_t staging_bytes = 64ull << 20;
   uint64_t cache_bytes = 64ull << 20;
   protocol::CodecId codec = protocol::CodecId::kRunSkip;

@@ -5,6 +5,7 @@
 //                  1000]
 //                  [--value-size 32] [--check] [--reconnect-timeout 30s]
 //                  [--request-timeout 10s] [--seed N] [--json] [--quiet]
+//                  [--protocol text|resp [--wait each|batch|none]]
 //
 // N connections run closed-loop (one request, wait for its reply, next) for S
 // seconds or N operations in all, then report throughput and latency. With
@@ -18,6 +19,20 @@
 //    "unacked_writes":..,"keys_checked":..,"corrupt":..}}
 //
 // ("check" only with --check.) Progress goes to stderr once a second unless --quiet.
+//
+// --protocol resp speaks Redis (RESP2) instead of the kvstore's line protocol,
+// so the same load runs against Redis with a replica (bench/e2e): SET, GET and
+// INCR as RESP arrays, and after writes `WAIT 1 0` (block until one replica has
+// the write). --wait each: every write (SET, INCR) is followed by its own WAIT
+// and counts as an operation when that WAIT returns at least 1 (a write
+// acknowledged by a replica); --pipeline P then sends P such pairs at once.
+// --wait batch: the P operations of a batch, then one WAIT for all of them
+// (what a pipelining Redis user would do). --wait none: no WAIT (asynchronous
+// replication; a write counts when the primary says OK). A WAIT that returns 0
+// counts its writes as errors and unacknowledged. Latency of a write is from
+// the batch's write to its WAIT's reply. --check is text-protocol only.
+// Replies are parsed as hostile input (resp_reply.h): a malformed reply is one
+// line on stderr and a broken connection (reconnect), never a crash.
 //
 // Failover: when a connection breaks (reset, EOF, refused, or no reply within
 // --request-timeout) it tries the servers in the order given, round robin, 50 ms
@@ -70,7 +85,15 @@
 // (a separate include block, so that clang-format keeps this order)
 #include <boost/asio.hpp>
 
+#include "examples/kvload/resp_reply.h"
+
 namespace {
+
+using romulus::kvload::append_resp_command;
+using romulus::kvload::parse_resp_reply;
+using romulus::kvload::RespParse;
+using romulus::kvload::RespReply;
+using romulus::kvload::RespType;
 
 namespace asio = boost::asio;
 namespace po = boost::program_options;
@@ -89,8 +112,13 @@ struct Mix {
   unsigned set = 50, get = 40, incr = 10;
 };
 
+enum class Protocol { kText, kResp };
+enum class WaitMode { kEach, kBatch, kNone };  // --protocol resp: when to send WAIT 1 0
+
 struct Options {
   std::vector<std::string> servers;
+  Protocol protocol = Protocol::kText;
+  WaitMode wait = WaitMode::kEach;
   unsigned connections = 8;
   unsigned pipeline = 1;  // load requests in flight per connection
   double seconds = 0;     // 0: not a timed run
@@ -199,6 +227,7 @@ struct Totals {
   uint64_t reconnects = 0;
   uint64_t unacked_writes = 0;
   uint64_t failed_connections = 0;  // gave up after --reconnect-timeout
+  uint64_t bad_replies = 0;         // malformed RESP replies (each broke its connection)
   std::vector<uint32_t> latencies_us;
   CheckTotals check;
   std::vector<std::string> problems;  // the first few lost/corrupt keys, for stderr
@@ -263,7 +292,7 @@ class Connection {
 
  private:
   enum class Phase { kPrepare, kLoad, kVerify, kDone };
-  enum class Kind { kSet, kGet, kIncr, kDel };
+  enum class Kind { kSet, kGet, kIncr, kDel, kWait };
 
   // Per owned key in check mode.
   struct KeyState {
@@ -321,8 +350,13 @@ class Connection {
   void on_break() {
     if (in_flight_ && phase_ == Phase::kLoad) {
       for (size_t i = replies_; i < batch_.size(); ++i) {
-        if (batch_[i].kind != Kind::kGet) ++run_.totals.unacked_writes;
+        if (batch_[i].kind == Kind::kSet || batch_[i].kind == Kind::kIncr ||
+            batch_[i].kind == Kind::kDel) {
+          ++run_.totals.unacked_writes;
+        }
       }
+      run_.totals.unacked_writes += awaiting_wait_;  // OK from the primary, no WAIT yet
+      awaiting_wait_ = 0;
     }
     in_flight_ = false;
     boost::system::error_code ignored;
@@ -380,7 +414,15 @@ class Connection {
       case Phase::kLoad: {
         std::vector<Request> batch;
         std::string lines;
-        while (batch.size() < run_.options.pipeline && run_.claim_op()) add_load_op(batch, lines);
+        for (unsigned n = 0; n < run_.options.pipeline && run_.claim_op(); ++n) {
+          add_load_op(batch, lines);
+        }
+        // --wait batch: one WAIT after the batch covers every write in it.
+        if (resp() && run_.options.wait == WaitMode::kBatch &&
+            std::any_of(batch.begin(), batch.end(),
+                        [](const Request& r) { return r.kind != Kind::kGet; })) {
+          add_wait(batch, lines);
+        }
         if (batch.empty()) {
           run_.load_end = std::max(run_.load_end.value_or(Clock::time_point()), Clock::now());
           if (!run_.options.check) return finish();
@@ -420,22 +462,46 @@ class Connection {
         value.resize(std::max<size_t>(1, run_.options.value_size));
         for (char& ch : value) ch = static_cast<char>('a' + rng_() % 26);
       }
-      lines += "SET " + key_name(r) + " " + value + "\n";
+      if (resp()) {
+        append_resp_command(lines, {"SET", key_name(r), value});
+      } else {
+        lines += "SET " + key_name(r) + " " + value + "\n";
+      }
       batch.push_back(r);
+      if (resp() && run_.options.wait == WaitMode::kEach) add_wait(batch, lines);
       return;
     }
     if (pick < mix.set + mix.get) {
       r.kind = Kind::kGet;
       r.counter = run_.options.check && rng_() % 2 == 1;
-      lines += "GET " + key_name(r) + "\n";
+      if (resp()) {
+        append_resp_command(lines, {"GET", key_name(r)});
+      } else {
+        lines += "GET " + key_name(r) + "\n";
+      }
       batch.push_back(r);
       return;
     }
     r.kind = Kind::kIncr;
     r.counter = true;
     if (run_.options.check) ++keys_state_[r.index].incr_sent;
-    lines += "INCR " + key_name(r) + "\n";
+    if (resp()) {
+      append_resp_command(lines, {"INCR", key_name(r)});
+    } else {
+      lines += "INCR " + key_name(r) + "\n";
+    }
     batch.push_back(r);
+    if (resp() && run_.options.wait == WaitMode::kEach) add_wait(batch, lines);
+  }
+
+  bool resp() const { return run_.options.protocol == Protocol::kResp; }
+
+  // WAIT 1 0: block until one replica has every write sent before it.
+  void add_wait(std::vector<Request>& batch, std::string& lines) {
+    append_resp_command(lines, {"WAIT", "1", "0"});
+    Request w;
+    w.kind = Kind::kWait;
+    batch.push_back(w);
   }
 
   // Prepare (DEL) and verify (GET) go over every owned key, k<i> and n<i>
@@ -464,6 +530,7 @@ class Connection {
     out_ = std::move(lines);
     in_flight_ = true;
     writing_ = true;
+    awaiting_wait_ = 0;
     sent_at_ = Clock::now();
     uint64_t op = ++op_id_;
     arm_timer(op, run_.options.request_timeout);
@@ -478,6 +545,7 @@ class Connection {
   }
 
   void read_reply(uint64_t op) {
+    if (resp()) return read_resp_reply(op);
     asio::async_read_until(
         socket_, reply_, '\n', [this, op](boost::system::error_code ec, size_t n) {
           if (op != op_id_) return;
@@ -490,6 +558,41 @@ class Connection {
           if (++replies_ < batch_.size()) return read_reply(op);
           if (!writing_) complete();
         });
+  }
+
+  // RESP: dispatches every complete reply buffered, then reads more. A
+  // malformed reply (hostile or broken server) breaks the connection.
+  void read_resp_reply(uint64_t op) {
+    for (;;) {
+      auto data = reply_.data();
+      std::string_view in(static_cast<const char*>(data.data()), data.size());
+      RespParse p = parse_resp_reply(in, kMaxReplyBytes);
+      if (p.outcome == RespParse::Outcome::kBad) {
+        ++run_.totals.errors;
+        // Logged even with --quiet (the first few): the server is broken or hostile.
+        if (++run_.totals.bad_replies <= 5) {
+          std::fprintf(stderr, "kvload: connection %u: bad RESP reply (%.*s); reconnecting\n", id_,
+                       static_cast<int>(p.error.size()), p.error.data());
+        }
+        return fail();
+      }
+      if (p.outcome == RespParse::Outcome::kNeedMore) break;
+      on_resp_reply(batch_[replies_], p.reply);
+      reply_.consume(p.consumed);
+      if (++replies_ == batch_.size()) {
+        if (!writing_) complete();
+        return;
+      }
+    }
+    size_t room = std::min<size_t>(16 * 1024, kMaxReplyBytes - reply_.size());
+    if (room == 0) return fail();  // cannot happen: the parser rejects longer replies
+    socket_.async_read_some(reply_.prepare(room),
+                            [this, op](boost::system::error_code ec, size_t n) {
+                              if (op != op_id_) return;
+                              if (ec) return fail();
+                              reply_.commit(n);
+                              read_resp_reply(op);
+                            });
   }
 
   // The current batch is written and answered.
@@ -528,12 +631,62 @@ class Connection {
     }
   }
 
+  // One load operation answered (or acknowledged by a replica): its latency
+  // is from the batch's write until now.
+  void count_ops(uint64_t n) {
+    auto now = Clock::now();
+    auto latency = std::chrono::duration_cast<std::chrono::microseconds>(now - sent_at_);
+    for (uint64_t i = 0; i < n; ++i) {
+      run_.totals.latencies_us.push_back(static_cast<uint32_t>(
+          std::min<int64_t>(latency.count(), std::numeric_limits<uint32_t>::max())));
+    }
+    run_.totals.ops += n;
+    run_.last_load_reply = now;
+  }
+
+  // RESP, load phase: a write counts once its WAIT says a replica has it
+  // (or at once under --wait none); a GET when it is answered.
+  void on_resp_reply(const Request& r, const RespReply& reply) {
+    bool ok = false;
+    switch (r.kind) {
+      case Kind::kSet:
+      case Kind::kIncr:
+        ok = r.kind == Kind::kSet ? reply.type == RespType::kSimple && reply.text == "OK"
+                                  : reply.type == RespType::kInteger;
+        if (ok && run_.options.wait == WaitMode::kNone) count_ops(1);
+        if (ok && run_.options.wait != WaitMode::kNone) ++awaiting_wait_;
+        break;
+      case Kind::kGet:
+        ok = reply.type == RespType::kBulk || reply.type == RespType::kNull;
+        if (ok) count_ops(1);
+        break;
+      case Kind::kWait:
+        ok = reply.type == RespType::kInteger && reply.integer >= 1;
+        if (ok) {
+          count_ops(awaiting_wait_);
+        } else {
+          run_.totals.unacked_writes += awaiting_wait_;
+          run_.totals.errors += awaiting_wait_;
+        }
+        awaiting_wait_ = 0;
+        break;
+      case Kind::kDel:
+        ok = reply.type == RespType::kInteger;
+        break;
+    }
+    if (!ok) {
+      ++run_.totals.errors;
+      if (run_.totals.errors <= 5 && !run_.options.quiet) {
+        std::string_view what = reply.type == RespType::kInteger ? "an integer" : reply.text;
+        std::fprintf(stderr, "kvload: %s: unexpected RESP reply '%.*s'\n",
+                     r.kind == Kind::kWait ? "WAIT" : key_name(r).c_str(),
+                     static_cast<int>(std::min<size_t>(what.size(), 200)), what.data());
+      }
+    }
+  }
+
   void on_load_reply(const Request& r, std::string_view line) {
-    auto latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent_at_);
-    run_.totals.latencies_us.push_back(static_cast<uint32_t>(
-        std::min<int64_t>(latency.count(), std::numeric_limits<uint32_t>::max())));
-    ++run_.totals.ops;
-    run_.last_load_reply = Clock::now();
+    count_ops(1);
     bool ok = false;
     switch (r.kind) {
       case Kind::kSet:
@@ -561,6 +714,8 @@ class Connection {
         break;
       case Kind::kDel:
         ok = line == "DELETED" || line == "NOT_FOUND";
+        break;
+      case Kind::kWait:  // RESP only
         break;
     }
     if (!ok) {
@@ -639,7 +794,8 @@ class Connection {
   bool in_flight_ = false;  // a batch is written or being answered
   bool writing_ = false;    // its write has not completed yet
   std::vector<Request> batch_;
-  size_t replies_ = 0;  // replies received for batch_
+  size_t replies_ = 0;          // replies received for batch_
+  uint64_t awaiting_wait_ = 0;  // RESP: writes answered OK whose WAIT has not come
   std::string out_;
   Clock::time_point sent_at_;
 };
@@ -655,6 +811,7 @@ class Connection {
 Options parse_options(int argc, char** argv) {
   Options o;
   std::string mix = "set=50,get=40,incr=10", reconnect = "30s", request = "10s";
+  std::string protocol = "text", wait = "each";
   std::optional<uint64_t> seed;
   po::options_description desc("usage: romulus-kvload --server HOST:PORT [options]");
   desc.add_options()                //
@@ -679,7 +836,11 @@ Options parse_options(int argc, char** argv) {
        "treat a connection as broken when a reply takes this long")                  //
       ("seed", po::value<uint64_t>(), "random seed (default: random, printed)")      //
       ("json", po::bool_switch(&o.json), "final report as one JSON line on stdout")  //
-      ("quiet", po::bool_switch(&o.quiet), "no progress lines on stderr");
+      ("quiet", po::bool_switch(&o.quiet), "no progress lines on stderr")            //
+      ("protocol", po::value(&protocol)->default_value(protocol),
+       "text (romulus-kvstore) or resp (Redis)")  //
+      ("wait", po::value(&wait)->default_value(wait),
+       "resp: WAIT 1 0 after each write (each), after each batch (batch), or never (none)");
   try {
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -703,6 +864,21 @@ Options parse_options(int argc, char** argv) {
   if (o.pipeline == 0 || o.pipeline > 1024) bad_option("--pipeline must be 1..1024", desc);
   if (o.keys == 0) bad_option("--keys must be positive", desc);
   if (o.value_size > 64 * 1024) bad_option("--value-size must be at most 65536", desc);
+  if (protocol == "resp") {
+    o.protocol = Protocol::kResp;
+  } else if (protocol != "text") {
+    bad_option("bad --protocol '" + protocol + "' (want text or resp)", desc);
+  }
+  if (wait == "batch") {
+    o.wait = WaitMode::kBatch;
+  } else if (wait == "none") {
+    o.wait = WaitMode::kNone;
+  } else if (wait != "each") {
+    bad_option("bad --wait '" + wait + "' (want each, batch or none)", desc);
+  }
+  if (o.protocol == Protocol::kResp && o.check) {
+    bad_option("--check needs --protocol text (romulus-kvstore)", desc);
+  }
   auto m = parse_mix(mix);
   if (!m) bad_option("bad --mix '" + mix + "' (want e.g. set=50,get=40,incr=10)", desc);
   o.mix = *m;

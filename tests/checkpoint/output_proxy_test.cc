@@ -26,6 +26,7 @@ using namespace std::chrono_literals;
 // The guest: echoes what it reads, except two commands sent alone:
 //   "BIG <n>\n"  answers n bytes of a counting pattern;
 //   "CLOSE\n"    closes the connection.
+// When the client half-closes, it answers what it read and half-closes too.
 class EchoGuest {
  public:
   EchoGuest() : acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {
@@ -67,10 +68,15 @@ class EchoGuest {
     boost::system::error_code ec;
     for (;;) {
       size_t n = s.read_some(asio::buffer(buf), ec);
-      if (ec) return;
+      if (ec) {
+        s.shutdown(tcp::socket::shutdown_send, ec);
+        return;
+      }
       std::string chunk(buf.data(), n);
       if (chunk == "CLOSE\n") {
-        s.close(ec);
+        // Shut down rather than close: ~EchoGuest may shut the socket down
+        // from its thread at the same time, and closing would race with it.
+        s.shutdown(tcp::socket::shutdown_both, ec);
         return;
       }
       if (chunk.starts_with("BIG ")) {
@@ -95,8 +101,10 @@ class EchoGuest {
   std::vector<std::thread> threads_;
 };
 
-// A proxy on its own io thread, with an epoch the test sets.
-class ProxyFixture : public ::testing::Test {
+// A proxy on its own io thread, with an epoch the test sets. The parameter is
+// OutputProxyOptions::io_threads: 0 (sessions on that io thread) or several
+// session threads of the proxy's own; every behaviour must hold for both.
+class ProxyFixture : public ::testing::TestWithParam<unsigned> {
  protected:
   void start(bool buffering = true, size_t max_held = 4u << 20) {
     auto port = OutputProxy::pick_free_port();
@@ -107,6 +115,7 @@ class ProxyFixture : public ::testing::Test {
     o.guest_port = guest_.port();
     o.buffering = buffering;
     o.max_held_bytes = max_held;
+    o.io_threads = GetParam();
     proxy_ = std::make_unique<OutputProxy>(io_, o, [this] { return epoch_.load(); });
     ASSERT_TRUE(proxy_->start().is_ok());
     work_.emplace(asio::make_work_guard(io_));
@@ -180,7 +189,7 @@ class ProxyFixture : public ::testing::Test {
   uint16_t listen_port_ = 0;
 };
 
-TEST_F(ProxyFixture, ReplyIsHeldUntilItsEpochIsAcknowledged) {
+TEST_P(ProxyFixture, ReplyIsHeldUntilItsEpochIsAcknowledged) {
   start();
   auto c = connect();
   asio::write(*c, asio::buffer(std::string("hello\n")));
@@ -191,7 +200,7 @@ TEST_F(ProxyFixture, ReplyIsHeldUntilItsEpochIsAcknowledged) {
   EXPECT_EQ(read_for(*c, 10s, 6), "hello\n");
 }
 
-TEST_F(ProxyFixture, EachReplyWaitsForItsOwnEpochAndOrderIsKept) {
+TEST_P(ProxyFixture, EachReplyWaitsForItsOwnEpochAndOrderIsKept) {
   start();
   auto c = connect();
   asio::write(*c, asio::buffer(std::string("first\n")));
@@ -206,7 +215,7 @@ TEST_F(ProxyFixture, EachReplyWaitsForItsOwnEpochAndOrderIsKept) {
   EXPECT_EQ(read_for(*c, 10s, 7), "second\n");
 }
 
-TEST_F(ProxyFixture, ManyRepliesOfOneEpochArriveWholeAndInOrder) {
+TEST_P(ProxyFixture, ManyRepliesOfOneEpochArriveWholeAndInOrder) {
   start();
   auto c = connect();
   std::string expected;
@@ -221,7 +230,7 @@ TEST_F(ProxyFixture, ManyRepliesOfOneEpochArriveWholeAndInOrder) {
   EXPECT_EQ(read_for(*c, 10s, expected.size()), expected);
 }
 
-TEST_F(ProxyFixture, GuestCloseIsHeldLikeData) {
+TEST_P(ProxyFixture, GuestCloseIsHeldLikeData) {
   start();
   auto c = connect();
   asio::write(*c, asio::buffer(std::string("bye\n")));
@@ -237,14 +246,14 @@ TEST_F(ProxyFixture, GuestCloseIsHeldLikeData) {
   EXPECT_TRUE(eof);
 }
 
-TEST_F(ProxyFixture, WithoutBufferingRepliesPassAtOnce) {
+TEST_P(ProxyFixture, WithoutBufferingRepliesPassAtOnce) {
   start(/*buffering=*/false);
   auto c = connect();
   asio::write(*c, asio::buffer(std::string("now\n")));
   EXPECT_EQ(read_for(*c, 10s, 4), "now\n");  // no ack at all
 }
 
-TEST_F(ProxyFixture, TurningBufferingOffReleasesWhatIsHeld) {
+TEST_P(ProxyFixture, TurningBufferingOffReleasesWhatIsHeld) {
   start();
   auto c = connect();
   asio::write(*c, asio::buffer(std::string("held\n")));
@@ -253,7 +262,7 @@ TEST_F(ProxyFixture, TurningBufferingOffReleasesWhatIsHeld) {
   EXPECT_EQ(read_for(*c, 10s, 5), "held\n");
 }
 
-TEST_F(ProxyFixture, AClientThatDoesNotReadBlocksNoOther) {
+TEST_P(ProxyFixture, AClientThatDoesNotReadBlocksNoOther) {
   constexpr size_t kMaxHeld = 64 * 1024;
   start(/*buffering=*/true, kMaxHeld);
   auto slow = connect();
@@ -289,6 +298,95 @@ TEST_F(ProxyFixture, AClientThatDoesNotReadBlocksNoOther) {
   for (size_t i = 0; i < kBig; ++i) expected[i] = static_cast<char>('a' + i % 26);
   EXPECT_TRUE(got == expected) << "the slow client's bytes arrived altered or out of order";
 }
+
+TEST_P(ProxyFixture, AHalfClosedClientStillGetsItsHeldReplyThenTheClose) {
+  start();
+  auto c = connect();
+  asio::write(*c, asio::buffer(std::string("last words\n")));
+  c->shutdown(tcp::socket::shutdown_send);  // the client is done sending
+  wait_held(10);
+  bool eof = false;
+  EXPECT_EQ(read_for(*c, 300ms, 100, &eof), "");
+  EXPECT_FALSE(eof) << "the half-close ended the connection before its output was acked";
+  proxy_->on_ack(5);
+  EXPECT_EQ(read_for(*c, 10s, 11, &eof), "last words\n");
+  if (!eof) read_for(*c, 10s, 1, &eof);
+  EXPECT_TRUE(eof) << "the guest's half-close never reached the client";
+}
+
+TEST_P(ProxyFixture, ManyConnectionsEachGetTheirOwnRepliesAfterTheAck) {
+  constexpr int kConnections = 300;
+  start();
+  std::vector<std::unique_ptr<tcp::socket>> clients;
+  std::string all;
+  for (int i = 0; i < kConnections; ++i) {
+    clients.push_back(connect());
+    std::string line = "conn " + std::to_string(i) + "\n";
+    asio::write(*clients.back(), asio::buffer(line));
+    all += line;
+  }
+  wait_held(all.size());
+  EXPECT_EQ(proxy_->stats().open_connections, static_cast<uint64_t>(kConnections));
+  proxy_->on_ack(5);
+  for (int i = 0; i < kConnections; ++i) {
+    std::string line = "conn " + std::to_string(i) + "\n";
+    EXPECT_EQ(read_for(*clients[i], 10s, line.size()), line) << "connection " << i;
+  }
+}
+
+// Clients on every session thread send numbered lines while another thread
+// opens epochs and acknowledges them concurrently. Each connection must get
+// all its lines, in order, and never one before the epoch open when it was
+// sent is acknowledged.
+TEST_P(ProxyFixture, RepliesKeepOrderPerConnectionUnderConcurrentAcks) {
+  constexpr int kConnections = 12;
+  constexpr int kLines = 150;
+  start();
+  std::atomic<uint64_t> acked{0};  // raised before each on_ack(): at least the proxy's
+  std::atomic<bool> done{false};
+  std::thread acker([&] {
+    while (!done) {
+      uint64_t e = epoch_.load();
+      epoch_ = e + 1;  // new output goes into the next epoch...
+      acked = e;       // ...and the one before it is acknowledged
+      proxy_->on_ack(e);
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  std::vector<std::string> failures(kConnections);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kConnections; ++c) {
+    clients.emplace_back([&, c] {
+      asio::io_context io;
+      tcp::socket s(io);
+      s.connect(tcp::endpoint(asio::ip::address_v4::loopback(), listen_port_));
+      s.set_option(tcp::no_delay(true));
+      std::string pending;
+      for (int i = 0; i < kLines && failures[c].empty(); ++i) {
+        const uint64_t open_at_send = epoch_.load();
+        std::string line = std::to_string(c) + ":" + std::to_string(i) + "\n";
+        asio::write(s, asio::buffer(line));
+        std::string got = read_for(s, 10s, line.size());
+        const uint64_t acked_at_receipt = acked.load();
+        if (got != line) {
+          failures[c] = "expected '" + line + "', got '" + got + "'";
+        } else if (acked_at_receipt < open_at_send) {
+          failures[c] = "'" + line + "' released before epoch " + std::to_string(open_at_send) +
+                        " was acknowledged";
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  done = true;
+  acker.join();
+  for (int c = 0; c < kConnections; ++c) EXPECT_EQ(failures[c], "") << "connection " << c;
+}
+
+INSTANTIATE_TEST_SUITE_P(SessionThreads, ProxyFixture, ::testing::Values(0u, 3u),
+                         [](const ::testing::TestParamInfo<unsigned>& info) {
+                           return "io_threads_" + std::to_string(info.param);
+                         });
 
 }  // namespace
 }  // namespace romulus::checkpoint
