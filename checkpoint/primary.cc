@@ -679,13 +679,14 @@ Status PrimaryNode::protect_with(const std::string& host, uint16_t port, Reconne
     std::lock_guard lock(im.mu);
     im.streams++;
   }
+  // Protected again: output waits for acks (held during the sync too: a
+  // failover before it completes would resume from the older image). Before
+  // the log line, so that every reply read after it is held.
+  if (im.proxy) im.proxy->set_buffering(im.buffering);
   if (im.guest->paused()) ROMULUS_RETURN_IF_ERROR(im.guest->resume());
   log_(fmt::format("connected to backup {} (its last committed epoch: {}); full live sync", peer,
                    reply.last_committed_epoch));
   state_.transition(PrimaryState::kSyncing);
-  // Protected again: output waits for acks (held during the sync too: a
-  // failover before it completes would resume from the older image).
-  if (im.proxy) im.proxy->set_buffering(im.buffering);
   im.engine->set_transport(im.sender.get(), reply.last_committed_epoch + 1);
   Status st = im.engine->initial_sync();
   if (st.is_ok()) {
