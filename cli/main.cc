@@ -40,8 +40,13 @@ class SignalWatcher {
       int sig = 0;
       while (sigwait(&set_, &sig) == 0) {
         if (done_.load()) return;
-        log_(fmt::format("{} received; stopping", strsignal(sig)));
         std::lock_guard lock(mu_);
+        if (sig == SIGHUP && reload_) {
+          log_("SIGHUP received; re-reading the TLS files");
+          reload_();
+          continue;
+        }
+        log_(fmt::format("{} received; stopping", strsignal(sig)));
         if (handler_) handler_();
       }
     });
@@ -56,6 +61,11 @@ class SignalWatcher {
     std::lock_guard lock(mu_);
     handler_ = std::move(fn);
   }
+  // What SIGHUP does instead of stopping (re-reading the TLS files); nullptr: stop.
+  void set_reload(std::function<void()> fn) {
+    std::lock_guard lock(mu_);
+    reload_ = std::move(fn);
+  }
 
  private:
   const common::Logger& log_;
@@ -63,6 +73,7 @@ class SignalWatcher {
   std::thread thread_;
   std::mutex mu_;
   std::function<void()> handler_;
+  std::function<void()> reload_;
   std::atomic<bool> done_{false};
 };
 
@@ -131,6 +142,8 @@ replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
     s.witness.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(o.witness.lease_ttl);
     s.witness.node_id = o.witness.node_id;
   }
+  s.tls = common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name};
+  s.insecure = o.link.insecure;
   return s;
 }
 
@@ -176,6 +189,7 @@ int run_node(const std::string& role_name, const cli::PrimaryOptions& node,
   host.metrics = metrics ? &*metrics : nullptr;
   host.on_stop = [&signals](std::function<void()> fn) { signals.set_handler(std::move(fn)); };
   host.set_role = [&log](const std::string& r) { log.set_role(r); };
+  host.on_reload = [&signals](std::function<void()> fn) { signals.set_reload(std::move(fn)); };
   const Status st = role(host);
   if (!st.is_ok()) {
     log(st.message());

@@ -1,5 +1,7 @@
 #include "cli/options.h"
 
+#include "common/tls.h"
+
 #include <fmt/format.h>
 
 #include <boost/program_options.hpp>
@@ -25,6 +27,9 @@ An example pair on one machine (start the backup first):
   romulus primary --backup 127.0.0.1:7000 --service 127.0.0.1:6379 --interval 50ms -- romulus-kvstore
 If the primary dies, the backup resumes the guest from the last committed
 checkpoint and serves on its own --service address.
+
+Between hosts the link needs mutual TLS (or --insecure), on both nodes:
+  --tls-cert node.crt --tls-key node.key --tls-ca pair-ca.crt [--tls-peer-name OTHER-NODE]
 )";
 
 std::string lower(std::string s) {
@@ -164,6 +169,9 @@ struct RawNodeOptions {
               stats_period = "5s", control, on_failover, reprotect, config, witness, pair,
               lease_ttl = "2s", node_id, metrics;
   bool no_output_buffering = false;
+  // The replication link's security.
+  std::string tls_cert, tls_key, tls_ca, tls_peer_name;
+  bool insecure = false;
 };
 
 void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup) {
@@ -208,6 +216,14 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("metrics", po::value(&r.metrics),
     "ADDR:PORT to serve Prometheus metrics at /metrics (default: none)");
   o("config", po::value(&r.config), "read options from FILE (name = value lines)");
+  // The replication link's security (docs/operations.md, "Certificates").
+  o("tls-cert", po::value(&r.tls_cert), "this node's certificate (PEM) for mutual TLS on the link");
+  o("tls-key", po::value(&r.tls_key), "the private key of --tls-cert (PEM)");
+  o("tls-ca", po::value(&r.tls_ca), "CA certificate(s) (PEM) the peer's certificate must chain to");
+  o("tls-peer-name", po::value(&r.tls_peer_name),
+    "name (DNS or IP) the peer's certificate must carry (default: any the CA signed)");
+  o("insecure", po::bool_switch(&r.insecure),
+    "allow a plaintext link off loopback (anyone on the network can write the backup's image)");
 }
 
 Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, bool backup,
@@ -336,6 +352,13 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     return Status::invalid_argument("--lease-ttl must be between 1s and 5m");
   }
   o.witness.node_id = r.node_id;
+  o.link.cert = r.tls_cert;
+  o.link.key = r.tls_key;
+  o.link.ca = r.tls_ca;
+  o.link.peer_name = r.tls_peer_name;
+  o.link.insecure = r.insecure;
+  ROMULUS_RETURN_IF_ERROR(common::check_link_options(
+      common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name}, o.link.insecure));
   (void)vm;
   return o;
 }

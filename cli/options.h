@@ -38,6 +38,16 @@ struct WitnessOptions {
   bool enabled() const { return !endpoints.empty(); }
 };
 
+// The replication link's security (docs/operations.md, "Certificates"): mutual
+// TLS with these files, or plaintext, which is allowed off loopback only with
+// `insecure`.
+struct LinkSecurityOptions {
+  std::string cert, key, ca;  // --tls-cert, --tls-key, --tls-ca: all or none
+  std::string peer_name;      // --tls-peer-name: the name the peer's certificate must carry
+  bool insecure = false;      // --insecure: plaintext off loopback
+  bool tls() const { return !cert.empty(); }
+};
+
 // What a node needs to run a guest as a primary (also a backup after activation).
 struct PrimaryOptions {
   std::optional<Endpoint> backup;  // nullopt with backup_null: the black hole
@@ -60,6 +70,7 @@ struct PrimaryOptions {
   std::string control_path;
   std::optional<Endpoint> metrics;  // --metrics: serve Prometheus text at /metrics
   WitnessOptions witness;
+  LinkSecurityOptions link;
   // This node's own replication address: where it listens if it must rejoin
   // as the backup of another owner (primary: --listen; backup: its --listen).
   std::optional<Endpoint> listen;

@@ -18,6 +18,12 @@
 // Without a witness: a backup takes over on its own judgement, and a primary
 // never demotes; a start-up warning names the risk.
 //
+// The replication link is mutual TLS when the node has certificates; without
+// them run_node() refuses to start on a non-loopback address unless
+// --insecure (and then warns). The TLS files are re-read for new connections
+// on SIGHUP and on `romulus set tls reload` (a request the process answers
+// whatever its role).
+//
 // The process's control socket and metrics endpoint stay in place across role
 // changes (they say "changing role" for the moment in between); the metrics
 // served follow the role (replica/node_metrics.h).
@@ -54,6 +60,8 @@ struct NodeHost {
   std::function<void(std::function<void()>)> on_stop;
   // Names the role in log lines ("primary", "backup", "primary (took over)").
   std::function<void(const std::string&)> set_role;
+  // Registers what SIGHUP calls (re-reading the TLS files); nullptr clears it.
+  std::function<void(std::function<void()>)> on_reload;
 };
 
 struct WitnessSettings {
@@ -75,6 +83,11 @@ struct NodeSettings {
   std::optional<std::pair<std::string, uint16_t>> peer_after_takeover;
   std::optional<std::string> on_failover;  // shell command run once the guest runs again
   WitnessSettings witness;
+  // The replication link, for every role of the process: mutual TLS with
+  // these files (loaded by run_node(), re-read on SIGHUP and `romulus set tls
+  // reload`), or plaintext: on loopback, or anywhere with `insecure`.
+  common::TlsFiles tls;
+  bool insecure = false;
 };
 
 enum class StartAs { kPrimary, kBackup };
