@@ -143,8 +143,8 @@ Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, cons
       if (stream.tls() && read_ec.category() == asio::error::get_ssl_category()) {
         // TLS 1.3: the backup checks this node's certificate after the
         // client's side of the handshake is done, so its refusal arrives here.
-        return Status::refused(fmt::format("the backup {} refused this node's certificate: {}",
-                                           peer, stream.describe_failure(read_ec)));
+        return Status::refused(
+            fmt::format("TLS with the backup {}: {}", peer, stream.describe_failure(read_ec)));
       }
       return Status::unavailable(
           fmt::format("handshake with {}: {}", peer, stream.describe_failure(read_ec)));

@@ -93,6 +93,10 @@ std::string LinkStream::describe_failure(const boost::system::error_code& ec) co
       m += " (the peer does not speak TLS: is it running without --tls-cert?)";
     } else if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
       m += " (the peer sent no certificate)";
+    } else if (m.find("alert") != std::string::npos) {
+      m = fmt::format("the peer ended the handshake ({}): it does not accept this node's "
+                      "certificate",
+                      m);
     }
   }
   return m;

@@ -286,10 +286,11 @@ void PrimarySession::handle_handshake() {
       // The Hello's codec list binds the stream: a payload of another codec is corrupt.
       reader_ =
           std::make_unique<protocol::CheckpointReader>(node_.page_count(), this, hello.codecs);
-      const std::string who =
-          stream_.tls() ? fmt::format("{} ({}, TLS verified)", peer_, stream_.peer_subject()) : peer_;
-      node_.log(fmt::format("primary {} connected (session {:016x}); our last committed epoch: {}",
-                            who, hello.session_id, node_.replica.committed_epoch()));
+      const std::string tls =
+          stream_.tls() ? fmt::format(", TLS verified: {}", stream_.peer_subject()) : "";
+      node_.log(
+          fmt::format("primary {} connected (session {:016x}{}); our last committed epoch: {}",
+                      peer_, hello.session_id, tls, node_.replica.committed_epoch()));
       node_.stream_started(this);
       send_message(protocol::encode_reply(reply));
       if (!rest.empty()) handle_stream(rest);

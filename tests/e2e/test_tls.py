@@ -1,0 +1,324 @@
+"""Mutual TLS on the replication link (issue 15): who may write a backup's image.
+
+Every certificate is made for the test by the `openssl` command in a temp dir
+(harness.Pki): the pair's CA, a second CA for impostors, an expired certificate
+(notAfter a day in the past), one with the wrong name. The spec:
+
+  - a TLS pair replicates and fails over under kill -9 as a plaintext pair does
+    (test_kill's cycles, run with TLS): every acknowledged epoch survives;
+  - a backup whose primary stopped cleanly refuses, during the TLS handshake and
+    with one log line naming the peer and the reason, a client without a certificate,
+    one from another CA, an expired one and one with the wrong name; afterwards its
+    committed epoch and checkpoint count are unchanged, it is still a backup, it
+    started no guest and did not take over; the real primary connects right after;
+  - a plaintext client on the TLS listener is refused at once and does not hold the
+    primary slot: the real primary connects while it is still connected;
+  - a primary pointed at an impostor backup (valid TLS from another CA) refuses it
+    and says so; the impostor never receives a checkpoint;
+  - certificates rotate without a restart: after the files change and `romulus set
+    tls reload` (or SIGHUP), a primary with the old CA's certificate is refused and
+    one with the new CA's is accepted.
+
+Nothing asserts on timing: waits are for log lines and states, with generous deadlines.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import time
+import unittest
+
+import harness
+from harness import Cluster, Pki
+
+import test_kill
+
+TLS_KILL_CYCLES = int(os.environ.get("ROMULUS_E2E_TLS_KILL_CYCLES", "12"))
+REFUSED_RE = r"refused connection from 127\.0\.0\.1:\d+: TLS: "
+CONNECTED_RE = r"primary \S+ connected \(session [0-9a-f]+, TLS verified: /CN=([^)]+)\)"
+
+
+@unittest.skipUnless(harness.have_openssl(), "the openssl command is not installed "
+                     "(scripts/setup installs it)")
+@harness.require_binaries("romulus", "counter")
+class TlsTest(unittest.TestCase):
+
+    # test_kill's cycle, run here with tls=True.
+    run_cycle = test_kill.KillPrimaryTest.run_cycle
+    _run_cycle = test_kill.KillPrimaryTest._run_cycle
+
+    def test_tls_pair_never_loses_an_acknowledged_epoch_under_kill9(self):
+        rng, _ = harness.seeded_random("test_tls_kill")
+        self.precopy_acks = 0
+        outcomes = {"took over": 0, "no takeover": 0}
+        for i, (delay, kind, after) in enumerate(test_kill.plan(rng, TLS_KILL_CYCLES)):
+            with self.subTest(cycle=i, kind=kind, delay_ms=round(delay * 1000), after=after):
+                outcome = self.run_cycle(i, delay, kind, after, tls=True)
+                harness.log(f"tls cycle {i:2d} {kind:7s} kill {delay * 1000:5.1f} ms after "
+                            f"{after:5s}: {outcome}")
+                outcomes["took over" if outcome.startswith("took") else "no takeover"] += 1
+        harness.log(f"{TLS_KILL_CYCLES} TLS cycles: {outcomes}")
+
+    # -- a backup holding an image, its primary stopped cleanly
+
+    def stopped_pair(self):
+        """A TLS backup (named 'backup', requiring its peer to be 'primary') that synced
+        from the real primary, which then stopped cleanly. Returns (cluster, backup,
+        its status)."""
+        c = Cluster(self)  # without tls=True: the TLS options are explicit here
+        self.pki = Pki(os.path.join(c.dir, "pki"))
+        backup = c.backup(harness.counter_guest(),
+                          extra=self.pki.args("backup", peer="primary"))
+        primary = self.start_primary(c, backup, "primary", self.pki.args("primary",
+                                                                         peer="backup"))
+        m = backup.wait_for(CONNECTED_RE)
+        self.assertEqual(m.group(1), "primary")
+        primary.wait_for(harness.IN_SYNC_RE)
+        primary.terminate()
+        primary.wait()
+        backup.wait_for(r"primary shut down cleanly")
+        status = backup.status()
+        self.assertEqual(status["state"], "primary_stopped", backup.text())
+        self.assertTrue(status["image_consistent"])
+        return c, backup, status
+
+    def start_primary(self, c, backup, name, tls_args):
+        return c.primary(harness.counter_guest(), backup.listen_port, name=name, extra=tls_args)
+
+    def assert_untouched(self, backup, before, context):
+        """The image and the role are as they were: same committed epoch, same count of
+        checkpoints, still a backup that started no guest and never took over."""
+        after = backup.status()
+        for key in ("last_committed_epoch", "checkpoints_committed", "streams"):
+            self.assertEqual(after[key], before[key], f"{key} changed: {context}")
+        self.assertEqual(after["role"], "backup", context)
+        self.assertEqual(after["state"], "primary_stopped", context)
+        self.assertEqual(after["connections_in_handshake"], 0, context)
+        self.assertIsNone(backup.find(harness.TAKEOVER_RE), context)
+        self.assertEqual(backup.guest_pids(), [], context)
+
+    def refused_by_backup(self, c, backup, before, name, tls_args, reason_re):
+        """Starts a primary with `tls_args`; the backup refuses it during the TLS
+        handshake with one line naming it and matching `reason_re`; the attacker is
+        stopped and the backup is checked untouched."""
+        mark = backup.mark()
+        attacker = self.start_primary(c, backup, name, tls_args)
+        m = backup.wait_for(REFUSED_RE + reason_re, start=mark)
+        # The attacker hears of it (as a refusal of its certificate, or a reset if the
+        # backup's close overtook its alert) and says so.
+        attacker.wait_for(r"backup \S+ (refused|unreachable): ")
+        attacker.kill9()
+        context = f"{name}: {m.group(0)}\n{backup.text()}\n{attacker.text()}"
+        # The refusal leaves no half-open session behind.
+        harness.wait_until(lambda: backup.status()["connections_in_handshake"] == 0, context)
+        self.assert_untouched(backup, before, context)
+        return m
+
+    def test_refusals_leave_the_image_untouched_and_the_real_primary_connects(self):
+        c, backup, before = self.stopped_pair()
+        other = Pki(os.path.join(c.dir, "other-ca"), "Another CA")
+        # A certificate from another CA (that trusts the backup's CA: the backup must
+        # be the one to refuse).
+        self.refused_by_backup(c, backup, before, "other-ca",
+                               other.args("primary", peer="backup", ca=self.pki.ca),
+                               r".*unable to get local issuer certificate")
+        # Expired, from the right CA.
+        self.refused_by_backup(c, backup, before, "expired",
+                               self.pki.args("primary", peer="backup", days=-1),
+                               r".*certificate has expired")
+        # The right CA, the wrong name.
+        self.refused_by_backup(c, backup, before, "wrong-name",
+                               self.pki.args("mallory", peer="backup"),
+                               r".*hostname mismatch.*CN=mallory")
+        # No certificate at all (a TLS client that presents none).
+        mark = backup.mark()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.pki.ca)
+        ctx.check_hostname = False
+        with socket.create_connection(("127.0.0.1", backup.listen_port)) as raw:
+            try:
+                with ctx.wrap_socket(raw) as tls:
+                    tls.sendall(b"RMLS" + bytes(60))
+                    tls.recv(1)  # the backup's alert, or the end of the connection
+            except (ssl.SSLError, ConnectionError):
+                pass
+        backup.wait_for(REFUSED_RE + r".*(did not return a certificate|sent no certificate)",
+                        start=mark)
+        harness.wait_until(lambda: backup.status()["connections_in_handshake"] == 0,
+                           backup.text())
+        self.assert_untouched(backup, before, "no certificate\n" + backup.text())
+        # One refusal line per attempt, each naming the peer: the attackers above may
+        # have retried, so at least one per kind.
+        self.assertGreaterEqual(backup.count(REFUSED_RE), 4, backup.text())
+        # The real primary connects right after, and the backup follows it again.
+        primary = self.start_primary(c, backup, "primary2",
+                                     self.pki.args("primary", peer="backup"))
+        primary.wait_for(harness.IN_SYNC_RE)
+        harness.wait_until(lambda: backup.status()["state"] == "protecting", backup.text())
+
+    def test_plaintext_client_is_refused_at_once_and_holds_no_slot(self):
+        c, backup, before = self.stopped_pair()
+        mark = backup.mark()
+        raw = socket.create_connection(("127.0.0.1", backup.listen_port))
+        self.addCleanup(raw.close)
+        # A plaintext peer's first bytes (here: what a plaintext primary's Hello would
+        # look like) end the TLS handshake at once.
+        raw.sendall(b"RMLS" + bytes(60))
+        backup.wait_for(REFUSED_RE + r".*does not speak TLS", start=mark)
+        raw.settimeout(harness.DEADLINE)
+        try:
+            self.assertEqual(raw.recv(4096), b"", "the backup did not close the connection")
+        except ConnectionResetError:
+            pass
+        self.assert_untouched(backup, before, backup.text())
+        # A second plaintext client that says nothing, still connected while the real
+        # primary arrives: it does not hold the primary slot.
+        idle = socket.create_connection(("127.0.0.1", backup.listen_port))
+        self.addCleanup(idle.close)
+        primary = self.start_primary(c, backup, "primary2",
+                                     self.pki.args("primary", peer="backup"))
+        primary.wait_for(harness.IN_SYNC_RE)
+        self.assertIsNone(primary.find(r"another primary"), primary.text())
+        # A plaintext romulus primary (allowed on loopback) is refused too.
+        mark = backup.mark()
+        plain = c.primary(harness.counter_guest(), backup.listen_port, name="plain")
+        backup.wait_for(REFUSED_RE + r".*does not speak TLS", start=mark)
+        plain.kill9()
+        self.assertIsNone(backup.find(harness.TAKEOVER_RE), backup.text())
+        self.assertTrue(primary.alive())
+
+    def test_primary_refuses_an_impostor_backup(self):
+        c = Cluster(self)
+        pki = Pki(os.path.join(c.dir, "pki"))
+        other = Pki(os.path.join(c.dir, "other-ca"), "Impostor CA")
+        # The impostor's certificate is valid TLS from its own CA, and it would accept
+        # the real primary (it trusts the pair's CA): only the primary's check stops it.
+        impostor = c.backup(harness.counter_guest(), name="impostor",
+                            extra=other.args("backup", ca=pki.ca))
+        primary = c.primary(harness.counter_guest(), impostor.listen_port,
+                            extra=pki.args("primary"))
+        m = primary.wait_for(r"backup \S+ refused: not a trusted backup: TLS handshake with "
+                             r"\S+ failed: unable to get local issuer certificate")
+        harness.log("primary: " + m.group(0))
+        s = impostor.status()
+        self.assertFalse(s["image_consistent"], impostor.text())
+        self.assertEqual(s["checkpoints_committed"], 0, impostor.text())
+        self.assertEqual(s["streams"], 0, impostor.text())
+        self.assertIsNone(primary.find(harness.IN_SYNC_RE), primary.text())
+
+    def test_rotation_to_a_new_ca_without_restart(self):
+        c = Cluster(self)
+        old = Pki(os.path.join(c.dir, "old-ca"), "Old CA")
+        new = Pki(os.path.join(c.dir, "new-ca"), "New CA")
+        # The backup reads its files from fixed paths; rotation replaces their contents.
+        live = os.path.join(c.dir, "live")
+        os.makedirs(live)
+        paths = {k: os.path.join(live, f"backup.{k}") for k in ("crt", "key", "ca")}
+
+        def install(pki):
+            cert, key = pki.issue("backup")
+            for src, dst in ((cert, paths["crt"]), (key, paths["key"]), (pki.ca, paths["ca"])):
+                shutil.copyfile(src, dst + ".tmp")
+                os.replace(dst + ".tmp", dst)
+
+        install(old)
+        backup = c.backup(harness.counter_guest(),
+                          extra=["--tls-cert", paths["crt"], "--tls-key", paths["key"],
+                                 "--tls-ca", paths["ca"]])
+        p1 = self.start_primary(c, backup, "old-primary", old.args("primary"))
+        p1.wait_for(harness.IN_SYNC_RE)
+        p1.terminate()
+        p1.wait()
+        backup.wait_for(r"primary shut down cleanly")
+
+        install(new)
+        rc, out, err = harness.cli("set", "tls", "reload", "--control", backup.control_path)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("New CA", out)
+        backup.wait_for(r"TLS files re-read; new connections use .*New CA")
+        before = backup.status()
+        # The old CA's primary is refused now (by the backup: this one trusts the new
+        # CA already, so the refusal is not its own)...
+        mark = backup.mark()
+        p2 = self.start_primary(c, backup, "old-primary2", old.args("primary", ca=new.ca))
+        backup.wait_for(REFUSED_RE + r".*unable to get local issuer certificate", start=mark)
+        p2.kill9()
+        harness.wait_until(lambda: backup.status()["connections_in_handshake"] == 0,
+                           backup.text())
+        self.assertEqual(backup.status()["last_committed_epoch"],
+                         before["last_committed_epoch"])
+        # ... and the new CA's is accepted.
+        p3 = self.start_primary(c, backup, "new-primary", new.args("primary"))
+        p3.wait_for(harness.IN_SYNC_RE)
+
+        # SIGHUP re-reads too (and does not stop the node); a file that does not parse
+        # keeps the certificates in use.
+        with open(paths["key"], "w") as f:
+            f.write("not a key\n")
+        mark = backup.mark()
+        os.kill(backup.pid, signal.SIGHUP)
+        backup.wait_for(r"TLS reload failed, keeping the certificates in use: --tls-key",
+                        start=mark)
+        self.assertTrue(backup.alive())
+        self.assertEqual(backup.status()["role"], "backup")
+        rc, out, err = harness.cli("set", "tls", "reload", "--control", backup.control_path)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("--tls-key", err)
+
+
+@harness.require_binaries("romulus", "counter")
+class LinkPolicyTest(unittest.TestCase):
+    """Secure by default: plaintext only on loopback, or with --insecure (warned)."""
+
+    def run_romulus(self, *args):
+        return harness.cli(*args, "--control", os.path.join(self.dir, "x.sock"), "--",
+                           harness.binary("counter"), timeout=harness.DEADLINE)
+
+    def setUp(self):
+        c = Cluster(self)
+        self.dir = c.dir
+
+    def test_plaintext_backup_on_a_non_loopback_address_refuses_to_start(self):
+        rc, out, err = self.run_romulus("backup", "--listen", "0.0.0.0:1")
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn("--listen 0.0.0.0:1 is not a loopback address", err)
+        self.assertIn("--insecure", err)
+
+    def test_plaintext_primary_to_a_non_loopback_backup_refuses_to_start(self):
+        rc, out, err = self.run_romulus("primary", "--backup", "192.0.2.1:7000")
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn("--backup 192.0.2.1:7000 is not a loopback address", err)
+
+    def test_insecure_warns_at_start(self):
+        port = harness.free_port()
+        c = Cluster(self)
+        node = c.proc("insecure", [harness.binary("romulus"), "backup", "--listen",
+                                   f"0.0.0.0:{port}", "--insecure", "--memory", "32M",
+                                   "--control", os.path.join(c.dir, "b.sock"), "--",
+                                   *harness.counter_guest()])
+        node.wait_for(r"WARNING: --insecure: the replication link \(--listen 0\.0\.0\.0:\d+\) "
+                      r"is plaintext and unauthenticated")
+        node.wait_for(r"backup listening on")
+
+    def test_loopback_plaintext_says_so(self):
+        c = Cluster(self)
+        backup = c.backup(harness.counter_guest())
+        backup.wait_for(r"replication link: plaintext on loopback \(--listen 127\.0\.0\.1:\d+\)")
+
+    def test_tls_options_must_come_together(self):
+        rc, out, err = self.run_romulus("backup", "--listen", "127.0.0.1:1", "--tls-cert", "x")
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn("all three of --tls-cert, --tls-key and --tls-ca", err)
+
+    def test_unreadable_certificate_is_one_line_naming_the_file(self):
+        rc, out, err = self.run_romulus("backup", "--listen", "127.0.0.1:1", "--tls-cert",
+                                        "/nonexistent.crt", "--tls-key", "/nonexistent.key",
+                                        "--tls-ca", "/nonexistent-ca.crt")
+        self.assertNotEqual(rc, 0, out + err)
+        self.assertIn("--tls-cert '/nonexistent.crt': No such file or directory", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
