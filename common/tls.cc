@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <unistd.h>
@@ -132,6 +133,13 @@ Result<TlsIdentity::Loaded> TlsIdentity::build(const TlsFiles& files) {
         "--tls-cert '{}': {} (a PEM certificate is expected)", files.cert, openssl_error(ec)));
   }
   ctx->use_private_key_file(files.key, ssl::context::pem, ec);
+  if (ec && ec.category() == asio::error::get_ssl_category() &&
+      ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH) {
+    ERR_clear_error();
+    return Status::invalid_argument(
+        fmt::format("--tls-key '{}' is not the key of the certificate in --tls-cert '{}'",
+                    files.key, files.cert));
+  }
   if (ec) {
     return Status::invalid_argument(fmt::format(
         "--tls-key '{}': {} (a PEM private key is expected)", files.key, openssl_error(ec)));
