@@ -32,10 +32,13 @@ std::string issuer_of(X509* cert) {
 LinkStream::LinkStream(tcp::socket socket) : plain_(std::move(socket)) {}
 
 LinkStream::LinkStream(tcp::socket socket, const TlsIdentity& identity)
+    : LinkStream(std::move(socket), identity, identity.peer_name()) {}
+
+LinkStream::LinkStream(tcp::socket socket, const TlsIdentity& identity,
+                       const std::string& name)
     : context_(identity.context()) {
   tls_.emplace(std::move(socket), *context_);
   SSL* ssl_handle = tls_->native_handle();
-  const std::string& name = identity.peer_name();
   if (!name.empty()) {
     boost::system::error_code ec;
     asio::ip::make_address(name, ec);
@@ -45,6 +48,7 @@ LinkStream::LinkStream(tcp::socket socket, const TlsIdentity& identity)
     } else {
       SSL_set_hostflags(ssl_handle, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
       SSL_set1_host(ssl_handle, name.c_str());
+      SSL_set_tlsext_host_name(ssl_handle, name.c_str());
     }
   }
   // Record the first certificate problem for the log line; the verdict is

@@ -32,11 +32,19 @@ class LinkStream {
   explicit LinkStream(boost::asio::ip::tcp::socket socket);
   // TLS over `socket` with the identity's current context and peer name.
   LinkStream(boost::asio::ip::tcp::socket socket, const TlsIdentity& identity);
+  // TLS with an explicit name the peer must carry (a client's server name,
+  // also sent as SNI when it is not an address); empty: any the CA signed.
+  LinkStream(boost::asio::ip::tcp::socket socket, const TlsIdentity& identity,
+             const std::string& peer_name);
   // Plaintext, or TLS if `identity` is not null.
   static LinkStream make(boost::asio::ip::tcp::socket socket, const TlsIdentity* identity);
 
   LinkStream(LinkStream&&) = default;
   LinkStream& operator=(LinkStream&&) = delete;
+
+  // An Asio/Beast AsyncReadStream and AsyncWriteStream (Beast's HTTP runs on it).
+  using executor_type = boost::asio::ip::tcp::socket::executor_type;
+  executor_type get_executor() { return socket().get_executor(); }
 
   bool tls() const { return tls_.has_value(); }
   boost::asio::ip::tcp::socket& socket() { return tls_ ? tls_->next_layer() : *plain_; }
@@ -66,6 +74,16 @@ class LinkStream {
       tls_->async_read_some(buffers, std::move(wrapped));
     } else {
       plain_->async_read_some(buffers, std::move(wrapped));
+    }
+  }
+
+  // handler(error_code, size_t).
+  template <typename Buffers, typename Handler>
+  void async_write_some(const Buffers& buffers, Handler&& handler) {
+    if (tls_) {
+      tls_->async_write_some(buffers, std::forward<Handler>(handler));
+    } else {
+      plain_->async_write_some(buffers, std::forward<Handler>(handler));
     }
   }
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/link_stream.h"
+#include "tests/support/test_pki.h"
 
 namespace romulus::common {
 namespace {
@@ -85,44 +86,22 @@ TEST(Loopback, PlaintextOffLoopbackNeedsInsecure) {
 class Certs : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (std::system("command -v openssl >/dev/null 2>&1") != 0) return;
-    char tmpl[] = "/tmp/romulus-tls-test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    make_ca("ca");
-    make_ca("other-ca");
-    issue("node-a", "ca");
-    issue("node-b", "ca");
-    issue("mallory", "ca");
-    issue("stranger", "other-ca");
+    pki_ = std::make_unique<testing::TestPki>();
+    if (!pki_->available()) return;
+    ASSERT_TRUE(pki_->make_ca("ca"));
+    ASSERT_TRUE(pki_->make_ca("other-ca"));
+    for (const char* n : {"node-a", "node-b", "mallory"}) ASSERT_TRUE(pki_->issue(n, "ca"));
+    ASSERT_TRUE(pki_->issue("stranger", "other-ca"));
   }
-  static void TearDownTestSuite() {
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
+  static void TearDownTestSuite() { pki_.reset(); }
   void SetUp() override {
-    if (dir_.empty()) GTEST_SKIP() << "the openssl command is not installed (scripts/setup)";
+    if (!pki_->available()) GTEST_SKIP() << "the openssl command is not installed (scripts/setup)";
   }
 
-  static void run(const std::string& cmd) {
-    ASSERT_EQ(std::system((cmd + " >/dev/null 2>&1").c_str()), 0) << cmd;
-  }
-  static void make_ca(const std::string& name) {
-    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " + path(name + ".key") +
-        " -out " + path(name + ".crt") + " -days 2 -subj /CN=" + name);
-  }
-  static void issue(const std::string& name, const std::string& ca) {
-    run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
-        path(name + ".key") + " -out " + path(name + ".csr") + " -subj /CN=" + name);
-    std::ofstream(path(name + ".ext")) << "subjectAltName=DNS:" << name << "\n";
-    run("openssl x509 -req -in " + path(name + ".csr") + " -CA " + path(ca + ".crt") +
-        " -CAkey " + path(ca + ".key") + " -CAcreateserial -out " + path(name + ".crt") +
-        " -days 2 -extfile " + path(name + ".ext"));
-  }
-  static std::string path(const std::string& file) { return dir_ + "/" + file; }
-
+  static std::string path(const std::string& file) { return pki_->path(file); }
   static std::shared_ptr<TlsIdentity> identity(const std::string& name, const std::string& ca,
                                                const std::string& peer) {
-    auto id = TlsIdentity::load({path(name + ".crt"), path(name + ".key"), path(ca + ".crt"), peer});
+    auto id = pki_->identity(name, ca, peer);
     EXPECT_TRUE(id.is_ok()) << id.status().to_string();
     return id.is_ok() ? *id : nullptr;
   }
@@ -172,7 +151,7 @@ class Certs : public ::testing::Test {
     return out;
   }
 
-  static inline std::string dir_;
+  static inline std::unique_ptr<testing::TestPki> pki_;
 };
 
 TEST_F(Certs, TheRightPeersCompleteTheHandshakeAndSeeEachOthersName) {
