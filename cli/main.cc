@@ -132,7 +132,7 @@ replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
   s.backup.heartbeat = o.heartbeat;
   s.backup.failover_timeout = o.failover_timeout;
   if (o.witness.enabled()) {
-    std::string endpoints = "etcd://";
+    std::string endpoints = o.witness.tls ? "etcds://" : "etcd://";
     for (size_t i = 0; i < o.witness.endpoints.size(); ++i) {
       if (i != 0) endpoints += ',';
       endpoints += o.witness.endpoints[i].to_string();
@@ -141,6 +141,7 @@ replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
     s.witness.pair = o.witness.pair;
     s.witness.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(o.witness.lease_ttl);
     s.witness.node_id = o.witness.node_id;
+    if (o.witness.tls) s.witness.tls = common::TlsFiles{o.witness.cert, o.witness.key, o.witness.ca, ""};
   }
   s.tls = common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name};
   s.insecure = o.link.insecure;

@@ -127,14 +127,16 @@ Result<Endpoint> parse_endpoint(const std::string& text) {
   return ep;
 }
 
-Result<std::vector<Endpoint>> parse_witness(const std::string& text) {
-  constexpr std::string_view kScheme = "etcd://";
-  if (text.rfind(kScheme, 0) != 0) {
-    return Status::invalid_argument(
-        fmt::format("--witness '{}': use etcd://HOST:PORT[,HOST:PORT...]", text));
+Result<std::vector<Endpoint>> parse_witness(const std::string& text, bool* tls) {
+  constexpr std::string_view kScheme = "etcd://", kTlsScheme = "etcds://";
+  const bool secure = text.rfind(kTlsScheme, 0) == 0;
+  if (text.rfind(kScheme, 0) != 0 && !secure) {
+    return Status::invalid_argument(fmt::format(
+        "--witness '{}': use etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS)", text));
   }
+  if (tls) *tls = secure;
   std::vector<Endpoint> out;
-  std::string rest = text.substr(kScheme.size());
+  std::string rest = text.substr(secure ? kTlsScheme.size() : kScheme.size());
   while (!rest.empty()) {
     const auto comma = rest.find(',');
     const std::string one = rest.substr(0, comma);
@@ -172,6 +174,7 @@ struct RawNodeOptions {
   // The replication link's security.
   std::string tls_cert, tls_key, tls_ca, tls_peer_name;
   bool insecure = false;
+  std::string witness_cert, witness_key, witness_ca;
 };
 
 void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup) {
@@ -224,6 +227,11 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
     "name (DNS or IP) the peer's certificate must carry (default: any the CA signed)");
   o("insecure", po::bool_switch(&r.insecure),
     "allow a plaintext link off loopback (anyone on the network can write the backup's image)");
+  o("witness-cert", po::value(&r.witness_cert),
+    "client certificate (PEM) for an etcds:// witness (default: --tls-cert)");
+  o("witness-key", po::value(&r.witness_key), "its private key (default: --tls-key)");
+  o("witness-ca", po::value(&r.witness_ca),
+    "CA (PEM) etcd's certificate must chain to (default: --tls-ca)");
 }
 
 Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, bool backup,
@@ -330,7 +338,7 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     o.metrics = *ep;
   }
   if (!r.witness.empty()) {
-    ROMULUS_ASSIGN_OR_RETURN(o.witness.endpoints, parse_witness(r.witness));
+    ROMULUS_ASSIGN_OR_RETURN(o.witness.endpoints, parse_witness(r.witness, &o.witness.tls));
     if (r.pair.empty()) {
       return Status::invalid_argument(
           "--witness needs --pair NAME (the same name on both nodes of the pair)");
@@ -359,6 +367,18 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   o.link.insecure = r.insecure;
   ROMULUS_RETURN_IF_ERROR(common::check_link_options(
       common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name}, o.link.insecure));
+  if (o.witness.tls) {
+    o.witness.cert = r.witness_cert.empty() ? r.tls_cert : r.witness_cert;
+    o.witness.key = r.witness_key.empty() ? r.tls_key : r.witness_key;
+    o.witness.ca = r.witness_ca.empty() ? r.tls_ca : r.witness_ca;
+    if (o.witness.cert.empty() || o.witness.key.empty() || o.witness.ca.empty()) {
+      return Status::invalid_argument(
+          "an etcds:// witness needs a client certificate, key and CA: --witness-cert, "
+          "--witness-key, --witness-ca (or the link's --tls-cert, --tls-key, --tls-ca)");
+    }
+  } else if (!r.witness_cert.empty() || !r.witness_key.empty() || !r.witness_ca.empty()) {
+    return Status::invalid_argument("--witness-cert/-key/-ca need an etcds:// --witness");
+  }
   (void)vm;
   return o;
 }

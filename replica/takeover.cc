@@ -50,7 +50,14 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   }
 
   Status start() {
-    auto w = witness::EtcdWitness::open(settings_.endpoints);
+    etcd::EtcdClient::Options options;
+    if (etcd::is_tls_url(settings_.endpoints)) {
+      auto id = common::TlsIdentity::load(settings_.tls);
+      if (!id.is_ok()) return id.status().context("the witness's TLS files");
+      options.tls = *id;
+      log_(fmt::format("witness over TLS: this node's {}", (*id)->describe()));
+    }
+    auto w = witness::EtcdWitness::open(settings_.endpoints, options);
     if (!w.is_ok()) return w.status();
     // No node may win the pair while the other serves what no backup has.
     marker_key_ = fmt::format("/romulus/{}/unprotected", settings_.pair);
@@ -58,7 +65,7 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
     (*w)->set_acquire_guard(etcd::AcquireGuard{marker_key_, settings_.node_id});
     auto eps = etcd::parse_endpoints(settings_.endpoints);
     if (!eps.is_ok()) return eps.status();
-    marker_client_.emplace(std::move(eps).value());
+    marker_client_.emplace(std::move(eps).value(), options);
     marker_thread_ = std::thread([this] { clear_marker_loop(); });
     witness::LeaseKeeperOptions o;
     o.pair = settings_.pair;
@@ -394,6 +401,18 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
     const std::string replication =
         settings.listen ? common::format_endpoint(settings.listen->first, settings.listen->second)
                         : std::string();
+    if (!etcd::is_tls_url(settings.witness.endpoints)) {
+      auto eps = etcd::parse_endpoints(settings.witness.endpoints);
+      for (const auto& ep : eps.is_ok() ? *eps : std::vector<etcd::Endpoint>{}) {
+        if (common::is_loopback_host(ep.host)) continue;
+        host.log(fmt::format(
+            "WARNING: the witness {} is plain HTTP: whoever can reach etcd or sits on its path "
+            "can read and forge the pair's ownership; use etcds:// (docs/operations.md, "
+            "\"Certificates\")",
+            settings.witness.endpoints));
+        break;
+      }
+    }
     link.emplace(settings.witness, replication, host.log);
     ROMULUS_RETURN_IF_ERROR(link->start());
     host.log(fmt::format("witness {}: pair '{}', node '{}', lease {} s", settings.witness.endpoints,

@@ -69,6 +69,7 @@ struct WitnessSettings {
   std::string pair;
   std::chrono::seconds lease_ttl{2};
   std::string node_id;  // empty: host name and own replication address
+  common::TlsFiles tls;  // etcds://: the client's certificate, key and the CA
 };
 
 struct NodeSettings {

@@ -346,15 +346,16 @@ class Pki:
         if r.returncode != 0:
             raise RuntimeError(f"openssl {' '.join(args)}: {r.stderr.strip()}")
 
-    def issue(self, name, days=30):
-        """(certificate path, key path) for `name`, signed by this CA."""
+    def issue(self, name, days=30, san=None):
+        """(certificate path, key path) for `name`, signed by this CA; its subjectAltName
+        is `san` if given (e.g. "IP:127.0.0.1"), else DNS:name."""
         if (name, days) in self._issued:
             return self._issued[(name, days)]
         base = os.path.join(self.dir, f"{name}{'' if days == 30 else f'.{days}d'}")
         self._run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                   "-keyout", base + ".key", "-out", base + ".csr", "-subj", f"/CN={name}")
         with open(base + ".ext", "w") as f:
-            f.write(f"subjectAltName=DNS:{name}\n")
+            f.write(f"subjectAltName={san or 'DNS:' + name}\n")
         self._run("x509", "-req", "-in", base + ".csr", "-CA", self.ca, "-CAkey", self.ca_key,
                   "-CAcreateserial", "-out", base + ".crt", "-days", str(days),
                   "-extfile", base + ".ext")

@@ -34,6 +34,7 @@ import harness
 from harness import Cluster, Pki
 
 import test_kill
+import test_witness
 
 TLS_KILL_CYCLES = int(os.environ.get("ROMULUS_E2E_TLS_KILL_CYCLES", "12"))
 REFUSED_RE = r"refused connection from 127\.0\.0\.1:\d+: TLS: "
@@ -266,6 +267,45 @@ class TlsTest(unittest.TestCase):
         rc, out, err = harness.cli("set", "tls", "reload", "--control", backup.control_path)
         self.assertNotEqual(rc, 0)
         self.assertIn("--tls-key", err)
+
+
+@unittest.skipUnless(shutil.which("etcd") and harness.have_openssl(),
+                     "needs etcd (Debian: etcd-server) and the openssl command")
+@harness.require_binaries("romulus", "kvstore")
+class WitnessTlsTest(unittest.TestCase):
+    """The witness over TLS: etcd with --client-cert-auth, the nodes on etcds://."""
+
+    def test_a_tls_pair_with_an_etcds_witness_fails_over_by_winning_the_key(self):
+        c = Cluster(self, tls=True)
+        etcd = test_witness.Etcd(self, pki=c.pki)
+        a_port, b_port = harness.free_port(), harness.free_port()
+        kv = [harness.binary("kvstore")]
+        w = etcd.witness_args("tls")
+        # The witness's client certificate defaults to the link's (--tls-*), which
+        # the same CA signed here.
+        b = c.backup(kv, name="B", port=b_port, reprotect=a_port, extra=w)
+        a = c.primary(kv, b_port, name="A", extra=w + ["--listen", f"127.0.0.1:{a_port}"])
+        a.wait_for(harness.IN_SYNC_RE)
+        for node in (a, b):
+            node.wait_for(r"witness over TLS: this node's certificate CN=")
+            self.assertIsNone(node.find(r"WARNING: the witness .* is plain HTTP"), node.text())
+        self.assertEqual(a.status()["witness"]["state"], "owner", a.text())
+        a.kill9()
+        b.wait_for(harness.TAKEOVER_RE)
+        self.assertTrue(b.find(r"witness: candidate -> owner"), b.text())
+
+    def test_a_node_whose_certificate_etcd_does_not_trust_cannot_reach_the_witness(self):
+        c = Cluster(self)
+        etcd = test_witness.Etcd(self, pki=Pki(os.path.join(c.dir, "etcd-ca"), "etcd CA"))
+        other = Pki(os.path.join(c.dir, "other-ca"), "Other CA")
+        cert, key = other.issue("A")
+        p = c.primary([harness.binary("kvstore")], harness.free_port(),
+                      extra=etcd.witness_args("x") + ["--witness-cert", cert, "--witness-key", key,
+                                                      "--witness-ca", etcd.pki.ca])
+        self.assertNotEqual(p.wait(), 0)
+        errors = [line for s, line in p.lines if s == "err" and "cannot reach the witness" in line]
+        self.assertEqual(len(errors), 1, p.text())
+        self.assertFalse(p.find(r"guest pid \d+ attached"), "started a guest without the witness")
 
 
 @harness.require_binaries("romulus", "counter")
