@@ -165,7 +165,7 @@ void TcpSender::start_reading() {
 void TcpSender::do_read() {
   auto self = shared_from_this();
   stream_->async_read_some(asio::buffer(read_buf_), [this, self](boost::system::error_code ec,
-                                                                size_t n) {
+                                                                 size_t n) {
     if (ec) {
       if (ec != asio::error::operation_aborted) {
         fail(Status::unavailable(ec == asio::error::eof
@@ -287,10 +287,10 @@ void TcpSender::write_dropped() {
   dropped_sent_ = true;
   dropped_bytes_ = protocol::encode_dropped();
   stream_->async_write(asio::buffer(dropped_bytes_),
-                    [this, self = shared_from_this()](boost::system::error_code, size_t) {
-                      liveness_timer_.cancel();
-                      close_socket();
-                    });
+                       [this, self = shared_from_this()](boost::system::error_code, size_t) {
+                         liveness_timer_.cancel();
+                         close_socket();
+                       });
 }
 
 void TcpSender::do_write() {
@@ -308,31 +308,30 @@ void TcpSender::do_write() {
   }
   last_tx_.store(Clock::now());
   auto self = shared_from_this();
-  stream_->async_write(
-      asio::buffer(*front), [this, self](boost::system::error_code ec, size_t n) {
-        if (ec) {
-          if (ec != asio::error::operation_aborted) {
-            fail(Status::unavailable(fmt::format("sending to the backup: {}", ec.message())));
-          } else {
-            std::lock_guard lock(mu_);
-            writing_ = false;
-          }
-          cv_.notify_all();
-          return;
-        }
-        protocol::Bytes written;
-        {
-          std::lock_guard lock(mu_);
-          if (!queue_.empty()) {
-            written = std::move(queue_.front());
-            queue_.pop_front();
-            queued_bytes_ -= n;
-          }
-        }
-        cv_.notify_all();
-        recycle(std::move(written));
-        do_write();
-      });
+  stream_->async_write(asio::buffer(*front), [this, self](boost::system::error_code ec, size_t n) {
+    if (ec) {
+      if (ec != asio::error::operation_aborted) {
+        fail(Status::unavailable(fmt::format("sending to the backup: {}", ec.message())));
+      } else {
+        std::lock_guard lock(mu_);
+        writing_ = false;
+      }
+      cv_.notify_all();
+      return;
+    }
+    protocol::Bytes written;
+    {
+      std::lock_guard lock(mu_);
+      if (!queue_.empty()) {
+        written = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= n;
+      }
+    }
+    cv_.notify_all();
+    recycle(std::move(written));
+    do_write();
+  });
 }
 
 Status TcpSender::flush() {

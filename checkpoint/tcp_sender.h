@@ -96,8 +96,7 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   // Runs one operation on the io thread and blocks until it completes or
   // `deadline` passes (then the stream is closed and timed_out returned).
   template <typename Start>
-  boost::system::error_code run_until(std::chrono::steady_clock::time_point deadline,
-                                      Start start);
+  boost::system::error_code run_until(std::chrono::steady_clock::time_point deadline, Start start);
 
   static constexpr std::chrono::milliseconds kDropLinger{200};
 

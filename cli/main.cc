@@ -141,7 +141,8 @@ replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
     s.witness.pair = o.witness.pair;
     s.witness.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(o.witness.lease_ttl);
     s.witness.node_id = o.witness.node_id;
-    if (o.witness.tls) s.witness.tls = common::TlsFiles{o.witness.cert, o.witness.key, o.witness.ca, ""};
+    if (o.witness.tls)
+      s.witness.tls = common::TlsFiles{o.witness.cert, o.witness.key, o.witness.ca, ""};
   }
   s.tls = common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name};
   s.insecure = o.link.insecure;

@@ -34,8 +34,7 @@ LinkStream::LinkStream(tcp::socket socket) : plain_(std::move(socket)) {}
 LinkStream::LinkStream(tcp::socket socket, const TlsIdentity& identity)
     : LinkStream(std::move(socket), identity, identity.peer_name()) {}
 
-LinkStream::LinkStream(tcp::socket socket, const TlsIdentity& identity,
-                       const std::string& name)
+LinkStream::LinkStream(tcp::socket socket, const TlsIdentity& identity, const std::string& name)
     : context_(identity.context()) {
   tls_.emplace(std::move(socket), *context_);
   SSL* ssl_handle = tls_->native_handle();
@@ -59,9 +58,8 @@ LinkStream::LinkStream(tcp::socket socket, const TlsIdentity& identity,
       X509_STORE_CTX* store = ctx.native_handle();
       const int err = X509_STORE_CTX_get_error(store);
       X509* cert = X509_STORE_CTX_get_current_cert(store);
-      *problem = fmt::format("{}: certificate {}, issued by {}",
-                             X509_verify_cert_error_string(err), subject_of(cert),
-                             issuer_of(cert));
+      *problem = fmt::format("{}: certificate {}, issued by {}", X509_verify_cert_error_string(err),
+                             subject_of(cert), issuer_of(cert));
     }
     return preverified;
   });
@@ -98,9 +96,10 @@ std::string LinkStream::describe_failure(const boost::system::error_code& ec) co
     } else if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
       m += " (the peer sent no certificate)";
     } else if (m.find("alert") != std::string::npos) {
-      m = fmt::format("the peer ended the handshake ({}): it does not accept this node's "
-                      "certificate",
-                      m);
+      m = fmt::format(
+          "the peer ended the handshake ({}): it does not accept this node's "
+          "certificate",
+          m);
     }
   }
   return m;

@@ -19,8 +19,10 @@
 #include <string>
 
 #include "common/asio.h"
+
+#include <boost/asio/ssl.hpp>  // after common/asio.h (its <utility> fix)
+
 #include "common/tls.h"
-#include <boost/asio/ssl.hpp>
 
 namespace romulus::common {
 
@@ -67,9 +69,7 @@ class LinkStream {
   template <typename Buffers, typename Handler>
   void async_read_some(const Buffers& buffers, Handler&& handler) {
     auto wrapped = [h = std::forward<Handler>(handler)](boost::system::error_code ec,
-                                                        size_t n) mutable {
-      h(normalize(ec), n);
-    };
+                                                        size_t n) mutable { h(normalize(ec), n); };
     if (tls_) {
       tls_->async_read_some(buffers, std::move(wrapped));
     } else {

@@ -26,8 +26,7 @@ Status check_link_options(const TlsFiles& files, bool insecure) {
           "--insecure and --tls-* contradict each other: drop --insecure to use TLS");
     }
   } else if (!files.peer_name.empty()) {
-    return Status::invalid_argument(
-        "--tls-peer-name needs --tls-cert, --tls-key and --tls-ca");
+    return Status::invalid_argument("--tls-peer-name needs --tls-cert, --tls-key and --tls-ca");
   }
   return Status::ok();
 }
@@ -60,9 +59,8 @@ bool is_loopback_host(const std::string& host) {
 Status check_plaintext_allowed(const std::string& host, uint16_t port, const std::string& option,
                                bool insecure) {
   if (insecure || is_loopback_host(host)) return Status::ok();
-  const std::string where = host.find(':') != std::string::npos
-                                ? fmt::format("[{}]:{}", host, port)
-                                : fmt::format("{}:{}", host, port);
+  const std::string where = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
+                                                                : fmt::format("{}:{}", host, port);
   return Status::invalid_argument(fmt::format(
       "{} {} is not a loopback address, and without TLS anyone who reaches it could replace "
       "the backup's image or read the guest's memory: give --tls-cert, --tls-key and --tls-ca "
@@ -81,8 +79,7 @@ std::string openssl_error(const boost::system::error_code& ec) {
 
 Status readable(const std::string& path, const char* option) {
   if (access(path.c_str(), R_OK) != 0) {
-    return Status::invalid_argument(
-        fmt::format("{} '{}': {}", option, path, std::strerror(errno)));
+    return Status::invalid_argument(fmt::format("{} '{}': {}", option, path, std::strerror(errno)));
   }
   return Status::ok();
 }
@@ -192,7 +189,8 @@ std::shared_ptr<ssl::context> TlsIdentity::context() const {
 std::string TlsIdentity::describe() const {
   std::lock_guard lock(mu_);
   std::string d = current_.description;
-  if (!files_.peer_name.empty()) d += fmt::format("; the peer must be named '{}'", files_.peer_name);
+  if (!files_.peer_name.empty())
+    d += fmt::format("; the peer must be named '{}'", files_.peer_name);
   return d;
 }
 

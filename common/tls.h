@@ -22,7 +22,8 @@
 #include <string>
 
 #include "common/asio.h"
-#include <boost/asio/ssl.hpp>
+
+#include <boost/asio/ssl.hpp>  // after common/asio.h (its <utility> fix)
 
 #include "protocol/status.h"
 

@@ -163,18 +163,17 @@ PrimarySession::PrimarySession(tcp::socket socket, BackupNode::Impl& node)
 
 void PrimarySession::start() {
   if (!stream_.tls()) return do_read();
-  stream_.async_handshake(common::LinkStream::Side::kServer,
-                          [this, self = shared_from_this()](boost::system::error_code ec) {
-                            if (closed_) return;  // timed out (logged by the node)
-                            if (ec) {
-                              const std::string why = stream_.describe_failure(ec);
-                              node_.log(fmt::format("refused connection from {}: TLS: {}", peer_,
-                                                    why));
-                              close(StreamEnd::kEndedByBackup, "TLS refused: " + why);
-                              return;
-                            }
-                            do_read();
-                          });
+  stream_.async_handshake(common::LinkStream::Side::kServer, [this, self = shared_from_this()](
+                                                                 boost::system::error_code ec) {
+    if (closed_) return;  // timed out (logged by the node)
+    if (ec) {
+      const std::string why = stream_.describe_failure(ec);
+      node_.log(fmt::format("refused connection from {}: TLS: {}", peer_, why));
+      close(StreamEnd::kEndedByBackup, "TLS refused: " + why);
+      return;
+    }
+    do_read();
+  });
 }
 
 void PrimarySession::close(StreamEnd how, const std::string& why) {
@@ -205,18 +204,18 @@ void PrimarySession::do_write() {
   writing_ = true;
   last_tx_ = Clock::now();
   stream_.async_write(asio::buffer(out_.front()),
-                    [this, self = shared_from_this()](boost::system::error_code ec, size_t) {
-                      if (ec) {
-                        writing_ = false;
-                        return;  // the read side reports the loss
-                      }
-                      out_.pop_front();
-                      if (ending_ && out_.empty()) {
-                        close(end_how_, end_why_);
-                        return;
-                      }
-                      do_write();
-                    });
+                      [this, self = shared_from_this()](boost::system::error_code ec, size_t) {
+                        if (ec) {
+                          writing_ = false;
+                          return;  // the read side reports the loss
+                        }
+                        out_.pop_front();
+                        if (ending_ && out_.empty()) {
+                          close(end_how_, end_why_);
+                          return;
+                        }
+                        do_write();
+                      });
 }
 
 void PrimarySession::do_read() {

@@ -297,9 +297,10 @@ class LinkSecurity {
           "anyone on the path can read the guest's memory (docs/operations.md, \"Certificates\")",
           where.empty() ? "none configured" : where));
     } else {
-      log_(fmt::format("replication link: plaintext on loopback ({}); between hosts it needs "
-                       "--tls-cert, --tls-key and --tls-ca",
-                       where.empty() ? "none configured" : where));
+      log_(
+          fmt::format("replication link: plaintext on loopback ({}); between hosts it needs "
+                      "--tls-cert, --tls-key and --tls-ca",
+                      where.empty() ? "none configured" : where));
     }
     return Status::ok();
   }

@@ -68,7 +68,7 @@ struct WitnessSettings {
   std::string endpoints;  // "etcd://h:p,h:p"; empty: no witness
   std::string pair;
   std::chrono::seconds lease_ttl{2};
-  std::string node_id;  // empty: host name and own replication address
+  std::string node_id;   // empty: host name and own replication address
   common::TlsFiles tls;  // etcds://: the client's certificate, key and the CA
 };
 

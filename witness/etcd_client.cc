@@ -152,8 +152,8 @@ class EtcdClient::Connection {
           fmt::format("{}: no reply within {} ms ({})", ep.to_string(), timeout.count(), step_));
     }
     if (error_) {
-      const std::string why = stream_.tls() && !handshaken_ ? stream_.describe_failure(error_)
-                                                            : error_.message();
+      const std::string why =
+          stream_.tls() && !handshaken_ ? stream_.describe_failure(error_) : error_.message();
       close();
       return Status::unavailable(fmt::format("{}: {}: {}", ep.to_string(), step_, why));
     }
@@ -181,12 +181,11 @@ class EtcdClient::Connection {
 
   void do_handshake() {
     step_ = stream_.tls() ? "TLS handshake" : "connect";
-    stream_.async_handshake(common::LinkStream::Side::kClient,
-                            [this](boost::system::error_code e) {
-                              if (e) return finish(e);
-                              handshaken_ = true;
-                              do_write();
-                            });
+    stream_.async_handshake(common::LinkStream::Side::kClient, [this](boost::system::error_code e) {
+      if (e) return finish(e);
+      handshaken_ = true;
+      do_write();
+    });
   }
 
   void do_write() {

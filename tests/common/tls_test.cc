@@ -20,9 +20,7 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-TEST(LinkOptions, NoTlsAndNoInsecureIsValid) {
-  EXPECT_TRUE(check_link_options({}, false).is_ok());
-}
+TEST(LinkOptions, NoTlsAndNoInsecureIsValid) { EXPECT_TRUE(check_link_options({}, false).is_ok()); }
 
 TEST(LinkOptions, AllThreeFilesAreValid) {
   EXPECT_TRUE(check_link_options({"a.crt", "a.key", "ca.crt", ""}, false).is_ok());
@@ -225,8 +223,10 @@ TEST_F(Certs, AFailedReloadKeepsTheContextInUse) {
   std::ofstream(key, std::ios::trunc) << "not a key\n";
   EXPECT_FALSE((*id)->reload().is_ok());
   EXPECT_EQ((*id)->context(), before);
-  std::filesystem::copy_file(path("node-b.key"), key, std::filesystem::copy_options::overwrite_existing);
-  std::filesystem::copy_file(path("node-b.crt"), cert, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(path("node-b.key"), key,
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(path("node-b.crt"), cert,
+                             std::filesystem::copy_options::overwrite_existing);
   EXPECT_TRUE((*id)->reload().is_ok());
   EXPECT_NE((*id)->context(), before);
   EXPECT_NE((*id)->describe().find("CN=node-b"), std::string::npos) << (*id)->describe();

@@ -84,7 +84,7 @@ class EtcdCluster {
   };
 
   static Result<std::unique_ptr<EtcdCluster>> start(size_t members = 1,
-                                                     std::optional<Tls> tls = std::nullopt) {
+                                                    std::optional<Tls> tls = std::nullopt) {
     std::unique_ptr<EtcdCluster> c(new EtcdCluster());
     c->tls_ = std::move(tls);
     std::string tmpl = (std::filesystem::temp_directory_path() / "romulus-etcd-XXXXXX").string();
@@ -164,10 +164,10 @@ class EtcdCluster {
         "new",
     };
     if (tls_) {
-      for (const std::string& a : {std::string("--cert-file"), tls_->server_cert,
-                                   std::string("--key-file"), tls_->server_key,
-                                   std::string("--trusted-ca-file"), tls_->ca,
-                                   std::string("--client-cert-auth")}) {
+      for (const std::string& a :
+           {std::string("--cert-file"), tls_->server_cert, std::string("--key-file"),
+            tls_->server_key, std::string("--trusted-ca-file"), tls_->ca,
+            std::string("--client-cert-auth")}) {
         args.push_back(a);
       }
     }

@@ -21,8 +21,7 @@ class TestPki {
  public:
   TestPki() {
     if (std::system("command -v openssl >/dev/null 2>&1") != 0) return;
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / "romulus-pki-XXXXXX").string();
+    std::string tmpl = (std::filesystem::temp_directory_path() / "romulus-pki-XXXXXX").string();
     if (mkdtemp(tmpl.data()) != nullptr) dir_ = tmpl;
   }
   ~TestPki() {

@@ -89,8 +89,7 @@ TEST_F(EtcdTlsTest, TheClientRefusesAnEtcdWhoseCertificateIsFromAnotherCa) {
   EtcdClient c = client_as("node-a", "other-ca");  // trusts only the other CA
   auto kv = c.get("/romulus/p/owner");
   ASSERT_FALSE(kv.is_ok());
-  EXPECT_NE(kv.status().message().find("unable to get local issuer certificate"),
-            std::string::npos)
+  EXPECT_NE(kv.status().message().find("unable to get local issuer certificate"), std::string::npos)
       << kv.status().message();
 }
 
