@@ -53,9 +53,10 @@ Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, cons
                                                       SenderCallbacks callbacks,
                                                       protocol::Reply* reply) {
   if (!options.tls) {
-    // Also for a `romulus set backup` at run time: no plaintext off this host.
-    ROMULUS_RETURN_IF_ERROR(
-        common::check_plaintext_allowed(host, port, "the backup", options.insecure));
+    // Also for a `romulus set backup` at run time: no plaintext off this host
+    // (refused, so the primary keeps running and says so).
+    Status plain = common::check_plaintext_allowed(host, port, "the backup", options.insecure);
+    if (!plain.is_ok()) return Status::refused(plain.message());
   }
   auto self = std::make_shared<TcpSender>(io, options, std::move(callbacks));
   self->peer_ = common::format_endpoint(host, port);
