@@ -8,6 +8,7 @@
 #include <openssl/x509v3.h>
 
 #include <climits>
+#include <vector>
 
 namespace romulus::common {
 namespace asio = boost::asio;
@@ -79,7 +80,7 @@ class LinkStream::Tls {
   BIO* rbio = nullptr;
   BIO* wbio = nullptr;
   std::vector<uint8_t> in;                     // the socket's bytes, before tls_feed()
-  std::vector<uint8_t> handshake_out, write_out;  // ciphertext being written
+  OutBuf handshake_out, write_out;             // ciphertext being written
   std::string problem;                         // what verification found first
 };
 
@@ -180,18 +181,22 @@ boost::system::error_code LinkStream::tls_write(const void* data, size_t size) {
   return {};
 }
 
-void LinkStream::take_output(std::vector<uint8_t>* out) {
-  out->clear();
-  char* data = nullptr;
-  const long n = BIO_get_mem_data(tls_->wbio, &data);
-  if (n > 0) {
-    out->assign(data, data + n);
-    (void)BIO_reset(tls_->wbio);
+void LinkStream::take_output(OutBuf* out) {
+  // BIO_read, not BIO_reset: a reset clears the BIO's whole capacity (which an
+  // initial sync grows to megabytes) on every write.
+  const size_t n = BIO_ctrl_pending(tls_->wbio);
+  out->size = 0;
+  if (n == 0) return;
+  if (out->capacity < n) {
+    out->data.reset(new uint8_t[n]);  // uninitialised: BIO_read fills it
+    out->capacity = n;
   }
+  const int got = BIO_read(tls_->wbio, out->data.get(), static_cast<int>(n));
+  out->size = got > 0 ? static_cast<size_t>(got) : 0;
 }
 
-std::vector<uint8_t>& LinkStream::handshake_out() { return tls_->handshake_out; }
-std::vector<uint8_t>& LinkStream::write_out() { return tls_->write_out; }
+LinkStream::OutBuf& LinkStream::handshake_out() { return tls_->handshake_out; }
+LinkStream::OutBuf& LinkStream::write_out() { return tls_->write_out; }
 
 std::string LinkStream::describe_failure(const boost::system::error_code& ec) const {
   if (!tls_) return ec == asio::error::eof ? "connection closed" : ec.message();

@@ -22,7 +22,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "common/asio.h"
 
@@ -101,10 +100,15 @@ class LinkStream {
   void tls_feed(size_t n);  // n bytes of in_buf() arrived
   boost::system::error_code tls_write(const void* data, size_t size);
   boost::asio::mutable_buffer in_buf();
+  // Ciphertext being written: not zero-filled before it is overwritten.
+  struct OutBuf {
+    std::unique_ptr<uint8_t[]> data;
+    size_t size = 0, capacity = 0;
+  };
   // Moves the ciphertext waiting to be sent into `out` (replacing its contents).
-  void take_output(std::vector<uint8_t>* out);
-  std::vector<uint8_t>& handshake_out();
-  std::vector<uint8_t>& write_out();
+  void take_output(OutBuf* out);
+  OutBuf& handshake_out();
+  OutBuf& write_out();
 
   template <typename Handler>
   void handshake_loop(std::shared_ptr<Handler> handler);
@@ -135,9 +139,9 @@ void LinkStream::handshake_loop(std::shared_ptr<Handler> h) {
   const Step step = tls_handshake_step(&ec);
   auto& out = handshake_out();
   take_output(&out);
-  if (!out.empty()) {
+  if (out.size != 0) {
     // Send what the handshake produced (an alert, too, before failing), then go on.
-    boost::asio::async_write(socket_, boost::asio::buffer(out),
+    boost::asio::async_write(socket_, boost::asio::buffer(out.data.get(), out.size),
                              [this, h, step, ec](boost::system::error_code wec, size_t) {
                                if (step == Step::kError) return (*h)(ec);
                                if (wec) return (*h)(wec);
@@ -216,7 +220,7 @@ void LinkStream::async_write_some(const Buffers& buffers, Handler&& handler) {
   }
   auto& out = write_out();
   take_output(&out);
-  boost::asio::async_write(socket_, boost::asio::buffer(out),
+  boost::asio::async_write(socket_, boost::asio::buffer(out.data.get(), out.size),
                            [h, total](boost::system::error_code wec, size_t) {
                              (*h)(wec, wec ? size_t{0} : total);
                            });

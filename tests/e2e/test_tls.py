@@ -342,6 +342,18 @@ class LinkPolicyTest(unittest.TestCase):
                       r"is plaintext and unauthenticated")
         node.wait_for(r"backup listening on")
 
+    def test_set_backup_to_a_non_loopback_address_without_tls_is_refused_and_the_primary_runs_on(self):
+        c = Cluster(self)
+        primary = c.primary(harness.counter_guest(), harness.free_port())
+        primary.wait_for(r"unreachable")
+        rc, out, err = harness.cli("set", "backup", "192.0.2.1:7000", "--control",
+                                   primary.control_path)
+        self.assertEqual(rc, 0, out + err)
+        primary.wait_for(r"backup 192\.0\.2\.1:7000 refused: the backup 192\.0\.2\.1:7000 is "
+                         r"not a loopback address")
+        self.assertTrue(primary.alive(), primary.text())
+        self.assertIsNotNone(primary.status(), primary.text())
+
     def test_loopback_plaintext_says_so(self):
         c = Cluster(self)
         backup = c.backup(harness.counter_guest())
