@@ -20,6 +20,7 @@ constexpr const char* kUsage = R"(usage:
   romulus primary --backup ADDR:PORT|null [options] -- GUEST-COMMAND...
   romulus status [--json] [--control PATH]
   romulus set interval 25ms | cache 128M | codec xbzrle | on-backup-loss stall | backup ADDR:PORT
+  romulus set tls reload        (re-read --tls-cert/--tls-key/--tls-ca; also SIGHUP)
   romulus failover [--control PATH]
 
 An example pair on one machine (start the backup first):
