@@ -192,10 +192,11 @@ class OutputCommitTest(unittest.TestCase):
                             f"ops {report['ops']}, check {chk}")
         harness.log(f"{CYCLES} cycles: {totals}")
 
-    def kill_cycle(self, i, delay, seed, pipeline):
+    def kill_cycle(self, i, delay, seed, pipeline, tls=False):
         # A failing cycle stops its processes at once, not at the test's end,
-        # so the cycles after it (subtests) run on a quiet machine.
-        c = Cluster(self)
+        # so the cycles after it (subtests) run on a quiet machine. tls: the
+        # link runs mutual TLS (test_tls.py runs cycles that way).
+        c = Cluster(self, tls=tls)
         try:
             return self._kill_cycle(c, i, delay, seed, pipeline)
         finally:

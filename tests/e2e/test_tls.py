@@ -5,7 +5,8 @@ Every certificate is made for the test by the `openssl` command in a temp dir
 (notAfter a day in the past), one with the wrong name. The spec:
 
   - a TLS pair replicates and fails over under kill -9 as a plaintext pair does
-    (test_kill's cycles, run with TLS): every acknowledged epoch survives;
+    (test_kill's cycles, and test_output_commit's kvload cycles, run with TLS): every
+    acknowledged epoch, and every acknowledged write, survives;
   - a backup whose primary stopped cleanly refuses, during the TLS handshake and
     with one log line naming the peer and the reason, a client without a certificate,
     one from another CA, an expired one and one with the wrong name; afterwards its
@@ -34,9 +35,11 @@ import harness
 from harness import Cluster, Pki
 
 import test_kill
+import test_output_commit
 import test_witness
 
 TLS_KILL_CYCLES = int(os.environ.get("ROMULUS_E2E_TLS_KILL_CYCLES", "12"))
+TLS_KV_CYCLES = int(os.environ.get("ROMULUS_E2E_TLS_KV_CYCLES", "6"))
 REFUSED_RE = r"refused connection from 127\.0\.0\.1:\d+: TLS: "
 CONNECTED_RE = r"primary \S+ connected \(session [0-9a-f]+, TLS verified: /CN=([^)]+)\)"
 
@@ -61,6 +64,20 @@ class TlsTest(unittest.TestCase):
                             f"{after:5s}: {outcome}")
                 outcomes["took over" if outcome.startswith("took") else "no takeover"] += 1
         harness.log(f"{TLS_KILL_CYCLES} TLS cycles: {outcomes}")
+
+    # test_output_commit's kvload cycle, run here with tls=True.
+    kill_cycle = test_output_commit.OutputCommitTest.kill_cycle
+    _kill_cycle = test_output_commit.OutputCommitTest._kill_cycle
+
+    @harness.require_binaries("romulus", "kvstore", "kvload")
+    def test_tls_pair_never_loses_an_acknowledged_write_under_kill9_and_load(self):
+        rng, _ = harness.seeded_random("test_tls kvload kill")
+        for i in range(TLS_KV_CYCLES):
+            delay, seed = rng.uniform(0.05, 0.8), rng.randrange(1 << 31)
+            pipeline = 1 if i % 2 == 0 else 16
+            with self.subTest(cycle=i, delay_ms=round(delay * 1000), kvload_seed=seed):
+                report = self.kill_cycle(i, delay, seed, pipeline, tls=True)
+                harness.log(f"tls kvload cycle {i}: ops {report['ops']}, check {report['check']}")
 
     # -- a backup holding an image, its primary stopped cleanly
 
