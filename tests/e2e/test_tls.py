@@ -191,10 +191,13 @@ class TlsTest(unittest.TestCase):
         except ConnectionResetError:
             pass
         self.assert_untouched(backup, before, backup.text())
-        # A second plaintext client that says nothing, still connected while the real
-        # primary arrives: it does not hold the primary slot.
-        idle = socket.create_connection(("127.0.0.1", backup.listen_port))
-        self.addCleanup(idle.close)
+        # Plaintext clients that say nothing, more than the backup holds without a
+        # completed handshake (16), still connected while the real primary arrives: the
+        # cap and the handshake timeout apply to TLS handshakes too, and none of them
+        # holds the primary slot.
+        for _ in range(20):
+            idle = socket.create_connection(("127.0.0.1", backup.listen_port))
+            self.addCleanup(idle.close)
         primary = self.start_primary(c, backup, "primary2",
                                      self.pki.args("primary", peer="backup"))
         primary.wait_for(harness.IN_SYNC_RE)
