@@ -56,7 +56,7 @@ struct NodeHost {
   common::MetricsServer* metrics = nullptr;
   // Takeovers this process made (counted by run_node(), served as metrics).
   std::atomic<uint64_t> failovers{0};
-  // Registers what a stop signal (SIGINT, SIGTERM, SIGHUP) calls; nullptr clears it.
+  // Registers what a stop signal (SIGINT, SIGTERM; SIGHUP without TLS) calls; nullptr clears it.
   std::function<void(std::function<void()>)> on_stop;
   // Names the role in log lines ("primary", "backup", "primary (took over)").
   std::function<void(const std::string&)> set_role;
