@@ -379,6 +379,22 @@ class LinkPolicyTest(unittest.TestCase):
         backup = c.backup(harness.counter_guest())
         backup.wait_for(r"replication link: plaintext on loopback \(--listen 127\.0\.0\.1:\d+\)")
 
+    @unittest.skipUnless(harness.have_openssl(), "needs the openssl command")
+    def test_tls_options_come_from_the_config_file_too(self):
+        c = Cluster(self)
+        pki = Pki(os.path.join(c.dir, "pki"))
+        cert, key = pki.issue("backup")
+        conf = os.path.join(c.dir, "backup.conf")
+        with open(conf, "w") as f:
+            f.write(f"tls-cert = {cert}\ntls-key = {key}\ntls-ca = {pki.ca}\n"
+                    f"tls-peer-name = primary\n")
+        backup = c.backup(harness.counter_guest(), extra=["--config", conf])
+        backup.wait_for(r"replication link: mutual TLS 1\.3; this node's certificate CN=backup .*"
+                        r"the peer must be named 'primary'")
+        primary = c.primary(harness.counter_guest(), backup.listen_port,
+                            extra=pki.args("primary", peer="backup"))
+        primary.wait_for(harness.IN_SYNC_RE)
+
     def test_tls_options_must_come_together(self):
         rc, out, err = self.run_romulus("backup", "--listen", "127.0.0.1:1", "--tls-cert", "x")
         self.assertEqual(rc, 2, out + err)
