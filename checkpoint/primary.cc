@@ -647,6 +647,8 @@ Status PrimaryNode::protect_with(const std::string& host, uint16_t port, Reconne
   SenderOptions so;
   so.failover_timeout = config_.failover_timeout;
   so.heartbeat = config_.heartbeat;
+  so.tls = config_.tls;
+  so.insecure = config_.insecure;
   SenderCallbacks cb;
   cb.on_ack = [this, &im, peer](uint64_t epoch) {
     stats_.record_ack(epoch, Clock::now());

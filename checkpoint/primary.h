@@ -40,6 +40,7 @@
 #include "checkpoint/stats.h"
 #include "common/shared_memory.h"
 #include "common/stop_signal.h"
+#include "common/tls.h"
 #include "protocol/checkpoint_writer.h"
 #include "protocol/status.h"
 
@@ -79,6 +80,10 @@ struct PrimaryConfig {
   // Set when this node is a backup that took over.
   std::optional<uint64_t> resumed_epoch;
   uint64_t session_id = 0;  // 0: pick a random one
+  // The replication link: mutual TLS with this identity (nullptr: plaintext,
+  // to a loopback backup only unless `insecure`). See common/tls.h.
+  std::shared_ptr<common::TlsIdentity> tls;
+  bool insecure = false;
 };
 
 // Everything a log line goes to; tests capture it.

@@ -4,6 +4,7 @@
 
 #include <future>
 
+#include "common/net.h"
 #include "protocol/checkpoint_writer.h"
 
 namespace romulus::checkpoint {
@@ -12,89 +13,108 @@ using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
 TcpSender::TcpSender(asio::io_context& io, SenderOptions options, SenderCallbacks callbacks)
-    : io_(io),
-      socket_(io),
-      liveness_timer_(io),
-      options_(options),
-      callbacks_(std::move(callbacks)) {}
+    : io_(io), liveness_timer_(io), options_(options), callbacks_(std::move(callbacks)) {}
 
 TcpSender::~TcpSender() { close(); }
 
-namespace {
-
-// Runs one asynchronous operation on `io` (a private context with nothing else
-// to do) until it completes or `deadline` passes, when `sock` is closed to cut
-// it off. start(done) begins the operation; its handler must call done(ec).
-// Returns the operation's error, or timed_out if it was cut off.
 template <typename Start>
-boost::system::error_code run_until(asio::io_context& io, tcp::socket& sock,
-                                    Clock::time_point deadline, Start start) {
-  asio::steady_timer timer(io, deadline);
-  boost::system::error_code result = asio::error::timed_out;
-  bool done = false;
-  start([&](boost::system::error_code ec) {
-    result = ec;
-    done = true;
-    timer.cancel();
+boost::system::error_code TcpSender::run_until(Clock::time_point deadline, Start start) {
+  // Shared with the handlers, which may run after a timed-out wait returned.
+  struct Wait {
+    explicit Wait(asio::io_context& io, Clock::time_point at) : timer(io, at) {}
+    asio::steady_timer timer;
+    std::promise<boost::system::error_code> result;
+    bool done = false;  // io thread only
+  };
+  auto wait = std::make_shared<Wait>(io_, deadline);
+  auto self = shared_from_this();
+  auto finished = wait->result.get_future();
+  asio::post(io_, [this, self, wait, start]() mutable {
+    wait->timer.async_wait([this, self, wait](boost::system::error_code ec) {
+      if (ec || wait->done) return;
+      wait->done = true;
+      stream_->close();
+      wait->result.set_value(asio::error::timed_out);
+    });
+    // `done` keeps this sender (and so its stream) alive until the operation ends.
+    start([wait, self](boost::system::error_code ec) {
+      if (wait->done) return;
+      wait->done = true;
+      wait->timer.cancel();
+      wait->result.set_value(ec);
+    });
   });
-  timer.async_wait([&](boost::system::error_code ec) {
-    if (!ec && !done) sock.close();
-  });
-  io.restart();
-  io.run();
-  if (!done || result == asio::error::operation_aborted) return asio::error::timed_out;
-  return result;
+  return finished.get();
 }
-
-}  // namespace
 
 Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, const std::string& host,
                                                       uint16_t port, const protocol::Hello& hello,
                                                       SenderOptions options,
                                                       SenderCallbacks callbacks,
                                                       protocol::Reply* reply) {
+  if (!options.tls) {
+    // Also for a `romulus set backup` at run time: no plaintext off this host
+    // (refused, so the primary keeps running and says so).
+    Status plain = common::check_plaintext_allowed(host, port, "the backup", options.insecure);
+    if (!plain.is_ok()) return Status::refused(plain.message());
+  }
   auto self = std::make_shared<TcpSender>(io, options, std::move(callbacks));
-  self->peer_ = fmt::format("{}:{}", host, port);
+  self->peer_ = common::format_endpoint(host, port);
+  const std::string peer = self->peer_;
 
-  // Resolve and connect with a deadline, synchronously on this thread: the
-  // socket is not yet shared with the io thread.
   boost::system::error_code ec;
   tcp::resolver resolver(io);
   auto endpoints = resolver.resolve(host, std::to_string(port), ec);
   if (ec) {
     return Status::unavailable(fmt::format("cannot resolve {}: {}", host, ec.message()));
   }
-  // A blocking connect has no timeout in Asio; do it async on a private
-  // context so the deadline is enforced without the shared io thread.
-  asio::io_context private_io;
-  tcp::socket sock(private_io);
+  // Everything below runs on the io thread, each step bounded by a deadline
+  // (a backup, or anything else on that port, that accepts and never
+  // answers must not hang the primary).
+  self->stream_.emplace(common::LinkStream::make(tcp::socket(io), options.tls.get()));
+  common::LinkStream& stream = *self->stream_;
   const auto connect_ec =
-      run_until(private_io, sock, Clock::now() + options.connect_timeout, [&](auto done) {
-        asio::async_connect(sock, endpoints,
+      self->run_until(Clock::now() + options.connect_timeout, [&stream, endpoints](auto done) {
+        asio::async_connect(stream.socket(), endpoints,
                             [done](boost::system::error_code e, const tcp::endpoint&) { done(e); });
       });
   if (connect_ec) {
-    return Status::unavailable(
-        fmt::format("cannot connect to {}: {}", self->peer_, connect_ec.message()));
+    return Status::unavailable(fmt::format("cannot connect to {}: {}", peer, connect_ec.message()));
   }
-  sock.set_option(tcp::no_delay(true), ec);
+  stream.socket().set_option(tcp::no_delay(true), ec);
 
-  // Handshake, still on the private context, bounded by a deadline. (A
-  // receive timeout on the socket does not bound Asio's synchronous reads:
-  // on EAGAIN they poll without a timeout, so a backup, or anything else on
-  // that port, that accepts and never answers would hang the primary here.)
-  const protocol::Bytes hello_bytes = protocol::encode_hello(hello);
-  asio::write(sock, asio::buffer(hello_bytes), ec);
-  if (ec)
-    return Status::unavailable(fmt::format("handshake with {}: {}", self->peer_, ec.message()));
   const auto handshake_deadline = Clock::now() + options.connect_timeout;
+  if (stream.tls()) {
+    const auto tls_ec = self->run_until(handshake_deadline, [&stream](auto done) {
+      stream.async_handshake(common::LinkStream::Side::kClient, done);
+    });
+    if (tls_ec == asio::error::timed_out) {
+      return Status::unavailable(fmt::format("TLS handshake with {}: no answer within {} ms", peer,
+                                             options.connect_timeout.count()));
+    }
+    if (tls_ec) {
+      return Status::refused(fmt::format("not a trusted backup: TLS handshake with {} failed: {}",
+                                         peer, stream.describe_failure(tls_ec)));
+    }
+  }
+
+  // The protocol's handshake (inside the TLS session if there is one).
+  const auto hello_bytes = std::make_shared<protocol::Bytes>(protocol::encode_hello(hello));
+  const auto write_ec = self->run_until(handshake_deadline, [&stream, hello_bytes](auto done) {
+    stream.async_write(asio::buffer(*hello_bytes),
+                       [done, hello_bytes](boost::system::error_code e, size_t) { done(e); });
+  });
+  if (write_ec) {
+    return Status::unavailable(
+        fmt::format("handshake with {}: {}", peer, stream.describe_failure(write_ec)));
+  }
   protocol::Bytes buf;
-  std::array<uint8_t, 4096> chunk{};
+  auto got = std::make_shared<size_t>(0);
   for (;;) {
     auto parsed = protocol::parse_reply(buf);
     if (!parsed.is_ok()) {
       return Status(parsed.status().code(),
-                    fmt::format("handshake with {}: {}", self->peer_, parsed.status().message()));
+                    fmt::format("handshake with {}: {}", peer, parsed.status().message()));
     }
     if (parsed->has_value()) {
       *reply = (*parsed)->first;
@@ -108,35 +128,31 @@ Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, cons
       }
       break;
     }
-    size_t n = 0;
-    const auto read_ec = run_until(private_io, sock, handshake_deadline, [&](auto done) {
-      sock.async_read_some(asio::buffer(chunk),
-                           [&n, done](boost::system::error_code e, size_t got) {
-                             n = got;
-                             done(e);
-                           });
+    const auto read_ec = self->run_until(handshake_deadline, [self, got](auto done) {
+      self->stream_->async_read_some(asio::buffer(self->read_buf_),
+                                     [got, done](boost::system::error_code e, size_t n) {
+                                       *got = n;
+                                       done(e);
+                                     });
     });
     if (read_ec == asio::error::timed_out) {
       return Status::unavailable(
-          fmt::format("handshake with {}: no reply within {} ms (is that a Romulus backup?)",
-                      self->peer_, options.connect_timeout.count()));
+          fmt::format("handshake with {}: no reply within {} ms (is that a Romulus backup?)", peer,
+                      options.connect_timeout.count()));
     }
     if (read_ec) {
+      if (stream.tls() && read_ec.category() == asio::error::get_ssl_category()) {
+        // TLS 1.3: the backup checks this node's certificate after the
+        // client's side of the handshake is done, so its refusal arrives here.
+        return Status::refused(
+            fmt::format("TLS with the backup {}: {}", peer, stream.describe_failure(read_ec)));
+      }
       return Status::unavailable(
-          fmt::format("handshake with {}: {}", self->peer_,
-                      read_ec == asio::error::eof ? "connection closed" : read_ec.message()));
+          fmt::format("handshake with {}: {}", peer, stream.describe_failure(read_ec)));
     }
-    buf.insert(buf.end(), chunk.begin(), chunk.begin() + static_cast<long>(n));
+    buf.insert(buf.end(), self->read_buf_.begin(),
+               self->read_buf_.begin() + static_cast<long>(*got));
   }
-
-  // Hand the connected socket to the shared io_context.
-  const int fd = sock.release(ec);
-  self->socket_.assign(tcp::v4(), fd, ec);
-  if (ec) {
-    // IPv6 peer.
-    self->socket_.assign(tcp::v6(), fd, ec);
-  }
-  if (ec) return Status::io_error(fmt::format("adopting the socket: {}", ec.message()));
   self->last_rx_ = Clock::now();
   asio::post(io, [self] { self->start_reading(); });
   return self;
@@ -149,8 +165,8 @@ void TcpSender::start_reading() {
 
 void TcpSender::do_read() {
   auto self = shared_from_this();
-  socket_.async_read_some(asio::buffer(read_buf_), [this, self](boost::system::error_code ec,
-                                                                size_t n) {
+  stream_->async_read_some(asio::buffer(read_buf_), [this, self](boost::system::error_code ec,
+                                                                 size_t n) {
     if (ec) {
       if (ec != asio::error::operation_aborted) {
         fail(Status::unavailable(ec == asio::error::eof
@@ -233,7 +249,7 @@ void TcpSender::fail(const Status& why, bool say_dropped) {
   }
   cv_.notify_all();
   liveness_timer_.cancel();
-  if (say_dropped && socket_.is_open()) {
+  if (say_dropped && stream_ && stream_->socket().is_open()) {
     dropping_ = true;
     // Whatever happens, the socket closes after kDropLinger.
     liveness_timer_.expires_after(kDropLinger);
@@ -264,20 +280,18 @@ Status TcpSender::send(protocol::Bytes bytes) {
 }
 
 void TcpSender::close_socket() {
-  boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  if (stream_) stream_->close();
 }
 
 void TcpSender::write_dropped() {
   if (dropped_sent_) return;
   dropped_sent_ = true;
   dropped_bytes_ = protocol::encode_dropped();
-  asio::async_write(socket_, asio::buffer(dropped_bytes_),
-                    [this, self = shared_from_this()](boost::system::error_code, size_t) {
-                      liveness_timer_.cancel();
-                      close_socket();
-                    });
+  stream_->async_write(asio::buffer(dropped_bytes_),
+                       [this, self = shared_from_this()](boost::system::error_code, size_t) {
+                         liveness_timer_.cancel();
+                         close_socket();
+                       });
 }
 
 void TcpSender::do_write() {
@@ -295,31 +309,30 @@ void TcpSender::do_write() {
   }
   last_tx_.store(Clock::now());
   auto self = shared_from_this();
-  asio::async_write(
-      socket_, asio::buffer(*front), [this, self](boost::system::error_code ec, size_t n) {
-        if (ec) {
-          if (ec != asio::error::operation_aborted) {
-            fail(Status::unavailable(fmt::format("sending to the backup: {}", ec.message())));
-          } else {
-            std::lock_guard lock(mu_);
-            writing_ = false;
-          }
-          cv_.notify_all();
-          return;
-        }
-        protocol::Bytes written;
-        {
-          std::lock_guard lock(mu_);
-          if (!queue_.empty()) {
-            written = std::move(queue_.front());
-            queue_.pop_front();
-            queued_bytes_ -= n;
-          }
-        }
-        cv_.notify_all();
-        recycle(std::move(written));
-        do_write();
-      });
+  stream_->async_write(asio::buffer(*front), [this, self](boost::system::error_code ec, size_t n) {
+    if (ec) {
+      if (ec != asio::error::operation_aborted) {
+        fail(Status::unavailable(fmt::format("sending to the backup: {}", ec.message())));
+      } else {
+        std::lock_guard lock(mu_);
+        writing_ = false;
+      }
+      cv_.notify_all();
+      return;
+    }
+    protocol::Bytes written;
+    {
+      std::lock_guard lock(mu_);
+      if (!queue_.empty()) {
+        written = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= n;
+      }
+    }
+    cv_.notify_all();
+    recycle(std::move(written));
+    do_write();
+  });
 }
 
 Status TcpSender::flush() {
@@ -358,8 +371,7 @@ void TcpSender::close() {
   auto self = weak_from_this().lock();
   if (!self) {
     // Destruction: the io thread holds no reference any more.
-    boost::system::error_code ec;
-    socket_.close(ec);
+    if (stream_) stream_->close();
     return;
   }
   if (io_.get_executor().running_in_this_thread()) {

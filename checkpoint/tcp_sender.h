@@ -1,13 +1,17 @@
 // TcpSender: the primary's end of the replication connection.
 //
-// Connects to the backup, performs the handshake, then carries the engine's
+// Connects to the backup, completes the TLS handshake (when the node has a
+// TLS identity: the backup's certificate must verify against --tls-ca, and
+// its name match --tls-peer-name), performs the protocol's handshake inside
+// that session, then carries the engine's
 // byte stream (one write in flight, a queue behind it, bounded: send() blocks
 // while more than max_queued_bytes wait) and reads the backup's messages:
 // ACK(epoch) goes to on_ack, an ERROR or silence longer than the failover
 // timeout or a reset ends the connection and goes to on_lost, once.
 //
-// Threading: the socket lives on the io_context's thread. connect() blocks
-// its caller (never call it on the io thread); send()/flush()/close() may be
+// Threading: the stream lives on the io_context's thread. connect() blocks
+// its caller while the io thread (which must be running) connects and
+// handshakes; never call it on the io thread; send()/flush()/close() may be
 // called from the engine thread; callbacks run on the io thread.
 #pragma once
 
@@ -18,10 +22,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "checkpoint/transport.h"
 #include "common/asio.h"
+#include "common/link_stream.h"
+#include "common/tls.h"
 #include "protocol/backup_messages.h"
 #include "protocol/handshake.h"
 
@@ -32,6 +39,10 @@ struct SenderOptions {
   std::chrono::milliseconds failover_timeout{500};  // backup silent this long: lost
   std::chrono::milliseconds heartbeat{50};          // how often silence is checked
   size_t max_queued_bytes = 64u << 20;
+  // Mutual TLS with this identity; nullptr: plaintext, which connect()
+  // allows only to a loopback address unless `insecure`.
+  std::shared_ptr<common::TlsIdentity> tls;
+  bool insecure = false;
 };
 
 struct SenderCallbacks {
@@ -41,7 +52,10 @@ struct SenderCallbacks {
 
 class TcpSender final : public CheckpointTransport, public std::enable_shared_from_this<TcpSender> {
  public:
-  // Connects and handshakes. On success `reply` holds the backup's answer.
+  // Connects and handshakes (TLS, then Hello/Reply), all within
+  // connect_timeout each. On success `reply` holds the backup's answer. A
+  // backup whose certificate does not verify, or that refuses ours, is
+  // refused (StatusCode::kRefused) with one line saying why.
   static Result<std::shared_ptr<TcpSender>> connect(boost::asio::io_context& io,
                                                     const std::string& host, uint16_t port,
                                                     const protocol::Hello& hello,
@@ -79,11 +93,15 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   void fail(const Status& why, bool say_dropped = false);  // io thread
   void write_dropped();                                    // io thread
   void close_socket();                                     // io thread
+  // Runs one operation on the io thread and blocks until it completes or
+  // `deadline` passes (then the stream is closed and timed_out returned).
+  template <typename Start>
+  boost::system::error_code run_until(std::chrono::steady_clock::time_point deadline, Start start);
 
   static constexpr std::chrono::milliseconds kDropLinger{200};
 
   boost::asio::io_context& io_;
-  boost::asio::ip::tcp::socket socket_;
+  std::optional<common::LinkStream> stream_;  // set by connect()
   boost::asio::steady_timer liveness_timer_;
   SenderOptions options_;
   SenderCallbacks callbacks_;

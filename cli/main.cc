@@ -41,8 +41,13 @@ class SignalWatcher {
       int sig = 0;
       while (sigwait(&set_, &sig) == 0) {
         if (done_.load()) return;
-        log_(fmt::format("{} received; stopping", strsignal(sig)));
         std::lock_guard lock(mu_);
+        if (sig == SIGHUP && reload_) {
+          log_("SIGHUP received; re-reading the TLS files");
+          reload_();
+          continue;
+        }
+        log_(fmt::format("{} received; stopping", strsignal(sig)));
         if (handler_) handler_();
       }
     });
@@ -57,6 +62,11 @@ class SignalWatcher {
     std::lock_guard lock(mu_);
     handler_ = std::move(fn);
   }
+  // What SIGHUP does instead of stopping (re-reading the TLS files); nullptr: stop.
+  void set_reload(std::function<void()> fn) {
+    std::lock_guard lock(mu_);
+    reload_ = std::move(fn);
+  }
 
  private:
   const common::Logger& log_;
@@ -64,6 +74,7 @@ class SignalWatcher {
   std::thread thread_;
   std::mutex mu_;
   std::function<void()> handler_;
+  std::function<void()> reload_;
   std::atomic<bool> done_{false};
 };
 
@@ -127,7 +138,7 @@ replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
   s.backup.heartbeat = o.heartbeat;
   s.backup.failover_timeout = o.failover_timeout;
   if (o.witness.enabled()) {
-    std::string endpoints = "etcd://";
+    std::string endpoints = o.witness.tls ? "etcds://" : "etcd://";
     for (size_t i = 0; i < o.witness.endpoints.size(); ++i) {
       if (i != 0) endpoints += ',';
       endpoints += o.witness.endpoints[i].to_string();
@@ -136,7 +147,11 @@ replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
     s.witness.pair = o.witness.pair;
     s.witness.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(o.witness.lease_ttl);
     s.witness.node_id = o.witness.node_id;
+    if (o.witness.tls)
+      s.witness.tls = common::TlsFiles{o.witness.cert, o.witness.key, o.witness.ca, ""};
   }
+  s.tls = common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name};
+  s.insecure = o.link.insecure;
   return s;
 }
 
@@ -188,6 +203,7 @@ int run_node(const std::string& role_name, const cli::PrimaryOptions& node,
       notifier.state_changed(r, s, p);
     };
   }
+  host.on_reload = [&signals](std::function<void()> fn) { signals.set_reload(std::move(fn)); };
   const Status st = role(host);
   notifier.state_changed(role_name, "stopped", common::ServicePhase::kStopping);
   if (!st.is_ok()) {

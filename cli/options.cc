@@ -1,5 +1,7 @@
 #include "cli/options.h"
 
+#include "common/tls.h"
+
 #include <fmt/format.h>
 
 #include <boost/program_options.hpp>
@@ -18,6 +20,7 @@ constexpr const char* kUsage = R"(usage:
   romulus primary --backup ADDR:PORT|null [options] -- GUEST-COMMAND...
   romulus status [--json] [--control PATH]
   romulus set interval 25ms | commit eager | min-gap 2ms | cache 128M | codec xbzrle | on-backup-loss stall | backup ADDR:PORT
+  romulus set tls reload        (re-read --tls-cert/--tls-key/--tls-ca; also SIGHUP)
   romulus failover [--control PATH]
 
 An example pair on one machine (start the backup first):
@@ -25,6 +28,9 @@ An example pair on one machine (start the backup first):
   romulus primary --backup 127.0.0.1:7000 --service 127.0.0.1:6379 --interval 50ms -- romulus-kvstore
 If the primary dies, the backup resumes the guest from the last committed
 checkpoint and serves on its own --service address.
+
+Between hosts the link needs mutual TLS (or --insecure), on both nodes:
+  --tls-cert node.crt --tls-key node.key --tls-ca pair-ca.crt [--tls-peer-name OTHER-NODE]
 )";
 
 std::string lower(std::string s) {
@@ -122,14 +128,16 @@ Result<Endpoint> parse_endpoint(const std::string& text) {
   return ep;
 }
 
-Result<std::vector<Endpoint>> parse_witness(const std::string& text) {
-  constexpr std::string_view kScheme = "etcd://";
-  if (text.rfind(kScheme, 0) != 0) {
-    return Status::invalid_argument(
-        fmt::format("--witness '{}': use etcd://HOST:PORT[,HOST:PORT...]", text));
+Result<std::vector<Endpoint>> parse_witness(const std::string& text, bool* tls) {
+  constexpr std::string_view kScheme = "etcd://", kTlsScheme = "etcds://";
+  const bool secure = text.rfind(kTlsScheme, 0) == 0;
+  if (text.rfind(kScheme, 0) != 0 && !secure) {
+    return Status::invalid_argument(fmt::format(
+        "--witness '{}': use etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS)", text));
   }
+  if (tls) *tls = secure;
   std::vector<Endpoint> out;
-  std::string rest = text.substr(kScheme.size());
+  std::string rest = text.substr(secure ? kTlsScheme.size() : kScheme.size());
   while (!rest.empty()) {
     const auto comma = rest.find(',');
     const std::string one = rest.substr(0, comma);
@@ -169,6 +177,10 @@ struct RawNodeOptions {
   // When checkpoints start.
   std::string commit = "eager", min_gap = "1ms";
   double max_stopped_fraction = 0.25;
+  // The replication link's security.
+  std::string tls_cert, tls_key, tls_ca, tls_peer_name;
+  bool insecure = false;
+  std::string witness_cert, witness_key, witness_ca;
 };
 
 void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup) {
@@ -227,6 +239,19 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("guest", po::value(&r.guest),
     "the guest command, split at spaces (for --config files; on the command line put it "
     "after --, which wins)");
+  // The replication link's security (docs/operations.md, "Certificates").
+  o("tls-cert", po::value(&r.tls_cert), "this node's certificate (PEM) for mutual TLS on the link");
+  o("tls-key", po::value(&r.tls_key), "the private key of --tls-cert (PEM)");
+  o("tls-ca", po::value(&r.tls_ca), "CA certificate(s) (PEM) the peer's certificate must chain to");
+  o("tls-peer-name", po::value(&r.tls_peer_name),
+    "name (DNS or IP) the peer's certificate must carry (default: any the CA signed)");
+  o("insecure", po::bool_switch(&r.insecure),
+    "allow a plaintext link off loopback (anyone on the network can write the backup's image)");
+  o("witness-cert", po::value(&r.witness_cert),
+    "client certificate (PEM) for an etcds:// witness (default: --tls-cert)");
+  o("witness-key", po::value(&r.witness_key), "its private key (default: --tls-key)");
+  o("witness-ca", po::value(&r.witness_ca),
+    "CA (PEM) etcd's certificate must chain to (default: --tls-ca)");
 }
 
 Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, bool backup,
@@ -353,7 +378,7 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     o.metrics = *ep;
   }
   if (!r.witness.empty()) {
-    ROMULUS_ASSIGN_OR_RETURN(o.witness.endpoints, parse_witness(r.witness));
+    ROMULUS_ASSIGN_OR_RETURN(o.witness.endpoints, parse_witness(r.witness, &o.witness.tls));
     if (r.pair.empty()) {
       return Status::invalid_argument(
           "--witness needs --pair NAME (the same name on both nodes of the pair)");
@@ -375,6 +400,25 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     return Status::invalid_argument("--lease-ttl must be between 1s and 5m");
   }
   o.witness.node_id = r.node_id;
+  o.link.cert = r.tls_cert;
+  o.link.key = r.tls_key;
+  o.link.ca = r.tls_ca;
+  o.link.peer_name = r.tls_peer_name;
+  o.link.insecure = r.insecure;
+  ROMULUS_RETURN_IF_ERROR(common::check_link_options(
+      common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name}, o.link.insecure));
+  if (o.witness.tls) {
+    o.witness.cert = r.witness_cert.empty() ? r.tls_cert : r.witness_cert;
+    o.witness.key = r.witness_key.empty() ? r.tls_key : r.witness_key;
+    o.witness.ca = r.witness_ca.empty() ? r.tls_ca : r.witness_ca;
+    if (o.witness.cert.empty() || o.witness.key.empty() || o.witness.ca.empty()) {
+      return Status::invalid_argument(
+          "an etcds:// witness needs a client certificate, key and CA: --witness-cert, "
+          "--witness-key, --witness-ca (or the link's --tls-cert, --tls-key, --tls-ca)");
+    }
+  } else if (!r.witness_cert.empty() || !r.witness_key.empty() || !r.witness_ca.empty()) {
+    return Status::invalid_argument("--witness-cert/-key/-ca need an etcds:// --witness");
+  }
   (void)vm;
   return o;
 }

@@ -36,7 +36,20 @@ struct WitnessOptions {
   std::string pair;                 // the key is /romulus/<pair>/owner
   std::chrono::milliseconds lease_ttl{2000};
   std::string node_id;  // how this node names itself in the key (default: host name + address)
+  // etcds://: mutual TLS with these files (default: the link's --tls-*).
+  bool tls = false;
+  std::string cert, key, ca;
   bool enabled() const { return !endpoints.empty(); }
+};
+
+// The replication link's security (docs/operations.md, "Certificates"): mutual
+// TLS with these files, or plaintext, which is allowed off loopback only with
+// `insecure`.
+struct LinkSecurityOptions {
+  std::string cert, key, ca;  // --tls-cert, --tls-key, --tls-ca: all or none
+  std::string peer_name;      // --tls-peer-name: the name the peer's certificate must carry
+  bool insecure = false;      // --insecure: plaintext off loopback
+  bool tls() const { return !cert.empty(); }
 };
 
 // What a node needs to run a guest as a primary (also a backup after activation).
@@ -67,6 +80,7 @@ struct PrimaryOptions {
   std::string control_path;
   std::optional<Endpoint> metrics;  // --metrics: serve Prometheus text at /metrics
   WitnessOptions witness;
+  LinkSecurityOptions link;
   // This node's own replication address: where it listens if it must rejoin
   // as the backup of another owner (primary: --listen; backup: its --listen).
   std::optional<Endpoint> listen;
@@ -106,8 +120,9 @@ Result<std::chrono::microseconds> parse_duration(const std::string& text);
 Result<uint64_t> parse_size(const std::string& text);
 // "127.0.0.1:7000", "[::1]:7000", "localhost:7000".
 Result<Endpoint> parse_endpoint(const std::string& text);
-// "etcd://10.0.0.5:2379,10.0.0.6:2379" (the scheme is required).
-Result<std::vector<Endpoint>> parse_witness(const std::string& text);
+// "etcd://10.0.0.5:2379,10.0.0.6:2379", or etcds:// for TLS (the scheme is
+// required); *tls says which.
+Result<std::vector<Endpoint>> parse_witness(const std::string& text, bool* tls = nullptr);
 
 // Default control socket: $ROMULUS_CONTROL, else $XDG_RUNTIME_DIR/romulus/<role>.sock,
 // else /run/romulus/<role>.sock.

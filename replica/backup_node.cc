@@ -9,6 +9,7 @@
 
 #include "common/asio.h"
 #include "common/json.h"
+#include "common/link_stream.h"
 #include "common/net.h"
 #include "protocol/backup_messages.h"
 #include "protocol/checkpoint_reader.h"
@@ -50,7 +51,8 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
  public:
   PrimarySession(tcp::socket socket, BackupNode::Impl& node);
 
-  void start() { do_read(); }
+  // TLS handshake (if any), then the protocol's handshake and stream.
+  void start();
   // Closes the socket; `how` says why, for the failure detector.
   void close(StreamEnd how, const std::string& why);
   void send_message(protocol::Bytes bytes);
@@ -75,7 +77,7 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   // Sends `message` and closes once it is written (refusals, stream errors).
   void end_with(protocol::Bytes message, StreamEnd how, std::string why);
 
-  tcp::socket socket_;
+  common::LinkStream stream_;
   BackupNode::Impl& node_;
   std::string peer_;
   std::array<uint8_t, 256 * 1024> buf_{};
@@ -152,19 +154,32 @@ struct BackupNode::Impl {
 };
 
 PrimarySession::PrimarySession(tcp::socket socket, BackupNode::Impl& node)
-    : socket_(std::move(socket)), node_(node) {
+    : stream_(common::LinkStream::make(std::move(socket), node.config.tls.get())), node_(node) {
   boost::system::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
+  auto ep = stream_.socket().remote_endpoint(ec);
   peer_ = ec ? "?" : common::format_endpoint(ep.address().to_string(), ep.port());
-  socket_.set_option(tcp::no_delay(true), ec);
+  stream_.socket().set_option(tcp::no_delay(true), ec);
+}
+
+void PrimarySession::start() {
+  if (!stream_.tls()) return do_read();
+  stream_.async_handshake(common::LinkStream::Side::kServer, [this, self = shared_from_this()](
+                                                                 boost::system::error_code ec) {
+    if (closed_) return;  // timed out (logged by the node)
+    if (ec) {
+      const std::string why = stream_.describe_failure(ec);
+      node_.log(fmt::format("refused connection from {}: TLS: {}", peer_, why));
+      close(StreamEnd::kEndedByBackup, "TLS refused: " + why);
+      return;
+    }
+    do_read();
+  });
 }
 
 void PrimarySession::close(StreamEnd how, const std::string& why) {
   if (closed_) return;
   closed_ = true;
-  boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  stream_.close();
   node_.session_closed(this, how, why);
 }
 
@@ -188,23 +203,23 @@ void PrimarySession::do_write() {
   }
   writing_ = true;
   last_tx_ = Clock::now();
-  asio::async_write(socket_, asio::buffer(out_.front()),
-                    [this, self = shared_from_this()](boost::system::error_code ec, size_t) {
-                      if (ec) {
-                        writing_ = false;
-                        return;  // the read side reports the loss
-                      }
-                      out_.pop_front();
-                      if (ending_ && out_.empty()) {
-                        close(end_how_, end_why_);
-                        return;
-                      }
-                      do_write();
-                    });
+  stream_.async_write(asio::buffer(out_.front()),
+                      [this, self = shared_from_this()](boost::system::error_code ec, size_t) {
+                        if (ec) {
+                          writing_ = false;
+                          return;  // the read side reports the loss
+                        }
+                        out_.pop_front();
+                        if (ending_ && out_.empty()) {
+                          close(end_how_, end_why_);
+                          return;
+                        }
+                        do_write();
+                      });
 }
 
 void PrimarySession::do_read() {
-  socket_.async_read_some(asio::buffer(buf_), [this, self = shared_from_this()](
+  stream_.async_read_some(asio::buffer(buf_), [this, self = shared_from_this()](
                                                   boost::system::error_code ec, size_t n) {
     if (closed_) return;
     if (ec) {
@@ -270,8 +285,11 @@ void PrimarySession::handle_handshake() {
       // The Hello's codec list binds the stream: a payload of another codec is corrupt.
       reader_ =
           std::make_unique<protocol::CheckpointReader>(node_.page_count(), this, hello.codecs);
-      node_.log(fmt::format("primary {} connected (session {:016x}); our last committed epoch: {}",
-                            peer_, hello.session_id, node_.replica.committed_epoch()));
+      const std::string tls =
+          stream_.tls() ? fmt::format(", TLS verified: {}", stream_.peer_subject()) : "";
+      node_.log(
+          fmt::format("primary {} connected (session {:016x}{}); our last committed epoch: {}",
+                      peer_, hello.session_id, tls, node_.replica.committed_epoch()));
       node_.stream_started(this);
       send_message(protocol::encode_reply(reply));
       if (!rest.empty()) handle_stream(rest);

@@ -9,7 +9,14 @@
 // verification is ended with an ERROR message; the primary reconnects and
 // resyncs.
 //
-// Hostile peers: a connection that has not completed its handshake within
+// With a TLS identity (BackupConfig::tls) every connection first completes a
+// mutual TLS 1.3 handshake: the primary's certificate must verify against
+// --tls-ca (and carry --tls-peer-name). A refusal is one log line naming the
+// peer and the reason; the connection closes before any protocol byte is
+// read, so the image, the primary slot and the failure detector are untouched.
+//
+// Hostile peers: a connection that has not completed its handshake (TLS and
+// Hello) within
 // handshake_timeout() is closed; at most kMaxUnauthenticated such
 // connections are held at once (more are closed at accept); running out of
 // file descriptors pauses accepting for a moment instead of spinning. Each
@@ -35,6 +42,7 @@
 #include <boost/json.hpp>
 
 #include "common/shared_memory.h"
+#include "common/tls.h"
 #include "protocol/status.h"
 #include "replica/backup_state.h"
 
@@ -46,6 +54,8 @@ struct BackupConfig {
   uint64_t memory_bytes = 256ull << 20;
   std::chrono::milliseconds heartbeat{50};
   std::chrono::milliseconds failover_timeout{500};
+  // Mutual TLS with this identity; nullptr: plaintext.
+  std::shared_ptr<common::TlsIdentity> tls;
 };
 
 // What run() hands over when the backup takes over.

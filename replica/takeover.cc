@@ -9,7 +9,9 @@
 #include <mutex>
 #include <thread>
 
+#include "common/json.h"
 #include "common/net.h"
+#include "common/tls.h"
 #include "replica/node_metrics.h"
 #include "witness/etcd_client.h"
 #include "witness/etcd_witness.h"
@@ -48,7 +50,14 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   }
 
   Status start() {
-    auto w = witness::EtcdWitness::open(settings_.endpoints);
+    etcd::EtcdClient::Options options;
+    if (etcd::is_tls_url(settings_.endpoints)) {
+      auto id = common::TlsIdentity::load(settings_.tls);
+      if (!id.is_ok()) return id.status().context("the witness's TLS files");
+      options.tls = *id;
+      log_(fmt::format("witness over TLS: this node's {}", (*id)->describe()));
+    }
+    auto w = witness::EtcdWitness::open(settings_.endpoints, options);
     if (!w.is_ok()) return w.status();
     // No node may win the pair while the other serves what no backup has.
     marker_key_ = fmt::format("/romulus/{}/unprotected", settings_.pair);
@@ -56,7 +65,7 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
     (*w)->set_acquire_guard(etcd::AcquireGuard{marker_key_, settings_.node_id});
     auto eps = etcd::parse_endpoints(settings_.endpoints);
     if (!eps.is_ok()) return eps.status();
-    marker_client_.emplace(std::move(eps).value());
+    marker_client_.emplace(std::move(eps).value(), options);
     marker_thread_ = std::thread([this] { clear_marker_loop(); });
     witness::LeaseKeeperOptions o;
     o.pair = settings_.pair;
@@ -249,6 +258,87 @@ struct Outcome {
   bool demoted = false;
 };
 
+// The replication link's security, for every role of this process.
+class LinkSecurity {
+ public:
+  explicit LinkSecurity(std::function<void(const std::string&)> log) : log_(std::move(log)) {}
+
+  // Loads the TLS identity into `s` (both roles), or checks that plaintext
+  // is allowed on every replication address `s` names.
+  Status start(NodeSettings& s) {
+    if (s.tls.enabled()) {
+      ROMULUS_ASSIGN_OR_RETURN(tls_, common::TlsIdentity::load(s.tls));
+      s.primary.tls = tls_;
+      s.backup.tls = tls_;
+      log_(fmt::format("replication link: mutual TLS 1.3; this node's {}", tls_->describe()));
+      return Status::ok();
+    }
+    std::vector<std::pair<std::string, std::string>> addresses;  // (option, host:port)
+    auto check = [&](const std::string& host, uint16_t port, const std::string& option) {
+      if (host.empty()) return Status::ok();
+      addresses.emplace_back(option, common::format_endpoint(host, port));
+      return common::check_plaintext_allowed(host, port, option, s.insecure);
+    };
+    if (s.listen) ROMULUS_RETURN_IF_ERROR(check(s.listen->first, s.listen->second, "--listen"));
+    ROMULUS_RETURN_IF_ERROR(check(s.primary.backup_host, s.primary.backup_port, "--backup"));
+    if (s.peer_after_takeover) {
+      ROMULUS_RETURN_IF_ERROR(
+          check(s.peer_after_takeover->first, s.peer_after_takeover->second, "--reprotect"));
+    }
+    s.primary.insecure = s.insecure;
+    std::string where;
+    for (const auto& [option, ep] : addresses) {
+      where += fmt::format("{}{} {}", where.empty() ? "" : ", ", option, ep);
+    }
+    if (s.insecure) {
+      log_(fmt::format(
+          "WARNING: --insecure: the replication link ({}) is plaintext and unauthenticated: "
+          "anyone who can reach it can replace the backup's image and make it take over, and "
+          "anyone on the path can read the guest's memory (docs/operations.md, \"Certificates\")",
+          where.empty() ? "none configured" : where));
+    } else {
+      log_(
+          fmt::format("replication link: plaintext on loopback ({}); between hosts it needs "
+                      "--tls-cert, --tls-key and --tls-ca",
+                      where.empty() ? "none configured" : where));
+    }
+    return Status::ok();
+  }
+
+  // Re-reads the TLS files for new connections: SIGHUP, `set tls reload`.
+  Status reload() {
+    if (!tls_) {
+      return Status::invalid_argument(
+          "this node runs without TLS (no --tls-cert): there are no certificates to reload");
+    }
+    Status st = tls_->reload();
+    if (!st.is_ok()) {
+      log_(fmt::format("TLS reload failed, keeping the certificates in use: {}", st.message()));
+      return st;
+    }
+    log_(fmt::format("TLS files re-read; new connections use this node's {}", tls_->describe()));
+    return Status::ok();
+  }
+
+  // A role's control handler, with the process's own requests in front.
+  common::ControlServer::Handler handler(common::ControlServer::Handler role) {
+    return [this, role = std::move(role)](const std::string& request) {
+      if (request == "set tls reload") {
+        Status st = reload();
+        if (!st.is_ok()) return common::json_error(st.message());
+        json::object o;
+        o["tls"] = tls_->describe();
+        return common::json_ok(std::move(o));
+      }
+      return role(request);
+    };
+  }
+
+ private:
+  std::function<void(const std::string&)> log_;
+  std::shared_ptr<common::TlsIdentity> tls_;
+};
+
 // What a role's state means to a service manager (NodeHost::on_state).
 common::ServicePhase service_phase(checkpoint::PrimaryState s) {
   using S = checkpoint::PrimaryState;
@@ -272,6 +362,7 @@ void report_states(Node& node, NodeHost& host, std::string role, State initial) 
 }
 
 Outcome run_primary(const std::string& role, checkpoint::PrimaryConfig config, NodeHost& host,
+                    LinkSecurity& security,
                     WitnessLink* link, std::optional<common::SharedMemory> image,
                     std::function<void()> on_started) {
   checkpoint::PrimaryNode node(std::move(config), host.log);
@@ -283,7 +374,8 @@ Outcome run_primary(const std::string& role, checkpoint::PrimaryConfig config, N
     link->attach(&node);
   }
   if (host.control) {
-    host.control->set_handler([&node](const std::string& r) { return node.handle_control(r); });
+    host.control->set_handler(
+        security.handler([&node](const std::string& r) { return node.handle_control(r); }));
   }
   if (host.metrics) {
     host.metrics->set_handler(
@@ -311,6 +403,18 @@ std::string default_node_id(const NodeSettings& s) {
 }  // namespace
 
 Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
+  LinkSecurity security(host.log);
+  ROMULUS_RETURN_IF_ERROR(security.start(settings));
+  // SIGHUP re-reads the TLS files (without TLS it stops the node, as before).
+  if (host.on_reload && settings.tls.enabled()) {
+    host.on_reload([&security] { (void)security.reload(); });
+  }
+  struct ReloadOff {
+    NodeHost& host;
+    ~ReloadOff() {
+      if (host.on_reload) host.on_reload(nullptr);
+    }
+  } reload_off{host};
   std::optional<WitnessLink> link;
   if (settings.witness.endpoints.empty()) {
     host.log(
@@ -322,6 +426,18 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
     const std::string replication =
         settings.listen ? common::format_endpoint(settings.listen->first, settings.listen->second)
                         : std::string();
+    if (!etcd::is_tls_url(settings.witness.endpoints)) {
+      auto eps = etcd::parse_endpoints(settings.witness.endpoints);
+      for (const auto& ep : eps.is_ok() ? *eps : std::vector<etcd::Endpoint>{}) {
+        if (common::is_loopback_host(ep.host)) continue;
+        host.log(fmt::format(
+            "WARNING: the witness {} is plain HTTP: whoever can reach etcd or sits on its path "
+            "can read and forge the pair's ownership; use etcds:// (docs/operations.md, "
+            "\"Certificates\")",
+            settings.witness.endpoints));
+        break;
+      }
+    }
     link.emplace(settings.witness, replication, host.log);
     ROMULUS_RETURN_IF_ERROR(link->start());
     host.log(fmt::format("witness {}: pair '{}', node '{}', lease {} s", settings.witness.endpoints,
@@ -356,7 +472,8 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
           continue;
         }
       }
-      Outcome o = run_primary("primary", settings.primary, host, w, std::nullopt, nullptr);
+      Outcome o =
+          run_primary("primary", settings.primary, host, security, w, std::nullopt, nullptr);
       if (!o.demoted) return o.status;
       if (!settings.listen) {
         return Status::aborted(
@@ -379,7 +496,8 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
       report_states(node, host, "backup", BackupState::kNoImage);
       if (w) node.set_takeover_gate(w);
       if (host.control) {
-        host.control->set_handler([&node](const std::string& r) { return node.handle_control(r); });
+        host.control->set_handler(
+            security.handler([&node](const std::string& r) { return node.handle_control(r); }));
       }
       if (host.metrics) {
         host.metrics->set_handler(
@@ -429,8 +547,8 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
         if (rc != 0) log(fmt::format("--on-failover command exited with {}", rc));
       }
     };
-    Outcome o =
-        run_primary("primary (took over)", std::move(pc), host, w, std::move(a.image), on_started);
+    Outcome o = run_primary("primary (took over)", std::move(pc), host, security, w,
+                            std::move(a.image), on_started);
     if (!o.demoted) return o.status;
     role = StartAs::kBackup;  // rejoin the owner as its backup
   }

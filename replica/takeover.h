@@ -18,6 +18,12 @@
 // Without a witness: a backup takes over on its own judgement, and a primary
 // never demotes; a start-up warning names the risk.
 //
+// The replication link is mutual TLS when the node has certificates; without
+// them run_node() refuses to start on a non-loopback address unless
+// --insecure (and then warns). The TLS files are re-read for new connections
+// on SIGHUP and on `romulus set tls reload` (a request the process answers
+// whatever its role).
+//
 // The process's control socket and metrics endpoint stay in place across role
 // changes (they say "changing role" for the moment in between); the metrics
 // served follow the role (replica/node_metrics.h).
@@ -56,7 +62,7 @@ struct NodeHost {
   common::MetricsServer* metrics = nullptr;
   // Takeovers this process made (counted by run_node(), served as metrics).
   std::atomic<uint64_t> failovers{0};
-  // Registers what a stop signal (SIGINT, SIGTERM, SIGHUP) calls; nullptr clears it.
+  // Registers what a stop signal (SIGINT, SIGTERM; SIGHUP without TLS) calls; nullptr clears it.
   std::function<void(std::function<void()>)> on_stop;
   // Names the role in log lines ("primary", "backup", "primary (took over)").
   std::function<void(const std::string&)> set_role;
@@ -64,13 +70,16 @@ struct NodeHost {
   // to a service manager: a primary is ready once protected, a backup once
   // it holds a consistent image (common/service_notify.h). nullptr: unused.
   std::function<void(std::string_view role, std::string_view state, common::ServicePhase)> on_state;
+  // Registers what SIGHUP calls (re-reading the TLS files); nullptr clears it.
+  std::function<void(std::function<void()>)> on_reload;
 };
 
 struct WitnessSettings {
   std::string endpoints;  // "etcd://h:p,h:p"; empty: no witness
   std::string pair;
   std::chrono::seconds lease_ttl{2};
-  std::string node_id;  // empty: host name and own replication address
+  std::string node_id;   // empty: host name and own replication address
+  common::TlsFiles tls;  // etcds://: the client's certificate, key and the CA
 };
 
 struct NodeSettings {
@@ -85,6 +94,11 @@ struct NodeSettings {
   std::optional<std::pair<std::string, uint16_t>> peer_after_takeover;
   std::optional<std::string> on_failover;  // shell command run once the guest runs again
   WitnessSettings witness;
+  // The replication link, for every role of the process: mutual TLS with
+  // these files (loaded by run_node(), re-read on SIGHUP and `romulus set tls
+  // reload`), or plaintext: on loopback, or anywhere with `insecure`.
+  common::TlsFiles tls;
+  bool insecure = false;
 };
 
 enum class StartAs { kPrimary, kBackup };

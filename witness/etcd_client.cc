@@ -11,6 +11,8 @@
 #include <charconv>
 #include <exception>
 
+#include "common/link_stream.h"
+
 namespace romulus::witness::etcd {
 
 namespace asio = boost::asio;
@@ -26,6 +28,7 @@ std::string Endpoint::to_string() const {
 Result<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
   const std::string original(text);
   if (text.starts_with("etcd://")) text.remove_prefix(7);
+  if (text.starts_with("etcds://")) text.remove_prefix(8);
   std::vector<Endpoint> out;
   while (true) {
     const size_t comma = text.find(',');
@@ -62,8 +65,10 @@ Result<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
   return out;
 }
 
-std::string endpoints_to_string(const std::vector<Endpoint>& endpoints) {
-  std::string out = "etcd://";
+bool is_tls_url(std::string_view text) { return text.starts_with("etcds://"); }
+
+std::string endpoints_to_string(const std::vector<Endpoint>& endpoints, bool tls) {
+  std::string out = tls ? "etcds://" : "etcd://";
   for (size_t i = 0; i < endpoints.size(); ++i) {
     if (i > 0) out += ',';
     out += endpoints[i].to_string();
@@ -76,10 +81,14 @@ std::string endpoints_to_string(const std::vector<Endpoint>& endpoints) {
 // socket is closed, the aborted handlers drained, and a timeout returned.
 class EtcdClient::Connection {
  public:
-  explicit Connection(size_t endpoint) : endpoint_(endpoint), resolver_(ioc_), socket_(ioc_) {}
+  Connection(size_t endpoint, const Endpoint& ep, const common::TlsIdentity* tls)
+      : endpoint_(endpoint),
+        resolver_(ioc_),
+        stream_(tls ? common::LinkStream(tcp::socket(ioc_), *tls, ep.host)
+                    : common::LinkStream(tcp::socket(ioc_))) {}
 
   size_t endpoint() const { return endpoint_; }
-  bool connected() const { return socket_.is_open(); }
+  bool connected() { return stream_.socket().is_open() && handshaken_; }
 
   Result<std::string> exchange(const Endpoint& ep, std::string_view path, const std::string& body,
                                std::chrono::milliseconds timeout) {
@@ -92,9 +101,8 @@ class EtcdClient::Connection {
   }
 
   void close() {
-    boost::system::error_code ignored;
     resolver_.cancel();
-    socket_.close(ignored);
+    stream_.close();
   }
 
  private:
@@ -144,9 +152,10 @@ class EtcdClient::Connection {
           fmt::format("{}: no reply within {} ms ({})", ep.to_string(), timeout.count(), step_));
     }
     if (error_) {
+      const std::string why =
+          stream_.tls() && !handshaken_ ? stream_.describe_failure(error_) : error_.message();
       close();
-      return Status::unavailable(
-          fmt::format("{}: {}: {}", ep.to_string(), step_, error_.message()));
+      return Status::unavailable(fmt::format("{}: {}: {}", ep.to_string(), step_, why));
     }
     http::response<http::string_body> response = parser_->release();
     if (!response.keep_alive()) close();
@@ -161,18 +170,27 @@ class EtcdClient::Connection {
 
   void do_connect(const tcp::resolver::results_type& results) {
     step_ = "connect";
-    asio::async_connect(socket_, results,
+    asio::async_connect(stream_.socket(), results,
                         [this](boost::system::error_code e, const tcp::endpoint&) {
                           if (e) return finish(e);
                           boost::system::error_code ignored;
-                          socket_.set_option(tcp::no_delay(true), ignored);
-                          do_write();
+                          stream_.socket().set_option(tcp::no_delay(true), ignored);
+                          do_handshake();
                         });
+  }
+
+  void do_handshake() {
+    step_ = stream_.tls() ? "TLS handshake" : "connect";
+    stream_.async_handshake(common::LinkStream::Side::kClient, [this](boost::system::error_code e) {
+      if (e) return finish(e);
+      handshaken_ = true;
+      do_write();
+    });
   }
 
   void do_write() {
     step_ = "send";
-    http::async_write(socket_, request_, [this](boost::system::error_code e, size_t) {
+    http::async_write(stream_, request_, [this](boost::system::error_code e, size_t) {
       if (e) return finish(e);
       do_read();
     });
@@ -180,7 +198,7 @@ class EtcdClient::Connection {
 
   void do_read() {
     step_ = "read reply";
-    http::async_read(socket_, buffer_, *parser_,
+    http::async_read(stream_, buffer_, *parser_,
                      [this](boost::system::error_code e, size_t) { finish(e); });
   }
 
@@ -192,7 +210,8 @@ class EtcdClient::Connection {
   size_t endpoint_;
   asio::io_context ioc_;
   tcp::resolver resolver_;
-  tcp::socket socket_;
+  common::LinkStream stream_;
+  bool handshaken_ = false;
   boost::beast::flat_buffer buffer_;
   http::request<http::string_body> request_;
   std::optional<http::response_parser<http::string_body>> parser_;
@@ -213,13 +232,13 @@ Result<std::string> EtcdClient::post_once(size_t endpoint, std::string_view path
                                           const std::string& body) {
   const bool reuse = conn_ && conn_->endpoint() == endpoint && conn_->connected();
   if (!reuse) {
-    conn_ = std::make_unique<Connection>(endpoint);
+    conn_ = std::make_unique<Connection>(endpoint, endpoints_[endpoint], options_.tls.get());
     ++connections_opened_;
   }
   Result<std::string> r = conn_->exchange(endpoints_[endpoint], path, body, options_.timeout);
   if (!r.is_ok() && reuse && r.status().code() == StatusCode::kUnavailable) {
     // The server may have closed an idle kept-alive connection: one fresh try.
-    conn_ = std::make_unique<Connection>(endpoint);
+    conn_ = std::make_unique<Connection>(endpoint, endpoints_[endpoint], options_.tls.get());
     ++connections_opened_;
     r = conn_->exchange(endpoints_[endpoint], path, body, options_.timeout);
   }

@@ -1,6 +1,8 @@
 // EtcdClient: a small synchronous client for etcd's v3 JSON gateway (etcd 3.4).
 //
-// HTTP/1.1 over TCP (Boost.Beast), on a private io_context: every request runs
+// HTTP/1.1 over TCP, or over mutual TLS with Options::tls (`etcds://`: the
+// client shows its certificate and checks etcd's against the CA and the
+// endpoint's address or name), with Boost.Beast on a private io_context: every request runs
 // under a deadline (Options::timeout per endpoint attempt), so no call can
 // hang; a call tries each endpoint in turn, starting with the one that last
 // answered, and returns within about timeout x endpoints. The connection to
@@ -21,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/tls.h"
 #include "protocol/status.h"
 #include "witness/etcd_reply.h"
 
@@ -32,10 +35,13 @@ struct Endpoint {
   std::string to_string() const;
 };
 
-// "etcd://h:p,h:p" or "h:p,h:p" (an IPv6 host in brackets: "[::1]:2379").
+// "etcd://h:p,h:p", "etcds://h:p,h:p" or "h:p,h:p" (an IPv6 host in
+// brackets: "[::1]:2379").
 Result<std::vector<Endpoint>> parse_endpoints(std::string_view text);
-// "etcd://h:p,h:p"
-std::string endpoints_to_string(const std::vector<Endpoint>& endpoints);
+// Whether `text` names TLS endpoints ("etcds://...").
+bool is_tls_url(std::string_view text);
+// "etcd://h:p,h:p" ("etcds://" with tls)
+std::string endpoints_to_string(const std::vector<Endpoint>& endpoints, bool tls = false);
 
 struct AcquireReply {
   bool won = false;
@@ -54,6 +60,9 @@ class EtcdClient {
  public:
   struct Options {
     std::chrono::milliseconds timeout{500};  // per endpoint attempt
+    // Mutual TLS with this identity (its peer name is ignored: each
+    // endpoint's certificate must carry the endpoint's host); nullptr: HTTP.
+    std::shared_ptr<common::TlsIdentity> tls;
   };
 
   explicit EtcdClient(std::vector<Endpoint> endpoints);

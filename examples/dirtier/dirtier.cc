@@ -1,7 +1,7 @@
 // romulus-dirtier: a guest that dirties a chosen number of arena pages per second.
 //
 //   romulus-dirtier [--pages-per-sec N] [--pattern sparse|clustered|dense]
-//                   [--span PAGES] [--seconds S] [--update]
+//                   [--span PAGES] [--seconds S] [--update] [--fill]
 //
 // Pages are picked at random in a region of --span pages allocated in the arena
 // (default: 3/4 of it). What one "page write" touches:
@@ -10,7 +10,9 @@
 //   dense      the whole page
 // --pages-per-sec 0 (the default) writes as fast as it can. --update wraps each
 // page write in a romulus::guest::Update. Runs --seconds (default: until SIGTERM or
-// SIGINT), then prints the achieved rate on stdout.
+// SIGINT), then prints the achieved rate on stdout. --fill first writes every page
+// of the region whole (a populated arena, for initial-sync benchmarks) and prints
+// "romulus-dirtier: filled N pages".
 #include <signal.h>
 #include <unistd.h>
 
@@ -39,6 +41,7 @@ struct Options {
   uint64_t span = 0;
   double seconds = 0;
   bool update = false;
+  bool fill = false;
 };
 
 // Lives in the arena so a resumed dirtier keeps using the same region.
@@ -51,7 +54,8 @@ struct DirtierState {
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "romulus-dirtier: %s\nusage: romulus-dirtier [--pages-per-sec N] "
-               "[--pattern sparse|clustered|dense] [--span PAGES] [--seconds S] [--update]\n",
+               "[--pattern sparse|clustered|dense] [--span PAGES] [--seconds S] [--update] "
+               "[--fill]\n",
                msg);
   std::exit(2);
 }
@@ -83,6 +87,8 @@ Options parse(int argc, char** argv) {
       o.seconds = std::strtod(value().c_str(), nullptr);
     } else if (a == "--update") {
       o.update = true;
+    } else if (a == "--fill") {
+      o.fill = true;
     } else {
       usage(("unknown option " + a).c_str());
     }
@@ -139,6 +145,14 @@ int main(int argc, char** argv) {
     std::printf("romulus-dirtier: resumed at epoch %llu after %llu page writes\n",
                 static_cast<unsigned long long>(arena->resumed_epoch().value_or(0)),
                 static_cast<unsigned long long>(state->writes));
+    std::fflush(stdout);
+  }
+
+  if (opt.fill && !arena->resumed()) {
+    for (uint64_t pfn = 0; pfn < span && !g_stop; ++pfn) {
+      std::memset(region + pfn * 4096, static_cast<int>(pfn % 251 + 1), 4096);
+    }
+    std::printf("romulus-dirtier: filled %llu pages\n", static_cast<unsigned long long>(span));
     std::fflush(stdout);
   }
 

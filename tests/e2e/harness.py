@@ -13,6 +13,8 @@ What is here:
   Relay                       a TCP relay that can flip bits (primary->backup) and hold
                               the backup->primary direction (ACKs)
   seeded_random(name)         random.Random with a printed seed (ROMULUS_E2E_SEED wins)
+  Pki                         a throwaway certificate authority made with the `openssl`
+                              command: CA, node certificates (expired ones too), --tls-* args
 
 Nothing here asserts on timing: waits are for conditions, with generous deadlines
 that only bound how long a broken run hangs.
@@ -319,17 +321,72 @@ class Node(Proc):
         return s["primary"]["acked_epoch"]
 
 
+def have_openssl():
+    return shutil.which("openssl") is not None
+
+
+class Pki:
+    """A throwaway certificate authority in `directory`, made with the `openssl` command
+    (EC P-256 keys). issue(name) signs a certificate whose CN and subjectAltName DNS are
+    `name`; days < 0 makes one that expired already (notAfter in the past)."""
+
+    def __init__(self, directory, ca_name="Romulus test CA"):
+        os.makedirs(directory, exist_ok=True)
+        self.dir = directory
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", ca_name).strip("-").lower()
+        self.ca_key = os.path.join(directory, slug + ".key")
+        self.ca = os.path.join(directory, slug + ".crt")
+        self._run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-nodes", "-keyout", self.ca_key, "-out", self.ca, "-days", "30",
+                  "-subj", f"/CN={ca_name}")
+        self._issued = {}
+
+    @staticmethod
+    def _run(*args):
+        r = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(args)}: {r.stderr.strip()}")
+
+    def issue(self, name, days=30, san=None):
+        """(certificate path, key path) for `name`, signed by this CA; its subjectAltName
+        is `san` if given (e.g. "IP:127.0.0.1"), else DNS:name."""
+        if (name, days) in self._issued:
+            return self._issued[(name, days)]
+        base = os.path.join(self.dir, f"{name}{'' if days == 30 else f'.{days}d'}")
+        self._run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                  "-keyout", base + ".key", "-out", base + ".csr", "-subj", f"/CN={name}")
+        with open(base + ".ext", "w") as f:
+            f.write(f"subjectAltName={san or 'DNS:' + name}\n")
+        self._run("x509", "-req", "-in", base + ".csr", "-CA", self.ca, "-CAkey", self.ca_key,
+                  "-CAcreateserial", "-out", base + ".crt", "-days", str(days),
+                  "-extfile", base + ".ext")
+        self._issued[(name, days)] = (base + ".crt", base + ".key")
+        return self._issued[(name, days)]
+
+    def args(self, name, peer=None, days=30, ca=None):
+        """The --tls-* options of a node named `name` (requiring the peer to be `peer`)."""
+        cert, key = self.issue(name, days)
+        out = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", ca or self.ca]
+        if peer:
+            out += ["--tls-peer-name", peer]
+        return out
+
+
 class Cluster:
     """Romulus nodes for one test, in one temp dir; all stopped at cleanup.
 
     Defaults make a cycle quick: a 32 MiB arena, 20 ms epochs, 50 ms heartbeats and a
     1 s failover timeout (kills are seen at once, by the connection reset; the timeout
     only has to survive scheduling delays on a loaded 2-core machine).
+
+    tls=True: every node gets a certificate from one throwaway CA (self.pki), named
+    after the node, and the link runs mutual TLS.
     """
 
     def __init__(self, test, memory="32M", interval="20ms", heartbeat="50ms",
-                 failover_timeout="1s", commit=None):
+                 failover_timeout="1s", commit=None, tls=False):
         self.dir = tempfile.mkdtemp(prefix="romulus-e2e-")
+        self.pki = Pki(os.path.join(self.dir, "pki")) if tls else None
         self.memory = memory
         self.commit = commit  # --commit eager|interval; None: the default (eager)
         self.interval = interval
@@ -341,8 +398,9 @@ class Cluster:
         test.addCleanup(self.close)
 
     def _common(self, control_path, service_port, memory, interval, heartbeat, failover_timeout,
-                extra):
-        args = ["--memory", memory or self.memory, "--control", control_path,
+                extra, name=None):
+        args = self.pki.args(name) if self.pki and name else []
+        args += ["--memory", memory or self.memory, "--control", control_path,
                 "--interval", interval or self.interval,
                 "--heartbeat", heartbeat or self.heartbeat,
                 "--failover-timeout", failover_timeout or self.failover_timeout,
@@ -366,7 +424,7 @@ class Cluster:
         ctl = self._control_path(name)
         argv = [binary("romulus"), "backup", "--listen", f"127.0.0.1:{port}"]
         argv += self._common(ctl, service_port, memory, interval, heartbeat, failover_timeout,
-                             extra)
+                             extra, name)
         if reprotect:
             argv += ["--reprotect", f"127.0.0.1:{reprotect}"]
         node = Node(name, argv + ["--", *guest], ctl, listen_port=port, service_port=service_port)
@@ -382,7 +440,7 @@ class Cluster:
         ctl = self._control_path(name)
         argv = [binary("romulus"), "primary", "--backup", f"127.0.0.1:{backup_port}"]
         argv += self._common(ctl, service_port, memory, interval, heartbeat, failover_timeout,
-                             extra)
+                             extra, name)
         node = Node(name, argv + ["--", *guest], ctl, service_port=service_port)
         self.procs.append(node)
         return node

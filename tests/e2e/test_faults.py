@@ -33,6 +33,11 @@ it the same faults run in a documenting mode: the checks are reported, not
 asserted (how many acknowledged writes were lost, how many primaries remain),
 so the lab is proven today and the real checks switch on when the witness
 lands. Output-release intervals are checked only where nodes print them.
+
+The replication link between A and B runs mutual TLS, as a pair between hosts
+must (a plaintext link off loopback needs --insecure): each test makes a
+throwaway CA with the `openssl` command (harness.Pki) and gives node X the
+certificate of `node-X`, requiring its peer to be named after the other node.
 """
 
 import json
@@ -55,6 +60,8 @@ RELEASED_RE = r"RELEASED mono_ms=(\d+)\.\.(\d+) deadline_ms=(-?\d+)"
 
 _LAB_OK, _LAB_WHY = netns.supported()
 _BUILT = harness.have("romulus", "kvstore", "kvload")
+if _LAB_OK and not harness.have_openssl():
+    _LAB_OK, _LAB_WHY = False, "the openssl command is not installed (scripts/setup)"
 
 
 def witness_supported():
@@ -113,6 +120,7 @@ class FaultTest(unittest.TestCase):
         self.history = {"A": [], "B": []}  # every node process each host ran
         self.notes = []
         self.rng, self.seed = harness.seeded_random(self.id().rsplit(".", 1)[1])
+        self.pki = harness.Pki(os.path.join(self.lab.dir, "pki"), "Romulus fault lab CA")
 
     def addr(self, host, port):
         return f"{self.lab.ip(host)}:{port}"
@@ -129,6 +137,9 @@ class FaultTest(unittest.TestCase):
         args = ["--memory", "32M", "--interval", "20ms", "--heartbeat", "50ms",
                 "--failover-timeout", "1s", "--stats-period", "0", "--control", control,
                 "--service", self.addr(host, SERVICE_PORT)]
+        # Mutual TLS on the link: A and B accept only each other.
+        peer = "B" if host == "A" else "A"
+        args += self.pki.args(f"node-{host}", peer=f"node-{peer}")
         return control, args + self.witness_args()
 
     def start_backup(self, host, peer):

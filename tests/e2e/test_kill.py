@@ -53,10 +53,11 @@ def plan(rng, cycles):
 @harness.require_binaries("romulus", "counter", "dirtier")
 class KillPrimaryTest(unittest.TestCase):
 
-    def run_cycle(self, i, delay, kind, after, tracker=None, commit=None):
+    def run_cycle(self, i, delay, kind, after, tracker=None, commit=None, tls=False):
         # A failing cycle stops its processes at once, not at the test's end,
-        # so the cycles after it (subtests) run on a quiet machine.
-        c = Cluster(self, commit=commit)
+        # so the cycles after it (subtests) run on a quiet machine. tls: the pair's
+        # link runs mutual TLS (test_tls.py runs these cycles that way).
+        c = Cluster(self, commit=commit, tls=tls)
         try:
             return self._run_cycle(c, i, delay, kind, after, tracker)
         finally:

@@ -204,10 +204,11 @@ class OutputCommitTest(unittest.TestCase):
                             f"ops {report['ops']}, check {chk}")
         harness.log(f"{self.KILL_CYCLES} cycles (--commit {self.COMMIT}): {totals}")
 
-    def kill_cycle(self, i, delay, seed, pipeline):
+    def kill_cycle(self, i, delay, seed, pipeline, tls=False):
         # A failing cycle stops its processes at once, not at the test's end,
-        # so the cycles after it (subtests) run on a quiet machine.
-        c = self.cluster()
+        # so the cycles after it (subtests) run on a quiet machine. tls: the
+        # link runs mutual TLS (test_tls.py runs cycles that way).
+        c = self.cluster(tls=tls)
         try:
             return self._kill_cycle(c, i, delay, seed, pipeline)
         finally:

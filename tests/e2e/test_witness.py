@@ -29,34 +29,52 @@ RELEASED_RE = r"RELEASED mono_ms=(\d+)\.\.(\d+) deadline_ms=(-?\d+)"
 
 
 class Etcd:
-    """One etcd member on free loopback ports, its data in a temp dir."""
+    """One etcd member on free loopback ports, its data in a temp dir.
 
-    def __init__(self, test):
+    pki (a harness.Pki): etcd serves https with a certificate from it (IP:127.0.0.1) and
+    requires client certificates from it (--client-cert-auth); witness_args() is then
+    etcds://."""
+
+    def __init__(self, test, pki=None):
         self.dir = tempfile.mkdtemp(prefix="romulus-etcd-")
         self.client_port = harness.free_port()
         self.peer_port = harness.free_port()
-        self.url = f"http://127.0.0.1:{self.client_port}"
+        self.pki = pki
+        self.url = f"{'https' if pki else 'http'}://127.0.0.1:{self.client_port}"
+        tls = []
+        if pki:
+            cert, key = pki.issue("etcd-server", san="IP:127.0.0.1")
+            tls = ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", pki.ca,
+                   "--client-cert-auth"]
         self.proc = harness.Proc("etcd", [
             shutil.which("etcd"), "--name", "e2e", "--data-dir", os.path.join(self.dir, "data"),
             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
             "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
             "--initial-cluster", f"e2e=http://127.0.0.1:{self.peer_port}",
-            "--log-level", "warn"])
+            "--log-level", "warn", *tls])
         test.addCleanup(self.close)
         self._wait_ready()
 
     def _wait_ready(self):
+        context = None
+        if self.pki:
+            import ssl
+            context = ssl.create_default_context(cafile=self.pki.ca)
+            context.load_cert_chain(*self.pki.issue("etcd-health"))
+
         def ok():
             try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                with urllib.request.urlopen(self.url + "/health", timeout=1,
+                                            context=context) as r:
                     return json.loads(r.read()).get("health") == "true"
             except Exception:
                 return False
         harness.wait_until(ok, "etcd to be healthy\n" + self.proc.text())
 
     def witness_args(self, pair):
-        return ["--witness", f"etcd://127.0.0.1:{self.client_port}", "--pair", pair,
+        scheme = "etcds" if self.pki else "etcd"
+        return ["--witness", f"{scheme}://127.0.0.1:{self.client_port}", "--pair", pair,
                 "--lease-ttl", "2s"]
 
     def close(self):

@@ -7,6 +7,10 @@
 // what is left and removes the directory. Members die with the test process
 // (PR_SET_PDEATHSIG). Logs: <dir>/<member>.log. The etcd binary is $ROMULUS_ETCD,
 // else `etcd` on PATH. Header-only; used from one test thread.
+//
+// With TLS (start(members, tls)) the client URLs are https and etcd requires a
+// client certificate from `tls.ca` (--client-cert-auth); the health check then
+// connects with `tls.client`.
 #pragma once
 
 #include <fcntl.h>
@@ -21,6 +25,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,6 +67,14 @@ inline Result<std::vector<uint16_t>> free_loopback_ports(size_t n) {
 
 class EtcdCluster {
  public:
+  // PEM files for a TLS cluster: the server's certificate (its subjectAltName
+  // must hold IP:127.0.0.1), the CA client certificates must chain to, and the
+  // identity the health check connects with.
+  struct Tls {
+    std::string server_cert, server_key, ca;
+    std::shared_ptr<common::TlsIdentity> client;
+  };
+
   struct Member {
     std::string name;
     uint16_t client_port = 0;
@@ -70,8 +83,10 @@ class EtcdCluster {
     witness::etcd::Endpoint endpoint() const { return {"127.0.0.1", client_port}; }
   };
 
-  static Result<std::unique_ptr<EtcdCluster>> start(size_t members = 1) {
+  static Result<std::unique_ptr<EtcdCluster>> start(size_t members = 1,
+                                                    std::optional<Tls> tls = std::nullopt) {
     std::unique_ptr<EtcdCluster> c(new EtcdCluster());
+    c->tls_ = std::move(tls);
     std::string tmpl = (std::filesystem::temp_directory_path() / "romulus-etcd-XXXXXX").string();
     if (mkdtemp(tmpl.data()) == nullptr) return Status::from_errno("mkdtemp", errno);
     c->dir_ = tmpl;
@@ -103,8 +118,10 @@ class EtcdCluster {
     for (const Member& m : members_) out.push_back(m.endpoint());
     return out;
   }
-  // "etcd://127.0.0.1:p1,127.0.0.1:p2"
-  std::string url() const { return witness::etcd::endpoints_to_string(endpoints()); }
+  // "etcd://127.0.0.1:p1,127.0.0.1:p2" ("etcds://" with TLS)
+  std::string url() const {
+    return witness::etcd::endpoints_to_string(endpoints(), tls_.has_value());
+  }
   const std::string& dir() const { return dir_; }
 
   void kill_member(size_t i) {
@@ -121,7 +138,8 @@ class EtcdCluster {
   EtcdCluster() = default;
 
   Status spawn(Member& m, const std::string& initial) {
-    const std::string client = fmt::format("http://127.0.0.1:{}", m.client_port);
+    const std::string client =
+        fmt::format("{}://127.0.0.1:{}", tls_ ? "https" : "http", m.client_port);
     const std::string peer = fmt::format("http://127.0.0.1:{}", m.peer_port);
     const char* bin = std::getenv("ROMULUS_ETCD");
     std::vector<std::string> args = {
@@ -145,6 +163,14 @@ class EtcdCluster {
         "--initial-cluster-state",
         "new",
     };
+    if (tls_) {
+      for (const std::string& a :
+           {std::string("--cert-file"), tls_->server_cert, std::string("--key-file"),
+            tls_->server_key, std::string("--trusted-ca-file"), tls_->ca,
+            std::string("--client-cert-auth")}) {
+        args.push_back(a);
+      }
+    }
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -170,7 +196,9 @@ class EtcdCluster {
   Status wait_healthy(std::chrono::seconds limit) {
     const auto until = std::chrono::steady_clock::now() + limit;
     for (Member& m : members_) {
-      witness::etcd::EtcdClient client({m.endpoint()});
+      witness::etcd::EtcdClient::Options options;
+      if (tls_) options.tls = tls_->client;
+      witness::etcd::EtcdClient client({m.endpoint()}, options);
       for (;;) {
         if (client.get("/romulus-test/health").is_ok()) break;
         int status = 0;
@@ -191,6 +219,7 @@ class EtcdCluster {
 
   std::string dir_;
   std::vector<Member> members_;
+  std::optional<Tls> tls_;
 };
 
 }  // namespace romulus::testing

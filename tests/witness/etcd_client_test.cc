@@ -218,7 +218,9 @@ TEST(EtcdClientUnreachable, ASilentEndpointGivesAnErrorAtTheDeadline) {
   ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
   ASSERT_EQ(listen(fd, 4), 0);
   ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  EtcdClient client({{"127.0.0.1", ntohs(a.sin_port)}}, EtcdClient::Options{100ms});
+  EtcdClient::Options options;
+  options.timeout = 100ms;
+  EtcdClient client({{"127.0.0.1", ntohs(a.sin_port)}}, options);
   auto r = client.keepalive(1);
   close(fd);
   ASSERT_FALSE(r.is_ok());
