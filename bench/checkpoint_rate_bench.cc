@@ -434,9 +434,8 @@ int rate_section(const Options& opt) {
                  "checkpoints_per_sec,target_per_sec,pause_p50_ms,pause_p99_ms,dirty_per_epoch,"
                  "stretched,epochs,span,seconds,loadavg\n");
   }
-  std::unique_ptr<FILE, int (*)(FILE*)> csv_closer(csv, [](FILE* f) {
-    return f ? std::fclose(f) : 0;
-  });
+  std::unique_ptr<FILE, int (*)(FILE*)> csv_closer(csv,
+                                                   [](FILE* f) { return f ? std::fclose(f) : 0; });
   std::printf("\nCheckpoint rate: dirtier --pattern sparse --span %" PRIu64
               ", NullTransport, %.1f s of EpochEngine::run() per row.\n\n",
               opt.rate_span, opt.seconds);
@@ -449,8 +448,8 @@ int rate_section(const Options& opt) {
     for (uint64_t ms : opt.intervals_ms) {
       for (uint64_t per_epoch : opt.pages_per_epoch) {
         const uint64_t pps = per_epoch * 1000 / ms;
-        std::fprintf(stderr, "rate: %s %" PRIu64 " ms, %" PRIu64 " pages/epoch...\n", t.c_str(),
-                     ms, per_epoch);
+        std::fprintf(stderr, "rate: %s %" PRIu64 " ms, %" PRIu64 " pages/epoch...\n", t.c_str(), ms,
+                     per_epoch);
         auto r = run_protected(t, opt.arena_bytes,
                                {"--pages-per-sec", std::to_string(pps), "--pattern", "sparse",
                                 "--span", std::to_string(opt.rate_span)},
@@ -465,19 +464,18 @@ int rate_section(const Options& opt) {
             "| %s | %" PRIu64 " ms | %" PRIu64
             "/s | %.1f | %.1f ms | %.1f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms "
             "| %.2f ms | %.2f ms | %.0f | %" PRIu64 "/%" PRIu64 " | %.0f/s |\n",
-            t.c_str(), ms, pps, p.rate(), p.interval_p50, p.interval_p99, p.pause_p50,
-            p.pause_p99, p.stop_p50, p.stop_p99, p.collect_p50, p.copy_p50, p.encode_p50,
-            p.dirty_per_epoch, p.stretched, p.epochs, p.guest_pages_per_sec);
+            t.c_str(), ms, pps, p.rate(), p.interval_p50, p.interval_p99, p.pause_p50, p.pause_p99,
+            p.stop_p50, p.stop_p99, p.collect_p50, p.copy_p50, p.encode_p50, p.dirty_per_epoch,
+            p.stretched, p.epochs, p.guest_pages_per_sec);
         std::fflush(stdout);
         if (csv) {
-          std::fprintf(csv,
-                       "%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64
-                       ",%.0f,%.2f,%.2f,%.3f,%.3f,%.0f,%" PRIu64 ",%" PRIu64 ",%" PRIu64
-                       ",%.1f,%s\n",
-                       t.c_str(), ms, per_epoch, pps, p.guest_pages_per_sec, p.rate(),
-                       1000.0 / static_cast<double>(ms), p.pause_p50, p.pause_p99,
-                       p.dirty_per_epoch, p.stretched, p.epochs, opt.rate_span, opt.seconds,
-                       loadavg().c_str());
+          std::fprintf(
+              csv,
+              "%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.0f,%.2f,%.2f,%.3f,%.3f,%.0f,%" PRIu64
+              ",%" PRIu64 ",%" PRIu64 ",%.1f,%s\n",
+              t.c_str(), ms, per_epoch, pps, p.guest_pages_per_sec, p.rate(),
+              1000.0 / static_cast<double>(ms), p.pause_p50, p.pause_p99, p.dirty_per_epoch,
+              p.stretched, p.epochs, opt.rate_span, opt.seconds, loadavg().c_str());
           std::fflush(csv);
         }
       }
@@ -570,7 +568,8 @@ int bench_main(int argc, char** argv) {
   for (uint64_t ms : opt.intervals_ms) {
     if (ms == 0) usage("intervals must be positive");
   }
-  if (opt.pages_per_epoch.empty() || opt.rate_span == 0) usage("bad --pages-per-epoch or --rate-span");
+  if (opt.pages_per_epoch.empty() || opt.rate_span == 0)
+    usage("bad --pages-per-epoch or --rate-span");
   std::vector<std::string> usable;
   for (const auto& t : opt.trackers) {
     if (t == "uffd") {

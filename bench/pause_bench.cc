@@ -720,13 +720,12 @@ bool write_csv(const Options& opt, const std::vector<Row>& rows, const std::stri
                "engine_copy_us,stop_cont_us,scan_n_us,scan_0_us,memcpy_us,unavoidable_us,"
                "guest_write_us,dirty_mismatches,loadavg_start,loadavg_end\n");
   for (const Row& r : rows) {
-    std::fprintf(f,
-                 "%s,%s,%zu,%" PRIu64 ",%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%" PRIu64
-                 ",%s,%s\n",
-                 r.tracker.c_str(), pattern_name(r.pattern), opt.arena_bytes >> 20, r.n, r.rounds,
-                 r.pause, r.engine_collect, r.engine_copy, r.stop_cont, r.scan_n, r.scan_floor,
-                 r.memcpy_n, r.unavoidable(), r.guest_write, r.dirty_mismatches,
-                 load_start.c_str(), load_end.c_str());
+    std::fprintf(
+        f,
+        "%s,%s,%zu,%" PRIu64 ",%d,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%" PRIu64 ",%s,%s\n",
+        r.tracker.c_str(), pattern_name(r.pattern), opt.arena_bytes >> 20, r.n, r.rounds, r.pause,
+        r.engine_collect, r.engine_copy, r.stop_cont, r.scan_n, r.scan_floor, r.memcpy_n,
+        r.unavoidable(), r.guest_write, r.dirty_mismatches, load_start.c_str(), load_end.c_str());
   }
   std::fclose(f);
   return true;

@@ -270,8 +270,7 @@ void do_attach(Process& proc) {
                                              std::memory_order_acq_rel)) {
     munmap(p, kControlPageSize);
     proc.error = Status::refused(
-        "romulus guest attach: the arena is already attached by pid " +
-        std::to_string(unclaimed) +
+        "romulus guest attach: the arena is already attached by pid " + std::to_string(unclaimed) +
         "; only one process may attach it (unset ROMULUS_ARENA_FD in child processes)");
     return;
   }

@@ -362,9 +362,8 @@ void report_states(Node& node, NodeHost& host, std::string role, State initial) 
 }
 
 Outcome run_primary(const std::string& role, checkpoint::PrimaryConfig config, NodeHost& host,
-                    LinkSecurity& security,
-                    WitnessLink* link, std::optional<common::SharedMemory> image,
-                    std::function<void()> on_started) {
+                    LinkSecurity& security, WitnessLink* link,
+                    std::optional<common::SharedMemory> image, std::function<void()> on_started) {
   checkpoint::PrimaryNode node(std::move(config), host.log);
   report_states(node, host, role, checkpoint::PrimaryState::kStarting);
   if (image) node.adopt_arena(std::move(*image));
