@@ -8,8 +8,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace romulus::common {
@@ -146,7 +148,13 @@ TEST(MetricsServer, ASlowlorisClientIsCutOff) {
   const int err = errno;
   ::close(fd);
   EXPECT_EQ(n, 0) << "errno " << err;
-  const auto lines = s.log.copy();
+  // Beast's stream closes the socket at its deadline before the read handler
+  // runs and logs: wait for the line (a condition, not a timing).
+  auto lines = s.log.copy();
+  for (int i = 0; i < 1000 && lines.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    lines = s.log.copy();
+  }
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_NE(lines[0].find("did not complete its request"), std::string::npos) << lines[0];
 }
