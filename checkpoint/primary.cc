@@ -8,6 +8,7 @@
 
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/epoch_engine.h"
+#include "checkpoint/guest_pause.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/output_proxy.h"
 #include "checkpoint/tcp_sender.h"
@@ -25,18 +26,6 @@ using common::json_error;
 using common::json_ok;
 
 namespace {
-
-// PauseControl over a GuestProcess.
-class GuestPause final : public PauseControl {
- public:
-  explicit GuestPause(GuestProcess& g) : g_(g) {}
-  Status pause(std::chrono::milliseconds gate_timeout) override { return g_.pause(gate_timeout); }
-  Status resume() override { return g_.resume(); }
-  std::optional<std::string> exited() override { return g_.poll_exit(); }
-
- private:
-  GuestProcess& g_;
-};
 
 uint64_t random_session_id() {
   uint64_t id = 0;

@@ -16,11 +16,13 @@
 #include <thread>
 
 #include "checkpoint/epoch_engine.h"
+#include "checkpoint/guest_pause.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/output_proxy.h"
 #include "checkpoint/tracker_choice.h"
 #include "common/shared_memory.h"
 #include "tests/support/guest_paths.h"
+#include "tests/support/socket_read.h"
 
 namespace romulus::checkpoint {
 namespace {
@@ -28,6 +30,7 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
+using romulus::testing::read_for;
 
 // Counts checkpoints as they are fully queued; acknowledges nothing itself.
 class RecordingTransport final : public CheckpointTransport {
@@ -56,17 +59,6 @@ class RecordingTransport final : public CheckpointTransport {
   std::mutex mu_;
   std::condition_variable cv_;
   std::set<uint64_t> sent_;
-};
-
-class GuestPauseControl final : public PauseControl {
- public:
-  explicit GuestPauseControl(GuestProcess& g) : g_(g) {}
-  Status pause(std::chrono::milliseconds t) override { return g_.pause(t); }
-  Status resume() override { return g_.resume(); }
-  std::optional<std::string> exited() override { return g_.poll_exit(); }
-
- private:
-  GuestProcess& g_;
 };
 
 class EagerCommitTest : public ::testing::Test {
@@ -151,25 +143,6 @@ class EagerCommitTest : public ::testing::Test {
     }
   }
 
-  // Reads what arrives within `wait`, up to `want` bytes; "" if nothing.
-  static std::string read_for(tcp::socket& s, std::chrono::milliseconds wait, size_t want) {
-    std::string got;
-    auto deadline = std::chrono::steady_clock::now() + wait;
-    while (got.size() < want) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) break;
-      pollfd pfd{s.native_handle(), POLLIN, 0};
-      if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) break;
-      char buf[4096];
-      boost::system::error_code ec;
-      size_t n = s.read_some(asio::buffer(buf), ec);
-      if (ec) break;
-      got.append(buf, n);
-    }
-    return got;
-  }
-
   // Waits until the proxy holds at least n bytes of guest output.
   void wait_held(uint64_t n) {
     auto deadline = std::chrono::steady_clock::now() + 20s;
@@ -182,7 +155,7 @@ class EagerCommitTest : public ::testing::Test {
   common::SharedMemory arena_, control_;
   std::optional<GuestProcess> guest_;
   std::unique_ptr<DirtyTracker> tracker_;
-  std::optional<GuestPauseControl> pause_;
+  std::optional<GuestPause> pause_;
   RecordingTransport transport_;
   StatsRecorder stats_;
   std::optional<EpochEngine> engine_;

@@ -16,12 +16,15 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/socket_read.h"
+
 namespace romulus::checkpoint {
 namespace {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
+using romulus::testing::read_for;
 
 // The guest: echoes what it reads, except two commands sent alone:
 //   "BIG <n>\n"  answers n bytes of a counting pattern;
@@ -155,29 +158,6 @@ class ProxyFixture : public ::testing::TestWithParam<unsigned> {
           << "the proxy never read " << n << " bytes from the guest";
       std::this_thread::sleep_for(5ms);
     }
-  }
-
-  // Reads what arrives within `wait` (until `want` bytes or EOF); "" if nothing.
-  static std::string read_for(tcp::socket& s, std::chrono::milliseconds wait, size_t want,
-                              bool* eof = nullptr) {
-    std::string got;
-    auto deadline = std::chrono::steady_clock::now() + wait;
-    while (got.size() < want) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) break;
-      pollfd pfd{s.native_handle(), POLLIN, 0};
-      if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) break;
-      char buf[65536];
-      boost::system::error_code ec;
-      size_t n = s.read_some(asio::buffer(buf), ec);
-      if (ec) {
-        if (eof) *eof = true;
-        break;
-      }
-      got.append(buf, n);
-    }
-    return got;
   }
 
   EchoGuest guest_;

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "checkpoint/dirty_tracker.h"
+#include "checkpoint/guest_pause.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/tracker_choice.h"
 #include "common/shared_memory.h"
@@ -63,17 +64,6 @@ class LoopbackTransport final : public CheckpointTransport {
   replica::ReplicaState state;
   protocol::CheckpointReader reader;
   uint64_t bytes_ = 0;
-};
-
-class GuestPauseControl final : public PauseControl {
- public:
-  explicit GuestPauseControl(GuestProcess& g) : g_(g) {}
-  Status pause(std::chrono::milliseconds t) override { return g_.pause(t); }
-  Status resume() override { return g_.resume(); }
-  std::optional<std::string> exited() override { return g_.poll_exit(); }
-
- private:
-  GuestProcess& g_;
 };
 
 struct Harness {
@@ -140,7 +130,7 @@ TEST_P(EpochEngineTest, ReceiverImageEqualsArenaAtEveryPause) {
   const uint64_t pages = Harness::kArenaBytes / protocol::kPageSize;
   LoopbackTransport transport(pages);
   StatsRecorder stats;
-  GuestPauseControl pause(*h.guest);
+  GuestPause pause(*h.guest);
   EngineOptions opts;
   opts.staging_bytes = 64 * protocol::kPageSize;  // small: forces sends while paused
   opts.encoder_threads = 2;
@@ -174,7 +164,7 @@ TEST_P(EpochEngineTest, CheckpointsNeverSplitAnUpdate) {
   const uint64_t pages = Harness::kArenaBytes / protocol::kPageSize;
   LoopbackTransport transport(pages);
   StatsRecorder stats;
-  GuestPauseControl pause(*h.guest);
+  GuestPause pause(*h.guest);
   EngineOptions opts;
   EpochEngine engine(pause, *h.tracker, pages, &transport, stats, opts);
   ASSERT_TRUE(engine.initial_sync().is_ok());
@@ -199,7 +189,7 @@ TEST_P(EpochEngineTest, GuestExitIsReportedNotHungOn) {
   const uint64_t pages = Harness::kArenaBytes / protocol::kPageSize;
   LoopbackTransport transport(pages);
   StatsRecorder stats;
-  GuestPauseControl pause(*h.guest);
+  GuestPause pause(*h.guest);
   EpochEngine engine(pause, *h.tracker, pages, &transport, stats, EngineOptions{});
   // The guest may exit during the initial sync or during a later checkpoint;
   // either way the engine must say the guest is gone, not hang or succeed.
@@ -263,7 +253,7 @@ TEST(CompareTrackerEngineTest, DirtySetLargerThanStagingArrivesExactly) {
   const uint64_t pages = Harness::kArenaBytes / protocol::kPageSize;
   LoopbackTransport transport(pages);
   StatsRecorder stats;
-  GuestPauseControl pause(*h.guest);
+  GuestPause pause(*h.guest);
   EngineOptions opts;
   opts.staging_bytes = 16 * protocol::kPageSize;
   opts.encoder_threads = 3;
