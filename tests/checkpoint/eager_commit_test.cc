@@ -143,6 +143,18 @@ class EagerCommitTest : public ::testing::Test {
     }
   }
 
+  // Waits until checkpoint `epoch` was sent and the engine has counted it:
+  // the transport hears of the checkpoint before the statistics record it.
+  bool wait_sent(uint64_t epoch) {
+    if (!transport_.wait_sent(epoch)) return false;
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (stats_.totals().sent_epoch < epoch) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(1ms);
+    }
+    return true;
+  }
+
   // Waits until the proxy holds at least n bytes of guest output.
   void wait_held(uint64_t n) {
     auto deadline = std::chrono::steady_clock::now() + 20s;
@@ -173,7 +185,7 @@ TEST_F(EagerCommitTest, HeldOutputStartsACheckpointWithoutWaitingForTheInterval)
   auto c = connect();
   asio::write(*c, asio::buffer(std::string("SET a 1\n")));
   // The interval is a minute: only the held reply can start this checkpoint.
-  ASSERT_TRUE(transport_.wait_sent(before + 1)) << "no checkpoint followed the held output";
+  ASSERT_TRUE(wait_sent(before + 1)) << "no checkpoint followed the held output";
   proxy_->on_ack(before + 1);
   EXPECT_EQ(read_for(*c, 20s, 3), "OK\n");
   EXPECT_GE(stats_.totals().output_checkpoints, 1u);
@@ -187,14 +199,14 @@ TEST_F(EagerCommitTest, AReplyProducedWhileCheckpointNIsInFlightIsReleasedOnlyWi
   // reply to a is tagged with the open epoch n and starts checkpoint n.
   const uint64_t n = engine_->open_epoch();
   asio::write(*a, asio::buffer(std::string("SET a 1\n")));
-  ASSERT_TRUE(transport_.wait_sent(n)) << "no checkpoint followed the held output";
+  ASSERT_TRUE(wait_sent(n)) << "no checkpoint followed the held output";
   wait_held(3);
   // While n is in flight, b's request is answered: that reply belongs to n+1.
   ASSERT_EQ(engine_->open_epoch(), n + 1);
   asio::write(*b, asio::buffer(std::string("SET b 2\n")));
   wait_held(6);
   // Group commit: the held reply starts n+1 by itself (no timer, no ack needed).
-  ASSERT_TRUE(transport_.wait_sent(n + 1)) << "the reply held for n+1 started no checkpoint";
+  ASSERT_TRUE(wait_sent(n + 1)) << "the reply held for n+1 started no checkpoint";
   proxy_->on_ack(n);
   EXPECT_EQ(read_for(*a, 20s, 3), "OK\n");
   EXPECT_EQ(read_for(*b, 300ms, 3), "") << "released with the ack of the checkpoint before its own";
@@ -207,7 +219,7 @@ TEST_F(EagerCommitTest, WithNothingHeldNoCheckpointIsTaken) {
   auto c = connect();
   const uint64_t first = engine_->open_epoch();
   asio::write(*c, asio::buffer(std::string("PING\n")));
-  ASSERT_TRUE(transport_.wait_sent(first));
+  ASSERT_TRUE(wait_sent(first));
   proxy_->on_ack(first);
   ASSERT_EQ(read_for(*c, 20s, 5), "PONG\n");
   const uint64_t epochs = stats_.totals().epochs;
@@ -216,7 +228,7 @@ TEST_F(EagerCommitTest, WithNothingHeldNoCheckpointIsTaken) {
   for (int i = 0; i < 5; ++i) {
     const uint64_t e = engine_->open_epoch();
     asio::write(*c, asio::buffer(std::string("GET a\n")));
-    ASSERT_TRUE(transport_.wait_sent(e));
+    ASSERT_TRUE(wait_sent(e));
     proxy_->on_ack(e);
     ASSERT_EQ(read_for(*c, 20s, 10), "NOT_FOUND\n");
   }

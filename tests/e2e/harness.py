@@ -118,7 +118,9 @@ def wait_until(predicate, what, deadline=DEADLINE, poll=0.02):
 
 def control(path, request="status --json", timeout=5.0):
     """One request on a node's control socket; the reply as a dict, or None if the
-    socket is not there (yet, or any more)."""
+    socket is not there (yet, or any more). A status request answered with the
+    node's "changing role; try again" error (it is between roles) is None too:
+    callers poll status and read "role" and "state" from it."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
@@ -134,7 +136,10 @@ def control(path, request="status --json", timeout=5.0):
         return None
     if not data.strip():
         return None
-    return json.loads(data)
+    reply = json.loads(data)
+    if request.startswith("status") and "error" in reply and "role" not in reply:
+        return None
+    return reply
 
 
 def cli(*args, timeout=DEADLINE):
