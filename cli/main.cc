@@ -2,12 +2,14 @@
 // backup that may take over: replica/takeover.h) or talks to a running node
 // through its control socket. Exceptions stop here; every error leaves as one
 // line saying what happened and what to do.
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <signal.h>
 
 #include <atomic>
 #include <boost/json.hpp>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <mutex>
@@ -253,10 +255,32 @@ double number(const json::object& o, std::string_view path) {
   }
 }
 
+// "  link mutual TLS 1.3 (CN=a, until 2027-11-30 UTC); witness mutual TLS 1.3 (...)".
+std::string format_tls(const json::object& t) {
+  const json::value* tls = t.if_contains("tls");
+  if (!tls || !tls->is_object()) return "";
+  auto one = [&](std::string_view part) -> std::string {
+    const std::string mode = field(t, fmt::format("tls.{}.mode", part));
+    if (mode == "?") return "";
+    std::string s = fmt::format("{} {}", part, mode);
+    const double until = number(t, fmt::format("tls.{}.not_after", part));
+    if (until > 0) {
+      s += fmt::format(" ({}, until {:%Y-%m-%d %H:%M} UTC)",
+                       field(t, fmt::format("tls.{}.certificate", part)),
+                       fmt::gmtime(static_cast<std::time_t>(until)));
+    }
+    return s;
+  };
+  std::string out = "  " + one("link");
+  if (std::string w = one("witness"); !w.empty()) out += "; " + w;
+  return out + "\n";
+}
+
 // A node's status, for people: the JSON of `status --json`, a line or two per part.
 std::string format_status(const std::string& path, const json::object& t) {
   auto get = [&](std::string_view k) { return field(t, k); };
   std::string out = fmt::format("{}: {} — {}\n", path, get("role"), get("state"));
+  out += format_tls(t);
   if (get("role") == "backup") {
     out += fmt::format(
         "  listen {}, primary {}, committed epoch {} (image consistent: {}), "

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 namespace romulus::common {
 namespace asio = boost::asio;
@@ -159,6 +160,9 @@ Result<TlsIdentity::Loaded> TlsIdentity::build(const TlsFiles& files) {
   if (X509* cert = SSL_CTX_get0_certificate(native)) {
     const ASN1_TIME* not_after = X509_get0_notAfter(cert);
     const bool expired = X509_cmp_current_time(not_after) < 0;
+    struct tm tm = {};
+    if (ASN1_TIME_to_tm(not_after, &tm) == 1) out.not_after = timegm(&tm);
+    out.subject = name_text(X509_get_subject_name(cert));
     out.description =
         fmt::format("certificate {} ({} {}), issued by {}", name_text(X509_get_subject_name(cert)),
                     expired ? "EXPIRED" : "valid until", time_text(not_after),
@@ -184,6 +188,16 @@ Status TlsIdentity::reload() {
 std::shared_ptr<ssl::context> TlsIdentity::context() const {
   std::lock_guard lock(mu_);
   return current_.context;
+}
+
+int64_t TlsIdentity::not_after() const {
+  std::lock_guard lock(mu_);
+  return current_.not_after;
+}
+
+std::string TlsIdentity::subject() const {
+  std::lock_guard lock(mu_);
+  return current_.subject;
 }
 
 std::string TlsIdentity::describe() const {

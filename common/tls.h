@@ -17,6 +17,7 @@
 // thread). The free functions are pure apart from name resolution.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -63,6 +64,10 @@ class TlsIdentity {
   const std::string& peer_name() const { return files_.peer_name; }
   // "CN=node-a (expires 2027-11-29), CA CN=Romulus pair CA", for log lines.
   std::string describe() const;
+  // The certificate in use: its notAfter (seconds since the Unix epoch; 0
+  // if unreadable) and its subject, for status and metrics.
+  int64_t not_after() const;
+  std::string subject() const;
 
   explicit TlsIdentity(TlsFiles files) : files_(std::move(files)) {}
 
@@ -70,6 +75,8 @@ class TlsIdentity {
   struct Loaded {
     std::shared_ptr<boost::asio::ssl::context> context;
     std::string description;
+    std::string subject;
+    int64_t not_after = 0;
   };
   static Result<Loaded> build(const TlsFiles& files);
 

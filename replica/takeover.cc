@@ -55,6 +55,7 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
       auto id = common::TlsIdentity::load(settings_.tls);
       if (!id.is_ok()) return id.status().context("the witness's TLS files");
       options.tls = *id;
+      tls_ = *id;
       log_(fmt::format("witness over TLS: this node's {}", (*id)->describe()));
     }
     auto w = witness::EtcdWitness::open(settings_.endpoints, options);
@@ -78,6 +79,8 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
     return keeper_->start();
   }
   witness::LeaseKeeper& keeper() { return *keeper_; }
+  // The identity for etcds:// (nullptr for etcd://).
+  std::shared_ptr<common::TlsIdentity> tls() const { return tls_; }
 
   // Who hears about changes: the running primary (nullptr: none).
   void attach(checkpoint::PrimaryNode* primary) {
@@ -247,6 +250,7 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   // The "unprotected" record (its own client: the keeper's is its thread's).
   std::string marker_key_, owner_key_;
   std::optional<etcd::EtcdClient> marker_client_;
+  std::shared_ptr<common::TlsIdentity> tls_;  // etcds:// only
   std::mutex marker_mu_;
   std::condition_variable marker_cv_;
   bool marked_ = false, clear_pending_ = false, marker_stop_ = false;
@@ -270,6 +274,7 @@ class LinkSecurity {
       ROMULUS_ASSIGN_OR_RETURN(tls_, common::TlsIdentity::load(s.tls));
       s.primary.tls = tls_;
       s.backup.tls = tls_;
+      mode_ = "mutual TLS 1.3";
       log_(fmt::format("replication link: mutual TLS 1.3; this node's {}", tls_->describe()));
       return Status::ok();
     }
@@ -291,12 +296,14 @@ class LinkSecurity {
       where += fmt::format("{}{} {}", where.empty() ? "" : ", ", option, ep);
     }
     if (s.insecure) {
+      mode_ = "plaintext (--insecure)";
       log_(fmt::format(
           "WARNING: --insecure: the replication link ({}) is plaintext and unauthenticated: "
           "anyone who can reach it can replace the backup's image and make it take over, and "
           "anyone on the path can read the guest's memory (docs/operations.md, \"Certificates\")",
           where.empty() ? "none configured" : where));
     } else {
+      mode_ = "plaintext (loopback)";
       log_(
           fmt::format("replication link: plaintext on loopback ({}); between hosts it needs "
                       "--tls-cert, --tls-key and --tls-ca",
@@ -305,38 +312,117 @@ class LinkSecurity {
     return Status::ok();
   }
 
-  // Re-reads the TLS files for new connections: SIGHUP, `set tls reload`.
+  // The witness's identity (etcds://; nullptr for etcd://), re-read by
+  // reload() with the link's.
+  void set_witness(std::shared_ptr<common::TlsIdentity> witness) { witness_ = std::move(witness); }
+
+  // Whether there is anything for reload() to re-read.
+  bool has_tls() const { return tls_ || witness_; }
+
+  // Re-reads the TLS files for new connections: SIGHUP, `set tls reload`. The
+  // link's and the witness's files are each re-read; one that fails keeps the
+  // certificates it had (connections already up keep theirs either way).
   Status reload() {
-    if (!tls_) {
+    if (!has_tls()) {
       return Status::invalid_argument(
-          "this node runs without TLS (no --tls-cert): there are no certificates to reload");
+          "this node uses no TLS (no --tls-cert, no etcds:// witness): there are no "
+          "certificates to reload");
     }
-    Status st = tls_->reload();
-    if (!st.is_ok()) {
-      log_(fmt::format("TLS reload failed, keeping the certificates in use: {}", st.message()));
-      return st;
+    std::string failed;
+    auto one = [&](common::TlsIdentity& id, std::string_view what) {
+      Status st = id.reload();
+      if (!st.is_ok()) {
+        ++reloads_failed_;
+        log_(fmt::format("TLS reload of the {} failed, keeping the certificates in use: {}", what,
+                         st.message()));
+        failed += fmt::format("{}{}: {}", failed.empty() ? "" : "; ", what, st.message());
+        return;
+      }
+      ++reloads_ok_;
+      log_(fmt::format("TLS files of the {} re-read; new connections use this node's {}", what,
+                       id.describe()));
+    };
+    if (tls_) one(*tls_, "replication link");
+    if (witness_) one(*witness_, "witness");
+    if (!failed.empty()) {
+      return Status::invalid_argument(
+          fmt::format("{} (the certificates in use stay; fix the files and reload again)", failed));
     }
-    log_(fmt::format("TLS files re-read; new connections use this node's {}", tls_->describe()));
     return Status::ok();
   }
 
-  // A role's control handler, with the process's own requests in front.
+  // status --json's "tls": {"link": {"mode", and with TLS "certificate",
+  // "not_after", "describe"}, "witness": {...} (etcds:// only), "reloads",
+  // "reload_failures"}.
+  json::object status() const {
+    auto identity = [](const common::TlsIdentity& id, std::string_view mode) {
+      json::object o;
+      o["mode"] = mode;
+      o["certificate"] = id.subject();
+      o["not_after"] = id.not_after();
+      o["describe"] = id.describe();
+      return o;
+    };
+    json::object o;
+    if (tls_) {
+      o["link"] = identity(*tls_, mode_);
+    } else {
+      o["link"] = json::object{{"mode", mode_}};
+    }
+    if (witness_) o["witness"] = identity(*witness_, "mutual TLS 1.3");
+    o["reloads"] = reloads_ok_.load();
+    o["reload_failures"] = reloads_failed_.load();
+    return o;
+  }
+
+  // The TLS families of --metrics: when each certificate in use expires (to
+  // alert on before it does) and how reloads went.
+  std::string metrics() const {
+    common::MetricsText m;
+    if (has_tls()) {
+      constexpr std::string_view kExpiry = "romulus_tls_certificate_expiry_timestamp_seconds";
+      m.family(kExpiry, "gauge", "When the certificate this node presents expires (Unix time).");
+      if (tls_)
+        m.sample(kExpiry, static_cast<double>(tls_->not_after()), {{"link", "replication"}});
+      if (witness_) {
+        m.sample(kExpiry, static_cast<double>(witness_->not_after()), {{"link", "witness"}});
+      }
+    }
+    constexpr std::string_view kReloads = "romulus_tls_reloads_total";
+    m.family(kReloads, "counter", "TLS file re-reads (SIGHUP, set tls reload), by result.");
+    m.sample(kReloads, static_cast<double>(reloads_ok_.load()), {{"result", "ok"}});
+    m.sample(kReloads, static_cast<double>(reloads_failed_.load()), {{"result", "failed"}});
+    return m.text();
+  }
+
+  // A role's control handler, with the process's own requests in front and
+  // the link's security added to status --json.
   common::ControlServer::Handler handler(common::ControlServer::Handler role) {
     return [this, role = std::move(role)](const std::string& request) {
       if (request == "set tls reload") {
         Status st = reload();
         if (!st.is_ok()) return common::json_error(st.message());
-        json::object o;
-        o["tls"] = tls_->describe();
-        return common::json_ok(std::move(o));
+        return common::json_ok(json::object{{"tls", status()}});
       }
-      return role(request);
+      std::string reply = role(request);
+      if (request != "status" && request != "status --json") return reply;
+      auto o = common::parse_json_object(reply, "the role's status");
+      if (!o.is_ok() || !o->contains("role")) return reply;
+      (*o)["tls"] = status();
+      return json::serialize(*o);
     };
+  }
+
+  // A role's metrics handler with the TLS families appended.
+  common::MetricsServer::Handler metrics_handler(common::MetricsServer::Handler role) {
+    return [this, role = std::move(role)] { return role() + metrics(); };
   }
 
  private:
   std::function<void(const std::string&)> log_;
-  std::shared_ptr<common::TlsIdentity> tls_;
+  std::shared_ptr<common::TlsIdentity> tls_, witness_;
+  std::string mode_;
+  std::atomic<uint64_t> reloads_ok_{0}, reloads_failed_{0};
 };
 
 // What a role's state means to a service manager (NodeHost::on_state).
@@ -377,8 +463,8 @@ Outcome run_primary(const std::string& role, checkpoint::PrimaryConfig config, N
         security.handler([&node](const std::string& r) { return node.handle_control(r); }));
   }
   if (host.metrics) {
-    host.metrics->set_handler(
-        [&node, &host] { return primary_node_metrics(node, host.failovers); });
+    host.metrics->set_handler(security.metrics_handler(
+        [&node, &host] { return primary_node_metrics(node, host.failovers); }));
   }
   if (host.on_stop) host.on_stop([&node] { node.request_stop(); });
   Outcome out;
@@ -404,10 +490,6 @@ std::string default_node_id(const NodeSettings& s) {
 Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
   LinkSecurity security(host.log);
   ROMULUS_RETURN_IF_ERROR(security.start(settings));
-  // SIGHUP re-reads the TLS files (without TLS it stops the node, as before).
-  if (host.on_reload && settings.tls.enabled()) {
-    host.on_reload([&security] { (void)security.reload(); });
-  }
   struct ReloadOff {
     NodeHost& host;
     ~ReloadOff() {
@@ -444,6 +526,11 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
                          settings.witness.lease_ttl.count()));
   }
   WitnessLink* w = link ? &*link : nullptr;
+  if (w) security.set_witness(w->tls());
+  // SIGHUP re-reads the TLS files (without TLS it stops the node, as before).
+  if (host.on_reload && security.has_tls()) {
+    host.on_reload([&security] { (void)security.reload(); });
+  }
 
   StartAs role = start;
   while (true) {
@@ -499,8 +586,8 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
             security.handler([&node](const std::string& r) { return node.handle_control(r); }));
       }
       if (host.metrics) {
-        host.metrics->set_handler(
-            [&node, &host] { return backup_node_metrics(node, host.failovers); });
+        host.metrics->set_handler(security.metrics_handler(
+            [&node, &host] { return backup_node_metrics(node, host.failovers); }));
       }
       if (host.on_stop) host.on_stop([&node] { node.request_stop(); });
       auto result = node.run();

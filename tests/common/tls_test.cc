@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -230,6 +231,16 @@ TEST_F(Certs, AFailedReloadKeepsTheContextInUse) {
   EXPECT_TRUE((*id)->reload().is_ok());
   EXPECT_NE((*id)->context(), before);
   EXPECT_NE((*id)->describe().find("CN=node-b"), std::string::npos) << (*id)->describe();
+}
+
+TEST_F(Certs, TheCertificateInUseIsNamedWithItsExpiry) {
+  auto id = TlsIdentity::load({path("node-a.crt"), path("node-a.key"), path("ca.crt"), ""});
+  ASSERT_TRUE(id.is_ok());
+  EXPECT_NE((*id)->subject().find("CN=node-a"), std::string::npos) << (*id)->subject();
+  // Issued with -days 2: it expires between one and three days from now.
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  EXPECT_GT((*id)->not_after(), now + 86400);
+  EXPECT_LT((*id)->not_after(), now + 3 * 86400);
 }
 
 }  // namespace

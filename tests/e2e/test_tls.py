@@ -35,6 +35,7 @@ import harness
 from harness import Cluster, Pki
 
 import test_kill
+import test_metrics
 import test_output_commit
 import test_witness
 
@@ -247,21 +248,37 @@ class TlsTest(unittest.TestCase):
                 os.replace(dst + ".tmp", dst)
 
         install(old)
+        metrics = harness.free_port()
         backup = c.backup(harness.counter_guest(),
                           extra=["--tls-cert", paths["crt"], "--tls-key", paths["key"],
-                                 "--tls-ca", paths["ca"]])
+                                 "--tls-ca", paths["ca"], "--metrics", f"127.0.0.1:{metrics}"])
         p1 = self.start_primary(c, backup, "old-primary", old.args("primary"))
         p1.wait_for(harness.IN_SYNC_RE)
         p1.terminate()
         p1.wait()
         backup.wait_for(r"primary shut down cleanly")
 
+        tls = backup.status()["tls"]
+        self.assertEqual(tls["link"]["mode"], "mutual TLS 1.3", tls)
+        self.assertIn("CN=backup", tls["link"]["certificate"])
+        self.assertGreater(tls["link"]["not_after"], time.time(), tls)
+        self.assertEqual((tls["reloads"], tls["reload_failures"]), (0, 0), tls)
+        rc, out, err = harness.cli("status", "--control", backup.control_path)
+        self.assertEqual(rc, 0, out + err)
+        self.assertRegex(out, r"\n  link mutual TLS 1\.3 \(CN=backup, until \d{4}-\d\d-\d\d ")
+        code, text = test_metrics.scrape(metrics)
+        self.assertEqual(code, 200, text)
+        self.assertEqual(test_metrics.value(
+            text, 'romulus_tls_certificate_expiry_timestamp_seconds{link="replication"}'),
+            tls["link"]["not_after"], text)
         install(new)
         rc, out, err = harness.cli("set", "tls", "reload", "--control", backup.control_path)
         self.assertEqual(rc, 0, out + err)
         self.assertIn("New CA", out)
-        backup.wait_for(r"TLS files re-read; new connections use .*New CA")
+        backup.wait_for(r"TLS files of the replication link re-read; "
+                        r"new connections use .*New CA")
         before = backup.status()
+        self.assertEqual(before["tls"]["reloads"], 1, before["tls"])
         # The old CA's primary is refused now (by the backup: this one trusts the new
         # CA already, so the refusal is not its own)...
         mark = backup.mark()
@@ -282,10 +299,12 @@ class TlsTest(unittest.TestCase):
             f.write("not a key\n")
         mark = backup.mark()
         os.kill(backup.pid, signal.SIGHUP)
-        backup.wait_for(r"TLS reload failed, keeping the certificates in use: --tls-key",
-                        start=mark)
+        backup.wait_for(r"TLS reload of the replication link failed, "
+                        r"keeping the certificates in use: --tls-key", start=mark)
         self.assertTrue(backup.alive())
         self.assertEqual(backup.status()["role"], "backup")
+        self.assertEqual(backup.status()["tls"]["reload_failures"], 1)
+        self.assertIn("New CA", backup.status()["tls"]["link"]["describe"])
         rc, out, err = harness.cli("set", "tls", "reload", "--control", backup.control_path)
         self.assertNotEqual(rc, 0)
         self.assertIn("--tls-key", err)
@@ -312,6 +331,13 @@ class WitnessTlsTest(unittest.TestCase):
             node.wait_for(r"witness over TLS: this node's certificate CN=")
             self.assertIsNone(node.find(r"WARNING: the witness .* is plain HTTP"), node.text())
         self.assertEqual(a.status()["witness"]["state"], "owner", a.text())
+        # The witness's certificate is in status and re-read with the link's.
+        tls = a.status()["tls"]
+        self.assertIn("CN=", tls["witness"]["certificate"])
+        self.assertGreater(tls["witness"]["not_after"], time.time(), tls)
+        rc, out, err = harness.cli("set", "tls", "reload", "--control", a.control_path)
+        self.assertEqual(rc, 0, out + err)
+        a.wait_for(r"TLS files of the witness re-read")
         a.kill9()
         b.wait_for(harness.TAKEOVER_RE)
         self.assertTrue(b.find(r"witness: candidate -> owner"), b.text())
