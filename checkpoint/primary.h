@@ -48,6 +48,7 @@ namespace romulus::checkpoint {
 
 enum class BackupLoss { kContinue, kStall };
 enum class TrackerKind { kAuto, kUffd, kUffdSync, kCompare };  // see tracker_choice.h
+struct Measurements;                                           // tracker_choice.h
 
 struct PrimaryConfig {
   // Where the backup is; empty host = `--backup null` (black hole).
@@ -84,6 +85,10 @@ struct PrimaryConfig {
   // to a loopback backup only unless `insecure`). See common/tls.h.
   std::shared_ptr<common::TlsIdentity> tls;
   bool insecure = false;
+  // The tracker-choice costs (tracker_choice.h), measured earlier on this
+  // machine: a backup measures them while it waits, so that a takeover does
+  // not spend ~30 ms on them before the guest runs. nullptr: measured at start.
+  std::shared_ptr<const Measurements> tracker_costs;
 };
 
 // Everything a log line goes to; tests capture it.

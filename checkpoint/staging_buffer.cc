@@ -11,14 +11,26 @@ namespace romulus::checkpoint {
 StagingBuffer::StagingBuffer(size_t capacity_bytes)
     : capacity_pages_(std::max<size_t>(1, capacity_bytes / protocol::kPageSize)) {
   const size_t bytes = capacity_pages_ * protocol::kPageSize;
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-                 -1, 0);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   pages_ = static_cast<uint8_t*>(p);
   pfns_.reserve(capacity_pages_);
+  // The first page now: it tells whether this kernel has MADV_POPULATE_WRITE.
+  if (madvise(pages_, protocol::kPageSize, MADV_POPULATE_WRITE) == 0) {
+    prefault_ = std::thread([p, bytes] { (void)madvise(p, bytes, MADV_POPULATE_WRITE); });
+    return;
+  }
+  munmap(pages_, bytes);
+  p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1,
+           0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  pages_ = static_cast<uint8_t*>(p);
 }
 
-StagingBuffer::~StagingBuffer() { munmap(pages_, capacity_pages_ * protocol::kPageSize); }
+StagingBuffer::~StagingBuffer() {
+  if (prefault_.joinable()) prefault_.join();
+  munmap(pages_, capacity_pages_ * protocol::kPageSize);
+}
 
 bool StagingBuffer::add(uint64_t pfn, const uint8_t* page) {
   if (full()) return false;

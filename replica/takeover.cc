@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "checkpoint/tracker_choice.h"
 #include "common/json.h"
 #include "common/net.h"
 #include "common/tls.h"
@@ -255,6 +256,61 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   std::condition_variable marker_cv_;
   bool marked_ = false, clear_pending_ = false, marker_stop_ = false;
   std::thread marker_thread_;
+};
+
+// The tracker-choice measurements (checkpoint/tracker_choice.h), taken in the
+// background while this node is a backup, so that a takeover does not spend
+// ~30 ms on them between "primary lost" and "guest running". Taken again
+// every kRefresh (the costs drift with the host, docs/design.md); a takeover
+// uses the latest, or measures itself if none is done yet.
+class BackgroundMeasurements {
+ public:
+  static constexpr std::chrono::minutes kRefresh{30};
+
+  ~BackgroundMeasurements() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Idempotent: the first call starts the thread.
+  void start() {
+    if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+  }
+
+  std::shared_ptr<const checkpoint::Measurements> latest() const {
+    std::lock_guard lock(mu_);
+    return latest_;
+  }
+  // How long ago latest() was measured.
+  std::chrono::seconds age() const {
+    std::lock_guard lock(mu_);
+    return std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - measured_at_);
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mu_);
+    while (!stop_) {
+      lock.unlock();
+      auto m =
+          std::make_shared<const checkpoint::Measurements>(checkpoint::measure_tracker_costs());
+      lock.lock();
+      latest_ = std::move(m);
+      measured_at_ = Clock::now();
+      cv_.wait_for(lock, kRefresh, [&] { return stop_; });
+    }
+  }
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::shared_ptr<const checkpoint::Measurements> latest_;
+  Clock::time_point measured_at_{};
+  std::thread thread_;
 };
 
 struct Outcome {
@@ -527,6 +583,7 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
   }
   WitnessLink* w = link ? &*link : nullptr;
   if (w) security.set_witness(w->tls());
+  BackgroundMeasurements measurements;
   // SIGHUP re-reads the TLS files (without TLS it stops the node, as before).
   if (host.on_reload && security.has_tls()) {
     host.on_reload([&security] { (void)security.reload(); });
@@ -572,6 +629,7 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
 
     // The backup.
     if (host.set_role) host.set_role("backup");
+    measurements.start();
     if (!settings.listen)
       return Status::invalid_argument("--listen ADDR:PORT is required for a backup");
     BackupConfig bc = settings.backup;
@@ -609,6 +667,11 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
     checkpoint::PrimaryConfig pc = settings.primary;
     pc.resumed_epoch = a.epoch;
     pc.session_id = a.session_id;
+    pc.tracker_costs = measurements.latest();
+    if (pc.tracker_costs) {
+      host.log(fmt::format("tracker costs: measured {} s ago while this node was the backup",
+                           measurements.age().count()));
+    }
     if (settings.peer_after_takeover) {
       pc.backup_host = settings.peer_after_takeover->first;
       pc.backup_port = settings.peer_after_takeover->second;
