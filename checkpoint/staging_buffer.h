@@ -6,10 +6,12 @@
 // (MADV_POPULATE_WRITE), so that constructing a buffer costs nothing on the
 // way to a running, serving guest (a takeover waited ~20 ms for 64 MiB);
 // the first pauses may fault in what it has not reached yet. Kernels before
-// 5.14 pre-fault in the constructor (MAP_POPULATE). Pages are added in increasing PFN order; the
-// epoch engine encodes them after the guest resumes. When a dirty set does not fit, the engine
-// encodes and sends what is staged while the guest stays paused, clears the
-// buffer and continues (as Xen Remus does).
+// 5.14 pre-fault in the constructor (MAP_POPULATE).
+//
+// Pages are added in increasing PFN order; the epoch engine encodes them
+// after the guest resumes. When a dirty set does not fit, the engine encodes
+// and sends what is staged while the guest stays paused, clears the buffer
+// and continues (as Xen Remus does).
 //
 // Not thread-safe: owned by the epoch engine; encoder threads only read it
 // between add() and clear(). (The pre-fault thread changes no byte; the
