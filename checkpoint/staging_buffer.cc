@@ -17,7 +17,14 @@ StagingBuffer::StagingBuffer(size_t capacity_bytes)
   pfns_.reserve(capacity_pages_);
   // The first page now: it tells whether this kernel has MADV_POPULATE_WRITE.
   if (madvise(pages_, protocol::kPageSize, MADV_POPULATE_WRITE) == 0) {
-    prefault_ = std::thread([p, bytes] { (void)madvise(p, bytes, MADV_POPULATE_WRITE); });
+    prefault_ = std::thread([base = pages_, bytes] {
+      // In 2 MiB steps: each call holds the process's mmap lock, and
+      // whatever maps memory meanwhile (a new thread's stack) waits for it.
+      constexpr size_t kStep = 2u << 20;
+      for (size_t off = 0; off < bytes; off += kStep) {
+        (void)madvise(base + off, std::min(kStep, bytes - off), MADV_POPULATE_WRITE);
+      }
+    });
     return;
   }
   munmap(pages_, bytes);

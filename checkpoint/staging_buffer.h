@@ -3,7 +3,8 @@
 // A fixed-capacity array of (PFN, page) slots, allocated and pre-faulted once
 // (page faults cost ~12 µs each here, so a cold buffer would lengthen the
 // pause). The pre-faulting runs on a thread of its own
-// (MADV_POPULATE_WRITE), so that constructing a buffer costs nothing on the
+// (MADV_POPULATE_WRITE, in 2 MiB steps so that threads being created do not
+// wait on the mmap lock), so that constructing a buffer costs nothing on the
 // way to a running, serving guest (a takeover waited ~20 ms for 64 MiB);
 // the first pauses may fault in what it has not reached yet. Kernels before
 // 5.14 pre-fault in the constructor (MAP_POPULATE).
