@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -16,10 +17,24 @@ constexpr size_t kRegionsPerScan = 4096;
 constexpr uint64_t kPage = 4096;
 
 // One PAGEMAP_SCAN pass over [start, end) of the process behind fd: appends the
-// written pages (as PFNs relative to base) and write-protects them again.
+// written pages (as PFNs relative to base, strictly increasing) and
+// write-protects them again.
+//
+// The kernel may report regions beyond the walk_end it returns (seen on 6.18
+// with the guest running: regions up to page 2048, walk_end at page 1978).
+// The next call must start at walk_end, since nothing says the pages between
+// were examined, and it may report again a page the guest wrote after the
+// first report re-protected it. So the appended PFNs are sorted and made
+// unique when a region starts below one already reported; nothing is dropped,
+// since a page reported twice is one dirty page, and skipping the second
+// report instead would lose a page first reported by the rescan (its write is
+// consumed by the re-protection).
 Status scan_written(int fd, uint64_t base, uint64_t start, uint64_t end,
                     std::vector<page_region>& regions, std::vector<uint64_t>& pfns,
                     uint64_t& scans) {
+  const size_t first = pfns.size();
+  uint64_t reported_until = start;  // end of the highest region reported so far
+  bool in_order = true;
   uint64_t cur = start;
   while (cur < end) {
     struct pm_scan_arg arg;
@@ -52,6 +67,8 @@ Status scan_written(int fd, uint64_t base, uint64_t start, uint64_t end,
       if (r.start < cur || r.end > end || r.start >= r.end || (r.start - base) % kPage != 0) {
         return Status::corrupt("PAGEMAP_SCAN returned a region outside the arena");
       }
+      if (r.start < reported_until) in_order = false;
+      reported_until = std::max<uint64_t>(reported_until, r.end);
       for (uint64_t a = r.start; a < r.end; a += kPage) pfns.push_back((a - base) / kPage);
     }
     if (arg.walk_end <= cur) {
@@ -60,6 +77,11 @@ Status scan_written(int fd, uint64_t base, uint64_t start, uint64_t end,
     } else {
       cur = arg.walk_end;
     }
+  }
+  if (!in_order) {
+    const auto from = pfns.begin() + static_cast<std::ptrdiff_t>(first);
+    std::sort(from, pfns.end());
+    pfns.erase(std::unique(from, pfns.end()), pfns.end());
   }
   return Status::ok();
 }
