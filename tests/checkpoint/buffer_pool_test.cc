@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "checkpoint/transport.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::checkpoint {
 namespace {
@@ -45,7 +46,7 @@ TEST(BufferPool, NullTransportGivesSentBuffersBack) {
   protocol::Bytes b = pool->take(1 << 20);
   b.assign(10, 1);
   const uint8_t* mem = b.data();
-  ASSERT_TRUE(transport.send(std::move(b)).is_ok());
+  ASSERT_OK(transport.send(std::move(b)));
   EXPECT_EQ(transport.bytes(), 10u);
   EXPECT_EQ(pool->take(1 << 20).data(), mem);
 }

@@ -23,6 +23,7 @@
 #include "common/shared_memory.h"
 #include "tests/support/guest_paths.h"
 #include "tests/support/socket_read.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::checkpoint {
 namespace {
@@ -69,7 +70,7 @@ class EagerCommitTest : public ::testing::Test {
     arena_ = std::move(common::SharedMemory::create("test-arena", kArenaBytes)).value();
     control_ = std::move(common::SharedMemory::create("test-control", 4096)).value();
     auto guest_port = OutputProxy::pick_free_port();
-    ASSERT_TRUE(guest_port.is_ok());
+    ASSERT_OK(guest_port);
     GuestSpec spec;
     spec.argv = {romulus::testing::example_binary("kvstore")};
     spec.arena_fd = arena_.fd();
@@ -78,13 +79,13 @@ class EagerCommitTest : public ::testing::Test {
     spec.tracker = "compare";
     spec.service_port = *guest_port;
     auto g = GuestProcess::start(spec);
-    ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+    ASSERT_OK(g);
     guest_.emplace(std::move(g).value());
-    ASSERT_TRUE(guest_->wait_attached(10s).is_ok());
+    ASSERT_OK(guest_->wait_attached(10s));
     TrackerDecision d;
     d.kind = TrackerKind::kCompare;
     auto t = make_tracker(d, *guest_, arena_.data(), arena_.size());
-    ASSERT_TRUE(t.is_ok()) << t.status().to_string();
+    ASSERT_OK(t);
     tracker_ = std::move(t).value();
 
     pause_.emplace(*guest_);
@@ -94,17 +95,17 @@ class EagerCommitTest : public ::testing::Test {
     eo.min_gap = 0us;
     eo.arena_fd = arena_.fd();
     engine_.emplace(*pause_, *tracker_, kArenaBytes / protocol::kPageSize, &transport_, stats_, eo);
-    ASSERT_TRUE(engine_->initial_sync().is_ok());
+    ASSERT_OK(engine_->initial_sync());
 
     auto port = OutputProxy::pick_free_port();
-    ASSERT_TRUE(port.is_ok());
+    ASSERT_OK(port);
     listen_port_ = *port;
     OutputProxyOptions po;
     po.listen_port = listen_port_;
     po.guest_port = *guest_port;
     proxy_.emplace(io_, po, [this] { return engine_->open_epoch(); });
     proxy_->set_on_output_held([this](uint64_t epoch) { engine_->note_output(epoch); });
-    ASSERT_TRUE(proxy_->start().is_ok());
+    ASSERT_OK(proxy_->start());
     work_.emplace(asio::make_work_guard(io_));
     io_thread_ = std::thread([this] { io_.run(); });
     // Everything so far (the sync) is acknowledged: only what follows is held.
@@ -116,7 +117,7 @@ class EagerCommitTest : public ::testing::Test {
     stop_ = true;
     if (engine_) engine_->wake();
     if (engine_thread_.joinable()) engine_thread_.join();
-    EXPECT_TRUE(run_status_.is_ok()) << run_status_.to_string();
+    EXPECT_OK(run_status_);
     if (proxy_) {
       proxy_->stop();
       std::promise<void> done;

@@ -12,6 +12,7 @@
 #include <chrono>
 
 #include "common/shared_memory.h"
+#include "tests/support/status_matchers.h"
 #include "tests/support/test_guest.h"
 
 namespace romulus::checkpoint {
@@ -44,7 +45,7 @@ std::string wait_exit(GuestProcess& g) {
 TEST(GuestProcess, ExitStatusIsReported) {
   Memfds m;
   auto g = GuestProcess::start(m.spec({"/bin/sh", "-c", "exit 3"}));
-  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  ASSERT_OK(g);
   EXPECT_EQ(wait_exit(*g), "guest exited with status 3");
   Status s = g->wait_attached(1s);
   EXPECT_EQ(s.message(), "guest exited with status 3 before calling romulus::guest::attach()");
@@ -53,7 +54,7 @@ TEST(GuestProcess, ExitStatusIsReported) {
 TEST(GuestProcess, DeathBySignalIsReported) {
   Memfds m;
   auto g = GuestProcess::start(m.spec({"/bin/sh", "-c", "kill -SEGV $$"}));
-  ASSERT_TRUE(g.is_ok());
+  ASSERT_OK(g);
   std::string exit = wait_exit(*g);
   EXPECT_EQ(exit.rfind("guest was killed by signal 11 (Segmentation fault)", 0), 0u) << exit;
 }
@@ -73,11 +74,11 @@ TEST(GuestProcess, MissingCommandIsReportedAsNotFound) {
 TEST(GuestProcess, GuestThatNeverAttachesTimesOut) {
   Memfds m;
   auto g = GuestProcess::start(m.spec({"/bin/sleep", "600"}));
-  ASSERT_TRUE(g.is_ok());
+  ASSERT_OK(g);
   Status s = g->wait_attached(100ms);
   EXPECT_EQ(s.code(), StatusCode::kTimeout);
   EXPECT_EQ(s.message(), "guest did not call romulus::guest::attach() within 100 ms");
-  ASSERT_TRUE(g->stop(10s).is_ok());
+  ASSERT_OK(g->stop(10s));
   EXPECT_EQ(*g->poll_exit(), "guest was killed by signal 15 (Terminated)");
 }
 
@@ -86,7 +87,7 @@ TEST(GuestProcess, AttachFailureCarriesTheGuestsMessage) {
   GuestSpec spec = m.spec({romulus::testing::testguest_path()});
   spec.extra_env = {{"ROMULUS_TRACKER", "bogus"}};
   auto g = GuestProcess::start(spec);
-  ASSERT_TRUE(g.is_ok());
+  ASSERT_OK(g);
   Status s = g->wait_attached(600s);
   EXPECT_EQ(s.code(), StatusCode::kRefused);
   EXPECT_NE(s.message().find("unknown ROMULUS_TRACKER 'bogus'"), std::string::npos) << s.message();
@@ -94,7 +95,7 @@ TEST(GuestProcess, AttachFailureCarriesTheGuestsMessage) {
 
 TEST(GuestProcess, GuestSeesResumeAndTracker) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", 1 << 20, {}, 42).is_ok());
+  ASSERT_OK(h.start("compare", 1 << 20, {}, 42));
   std::string info = h.command("info");
   EXPECT_NE(info.find("resumed=1"), std::string::npos) << info;
   EXPECT_NE(info.find("tracker=compare"), std::string::npos) << info;
@@ -103,7 +104,7 @@ TEST(GuestProcess, GuestSeesResumeAndTracker) {
 
 TEST(GuestProcess, ASecondProcessCannotAttachTheSameArena) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", 1 << 20).is_ok());
+  ASSERT_OK(h.start("compare", 1 << 20));
   ASSERT_EQ(h.write(100, 1, 7), "ok");
   // The child inherits ROMULUS_ARENA_FD and ROMULUS_CONTROL_FD; its attach is refused
   // (testguest exits 3 on attach failure) and leaves the parent's attach as it was.
@@ -114,7 +115,7 @@ TEST(GuestProcess, ASecondProcessCannotAttachTheSameArena) {
 
 TEST(GuestProcess, GuestWritesAreVisibleThroughTheSupervisorsMapping) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", 1 << 20).is_ok());
+  ASSERT_OK(h.start("compare", 1 << 20));
   ASSERT_EQ(h.write(12345, 3, 0x42), "ok");
   EXPECT_EQ(h.arena.data()[12345], 0x42);
   EXPECT_EQ(h.arena.data()[12347], 0x42);
@@ -124,16 +125,16 @@ TEST(GuestProcess, GuestWritesAreVisibleThroughTheSupervisorsMapping) {
 
 TEST(GuestProcess, StopEndsAPausedGuest) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", 1 << 20).is_ok());
-  ASSERT_TRUE(h.guest->pause(30s).is_ok());
-  ASSERT_TRUE(h.guest->stop(10s).is_ok());
+  ASSERT_OK(h.start("compare", 1 << 20));
+  ASSERT_OK(h.guest->pause(30s));
+  ASSERT_OK(h.guest->stop(10s));
   EXPECT_EQ(*h.guest->poll_exit(), "guest was killed by signal 15 (Terminated)");
   EXPECT_EQ(h.guest->pause(1s).code(), StatusCode::kAborted);
 }
 
 TEST(GuestProcess, CrashIsReportedByPollExit) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", 1 << 20).is_ok());
+  ASSERT_OK(h.start("compare", 1 << 20));
   h.send("crash");
   EXPECT_EQ(h.reply(), "");  // EOF: the guest is gone
   std::optional<std::string> exit;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tests/support/socket_read.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::checkpoint {
 namespace {
@@ -111,7 +112,7 @@ class ProxyFixture : public ::testing::TestWithParam<unsigned> {
  protected:
   void start(bool buffering = true, size_t max_held = 4u << 20) {
     auto port = OutputProxy::pick_free_port();
-    ASSERT_TRUE(port.is_ok());
+    ASSERT_OK(port);
     listen_port_ = *port;
     OutputProxyOptions o;
     o.listen_port = listen_port_;
@@ -120,7 +121,7 @@ class ProxyFixture : public ::testing::TestWithParam<unsigned> {
     o.max_held_bytes = max_held;
     o.io_threads = GetParam();
     proxy_ = std::make_unique<OutputProxy>(io_, o, [this] { return epoch_.load(); });
-    ASSERT_TRUE(proxy_->start().is_ok());
+    ASSERT_OK(proxy_->start());
     work_.emplace(asio::make_work_guard(io_));
     thread_ = std::thread([this] { io_.run(); });
   }

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "checkpoint/uffd_tracker.h"
+#include "tests/support/status_matchers.h"
 #include "tests/support/test_guest.h"
 
 namespace romulus::checkpoint {
@@ -33,7 +34,7 @@ Measurements typical() {
 TrackerDecision decide(TrackerKind requested, uint64_t arena_bytes, uint64_t dirty,
                        const Measurements& m) {
   auto d = choose_tracker(requested, ArenaFacts{arena_bytes, dirty}, m);
-  EXPECT_TRUE(d.is_ok()) << d.status().to_string();
+  EXPECT_OK(d);
   return d.is_ok() ? d.value() : TrackerDecision{};
 }
 
@@ -130,7 +131,7 @@ TEST(MeasureTrackerCosts, MeasuresEverythingThisKernelOffers) {
     EXPECT_GT(m.reprotect_us_per_page, 0);
   }
   auto d = choose_tracker(TrackerKind::kAuto, ArenaFacts{16 * kGiB}, m);
-  ASSERT_TRUE(d.is_ok());
+  ASSERT_OK(d);
   std::printf("%s\n", d->explanation.c_str());
 }
 
@@ -140,16 +141,16 @@ TEST(MakeTracker, BuildsTheDecidedTrackerForARealGuest) {
     auto d = choose_tracker(kind, ArenaFacts{kMiB}, m);
     if (!d.is_ok()) continue;  // this kernel cannot: the refusal is tested above
     romulus::testing::TestGuestHarness h;
-    ASSERT_TRUE(h.start(d->guest_tracker(), kMiB).is_ok());
+    ASSERT_OK(h.start(d->guest_tracker(), kMiB));
     auto t = make_tracker(*d, *h.guest, h.arena.data(), h.arena.size());
-    ASSERT_TRUE(t.is_ok()) << t.status().to_string();
+    ASSERT_OK(t);
     EXPECT_EQ((*t)->name(), tracker_kind_name(kind));
     ASSERT_EQ(h.write(9 * 4096, 1, 7), "ok");
-    ASSERT_TRUE(h.guest->pause(std::chrono::seconds(30)).is_ok());
+    ASSERT_OK(h.guest->pause(std::chrono::seconds(30)));
     std::vector<uint64_t> pfns;
-    ASSERT_TRUE((*t)->collect(pfns).is_ok());
+    ASSERT_OK((*t)->collect(pfns));
     EXPECT_EQ(pfns, std::vector<uint64_t>{9}) << tracker_kind_name(kind);
-    ASSERT_TRUE(h.guest->resume().is_ok());
+    ASSERT_OK(h.guest->resume());
   }
 }
 

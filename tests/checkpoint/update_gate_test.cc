@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "checkpoint/guest_process.h"
+#include "tests/support/status_matchers.h"
 #include "tests/support/test_guest.h"
 
 namespace romulus::checkpoint {
@@ -23,17 +24,17 @@ constexpr size_t kArenaBytes = 1 << 20;
 
 TEST(UpdateGate, PauseWithNoUpdateOpenStopsTheGuest) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", kArenaBytes).is_ok());
-  ASSERT_TRUE(h.guest->pause(30s).is_ok());
+  ASSERT_OK(h.start("compare", kArenaBytes));
+  ASSERT_OK(h.guest->pause(30s));
   EXPECT_TRUE(h.guest->paused());
   EXPECT_EQ(process_state(h.guest->pid()), 'T');
-  ASSERT_TRUE(h.guest->resume().is_ok());
+  ASSERT_OK(h.guest->resume());
   EXPECT_EQ(h.command("r 0").substr(0, 2), "ok");  // runs again
 }
 
 TEST(UpdateGate, OpenUpdateBlocksPauseUntilItCloses) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", kArenaBytes).is_ok());
+  ASSERT_OK(h.start("compare", kArenaBytes));
   ASSERT_EQ(h.command("ub"), "ok");
   auto paused = std::async(std::launch::async, [&] { return h.guest->pause(600s); });
   // pause() cannot finish while the Update is open, however long we look.
@@ -43,17 +44,17 @@ TEST(UpdateGate, OpenUpdateBlocksPauseUntilItCloses) {
   // it may be stopped before it answers.
   h.send("ue");
   Status s = paused.get();
-  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  ASSERT_OK(s);
   EXPECT_EQ(process_state(h.guest->pid()), 'T');
   EXPECT_EQ(h.guest->control()->open_updates.load(), 0u);
   EXPECT_GE(h.guest->control()->pause_waits.load(), 1u);
-  ASSERT_TRUE(h.guest->resume().is_ok());
+  ASSERT_OK(h.guest->resume());
   EXPECT_EQ(h.reply(), "ok");
 }
 
 TEST(UpdateGate, UpdateHeldPastGateTimeoutPostponesThePause) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", kArenaBytes).is_ok());
+  ASSERT_OK(h.start("compare", kArenaBytes));
   ASSERT_EQ(h.command("ub"), "ok");
   Status s = h.guest->pause(50ms);
   EXPECT_EQ(s.code(), StatusCode::kTimeout);
@@ -64,13 +65,13 @@ TEST(UpdateGate, UpdateHeldPastGateTimeoutPostponesThePause) {
   EXPECT_EQ(h.command("w 100 1 5"), "ok");
   EXPECT_EQ(h.command("ue"), "ok");
   EXPECT_EQ(h.command("nested"), "ok");
-  ASSERT_TRUE(h.guest->pause(30s).is_ok());
-  ASSERT_TRUE(h.guest->resume().is_ok());
+  ASSERT_OK(h.guest->pause(30s));
+  ASSERT_OK(h.guest->resume());
 }
 
 TEST(UpdateGate, NestedUpdatesDoNotDeadlockAndCountOnce) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", kArenaBytes).is_ok());
+  ASSERT_OK(h.start("compare", kArenaBytes));
   EXPECT_EQ(h.command("nested"), "ok");
   ASSERT_EQ(h.command("ub"), "ok");
   ASSERT_EQ(h.command("ub"), "ok");
@@ -79,8 +80,8 @@ TEST(UpdateGate, NestedUpdatesDoNotDeadlockAndCountOnce) {
   EXPECT_EQ(h.guest->control()->open_updates.load(), 1u);
   ASSERT_EQ(h.command("ue"), "ok");
   EXPECT_EQ(h.guest->control()->open_updates.load(), 0u);
-  ASSERT_TRUE(h.guest->pause(30s).is_ok());
-  ASSERT_TRUE(h.guest->resume().is_ok());
+  ASSERT_OK(h.guest->pause(30s));
+  ASSERT_OK(h.guest->resume());
 }
 
 TEST(UpdateGate, ManyThreadsUpdatingWhilePausedRepeatedly) {
@@ -88,12 +89,12 @@ TEST(UpdateGate, ManyThreadsUpdatingWhilePausedRepeatedly) {
   // one Update, so a stopped guest with no Update open has a[i] == b[i].
   constexpr int kThreads = 4;
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", kArenaBytes).is_ok());
+  ASSERT_OK(h.start("compare", kArenaBytes));
   ASSERT_EQ(h.command("threads " + std::to_string(kThreads)), "ok");
   const guest::ControlPage* cp = h.guest->control();
   for (int round = 0; round < 300; ++round) {
     Status s = h.guest->pause(60s);
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
+    ASSERT_OK(s);
     EXPECT_EQ(cp->open_updates.load(), 0u) << "round " << round;
     EXPECT_EQ(process_state(h.guest->pid()), 'T') << "round " << round;
     for (int i = 0; i < kThreads; ++i) {
@@ -102,7 +103,7 @@ TEST(UpdateGate, ManyThreadsUpdatingWhilePausedRepeatedly) {
       std::memcpy(&b, h.arena.data() + (2 + 2 * i) * 4096, 8);
       ASSERT_EQ(a, b) << "thread " << i << " round " << round;
     }
-    ASSERT_TRUE(h.guest->resume().is_ok());
+    ASSERT_OK(h.guest->resume());
   }
   EXPECT_EQ(cp->pauses.load(), 300u);
   EXPECT_EQ(h.command("stopthreads"), "ok");
@@ -117,16 +118,15 @@ struct CounterState {
 TEST(UpdateGate, CounterGuestIsConsistentAtEveryPause) {
   constexpr uint64_t kCounters = 64;
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", 4 << 20,
-                      {romulus::testing::counter_path(), "--counters", std::to_string(kCounters)})
-                  .is_ok());
+  ASSERT_OK(h.start("compare", 4 << 20,
+                    {romulus::testing::counter_path(), "--counters", std::to_string(kCounters)}));
   // Find the counters as a backup would: open the segment on a copy of a paused arena.
   std::vector<uint8_t> copy(h.arena.size());
   size_t offset = 0;
   for (;;) {
-    ASSERT_TRUE(h.guest->pause(30s).is_ok());
+    ASSERT_OK(h.guest->pause(30s));
     std::memcpy(copy.data(), h.arena.data(), copy.size());
-    ASSERT_TRUE(h.guest->resume().is_ok());
+    ASSERT_OK(h.guest->resume());
     boost::interprocess::managed_external_buffer segment(boost::interprocess::open_only,
                                                          copy.data(), copy.size());
     auto found = segment.find<CounterState>("romulus-counter");
@@ -139,7 +139,7 @@ TEST(UpdateGate, CounterGuestIsConsistentAtEveryPause) {
   }
   uint64_t last = 0;
   for (int round = 0; round < 300; ++round) {
-    ASSERT_TRUE(h.guest->pause(60s).is_ok());
+    ASSERT_OK(h.guest->pause(60s));
     uint64_t first;
     std::memcpy(&first, h.arena.data() + offset, 8);
     for (uint64_t i = 1; i < kCounters; ++i) {
@@ -149,17 +149,17 @@ TEST(UpdateGate, CounterGuestIsConsistentAtEveryPause) {
     }
     EXPECT_GE(first, last);
     last = first;
-    ASSERT_TRUE(h.guest->resume().is_ok());
+    ASSERT_OK(h.guest->resume());
   }
 }
 
 TEST(UpdateGate, PauseOfAnExitedGuestIsAborted) {
   TestGuestHarness h;
-  ASSERT_TRUE(h.start("compare", kArenaBytes).is_ok());
+  ASSERT_OK(h.start("compare", kArenaBytes));
   h.command("exit 7");  // no answer: the guest is gone
   Status s = h.guest->pause(30s);
   while (s.is_ok()) {  // raced with the exit: the stop came first
-    ASSERT_TRUE(h.guest->resume().is_ok());
+    ASSERT_OK(h.guest->resume());
     s = h.guest->pause(30s);
   }
   EXPECT_EQ(s.code(), StatusCode::kAborted);

@@ -1,5 +1,6 @@
 // The control socket: one line in, one JSON line out; hostile clients are bounded.
 #include "common/control_server.h"
+#include "tests/support/status_matchers.h"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -34,19 +35,19 @@ struct Log {
 TEST(ControlServer, AnswersARequestThroughItsHandler) {
   Log log;
   ControlServer server(temp_socket_path(), log.fn());
-  ASSERT_TRUE(server.start().is_ok());
+  ASSERT_OK(server.start());
   server.set_handler([](const std::string& r) { return R"({"ok":true,"echo":")" + r + "\"}"; });
   auto reply = control_request(server.path(), "status");
-  ASSERT_TRUE(reply.is_ok()) << reply.status().to_string();
+  ASSERT_OK(reply);
   EXPECT_EQ(*reply, R"({"ok":true,"echo":"status"})");
 }
 
 TEST(ControlServer, WithoutAHandlerSaysTheNodeIsChangingRole) {
   Log log;
   ControlServer server(temp_socket_path(), log.fn());
-  ASSERT_TRUE(server.start().is_ok());
+  ASSERT_OK(server.start());
   auto reply = control_request(server.path(), "status");
-  ASSERT_TRUE(reply.is_ok());
+  ASSERT_OK(reply);
   EXPECT_NE(reply->find("changing role"), std::string::npos) << *reply;
   EXPECT_EQ(*control_request(server.path(), "ping"), R"({"ok":true})");
 }
@@ -54,11 +55,11 @@ TEST(ControlServer, WithoutAHandlerSaysTheNodeIsChangingRole) {
 TEST(ControlServer, ARequestLineOverTheLimitGetsAnErrorAndOneLogLine) {
   Log log;
   ControlServer server(temp_socket_path(), log.fn());
-  ASSERT_TRUE(server.start().is_ok());
+  ASSERT_OK(server.start());
   server.set_handler([](const std::string&) { return std::string(R"({"ok":true})"); });
   auto reply =
       control_request(server.path(), std::string(ControlServer::kMaxRequestBytes + 10, 'x'));
-  ASSERT_TRUE(reply.is_ok()) << reply.status().to_string();
+  ASSERT_OK(reply);
   EXPECT_NE(reply->find(R"("ok":false)"), std::string::npos) << *reply;
   EXPECT_NE(reply->find("over 4096 bytes"), std::string::npos) << *reply;
   std::lock_guard lock(log.mu);
@@ -68,7 +69,7 @@ TEST(ControlServer, ARequestLineOverTheLimitGetsAnErrorAndOneLogLine) {
 TEST(ControlServer, AClientThatSendsNothingIsClosed) {
   Log log;
   ControlServer server(temp_socket_path(), log.fn());
-  ASSERT_TRUE(server.start().is_ok());
+  ASSERT_OK(server.start());
   const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -106,7 +107,7 @@ TEST(ControlRequest, ANodeThatDoesNotAnswerTimesOutNamingThePath) {
 TEST(ControlServer, ALiveNodesSocketIsNotTakenOver) {
   Log log;
   ControlServer first(temp_socket_path(), log.fn());
-  ASSERT_TRUE(first.start().is_ok());
+  ASSERT_OK(first.start());
   ControlServer second(first.path(), log.fn());
   const Status st = second.start();
   EXPECT_FALSE(st.is_ok());

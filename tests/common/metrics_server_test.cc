@@ -1,6 +1,7 @@
 // The metrics endpoint: GET /metrics through the role's handler, 404
 // elsewhere, 503 between roles; hostile clients are bounded and logged once.
 #include "common/metrics_server.h"
+#include "tests/support/status_matchers.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -82,7 +83,7 @@ struct Served {
   Log log;
   MetricsServer server{"127.0.0.1", 0, log.fn()};
   Served() {
-    EXPECT_TRUE(server.start().is_ok());
+    EXPECT_OK(server.start());
     server.set_handler([] { return std::string("romulus_up 1\n"); });
   }
 };

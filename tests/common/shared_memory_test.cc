@@ -1,5 +1,6 @@
 // SharedMemory (memfd + MAP_SHARED).
 #include "common/shared_memory.h"
+#include "tests/support/status_matchers.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -9,7 +10,7 @@ namespace {
 
 TEST(SharedMemory, CreateGivesZeroedMemoryOfTheRequestedSize) {
   auto m = SharedMemory::create("t", 16 * 4096);
-  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  ASSERT_OK(m);
   EXPECT_EQ(m->size(), 16u * 4096);
   EXPECT_EQ(m->pages(), 16u);
   EXPECT_GE(m->fd(), 0);
@@ -23,9 +24,9 @@ TEST(SharedMemory, RejectsSizesThatAreNotWholePages) {
 
 TEST(SharedMemory, TwoMappingsOfOneFdShareBytes) {
   auto a = SharedMemory::create("t", 4 * 4096);
-  ASSERT_TRUE(a.is_ok());
+  ASSERT_OK(a);
   auto b = SharedMemory::adopt(dup(a->fd()));  // size from the file
-  ASSERT_TRUE(b.is_ok()) << b.status().to_string();
+  ASSERT_OK(b);
   EXPECT_EQ(b->size(), a->size());
   a->data()[5000] = 7;
   EXPECT_EQ(b->data()[5000], 7);
@@ -35,7 +36,7 @@ TEST(SharedMemory, TwoMappingsOfOneFdShareBytes) {
 
 TEST(SharedMemory, MoveTransfersOwnership) {
   auto a = SharedMemory::create("t", 4096);
-  ASSERT_TRUE(a.is_ok());
+  ASSERT_OK(a);
   uint8_t* data = a->data();
   SharedMemory b = std::move(a).value();
   EXPECT_EQ(b.data(), data);

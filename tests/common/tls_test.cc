@@ -14,6 +14,7 @@
 #include <string>
 
 #include "common/link_stream.h"
+#include "tests/support/status_matchers.h"
 #include "tests/support/test_pki.h"
 
 namespace romulus::common {
@@ -21,11 +22,11 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-TEST(LinkOptions, NoTlsAndNoInsecureIsValid) { EXPECT_TRUE(check_link_options({}, false).is_ok()); }
+TEST(LinkOptions, NoTlsAndNoInsecureIsValid) { EXPECT_OK(check_link_options({}, false)); }
 
 TEST(LinkOptions, AllThreeFilesAreValid) {
-  EXPECT_TRUE(check_link_options({"a.crt", "a.key", "ca.crt", ""}, false).is_ok());
-  EXPECT_TRUE(check_link_options({"a.crt", "a.key", "ca.crt", "node-b"}, false).is_ok());
+  EXPECT_OK(check_link_options({"a.crt", "a.key", "ca.crt", ""}, false));
+  EXPECT_OK(check_link_options({"a.crt", "a.key", "ca.crt", "node-b"}, false));
 }
 
 TEST(LinkOptions, APartialSetSaysAllThreeAreNeeded) {
@@ -69,8 +70,8 @@ TEST(Loopback, WildcardsOtherAddressesAndUnknownNamesAreNot) {
 }
 
 TEST(Loopback, PlaintextOffLoopbackNeedsInsecure) {
-  EXPECT_TRUE(check_plaintext_allowed("127.0.0.1", 7000, "--listen", false).is_ok());
-  EXPECT_TRUE(check_plaintext_allowed("10.0.0.5", 7000, "--backup", true).is_ok());
+  EXPECT_OK(check_plaintext_allowed("127.0.0.1", 7000, "--listen", false));
+  EXPECT_OK(check_plaintext_allowed("10.0.0.5", 7000, "--backup", true));
   const Status st = check_plaintext_allowed("10.0.0.5", 7000, "--backup", false);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("--backup 10.0.0.5:7000 is not a loopback address"),
@@ -101,7 +102,7 @@ class Certs : public ::testing::Test {
   static std::shared_ptr<TlsIdentity> identity(const std::string& name, const std::string& ca,
                                                const std::string& peer) {
     auto id = pki_->identity(name, ca, peer);
-    EXPECT_TRUE(id.is_ok()) << id.status().to_string();
+    EXPECT_OK(id);
     return id.is_ok() ? *id : nullptr;
   }
 
@@ -219,7 +220,7 @@ TEST_F(Certs, AFailedReloadKeepsTheContextInUse) {
   std::filesystem::copy_file(path("node-a.crt"), cert);
   std::filesystem::copy_file(path("node-a.key"), key);
   auto id = TlsIdentity::load({cert, key, path("ca.crt"), ""});
-  ASSERT_TRUE(id.is_ok());
+  ASSERT_OK(id);
   const auto before = (*id)->context();
   std::ofstream(key, std::ios::trunc) << "not a key\n";
   EXPECT_FALSE((*id)->reload().is_ok());
@@ -228,14 +229,14 @@ TEST_F(Certs, AFailedReloadKeepsTheContextInUse) {
                              std::filesystem::copy_options::overwrite_existing);
   std::filesystem::copy_file(path("node-b.crt"), cert,
                              std::filesystem::copy_options::overwrite_existing);
-  EXPECT_TRUE((*id)->reload().is_ok());
+  EXPECT_OK((*id)->reload());
   EXPECT_NE((*id)->context(), before);
   EXPECT_NE((*id)->describe().find("CN=node-b"), std::string::npos) << (*id)->describe();
 }
 
 TEST_F(Certs, TheCertificateInUseIsNamedWithItsExpiry) {
   auto id = TlsIdentity::load({path("node-a.crt"), path("node-a.key"), path("ca.crt"), ""});
-  ASSERT_TRUE(id.is_ok());
+  ASSERT_OK(id);
   EXPECT_NE((*id)->subject().find("CN=node-a"), std::string::npos) << (*id)->subject();
   // Issued with -days 2: it expires between one and three days from now.
   const int64_t now = static_cast<int64_t>(std::time(nullptr));

@@ -8,6 +8,7 @@
 #include "guest/guest.h"
 #include "guest/romulus_guest.h"
 #include "tests/support/guest_paths.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::guest {
 namespace {
@@ -15,7 +16,7 @@ namespace {
 TEST(PrivateArena, AttachWithoutSupervisorGivesAPrivateArena) {
   ASSERT_EQ(std::getenv(kEnvArenaFd), nullptr) << "run this test outside a supervisor";
   auto arena = attach();
-  ASSERT_TRUE(arena.is_ok()) << arena.status().to_string();
+  ASSERT_OK(arena);
   EXPECT_FALSE(arena->supervised());
   EXPECT_FALSE(arena->resumed());
   EXPECT_FALSE(arena->resumed_epoch().has_value());
@@ -27,13 +28,14 @@ TEST(PrivateArena, AttachWithoutSupervisorGivesAPrivateArena) {
 TEST(PrivateArena, AttachIsIdempotent) {
   auto a = attach();
   auto b = attach();
-  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  ASSERT_OK(a);
+  ASSERT_OK(b);
   EXPECT_EQ(a->base(), b->base());
 }
 
 TEST(PrivateArena, SegmentAllocatesNamedObjects) {
   auto arena = attach();
-  ASSERT_TRUE(arena.is_ok());
+  ASSERT_OK(arena);
   auto* v = arena->segment().find_or_construct<uint64_t>("answer")(42);
   EXPECT_EQ(*arena->segment().find<uint64_t>("answer").first, 42u);
   EXPECT_GE(reinterpret_cast<uint8_t*>(v), arena->base());
@@ -41,7 +43,7 @@ TEST(PrivateArena, SegmentAllocatesNamedObjects) {
 }
 
 TEST(PrivateArena, UpdatesNestAndCostNothingAlone) {
-  ASSERT_TRUE(attach().is_ok());
+  ASSERT_OK(attach());
   for (int i = 0; i < 1000; ++i) {
     Update outer;
     Update inner;
@@ -55,7 +57,7 @@ TEST(PrivateArena, UpdatesNestAndCostNothingAlone) {
 TEST(PrivateArena, CInterfaceSeesTheSameArena) {
   ASSERT_EQ(romulus_attach(), 0);
   auto arena = attach();
-  ASSERT_TRUE(arena.is_ok());
+  ASSERT_OK(arena);
   EXPECT_EQ(romulus_arena_base(), arena->base());
   EXPECT_EQ(romulus_arena_size(), arena->size());
   EXPECT_EQ(romulus_resumed(), 0);

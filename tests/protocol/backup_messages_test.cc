@@ -7,6 +7,7 @@
 
 #include "protocol/checkpoint_writer.h"
 #include "protocol/wire_format.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::protocol {
 namespace {
@@ -48,7 +49,7 @@ TEST(BackupMessages, ErrorBytesAreAsDocumented) {
 TEST(BackupMessages, RoundTripAllAtOnce) {
   BackupMessageReader reader;
   std::vector<BackupMessage> got;
-  ASSERT_TRUE(reader.feed(sample_stream(), &got).is_ok());
+  ASSERT_OK(reader.feed(sample_stream(), &got));
   EXPECT_EQ(got, expected_messages());
   EXPECT_FALSE(reader.has_partial());
   EXPECT_EQ(reader.bytes_consumed(), sample_stream().size());
@@ -67,7 +68,7 @@ TEST(BackupMessages, AnySplitGivesTheSameMessages) {
     const size_t max_piece = round == 0 ? 1 : 1 + rng() % 20;
     while (!rest.empty()) {
       const size_t n = std::min<size_t>(rest.size(), 1 + rng() % max_piece);
-      ASSERT_TRUE(reader.feed(rest.first(n), &got).is_ok());
+      ASSERT_OK(reader.feed(rest.first(n), &got));
       rest = rest.subspan(n);
     }
     EXPECT_EQ(got, expected_messages());
@@ -79,7 +80,7 @@ TEST(BackupMessages, IncompleteMessageIsHeld) {
   const Bytes ack = encode_ack(3);
   BackupMessageReader reader;
   std::vector<BackupMessage> got;
-  ASSERT_TRUE(reader.feed(ByteSpan(ack).first(5), &got).is_ok());
+  ASSERT_OK(reader.feed(ByteSpan(ack).first(5), &got));
   EXPECT_TRUE(got.empty());
   EXPECT_TRUE(reader.has_partial());
 }
@@ -87,7 +88,7 @@ TEST(BackupMessages, IncompleteMessageIsHeld) {
 TEST(BackupMessages, OkStatusIsSentAsAborted) {
   BackupMessageReader reader;
   std::vector<BackupMessage> got;
-  ASSERT_TRUE(reader.feed(encode_error(Status::ok()), &got).is_ok());
+  ASSERT_OK(reader.feed(encode_error(Status::ok()), &got));
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].error.code(), StatusCode::kAborted);
 }
@@ -95,7 +96,7 @@ TEST(BackupMessages, OkStatusIsSentAsAborted) {
 TEST(BackupMessages, LongErrorTextIsCut) {
   BackupMessageReader reader;
   std::vector<BackupMessage> got;
-  ASSERT_TRUE(reader.feed(encode_error(Status::io_error(std::string(5000, 'x'))), &got).is_ok());
+  ASSERT_OK(reader.feed(encode_error(Status::io_error(std::string(5000, 'x'))), &got));
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].error.message().size(), kMaxRefusalReason);
 }

@@ -18,6 +18,7 @@
 #include "protocol/lz4_stage.h"
 #include "protocol/page_codec.h"
 #include "protocol/wire_format.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::protocol {
 namespace {
@@ -183,8 +184,8 @@ TEST(CheckpointStream, FormatARoundTrip) {
 
   ImageSink sink(kGuestPages);
   CheckpointReader reader(kGuestPages, &sink);
-  ASSERT_TRUE(reader.feed(sender.stream()).is_ok()) << reader.finish().to_string();
-  EXPECT_TRUE(reader.finish().is_ok());
+  ASSERT_OK(reader.feed(sender.stream())) << reader.finish().to_string();
+  EXPECT_OK(reader.finish());
   EXPECT_EQ(reader.format(), Format::kA);
   EXPECT_EQ(sink.ends.size(), 4u);
   EXPECT_EQ(sink.goodbyes, 1);
@@ -213,8 +214,8 @@ TEST(CheckpointStream, FormatBRoundTripWithEveryCodecAndLz4Mode) {
       ImageSink sink(kGuestPages);
       CheckpointReader reader(kGuestPages, &sink);
       const Status s = reader.feed(sender.stream());
-      ASSERT_TRUE(s.is_ok()) << s.to_string();
-      EXPECT_TRUE(reader.finish().is_ok());
+      ASSERT_OK(s);
+      EXPECT_OK(reader.finish());
       EXPECT_EQ(reader.format(), Format::kB);
       EXPECT_EQ(sink.ends.size(), 6u);
       EXPECT_TRUE(sink.image() == sender.image());
@@ -241,14 +242,14 @@ TEST(CheckpointStream, FeedingInRandomPiecesOrByteByByteGivesTheSameResult) {
 
   ImageSink whole(kGuestPages);
   CheckpointReader whole_reader(kGuestPages, &whole);
-  ASSERT_TRUE(whole_reader.feed(sender.stream()).is_ok());
+  ASSERT_OK(whole_reader.feed(sender.stream()));
 
   for (size_t max_piece : {size_t{1}, size_t{3}, size_t{700}, size_t{50000}}) {
     SCOPED_TRACE(max_piece);
     ImageSink sink(kGuestPages);
     CheckpointReader reader(kGuestPages, &sink);
-    ASSERT_TRUE(feed_in_pieces(reader, sender.stream(), rng, max_piece).is_ok());
-    EXPECT_TRUE(reader.finish().is_ok());
+    ASSERT_OK(feed_in_pieces(reader, sender.stream(), rng, max_piece));
+    EXPECT_OK(reader.finish());
     EXPECT_EQ(sink.begins, whole.begins);
     EXPECT_EQ(sink.ends, whole.ends);
     EXPECT_EQ(sink.heartbeats, whole.heartbeats);
@@ -264,11 +265,11 @@ TEST(CheckpointStream, EnableCompressionTakesEffectAtTheNextCheckpoint) {
   sender.checkpoint(rng, 1, 5);
   ImageSink sink(kGuestPages);
   CheckpointReader reader(kGuestPages, &sink);
-  ASSERT_TRUE(reader.feed(sender.stream()).is_ok());
+  ASSERT_OK(reader.feed(sender.stream()));
   EXPECT_EQ(reader.format(), Format::kA);
   sender.stream().clear();
   sender.enable_compression();
-  ASSERT_TRUE(reader.feed(sender.stream()).is_ok());
+  ASSERT_OK(reader.feed(sender.stream()));
   EXPECT_EQ(reader.format(), Format::kB);
   EXPECT_EQ(sink.enables, 1);
 }
@@ -319,7 +320,7 @@ TEST(CheckpointStream, BodiesEncodedOnSeveralThreadsAreSentInOrder) {
   ImageSink sink(kPages);
   CheckpointReader reader(kPages, &sink);
   const Status s = reader.feed(stream);
-  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  ASSERT_OK(s);
   EXPECT_EQ(sink.ends.size(), 3u);
   EXPECT_TRUE(sink.image() == image);
 }
@@ -392,16 +393,16 @@ TEST(CheckpointStream, ChunksStayWithinTheTargetSize) {
   int compressed = 0;
   while (!r.empty()) {
     int32_t type = 0;
-    ASSERT_TRUE(r.read_i32(&type, "type").is_ok());
+    ASSERT_OK(r.read_i32(&type, "type"));
     size_t size = 0;
     if (type > 0) {
       size = 4 + 8 * static_cast<size_t>(type);
-      ASSERT_TRUE(r.skip(8 * static_cast<size_t>(type), "pfns").is_ok());
+      ASSERT_OK(r.skip(8 * static_cast<size_t>(type), "pfns"));
     } else {
       ASSERT_EQ(type, XC_SAVE_ID_COMPRESSED_DATA);
       uint32_t len = 0;
-      ASSERT_TRUE(r.read_u32(&len, "len").is_ok());
-      ASSERT_TRUE(r.skip(len, "payload").is_ok());
+      ASSERT_OK(r.read_u32(&len, "len"));
+      ASSERT_OK(r.skip(len, "payload"));
       size = 8 + len;
       ++compressed;
     }
@@ -436,14 +437,14 @@ TEST(CheckpointStreamDamage, TruncationAtEveryByteNeverCommitsTheCutCheckpoint) 
     ImageSink sink(16);
     CheckpointReader reader(16, &sink);
     const Status s = reader.feed(ByteSpan(stream).first(cut));
-    ASSERT_TRUE(s.is_ok()) << "cut " << cut << ": " << s.to_string();
+    ASSERT_OK(s) << "cut " << cut << ": " << s.to_string();
     const size_t complete =
         std::count_if(ends.begin(), ends.end(), [&](size_t e) { return e <= cut; });
     ASSERT_EQ(sink.ends.size(), complete) << "cut " << cut;
     if (cut < stream.size()) {
       EXPECT_EQ(reader.finish().code(), StatusCode::kTruncated) << "cut " << cut;
     } else {
-      EXPECT_TRUE(reader.finish().is_ok());
+      EXPECT_OK(reader.finish());
     }
   }
 }
@@ -454,8 +455,8 @@ void expect_every_bit_flip_rejected(const Bytes& prefix, const Bytes& checkpoint
   {
     ImageSink sink(16);
     CheckpointReader reader(16, &sink);
-    ASSERT_TRUE(reader.feed(prefix).is_ok());
-    ASSERT_TRUE(reader.feed(checkpoint).is_ok());
+    ASSERT_OK(reader.feed(prefix));
+    ASSERT_OK(reader.feed(checkpoint));
     ASSERT_EQ(sink.ends.size(), 1u) << "the undamaged checkpoint must commit";
   }
   for (size_t bit = 0; bit < checkpoint.size() * 8; ++bit) {
@@ -463,7 +464,7 @@ void expect_every_bit_flip_rejected(const Bytes& prefix, const Bytes& checkpoint
     damaged[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
     ImageSink sink(16);
     CheckpointReader reader(16, &sink);
-    ASSERT_TRUE(reader.feed(prefix).is_ok());
+    ASSERT_OK(reader.feed(prefix));
     const Status s = reader.feed(damaged);
     ASSERT_TRUE(sink.ends.empty()) << "bit " << bit << " flipped and the checkpoint committed";
     EXPECT_FALSE(reader.finish().is_ok()) << "bit " << bit;
@@ -580,7 +581,7 @@ TEST(CheckpointStreamHostile, HandBuiltValidCheckpointIsAccepted) {
       .compressed(CodecId::kRunSkip, Bytes{0x00, 0x00})
       .end(17, 2);
   ImageSink sink(16);
-  ASSERT_TRUE(read_stream(b.bytes(), &sink).is_ok());
+  ASSERT_OK(read_stream(b.bytes(), &sink));
   EXPECT_EQ(sink.ends.size(), 1u);
 }
 
@@ -597,7 +598,7 @@ TEST(CheckpointStreamHostile, HeartbeatBetweenChunksOfACheckpointIsAcceptedOutsi
   const size_t before_end = stream.size() - 20;  // end of body: i32 + u64 + u32 + u32
   stream.insert(stream.begin() + static_cast<long>(before_end), hb.begin(), hb.end());
   ImageSink sink(16);
-  ASSERT_TRUE(read_stream(stream, &sink).is_ok());
+  ASSERT_OK(read_stream(stream, &sink));
   EXPECT_EQ(sink.ends.size(), 1u);
   EXPECT_EQ(sink.heartbeats, (std::vector<uint64_t>{42, 42}));
 }
@@ -800,7 +801,7 @@ TEST(CheckpointStreamHostile, PayloadOfACodecTheHelloDidNotListIsCorrupt) {
       .pfns({1})
       .compressed(CodecId::kRunSkip, kUnchanged);
   ImageSink sink(16);
-  EXPECT_TRUE(read_listed(ok.bytes(), &sink).is_ok());
+  EXPECT_OK(read_listed(ok.bytes(), &sink));
 
   StreamBuilder plain;
   plain.i32(XC_SAVE_ID_ENABLE_COMPRESSION)
@@ -828,7 +829,7 @@ TEST(CheckpointStreamHostile, PayloadOfACodecTheHelloDidNotListIsCorrupt) {
   ImageSink lz4_sink(16);
   expect_corrupt(read_listed(lz4.bytes(), &lz4_sink), "is not in the Hello's codec list");
   // The reader without a list (every known codec) accepts the same stream.
-  EXPECT_TRUE(read_stream(lz4.bytes()).is_ok());
+  EXPECT_OK(read_stream(lz4.bytes()));
 }
 
 TEST(CheckpointStreamHostile, PayloadEndingInsideARecord) {
@@ -857,12 +858,12 @@ TEST(CheckpointStreamHostile, DataAfterGoodbye) {
 TEST(CheckpointStreamDropped, DroppedBetweenCheckpointsEndsTheStreamAndIsNotAGoodbye) {
   ImageSink sink(16);
   CheckpointReader reader(16, &sink);
-  ASSERT_TRUE(reader.feed(StreamBuilder().begin(4).end(4, 0).i32(kChunkDropped).bytes()).is_ok());
+  ASSERT_OK(reader.feed(StreamBuilder().begin(4).end(4, 0).i32(kChunkDropped).bytes()));
   EXPECT_EQ(sink.dropped, 1);
   EXPECT_EQ(sink.goodbyes, 0);
   EXPECT_TRUE(reader.saw_dropped());
   EXPECT_FALSE(reader.saw_goodbye());
-  EXPECT_TRUE(reader.finish().is_ok());
+  EXPECT_OK(reader.finish());
 }
 
 TEST(CheckpointStreamDropped, DroppedInsideACheckpointVoidsIt) {
@@ -871,7 +872,7 @@ TEST(CheckpointStreamDropped, DroppedInsideACheckpointVoidsIt) {
   StreamBuilder b;
   const Bytes page(kPageSize, 0x42);  // Format A: the raw page follows its PFN
   b.begin(7).pfns({1}).bytes(page).i32(kChunkDropped);
-  ASSERT_TRUE(reader.feed(b.bytes()).is_ok());
+  ASSERT_OK(reader.feed(b.bytes()));
   EXPECT_EQ(sink.dropped, 1);
   EXPECT_TRUE(sink.ends.empty());  // the checkpoint in flight never commits
   EXPECT_FALSE(reader.in_checkpoint());
@@ -931,7 +932,7 @@ TEST(CheckpointStreamHostile, SinkErrorsFailTheStreamWithContext) {
 TEST(CheckpointStreamHostile, EndOfInputBetweenCheckpointsWithoutGoodbyeIsTruncated) {
   ImageSink sink(16);
   CheckpointReader reader(16, &sink);
-  ASSERT_TRUE(reader.feed(StreamBuilder().begin(4).end(4, 0).bytes()).is_ok());
+  ASSERT_OK(reader.feed(StreamBuilder().begin(4).end(4, 0).bytes()));
   EXPECT_FALSE(reader.in_checkpoint());
   EXPECT_EQ(reader.finish().code(), StatusCode::kTruncated);
 }

@@ -1,4 +1,5 @@
 #include "protocol/coding.h"
+#include "tests/support/status_matchers.h"
 
 #include <gtest/gtest.h>
 
@@ -98,7 +99,7 @@ TEST(Status, ContextPrefixesMessageAndKeepsCode) {
   Status s = Status::corrupt("PFN 9 out of range").context("checkpoint 4");
   EXPECT_EQ(s.code(), StatusCode::kCorrupt);
   EXPECT_EQ(s.to_string(), "corrupt: checkpoint 4: PFN 9 out of range");
-  EXPECT_TRUE(Status::ok().context("x").is_ok());
+  EXPECT_OK(Status::ok().context("x"));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "protocol/lz4_stage.h"
 #include "protocol/page_codec.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::protocol {
 namespace {
@@ -45,7 +46,7 @@ TEST(Golden, RunSkipRecord) {
   uint8_t page[kPageSize];
   std::memcpy(page, ex.before, kPageSize);
   auto r = decode_page_record(CodecId::kRunSkip, want, MutablePageView(page, kPageSize));
-  ASSERT_TRUE(r.is_ok());
+  ASSERT_OK(r);
   EXPECT_EQ(*r, want.size());
   EXPECT_EQ(std::memcmp(page, ex.after, kPageSize), 0);
 }
@@ -57,7 +58,7 @@ TEST(Golden, XbzrleRecord) {
   uint8_t page[kPageSize];
   std::memcpy(page, ex.before, kPageSize);
   auto r = decode_page_record(CodecId::kXbzrle, want, MutablePageView(page, kPageSize));
-  ASSERT_TRUE(r.is_ok());
+  ASSERT_OK(r);
   EXPECT_EQ(*r, want.size());
   EXPECT_EQ(std::memcmp(page, ex.after, kPageSize), 0);
 }
@@ -75,7 +76,7 @@ TEST(Golden, Lz4OfTheWholePageRecordOnACacheMiss) {
   ASSERT_TRUE(lz4_compress(record, block));
   EXPECT_EQ(block, want);
   Bytes back;
-  ASSERT_TRUE(lz4_decompress(want, record.size(), back).is_ok());
+  ASSERT_OK(lz4_decompress(want, record.size(), back));
   EXPECT_EQ(back, record);
 }
 

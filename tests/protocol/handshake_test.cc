@@ -1,4 +1,5 @@
 #include "protocol/handshake.h"
+#include "tests/support/status_matchers.h"
 
 #include <gtest/gtest.h>
 
@@ -23,7 +24,7 @@ TEST(Handshake, HelloRoundTrips) {
   const Hello h = sample_hello();
   const Bytes wire = encode_hello(h);
   auto parsed = parse_hello(wire);
-  ASSERT_TRUE(parsed.is_ok()) << parsed.status().to_string();
+  ASSERT_OK(parsed);
   ASSERT_TRUE(parsed->has_value());
   EXPECT_EQ((*parsed)->first, h);
   EXPECT_EQ((*parsed)->second, wire.size());
@@ -76,7 +77,7 @@ TEST(Handshake, ReplyRoundTrips) {
   r.reason = "arena size mismatch";
   const Bytes wire = encode_reply(r);
   auto parsed = parse_reply(wire);
-  ASSERT_TRUE(parsed.is_ok()) << parsed.status().to_string();
+  ASSERT_OK(parsed);
   ASSERT_TRUE(parsed->has_value());
   EXPECT_EQ((*parsed)->first, r);
   EXPECT_EQ((*parsed)->second, wire.size());
@@ -86,7 +87,7 @@ TEST(Handshake, ParsersWaitForEveryMissingByte) {
   const Bytes hello = encode_hello(sample_hello());
   for (size_t n = 0; n < hello.size(); ++n) {
     auto parsed = parse_hello(ByteSpan(hello).first(n));
-    ASSERT_TRUE(parsed.is_ok()) << n << ": " << parsed.status().to_string();
+    ASSERT_OK(parsed) << n << ": " << parsed.status().to_string();
     EXPECT_FALSE(parsed->has_value()) << n;
   }
   Reply r;
@@ -94,7 +95,7 @@ TEST(Handshake, ParsersWaitForEveryMissingByte) {
   const Bytes reply = encode_reply(r);
   for (size_t n = 0; n < reply.size(); ++n) {
     auto parsed = parse_reply(ByteSpan(reply).first(n));
-    ASSERT_TRUE(parsed.is_ok()) << n;
+    ASSERT_OK(parsed) << n;
     EXPECT_FALSE(parsed->has_value()) << n;
   }
 }
@@ -104,7 +105,7 @@ TEST(Handshake, BytesAfterTheMessageAreLeftForTheCaller) {
   const size_t size = wire.size();
   wire.push_back(0xaa);
   auto parsed = parse_hello(wire);
-  ASSERT_TRUE(parsed.is_ok());
+  ASSERT_OK(parsed);
   EXPECT_EQ((*parsed)->second, size);
 }
 
@@ -177,7 +178,7 @@ TEST(Handshake, ReplyReasonLongerThanTheLimitIsCorrupt) {
   Reply r;
   r.reason = std::string(kMaxRefusalReason, 'x');
   Bytes wire = encode_reply(r);
-  ASSERT_TRUE(parse_reply(wire).is_ok());
+  ASSERT_OK(parse_reply(wire));
   // Grow the reason by one byte by hand.
   const size_t len_at = kHandshakeHeaderSize + 1 + 8 + 8;
   store_u16(wire.data() + len_at, kMaxRefusalReason + 1);
@@ -190,12 +191,12 @@ TEST(Handshake, EncodeReplyCutsLongReasonsAtACharacterBoundary) {
   Reply r;
   r.reason = std::string(kMaxRefusalReason - 1, 'x') + "\xc3\xa9";  // 'é' straddles the limit
   auto parsed = parse_reply(encode_reply(r));
-  ASSERT_TRUE(parsed.is_ok());
+  ASSERT_OK(parsed);
   EXPECT_EQ((*parsed)->first.reason, std::string(kMaxRefusalReason - 1, 'x'));
 }
 
 TEST(HandshakeCompatibility, MatchingGeometryIsAccepted) {
-  EXPECT_TRUE(check_hello_compatible(sample_hello(), backup_with(65536)).is_ok());
+  EXPECT_OK(check_hello_compatible(sample_hello(), backup_with(65536)));
 }
 
 TEST(HandshakeCompatibility, ArenaSizeMismatchSaysBothSizes) {
@@ -272,10 +273,10 @@ namespace {
 // (UB; the sanitizer build aborted the primary at its first connection).
 TEST(HandshakeRegression, ParsingNoBytesYetAsksForMore) {
   auto hello = parse_hello(ByteSpan());
-  ASSERT_TRUE(hello.is_ok());
+  ASSERT_OK(hello);
   EXPECT_FALSE(hello->has_value());
   auto reply = parse_reply(ByteSpan());
-  ASSERT_TRUE(reply.is_ok());
+  ASSERT_OK(reply);
   EXPECT_FALSE(reply->has_value());
 }
 

@@ -15,6 +15,7 @@
 #include "protocol/page_buffer.h"
 #include "protocol/page_codec.h"
 #include "tests/support/page_patterns.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::protocol {
 namespace {
@@ -63,7 +64,7 @@ TEST(PageCodec, NullOldEncodesAWholePageThatNeedsNoCurrentCopy) {
     EXPECT_FALSE(record_needs_current(codec, ByteSpan(out.data(), n)));
     PageBytes page = page_of(0);
     auto r = decode_page_record(codec, ByteSpan(out.data(), n), MutablePageView(page));
-    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    ASSERT_OK(r);
     EXPECT_EQ(*r, n);
     EXPECT_EQ(page, cur);
   }
@@ -183,7 +184,7 @@ struct Receiver {
   void apply(uint64_t pfn, CodecId codec, const Bytes& rec) {
     PageBytes& page = image[pfn];
     auto r = decode_page_record(codec, rec, MutablePageView(page));
-    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    ASSERT_OK(r);
     ASSERT_EQ(*r, rec.size());
   }
 };

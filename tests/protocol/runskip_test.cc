@@ -12,6 +12,7 @@
 #include "bench/reference_decoder.h"
 #include "protocol/page_compare.h"
 #include "tests/support/page_patterns.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::protocol {
 namespace {
@@ -62,7 +63,7 @@ void expect_round_trip(const Pair& p) {
   EXPECT_EQ(rec.size(), minimal_size(p.old, p.cur));
   PageBytes page = p.old;
   auto r = runskip_decode(rec, MutablePageView(page));
-  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_OK(r);
   EXPECT_EQ(*r, rec.size());
   EXPECT_EQ(page, p.cur);
 }
@@ -324,7 +325,7 @@ void expect_same_as_reference(const Pair& p) {
   ASSERT_EQ(rec, reference_encode(p.old, p.cur));
   PageBytes page = p.old;
   auto r = runskip_decode(rec, MutablePageView(page));
-  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_OK(r);
   EXPECT_EQ(*r, rec.size());
   ASSERT_EQ(page, p.cur);
 }
@@ -589,19 +590,19 @@ TEST(RunSkipDecode, BytesAfterTheRecordAreLeftForTheNextRecord) {
   PageBytes page{};
   // END record, then garbage.
   auto r = decode_keeping(Bytes{0x00, 0xAB, 0xCD}, &page);
-  ASSERT_TRUE(r.is_ok());
+  ASSERT_OK(r);
   EXPECT_EQ(*r, 1u);
   // A record covering all 1024 words ends without END; the following 0x00 is not its.
   Bytes full(8, 0xFF);
   full.insert(full.end(), {0x88, 0x00, 0x00});
   r = decode_keeping(full, &page);
-  ASSERT_TRUE(r.is_ok());
+  ASSERT_OK(r);
   EXPECT_EQ(*r, 9u);
   // Whole page, then more.
   Bytes whole(1 + 4096 + 5, 0x11);
   whole[0] = 0x80;
   r = decode_keeping(whole, &page);
-  ASSERT_TRUE(r.is_ok());
+  ASSERT_OK(r);
   EXPECT_EQ(*r, kRunSkipMaxRecord);
   EXPECT_EQ(page[4095], 0x11);
 }
@@ -616,7 +617,7 @@ TEST(RunSkipDecode, LongestValidRecordIsOneThousandTwentyFourRunsOfOneWord) {
   ASSERT_EQ(in.size(), 5120u);
   in.push_back(0x00);  // the next record
   auto r = decode_keeping(in, &page);
-  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_OK(r);
   EXPECT_EQ(*r, 5120u);
   EXPECT_EQ(page[0], 0x5a);
   EXPECT_EQ(page[4095], 0x5a);

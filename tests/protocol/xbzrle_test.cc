@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tests/support/page_patterns.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::protocol {
 namespace {
@@ -62,7 +63,7 @@ void expect_round_trip(const Pair& p) {
   EXPECT_LE(rec.size(), unfolded_size(p.old, p.cur));
   PageBytes page = p.old;
   auto r = decode_keeping(rec, &page);
-  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_OK(r);
   EXPECT_EQ(*r, rec.size());
   EXPECT_EQ(page, p.cur);
 }
@@ -272,10 +273,10 @@ TEST(XbzrleDecode, AmbiguousEncodingsAreCorrupt) {
 TEST(XbzrleDecode, BytesAfterTheRecordAreLeftForTheNextRecord) {
   PageBytes page{};
   auto r = decode_keeping(Bytes{0x00, 0x99}, &page);
-  ASSERT_TRUE(r.is_ok());
+  ASSERT_OK(r);
   EXPECT_EQ(*r, 1u);
   r = decode_keeping(Bytes{0x01, 0x03, 0x00, 0x01, 0xAA, 0x01, 0x02}, &page);
-  ASSERT_TRUE(r.is_ok());
+  ASSERT_OK(r);
   EXPECT_EQ(*r, 5u);
   EXPECT_EQ(page[0], 0xAA);
 }

@@ -23,6 +23,7 @@
 #include "protocol/checkpoint_reader.h"
 #include "replica/replica_state.h"
 #include "tests/support/guest_paths.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::checkpoint {
 namespace {
@@ -82,15 +83,15 @@ struct Harness {
     spec.control_fd = control.fd();
     spec.tracker = tracker_name;
     auto g = GuestProcess::start(spec);
-    ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+    ASSERT_OK(g);
     guest.emplace(std::move(g).value());
-    ASSERT_TRUE(guest->wait_attached(10s).is_ok());
+    ASSERT_OK(guest->wait_attached(10s));
     TrackerDecision d;
     d.kind = tracker_name == "uffd"        ? TrackerKind::kUffd
              : tracker_name == "uffd-sync" ? TrackerKind::kUffdSync
                                            : TrackerKind::kCompare;
     auto t = make_tracker(d, *guest, arena.data(), arena.size());
-    ASSERT_TRUE(t.is_ok()) << t.status().to_string();
+    ASSERT_OK(t);
     tracker = std::move(t).value();
   }
 };
@@ -138,12 +139,12 @@ TEST_P(EpochEngineTest, ReceiverImageEqualsArenaAtEveryPause) {
   EpochEngine engine(pause, *h.tracker, pages, &transport, stats, opts);
 
   PauseSnapshot snapshot(engine, h.arena.data(), Harness::kArenaBytes);
-  ASSERT_TRUE(engine.initial_sync().is_ok());
+  ASSERT_OK(engine.initial_sync());
   ASSERT_TRUE(transport.state.has_committed());
   uint64_t largest_dirty_set = 0;
   for (int i = 0; i < 40; ++i) {
     std::this_thread::sleep_for(5ms);
-    ASSERT_TRUE(engine.checkpoint().is_ok());
+    ASSERT_OK(engine.checkpoint());
     ASSERT_TRUE(snapshot.matches(transport.state));
     largest_dirty_set = std::max(largest_dirty_set, stats.snapshot().last.dirty_pages);
   }
@@ -167,11 +168,11 @@ TEST_P(EpochEngineTest, CheckpointsNeverSplitAnUpdate) {
   GuestPause pause(*h.guest);
   EngineOptions opts;
   EpochEngine engine(pause, *h.tracker, pages, &transport, stats, opts);
-  ASSERT_TRUE(engine.initial_sync().is_ok());
+  ASSERT_OK(engine.initial_sync());
   uint64_t last_value = 0;
   for (int i = 0; i < 50; ++i) {
     std::this_thread::sleep_for(2ms);
-    ASSERT_TRUE(engine.checkpoint().is_ok());
+    ASSERT_OK(engine.checkpoint());
     auto values = read_counters(transport.state.committed_image().data(),
                                 transport.state.committed_image().size());
     ASSERT_FALSE(values.empty());
@@ -261,11 +262,11 @@ TEST(CompareTrackerEngineTest, DirtySetLargerThanStagingArrivesExactly) {
   EpochEngine engine(pause, *h.tracker, pages, &transport, stats, opts);
 
   PauseSnapshot snapshot(engine, h.arena.data(), Harness::kArenaBytes);
-  ASSERT_TRUE(engine.initial_sync().is_ok());
+  ASSERT_OK(engine.initial_sync());
   uint64_t largest_dirty_set = 0;
   for (int i = 0; i < 20; ++i) {
     std::this_thread::sleep_for(5ms);
-    ASSERT_TRUE(engine.checkpoint().is_ok());
+    ASSERT_OK(engine.checkpoint());
     ASSERT_TRUE(snapshot.matches(transport.state));
     largest_dirty_set = std::max(largest_dirty_set, stats.snapshot().last.dirty_pages);
   }
@@ -308,10 +309,10 @@ TEST(CompareTrackerEngineTest, PagesWrittenDuringEncodingDoNotLeakIntoTheCheckpo
     }
   };
   PauseSnapshot snapshot(engine, h.arena.data(), Harness::kArenaBytes);
-  ASSERT_TRUE(engine.initial_sync().is_ok());
+  ASSERT_OK(engine.initial_sync());
   for (int i = 0; i < 20; ++i) {
     std::this_thread::sleep_for(2ms);
-    ASSERT_TRUE(engine.checkpoint().is_ok());
+    ASSERT_OK(engine.checkpoint());
     ASSERT_TRUE(snapshot.matches(transport.inner.state));
     // The scribbled pages were dirty at this pause (scribbled during the last
     // encoding), so this checkpoint carried them in several batches.

@@ -11,6 +11,7 @@
 #include "protocol/checkpoint_writer.h"
 #include "protocol/page_cache.h"
 #include "protocol/wire_format.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::replica {
 namespace {
@@ -71,10 +72,10 @@ TEST(ReplicaState, ConsistentCheckpointAfterSyncBecomesTheCommittedImage) {
   ReplicaState state(kPages);
   protocol::CheckpointReader reader(kPages, &state);
   tx.write(3, 0xaa);
-  ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
+  ASSERT_OK(reader.feed(tx.full_sync(1)));
   EXPECT_FALSE(state.has_committed()) << "a pre-copy round is not a state of the guest";
   tx.write(5, 0xbb);
-  ASSERT_TRUE(reader.feed(tx.unit(2, protocol::kBeginConsistent, {5}, true)).is_ok());
+  ASSERT_OK(reader.feed(tx.unit(2, protocol::kBeginConsistent, {5}, true)));
   ASSERT_TRUE(state.has_committed());
   EXPECT_EQ(state.committed_epoch(), 2u);
   EXPECT_TRUE(image_equals(state, tx.arena));
@@ -85,9 +86,9 @@ TEST(ReplicaState, CheckpointCutAtAnyByteLeavesTheImageAtTheLastCommit) {
   ReplicaState state(kPages);
   {
     protocol::CheckpointReader reader(kPages, &state);
-    ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
+    ASSERT_OK(reader.feed(tx.full_sync(1)));
     tx.write(1, 1);
-    ASSERT_TRUE(reader.feed(tx.unit(2, protocol::kBeginConsistent, {1}, true)).is_ok());
+    ASSERT_OK(reader.feed(tx.unit(2, protocol::kBeginConsistent, {1}, true)));
   }
   const std::vector<uint8_t> committed = tx.arena;
   tx.write(1, 2);
@@ -97,8 +98,8 @@ TEST(ReplicaState, CheckpointCutAtAnyByteLeavesTheImageAtTheLastCommit) {
     protocol::CheckpointReader reader(kPages, &state);
     // The reader of a new stream must start in Format B for this unit.
     Bytes enable = protocol::encode_enable_compression();
-    ASSERT_TRUE(reader.feed(enable).is_ok());
-    ASSERT_TRUE(reader.feed(protocol::ByteSpan(next).first(cut)).is_ok()) << "cut " << cut;
+    ASSERT_OK(reader.feed(enable));
+    ASSERT_OK(reader.feed(protocol::ByteSpan(next).first(cut))) << "cut " << cut;
     state.abort_stream();
     ASSERT_EQ(state.committed_epoch(), 2u) << "cut " << cut;
     ASSERT_TRUE(image_equals(state, committed))
@@ -114,22 +115,22 @@ TEST(ReplicaState, CorruptBeginEpochDoesNotPoisonLaterStreams) {
   ReplicaState state(kPages);
   {
     protocol::CheckpointReader reader(kPages, &state);
-    ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
-    ASSERT_TRUE(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)).is_ok());
+    ASSERT_OK(reader.feed(tx.full_sync(1)));
+    ASSERT_OK(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)));
   }
   {
     tx.write(4, 9);
     Bytes bad = tx.unit(3, protocol::kBeginConsistent, {4}, true);
     bad[4 + 5] ^= 0x80;  // the begin chunk's epoch (after the int32 type): now huge
     protocol::CheckpointReader reader(kPages, &state);
-    ASSERT_TRUE(reader.feed(protocol::encode_enable_compression()).is_ok());
+    ASSERT_OK(reader.feed(protocol::encode_enable_compression()));
     EXPECT_FALSE(reader.feed(bad).is_ok());
     state.abort_stream();
   }
   // The primary resyncs with the next epochs; the backup must accept them.
   protocol::CheckpointReader reader(kPages, &state);
-  ASSERT_TRUE(reader.feed(tx.full_sync(4)).is_ok());
-  ASSERT_TRUE(reader.feed(tx.unit(5, protocol::kBeginConsistent, {4}, true)).is_ok());
+  ASSERT_OK(reader.feed(tx.full_sync(4)));
+  ASSERT_OK(reader.feed(tx.unit(5, protocol::kBeginConsistent, {4}, true)));
   EXPECT_EQ(state.committed_epoch(), 5u);
   EXPECT_TRUE(image_equals(state, tx.arena));
 }
@@ -144,23 +145,23 @@ TEST(ReplicaState, AbandonedSyncRoundsDoNotRaiseTheEpochTheNextStreamMustExceed)
   ReplicaState state(kPages);
   {
     protocol::CheckpointReader reader(kPages, &state);
-    ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
-    ASSERT_TRUE(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)).is_ok());
+    ASSERT_OK(reader.feed(tx.full_sync(1)));
+    ASSERT_OK(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)));
   }
   const std::vector<uint8_t> committed = tx.arena;
   {
     protocol::CheckpointReader reader(kPages, &state);
     tx.write(6, 1);
-    ASSERT_TRUE(reader.feed(tx.full_sync(3)).is_ok());
-    ASSERT_TRUE(reader.feed(tx.unit(4, 0, {6}, true)).is_ok());  // a second pre-copy round
+    ASSERT_OK(reader.feed(tx.full_sync(3)));
+    ASSERT_OK(reader.feed(tx.unit(4, 0, {6}, true)));  // a second pre-copy round
     state.abort_stream();  // the stream ends before the sync's consistent checkpoint
   }
   ASSERT_EQ(state.committed_epoch(), 2u);
   EXPECT_TRUE(image_equals(state, committed));
   // A new primary numbers from the Reply's committed epoch + 1.
   protocol::CheckpointReader reader(kPages, &state);
-  ASSERT_TRUE(reader.feed(tx.full_sync(3)).is_ok());
-  ASSERT_TRUE(reader.feed(tx.unit(4, protocol::kBeginConsistent, {6}, true)).is_ok());
+  ASSERT_OK(reader.feed(tx.full_sync(3)));
+  ASSERT_OK(reader.feed(tx.unit(4, protocol::kBeginConsistent, {6}, true)));
   EXPECT_EQ(state.committed_epoch(), 4u);
   EXPECT_TRUE(image_equals(state, tx.arena));
 }
@@ -172,8 +173,8 @@ TEST(ReplicaState, EpochAtOrBelowTheCommittedOneIsRefusedAcrossStreams) {
   ReplicaState state(kPages);
   {
     protocol::CheckpointReader reader(kPages, &state);
-    ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
-    ASSERT_TRUE(reader.feed(tx.unit(5, protocol::kBeginConsistent, {0}, true)).is_ok());
+    ASSERT_OK(reader.feed(tx.full_sync(1)));
+    ASSERT_OK(reader.feed(tx.unit(5, protocol::kBeginConsistent, {0}, true)));
     EXPECT_FALSE(reader.feed(tx.unit(5, protocol::kBeginConsistent, {0}, true)).is_ok());
     state.abort_stream();
   }
@@ -188,8 +189,8 @@ TEST(ReplicaState, PreCopyRoundOutsideAFullSyncIsRefused) {
   Sender tx;
   ReplicaState state(kPages);
   protocol::CheckpointReader reader(kPages, &state);
-  ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
-  ASSERT_TRUE(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)).is_ok());
+  ASSERT_OK(reader.feed(tx.full_sync(1)));
+  ASSERT_OK(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)));
   const Status s = reader.feed(tx.unit(3, 0, {0}, true));
   EXPECT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("pre-copy round outside a full sync"), std::string::npos)
@@ -202,16 +203,16 @@ TEST(ReplicaState, ResyncKeepsTheOldImageUntilItsFirstCheckpointCommits) {
   {
     protocol::CheckpointReader reader(kPages, &state);
     tx.write(2, 7);
-    ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
-    ASSERT_TRUE(reader.feed(tx.unit(2, protocol::kBeginConsistent, {2}, true)).is_ok());
+    ASSERT_OK(reader.feed(tx.full_sync(1)));
+    ASSERT_OK(reader.feed(tx.unit(2, protocol::kBeginConsistent, {2}, true)));
   }
   const std::vector<uint8_t> old_image = tx.arena;
   protocol::CheckpointReader reader(kPages, &state);
   tx.write(9, 1);
-  ASSERT_TRUE(reader.feed(tx.full_sync(3)).is_ok());
+  ASSERT_OK(reader.feed(tx.full_sync(3)));
   EXPECT_EQ(state.committed_epoch(), 2u);
   EXPECT_TRUE(image_equals(state, old_image)) << "a re-sync round overwrote the committed image";
-  ASSERT_TRUE(reader.feed(tx.unit(4, protocol::kBeginConsistent, {9}, true)).is_ok());
+  ASSERT_OK(reader.feed(tx.unit(4, protocol::kBeginConsistent, {9}, true)));
   EXPECT_EQ(state.committed_epoch(), 4u);
   EXPECT_TRUE(image_equals(state, tx.arena));
 }
@@ -222,8 +223,8 @@ TEST(ReplicaState, OnlyConsistentCheckpointsAreReportedAsCommitted) {
   std::vector<std::pair<uint64_t, bool>> committed;
   state.on_committed = [&](uint64_t e, bool consistent) { committed.emplace_back(e, consistent); };
   protocol::CheckpointReader reader(kPages, &state);
-  ASSERT_TRUE(reader.feed(tx.full_sync(1)).is_ok());
-  ASSERT_TRUE(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)).is_ok());
+  ASSERT_OK(reader.feed(tx.full_sync(1)));
+  ASSERT_OK(reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true)));
   ASSERT_EQ(committed.size(), 2u);
   EXPECT_FALSE(committed[0].second);
   EXPECT_TRUE(committed[1].second);
@@ -233,7 +234,7 @@ TEST(ReplicaState, CheckpointWithoutASyncIsRejected) {
   Sender tx;
   ReplicaState state(kPages);
   protocol::CheckpointReader reader(kPages, &state);
-  ASSERT_TRUE(reader.feed(protocol::encode_enable_compression()).is_ok());
+  ASSERT_OK(reader.feed(protocol::encode_enable_compression()));
   EXPECT_FALSE(reader.feed(tx.unit(1, protocol::kBeginConsistent, {0}, true)).is_ok());
   EXPECT_FALSE(state.has_committed());
 }

@@ -27,6 +27,7 @@
 
 #include "guest/sqlite/arena_file_store.h"
 #include "guest/sqlite/sqlite_vfs.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::guest::sqlite {
 namespace {
@@ -72,7 +73,7 @@ std::unique_ptr<SqliteVfs> make_vfs(TestArena& arena) {
   auto store = ArenaFileStore::open(arena.segment());
   EXPECT_NE(store, nullptr);
   auto vfs = SqliteVfs::create(unique_vfs_name(), std::move(store), false);
-  EXPECT_TRUE(vfs.is_ok()) << vfs.status().to_string();
+  EXPECT_OK(vfs);
   return std::move(*vfs);
 }
 

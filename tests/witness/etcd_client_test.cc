@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "tests/support/etcd_process.h"
+#include "tests/support/status_matchers.h"
 #include "witness/etcd_witness.h"
 
 namespace romulus::witness {
@@ -34,7 +35,7 @@ class EtcdClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto c = EtcdCluster::start();
-    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    ASSERT_OK(c);
     cluster = std::move(c).value();
   }
   std::unique_ptr<EtcdCluster> cluster;
@@ -44,84 +45,88 @@ class EtcdClientTest : public ::testing::Test {
 TEST_F(EtcdClientTest, GrantKeepAliveAndRevokeALease) {
   EtcdClient client(cluster->endpoints());
   auto g = client.grant(5);
-  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  ASSERT_OK(g);
   EXPECT_GT(g->id, 0);
   EXPECT_GE(g->ttl, 5);
   auto k = client.keepalive(g->id);
-  ASSERT_TRUE(k.is_ok()) << k.status().to_string();
+  ASSERT_OK(k);
   EXPECT_GE(*k, 5);
   auto t = client.time_to_live(g->id);
-  ASSERT_TRUE(t.is_ok()) << t.status().to_string();
+  ASSERT_OK(t);
   EXPECT_GT(*t, 0);
   EXPECT_LE(*t, 5);
-  ASSERT_TRUE(client.revoke(g->id).is_ok());
+  ASSERT_OK(client.revoke(g->id));
   auto gone = client.keepalive(g->id);
-  ASSERT_TRUE(gone.is_ok()) << gone.status().to_string();
+  ASSERT_OK(gone);
   EXPECT_EQ(*gone, 0);
   auto ttl_gone = client.time_to_live(g->id);
-  ASSERT_TRUE(ttl_gone.is_ok());
+  ASSERT_OK(ttl_gone);
   EXPECT_LE(*ttl_gone, 0);
-  EXPECT_TRUE(client.revoke(g->id).is_ok()) << "revoking a lease that is gone is fine";
+  EXPECT_OK(client.revoke(g->id)) << "revoking a lease that is gone is fine";
 }
 
 TEST_F(EtcdClientTest, AcquireWinsWhenAbsentAndLosesToTheHolder) {
   EtcdWitness a(cluster->endpoints()), b(cluster->endpoints());
   auto la = a.grant(10s), lb = b.grant(10s);
-  ASSERT_TRUE(la.is_ok() && lb.is_ok());
+  ASSERT_OK(la);
+  ASSERT_OK(lb);
   const OwnerValue va{"a", 7, "10.0.0.1:7000"}, vb{"b", 7, "10.0.0.2:7000"};
   auto won = a.acquire(key, va, la->id);
-  ASSERT_TRUE(won.is_ok()) << won.status().to_string();
+  ASSERT_OK(won);
   EXPECT_TRUE(won->won);
   ASSERT_TRUE(won->owner.has_value());
   EXPECT_EQ(won->owner->lease, la->id);
   EXPECT_EQ(won->owner->value, va);
   auto lost = b.acquire(key, vb, lb->id);
-  ASSERT_TRUE(lost.is_ok()) << lost.status().to_string();
+  ASSERT_OK(lost);
   EXPECT_FALSE(lost->won);
   ASSERT_TRUE(lost->owner.has_value());
   EXPECT_EQ(lost->owner->lease, la->id);
   EXPECT_EQ(lost->owner->value, va);
   auto got = b.get(key);
-  ASSERT_TRUE(got.is_ok() && got->has_value());
+  ASSERT_OK(got);
+  ASSERT_TRUE(got->has_value());
   EXPECT_EQ((*got)->value.replication, "10.0.0.1:7000");
 }
 
 TEST_F(EtcdClientTest, TheKeyDisappearsWhenTheOwnersLeaseExpires) {
   EtcdWitness a(cluster->endpoints());
   auto l = a.grant(1s);  // etcd may raise it to its minimum TTL
-  ASSERT_TRUE(l.is_ok());
-  ASSERT_TRUE(a.acquire(key, {"a", 1, "x:1"}, l->id).is_ok());
+  ASSERT_OK(l);
+  ASSERT_OK(a.acquire(key, {"a", 1, "x:1"}, l->id));
   ASSERT_TRUE(a.get(key)->has_value());
   EXPECT_TRUE(eventually([&] {
     auto g = a.get(key);
     return g.is_ok() && !g->has_value();
   }));
   auto left = a.lease_remaining(l->id);
-  ASSERT_TRUE(left.is_ok());
+  ASSERT_OK(left);
   EXPECT_LE(*left, 0ms);
   EtcdWitness b(cluster->endpoints());
   auto lb = b.grant(5s);
-  ASSERT_TRUE(lb.is_ok());
+  ASSERT_OK(lb);
   auto won = b.acquire(key, {"b", 1, "y:1"}, lb->id);
-  ASSERT_TRUE(won.is_ok());
+  ASSERT_OK(won);
   EXPECT_TRUE(won->won);
 }
 
 TEST_F(EtcdClientTest, ReleaseDeletesOnlyOurOwnKey) {
   EtcdWitness a(cluster->endpoints()), b(cluster->endpoints());
   auto la = a.grant(10s), lb = b.grant(10s);
-  ASSERT_TRUE(la.is_ok() && lb.is_ok());
-  ASSERT_TRUE(a.acquire(key, {"a", 1, "x:1"}, la->id).is_ok());
-  ASSERT_TRUE(b.release(key, lb->id).is_ok());
+  ASSERT_OK(la);
+  ASSERT_OK(lb);
+  ASSERT_OK(a.acquire(key, {"a", 1, "x:1"}, la->id));
+  ASSERT_OK(b.release(key, lb->id));
   auto still = a.get(key);
-  ASSERT_TRUE(still.is_ok() && still->has_value());
+  ASSERT_OK(still);
+  ASSERT_TRUE(still->has_value());
   EXPECT_EQ((*still)->lease, la->id);
   auto b_lease = b.keepalive(lb->id);
-  ASSERT_TRUE(b_lease.is_ok());
+  ASSERT_OK(b_lease);
   EXPECT_EQ(*b_lease, 0s) << "release revokes the lease";
-  ASSERT_TRUE(a.release(key, la->id).is_ok());
+  ASSERT_OK(a.release(key, la->id));
   auto gone = a.get(key);
-  ASSERT_TRUE(gone.is_ok());
+  ASSERT_OK(gone);
   EXPECT_FALSE(gone->has_value());
 }
 
@@ -129,78 +134,81 @@ TEST_F(EtcdClientTest, TheUnprotectedRecordIsWrittenOnlyUnderTheOwnersLease) {
   EtcdClient a(cluster->endpoints()), b(cluster->endpoints());
   const std::string marker = "/romulus/pair1/unprotected";
   auto la = a.grant(10), lb = b.grant(10);
-  ASSERT_TRUE(la.is_ok() && lb.is_ok());
-  ASSERT_TRUE(a.acquire(key, "a", la->id).is_ok());
+  ASSERT_OK(la);
+  ASSERT_OK(lb);
+  ASSERT_OK(a.acquire(key, "a", la->id));
   auto by_b = b.put_if_owner(marker, "b", key, lb->id);
-  ASSERT_TRUE(by_b.is_ok()) << by_b.status().to_string();
+  ASSERT_OK(by_b);
   EXPECT_FALSE(*by_b) << "b does not own the pair";
   auto by_a = a.put_if_owner(marker, "a", key, la->id);
-  ASSERT_TRUE(by_a.is_ok());
+  ASSERT_OK(by_a);
   EXPECT_TRUE(*by_a);
   // The record outlives the owner's lease.
-  ASSERT_TRUE(a.revoke(la->id).is_ok());
+  ASSERT_OK(a.revoke(la->id));
   auto kv = b.get(marker);
-  ASSERT_TRUE(kv.is_ok() && kv->has_value());
+  ASSERT_OK(kv);
+  ASSERT_TRUE(kv->has_value());
   EXPECT_EQ((*kv)->value, "a");
 }
 
 TEST_F(EtcdClientTest, AGuardedAcquireCannotWinWhileAnotherNodesRecordStands) {
   EtcdClient a(cluster->endpoints()), b(cluster->endpoints());
   const std::string marker = "/romulus/pair1/unprotected";
-  ASSERT_TRUE(a.remove(marker).is_ok());
+  ASSERT_OK(a.remove(marker));
   auto la = a.grant(10), lb = b.grant(10);
-  ASSERT_TRUE(la.is_ok() && lb.is_ok());
-  ASSERT_TRUE(a.acquire(key, "a", la->id).is_ok());
+  ASSERT_OK(la);
+  ASSERT_OK(lb);
+  ASSERT_OK(a.acquire(key, "a", la->id));
   ASSERT_TRUE(*a.put_if_owner(marker, "a", key, la->id));
-  ASSERT_TRUE(a.revoke(la->id).is_ok());  // a is gone; the key is free, the record is not
+  ASSERT_OK(a.revoke(la->id));  // a is gone; the key is free, the record is not
   const etcd::AcquireGuard b_guard{marker, "b"};
   auto r = b.acquire(key, "b", lb->id, &b_guard);
-  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_OK(r);
   EXPECT_FALSE(r->won);
   EXPECT_TRUE(r->blocked);
   EXPECT_FALSE(r->current.has_value());
   // The node that wrote the record may take the pair back.
   auto la2 = a.grant(10);
-  ASSERT_TRUE(la2.is_ok());
+  ASSERT_OK(la2);
   const etcd::AcquireGuard a_guard{marker, "a"};
   auto back = a.acquire(key, "a", la2->id, &a_guard);
-  ASSERT_TRUE(back.is_ok());
+  ASSERT_OK(back);
   EXPECT_TRUE(back->won);
   // Cleared by its writer only; then anyone may win once the key is free.
   auto wrong = b.delete_if_value(marker, "b");
-  ASSERT_TRUE(wrong.is_ok());
+  ASSERT_OK(wrong);
   EXPECT_FALSE(*wrong);
   auto cleared = a.delete_if_value(marker, "a");
-  ASSERT_TRUE(cleared.is_ok());
+  ASSERT_OK(cleared);
   EXPECT_TRUE(*cleared);
-  ASSERT_TRUE(a.revoke(la2->id).is_ok());
+  ASSERT_OK(a.revoke(la2->id));
   auto won = b.acquire(key, "b", lb->id, &b_guard);
-  ASSERT_TRUE(won.is_ok());
+  ASSERT_OK(won);
   EXPECT_TRUE(won->won);
 }
 
 TEST_F(EtcdClientTest, AKeepAliveConnectionIsReusedAcrossCalls) {
   EtcdClient client(cluster->endpoints());
-  for (int i = 0; i < 50; ++i) ASSERT_TRUE(client.get("/x").is_ok()) << i;
+  for (int i = 0; i < 50; ++i) ASSERT_OK(client.get("/x")) << i;
   auto g = client.grant(5);
-  ASSERT_TRUE(g.is_ok());
-  for (int i = 0; i < 10; ++i) ASSERT_TRUE(client.keepalive(g->id).is_ok()) << i;
+  ASSERT_OK(g);
+  for (int i = 0; i < 10; ++i) ASSERT_OK(client.keepalive(g->id)) << i;
   EXPECT_EQ(client.connections_opened(), 1u);
 }
 
 TEST_F(EtcdClientTest, TheNextEndpointIsUsedWhenTheFirstIsDead) {
   auto dead = testing::free_loopback_ports(1);
-  ASSERT_TRUE(dead.is_ok());
+  ASSERT_OK(dead);
   std::vector<etcd::Endpoint> eps = {{"127.0.0.1", (*dead)[0]}, cluster->endpoints()[0]};
   EtcdClient client(eps);
   auto g = client.grant(5);
-  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
-  EXPECT_TRUE(client.keepalive(g->id).is_ok());
+  ASSERT_OK(g);
+  EXPECT_OK(client.keepalive(g->id));
 }
 
 TEST(EtcdClientUnreachable, ARefusingEndpointGivesAnError) {
   auto dead = testing::free_loopback_ports(1);
-  ASSERT_TRUE(dead.is_ok());
+  ASSERT_OK(dead);
   EtcdClient client({{"127.0.0.1", (*dead)[0]}});
   auto r = client.grant(5);
   ASSERT_FALSE(r.is_ok());
@@ -230,11 +238,11 @@ TEST(EtcdClientUnreachable, ASilentEndpointGivesAnErrorAtTheDeadline) {
 
 TEST(EtcdClientCluster, AThreeMemberClusterKeepsWorkingWithOneMemberKilled) {
   auto c = EtcdCluster::start(3);
-  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  ASSERT_OK(c);
   EtcdWitness a((*c)->endpoints());
   auto l = a.grant(10s);
-  ASSERT_TRUE(l.is_ok()) << l.status().to_string();
-  ASSERT_TRUE(a.acquire(owner_key("p3"), {"a", 1, "x:1"}, l->id).is_ok());
+  ASSERT_OK(l);
+  ASSERT_OK(a.acquire(owner_key("p3"), {"a", 1, "x:1"}, l->id));
   (*c)->kill_member(0);
   // The survivors may need a new leader first: wait for the event, not a time.
   EXPECT_TRUE(eventually([&] {
@@ -242,26 +250,26 @@ TEST(EtcdClientCluster, AThreeMemberClusterKeepsWorkingWithOneMemberKilled) {
     return k.is_ok() && *k > 0s;
   }));
   auto g = a.get(owner_key("p3"));
-  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  ASSERT_OK(g);
   ASSERT_TRUE(g->has_value());
   EXPECT_EQ((*g)->lease, l->id);
   EtcdWitness b((*c)->endpoints());
   auto lb = b.grant(10s);
-  ASSERT_TRUE(lb.is_ok()) << lb.status().to_string();
+  ASSERT_OK(lb);
   auto lost = b.acquire(owner_key("p3"), {"b", 1, "y:1"}, lb->id);
-  ASSERT_TRUE(lost.is_ok()) << lost.status().to_string();
+  ASSERT_OK(lost);
   EXPECT_FALSE(lost->won);
 }
 
 TEST(EtcdEndpoints, ParsesAListWithOrWithoutTheScheme) {
   auto e = etcd::parse_endpoints("etcd://127.0.0.1:2379,host-b:22379,[::1]:3000");
-  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  ASSERT_OK(e);
   ASSERT_EQ(e->size(), 3u);
   EXPECT_EQ((*e)[1].host, "host-b");
   EXPECT_EQ((*e)[1].port, 22379);
   EXPECT_EQ((*e)[2].host, "::1");
   EXPECT_EQ(etcd::endpoints_to_string(*e), "etcd://127.0.0.1:2379,host-b:22379,[::1]:3000");
-  EXPECT_TRUE(etcd::parse_endpoints("10.0.0.1:2379").is_ok());
+  EXPECT_OK(etcd::parse_endpoints("10.0.0.1:2379"));
   EXPECT_FALSE(etcd::parse_endpoints("etcd://").is_ok());
   EXPECT_FALSE(etcd::parse_endpoints("host").is_ok());
   EXPECT_FALSE(etcd::parse_endpoints("host:0").is_ok());

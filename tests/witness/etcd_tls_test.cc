@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/etcd_process.h"
+#include "tests/support/status_matchers.h"
 #include "tests/support/test_pki.h"
 #include "witness/etcd_client.h"
 #include "witness/etcd_witness.h"
@@ -25,17 +26,17 @@ class EtcdTlsTest : public ::testing::Test {
     ASSERT_TRUE(pki.issue("node-a", "etcd-ca"));
     ASSERT_TRUE(pki.issue("stranger", "other-ca"));
     auto client = pki.identity("node-a", "etcd-ca");
-    ASSERT_TRUE(client.is_ok()) << client.status().to_string();
+    ASSERT_OK(client);
     EtcdCluster::Tls tls{pki.path("etcd-server.crt"), pki.path("etcd-server.key"),
                          pki.path("etcd-ca.crt"), *client};
     auto c = EtcdCluster::start(1, tls);
-    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    ASSERT_OK(c);
     cluster = std::move(c).value();
   }
 
   EtcdClient client_as(const std::string& name, const std::string& ca) {
     auto id = pki.identity(name, ca);
-    EXPECT_TRUE(id.is_ok()) << id.status().to_string();
+    EXPECT_OK(id);
     EtcdClient::Options o;
     o.tls = id.is_ok() ? *id : nullptr;
     return EtcdClient(cluster->endpoints(), o);
@@ -48,12 +49,12 @@ class EtcdTlsTest : public ::testing::Test {
 TEST_F(EtcdTlsTest, AClientWithACertificateFromTheCaOwnsAndReadsTheKey) {
   EtcdClient c = client_as("node-a", "etcd-ca");
   auto lease = c.grant(5);
-  ASSERT_TRUE(lease.is_ok()) << lease.status().to_string();
+  ASSERT_OK(lease);
   auto won = c.acquire("/romulus/p/owner", "a", lease->id);
-  ASSERT_TRUE(won.is_ok()) << won.status().to_string();
+  ASSERT_OK(won);
   EXPECT_TRUE(won->won);
   auto kv = c.get("/romulus/p/owner");
-  ASSERT_TRUE(kv.is_ok()) << kv.status().to_string();
+  ASSERT_OK(kv);
   ASSERT_TRUE(kv->has_value());
   EXPECT_EQ((*kv)->value, "a");
   // One TLS connection, kept alive across the calls.
@@ -63,13 +64,13 @@ TEST_F(EtcdTlsTest, AClientWithACertificateFromTheCaOwnsAndReadsTheKey) {
 TEST_F(EtcdTlsTest, TheWitnessOpensFromAnEtcdsUrl) {
   EXPECT_EQ(cluster->url().rfind("etcds://127.0.0.1:", 0), 0u) << cluster->url();
   auto id = pki.identity("node-a", "etcd-ca");
-  ASSERT_TRUE(id.is_ok());
+  ASSERT_OK(id);
   EtcdClient::Options o;
   o.tls = *id;
   auto w = EtcdWitness::open(cluster->url(), o);
-  ASSERT_TRUE(w.is_ok()) << w.status().to_string();
+  ASSERT_OK(w);
   auto g = (*w)->grant(std::chrono::seconds(5));
-  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  ASSERT_OK(g);
 }
 
 TEST_F(EtcdTlsTest, EtcdRefusesAClientCertificateFromAnotherCa) {

@@ -8,6 +8,7 @@
 
 #include "tests/support/etcd_process.h"
 #include "tests/support/fake_witness.h"
+#include "tests/support/status_matchers.h"
 #include "witness/etcd_witness.h"
 
 namespace romulus::witness {
@@ -42,7 +43,7 @@ class LeaseKeeperTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto c = EtcdCluster::start();
-    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    ASSERT_OK(c);
     cluster = std::move(c).value();
   }
   std::unique_ptr<Witness> witness() { return std::make_unique<EtcdWitness>(cluster->endpoints()); }
@@ -51,7 +52,7 @@ class LeaseKeeperTest : public ::testing::Test {
 
 TEST(LeaseKeeperStart, AnUnreachableWitnessIsOneClearErrorLine) {
   auto dead = testing::free_loopback_ports(1);
-  ASSERT_TRUE(dead.is_ok());
+  ASSERT_OK(dead);
   LeaseKeeper k(
       std::make_unique<EtcdWitness>(std::vector<etcd::Endpoint>{{"127.0.0.1", (*dead)[0]}}),
       options("a"));
@@ -66,8 +67,8 @@ TEST(LeaseKeeperStart, AnUnreachableWitnessIsOneClearErrorLine) {
 
 TEST_F(LeaseKeeperTest, APrimaryOwnsAndItsBackupFollowsIt) {
   LeaseKeeper a(witness(), options("a"));
-  ASSERT_TRUE(a.start().is_ok());
-  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_OK(a.start());
+  ASSERT_OK(a.try_acquire());
   ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
   EXPECT_TRUE(a.may_release(Clock::now()));
   EXPECT_GT(a.snapshot(Clock::now()).remaining_ms, 0);
@@ -78,8 +79,8 @@ TEST_F(LeaseKeeperTest, APrimaryOwnsAndItsBackupFollowsIt) {
     std::lock_guard lk(mu);
     seen.push_back(c);
   });
-  ASSERT_TRUE(b.start().is_ok());
-  ASSERT_TRUE(b.try_acquire().is_ok());  // b also wants it, but a holds it: b must follow a
+  ASSERT_OK(b.start());
+  ASSERT_OK(b.try_acquire());  // b also wants it, but a holds it: b must follow a
   EXPECT_EQ(b.wait_while_candidate(30s), S::kFollower);
   EXPECT_FALSE(b.may_release(Clock::now()));
   const OwnershipSnapshot snap = b.snapshot(Clock::now());
@@ -104,8 +105,8 @@ TEST_F(LeaseKeeperTest, AnOwnerCutOffFromTheWitnessFencesBeforeTheBackupTakesOve
   LeaseKeeper a(std::move(cuttable), options("a"), [&](const OwnershipChange& c) {
     if (c.to == S::kFenced) a_fenced = true;
   });
-  ASSERT_TRUE(a.start().is_ok());
-  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_OK(a.start());
+  ASSERT_OK(a.try_acquire());
   ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
 
   std::atomic<bool> overlap{false};
@@ -114,10 +115,10 @@ TEST_F(LeaseKeeperTest, AnOwnerCutOffFromTheWitnessFencesBeforeTheBackupTakesOve
     // At the moment b owns, a must already have stopped releasing.
     if (c.to == S::kOwner && a_ptr->may_release(Clock::now())) overlap = true;
   });
-  ASSERT_TRUE(b.start().is_ok());
+  ASSERT_OK(b.start());
   ASSERT_TRUE(eventually([&] { return b.snapshot(Clock::now()).owner.has_value(); }));
   link_a->cut = true;
-  ASSERT_TRUE(b.request_takeover().is_ok());
+  ASSERT_OK(b.request_takeover());
   ASSERT_EQ(b.wait_while_candidate(60s), S::kOwner);
   EXPECT_FALSE(overlap);
   EXPECT_TRUE(a_fenced);
@@ -132,34 +133,34 @@ TEST_F(LeaseKeeperTest, AnOwnerCutOffFromTheWitnessFencesBeforeTheBackupTakesOve
 
 TEST_F(LeaseKeeperTest, ACandidateReportsHowLongTheOldOwnersLeaseHasLeft) {
   LeaseKeeper a(witness(), options("a"));
-  ASSERT_TRUE(a.start().is_ok());
-  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_OK(a.start());
+  ASSERT_OK(a.try_acquire());
   ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
   LeaseKeeper b(witness(), options("b"));
-  ASSERT_TRUE(b.start().is_ok());
+  ASSERT_OK(b.start());
   ASSERT_TRUE(eventually([&] { return b.snapshot(Clock::now()).owner.has_value(); }));
-  ASSERT_TRUE(b.request_takeover().is_ok());  // a is alive and renewing: b waits
+  ASSERT_OK(b.request_takeover());  // a is alive and renewing: b waits
   ASSERT_TRUE(eventually([&] { return b.snapshot(Clock::now()).waiting_ms.has_value(); }));
   const OwnershipSnapshot snap = b.snapshot(Clock::now());
   EXPECT_EQ(snap.state, S::kCandidate);
   EXPECT_NE(snap.detail.find("waiting for the old owner's lease ("), std::string::npos)
       << snap.detail;
   EXPECT_TRUE(a.may_release(Clock::now()));
-  ASSERT_TRUE(b.stand_by().is_ok());
+  ASSERT_OK(b.stand_by());
   EXPECT_EQ(b.state(), S::kFollower);
 }
 
 TEST_F(LeaseKeeperTest, StepDownStopsReleasesAtOnceAndHandsTheKeyOver) {
   LeaseKeeper a(witness(), options("a"));
-  ASSERT_TRUE(a.start().is_ok());
-  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_OK(a.start());
+  ASSERT_OK(a.try_acquire());
   ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
-  ASSERT_TRUE(a.step_down().is_ok());
+  ASSERT_OK(a.step_down());
   EXPECT_FALSE(a.may_release(Clock::now()));
   a.stop();  // completes the release
   LeaseKeeper b(witness(), options("b"));
-  ASSERT_TRUE(b.start().is_ok());
-  ASSERT_TRUE(b.try_acquire().is_ok());
+  ASSERT_OK(b.start());
+  ASSERT_OK(b.try_acquire());
   EXPECT_EQ(b.wait_while_candidate(30s), S::kOwner);
 }
 
@@ -167,8 +168,8 @@ TEST_F(LeaseKeeperTest, StopWithoutStartAndTwiceIsHarmless) {
   LeaseKeeper never_started(witness(), options("a"));
   never_started.stop();
   LeaseKeeper a(witness(), options("a"));
-  ASSERT_TRUE(a.start().is_ok());
-  ASSERT_TRUE(a.try_acquire().is_ok());
+  ASSERT_OK(a.start());
+  ASSERT_OK(a.try_acquire());
   ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
   a.stop();
   a.stop();

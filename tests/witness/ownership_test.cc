@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tests/support/fake_witness.h"
+#include "tests/support/status_matchers.h"
 
 namespace romulus::witness {
 namespace {
@@ -111,7 +112,7 @@ class OwnershipTest : public ::testing::Test {
     run_until({{&a, &link_a}, {&b, &link_b}}, clock, clock.now + d, check);
   }
   void make_a_owner() {
-    ASSERT_TRUE(a.request_ownership(clock.now).is_ok());
+    ASSERT_OK(a.request_ownership(clock.now));
     run(a, link_a, 1s);
     ASSERT_EQ(a.state(), S::kOwner);
   }
@@ -166,7 +167,7 @@ TEST_F(OwnershipTest, FencedOwnerWhoseKeyWasTakenMeanwhileFollowsTheNewOwner) {
   run(a, link_a, a.deadline() - clock.now);
   ASSERT_EQ(a.state(), S::kFenced);
   w.erase_key(a.key());  // an operator deleted it while a's lease still lives
-  ASSERT_TRUE(b.request_ownership(clock.now).is_ok());
+  ASSERT_OK(b.request_ownership(clock.now));
   run(b, link_b, 1s);
   ASSERT_EQ(b.state(), S::kOwner);
   link_a.cut = false;
@@ -182,7 +183,7 @@ TEST_F(OwnershipTest, FencedOwnerWhoseLeaseExpiredMustReacquireAndLosesToTheTake
   ASSERT_EQ(b.state(), S::kFollower);
   ASSERT_EQ(b.known_owner()->value.node, "a");
   link_a.cut = true;  // a is cut off from the witness, b is not
-  ASSERT_TRUE(b.request_ownership(clock.now, b.known_owner()->lease).is_ok());
+  ASSERT_OK(b.request_ownership(clock.now, b.known_owner()->lease));
   run_both(30s, [&] { EXPECT_FALSE(a.may_release(clock.now) && b.may_release(clock.now)); });
   EXPECT_EQ(a.state(), S::kFenced);
   EXPECT_EQ(b.state(), S::kOwner);
@@ -207,10 +208,10 @@ TEST_F(OwnershipTest, FencedOwnerWhoseLeaseExpiredWinsAgainWhenNobodyTookOver) {
 }
 
 TEST_F(OwnershipTest, AcquireThatFindsAnotherOwnerFollowsIt) {
-  ASSERT_TRUE(b.request_ownership(clock.now).is_ok());
+  ASSERT_OK(b.request_ownership(clock.now));
   run(b, link_b, 1s);
   ASSERT_EQ(b.state(), S::kOwner);
-  ASSERT_TRUE(a.request_ownership(clock.now).is_ok());
+  ASSERT_OK(a.request_ownership(clock.now));
   run(a, link_a, 1s);
   EXPECT_EQ(a.state(), S::kFollower);
   EXPECT_EQ(a.known_owner()->value.node, "b");
@@ -224,7 +225,7 @@ TEST_F(OwnershipTest, CandidateWaitsForTheOldOwnersLeaseThenWins) {
   ASSERT_EQ(b.known_owner()->value.node, "a");
   const TimePoint a_expiry = *w.expiry(a.lease());
   // a stops (crashed): it is no longer run at all. b judges it lost.
-  ASSERT_TRUE(b.request_ownership(clock.now, b.known_owner()->lease).is_ok());
+  ASSERT_OK(b.request_ownership(clock.now, b.known_owner()->lease));
   run(b, link_b, 1s);
   EXPECT_EQ(b.state(), S::kCandidate);
   ASSERT_TRUE(b.waiting_for().has_value());
@@ -241,7 +242,7 @@ TEST_F(OwnershipTest, ABackupThatNeverReadTheKeyWaitsOutWhoeverHoldsIt) {
   make_a_owner();
   const TimePoint a_expiry = *w.expiry(a.lease());
   ASSERT_FALSE(b.known_owner().has_value());
-  ASSERT_TRUE(b.request_ownership(clock.now, kCurrentHolder).is_ok());
+  ASSERT_OK(b.request_ownership(clock.now, kCurrentHolder));
   run(b, link_b, 1s);
   EXPECT_EQ(b.state(), S::kCandidate);
   ASSERT_TRUE(b.waiting_for().has_value());
@@ -253,36 +254,36 @@ TEST_F(OwnershipTest, ABackupThatNeverReadTheKeyWaitsOutWhoeverHoldsIt) {
 TEST_F(OwnershipTest, CandidateKeepsWaitingWhileTheOldOwnerRenews) {
   make_a_owner();
   run(b, link_b, 1s);
-  ASSERT_TRUE(b.request_ownership(clock.now, b.known_owner()->lease).is_ok());
+  ASSERT_OK(b.request_ownership(clock.now, b.known_owner()->lease));
   run_both(60s, [&] { EXPECT_FALSE(a.may_release(clock.now) && b.may_release(clock.now)); });
   EXPECT_EQ(a.state(), S::kOwner);
   EXPECT_EQ(b.state(), S::kCandidate);
-  ASSERT_TRUE(b.stand_by(clock.now).is_ok());
+  ASSERT_OK(b.stand_by(clock.now));
   EXPECT_EQ(b.state(), S::kFollower);
 }
 
 TEST_F(OwnershipTest, StepDownReleasesTheKeySoTheBackupWinsAtOnce) {
   make_a_owner();
   const TimePoint a_expiry = *w.expiry(a.lease());
-  ASSERT_TRUE(a.step_down(clock.now).is_ok());
+  ASSERT_OK(a.step_down(clock.now));
   EXPECT_FALSE(a.may_release(clock.now));
   run(a, link_a, 10ms);
   EXPECT_TRUE(a.release_done());
   EXPECT_FALSE(w.holder(a.key()).has_value());
-  ASSERT_TRUE(b.request_ownership(clock.now).is_ok());
+  ASSERT_OK(b.request_ownership(clock.now));
   run(b, link_b, 10ms);
   EXPECT_EQ(b.state(), S::kOwner);
   EXPECT_LT(clock.now, a_expiry);
 }
 
 TEST_F(OwnershipTest, AnAcquireThatLandedAfterItsTimeoutIsRecognisedAsOurs) {
-  ASSERT_TRUE(a.request_ownership(clock.now).is_ok());
+  ASSERT_OK(a.request_ownership(clock.now));
   Action grant = a.on_tick(clock.now);
   ASSERT_EQ(grant.kind, Kind::kGrant);
   execute(a, grant, link_a, clock);
   Action acquire = a.on_tick(clock.now);
   ASSERT_EQ(acquire.kind, Kind::kAcquire);
-  ASSERT_TRUE(w.acquire(a.key(), a.value(), a.lease()).is_ok());              // it landed...
+  ASSERT_OK(w.acquire(a.key(), a.value(), a.lease()));                        // it landed...
   a.on_acquire_result(Status::timeout("no reply within 500 ms"), clock.now);  // ...but timed out
   EXPECT_EQ(a.state(), S::kCandidate);
   run(a, link_a, 1s);
@@ -306,13 +307,13 @@ TEST_F(OwnershipTest, IllegalTransitionsAreRefusedAndLogged) {
   EXPECT_EQ(o.state(), S::kFollower);
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_NE(lines[0].find("follower -> follower"), std::string::npos);
-  ASSERT_TRUE(o.request_ownership(clock.now).is_ok());
+  ASSERT_OK(o.request_ownership(clock.now));
   Link l(w);
   run(o, l, 1s);
   ASSERT_EQ(o.state(), S::kOwner);
   EXPECT_FALSE(o.request_ownership(clock.now).is_ok());  // owner -> candidate by command
   EXPECT_EQ(o.state(), S::kOwner);
-  ASSERT_TRUE(o.step_down(clock.now).is_ok());
+  ASSERT_OK(o.step_down(clock.now));
   EXPECT_FALSE(o.step_down(clock.now).is_ok());  // released is terminal
   EXPECT_FALSE(o.request_ownership(clock.now).is_ok());
   EXPECT_EQ(o.state(), S::kReleased);
@@ -330,14 +331,14 @@ TEST(OwnershipNames, StateNamesAreStableSnakeCase) {
 TEST(OwnershipConfigCheck, RejectsATtlWithNoRoomForTheMargin) {
   OwnershipConfig c = config("a", 0s);
   EXPECT_FALSE(check_config(c).is_ok());
-  EXPECT_TRUE(check_config(config("a", 1s)).is_ok());
+  EXPECT_OK(check_config(config("a", 1s)));
   EXPECT_GT(1s - safety_margin(1s), Duration::zero());
 }
 
 TEST(OwnerValueCoding, RoundTripsAndRejectsGarbage) {
   OwnerValue v{"node-1", 42, "10.0.0.1:7000"};
   auto r = parse_owner_value(encode_owner_value(v));
-  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_OK(r);
   EXPECT_EQ(*r, v);
   EXPECT_FALSE(parse_owner_value("").is_ok());
   EXPECT_FALSE(parse_owner_value("[1]").is_ok());
@@ -441,7 +442,7 @@ TEST(OwnershipRandomized, TwoNodesNeverBothMayRelease) {
     std::vector<SimNode> nodes(2);
     const std::string names[2] = {"a", "b"};
     for (int i = 0; i < 2; ++i) nodes[i].own = std::make_unique<Ownership>(config(names[i], 2s));
-    ASSERT_TRUE(nodes[0].own->request_ownership(clock.now).is_ok());
+    ASSERT_OK(nodes[0].own->request_ownership(clock.now));
     const TimePoint end = clock.now + 120s;
     TimePoint next_chaos = clock.now + uniform(0ms, 3s);
     int last_owner = -1;
@@ -488,11 +489,11 @@ TEST(OwnershipRandomized, TwoNodesNeverBothMayRelease) {
         } else if (what < 8 && n.own->state() == S::kFollower) {
           std::optional<LeaseId> displacing;
           if (n.own->known_owner()) displacing = n.own->known_owner()->lease;
-          ASSERT_TRUE(n.own->request_ownership(clock.now, displacing).is_ok());
+          ASSERT_OK(n.own->request_ownership(clock.now, displacing));
         } else if (what == 8 && n.own->state() == S::kCandidate) {
-          ASSERT_TRUE(n.own->stand_by(clock.now).is_ok());
+          ASSERT_OK(n.own->stand_by(clock.now));
         } else if (what == 9 && n.own->state() != S::kReleased && chance(0.3)) {
-          ASSERT_TRUE(n.own->step_down(clock.now).is_ok());
+          ASSERT_OK(n.own->step_down(clock.now));
         }
       } else if (nodes[who].pending) {  // else: the node's next action is due now, next round
         SimNode& n = nodes[who];
