@@ -42,7 +42,7 @@
 #include "common/stop_signal.h"
 #include "common/tls.h"
 #include "protocol/checkpoint_writer.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::checkpoint {
 

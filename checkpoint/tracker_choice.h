@@ -29,7 +29,7 @@
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/primary.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::checkpoint {
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "protocol/page.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::cli {
 

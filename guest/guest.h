@@ -41,7 +41,7 @@
 #include <optional>
 #include <string_view>
 
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::guest {
 
