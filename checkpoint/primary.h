@@ -38,6 +38,8 @@
 #include "checkpoint/primary_state.h"
 #include "checkpoint/reconnect_policy.h"
 #include "checkpoint/stats.h"
+#include "checkpoint/tracker_kind.h"
+#include "common/enum_names.h"
 #include "common/shared_memory.h"
 #include "common/stop_signal.h"
 #include "common/tls.h"
@@ -46,9 +48,11 @@
 
 namespace romulus::checkpoint {
 
-enum class BackupLoss { kContinue, kStall };
-enum class TrackerKind { kAuto, kUffd, kUffdSync, kCompare };  // see tracker_choice.h
-struct Measurements;                                           // tracker_choice.h
+enum class BackupLoss : uint8_t { kContinue, kStall };
+// The names of --on-backup-loss and `set on-backup-loss`.
+inline constexpr EnumName<BackupLoss> kBackupLossNames[] = {{BackupLoss::kContinue, "continue"},
+                                                            {BackupLoss::kStall, "stall"}};
+struct Measurements;  // tracker_choice.h
 
 struct PrimaryConfig {
   // Where the backup is; empty host = `--backup null` (black hole).
