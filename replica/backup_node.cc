@@ -36,6 +36,11 @@ uint64_t now_ns() {
           .count());
 }
 
+// How long a request from another thread (control socket, metrics) waits
+// for the node's own thread to answer, and what it says when it does not.
+constexpr std::chrono::seconds kAnswerWithin{2};
+constexpr std::string_view kNoAnswer = "the backup did not answer within 2 s (busy or stopping)";
+
 // The --memory value for an arena of `bytes` ("256M", "12K").
 std::string memory_option(uint64_t bytes) {
   if (bytes != 0 && bytes % (1ull << 30) == 0) return fmt::format("{}G", bytes >> 30);
@@ -150,7 +155,7 @@ struct BackupNode::Impl {
   void try_takeover(const std::string& reason);
   void poll_gate();
   void activate(const std::string& reason);
-  json::object status() const;
+  BackupMetrics metrics() const;
 };
 
 PrimarySession::PrimarySession(tcp::socket socket, BackupNode::Impl& node)
@@ -564,35 +569,28 @@ void BackupNode::Impl::on_tick() {
   });
 }
 
-json::object BackupNode::Impl::status() const {
+BackupMetrics BackupNode::Impl::metrics() const {
   const auto now = Clock::now();
-  const auto j = detector.judge(now);
-  json::object o;
-  o["role"] = "backup";
-  o["state"] = state.name();
-  o["peer"] = primary ? primary->peer() : "";
-  o["last_peer"] = last_peer;
-  o["listen"] = common::format_endpoint(config.listen_host, config.listen_port);
-  o["last_committed_epoch"] = replica.committed_epoch();
-  o["image_consistent"] = replica.has_committed();
-  o["checkpoints_committed"] = replica.checkpoints_committed();
-  o["precopy_rounds_applied"] = replica.rounds_applied();
-  o["pages_applied"] = replica.pages_applied();
-  o["streams"] = streams;
-  o["connections_in_handshake"] = pending.size();
-  o["failover_timeout_ms"] = config.failover_timeout.count();
-  o["ms_since_contact"] =
-      detector.last_contact() == Clock::time_point{}
-          ? -1
-          : std::chrono::duration_cast<std::chrono::milliseconds>(now - detector.last_contact())
-                .count();
-  json::object d;
-  d["verdict"] = to_string(j.verdict);
-  d["remaining_ms"] = j.remaining.count();
-  if (!j.reason.empty()) d["reason"] = j.reason;
-  o["detector"] = std::move(d);
-  o["witness"] = gate ? json::value(gate->status()) : json::value(nullptr);
-  return o;
+  BackupMetrics m;
+  m.state = state.state();
+  m.peer = primary ? primary->peer() : "";
+  m.last_peer = last_peer;
+  m.listen = common::format_endpoint(config.listen_host, config.listen_port);
+  m.last_committed_epoch = replica.committed_epoch();
+  m.image_consistent = replica.has_committed();
+  m.checkpoints_committed = replica.checkpoints_committed();
+  m.precopy_rounds_applied = replica.rounds_applied();
+  m.pages_applied = replica.pages_applied();
+  m.streams = streams;
+  m.connections_in_handshake = pending.size();
+  m.failover_timeout = config.failover_timeout;
+  if (detector.last_contact() != Clock::time_point{}) {
+    m.since_contact =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - detector.last_contact());
+  }
+  m.detector = detector.judge(now);
+  if (gate) m.witness = gate->report();
+  return m;
 }
 
 BackupNode::BackupNode(BackupConfig config, std::function<void(const std::string&)> log)
@@ -620,7 +618,9 @@ std::string BackupNode::handle_control(const std::string& request) {
   auto result = answer->get_future();
   asio::post(im.io, [&im, request, answer] {
     if (request == "status" || request == "status --json") {
-      answer->set_value(common::json_ok(im.status()));
+      json::object o;
+      write_backup_status(im.metrics(), o);
+      answer->set_value(common::json_ok(std::move(o)));
     } else if (request == "failover") {
       if (!im.replica.has_committed()) {
         answer->set_value(
@@ -638,8 +638,17 @@ std::string BackupNode::handle_control(const std::string& request) {
       answer->set_value(json_error(fmt::format("unknown request '{}'", request)));
     }
   });
-  if (result.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
-    return json_error("the backup did not answer within 2 s (busy or stopping)");
+  if (result.wait_for(kAnswerWithin) != std::future_status::ready) return json_error(kNoAnswer);
+  return result.get();
+}
+
+Result<BackupMetrics> BackupNode::metrics() {
+  auto& im = *impl_;
+  auto answer = std::make_shared<std::promise<BackupMetrics>>();
+  auto result = answer->get_future();
+  asio::post(im.io, [&im, answer] { answer->set_value(im.metrics()); });
+  if (result.wait_for(kAnswerWithin) != std::future_status::ready) {
+    return Status::unavailable(std::string(kNoAnswer));
   }
   return result.get();
 }

@@ -115,11 +115,9 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
     return why;
   }
   json::object status(Clock::time_point now) const override {
-    const auto s = keeper_->snapshot(now);
-    boost::system::error_code ec;
-    json::value v = json::parse(s.to_json(), ec);
-    if (ec || !v.is_object()) return json::object{{"state", witness::to_string(s.state)}};
-    return std::move(v.as_object());
+    json::object o;
+    keeper_->snapshot(now).write_json(o);
+    return o;
   }
 
   // ---- TakeoverGate
@@ -162,7 +160,14 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
     Status st = keeper_->stand_by();
     if (!st.is_ok()) log_(fmt::format("witness: {}", st.message()));
   }
-  json::object status() const override { return status(Clock::now()); }
+  WitnessReport report() const override {
+    const auto s = keeper_->snapshot(Clock::now());
+    WitnessReport r;
+    r.owner = s.state == OwnershipState::kOwner;
+    r.remaining_ms = s.remaining_ms;
+    s.write_json(r.status);
+    return r;
+  }
 
   Status record_unprotected() override {
     std::lock_guard lock(marker_mu_);
@@ -318,6 +323,59 @@ struct Outcome {
   bool demoted = false;
 };
 
+// The link security a node reports: status --json's "tls" (and the reply to
+// `set tls reload`) and the TLS families of --metrics, both written from it.
+struct TlsStatus {
+  struct Identity {
+    std::string mode;         // "mutual TLS 1.3"
+    std::string certificate;  // its subject
+    int64_t not_after = 0;    // Unix time
+    std::string describe;     // TlsIdentity::describe()
+  };
+  std::string link_mode;            // "mutual TLS 1.3", "plaintext (loopback)", ...
+  std::optional<Identity> link;     // nullopt: plaintext
+  std::optional<Identity> witness;  // the etcds:// client's; nullopt: none
+  uint64_t reloads = 0, reload_failures = 0;
+
+  // {"link": {"mode", and with TLS "certificate", "not_after", "describe"},
+  //  "witness": {the same} (etcds:// only), "reloads", "reload_failures"}.
+  void write_json(json::object& out) const {
+    auto identity = [](const Identity& id) {
+      json::object o;
+      o["mode"] = id.mode;
+      o["certificate"] = id.certificate;
+      o["not_after"] = id.not_after;
+      o["describe"] = id.describe;
+      return o;
+    };
+    out["link"] = link ? identity(*link) : json::object{{"mode", link_mode}};
+    if (witness) out["witness"] = identity(*witness);
+    out["reloads"] = reloads;
+    out["reload_failures"] = reload_failures;
+  }
+
+  // When each certificate in use expires (to alert on before it does) and how
+  // reloads went.
+  void render_metrics(common::MetricsText& m) const {
+    if (link || witness) {
+      constexpr std::string_view kExpiry = "romulus_tls_certificate_expiry_timestamp_seconds";
+      m.family(kExpiry, "gauge", "When the certificate this node presents expires (Unix time).");
+      if (link) m.sample(kExpiry, static_cast<double>(link->not_after), {{"link", "replication"}});
+      if (witness) {
+        m.sample(kExpiry, static_cast<double>(witness->not_after), {{"link", "witness"}});
+      }
+    }
+    constexpr std::string_view kReloads = "romulus_tls_reloads_total";
+    m.family(kReloads, "counter", "TLS file re-reads (SIGHUP, set tls reload), by result.");
+    m.sample(kReloads, static_cast<double>(reloads), {{"result", "ok"}});
+    m.sample(kReloads, static_cast<double>(reload_failures), {{"result", "failed"}});
+  }
+};
+
+// A role's answer to `status --json`: its members (an "ok" member is
+// ignored), or why it has none.
+using RoleStatus = std::function<Result<json::object>()>;
+
 // The replication link's security, for every role of this process.
 class LinkSecurity {
  public:
@@ -407,71 +465,51 @@ class LinkSecurity {
     return Status::ok();
   }
 
-  // status --json's "tls": {"link": {"mode", and with TLS "certificate",
-  // "not_after", "describe"}, "witness": {...} (etcds:// only), "reloads",
-  // "reload_failures"}.
-  json::object status() const {
-    auto identity = [](const common::TlsIdentity& id, std::string_view mode) {
-      json::object o;
-      o["mode"] = mode;
-      o["certificate"] = id.subject();
-      o["not_after"] = id.not_after();
-      o["describe"] = id.describe();
-      return o;
+  // What status --json's "tls" and the TLS metrics report, now.
+  TlsStatus status() const {
+    auto identity = [](const common::TlsIdentity& id, std::string mode) {
+      return TlsStatus::Identity{std::move(mode), id.subject(), id.not_after(), id.describe()};
     };
-    json::object o;
-    if (tls_) {
-      o["link"] = identity(*tls_, mode_);
-    } else {
-      o["link"] = json::object{{"mode", mode_}};
-    }
-    if (witness_) o["witness"] = identity(*witness_, "mutual TLS 1.3");
-    o["reloads"] = reloads_ok_.load();
-    o["reload_failures"] = reloads_failed_.load();
-    return o;
+    TlsStatus s;
+    s.link_mode = mode_;
+    if (tls_) s.link = identity(*tls_, mode_);
+    if (witness_) s.witness = identity(*witness_, "mutual TLS 1.3");
+    s.reloads = reloads_ok_.load();
+    s.reload_failures = reloads_failed_.load();
+    return s;
   }
 
-  // The TLS families of --metrics: when each certificate in use expires (to
-  // alert on before it does) and how reloads went.
-  std::string metrics() const {
-    common::MetricsText m;
-    if (has_tls()) {
-      constexpr std::string_view kExpiry = "romulus_tls_certificate_expiry_timestamp_seconds";
-      m.family(kExpiry, "gauge", "When the certificate this node presents expires (Unix time).");
-      if (tls_)
-        m.sample(kExpiry, static_cast<double>(tls_->not_after()), {{"link", "replication"}});
-      if (witness_) {
-        m.sample(kExpiry, static_cast<double>(witness_->not_after()), {{"link", "witness"}});
-      }
-    }
-    constexpr std::string_view kReloads = "romulus_tls_reloads_total";
-    m.family(kReloads, "counter", "TLS file re-reads (SIGHUP, set tls reload), by result.");
-    m.sample(kReloads, static_cast<double>(reloads_ok_.load()), {{"result", "ok"}});
-    m.sample(kReloads, static_cast<double>(reloads_failed_.load()), {{"result", "failed"}});
-    return m.text();
-  }
-
-  // A role's control handler, with the process's own requests in front and
-  // the link's security added to status --json.
-  common::ControlServer::Handler handler(common::ControlServer::Handler role) {
-    return [this, role = std::move(role)](const std::string& request) {
+  // A role's control handler, with the process's own requests in front:
+  // `set tls reload`, and status, whose reply is the role's members and
+  // "tls", serialised once here.
+  common::ControlServer::Handler handler(common::ControlServer::Handler role,
+                                         RoleStatus role_status) {
+    return [this, role = std::move(role),
+            role_status = std::move(role_status)](const std::string& request) {
       if (request == "set tls reload") {
         Status st = reload();
         if (!st.is_ok()) return common::json_error(st.message());
-        return common::json_ok(json::object{{"tls", status()}});
+        json::object tls;
+        status().write_json(tls);
+        return common::json_ok(json::object{{"tls", std::move(tls)}});
       }
-      std::string reply = role(request);
-      if (request != "status" && request != "status --json") return reply;
-      auto o = common::parse_json_object(reply, "the role's status");
-      if (!o.is_ok() || !o->contains("role")) return reply;
-      (*o)["tls"] = status();
-      return json::serialize(*o);
+      if (request != "status" && request != "status --json") return role(request);
+      auto o = role_status();
+      if (!o.is_ok()) return common::json_error(o.status().message());
+      json::object tls;
+      status().write_json(tls);
+      (*o)["tls"] = std::move(tls);
+      return common::json_ok(std::move(*o));
     };
   }
 
   // A role's metrics handler with the TLS families appended.
   common::MetricsServer::Handler metrics_handler(common::MetricsServer::Handler role) {
-    return [this, role = std::move(role)] { return role() + metrics(); };
+    return [this, role = std::move(role)] {
+      common::MetricsText tls;
+      status().render_metrics(tls);
+      return role() + tls.text();
+    };
   }
 
  private:
@@ -503,6 +541,20 @@ void report_states(Node& node, NodeHost& host, std::string role, State initial) 
   });
 }
 
+// The primary's status members. PrimaryNode gives its status only as reply
+// text (checkpoint/primary.h), so this is the one place that reads a reply
+// back; it goes once PrimaryNode offers its status as an object.
+Result<json::object> primary_status(checkpoint::PrimaryNode& node) {
+  const std::string reply = node.handle_control("status --json");
+  ROMULUS_ASSIGN_OR_RETURN(json::object o,
+                           common::parse_json_object(reply, "the primary's status"));
+  if (!o.contains("role")) {
+    const auto* error = o.if_contains("error");
+    return Status::corrupt(error && error->is_string() ? std::string(error->as_string()) : reply);
+  }
+  return o;
+}
+
 Outcome run_primary(const std::string& role, checkpoint::PrimaryConfig config, NodeHost& host,
                     LinkSecurity& security, WitnessLink* link,
                     std::optional<common::SharedMemory> image, std::function<void()> on_started) {
@@ -516,7 +568,8 @@ Outcome run_primary(const std::string& role, checkpoint::PrimaryConfig config, N
   }
   if (host.control) {
     host.control->set_handler(
-        security.handler([&node](const std::string& r) { return node.handle_control(r); }));
+        security.handler([&node](const std::string& r) { return node.handle_control(r); },
+                         [&node] { return primary_status(node); }));
   }
   if (host.metrics) {
     host.metrics->set_handler(security.metrics_handler(
@@ -641,7 +694,13 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
       if (w) node.set_takeover_gate(w);
       if (host.control) {
         host.control->set_handler(
-            security.handler([&node](const std::string& r) { return node.handle_control(r); }));
+            security.handler([&node](const std::string& r) { return node.handle_control(r); },
+                             [&node]() -> Result<json::object> {
+                               ROMULUS_ASSIGN_OR_RETURN(BackupMetrics m, node.metrics());
+                               json::object o;
+                               write_backup_status(m, o);
+                               return o;
+                             }));
       }
       if (host.metrics) {
         host.metrics->set_handler(security.metrics_handler(
