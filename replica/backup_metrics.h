@@ -1,16 +1,68 @@
-// The backup's figures for --metrics, rendered as Prometheus text from the
-// same object `romulus status --json` reports (BackupNode's status(), taken
-// on the node's own thread by handle_control()), so the two never disagree.
-// A pure function; names and meaning in docs/operations.md, "Metrics".
+// BackupMetrics: the backup's figures, typed, taken at one instant on the
+// backup's own thread (BackupNode::metrics()) from their sources of truth:
+// the BackupState machine, the ReplicaState's counters, the FailureDetector's
+// judgement and the takeover gate's view of the witness.
+//
+// Both of the backup's reports are written from it, each by one pure
+// function, so they never disagree: write_backup_status() gives the members
+// of `romulus status --json` (docs/operations.md, "Watching and steering"), and
+// render_backup_metrics() the Prometheus text of --metrics (docs/operations.md,
+// "Metrics"). checkpoint/primary_metrics.h is the primary's counterpart.
+//
+// A plain value: copy it to any thread.
 #pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
 
 #include <boost/json.hpp>
 
 #include "common/metrics_text.h"
+#include "replica/backup_state.h"
+#include "replica/failure_detector.h"
 
 namespace romulus::replica {
 
-// `status`: the "status --json" reply object (its "ok" member is ignored).
-void render_backup_metrics(const boost::json::object& status, common::MetricsText& out);
+// What the takeover gate (the witness, replica/backup_node.h) says of the
+// pair's ownership, from one look at it.
+struct WitnessReport {
+  bool owner = false;        // this node holds the pair's key
+  int64_t remaining_ms = 0;  // of its lease, by its own conservative clock (0 unless owner)
+  // status --json's "witness" object, as the witness layer writes it
+  // (witness::OwnershipSnapshot::write_json(); this layer does not know its type).
+  boost::json::object status;
+};
+
+struct BackupMetrics {
+  BackupState state = BackupState::kNoImage;
+  std::string peer;       // the connected primary's address; empty: none
+  std::string last_peer;  // the last primary that connected; empty: none yet
+  std::string listen;     // this backup's --listen address
+  uint64_t last_committed_epoch = 0;
+  bool image_consistent = false;  // a full sync completed: the image is a committed epoch
+  uint64_t checkpoints_committed = 0;
+  uint64_t precopy_rounds_applied = 0;
+  uint64_t pages_applied = 0;
+  uint64_t streams = 0;  // checkpoint streams accepted
+  uint64_t connections_in_handshake = 0;
+  std::chrono::milliseconds failover_timeout{0};
+  // Since the primary was last heard from; nullopt: never (status says -1).
+  std::optional<std::chrono::milliseconds> since_contact;
+  FailureDetector::Judgement detector;
+  std::optional<WitnessReport> witness;  // nullopt: no witness (status says null)
+};
+
+// Writes the members of the backup's `status --json` reply (all but "ok")
+// into `out`, in this order: "role", "state", "peer", "last_peer", "listen",
+// "last_committed_epoch", "image_consistent", "checkpoints_committed",
+// "precopy_rounds_applied", "pages_applied", "streams",
+// "connections_in_handshake", "failover_timeout_ms", "ms_since_contact",
+// "detector" ({"verdict", "remaining_ms", "reason" if any}), "witness".
+void write_backup_status(const BackupMetrics& m, boost::json::object& out);
+
+// Appends the backup's families to `out`.
+void render_backup_metrics(const BackupMetrics& m, common::MetricsText& out);
 
 }  // namespace romulus::replica

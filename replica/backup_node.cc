@@ -16,6 +16,7 @@
 #include "protocol/handshake.h"
 #include "protocol/page.h"
 #include "replica/backup_state.h"
+#include "replica/connection_state.h"
 #include "replica/failure_detector.h"
 #include "replica/replica_state.h"
 
@@ -36,6 +37,11 @@ uint64_t now_ns() {
           .count());
 }
 
+// How long a request from another thread (control socket, metrics) waits
+// for the node's own thread to answer, and what it says when it does not.
+constexpr std::chrono::seconds kAnswerWithin{2};
+constexpr std::string_view kNoAnswer = "the backup did not answer within 2 s (busy or stopping)";
+
 // The --memory value for an arena of `bytes` ("256M", "12K").
 std::string memory_option(uint64_t bytes) {
   if (bytes != 0 && bytes % (1ull << 30) == 0) return fmt::format("{}G", bytes >> 30);
@@ -45,7 +51,10 @@ std::string memory_option(uint64_t bytes) {
 
 }  // namespace
 
-// One connection: handshake, then (if accepted) the checkpoint stream.
+// One connection: handshake, then (if accepted) the checkpoint stream. Its
+// state is a ConnectionState (replica/connection_state.h, drawn there). One
+// write is in flight exactly while the queue is not empty (Asio's chat
+// server); everything runs on the node's thread.
 class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
                        public protocol::CheckpointSink {
  public:
@@ -56,8 +65,7 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   // Closes the socket; `how` says why, for the failure detector.
   void close(StreamEnd how, const std::string& why);
   void send_message(protocol::Bytes bytes);
-  bool streaming() const { return streaming_; }
-  bool closed() const { return closed_; }
+  bool closed() const { return state_.state() == ConnectionState::kClosed; }
   Clock::time_point last_tx() const { return last_tx_; }
   Clock::time_point accepted_at() const { return accepted_at_; }
   const std::string& peer() const { return peer_; }
@@ -76,6 +84,8 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   void handle_stream(protocol::ByteSpan bytes);
   // Sends `message` and closes once it is written (refusals, stream errors).
   void end_with(protocol::Bytes message, StreamEnd how, std::string why);
+  // Whether reads go on (handshaking, streaming).
+  bool reading() const;
 
   common::LinkStream stream_;
   BackupNode::Impl& node_;
@@ -83,11 +93,9 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   std::array<uint8_t, 256 * 1024> buf_{};
   protocol::Bytes handshake_buf_;
   std::unique_ptr<protocol::CheckpointReader> reader_;
-  std::deque<protocol::Bytes> out_;
-  bool writing_ = false;
-  bool streaming_ = false;
-  bool closed_ = false;
-  bool ending_ = false;  // end_with() called: close after the queue drains
+  std::deque<protocol::Bytes> out_;  // the front is being written
+  common::StateMachine<ConnectionState> state_;
+  // In kEnding: what close() says once the last message is written.
   StreamEnd end_how_ = StreamEnd::kEndedByBackup;
   std::string end_why_;
   Clock::time_point last_tx_ = Clock::now();
@@ -150,11 +158,13 @@ struct BackupNode::Impl {
   void try_takeover(const std::string& reason);
   void poll_gate();
   void activate(const std::string& reason);
-  json::object status() const;
+  BackupMetrics metrics() const;
 };
 
 PrimarySession::PrimarySession(tcp::socket socket, BackupNode::Impl& node)
-    : stream_(common::LinkStream::make(std::move(socket), node.config.tls.get())), node_(node) {
+    : stream_(common::LinkStream::make(std::move(socket), node.config.tls.get())),
+      node_(node),
+      state_(ConnectionState::kHandshaking, node.log) {
   boost::system::error_code ec;
   auto ep = stream_.socket().remote_endpoint(ec);
   peer_ = ec ? "?" : common::format_endpoint(ep.address().to_string(), ep.port());
@@ -165,7 +175,7 @@ void PrimarySession::start() {
   if (!stream_.tls()) return do_read();
   stream_.async_handshake(common::LinkStream::Side::kServer, [this, self = shared_from_this()](
                                                                  boost::system::error_code ec) {
-    if (closed_) return;  // timed out (logged by the node)
+    if (closed()) return;  // timed out (logged by the node)
     if (ec) {
       const std::string why = stream_.describe_failure(ec);
       node_.log(fmt::format("refused connection from {}: TLS: {}", peer_, why));
@@ -176,52 +186,54 @@ void PrimarySession::start() {
   });
 }
 
+bool PrimarySession::reading() const {
+  const ConnectionState s = state_.state();
+  return s == ConnectionState::kHandshaking || s == ConnectionState::kStreaming;
+}
+
 void PrimarySession::close(StreamEnd how, const std::string& why) {
-  if (closed_) return;
-  closed_ = true;
+  if (closed()) return;
+  state_.transition(ConnectionState::kClosed);
   stream_.close();
   node_.session_closed(this, how, why);
 }
 
 void PrimarySession::send_message(protocol::Bytes bytes) {
-  if (closed_) return;
+  if (closed()) return;
+  const bool idle = out_.empty();
   out_.push_back(std::move(bytes));
-  if (!writing_) do_write();
+  if (idle) do_write();
 }
 
 void PrimarySession::end_with(protocol::Bytes message, StreamEnd how, std::string why) {
-  ending_ = true;
+  if (closed()) return;
+  state_.transition(ConnectionState::kEnding);
   end_how_ = how;
   end_why_ = std::move(why);
   send_message(std::move(message));
 }
 
 void PrimarySession::do_write() {
-  if (out_.empty() || closed_) {
-    writing_ = false;
-    return;
-  }
-  writing_ = true;
   last_tx_ = Clock::now();
   stream_.async_write(asio::buffer(out_.front()),
                       [this, self = shared_from_this()](boost::system::error_code ec, size_t) {
                         if (ec) {
-                          writing_ = false;
-                          return;  // the read side reports the loss
+                          out_.clear();  // undeliverable; the next message starts a write
+                          return;        // the read side reports the loss
                         }
                         out_.pop_front();
-                        if (ending_ && out_.empty()) {
+                        if (state_.state() == ConnectionState::kEnding && out_.empty()) {
                           close(end_how_, end_why_);
                           return;
                         }
-                        do_write();
+                        if (!out_.empty() && !closed()) do_write();
                       });
 }
 
 void PrimarySession::do_read() {
   stream_.async_read_some(asio::buffer(buf_), [this, self = shared_from_this()](
                                                   boost::system::error_code ec, size_t n) {
-    if (closed_) return;
+    if (closed()) return;
     if (ec) {
       if (reader_ && reader_->saw_goodbye()) {
         close(StreamEnd::kGoodbye, "primary said goodbye");
@@ -233,7 +245,7 @@ void PrimarySession::do_read() {
       return;
     }
     const protocol::ByteSpan bytes(buf_.data(), n);
-    if (!streaming_) {
+    if (state_.state() == ConnectionState::kHandshaking) {
       handshake_buf_.insert(handshake_buf_.end(), bytes.begin(), bytes.end());
       handle_handshake();
     } else {
@@ -242,7 +254,7 @@ void PrimarySession::do_read() {
       node_.contact();
       handle_stream(bytes);
     }
-    if (!closed_ && !ending_) do_read();
+    if (reading()) do_read();
   });
 }
 
@@ -281,7 +293,7 @@ void PrimarySession::handle_handshake() {
       const protocol::Bytes rest(handshake_buf_.begin() + static_cast<long>(used),
                                  handshake_buf_.end());
       handshake_buf_.clear();
-      streaming_ = true;
+      state_.transition(ConnectionState::kStreaming);
       // The Hello's codec list binds the stream: a payload of another codec is corrupt.
       reader_ =
           std::make_unique<protocol::CheckpointReader>(node_.page_count(), this, hello.codecs);
@@ -564,35 +576,28 @@ void BackupNode::Impl::on_tick() {
   });
 }
 
-json::object BackupNode::Impl::status() const {
+BackupMetrics BackupNode::Impl::metrics() const {
   const auto now = Clock::now();
-  const auto j = detector.judge(now);
-  json::object o;
-  o["role"] = "backup";
-  o["state"] = state.name();
-  o["peer"] = primary ? primary->peer() : "";
-  o["last_peer"] = last_peer;
-  o["listen"] = common::format_endpoint(config.listen_host, config.listen_port);
-  o["last_committed_epoch"] = replica.committed_epoch();
-  o["image_consistent"] = replica.has_committed();
-  o["checkpoints_committed"] = replica.checkpoints_committed();
-  o["precopy_rounds_applied"] = replica.rounds_applied();
-  o["pages_applied"] = replica.pages_applied();
-  o["streams"] = streams;
-  o["connections_in_handshake"] = pending.size();
-  o["failover_timeout_ms"] = config.failover_timeout.count();
-  o["ms_since_contact"] =
-      detector.last_contact() == Clock::time_point{}
-          ? -1
-          : std::chrono::duration_cast<std::chrono::milliseconds>(now - detector.last_contact())
-                .count();
-  json::object d;
-  d["verdict"] = to_string(j.verdict);
-  d["remaining_ms"] = j.remaining.count();
-  if (!j.reason.empty()) d["reason"] = j.reason;
-  o["detector"] = std::move(d);
-  o["witness"] = gate ? json::value(gate->status()) : json::value(nullptr);
-  return o;
+  BackupMetrics m;
+  m.state = state.state();
+  m.peer = primary ? primary->peer() : "";
+  m.last_peer = last_peer;
+  m.listen = common::format_endpoint(config.listen_host, config.listen_port);
+  m.last_committed_epoch = replica.committed_epoch();
+  m.image_consistent = replica.has_committed();
+  m.checkpoints_committed = replica.checkpoints_committed();
+  m.precopy_rounds_applied = replica.rounds_applied();
+  m.pages_applied = replica.pages_applied();
+  m.streams = streams;
+  m.connections_in_handshake = pending.size();
+  m.failover_timeout = config.failover_timeout;
+  if (detector.last_contact() != Clock::time_point{}) {
+    m.since_contact =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - detector.last_contact());
+  }
+  m.detector = detector.judge(now);
+  if (gate) m.witness = gate->report();
+  return m;
 }
 
 BackupNode::BackupNode(BackupConfig config, std::function<void(const std::string&)> log)
@@ -620,7 +625,9 @@ std::string BackupNode::handle_control(const std::string& request) {
   auto result = answer->get_future();
   asio::post(im.io, [&im, request, answer] {
     if (request == "status" || request == "status --json") {
-      answer->set_value(common::json_ok(im.status()));
+      json::object o;
+      write_backup_status(im.metrics(), o);
+      answer->set_value(common::json_ok(std::move(o)));
     } else if (request == "failover") {
       if (!im.replica.has_committed()) {
         answer->set_value(
@@ -638,8 +645,17 @@ std::string BackupNode::handle_control(const std::string& request) {
       answer->set_value(json_error(fmt::format("unknown request '{}'", request)));
     }
   });
-  if (result.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
-    return json_error("the backup did not answer within 2 s (busy or stopping)");
+  if (result.wait_for(kAnswerWithin) != std::future_status::ready) return json_error(kNoAnswer);
+  return result.get();
+}
+
+Result<BackupMetrics> BackupNode::metrics() {
+  auto& im = *impl_;
+  auto answer = std::make_shared<std::promise<BackupMetrics>>();
+  auto result = answer->get_future();
+  asio::post(im.io, [&im, answer] { answer->set_value(im.metrics()); });
+  if (result.wait_for(kAnswerWithin) != std::future_status::ready) {
+    return Status::unavailable(std::string(kNoAnswer));
   }
   return result.get();
 }

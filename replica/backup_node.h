@@ -39,11 +39,10 @@
 #include <optional>
 #include <string>
 
-#include <boost/json.hpp>
-
 #include "common/shared_memory.h"
-#include "common/tls.h"
 #include "common/status.h"
+#include "common/tls.h"
+#include "replica/backup_metrics.h"
 #include "replica/backup_state.h"
 
 namespace romulus::replica {
@@ -85,8 +84,8 @@ class TakeoverGate {
   virtual Verdict poll(std::string* detail) = 0;
   // The primary is back (a stream was accepted): stop trying.
   virtual void cancel() = 0;
-  // For `status --json`.
-  virtual boost::json::object status() const = 0;
+  // For `status --json` and the metrics: ownership, from one look at the witness.
+  virtual WitnessReport report() const = 0;
 };
 
 class BackupNode {
@@ -112,6 +111,9 @@ class BackupNode {
   // A control-socket request ("status", "status --json", "failover"): one
   // JSON reply line. Waits briefly for the node's own thread to answer.
   std::string handle_control(const std::string& request);
+  // The node's figures (status --json, --metrics), taken on its own thread;
+  // unavailable if it does not answer within 2 s (busy or stopping).
+  Result<BackupMetrics> metrics();
 
   struct Impl;  // defined in backup_node.cc (public so its sessions can name it)
 

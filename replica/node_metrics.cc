@@ -4,7 +4,6 @@
 #include "replica/backup_metrics.h"
 
 namespace romulus::replica {
-namespace json = boost::json;
 
 namespace {
 
@@ -27,9 +26,8 @@ std::string primary_node_metrics(const checkpoint::PrimaryNode& node, uint64_t f
 std::string backup_node_metrics(BackupNode& node, uint64_t failovers) {
   common::MetricsText out;
   process_metrics(out, "backup", failovers);
-  boost::system::error_code ec;
-  json::value v = json::parse(node.handle_control("status --json"), ec);
-  if (!ec && v.is_object()) render_backup_metrics(v.as_object(), out);
+  // A backup too busy to answer (or stopping) serves the process's families only.
+  if (auto m = node.metrics(); m.is_ok()) render_backup_metrics(*m, out);
   return out.text();
 }
 

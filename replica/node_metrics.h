@@ -4,7 +4,9 @@
 // the running role, to the process's common::MetricsServer.
 //
 // Thread: the metrics server's. Neither blocks the primary's epoch engine;
-// the backup's figures are taken on its own thread (waits up to 2 s).
+// the backup's figures are taken on its own thread (BackupNode::metrics(),
+// waits up to 2 s; a backup that does not answer gets the process's
+// families only).
 #pragma once
 
 #include <cstdint>

@@ -32,6 +32,12 @@
 // to a service manager (READY when a primary is protected or a backup holds a
 // consistent image), so that a systemd unit of Type=notify follows the node.
 //
+// Which role runs next is RoleLoop's decision (replica/role_loop.h, with the
+// diagram); run_node() is its shell. Its parts, each in its own file:
+// WitnessLink (replica/witness_link.h: the witness as the roles see it),
+// LinkSecurity (replica/link_security.h: TLS, its reload and its status),
+// BackgroundMeasurements (replica/background_measurements.h).
+//
 // Threading: run_node() blocks the calling thread (the main thread). The
 // host's callbacks are called from that thread; the witness's change
 // callback from the keeper's thread.
@@ -50,6 +56,7 @@
 #include "common/metrics_server.h"
 #include "common/service_notify.h"
 #include "replica/backup_node.h"
+#include "replica/role_loop.h"
 
 namespace romulus::replica {
 
@@ -101,10 +108,8 @@ struct NodeSettings {
   bool insecure = false;
 };
 
-enum class StartAs { kPrimary, kBackup };
-
 // Runs the node until a requested stop (OK), the guest's exit (aborted with
-// its description), or an error.
+// its description), or an error: RoleLoop's result().
 Status run_node(StartAs start, NodeSettings settings, NodeHost& host);
 
 }  // namespace romulus::replica

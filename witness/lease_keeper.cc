@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <boost/json.hpp>
-
 namespace romulus::witness {
 
 namespace {
@@ -22,27 +20,6 @@ OwnershipConfig to_config(const LeaseKeeperOptions& o) {
 constexpr Duration kMaxWait = std::chrono::minutes(1);
 
 }  // namespace
-
-std::string OwnershipSnapshot::to_json() const {
-  namespace json = boost::json;
-  json::object o;
-  o["state"] = std::string(to_string(state));
-  o["lease"] = std::to_string(lease);
-  if (owner) {
-    o["owner"] = json::object{{"node", owner->value.node},
-                              {"epoch", owner->value.epoch},
-                              {"replication", owner->value.replication},
-                              {"lease", std::to_string(owner->lease)}};
-  } else {
-    o["owner"] = nullptr;
-  }
-  o["remaining_ms"] = remaining_ms;
-  if (waiting_ms) o["waiting_ms"] = *waiting_ms;
-  o["detail"] = detail;
-  o["witness"] = witness;
-  if (!last_error.empty()) o["last_error"] = last_error;
-  return json::serialize(o);
-}
 
 LeaseKeeper::LeaseKeeper(std::unique_ptr<Witness> witness, LeaseKeeperOptions options,
                          OnChange on_change)

@@ -80,20 +80,6 @@ struct OwnershipChange {
   std::string detail;          // Ownership::describe() after the change
 };
 
-// For `romulus status --json`.
-struct OwnershipSnapshot {
-  OwnershipState state = OwnershipState::kFollower;
-  LeaseId lease = 0;
-  std::optional<Owner> owner;         // the holder last seen
-  int64_t remaining_ms = 0;           // of our lease by our conservative clock (0 unless owner)
-  std::optional<int64_t> waiting_ms;  // candidate: the old owner's lease had this left
-  std::string detail;                 // "waiting for the old owner's lease (1200 ms left)"
-  std::string witness;                // "etcd://..."
-  std::string last_error;             // the last failed witness call, if any
-  // {"state":"owner","lease":"...","owner":{...},"remaining_ms":...,...}
-  std::string to_json() const;
-};
-
 class LeaseKeeper {
  public:
   using OnChange = std::function<void(const OwnershipChange&)>;
@@ -115,6 +101,7 @@ class LeaseKeeper {
     return now.time_since_epoch().count() < release_until_.load(std::memory_order_acquire);
   }
   OwnershipState state() const;
+  // For status --json and the metrics (witness/ownership.h).
   OwnershipSnapshot snapshot(Clock::time_point now) const;
 
   // Want the key, displacing nobody: a primary at start. If another node owns

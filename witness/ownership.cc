@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include <boost/json.hpp>
+
 namespace romulus::witness {
 
 namespace {
@@ -69,6 +71,25 @@ std::string_view to_string(Action::Kind k) {
       return "release";
   }
   return "unknown";
+}
+
+void OwnershipSnapshot::write_json(boost::json::object& o) const {
+  namespace json = boost::json;
+  o["state"] = to_string(state);
+  o["lease"] = std::to_string(lease);
+  if (owner) {
+    o["owner"] = json::object{{"node", owner->value.node},
+                              {"epoch", owner->value.epoch},
+                              {"replication", owner->value.replication},
+                              {"lease", std::to_string(owner->lease)}};
+  } else {
+    o["owner"] = nullptr;
+  }
+  o["remaining_ms"] = remaining_ms;
+  if (waiting_ms) o["waiting_ms"] = *waiting_ms;
+  o["detail"] = detail;
+  o["witness"] = witness;
+  if (!last_error.empty()) o["last_error"] = last_error;
 }
 
 Duration safety_margin(seconds ttl) {

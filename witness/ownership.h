@@ -60,6 +60,8 @@
 #include <string>
 #include <string_view>
 
+#include <boost/json/fwd.hpp>
+
 #include "common/status.h"
 #include "witness/witness.h"
 
@@ -128,6 +130,27 @@ struct Action {
   TimePoint at;  // do it at (or after) this time
 };
 std::string_view to_string(Action::Kind k);
+
+// What a node reports of its ownership, taken at one instant (LeaseKeeper's
+// snapshot()): status --json's "witness" object and the lease metrics are both
+// written from it, so they never disagree. A plain value; no lock, no clock.
+struct OwnershipSnapshot {
+  OwnershipState state = OwnershipState::kFollower;
+  LeaseId lease = 0;
+  std::optional<Owner> owner;         // the holder last seen
+  int64_t remaining_ms = 0;           // of our lease by our conservative clock (0 unless owner)
+  std::optional<int64_t> waiting_ms;  // candidate: the old owner's lease had this left
+  std::string detail;                 // "waiting for the old owner's lease (1200 ms left)"
+  std::string witness;                // "etcd://..."
+  std::string last_error;             // the last failed witness call, if any
+
+  // Writes the members of status --json's "witness" object into `out`, in
+  // this order: "state" (to_string), "lease" (decimal string: ids use all 64
+  // bits, more than a JSON double holds), "owner" ({"node", "epoch",
+  // "replication", "lease"} or null), "remaining_ms", "waiting_ms" (only
+  // while waiting), "detail", "witness", "last_error" (only after an error).
+  void write_json(boost::json::object& out) const;
+};
 
 // For request_ownership(): "the lease holding the key when I first look".
 inline constexpr LeaseId kCurrentHolder = -1;

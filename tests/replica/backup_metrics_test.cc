@@ -1,4 +1,4 @@
-// The backup's metrics, rendered from its `status --json` object.
+// The backup's metrics and status members, written from one typed BackupMetrics.
 #include "replica/backup_metrics.h"
 
 #include <gtest/gtest.h>
@@ -6,16 +6,24 @@
 namespace romulus::replica {
 namespace {
 
-std::string render(const char* status_json) {
+using namespace std::chrono_literals;
+
+std::string render(const BackupMetrics& m) {
   common::MetricsText t;
-  render_backup_metrics(boost::json::parse(status_json).as_object(), t);
+  render_backup_metrics(m, t);
   return t.text();
 }
 
 TEST(BackupMetrics, RendersTheStatusFigures) {
-  const auto text = render(R"({"ok":true,"role":"backup","state":"protecting","peer":"1.2.3.4:5",
-      "last_committed_epoch":42,"image_consistent":true,"checkpoints_committed":40,
-      "ms_since_contact":20,"failover_timeout_ms":500,"witness":null})");
+  BackupMetrics m;
+  m.state = BackupState::kProtecting;
+  m.peer = "1.2.3.4:5";
+  m.last_committed_epoch = 42;
+  m.image_consistent = true;
+  m.checkpoints_committed = 40;
+  m.since_contact = 20ms;
+  m.failover_timeout = 500ms;
+  const auto text = render(m);
   EXPECT_NE(text.find("romulus_state{state=\"protecting\"} 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("romulus_state{state=\"no_image\"} 0\n"), std::string::npos);
   EXPECT_NE(text.find("romulus_last_committed_epoch 42\n"), std::string::npos);
@@ -27,15 +35,57 @@ TEST(BackupMetrics, RendersTheStatusFigures) {
 }
 
 TEST(BackupMetrics, BeforeAnyContactTheSinceContactGaugeIsAbsent) {
-  const auto text = render(R"({"state":"no_image","ms_since_contact":-1})");
+  BackupMetrics m;
+  m.state = BackupState::kNoImage;
+  const auto text = render(m);
   EXPECT_EQ(text.find("romulus_seconds_since_contact"), std::string::npos);
 }
 
 TEST(BackupMetrics, WitnessFiguresWhenThereIsOne) {
-  const auto text =
-      render(R"({"state":"protecting","witness":{"state":"follower","remaining_ms":0}})");
+  BackupMetrics m;
+  m.state = BackupState::kProtecting;
+  m.witness = WitnessReport{false, 0, boost::json::object{{"state", "follower"}}};
+  const auto text = render(m);
   EXPECT_NE(text.find("romulus_owner 0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("romulus_lease_remaining_seconds 0\n"), std::string::npos);
+}
+
+TEST(BackupStatus, WritesEveryMemberInItsOrderWithItsJsonType) {
+  BackupMetrics m;
+  m.state = BackupState::kPrimarySilent;
+  m.last_peer = "1.2.3.4:5";
+  m.listen = "127.0.0.1:7000";
+  m.last_committed_epoch = 42;
+  m.image_consistent = true;
+  m.checkpoints_committed = 40;
+  m.precopy_rounds_applied = 3;
+  m.pages_applied = 1000;
+  m.streams = 2;
+  m.connections_in_handshake = 1;
+  m.failover_timeout = 500ms;
+  m.since_contact = 120ms;
+  m.detector.verdict = FailureDetector::Verdict::kWaiting;
+  m.detector.remaining = 380ms;
+  m.detector.reason = "connection reset";
+  boost::json::object o;
+  write_backup_status(m, o);
+  EXPECT_EQ(boost::json::serialize(o),
+            R"j({"role":"backup","state":"primary_silent","peer":"","last_peer":"1.2.3.4:5",)j"
+            R"j("listen":"127.0.0.1:7000","last_committed_epoch":42,"image_consistent":true,)j"
+            R"j("checkpoints_committed":40,"precopy_rounds_applied":3,"pages_applied":1000,)j"
+            R"j("streams":2,"connections_in_handshake":1,"failover_timeout_ms":500,)j"
+            R"j("ms_since_contact":120,"detector":{"verdict":"waiting","remaining_ms":380,)j"
+            R"j("reason":"connection reset"},"witness":null})j");
+}
+
+TEST(BackupStatus, BeforeAnyContactSaysMinusOneAndTheWitnessObjectIsPassedOn) {
+  BackupMetrics m;
+  m.witness = WitnessReport{true, 900, boost::json::object{{"state", "owner"}}};
+  boost::json::object o;
+  write_backup_status(m, o);
+  EXPECT_EQ(o.at("ms_since_contact").as_int64(), -1);
+  EXPECT_EQ(o.at("detector").as_object().count("reason"), 0u);
+  EXPECT_EQ(boost::json::serialize(o.at("witness")), R"j({"state":"owner"})j");
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include <boost/json.hpp>
+
 #include "tests/support/fake_witness.h"
 #include "tests/support/status_matchers.h"
 
@@ -326,6 +328,39 @@ TEST(OwnershipNames, StateNamesAreStableSnakeCase) {
   EXPECT_EQ(to_string(S::kOwner), "owner");
   EXPECT_EQ(to_string(S::kFenced), "fenced");
   EXPECT_EQ(to_string(S::kReleased), "released");
+}
+
+TEST(OwnershipSnapshotJson, AnOwnerWritesTheStatusMembersInTheirOrder) {
+  OwnershipSnapshot s;
+  s.state = S::kOwner;
+  s.lease = 7;
+  s.remaining_ms = 1200;
+  s.detail = "owner (1200 ms of lease left)";
+  s.witness = "etcd://127.0.0.1:2379";
+  boost::json::object o;
+  s.write_json(o);
+  EXPECT_EQ(boost::json::serialize(o),
+            R"j({"state":"owner","lease":"7","owner":null,"remaining_ms":1200,)j"
+            R"j("detail":"owner (1200 ms of lease left)","witness":"etcd://127.0.0.1:2379"})j");
+}
+
+TEST(OwnershipSnapshotJson, ACandidateWaitingNamesTheOldOwnerAndTheLastError) {
+  OwnershipSnapshot s;
+  s.state = S::kCandidate;
+  s.lease = 9;
+  s.owner = Owner{OwnerValue{"a", 42, "10.0.0.1:7000"}, 0x7fffffffffffffff, 3};
+  s.waiting_ms = 800;
+  s.detail = "waiting for the old owner's lease (800 ms left)";
+  s.witness = "etcd://w:2379";
+  s.last_error = "unavailable: acquire the owner key: timed out";
+  boost::json::object o;
+  s.write_json(o);
+  EXPECT_EQ(boost::json::serialize(o),
+            R"j({"state":"candidate","lease":"9","owner":{"node":"a","epoch":42,)j"
+            R"j("replication":"10.0.0.1:7000","lease":"9223372036854775807"},"remaining_ms":0,)j"
+            R"j("waiting_ms":800,"detail":"waiting for the old owner's lease (800 ms left)",)j"
+            R"j("witness":"etcd://w:2379",)j"
+            R"j("last_error":"unavailable: acquire the owner key: timed out"})j");
 }
 
 TEST(OwnershipConfigCheck, RejectsATtlWithNoRoomForTheMargin) {

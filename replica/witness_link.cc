@@ -1,0 +1,220 @@
+#include "replica/witness_link.h"
+
+#include <fmt/format.h>
+
+#include "witness/etcd_witness.h"
+
+namespace romulus::replica {
+namespace json = boost::json;
+namespace etcd = witness::etcd;
+using witness::OwnershipState;
+
+WitnessLink::WitnessLink(const WitnessSettings& settings, std::string replication,
+                         std::function<void(const std::string&)> log)
+    : settings_(settings), replication_(std::move(replication)), log_(std::move(log)) {}
+
+WitnessLink::~WitnessLink() {
+  {
+    std::lock_guard lock(marker_mu_);
+    marker_stop_ = true;
+  }
+  marker_cv_.notify_all();
+  if (marker_thread_.joinable()) marker_thread_.join();
+}
+
+Status WitnessLink::start() {
+  etcd::EtcdClient::Options options;
+  if (etcd::is_tls_url(settings_.endpoints)) {
+    auto id = common::TlsIdentity::load(settings_.tls);
+    if (!id.is_ok()) return id.status().context("the witness's TLS files");
+    options.tls = *id;
+    tls_ = *id;
+    log_(fmt::format("witness over TLS: this node's {}", (*id)->describe()));
+  }
+  auto w = witness::EtcdWitness::open(settings_.endpoints, options);
+  if (!w.is_ok()) return w.status();
+  // No node may win the pair while the other serves what no backup has.
+  marker_key_ = fmt::format("/romulus/{}/unprotected", settings_.pair);
+  owner_key_ = witness::owner_key(settings_.pair);
+  (*w)->set_acquire_guard(etcd::AcquireGuard{marker_key_, settings_.node_id});
+  auto eps = etcd::parse_endpoints(settings_.endpoints);
+  if (!eps.is_ok()) return eps.status();
+  marker_client_.emplace(std::move(eps).value(), options);
+  marker_thread_ = std::thread([this] { clear_marker_loop(); });
+  witness::LeaseKeeperOptions o;
+  o.pair = settings_.pair;
+  o.node_id = settings_.node_id;
+  o.replication = replication_;
+  o.ttl = settings_.lease_ttl;
+  o.log = log_;
+  keeper_.emplace(std::move(w).value(), o,
+                  [this](const witness::OwnershipChange& c) { on_change(c); });
+  return keeper_->start();
+}
+
+void WitnessLink::attach(checkpoint::PrimaryNode* primary) {
+  std::lock_guard lock(mu_);
+  primary_ = primary;
+}
+
+// ---- checkpoint::Ownership
+
+bool WitnessLink::may_release(Clock::time_point now, bool acked) const {
+  if (keeper_->may_release(now)) return true;
+  if (!acked) return false;
+  // Fenced, and still fenced after the keeper asked again: the witness is
+  // unreachable (not "the lease is gone"), and a backup that acknowledges
+  // has not taken over.
+  const int64_t since = fenced_since_.load();
+  return since != 0 && keeper_->state() == OwnershipState::kFenced &&
+         now.time_since_epoch().count() - since >
+             std::chrono::duration_cast<Clock::duration>(kFencedAckGrace).count();
+}
+
+bool WitnessLink::may_run(Clock::time_point now) const { return keeper_->may_release(now); }
+
+std::optional<WitnessLink::Clock::time_point> WitnessLink::deadline() const {
+  const auto s = keeper_->snapshot(Clock::now());
+  if (s.state != OwnershipState::kOwner) return std::nullopt;
+  return Clock::now() + std::chrono::milliseconds(s.remaining_ms);
+}
+
+std::string WitnessLink::why_not() const {
+  const auto s = keeper_->snapshot(Clock::now());
+  std::string why = fmt::format("this node does not hold the pair's lease ({}: {})",
+                                witness::to_string(s.state), s.detail);
+  if (!s.last_error.empty()) why += fmt::format("; last witness error: {}", s.last_error);
+  return why;
+}
+
+json::object WitnessLink::status(Clock::time_point now) const {
+  json::object o;
+  keeper_->snapshot(now).write_json(o);
+  return o;
+}
+
+Status WitnessLink::record_unprotected() {
+  std::lock_guard lock(marker_mu_);
+  clear_pending_ = false;
+  if (marked_) return Status::ok();
+  const auto snap = keeper_->snapshot(Clock::now());
+  if (snap.state != OwnershipState::kOwner) {
+    return Status::unavailable("this node does not own the pair");
+  }
+  auto put = marker_client_->put_if_owner(marker_key_, settings_.node_id, owner_key_, snap.lease);
+  if (!put.is_ok()) return put.status();
+  if (!*put) return Status::unavailable("the owner key is no longer under this node's lease");
+  marked_ = true;
+  log_(
+      fmt::format("recorded {} in the witness: no backup takes over from an older image until "
+                  "a backup holds this node's state again",
+                  marker_key_));
+  return Status::ok();
+}
+
+void WitnessLink::record_protected() {
+  {
+    std::lock_guard lock(marker_mu_);
+    clear_pending_ = true;
+  }
+  marker_cv_.notify_all();
+}
+
+// ---- TakeoverGate
+
+void WitnessLink::request() {
+  takeover_requested_ = true;
+  Status st = keeper_->request_takeover();
+  if (!st.is_ok()) log_(fmt::format("witness: {}", st.message()));
+}
+
+TakeoverGate::Verdict WitnessLink::poll(std::string* detail) {
+  const auto s = keeper_->snapshot(Clock::now());
+  switch (s.state) {
+    case OwnershipState::kOwner:
+      return Verdict::kWon;
+    case OwnershipState::kFollower:
+      if (s.owner && s.owner->value.node != settings_.node_id) {
+        *detail = fmt::format("node {} owns the pair", s.owner->value.node);
+        return Verdict::kOtherOwner;
+      }
+      [[fallthrough]];
+    default:
+      *detail = s.detail.empty() ? std::string(witness::to_string(s.state)) : s.detail;
+      if (blocked_by_marker()) {
+        *detail += fmt::format(
+            "; {} is set: the old owner served output no backup has, so this image would lose "
+            "it. Bring that node back, or delete the key to accept the loss",
+            marker_key_);
+      }
+      if (!s.last_error.empty()) {
+        *detail += fmt::format(
+            " (the witness cannot be reached: {}; a backup cannot take "
+            "over without it)",
+            s.last_error);
+      }
+      return Verdict::kWaiting;
+  }
+}
+
+void WitnessLink::cancel() {
+  if (!takeover_requested_) return;
+  takeover_requested_ = false;
+  Status st = keeper_->stand_by();
+  if (!st.is_ok()) log_(fmt::format("witness: {}", st.message()));
+}
+
+WitnessReport WitnessLink::report() const {
+  const auto s = keeper_->snapshot(Clock::now());
+  WitnessReport r;
+  r.owner = s.state == OwnershipState::kOwner;
+  r.remaining_ms = s.remaining_ms;
+  s.write_json(r.status);
+  return r;
+}
+
+// ---- Private
+
+void WitnessLink::clear_marker_loop() {
+  std::unique_lock lock(marker_mu_);
+  while (!marker_stop_) {
+    marker_cv_.wait(lock, [&] { return marker_stop_ || clear_pending_; });
+    if (marker_stop_) return;
+    auto del = marker_client_->delete_if_value(marker_key_, settings_.node_id);
+    if (del.is_ok()) {
+      clear_pending_ = false;
+      if (*del || marked_) log_(fmt::format("cleared {} in the witness", marker_key_));
+      marked_ = false;
+    } else {
+      marker_cv_.wait_for(lock, kMarkerClearRetry, [&] { return marker_stop_; });
+    }
+  }
+}
+
+bool WitnessLink::blocked_by_marker() {
+  const auto now = Clock::now();
+  if (now < next_marker_look_) return last_marker_blocks_;
+  next_marker_look_ = now + kMarkerLookEvery;
+  std::lock_guard lock(marker_mu_);
+  auto kv = marker_client_->get(marker_key_);
+  last_marker_blocks_ = kv.is_ok() && *kv && (*kv)->value != settings_.node_id;
+  return last_marker_blocks_;
+}
+
+void WitnessLink::on_change(const witness::OwnershipChange& c) {
+  if (c.to == OwnershipState::kFenced) {
+    fenced_since_.store(Clock::now().time_since_epoch().count());
+  } else {
+    fenced_since_.store(0);
+  }
+  std::lock_guard lock(mu_);
+  if (!primary_) return;
+  if (c.to == OwnershipState::kFollower && c.owner && c.owner->value.node != settings_.node_id) {
+    primary_->demote(fmt::format("node {} owns the pair (replication {})", c.owner->value.node,
+                                 c.owner->value.replication));
+    return;
+  }
+  primary_->ownership_changed();
+}
+
+}  // namespace romulus::replica

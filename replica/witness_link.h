@@ -1,0 +1,125 @@
+// WitnessLink: this process's side of the witness (docs/design.md,
+// "Ownership: the witness"), as its roles see it.
+//
+// It owns the LeaseKeeper (witness/lease_keeper.h) for the process's whole
+// life, across role changes, and shows it to each role through the small
+// interface that role knows: checkpoint::Ownership to a primary (may output
+// leave, may the guest run, the lease's deadline; rules 1 and 2) and
+// TakeoverGate to a backup (take over only by winning the key; rule 3). The
+// keeper's change callback lands here and goes on to the attached primary:
+// ownership_changed(), or demote() when another node owns the pair (rule 4).
+//
+// It also keeps the pair's "unprotected" record (/romulus/<pair>/unprotected,
+// docs/design.md, "Unprotected output and the takeover"): written, only while
+// the owner key is under this node's lease, before a primary releases output
+// that no backup holds; cleared once a backup is in sync again. Every acquire
+// of this node is guarded by it, so no backup takes over from an image older
+// than what was served.
+//
+// Threads: start(), keeper() and attach() on the main thread (start() once,
+// before any role runs). The checkpoint::Ownership methods from the primary's
+// threads (may_release() reads atomics only, on the common path); the
+// TakeoverGate methods on the backup's thread; the change callback on the
+// keeper's thread. The record is cleared on a thread of its own, started by
+// start() and joined by the destructor.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "checkpoint/primary.h"
+#include "common/status.h"
+#include "common/tls.h"
+#include "replica/backup_node.h"
+#include "replica/takeover.h"
+#include "witness/etcd_client.h"
+#include "witness/lease_keeper.h"
+
+namespace romulus::replica {
+
+class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // After fencing, acknowledged output may leave again only once the keeper
+  // has had time to ask the witness at least once more (its calls are bounded
+  // by 500 ms): if the lease were gone there, the keeper would have left
+  // kFenced by then. docs/design.md, "Ownership", rule 2.
+  static constexpr std::chrono::milliseconds kFencedAckGrace{1000};
+  // How often a waiting backup looks up the "unprotected" record, at most.
+  static constexpr std::chrono::milliseconds kMarkerLookEvery{500};
+  // How long the record's thread waits before it tries to clear it again.
+  static constexpr std::chrono::seconds kMarkerClearRetry{1};
+
+  // `settings.node_id` must be set; `replication` is this node's own address
+  // (stored in the key; empty for a primary without --listen).
+  WitnessLink(const WitnessSettings& settings, std::string replication,
+              std::function<void(const std::string&)> log);
+  ~WitnessLink() override;
+  WitnessLink(const WitnessLink&) = delete;
+  WitnessLink& operator=(const WitnessLink&) = delete;
+
+  // Opens the witness (etcds://: loads the TLS files first), starts the
+  // record's thread and the keeper; an unreachable witness is one error line.
+  Status start();
+  witness::LeaseKeeper& keeper() { return *keeper_; }
+  // The identity shown to etcds:// (nullptr for etcd://), for LinkSecurity
+  // to reload with the link's.
+  std::shared_ptr<common::TlsIdentity> tls() const { return tls_; }
+
+  // Who hears about ownership changes: the running primary (nullptr: none).
+  void attach(checkpoint::PrimaryNode* primary);
+
+  // ---- checkpoint::Ownership (the primary)
+  bool may_release(Clock::time_point now, bool acked) const override;
+  bool may_run(Clock::time_point now) const override;
+  std::optional<Clock::time_point> deadline() const override;
+  std::string why_not() const override;
+  boost::json::object status(Clock::time_point now) const override;
+  Status record_unprotected() override;
+  void record_protected() override;
+
+  // ---- TakeoverGate (the backup)
+  void request() override;
+  Verdict poll(std::string* detail) override;
+  void cancel() override;
+  WitnessReport report() const override;
+
+ private:
+  // Clears this node's "unprotected" record once a backup is in sync, retrying
+  // until the witness answers. Ordered with record_unprotected() by marker_mu_.
+  void clear_marker_loop();
+  // Whether another node's "unprotected" record stands (looked up at most
+  // every kMarkerLookEvery).
+  bool blocked_by_marker();
+  void on_change(const witness::OwnershipChange& c);
+
+  WitnessSettings settings_;
+  std::string replication_;
+  std::function<void(const std::string&)> log_;
+  std::optional<witness::LeaseKeeper> keeper_;
+  std::atomic<int64_t> fenced_since_{0};  // steady_clock ticks; 0: not fenced
+  Clock::time_point next_marker_look_{};
+  bool last_marker_blocks_ = false;
+  std::atomic<bool> takeover_requested_{false};
+  std::mutex mu_;
+  checkpoint::PrimaryNode* primary_ = nullptr;  // guarded by mu_
+
+  // The "unprotected" record (its own client: the keeper's is its thread's).
+  std::string marker_key_, owner_key_;
+  std::optional<witness::etcd::EtcdClient> marker_client_;
+  std::shared_ptr<common::TlsIdentity> tls_;  // etcds:// only
+  std::mutex marker_mu_;
+  std::condition_variable marker_cv_;
+  bool marked_ = false, clear_pending_ = false, marker_stop_ = false;  // guarded by marker_mu_
+  std::thread marker_thread_;
+};
+
+}  // namespace romulus::replica
