@@ -15,9 +15,7 @@ constexpr auto kLateness = std::chrono::milliseconds(1);
 
 }  // namespace
 
-std::string_view commit_mode_name(CommitMode m) {
-  return m == CommitMode::kEager ? "eager" : "interval";
-}
+std::string_view commit_mode_name(CommitMode m) { return enum_name(kCommitModeNames, m); }
 
 std::string_view trigger_name(CheckpointTrigger t) {
   switch (t) {

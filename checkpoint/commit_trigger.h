@@ -24,9 +24,14 @@
 #include <cstdint>
 #include <string_view>
 
+#include "common/enum_names.h"
+
 namespace romulus::checkpoint {
 
 enum class CommitMode : uint8_t { kInterval, kEager };
+// The names of --commit and `set commit`, in the order help texts list them.
+inline constexpr EnumName<CommitMode> kCommitModeNames[] = {{CommitMode::kEager, "eager"},
+                                                            {CommitMode::kInterval, "interval"}};
 // Why a checkpoint was taken: the first of a stream (sync), its interval
 // elapsed (timer), or output was waiting for it (output).
 enum class CheckpointTrigger : uint8_t { kSync, kTimer, kOutput };

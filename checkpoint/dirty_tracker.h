@@ -32,7 +32,7 @@
 #include <string_view>
 #include <vector>
 
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::checkpoint {
 

@@ -59,7 +59,7 @@
 #include "checkpoint/transport.h"
 #include "protocol/checkpoint_writer.h"
 #include "protocol/page_cache.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::checkpoint {
 

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "guest/guest.h"
+#include "guest/guest.h"
 #include "guest/linux_abi.h"
 
 extern char** environ;
@@ -97,7 +98,8 @@ Result<GuestProcess> GuestProcess::start(const GuestSpec& spec) {
   if (spec.arena_size == 0 || spec.arena_size % 4096 != 0) {
     return Status::invalid_argument("guest arena size must be a positive multiple of 4096");
   }
-  if (spec.tracker != "uffd" && spec.tracker != "uffd-sync" && spec.tracker != "compare") {
+  if (spec.tracker != guest::kTrackerUffd && spec.tracker != guest::kTrackerUffdSync &&
+      spec.tracker != guest::kTrackerCompare) {
     return Status::invalid_argument("unknown tracker '" + spec.tracker + "'");
   }
 

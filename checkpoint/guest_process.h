@@ -28,7 +28,7 @@
 
 #include "common/shared_memory.h"
 #include "guest/control_page.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::checkpoint {
 

@@ -57,7 +57,7 @@
 
 #include "common/asio.h"
 #include "common/histogram.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::checkpoint {
 

@@ -217,13 +217,10 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
   auto& im = *impl_;
   // Settings of the link work at any time; those of the engine once it runs.
   if (name == "on-backup-loss") {
+    auto policy = parse_enum(kBackupLossNames, value);
+    if (!policy.is_ok()) return json_error("on-backup-loss " + policy.status().message());
     std::lock_guard lock(im.mu);
-    if (value == "continue")
-      im.on_backup_loss = BackupLoss::kContinue;
-    else if (value == "stall")
-      im.on_backup_loss = BackupLoss::kStall;
-    else
-      return json_error("on-backup-loss must be continue or stall");
+    im.on_backup_loss = *policy;
     return json_ok();
   }
   if (name == "backup") {
@@ -256,9 +253,9 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     return json_ok();
   }
   if (name == "commit") {
-    if (value != "eager" && value != "interval")
-      return json_error("commit must be eager or interval");
-    im.engine->set_commit(value == "eager" ? CommitMode::kEager : CommitMode::kInterval);
+    auto mode = parse_enum(kCommitModeNames, value);
+    if (!mode.is_ok()) return json_error("commit " + mode.status().message());
+    im.engine->set_commit(*mode);
     log_(fmt::format("commit set to {}", value));
     return json_ok();
   }
@@ -288,15 +285,9 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     return json_ok();
   }
   if (name == "codec") {
-    protocol::CodecId id;
-    if (value == "runskip")
-      id = protocol::CodecId::kRunSkip;
-    else if (value == "xbzrle")
-      id = protocol::CodecId::kXbzrle;
-    else if (value == "none")
-      id = protocol::CodecId::kNone;
-    else
-      return json_error("codec must be runskip, xbzrle or none");
+    auto codec = parse_enum(protocol::kCodecNames, value);
+    if (!codec.is_ok()) return json_error("codec " + codec.status().message());
+    const protocol::CodecId id = *codec;
     im.engine->set_codec(id);
     config_.encode.codec = id;
     log_(fmt::format("codec set to {}", value));

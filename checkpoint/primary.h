@@ -38,17 +38,21 @@
 #include "checkpoint/primary_state.h"
 #include "checkpoint/reconnect_policy.h"
 #include "checkpoint/stats.h"
+#include "checkpoint/tracker_kind.h"
+#include "common/enum_names.h"
 #include "common/shared_memory.h"
 #include "common/stop_signal.h"
 #include "common/tls.h"
 #include "protocol/checkpoint_writer.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::checkpoint {
 
-enum class BackupLoss { kContinue, kStall };
-enum class TrackerKind { kAuto, kUffd, kUffdSync, kCompare };  // see tracker_choice.h
-struct Measurements;                                           // tracker_choice.h
+enum class BackupLoss : uint8_t { kContinue, kStall };
+// The names of --on-backup-loss and `set on-backup-loss`.
+inline constexpr EnumName<BackupLoss> kBackupLossNames[] = {{BackupLoss::kContinue, "continue"},
+                                                            {BackupLoss::kStall, "stall"}};
+struct Measurements;  // tracker_choice.h
 
 struct PrimaryConfig {
   // Where the backup is; empty host = `--backup null` (black hole).

@@ -172,30 +172,9 @@ Status measure_memory(Measurements& m) {
 }  // namespace
 
 const char* TrackerDecision::guest_tracker() const {
-  switch (kind) {
-    case TrackerKind::kUffd:
-      return "uffd";
-    case TrackerKind::kUffdSync:
-      return "uffd-sync";
-    case TrackerKind::kAuto:
-    case TrackerKind::kCompare:
-      break;
-  }
-  return "compare";
-}
-
-const char* tracker_kind_name(TrackerKind k) {
-  switch (k) {
-    case TrackerKind::kAuto:
-      return "auto";
-    case TrackerKind::kUffd:
-      return "uffd";
-    case TrackerKind::kUffdSync:
-      return "uffd-sync";
-    case TrackerKind::kCompare:
-      return "compare";
-  }
-  return "?";
+  // kAuto is never a decision's kind; read as compare like any non-uffd kind.
+  // (The names are literals, so .data() ends in a NUL.)
+  return (kind == TrackerKind::kAuto ? guest::kTrackerCompare : tracker_kind_name(kind)).data();
 }
 
 Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& arena,

@@ -28,8 +28,8 @@
 
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/guest_process.h"
-#include "checkpoint/primary.h"
-#include "protocol/status.h"
+#include "checkpoint/tracker_kind.h"
+#include "common/status.h"
 
 namespace romulus::checkpoint {
 
@@ -65,9 +65,6 @@ struct TrackerDecision {
   // The ROMULUS_TRACKER value the guest must be started with (GuestSpec::tracker).
   const char* guest_tracker() const;
 };
-
-// "auto", "uffd", "uffd-sync", "compare".
-const char* tracker_kind_name(TrackerKind k);
 
 // The decision rule above. Errors: an explicit request the kernel cannot do
 // (unsupported, with the reason and what to use instead); a zero arena.

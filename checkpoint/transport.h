@@ -21,7 +21,7 @@
 
 #include "checkpoint/buffer_pool.h"
 #include "protocol/coding.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::checkpoint {
 

@@ -88,39 +88,21 @@ checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
   }
   c.backup_null = o.backup_null;
   c.interval = o.interval;
-  c.commit = o.commit == cli::CommitChoice::kEager ? checkpoint::CommitMode::kEager
-                                                   : checkpoint::CommitMode::kInterval;
+  c.commit = o.commit;
   c.min_gap = o.min_gap;
   c.max_stopped_fraction = o.max_stopped_fraction;
   c.memory_bytes = o.memory_bytes;
-  switch (o.tracker) {
-    case cli::TrackerChoice::kUffd:
-      c.tracker = checkpoint::TrackerKind::kUffd;
-      break;
-    case cli::TrackerChoice::kUffdSync:
-      c.tracker = checkpoint::TrackerKind::kUffdSync;
-      break;
-    case cli::TrackerChoice::kCompare:
-      c.tracker = checkpoint::TrackerKind::kCompare;
-      break;
-    case cli::TrackerChoice::kAuto:
-      c.tracker = checkpoint::TrackerKind::kAuto;
-      break;
-  }
+  c.tracker = o.tracker;
   c.threads = o.threads;
   c.staging_bytes = o.staging_bytes;
   c.cache_bytes = o.cache_bytes;
   c.encode.codec = o.codec;
-  c.encode.lz4 = o.lz4 == cli::Lz4Choice::kOff      ? protocol::EncodeOptions::Lz4::kOff
-                 : o.lz4 == cli::Lz4Choice::kAlways ? protocol::EncodeOptions::Lz4::kAlways
-                                                    : protocol::EncodeOptions::Lz4::kAuto;
+  c.encode.lz4 = o.lz4;
   c.heartbeat = o.heartbeat;
   c.failover_timeout = o.failover_timeout;
   c.gate_timeout = o.gate_timeout;
   c.stats_period = o.stats_period;
-  c.on_backup_loss = o.on_backup_loss == cli::BackupLossPolicy::kStall
-                         ? checkpoint::BackupLoss::kStall
-                         : checkpoint::BackupLoss::kContinue;
+  c.on_backup_loss = o.on_backup_loss;
   if (o.service) {
     c.service_host = o.service->host;
     c.service_port = o.service->port;

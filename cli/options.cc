@@ -38,6 +38,14 @@ std::string lower(std::string s) {
   return s;
 }
 
+// An enum option's value by its names table; the error names the option.
+template <typename E, size_t N>
+Result<E> named(std::string_view option, const EnumName<E> (&table)[N], const std::string& text) {
+  auto v = parse_enum(table, text);
+  if (!v.is_ok()) return Status::invalid_argument(fmt::format("{} {}", option, v.status().message()));
+  return *v;
+}
+
 }  // namespace
 
 std::string Endpoint::to_string() const {
@@ -271,13 +279,7 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   if (o.interval < std::chrono::milliseconds(1) || o.interval > std::chrono::seconds(60)) {
     return Status::invalid_argument("--interval must be between 1ms and 60s");
   }
-  const std::string cm = lower(r.commit);
-  if (cm == "eager")
-    o.commit = CommitChoice::kEager;
-  else if (cm == "interval")
-    o.commit = CommitChoice::kInterval;
-  else
-    return Status::invalid_argument(fmt::format("--commit '{}': use eager or interval", r.commit));
+  ROMULUS_ASSIGN_OR_RETURN(o.commit, named("--commit", checkpoint::kCommitModeNames, r.commit));
   ROMULUS_ASSIGN_OR_RETURN(o.min_gap, parse_duration(r.min_gap));
   if (o.min_gap > std::chrono::seconds(1)) {
     return Status::invalid_argument("--min-gap must be between 0 and 1s");
@@ -294,18 +296,8 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(r.service));
     o.service = ep;
   }
-  const std::string t = lower(r.tracker);
-  if (t == "auto")
-    o.tracker = TrackerChoice::kAuto;
-  else if (t == "uffd")
-    o.tracker = TrackerChoice::kUffd;
-  else if (t == "uffd-sync")
-    o.tracker = TrackerChoice::kUffdSync;
-  else if (t == "compare")
-    o.tracker = TrackerChoice::kCompare;
-  else
-    return Status::invalid_argument(
-        fmt::format("--tracker '{}': use auto, uffd, uffd-sync or compare", r.tracker));
+  ROMULUS_ASSIGN_OR_RETURN(o.tracker,
+                           named("--tracker", checkpoint::kTrackerKindNames, r.tracker));
   if (r.threads < 1 || r.threads > 64) return Status::invalid_argument("--threads must be 1..64");
   o.threads = r.threads;
   if (r.proxy_threads < 1 || r.proxy_threads > 64)
@@ -315,25 +307,8 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   if (o.staging_bytes < protocol::kPageSize)
     return Status::invalid_argument("--staging must be at least 4K");
   ROMULUS_ASSIGN_OR_RETURN(o.cache_bytes, parse_size(r.cache));
-  const std::string c = lower(r.codec);
-  if (c == "runskip")
-    o.codec = protocol::CodecId::kRunSkip;
-  else if (c == "xbzrle")
-    o.codec = protocol::CodecId::kXbzrle;
-  else if (c == "none")
-    o.codec = protocol::CodecId::kNone;
-  else
-    return Status::invalid_argument(
-        fmt::format("--codec '{}': use runskip, xbzrle or none", r.codec));
-  const std::string l = lower(r.lz4);
-  if (l == "auto")
-    o.lz4 = Lz4Choice::kAuto;
-  else if (l == "off")
-    o.lz4 = Lz4Choice::kOff;
-  else if (l == "always")
-    o.lz4 = Lz4Choice::kAlways;
-  else
-    return Status::invalid_argument(fmt::format("--lz4 '{}': use auto, off or always", r.lz4));
+  ROMULUS_ASSIGN_OR_RETURN(o.codec, named("--codec", protocol::kCodecNames, r.codec));
+  ROMULUS_ASSIGN_OR_RETURN(o.lz4, named("--lz4", protocol::kLz4Names, r.lz4));
   auto ms = [](std::chrono::microseconds us) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(us);
   };
@@ -351,14 +326,8 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
         fmt::format("--failover-timeout ({} ms) must be at least twice --heartbeat ({} ms)",
                     o.failover_timeout.count(), o.heartbeat.count()));
   }
-  const std::string b = lower(r.on_backup_loss);
-  if (b == "continue")
-    o.on_backup_loss = BackupLossPolicy::kContinue;
-  else if (b == "stall")
-    o.on_backup_loss = BackupLossPolicy::kStall;
-  else
-    return Status::invalid_argument(
-        fmt::format("--on-backup-loss '{}': use continue or stall", r.on_backup_loss));
+  ROMULUS_ASSIGN_OR_RETURN(o.on_backup_loss, named("--on-backup-loss", checkpoint::kBackupLossNames,
+                                                  r.on_backup_loss));
   o.output_buffering = !r.no_output_buffering && !o.backup_null;
   o.control_path =
       r.control.empty() ? default_control_path(backup ? "backup" : "primary") : r.control;

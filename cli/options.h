@@ -14,8 +14,12 @@
 #include <variant>
 #include <vector>
 
+#include "checkpoint/commit_trigger.h"
+#include "checkpoint/primary.h"
+#include "checkpoint/tracker_kind.h"
+#include "protocol/checkpoint_writer.h"
 #include "protocol/page.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::cli {
 
@@ -24,11 +28,6 @@ struct Endpoint {
   uint16_t port = 0;
   std::string to_string() const;
 };
-
-enum class TrackerChoice { kAuto, kUffd, kUffdSync, kCompare };
-enum class BackupLossPolicy { kContinue, kStall };
-enum class Lz4Choice { kAuto, kOff, kAlways };
-enum class CommitChoice { kInterval, kEager };
 
 // Ownership by a witness (etcd): both nodes name the same pair and endpoints.
 struct WitnessOptions {
@@ -59,21 +58,21 @@ struct PrimaryOptions {
   std::chrono::microseconds interval{50'000};
   // When checkpoints start: --commit, --min-gap, --max-stopped-fraction
   // (docs/operations.md, "Commit mode").
-  CommitChoice commit = CommitChoice::kEager;
+  checkpoint::CommitMode commit = checkpoint::CommitMode::kEager;
   std::chrono::microseconds min_gap{1'000};
   double max_stopped_fraction = 0.25;
   uint64_t memory_bytes = 256ull << 20;
   std::optional<Endpoint> service;
-  TrackerChoice tracker = TrackerChoice::kAuto;
+  checkpoint::TrackerKind tracker = checkpoint::TrackerKind::kAuto;
   unsigned threads = 1;
   unsigned proxy_threads = 2;  // --service proxy session threads
   uint64_t staging_bytes = 64ull << 20;
   uint64_t cache_bytes = 64ull << 20;
   protocol::CodecId codec = protocol::CodecId::kRunSkip;
-  Lz4Choice lz4 = Lz4Choice::kAuto;
+  protocol::EncodeOptions::Lz4 lz4 = protocol::EncodeOptions::Lz4::kAuto;
   std::chrono::milliseconds heartbeat{50};
   std::chrono::milliseconds failover_timeout{500};
-  BackupLossPolicy on_backup_loss = BackupLossPolicy::kContinue;
+  checkpoint::BackupLoss on_backup_loss = checkpoint::BackupLoss::kContinue;
   bool output_buffering = true;
   std::chrono::milliseconds gate_timeout{2000};
   std::chrono::milliseconds stats_period{5000};

@@ -10,7 +10,7 @@
 
 #include <boost/json.hpp>
 
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::common {
 

@@ -35,7 +35,7 @@
 #include <thread>
 
 #include "common/asio.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::common {
 

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "common/asio.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::common {
 

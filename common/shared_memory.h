@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <string>
 
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::common {
 

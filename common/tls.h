@@ -26,7 +26,7 @@
 
 #include <boost/asio/ssl.hpp>  // after common/asio.h (its <utility> fix)
 
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::common {
 

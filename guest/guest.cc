@@ -199,19 +199,19 @@ Status attach_supervised(detail::ArenaState& s, ControlPage* cp) {
   cp->arena_size.store(s.size, std::memory_order_relaxed);
 
   const char* tracker = std::getenv(kEnvTracker);
-  std::string_view t = tracker ? tracker : "compare";
-  if (t == "uffd") {
-    s.tracker = "uffd";
+  std::string_view t = tracker ? std::string_view(tracker) : kTrackerCompare;
+  if (t == kTrackerUffd) {
+    s.tracker = kTrackerUffd;
     ROMULUS_RETURN_IF_ERROR(arm_uffd(s, cp, true));
-  } else if (t == "uffd-sync") {
+  } else if (t == kTrackerUffdSync) {
     // Armed after the segment is built: in synchronous mode a write blocks until
     // the supervisor resolves it, and the supervisor starts resolving only once
     // attach is reported. The initial sync covers what was written before.
-    s.tracker = "uffd-sync";
+    s.tracker = kTrackerUffdSync;
     ROMULUS_RETURN_IF_ERROR(open_segment(s));
     return arm_uffd(s, cp, false);
-  } else if (t == "compare" || t == "none") {
-    s.tracker = "compare";
+  } else if (t == kTrackerCompare || t == "none") {
+    s.tracker = kTrackerCompare;
     cp->tracker_state.store(static_cast<uint32_t>(TrackerState::kCompare),
                             std::memory_order_relaxed);
   } else {

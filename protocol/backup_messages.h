@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "protocol/coding.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::protocol {
 

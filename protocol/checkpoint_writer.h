@@ -41,6 +41,11 @@ struct EncodeOptions {
   size_t max_chunk_bytes = 256 << 10;
 };
 
+// The names of --lz4, in the order help texts list them.
+inline constexpr EnumName<EncodeOptions::Lz4> kLz4Names[] = {{EncodeOptions::Lz4::kAuto, "auto"},
+                                                             {EncodeOptions::Lz4::kOff, "off"},
+                                                             {EncodeOptions::Lz4::kAlways, "always"}};
+
 // Counters, added to (never reset) by the encoders.
 struct EncodeStats {
   uint64_t pages = 0;        // pages encoded

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::protocol {
 

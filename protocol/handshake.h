@@ -24,7 +24,7 @@
 
 #include "protocol/coding.h"
 #include "protocol/page.h"
-#include "protocol/status.h"
+#include "common/status.h"
 #include "protocol/wire_format.h"
 
 namespace romulus::protocol {

@@ -14,7 +14,7 @@
 #include <cstddef>
 
 #include "protocol/coding.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::protocol {
 

@@ -8,6 +8,8 @@
 #include <span>
 #include <string_view>
 
+#include "common/enum_names.h"
+
 namespace romulus::protocol {
 
 inline constexpr size_t kPageSize = 4096;  // bytes; fixed by the handshake
@@ -24,17 +26,11 @@ enum class CodecId : uint8_t {
   kXbzrle = 2,   // XOR-based zero-run / non-zero-run (protocol/xbzrle.h)
 };
 
-inline std::string_view codec_name(CodecId c) {
-  switch (c) {
-    case CodecId::kNone:
-      return "none";
-    case CodecId::kRunSkip:
-      return "runskip";
-    case CodecId::kXbzrle:
-      return "xbzrle";
-  }
-  return "unknown";
-}
+// The names of --codec and `set codec`, in the order help texts list them.
+inline constexpr EnumName<CodecId> kCodecNames[] = {
+    {CodecId::kRunSkip, "runskip"}, {CodecId::kXbzrle, "xbzrle"}, {CodecId::kNone, "none"}};
+
+inline std::string_view codec_name(CodecId c) { return enum_name(kCodecNames, c); }
 
 inline std::optional<CodecId> codec_from_wire(uint8_t v) {
   if (v <= static_cast<uint8_t>(CodecId::kXbzrle)) return static_cast<CodecId>(v);

@@ -32,7 +32,7 @@
 
 #include "protocol/coding.h"
 #include "protocol/page.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::protocol {
 

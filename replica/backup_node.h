@@ -43,7 +43,7 @@
 
 #include "common/shared_memory.h"
 #include "common/tls.h"
-#include "protocol/status.h"
+#include "common/status.h"
 #include "replica/backup_state.h"
 
 namespace romulus::replica {

@@ -28,7 +28,7 @@
 #include "common/shared_memory.h"
 #include "protocol/checkpoint_reader.h"
 #include "protocol/page_buffer.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::replica {
 

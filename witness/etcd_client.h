@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "common/tls.h"
-#include "protocol/status.h"
+#include "common/status.h"
 #include "witness/etcd_reply.h"
 
 namespace romulus::witness::etcd {

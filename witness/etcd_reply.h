@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::witness::etcd {
 

@@ -58,7 +58,7 @@
 #include <thread>
 #include <vector>
 
-#include "protocol/status.h"
+#include "common/status.h"
 #include "witness/ownership.h"
 #include "witness/witness.h"
 

@@ -60,7 +60,7 @@
 #include <string>
 #include <string_view>
 
-#include "protocol/status.h"
+#include "common/status.h"
 #include "witness/witness.h"
 
 namespace romulus::witness {

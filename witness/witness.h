@@ -21,7 +21,7 @@
 #include <string>
 #include <string_view>
 
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::witness {
 

@@ -45,7 +45,7 @@
 #include <string>
 
 #include "guest/sqlite/arena_file_store.h"
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::guest {
 

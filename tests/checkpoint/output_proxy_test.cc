@@ -54,6 +54,8 @@ class EchoGuest {
     for (auto& t : threads_) t.join();
   }
   uint16_t port() const { return port_; }
+  // How many connections the guest has closed on a "CLOSE\n".
+  int closes() const { return closes_.load(); }
 
  private:
   void accept_loop() {
@@ -64,10 +66,10 @@ class EchoGuest {
       if (ec || stopping_) return;
       std::lock_guard lock(mu_);
       sockets_.push_back(s);
-      threads_.emplace_back([s] { serve(*s); });
+      threads_.emplace_back([this, s] { serve(*s); });
     }
   }
-  static void serve(tcp::socket& s) {
+  void serve(tcp::socket& s) {
     std::vector<char> buf(64 * 1024);
     boost::system::error_code ec;
     for (;;) {
@@ -81,6 +83,7 @@ class EchoGuest {
         // Shut down rather than close: ~EchoGuest may shut the socket down
         // from its thread at the same time, and closing would race with it.
         s.shutdown(tcp::socket::shutdown_both, ec);
+        ++closes_;
         return;
       }
       if (chunk.starts_with("BIG ")) {
@@ -99,6 +102,7 @@ class EchoGuest {
   tcp::acceptor acceptor_;
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
+  std::atomic<int> closes_{0};
   std::thread accept_thread_;
   std::mutex mu_;
   std::vector<std::shared_ptr<tcp::socket>> sockets_;
@@ -217,7 +221,12 @@ TEST_P(ProxyFixture, GuestCloseIsHeldLikeData) {
   asio::write(*c, asio::buffer(std::string("bye\n")));
   wait_held(4);
   asio::write(*c, asio::buffer(std::string("CLOSE\n")));
-  std::this_thread::sleep_for(200ms);  // the proxy sees the guest's EOF meanwhile
+  // The guest has closed its end (then the proxy sees the EOF, during the look below).
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (guest_.closes() < 1) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the guest never closed";
+    std::this_thread::sleep_for(5ms);
+  }
   bool eof = false;
   EXPECT_EQ(read_for(*c, 300ms, 100, &eof), "");
   EXPECT_FALSE(eof) << "the guest's close reached the client before its epoch was acked";
@@ -258,10 +267,14 @@ TEST_P(ProxyFixture, AClientThatDoesNotReadBlocksNoOther) {
     std::this_thread::sleep_for(20ms);
   }
   EXPECT_LE(held(), kMaxHeld + 64 * 1024) << "held output exceeded its bound";
+  // Epochs go on being acknowledged until the fast client's reply comes, within a
+  // deadline only a hang reaches.
   auto fast = connect();
   asio::write(*fast, asio::buffer(std::string("ping\n")));
   std::string pong;
-  for (uint64_t e = 10; pong.size() < 5 && e < 400; ++e) {
+  uint64_t e = 10;
+  for (const auto deadline = std::chrono::steady_clock::now() + 60s;
+       pong.size() < 5 && std::chrono::steady_clock::now() < deadline; ++e) {
     epoch_ = e + 1;
     proxy_->on_ack(e);
     pong += read_for(*fast, 25ms, 5 - pong.size());
@@ -269,7 +282,8 @@ TEST_P(ProxyFixture, AClientThatDoesNotReadBlocksNoOther) {
   EXPECT_EQ(pong, "ping\n") << "one stalled client blocked another";
   // The slow client still gets every byte, in order, once it reads.
   std::string got;
-  for (uint64_t e = 400; got.size() < kBig && e < 20000; ++e) {
+  for (const auto deadline = std::chrono::steady_clock::now() + 120s;
+       got.size() < kBig && std::chrono::steady_clock::now() < deadline; ++e) {
     epoch_ = e + 1;
     proxy_->on_ack(e);
     got += read_for(*slow, 20ms, kBig - got.size());

@@ -9,6 +9,8 @@ What is here:
                               dir with explicit --control paths and free ports, and stops
                               every process it started when the test ends (addCleanup)
   control(path, request)      one control-socket request, reply parsed as JSON
+  open_connections(port)      connections to a local port that its listener has not closed
+                              yet, queued ones included (the kernel's view)
   cli(args)                   runs the `romulus` command, returns (rc, stdout, stderr)
   Relay                       a TCP relay that can flip bits (primary->backup) and hold
                               the backup->primary direction (ACKs)
@@ -93,6 +95,32 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# TCP states (include/net/tcp_states.h) in which a connection to a listening port is
+# still the listener's business: queued or open (ESTABLISHED, SYN_RECV), or ended by
+# the peer and not yet closed by the listener (CLOSE_WAIT).
+_OPEN_TCP_STATES = {"01", "03", "08"}
+
+
+def open_connections(port):
+    """How many TCP connections to local `port` (this network namespace, IPv4 and IPv6)
+    the listener has not closed yet, counting those still in its accept queue: the
+    kernel's view, so it includes a connection whose peer is dead and that the listening
+    process has not looked at yet."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state = fields[1], fields[3]
+            if int(local.rsplit(":", 1)[1], 16) == port and state in _OPEN_TCP_STATES:
+                n += 1
+    return n
 
 
 def wait_until(predicate, what, deadline=DEADLINE, poll=0.02):

@@ -8,9 +8,11 @@ primary->backup segments. The spec:
   - the primary sees the stream end ("BACKUP LOST"), reconnects and syncs again
     ("in sync at epoch");
   - a damaged stream is not a lost primary: the backup never takes over while the
-    primary keeps reconnecting (a 3 s failover timeout here: a damaged hello costs
-    the backup's handshake timeout, 1 s, before the primary can try again, and two in
-    a row, one reconnect in 400 at 5%, took 2 s and a takeover once in CI);
+    primary keeps reconnecting (a 10 s failover timeout here: a damaged hello costs
+    the backup's handshake timeout, 1 s, before the primary can try again; two in a
+    row, one reconnect in 400 at 5%, took 2 s and a takeover once in CI at a 2 s
+    timeout, three in a row take 3.3 s, and a loaded sanitizer build is slower at
+    every step; the kill at the end is seen by the connection's end, not the timeout);
   - after the corruption stops the pair protects the guest again, and a kill -9 of the
     primary then resumes the counter guest with all counters equal, at an epoch no
     older than the last one the primary saw acknowledged;
@@ -53,7 +55,7 @@ class CorruptionTest(unittest.TestCase):
 
     def test_bit_flips_are_discarded_and_the_pair_recovers(self):
         rng, _ = harness.seeded_random("test_corruption")
-        c = Cluster(self, heartbeat="50ms", failover_timeout="3s")
+        c = Cluster(self, heartbeat="50ms", failover_timeout="10s")
         guest = harness.counter_guest(50)
         backup = c.backup(guest)
         relay = c.relay(backup.listen_port, rng)
@@ -103,8 +105,10 @@ class CorruptionTest(unittest.TestCase):
         """Regression: a bit flip that turned epoch N into N + 2^31 in a CHECKPOINT_BEGIN
         got the checkpoint discarded, but the backup kept 2^31 + N as the last epoch
         seen, so every later stream was refused ("epoch ... does not advance") and the
-        pair never got back in sync."""
-        c = Cluster(self, heartbeat="50ms", failover_timeout="2s")
+        pair never got back in sync. (A 10 s failover timeout: the backup waits that
+        long for the primary to reconnect after the discard, and a takeover meanwhile
+        would fail the test for the wrong reason.)"""
+        c = Cluster(self, heartbeat="50ms", failover_timeout="10s")
         guest = harness.counter_guest(50)
         backup = c.backup(guest)
         relay = c.relay(backup.listen_port)

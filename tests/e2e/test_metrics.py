@@ -168,21 +168,24 @@ class MetricsTest(unittest.TestCase):
             return {s["metric"].get("instance"): float(s["value"][1])
                     for s in reply["data"]["result"]}
 
-        def both_committed():
-            r = query("romulus_last_committed_epoch")
-            if r and len(r) == 2 and all(v > 0 for v in r.values()):
-                return r
+        # Each answer is from Prometheus's latest scrape of each node; a scrape that
+        # missed its 1 s scrape_timeout on a loaded machine says up 0 until the next
+        # one, so the three answers are awaited together.
+        def both_scraped():
+            epochs, up, roles = (query("romulus_last_committed_epoch"), query("up"),
+                                 query("romulus_role == 1"))
+            if (epochs and len(epochs) == 2 and all(v > 0 for v in epochs.values()) and
+                    up and set(up.values()) == {1.0} and roles and len(roles) == 2):
+                return epochs, up, roles
             return None
-        epochs = harness.wait_until(both_committed,
-                                    lambda: "Prometheus to report a committed epoch for both "
-                                            f"nodes\n{prom.text()}\n{c.logs()}",
-                                    deadline=max(harness.DEADLINE, 60), poll=0.5)
+        epochs, up, roles = harness.wait_until(
+            both_scraped, lambda: "Prometheus to report both nodes up, a committed epoch "
+            f"and a role for each\n{prom.text()}\n{c.logs()}",
+            deadline=max(harness.DEADLINE, 60), poll=0.5)
         self.assertEqual(set(epochs), {f"127.0.0.1:{self.primary_metrics}",
                                        f"127.0.0.1:{self.backup_metrics}"})
-        up = query("up")
-        self.assertEqual(set(up.values()), {1.0}, up)
-        roles = query("romulus_role == 1")
-        self.assertEqual(len(roles), 2, roles)
+        self.assertEqual(set(up), set(epochs), up)
+        self.assertEqual(set(roles), set(epochs), roles)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@
 
 #include <fmt/format.h>
 
-#include "protocol/status.h"
+#include "common/status.h"
 #include "witness/etcd_client.h"
 
 namespace romulus::testing {

@@ -11,7 +11,7 @@
 
 #include <gtest/gtest.h>
 
-#include "protocol/status.h"
+#include "common/status.h"
 
 namespace romulus::testing {
 

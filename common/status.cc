@@ -1,4 +1,4 @@
-#include "protocol/status.h"
+#include "common/status.h"
 
 #include <cstring>
 
