@@ -11,8 +11,9 @@
   there): `romulus --help` runs (and `romulus --version` prints the version,
   once the binary has one: until then a note says so and
   test_romulus_version_prints_the_package_version is skipped), every library resolves,
-  the preload library loads, `man` finds both pages, the completion is where
-  bash-completion looks, and `systemd-analyze verify` accepts both units;
+  the preload library loads, `man` finds both pages, bash-completion's loader
+  finds the completion (when bash-completion is installed), the OCF agent
+  prints its meta-data, and `systemd-analyze verify` accepts both units;
 - `dpkg --purge` leaves none of the package's files, directories or dpkg
   records behind.
 
@@ -56,6 +57,7 @@ EXPECTED_FILES = [
     "/usr/share/man/man5/romulus.conf.5.gz",
     "/usr/share/bash-completion/completions/romulus",
     "/usr/share/romulus/prometheus/romulus.rules.yml",
+    "/usr/share/romulus/prometheus/romulus.rules.test.yml",
     "/usr/share/romulus/grafana/romulus.json",
 ]
 
@@ -190,6 +192,15 @@ class DebTest(unittest.TestCase):
                 rc, out = run("man", "-aw", page)
                 self.assertEqual(rc, 0, out)
                 self.assertIn(path, out.split())
+        loader = "/usr/share/bash-completion/bash_completion"
+        if os.path.exists(loader):
+            # What an interactive bash does the first time `romulus <TAB>` is pressed.
+            rc, out = run("bash", "--norc", "-c", f"source {loader}; "
+                          "__load_completion romulus && complete -p romulus")
+            self.assertEqual((rc, out.strip()), (0, "complete -F _romulus romulus"), out)
+        rc, out = run("/usr/lib/ocf/resource.d/romulus/romulus", "meta-data")
+        self.assertEqual(rc, 0, out)
+        self.assertIn('<resource-agent name="romulus"', out)
         for role in ["primary", "backup"]:
             rc, out = run("systemd-analyze", "verify", f"romulus-{role}@kv.service")
             self.assertEqual(rc, 0, out)
