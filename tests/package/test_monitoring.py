@@ -1,6 +1,6 @@
 """The alert rules and the dashboard against the metrics a real pair exports.
 
-One pair on loopback (counter guest) with everything that adds metrics: mutual
+One pair on loopback (counter guest, started once for both tests) with everything that adds metrics: mutual
 TLS (harness.Pki), a witness (a one-member etcd, as e2e.witness starts it),
 --service on both nodes and --metrics on both. Checked:
 
@@ -72,11 +72,11 @@ def dashboard_queries():
 
 
 def as_promql(query):
-    """A Grafana query as plain PromQL: every job and node, a 5 s rate window."""
+    """A Grafana query as plain PromQL: every job and node, a 2 s rate window (scrapes every 500 ms)."""
     if query.startswith("label_values("):
         inner = query[len("label_values("):-1]
         query = inner.rsplit(",", 1)[0].strip()  # the series selector of label_values(sel, label)
-    return (query.replace("$__rate_interval", "5s").replace("$job", ".*")
+    return (query.replace("$__rate_interval", "2s").replace("$job", ".*")
             .replace("$instance", ".*"))
 
 
@@ -93,6 +93,14 @@ def scrape(port):
         return None
 
 
+class ClassScope:
+    """What harness.Cluster and Etcd ask of a test (addCleanup), for a whole class: the
+    pair is started once and stopped after the class's last test."""
+
+    def __init__(self, cls):
+        self.addCleanup = cls.addClassCleanup
+
+
 def value(text, series):
     for line in (text or "").splitlines():
         if line.startswith(series + " "):
@@ -104,40 +112,42 @@ def value(text, series):
 @unittest.skipUnless(harness.have_openssl(), "openssl not installed (the pair runs mutual TLS)")
 class MonitoringTest(unittest.TestCase):
 
-    def start_pair(self):
-        self.with_witness = shutil.which("etcd") is not None
-        c = harness.Cluster(self, tls=True)
+    @classmethod
+    def setUpClass(cls):
+        """One pair for both tests: stopped when the class is done."""
+        scope = ClassScope(cls)
+        cls.with_witness = shutil.which("etcd") is not None
+        c = harness.Cluster(scope, tls=True)
         witness = []
-        if self.with_witness:
+        if cls.with_witness:
             from test_witness import Etcd  # the same one-member etcd on loopback
-            witness = Etcd(self).witness_args("monitoring")
+            witness = Etcd(scope).witness_args("monitoring")
         else:
             print("etcd not installed (Debian: etcd-server): not checking "
                   + ", ".join(sorted(WITNESS_ONLY)), flush=True)
         guest = harness.counter_guest(200)
-        self.ports = {"backup": harness.free_port(), "primary": harness.free_port()}
+        cls.ports = {"backup": harness.free_port(), "primary": harness.free_port()}
         backup = c.backup(guest, service_port=harness.free_port(),
-                          extra=witness + ["--metrics", f"127.0.0.1:{self.ports['backup']}"])
+                          extra=witness + ["--metrics", f"127.0.0.1:{cls.ports['backup']}"])
         primary = c.primary(guest, backup.listen_port, service_port=harness.free_port(),
-                            extra=witness + ["--metrics", f"127.0.0.1:{self.ports['primary']}"])
+                            extra=witness + ["--metrics", f"127.0.0.1:{cls.ports['primary']}"])
         primary.wait_for(harness.IN_SYNC_RE)
-        self.cluster = c
+        cls.cluster = c
 
         def ready(role, predicate):
-            text = scrape(self.ports[role])
+            text = scrape(cls.ports[role])
             return text if text and predicate(text) else None
-        owner = (lambda t: value(t, "romulus_owner") == 1) if self.with_witness else bool
-        self.primary_text = harness.wait_until(
+        owner = (lambda t: value(t, "romulus_owner") == 1) if cls.with_witness else bool
+        cls.primary_text = harness.wait_until(
             lambda: ready("primary", lambda t: value(t, 'romulus_state{state="protected"}') == 1
                           and owner(t)),
             lambda: f"the primary's metrics to say protected\n{c.logs()}")
-        self.backup_text = harness.wait_until(
+        cls.backup_text = harness.wait_until(
             lambda: ready("backup", lambda t: value(t, "romulus_seconds_since_contact")
                           is not None and value(t, "romulus_image_consistent") == 1),
             lambda: f"the backup's metrics to show its contact and image\n{c.logs()}")
 
     def test_rules_and_dashboard_name_only_metrics_the_pair_exports(self):
-        self.start_pair()
         exported = exported_names(self.primary_text) | exported_names(self.backup_text)
         used = {}
         for source, exprs in [("romulus.rules.yml", rule_expressions()),
@@ -156,13 +166,12 @@ class MonitoringTest(unittest.TestCase):
     @unittest.skipUnless(shutil.which("prometheus"),
                          "prometheus not installed (Debian package prometheus; scripts/setup)")
     def test_prometheus_evaluates_every_rule_and_answers_every_dashboard_query(self):
-        self.start_pair()
         tmp = tempfile.mkdtemp(prefix="romulus-prometheus-")
         self.addCleanup(shutil.rmtree, tmp, True)
         config = os.path.join(tmp, "prometheus.yml")
         with open(config, "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-                    "  evaluation_interval: 1s\n"
+            f.write("global:\n  scrape_interval: 500ms\n  scrape_timeout: 500ms\n"
+                    "  evaluation_interval: 500ms\n"
                     f"rule_files: ['{RULES}']\n"
                     "scrape_configs:\n  - job_name: romulus\n    static_configs:\n"
                     f"      - targets: ['127.0.0.1:{self.ports['primary']}', "
