@@ -351,7 +351,7 @@ Result<uint16_t> OutputProxy::pick_free_port() {
 
 Status OutputProxy::start() {
   ROMULUS_RETURN_IF_ERROR(
-      common::listen_tcp(acceptor_, options_.listen_host, options_.listen_port, "--service"));
+      common::listen_tcp(acceptor_, options_.listen, "--service"));
   boost::system::error_code ec;
   acceptor_.non_blocking(true, ec);  // for do_accept()'s batch
   if (ec) return Status::io_error(fmt::format("--service listener: {}", ec.message()));

@@ -56,14 +56,14 @@
 #include <vector>
 
 #include "common/asio.h"
+#include "common/endpoint.h"
 #include "common/histogram.h"
 #include "common/status.h"
 
 namespace romulus::checkpoint {
 
 struct OutputProxyOptions {
-  std::string listen_host = "127.0.0.1";
-  uint16_t listen_port = 0;
+  common::Endpoint listen{"127.0.0.1", 0};
   uint16_t guest_port = 0;  // the guest listens on 127.0.0.1:guest_port
   size_t max_held_bytes = 4u << 20;
   bool buffering = true;

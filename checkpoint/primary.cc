@@ -15,7 +15,7 @@
 #include "checkpoint/tracker_choice.h"
 #include "common/asio.h"
 #include "common/json.h"
-#include "common/net.h"
+#include "common/endpoint.h"
 #include "protocol/page.h"
 
 namespace romulus::checkpoint {
@@ -87,8 +87,7 @@ struct PrimaryNode::Impl {
   bool buffering = true;  // output held until acked while a backup is connected
 
   mutable std::mutex mu;  // guards the fields below
-  std::string backup_host;
-  uint16_t backup_port = 0;
+  std::optional<common::Endpoint> backup;
   BackupLoss on_backup_loss = BackupLoss::kContinue;
   std::string last_loss;
   uint64_t sync_epoch = 0;  // epoch whose ack completes the current sync (0: none)
@@ -101,8 +100,7 @@ PrimaryNode::PrimaryNode(PrimaryConfig config, LogFn log)
       config_(std::move(config)),
       log_(std::move(log)),
       state_(PrimaryState::kStarting, log_) {
-  impl_->backup_host = config_.backup_host;
-  impl_->backup_port = config_.backup_port;
+  impl_->backup = config_.backup;
   impl_->on_backup_loss = config_.on_backup_loss;
   impl_->buffering = config_.output_buffering && !config_.backup_null;
   if (config_.session_id == 0) config_.session_id = random_session_id();
@@ -173,8 +171,7 @@ std::string PrimaryNode::handle_control(const std::string& request) {
     o["state"] = state_.name();
     {
       std::lock_guard lock(im.mu);
-      o["peer"] = im.backup_host.empty() ? (config_.backup_null ? "null" : "")
-                                         : common::format_endpoint(im.backup_host, im.backup_port);
+      o["peer"] = im.backup ? im.backup->to_string() : (config_.backup_null ? "null" : "");
       o["last_backup_loss"] = im.last_loss;
       o["on_backup_loss"] = im.on_backup_loss == BackupLoss::kStall ? "stall" : "continue";
       o["streams"] = im.streams;
@@ -224,20 +221,13 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     return json_ok();
   }
   if (name == "backup") {
-    const auto colon = value.rfind(':');
-    if (colon == std::string::npos) return json_error("backup must be ADDR:PORT");
-    const int port = std::atoi(value.c_str() + colon + 1);
-    if (port <= 0 || port > 65535) return json_error("backup port must be 1..65535");
-    std::string host = value.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-      host = host.substr(1, host.size() - 2);
-    }
+    auto backup = common::Endpoint::parse(value);
+    if (!backup.is_ok()) return json_error("backup " + backup.status().message());
     {
       std::lock_guard lock(im.mu);
-      im.backup_host = host;
-      im.backup_port = static_cast<uint16_t>(port);
+      im.backup = *backup;
     }
-    log_(fmt::format("backup set to {}; reconnecting", value));
+    log_(fmt::format("backup set to {}; reconnecting", backup->to_string()));
     // Leaving the current backup on purpose: DROPPED, so it does not take over.
     if (im.sender) im.sender->drop();
     stop_.nudge();
@@ -407,7 +397,7 @@ Status PrimaryNode::start_guest() {
   spec.control_fd = im.control_page->fd();
   spec.tracker = decision.guest_tracker();
   spec.resumed_epoch = config_.resumed_epoch;
-  if (!config_.service_host.empty()) {
+  if (config_.service) {
     ROMULUS_ASSIGN_OR_RETURN(im.guest_port, OutputProxy::pick_free_port());
     spec.service_port = im.guest_port;
   }
@@ -454,10 +444,9 @@ Status PrimaryNode::start_services() {
   auto& im = *impl_;
   im.work.emplace(asio::make_work_guard(im.io));
   im.io_thread = std::thread([&im] { im.io.run(); });
-  if (!config_.service_host.empty()) {
+  if (config_.service) {
     OutputProxyOptions po;
-    po.listen_host = config_.service_host;
-    po.listen_port = config_.service_port;
+    po.listen = *config_.service;
     po.guest_port = im.guest_port;
     po.buffering = im.buffering;
     po.io_threads = config_.proxy_threads;
@@ -477,7 +466,7 @@ Status PrimaryNode::start_services() {
     }
     log_(fmt::format(
         "serving clients on {} (guest port {}); output {}",
-        common::format_endpoint(config_.service_host, config_.service_port), im.guest_port,
+        config_.service->to_string(), im.guest_port,
         im.buffering ? "held until its checkpoint is acknowledged"
                      : "released at once (UNSAFE: --no-output-buffering or --backup null)"));
   }
@@ -567,16 +556,14 @@ Status PrimaryNode::protect() {
     if (auto gone = guest_gone()) return *gone;
     ROMULUS_RETURN_IF_ERROR(wait_while_fenced());
     if (stop_.stop_requested()) break;
-    std::string host;
-    uint16_t port;
+    std::optional<common::Endpoint> backup;
     BackupLoss loss_policy;
     {
       std::lock_guard lock(im.mu);
-      host = im.backup_host;
-      port = im.backup_port;
+      backup = im.backup;
       loss_policy = im.on_backup_loss;
     }
-    if (host.empty()) {
+    if (!backup) {
       // A backup that took over without --reprotect: no backup yet.
       if (announced != "-") {
         log_(
@@ -588,11 +575,11 @@ Status PrimaryNode::protect() {
       stop_.wait_for(ReconnectPolicy::kIdleRecheck);
       continue;
     }
-    Status st = protect_with(host, port, policy);
+    Status st = protect_with(*backup, policy);
     if (!st.is_ok()) {
       if (st.code() != StatusCode::kUnavailable && st.code() != StatusCode::kRefused) return st;
       // Could not connect: say so once per target, then retry.
-      const std::string target = common::format_endpoint(host, port);
+      const std::string target = backup->to_string();
       if (st.code() == StatusCode::kRefused) {
         log_(fmt::format("backup {} refused: {}", target, st.message()));
       } else if (announced != target) {
@@ -610,14 +597,14 @@ Status PrimaryNode::protect() {
       stop_.wait_for(policy.after_failure(st.code() == StatusCode::kRefused));
       continue;
     }
-    announced = common::format_endpoint(host, port);  // lost: already said
+    announced = backup->to_string();  // lost: already said
   }
   return Status::ok();
 }
 
-Status PrimaryNode::protect_with(const std::string& host, uint16_t port, ReconnectPolicy& policy) {
+Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy& policy) {
   auto& im = *impl_;
-  const std::string peer = common::format_endpoint(host, port);
+  const std::string peer = backup.to_string();
   protocol::Hello hello;
   hello.page_size = protocol::kPageSize;
   hello.word_size = protocol::kWordSize;
@@ -656,7 +643,7 @@ Status PrimaryNode::protect_with(const std::string& host, uint16_t port, Reconne
     im.last_loss = why.message();
   };
   protocol::Reply reply;
-  ROMULUS_ASSIGN_OR_RETURN(im.sender, TcpSender::connect(im.io, host, port, hello, so, cb, &reply));
+  ROMULUS_ASSIGN_OR_RETURN(im.sender, TcpSender::connect(im.io, backup, hello, so, cb, &reply));
   policy.on_connected();
   {
     std::lock_guard lock(im.mu);

@@ -39,6 +39,7 @@
 #include "checkpoint/reconnect_policy.h"
 #include "checkpoint/stats.h"
 #include "checkpoint/tracker_kind.h"
+#include "common/endpoint.h"
 #include "common/enum_names.h"
 #include "common/shared_memory.h"
 #include "common/stop_signal.h"
@@ -55,9 +56,9 @@ inline constexpr EnumName<BackupLoss> kBackupLossNames[] = {{BackupLoss::kContin
 struct Measurements;  // tracker_choice.h
 
 struct PrimaryConfig {
-  // Where the backup is; empty host = `--backup null` (black hole).
-  std::string backup_host;
-  uint16_t backup_port = 0;
+  // Where the backup is; none with `--backup null` (black hole), or for a
+  // backup that took over without --reprotect.
+  std::optional<common::Endpoint> backup;
   bool backup_null = false;
   std::chrono::microseconds interval{50'000};
   // When checkpoints start (checkpoint/commit_trigger.h; --commit, --min-gap,
@@ -76,9 +77,8 @@ struct PrimaryConfig {
   std::chrono::milliseconds gate_timeout{2000};
   std::chrono::milliseconds stats_period{5000};
   BackupLoss on_backup_loss = BackupLoss::kContinue;
-  // Output commit: clients connect here; empty host = no proxy.
-  std::string service_host;
-  uint16_t service_port = 0;
+  // Output commit: clients connect here; none = no proxy.
+  std::optional<common::Endpoint> service;
   bool output_buffering = true;  // false: --no-output-buffering (unsafe)
   unsigned proxy_threads = 2;    // the proxy's session threads (OutputProxyOptions::io_threads)
   std::vector<std::string> guest_command;
@@ -179,7 +179,7 @@ class PrimaryNode {
   void shut_down();
   // One connection to the backup, from handshake to loss. Returns OK when the
   // loop should go on (the backup was lost), an error to end run().
-  Status protect_with(const std::string& host, uint16_t port, ReconnectPolicy& policy);
+  Status protect_with(const common::Endpoint& backup, ReconnectPolicy& policy);
   std::optional<Status> guest_gone();
   void go_unprotected(BackupLoss policy);
   std::string set(const std::string& name, const std::string& value);

@@ -4,7 +4,7 @@
 
 #include <future>
 
-#include "common/net.h"
+#include "common/endpoint.h"
 #include "protocol/checkpoint_writer.h"
 
 namespace romulus::checkpoint {
@@ -47,26 +47,27 @@ boost::system::error_code TcpSender::run_until(Clock::time_point deadline, Start
   return finished.get();
 }
 
-Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io, const std::string& host,
-                                                      uint16_t port, const protocol::Hello& hello,
+Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io,
+                                                      const common::Endpoint& backup,
+                                                      const protocol::Hello& hello,
                                                       SenderOptions options,
                                                       SenderCallbacks callbacks,
                                                       protocol::Reply* reply) {
   if (!options.tls) {
     // Also for a `romulus set backup` at run time: no plaintext off this host
     // (refused, so the primary keeps running and says so).
-    Status plain = common::check_plaintext_allowed(host, port, "the backup", options.insecure);
+    Status plain = common::check_plaintext_allowed(backup, "the backup", options.insecure);
     if (!plain.is_ok()) return Status::refused(plain.message());
   }
   auto self = std::make_shared<TcpSender>(io, options, std::move(callbacks));
-  self->peer_ = common::format_endpoint(host, port);
+  self->peer_ = backup.to_string();
   const std::string peer = self->peer_;
 
   boost::system::error_code ec;
   tcp::resolver resolver(io);
-  auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+  auto endpoints = resolver.resolve(backup.host, std::to_string(backup.port), ec);
   if (ec) {
-    return Status::unavailable(fmt::format("cannot resolve {}: {}", host, ec.message()));
+    return Status::unavailable(fmt::format("cannot resolve {}: {}", backup.host, ec.message()));
   }
   // Everything below runs on the io thread, each step bounded by a deadline
   // (a backup, or anything else on that port, that accepts and never

@@ -27,6 +27,7 @@
 
 #include "checkpoint/transport.h"
 #include "common/asio.h"
+#include "common/endpoint.h"
 #include "common/link_stream.h"
 #include "common/tls.h"
 #include "protocol/backup_messages.h"
@@ -57,7 +58,7 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   // backup whose certificate does not verify, or that refuses ours, is
   // refused (StatusCode::kRefused) with one line saying why.
   static Result<std::shared_ptr<TcpSender>> connect(boost::asio::io_context& io,
-                                                    const std::string& host, uint16_t port,
+                                                    const common::Endpoint& backup,
                                                     const protocol::Hello& hello,
                                                     SenderOptions options,
                                                     SenderCallbacks callbacks,

@@ -82,10 +82,7 @@ class SignalWatcher {
 
 checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
   checkpoint::PrimaryConfig c;
-  if (o.backup) {
-    c.backup_host = o.backup->host;
-    c.backup_port = o.backup->port;
-  }
+  c.backup = o.backup;
   c.backup_null = o.backup_null;
   c.interval = o.interval;
   c.commit = o.commit;
@@ -103,10 +100,7 @@ checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
   c.gate_timeout = o.gate_timeout;
   c.stats_period = o.stats_period;
   c.on_backup_loss = o.on_backup_loss;
-  if (o.service) {
-    c.service_host = o.service->host;
-    c.service_port = o.service->port;
-  }
+  c.service = o.service;
   c.output_buffering = o.output_buffering;
   c.proxy_threads = o.proxy_threads;
   c.guest_command = o.guest_command;
@@ -117,21 +111,16 @@ checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
 replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
   replica::NodeSettings s;
   s.primary = to_primary_config(o);
-  if (o.listen) s.listen = std::pair(o.listen->host, o.listen->port);
+  s.listen = o.listen;
   s.backup.memory_bytes = o.memory_bytes;
   s.backup.heartbeat = o.heartbeat;
   s.backup.failover_timeout = o.failover_timeout;
   if (o.witness.enabled()) {
-    std::string endpoints = o.witness.tls ? "etcds://" : "etcd://";
-    for (size_t i = 0; i < o.witness.endpoints.size(); ++i) {
-      if (i != 0) endpoints += ',';
-      endpoints += o.witness.endpoints[i].to_string();
-    }
-    s.witness.endpoints = endpoints;
+    s.witness.url = o.witness.url;
     s.witness.pair = o.witness.pair;
     s.witness.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(o.witness.lease_ttl);
     s.witness.node_id = o.witness.node_id;
-    if (o.witness.tls)
+    if (o.witness.url.tls)
       s.witness.tls = common::TlsFiles{o.witness.cert, o.witness.key, o.witness.ca, ""};
   }
   s.tls = common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name};
@@ -352,14 +341,14 @@ int run(int argc, char** argv) {
         } else if constexpr (std::is_same_v<T, cli::PrimaryOptions>) {
           return run_node("primary", c, [&c](replica::NodeHost& host) {
             auto settings = to_node_settings(c);
-            if (c.backup) settings.peer_after_takeover = std::pair(c.backup->host, c.backup->port);
+            settings.peer_after_takeover = c.backup;
             return replica::run_node(replica::StartAs::kPrimary, std::move(settings), host);
           });
         } else if constexpr (std::is_same_v<T, cli::BackupOptions>) {
           return run_node("backup", c.primary, [&c](replica::NodeHost& host) {
             auto settings = to_node_settings(c.primary);
             if (c.reprotect) {
-              settings.peer_after_takeover = std::pair(c.reprotect->host, c.reprotect->port);
+              settings.peer_after_takeover = c.reprotect;
             }
             settings.on_failover = c.on_failover;
             return replica::run_node(replica::StartAs::kBackup, std::move(settings), host);

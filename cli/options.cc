@@ -19,9 +19,11 @@ constexpr const char* kUsage = R"(usage:
   romulus backup  --listen ADDR:PORT [options] -- GUEST-COMMAND...
   romulus primary --backup ADDR:PORT|null [options] -- GUEST-COMMAND...
   romulus status [--json] [--control PATH]
-  romulus set interval 25ms | commit eager | min-gap 2ms | cache 128M | codec xbzrle | on-backup-loss stall | backup ADDR:PORT
+  romulus set interval 25ms | commit eager | min-gap 2ms | max-stopped-fraction 0.5 | cache 128M
+              | codec xbzrle | on-backup-loss stall | backup ADDR:PORT
   romulus set tls reload        (re-read --tls-cert/--tls-key/--tls-ca; also SIGHUP)
   romulus failover [--control PATH]
+  romulus --version
 
 An example pair on one machine (start the backup first):
   romulus backup  --listen 127.0.0.1:7000 --service 127.0.0.1:6380 -- romulus-kvstore
@@ -46,12 +48,14 @@ Result<E> named(std::string_view option, const EnumName<E> (&table)[N], const st
   return *v;
 }
 
-}  // namespace
-
-std::string Endpoint::to_string() const {
-  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
-  return fmt::format("{}:{}", host, port);
+// An address option's value; the error names the option.
+Result<Endpoint> endpoint(std::string_view option, const std::string& text) {
+  auto ep = Endpoint::parse(text);
+  if (!ep.is_ok()) return Status::invalid_argument(fmt::format("{} {}", option, ep.status().message()));
+  return *ep;
 }
+
+}  // namespace
 
 Result<std::chrono::microseconds> parse_duration(const std::string& text) {
   size_t pos = 0;
@@ -106,60 +110,6 @@ Result<uint64_t> parse_size(const std::string& text) {
     return Status::invalid_argument(
         fmt::format("'{}': unknown unit '{}' (use K, M, G)", text, unit));
   return value * mult;
-}
-
-Result<Endpoint> parse_endpoint(const std::string& text) {
-  Endpoint ep;
-  std::string port;
-  if (!text.empty() && text[0] == '[') {
-    const auto close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return Status::invalid_argument(fmt::format("'{}' is not ADDR:PORT", text));
-    }
-    ep.host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      return Status::invalid_argument(
-          fmt::format("'{}' is not ADDR:PORT (e.g. 127.0.0.1:7000)", text));
-    }
-    ep.host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  char* end = nullptr;
-  const unsigned long p = std::strtoul(port.c_str(), &end, 10);
-  if (port.empty() || *end != '\0' || p == 0 || p > 65535) {
-    return Status::invalid_argument(fmt::format("'{}': port must be 1..65535", text));
-  }
-  ep.port = static_cast<uint16_t>(p);
-  return ep;
-}
-
-Result<std::vector<Endpoint>> parse_witness(const std::string& text, bool* tls) {
-  constexpr std::string_view kScheme = "etcd://", kTlsScheme = "etcds://";
-  const bool secure = text.rfind(kTlsScheme, 0) == 0;
-  if (text.rfind(kScheme, 0) != 0 && !secure) {
-    return Status::invalid_argument(fmt::format(
-        "--witness '{}': use etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS)", text));
-  }
-  if (tls) *tls = secure;
-  std::vector<Endpoint> out;
-  std::string rest = text.substr(secure ? kTlsScheme.size() : kScheme.size());
-  while (!rest.empty()) {
-    const auto comma = rest.find(',');
-    const std::string one = rest.substr(0, comma);
-    auto ep = parse_endpoint(one);
-    if (!ep.is_ok()) {
-      return Status::invalid_argument(
-          fmt::format("--witness '{}': {}", text, ep.status().message()));
-    }
-    out.push_back(*ep);
-    if (comma == std::string::npos) break;
-    rest = rest.substr(comma + 1);
-  }
-  if (out.empty()) return Status::invalid_argument("--witness names no endpoint");
-  return out;
 }
 
 std::string default_control_path(const std::string& role) {
@@ -271,7 +221,7 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     if (r.backup == "null") {
       o.backup_null = true;
     } else {
-      ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(r.backup));
+      ROMULUS_ASSIGN_OR_RETURN(auto ep, endpoint("--backup", r.backup));
       o.backup = ep;
     }
   }
@@ -293,7 +243,7 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     return Status::invalid_argument("--memory must be at least 1M and a multiple of 4K");
   }
   if (!r.service.empty()) {
-    ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(r.service));
+    ROMULUS_ASSIGN_OR_RETURN(auto ep, endpoint("--service", r.service));
     o.service = ep;
   }
   ROMULUS_ASSIGN_OR_RETURN(o.tracker,
@@ -338,16 +288,16 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   }
   o.guest_command = std::move(guest);
   if (!r.listen.empty()) {
-    ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(r.listen));
+    ROMULUS_ASSIGN_OR_RETURN(auto ep, endpoint("--listen", r.listen));
     o.listen = ep;
   }
   if (!r.metrics.empty()) {
-    auto ep = parse_endpoint(r.metrics);
-    if (!ep.is_ok()) return Status::invalid_argument("--metrics: " + ep.status().message());
-    o.metrics = *ep;
+    ROMULUS_ASSIGN_OR_RETURN(o.metrics, endpoint("--metrics", r.metrics));
   }
   if (!r.witness.empty()) {
-    ROMULUS_ASSIGN_OR_RETURN(o.witness.endpoints, parse_witness(r.witness, &o.witness.tls));
+    auto url = witness::etcd::EtcdUrl::parse(r.witness);
+    if (!url.is_ok()) return Status::invalid_argument("--witness " + url.status().message());
+    o.witness.url = std::move(url).value();
     if (r.pair.empty()) {
       return Status::invalid_argument(
           "--witness needs --pair NAME (the same name on both nodes of the pair)");
@@ -376,7 +326,7 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   o.link.insecure = r.insecure;
   ROMULUS_RETURN_IF_ERROR(common::check_link_options(
       common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name}, o.link.insecure));
-  if (o.witness.tls) {
+  if (o.witness.url.tls) {
     o.witness.cert = r.witness_cert.empty() ? r.tls_cert : r.witness_cert;
     o.witness.key = r.witness_key.empty() ? r.tls_key : r.witness_key;
     o.witness.ca = r.witness_ca.empty() ? r.tls_ca : r.witness_ca;
@@ -436,11 +386,11 @@ Result<Command> parse_node(const std::string& sub, std::vector<std::string> args
   BackupOptions b;
   if (raw.listen.empty())
     return Status::invalid_argument("--listen ADDR:PORT is required for a backup");
-  ROMULUS_ASSIGN_OR_RETURN(b.listen, parse_endpoint(raw.listen));
+  ROMULUS_ASSIGN_OR_RETURN(b.listen, endpoint("--listen", raw.listen));
   node.listen = b.listen;
   if (!raw.on_failover.empty()) b.on_failover = raw.on_failover;
   if (!raw.reprotect.empty()) {
-    ROMULUS_ASSIGN_OR_RETURN(auto ep, parse_endpoint(raw.reprotect));
+    ROMULUS_ASSIGN_OR_RETURN(auto ep, endpoint("--reprotect", raw.reprotect));
     b.reprotect = ep;
   }
   b.primary = std::move(node);
@@ -454,6 +404,8 @@ Result<Command> parse_command_line(int argc, const char* const* argv) {
   const std::string sub = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
   if (sub == "-h" || sub == "--help" || sub == "help") return Command(HelpCommand{kUsage});
+  if (sub == "--version" || sub == "version")
+    return Command(HelpCommand{fmt::format("romulus {}\n", ROMULUS_VERSION)});
   if (sub == "primary" || sub == "backup") return parse_node(sub, std::move(args));
 
   // status / set / failover: a few words and --control, --json.

@@ -17,28 +17,25 @@
 #include "checkpoint/commit_trigger.h"
 #include "checkpoint/primary.h"
 #include "checkpoint/tracker_kind.h"
+#include "common/endpoint.h"
 #include "protocol/checkpoint_writer.h"
 #include "protocol/page.h"
 #include "common/status.h"
+#include "witness/etcd_client.h"
 
 namespace romulus::cli {
 
-struct Endpoint {
-  std::string host;
-  uint16_t port = 0;
-  std::string to_string() const;
-};
+using common::Endpoint;
 
 // Ownership by a witness (etcd): both nodes name the same pair and endpoints.
 struct WitnessOptions {
-  std::vector<Endpoint> endpoints;  // etcd://HOST:PORT[,HOST:PORT...]; empty: no witness
-  std::string pair;                 // the key is /romulus/<pair>/owner
+  witness::etcd::EtcdUrl url;  // --witness etcd://HOST:PORT[,...]; no endpoints: no witness
+  std::string pair;            // the key is /romulus/<pair>/owner
   std::chrono::milliseconds lease_ttl{2000};
   std::string node_id;  // how this node names itself in the key (default: host name + address)
   // etcds://: mutual TLS with these files (default: the link's --tls-*).
-  bool tls = false;
   std::string cert, key, ca;
-  bool enabled() const { return !endpoints.empty(); }
+  bool enabled() const { return !url.endpoints.empty(); }
 };
 
 // The replication link's security (docs/operations.md, "Certificates"): mutual
@@ -117,11 +114,6 @@ Result<Command> parse_command_line(int argc, const char* const* argv);
 Result<std::chrono::microseconds> parse_duration(const std::string& text);
 // "256M", "64MiB", "1G", "4096", "512k".
 Result<uint64_t> parse_size(const std::string& text);
-// "127.0.0.1:7000", "[::1]:7000", "localhost:7000".
-Result<Endpoint> parse_endpoint(const std::string& text);
-// "etcd://10.0.0.5:2379,10.0.0.6:2379", or etcds:// for TLS (the scheme is
-// required); *tls says which.
-Result<std::vector<Endpoint>> parse_witness(const std::string& text, bool* tls = nullptr);
 
 // Default control socket: $ROMULUS_CONTROL, else $XDG_RUNTIME_DIR/romulus/<role>.sock,
 // else /run/romulus/<role>.sock.

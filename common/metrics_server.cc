@@ -26,7 +26,7 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
     server_.session_opened();
     boost::system::error_code ec;
     const auto ep = stream_.socket().remote_endpoint(ec);
-    peer_ = ec ? "?" : format_endpoint(ep.address().to_string(), ep.port());
+    peer_ = ec ? "?" : Endpoint{ep.address().to_string(), ep.port()}.to_string();
   }
   ~MetricsSession() { server_.session_closed(); }
 
@@ -142,7 +142,7 @@ MetricsServer::~MetricsServer() {
 }
 
 Status MetricsServer::start() {
-  ROMULUS_RETURN_IF_ERROR(listen_tcp(acceptor_, host_, port_, "--metrics"));
+  ROMULUS_RETURN_IF_ERROR(listen_tcp(acceptor_, Endpoint{host_, port_}, "--metrics"));
   boost::system::error_code ec;
   bound_port_ = acceptor_.local_endpoint(ec).port();
   do_accept();

@@ -2,17 +2,14 @@
 
 #include <fmt/format.h>
 
+
 namespace romulus::common {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-std::string format_endpoint(const std::string& host, uint16_t port) {
-  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
-  return fmt::format("{}:{}", host, port);
-}
-
-Status listen_tcp(tcp::acceptor& acceptor, const std::string& host, uint16_t port,
-                  const std::string& option_name) {
+Status listen_tcp(tcp::acceptor& acceptor, const Endpoint& at, const std::string& option_name) {
+  const std::string& host = at.host;
+  const uint16_t port = at.port;
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   if (ec) {
@@ -33,7 +30,7 @@ Status listen_tcp(tcp::acceptor& acceptor, const std::string& host, uint16_t por
     boost::system::error_code ignored;
     acceptor.close(ignored);
     return Status::unavailable(fmt::format(
-        "cannot listen on {} ({}): {}{}", format_endpoint(host, port), option_name, ec.message(),
+        "cannot listen on {} ({}): {}{}", at.to_string(), option_name, ec.message(),
         ec == asio::error::address_in_use
             ? fmt::format(" (another process uses it; pick another {} port)", option_name)
             : ""));

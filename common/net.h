@@ -10,14 +10,12 @@
 #include <string>
 
 #include "common/asio.h"
+#include "common/endpoint.h"
 #include "common/status.h"
 
 namespace romulus::common {
 
-Status listen_tcp(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host, uint16_t port,
+Status listen_tcp(boost::asio::ip::tcp::acceptor& acceptor, const Endpoint& at,
                   const std::string& option_name);
-
-// "host:port", with brackets around an IPv6 literal.
-std::string format_endpoint(const std::string& host, uint16_t port);
 
 }  // namespace romulus::common

@@ -57,16 +57,13 @@ bool is_loopback_host(const std::string& host) {
   return true;
 }
 
-Status check_plaintext_allowed(const std::string& host, uint16_t port, const std::string& option,
-                               bool insecure) {
-  if (insecure || is_loopback_host(host)) return Status::ok();
-  const std::string where = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
-                                                                : fmt::format("{}:{}", host, port);
+Status check_plaintext_allowed(const Endpoint& endpoint, const std::string& option, bool insecure) {
+  if (insecure || is_loopback_host(endpoint.host)) return Status::ok();
   return Status::invalid_argument(fmt::format(
       "{} {} is not a loopback address, and without TLS anyone who reaches it could replace "
       "the backup's image or read the guest's memory: give --tls-cert, --tls-key and --tls-ca "
       "(docs/operations.md, \"Certificates\"), or --insecure to accept that",
-      option, where));
+      option, endpoint.to_string()));
 }
 
 namespace {

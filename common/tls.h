@@ -26,6 +26,7 @@
 
 #include <boost/asio/ssl.hpp>  // after common/asio.h (its <utility> fix)
 
+#include "common/endpoint.h"
 #include "common/status.h"
 
 namespace romulus::common {
@@ -46,10 +47,9 @@ Status check_link_options(const TlsFiles& files, bool insecure);
 // wildcard (0.0.0.0, ::) and any other address are not loopback.
 bool is_loopback_host(const std::string& host);
 
-// Whether the link to or on `endpoint` ("host:port" of `option`) may run in
-// plaintext: loopback, or --insecure. The error says what to do.
-Status check_plaintext_allowed(const std::string& host, uint16_t port, const std::string& option,
-                               bool insecure);
+// Whether the link to or on `endpoint` (of `option`) may run in plaintext:
+// loopback, or --insecure. The error says what to do.
+Status check_plaintext_allowed(const Endpoint& endpoint, const std::string& option, bool insecure);
 
 class TlsIdentity {
  public:

@@ -167,7 +167,7 @@ PrimarySession::PrimarySession(tcp::socket socket, BackupNode::Impl& node)
       state_(ConnectionState::kHandshaking, node.log) {
   boost::system::error_code ec;
   auto ep = stream_.socket().remote_endpoint(ec);
-  peer_ = ec ? "?" : common::format_endpoint(ep.address().to_string(), ep.port());
+  peer_ = ec ? "?" : common::Endpoint{ep.address().to_string(), ep.port()}.to_string();
   stream_.socket().set_option(tcp::no_delay(true), ec);
 }
 
@@ -582,7 +582,7 @@ BackupMetrics BackupNode::Impl::metrics() const {
   m.state = state.state();
   m.peer = primary ? primary->peer() : "";
   m.last_peer = last_peer;
-  m.listen = common::format_endpoint(config.listen_host, config.listen_port);
+  m.listen = config.listen.to_string();
   m.last_committed_epoch = replica.committed_epoch();
   m.image_consistent = replica.has_committed();
   m.checkpoints_committed = replica.checkpoints_committed();
@@ -663,9 +663,9 @@ Result<BackupMetrics> BackupNode::metrics() {
 Result<Activation> BackupNode::run() {
   auto& im = *impl_;
   ROMULUS_RETURN_IF_ERROR(
-      common::listen_tcp(im.acceptor, im.config.listen_host, im.config.listen_port, "--listen"));
+      common::listen_tcp(im.acceptor, im.config.listen, "--listen"));
   im.log(fmt::format("backup listening on {} ({} MiB arena); waiting for a primary",
-                     common::format_endpoint(im.config.listen_host, im.config.listen_port),
+                     im.config.listen.to_string(),
                      im.config.memory_bytes >> 20));
   im.do_accept();
   im.on_tick();

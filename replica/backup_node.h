@@ -39,6 +39,7 @@
 #include <optional>
 #include <string>
 
+#include "common/endpoint.h"
 #include "common/shared_memory.h"
 #include "common/status.h"
 #include "common/tls.h"
@@ -48,8 +49,7 @@
 namespace romulus::replica {
 
 struct BackupConfig {
-  std::string listen_host;
-  uint16_t listen_port = 0;
+  common::Endpoint listen;
   uint64_t memory_bytes = 256ull << 20;
   std::chrono::milliseconds heartbeat{50};
   std::chrono::milliseconds failover_timeout{500};

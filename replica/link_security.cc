@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "common/json.h"
-#include "common/net.h"
+#include "common/endpoint.h"
 
 namespace romulus::replica {
 namespace json = boost::json;
@@ -53,17 +53,14 @@ Status LinkSecurity::start(NodeSettings& s) {
     return Status::ok();
   }
   std::vector<std::pair<std::string, std::string>> addresses;  // (option, host:port)
-  auto check = [&](const std::string& host, uint16_t port, const std::string& option) {
-    if (host.empty()) return Status::ok();
-    addresses.emplace_back(option, common::format_endpoint(host, port));
-    return common::check_plaintext_allowed(host, port, option, s.insecure);
+  auto check = [&](const std::optional<common::Endpoint>& at, const std::string& option) {
+    if (!at) return Status::ok();
+    addresses.emplace_back(option, at->to_string());
+    return common::check_plaintext_allowed(*at, option, s.insecure);
   };
-  if (s.listen) ROMULUS_RETURN_IF_ERROR(check(s.listen->first, s.listen->second, "--listen"));
-  ROMULUS_RETURN_IF_ERROR(check(s.primary.backup_host, s.primary.backup_port, "--backup"));
-  if (s.peer_after_takeover) {
-    ROMULUS_RETURN_IF_ERROR(
-        check(s.peer_after_takeover->first, s.peer_after_takeover->second, "--reprotect"));
-  }
+  ROMULUS_RETURN_IF_ERROR(check(s.listen, "--listen"));
+  ROMULUS_RETURN_IF_ERROR(check(s.primary.backup, "--backup"));
+  ROMULUS_RETURN_IF_ERROR(check(s.peer_after_takeover, "--reprotect"));
   s.primary.insecure = s.insecure;
   std::string where;
   for (const auto& [option, ep] : addresses) {

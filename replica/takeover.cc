@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/json.h"
-#include "common/net.h"
+#include "common/endpoint.h"
 #include "common/tls.h"
 #include "replica/background_measurements.h"
 #include "replica/link_security.h"
@@ -159,8 +159,7 @@ void run_backup(Process& p, RoleLoop& roles, std::optional<Activation>& activati
     return;
   }
   BackupConfig bc = p.settings.backup;
-  bc.listen_host = p.settings.listen->first;
-  bc.listen_port = p.settings.listen->second;
+  bc.listen = *p.settings.listen;
   BackupNode node(bc, host.log);
   report_states(node, host, "backup", BackupState::kNoImage);
   if (p.witness) node.set_takeover_gate(p.witness);
@@ -196,13 +195,7 @@ void run_taken_over_primary(Process& p, RoleLoop& roles, Activation a) {
     host.log(fmt::format("tracker costs: measured {} s ago while this node was the backup",
                          p.measurements.age().count()));
   }
-  if (p.settings.peer_after_takeover) {
-    pc.backup_host = p.settings.peer_after_takeover->first;
-    pc.backup_port = p.settings.peer_after_takeover->second;
-  } else {
-    pc.backup_host.clear();
-    pc.backup_port = 0;
-  }
+  pc.backup = p.settings.peer_after_takeover;
   const auto last_contact = a.last_contact;
   const auto hook = p.settings.on_failover;
   const uint64_t epoch = a.epoch;
@@ -227,21 +220,20 @@ std::string default_node_id(const NodeSettings& s) {
   char name[256] = {};
   if (gethostname(name, sizeof name - 1) != 0) std::snprintf(name, sizeof name, "node");
   if (s.listen)
-    return fmt::format("{}/{}", name, common::format_endpoint(s.listen->first, s.listen->second));
+    return fmt::format("{}/{}", name, s.listen->to_string());
   return fmt::format("{}/pid-{}", name, getpid());
 }
 
 // Warns when a plain etcd:// witness is not on loopback.
 void warn_if_plain_witness(const WitnessSettings& w, NodeHost& host) {
-  if (etcd::is_tls_url(w.endpoints)) return;
-  auto eps = etcd::parse_endpoints(w.endpoints);
-  for (const auto& ep : eps.is_ok() ? *eps : std::vector<etcd::Endpoint>{}) {
+  if (w.url.tls) return;
+  for (const auto& ep : w.url.endpoints) {
     if (common::is_loopback_host(ep.host)) continue;
     host.log(
         fmt::format("WARNING: the witness {} is plain HTTP: whoever can reach etcd or sits on its "
                     "path can read and forge the pair's ownership; use etcds:// "
                     "(docs/operations.md, \"Certificates\")",
-                    w.endpoints));
+                    w.url.to_string()));
     return;
   }
 }
@@ -258,7 +250,7 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
     }
   } reload_off{host};
   std::optional<WitnessLink> link;
-  if (settings.witness.endpoints.empty()) {
+  if (settings.witness.url.endpoints.empty()) {
     host.log(
         "WARNING: no --witness: a network partition or a paused primary can leave two "
         "primaries and lose acknowledged writes (docs/operations.md, \"Running without a "
@@ -266,12 +258,11 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
   } else {
     if (settings.witness.node_id.empty()) settings.witness.node_id = default_node_id(settings);
     const std::string replication =
-        settings.listen ? common::format_endpoint(settings.listen->first, settings.listen->second)
-                        : std::string();
+        settings.listen ? settings.listen->to_string() : std::string();
     warn_if_plain_witness(settings.witness, host);
     link.emplace(settings.witness, replication, host.log);
     ROMULUS_RETURN_IF_ERROR(link->start());
-    host.log(fmt::format("witness {}: pair '{}', node '{}', lease {} s", settings.witness.endpoints,
+    host.log(fmt::format("witness {}: pair '{}', node '{}', lease {} s", settings.witness.url.to_string(),
                          settings.witness.pair, settings.witness.node_id,
                          settings.witness.lease_ttl.count()));
   }

@@ -57,6 +57,7 @@
 #include "common/service_notify.h"
 #include "replica/backup_node.h"
 #include "replica/role_loop.h"
+#include "witness/etcd_client.h"
 
 namespace romulus::replica {
 
@@ -82,7 +83,7 @@ struct NodeHost {
 };
 
 struct WitnessSettings {
-  std::string endpoints;  // "etcd://h:p,h:p"; empty: no witness
+  witness::etcd::EtcdUrl url;  // --witness; no endpoints: no witness
   std::string pair;
   std::chrono::seconds lease_ttl{2};
   std::string node_id;   // empty: host name and own replication address
@@ -90,15 +91,15 @@ struct WitnessSettings {
 };
 
 struct NodeSettings {
-  // How to run the guest as a primary. Its backup_host/port: the other node.
+  // How to run the guest as a primary. Its backup: the other node.
   checkpoint::PrimaryConfig primary;
   // This node's own replication address (where it listens as a backup):
   // required for a backup; for a primary, only to rejoin as a backup.
-  std::optional<std::pair<std::string, uint16_t>> listen;
+  std::optional<common::Endpoint> listen;
   BackupConfig backup;  // listen address filled from `listen`
   // The other node's replication address, protected to after a takeover
-  // (--reprotect); a primary's is primary.backup_host/port.
-  std::optional<std::pair<std::string, uint16_t>> peer_after_takeover;
+  // (--reprotect); a primary's is primary.backup.
+  std::optional<common::Endpoint> peer_after_takeover;
   std::optional<std::string> on_failover;  // shell command run once the guest runs again
   WitnessSettings witness;
   // The replication link, for every role of the process: mutual TLS with

@@ -24,22 +24,19 @@ WitnessLink::~WitnessLink() {
 
 Status WitnessLink::start() {
   etcd::EtcdClient::Options options;
-  if (etcd::is_tls_url(settings_.endpoints)) {
+  if (settings_.url.tls) {
     auto id = common::TlsIdentity::load(settings_.tls);
     if (!id.is_ok()) return id.status().context("the witness's TLS files");
     options.tls = *id;
     tls_ = *id;
     log_(fmt::format("witness over TLS: this node's {}", (*id)->describe()));
   }
-  auto w = witness::EtcdWitness::open(settings_.endpoints, options);
-  if (!w.is_ok()) return w.status();
+  auto w = std::make_unique<witness::EtcdWitness>(settings_.url.endpoints, options);
   // No node may win the pair while the other serves what no backup has.
   marker_key_ = fmt::format("/romulus/{}/unprotected", settings_.pair);
   owner_key_ = witness::owner_key(settings_.pair);
-  (*w)->set_acquire_guard(etcd::AcquireGuard{marker_key_, settings_.node_id});
-  auto eps = etcd::parse_endpoints(settings_.endpoints);
-  if (!eps.is_ok()) return eps.status();
-  marker_client_.emplace(std::move(eps).value(), options);
+  w->set_acquire_guard(etcd::AcquireGuard{marker_key_, settings_.node_id});
+  marker_client_.emplace(settings_.url.endpoints, options);
   marker_thread_ = std::thread([this] { clear_marker_loop(); });
   witness::LeaseKeeperOptions o;
   o.pair = settings_.pair;
@@ -47,7 +44,7 @@ Status WitnessLink::start() {
   o.replication = replication_;
   o.ttl = settings_.lease_ttl;
   o.log = log_;
-  keeper_.emplace(std::move(w).value(), o,
+  keeper_.emplace(std::move(w), o,
                   [this](const witness::OwnershipChange& c) { on_change(c); });
   return keeper_->start();
 }

@@ -8,7 +8,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
-#include <charconv>
 #include <exception>
 
 #include "common/link_stream.h"
@@ -20,54 +19,32 @@ namespace http = boost::beast::http;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
 
-std::string Endpoint::to_string() const {
-  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
-  return fmt::format("{}:{}", host, port);
-}
-
-Result<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
-  const std::string original(text);
-  if (text.starts_with("etcd://")) text.remove_prefix(7);
-  if (text.starts_with("etcds://")) text.remove_prefix(8);
-  std::vector<Endpoint> out;
-  while (true) {
-    const size_t comma = text.find(',');
-    std::string_view item = text.substr(0, comma);
-    Endpoint ep;
-    size_t colon;
-    if (item.starts_with("[")) {
-      const size_t close = item.find(']');
-      if (close == std::string_view::npos || close + 1 >= item.size() || item[close + 1] != ':') {
-        return Status::invalid_argument(
-            fmt::format("bad witness endpoint '{}' in '{}'", item, original));
-      }
-      ep.host = std::string(item.substr(1, close - 1));
-      colon = close + 1;
-    } else {
-      colon = item.rfind(':');
-      if (colon == std::string_view::npos || colon == 0) {
-        return Status::invalid_argument(
-            fmt::format("bad witness endpoint '{}' in '{}': want HOST:PORT", item, original));
-      }
-      ep.host = std::string(item.substr(0, colon));
-    }
-    const std::string_view port = item.substr(colon + 1);
-    unsigned value = 0;
-    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
-      return Status::invalid_argument(fmt::format("bad port in witness endpoint '{}'", item));
-    }
-    ep.port = static_cast<uint16_t>(value);
-    out.push_back(std::move(ep));
-    if (comma == std::string_view::npos) break;
-    text.remove_prefix(comma + 1);
+Result<EtcdUrl> EtcdUrl::parse(std::string_view text) {
+  constexpr std::string_view kPlain = "etcd://", kTls = "etcds://";
+  EtcdUrl url;
+  std::string_view rest = text;
+  if (rest.starts_with(kTls)) {
+    url.tls = true;
+    rest.remove_prefix(kTls.size());
+  } else if (rest.starts_with(kPlain)) {
+    rest.remove_prefix(kPlain.size());
+  } else {
+    return Status::invalid_argument(
+        fmt::format("'{}': use etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS)", text));
   }
-  return out;
+  if (rest.empty()) return Status::invalid_argument(fmt::format("'{}' names no endpoint", text));
+  while (true) {
+    const size_t comma = rest.find(',');
+    auto ep = Endpoint::parse(rest.substr(0, comma));
+    if (!ep.is_ok()) return ep.status().context(fmt::format("'{}'", text));
+    url.endpoints.push_back(std::move(ep).value());
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return url;
 }
 
-bool is_tls_url(std::string_view text) { return text.starts_with("etcds://"); }
-
-std::string endpoints_to_string(const std::vector<Endpoint>& endpoints, bool tls) {
+std::string EtcdUrl::to_string() const {
   std::string out = tls ? "etcds://" : "etcd://";
   for (size_t i = 0; i < endpoints.size(); ++i) {
     if (i > 0) out += ',';
@@ -246,6 +223,10 @@ Result<std::string> EtcdClient::post_once(size_t endpoint, std::string_view path
   return r;
 }
 
+std::string EtcdClient::describe() const {
+  return EtcdUrl{endpoints_, options_.tls != nullptr}.to_string();
+}
+
 Result<std::string> EtcdClient::post(std::string_view path, const std::string& body) {
   if (endpoints_.empty()) return Status::invalid_argument("no witness endpoints");
   std::string errors;
@@ -260,7 +241,7 @@ Result<std::string> EtcdClient::post(std::string_view path, const std::string& b
     errors += r.status().message();
   }
   return Status::unavailable(
-      fmt::format("{} {}: {}", endpoints_to_string(endpoints_), path, errors));
+      fmt::format("{} {}: {}", describe(), path, errors));
 }
 
 namespace {

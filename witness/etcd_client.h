@@ -23,25 +23,28 @@
 #include <string_view>
 #include <vector>
 
+#include "common/endpoint.h"
 #include "common/tls.h"
 #include "common/status.h"
 #include "witness/etcd_reply.h"
 
 namespace romulus::witness::etcd {
 
-struct Endpoint {
-  std::string host;
-  uint16_t port = 0;
-  std::string to_string() const;
-};
+using common::Endpoint;
 
-// "etcd://h:p,h:p", "etcds://h:p,h:p" or "h:p,h:p" (an IPv6 host in
-// brackets: "[::1]:2379").
-Result<std::vector<Endpoint>> parse_endpoints(std::string_view text);
-// Whether `text` names TLS endpoints ("etcds://...").
-bool is_tls_url(std::string_view text);
-// "etcd://h:p,h:p" ("etcds://" with tls)
-std::string endpoints_to_string(const std::vector<Endpoint>& endpoints, bool tls = false);
+// The witness as operators name it (--witness): etcd://HOST:PORT[,HOST:PORT...],
+// or etcds:// for mutual TLS; each endpoint as common::Endpoint writes it
+// ("[::1]:2379" for an IPv6 literal).
+struct EtcdUrl {
+  std::vector<Endpoint> endpoints;
+  bool tls = false;
+
+  // Hostile text in: the scheme is required, every endpoint must parse, and
+  // the list may not be empty or end with a comma.
+  static Result<EtcdUrl> parse(std::string_view text);
+  std::string to_string() const;
+  friend bool operator==(const EtcdUrl&, const EtcdUrl&) = default;
+};
 
 struct AcquireReply {
   bool won = false;
@@ -72,6 +75,8 @@ class EtcdClient {
   EtcdClient& operator=(const EtcdClient&) = delete;
 
   const std::vector<Endpoint>& endpoints() const { return endpoints_; }
+  // "etcd://h:p,h:p" ("etcds://" with TLS), for log lines and errors.
+  std::string describe() const;
   // How many TCP connections this client has opened (keep-alive reuse keeps it low).
   size_t connections_opened() const { return connections_opened_; }
 

@@ -17,10 +17,10 @@ Result<Owner> to_owner(const etcd::KeyValue& kv) {
 EtcdWitness::EtcdWitness(std::vector<etcd::Endpoint> endpoints, etcd::EtcdClient::Options options)
     : client_(std::move(endpoints), options) {}
 
-Result<std::unique_ptr<EtcdWitness>> EtcdWitness::open(std::string_view endpoints,
+Result<std::unique_ptr<EtcdWitness>> EtcdWitness::open(std::string_view url,
                                                        etcd::EtcdClient::Options options) {
-  ROMULUS_ASSIGN_OR_RETURN(auto eps, etcd::parse_endpoints(endpoints));
-  return std::make_unique<EtcdWitness>(std::move(eps), options);
+  ROMULUS_ASSIGN_OR_RETURN(auto parsed, etcd::EtcdUrl::parse(url));
+  return std::make_unique<EtcdWitness>(std::move(parsed.endpoints), options);
 }
 
 Result<LeaseGrant> EtcdWitness::grant(std::chrono::seconds ttl) {
@@ -64,6 +64,6 @@ Status EtcdWitness::release(const std::string& key, LeaseId lease) {
   return client_.release(key, lease).status();
 }
 
-std::string EtcdWitness::describe() const { return etcd::endpoints_to_string(client_.endpoints()); }
+std::string EtcdWitness::describe() const { return client_.describe(); }
 
 }  // namespace romulus::witness

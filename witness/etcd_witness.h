@@ -16,8 +16,8 @@ class EtcdWitness final : public Witness {
  public:
   explicit EtcdWitness(std::vector<etcd::Endpoint> endpoints,
                        etcd::EtcdClient::Options options = {});
-  // From "etcd://h:p,h:p" (the --witness option).
-  static Result<std::unique_ptr<EtcdWitness>> open(std::string_view endpoints,
+  // From the --witness option's text, "etcd://h:p,h:p".
+  static Result<std::unique_ptr<EtcdWitness>> open(std::string_view url,
                                                    etcd::EtcdClient::Options options = {});
 
   Result<LeaseGrant> grant(std::chrono::seconds ttl) override;

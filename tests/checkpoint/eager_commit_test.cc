@@ -101,7 +101,7 @@ class EagerCommitTest : public ::testing::Test {
     ASSERT_OK(port);
     listen_port_ = *port;
     OutputProxyOptions po;
-    po.listen_port = listen_port_;
+    po.listen.port = listen_port_;
     po.guest_port = *guest_port;
     proxy_.emplace(io_, po, [this] { return engine_->open_epoch(); });
     proxy_->set_on_output_held([this](uint64_t epoch) { engine_->note_output(epoch); });

@@ -119,7 +119,7 @@ class ProxyFixture : public ::testing::TestWithParam<unsigned> {
     ASSERT_OK(port);
     listen_port_ = *port;
     OutputProxyOptions o;
-    o.listen_port = listen_port_;
+    o.listen.port = listen_port_;
     o.guest_port = guest_.port();
     o.buffering = buffering;
     o.max_held_bytes = max_held;

@@ -70,15 +70,15 @@ TEST(Loopback, WildcardsOtherAddressesAndUnknownNamesAreNot) {
 }
 
 TEST(Loopback, PlaintextOffLoopbackNeedsInsecure) {
-  EXPECT_OK(check_plaintext_allowed("127.0.0.1", 7000, "--listen", false));
-  EXPECT_OK(check_plaintext_allowed("10.0.0.5", 7000, "--backup", true));
-  const Status st = check_plaintext_allowed("10.0.0.5", 7000, "--backup", false);
+  EXPECT_OK(check_plaintext_allowed(Endpoint{"127.0.0.1", 7000}, "--listen", false));
+  EXPECT_OK(check_plaintext_allowed(Endpoint{"10.0.0.5", 7000}, "--backup", true));
+  const Status st = check_plaintext_allowed(Endpoint{"10.0.0.5", 7000}, "--backup", false);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("--backup 10.0.0.5:7000 is not a loopback address"),
             std::string::npos)
       << st.message();
   EXPECT_NE(st.message().find("--insecure"), std::string::npos);
-  const Status v6 = check_plaintext_allowed("2001:db8::1", 7000, "--listen", false);
+  const Status v6 = check_plaintext_allowed(Endpoint{"2001:db8::1", 7000}, "--listen", false);
   EXPECT_NE(v6.message().find("[2001:db8::1]:7000"), std::string::npos) << v6.message();
 }
 

@@ -120,7 +120,7 @@ class EtcdCluster {
   }
   // "etcd://127.0.0.1:p1,127.0.0.1:p2" ("etcds://" with TLS)
   std::string url() const {
-    return witness::etcd::endpoints_to_string(endpoints(), tls_.has_value());
+    return witness::etcd::EtcdUrl{endpoints(), tls_.has_value()}.to_string();
   }
   const std::string& dir() const { return dir_; }
 

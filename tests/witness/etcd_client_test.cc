@@ -261,20 +261,30 @@ TEST(EtcdClientCluster, AThreeMemberClusterKeepsWorkingWithOneMemberKilled) {
   EXPECT_FALSE(lost->won);
 }
 
-TEST(EtcdEndpoints, ParsesAListWithOrWithoutTheScheme) {
-  auto e = etcd::parse_endpoints("etcd://127.0.0.1:2379,host-b:22379,[::1]:3000");
+TEST(EtcdUrl, ParsesAListAndWritesItBackTheSame) {
+  auto e = etcd::EtcdUrl::parse("etcd://127.0.0.1:2379,host-b:22379,[::1]:3000");
   ASSERT_OK(e);
-  ASSERT_EQ(e->size(), 3u);
-  EXPECT_EQ((*e)[1].host, "host-b");
-  EXPECT_EQ((*e)[1].port, 22379);
-  EXPECT_EQ((*e)[2].host, "::1");
-  EXPECT_EQ(etcd::endpoints_to_string(*e), "etcd://127.0.0.1:2379,host-b:22379,[::1]:3000");
-  EXPECT_OK(etcd::parse_endpoints("10.0.0.1:2379"));
-  EXPECT_FALSE(etcd::parse_endpoints("etcd://").is_ok());
-  EXPECT_FALSE(etcd::parse_endpoints("host").is_ok());
-  EXPECT_FALSE(etcd::parse_endpoints("host:0").is_ok());
-  EXPECT_FALSE(etcd::parse_endpoints("host:99999").is_ok());
-  EXPECT_FALSE(etcd::parse_endpoints("a:1,").is_ok());
+  ASSERT_EQ(e->endpoints.size(), 3u);
+  EXPECT_FALSE(e->tls);
+  EXPECT_EQ(e->endpoints[1], (etcd::Endpoint{"host-b", 22379}));
+  EXPECT_EQ(e->endpoints[2].host, "::1");
+  EXPECT_EQ(e->to_string(), "etcd://127.0.0.1:2379,host-b:22379,[::1]:3000");
+  auto tls = etcd::EtcdUrl::parse("etcds://10.0.0.1:2379");
+  ASSERT_OK(tls);
+  EXPECT_TRUE(tls->tls);
+  EXPECT_EQ(tls->to_string(), "etcds://10.0.0.1:2379");
+}
+
+TEST(EtcdUrl, RefusesWhatIsNotAWitnessList) {
+  for (const char* bad : {"10.0.0.1:2379", "http://10.0.0.1:2379", "etcd://", "etcd://host",
+                          "etcd://host:0", "etcd://host:99999", "etcd://a:1,", "etcd://,a:1",
+                          "etcd://a:1,,b:2", "etcd://::1:2379", "etcd://[::1]2379"}) {
+    auto r = etcd::EtcdUrl::parse(bad);
+    EXPECT_FALSE(r.is_ok()) << bad;
+    if (!r.is_ok()) {
+      EXPECT_NE(r.status().message().find(bad), std::string::npos) << r.status().message();
+    }
+  }
 }
 
 }  // namespace
