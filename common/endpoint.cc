@@ -1,5 +1,7 @@
 #include "common/endpoint.h"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -32,7 +34,14 @@ Result<Endpoint> Endpoint::parse(std::string_view text) {
     if (ep.host.find(':') != std::string::npos) return not_an_endpoint();
     port = text.substr(colon + 1);
   }
-  if (ep.host.empty()) return not_an_endpoint();
+  // An address or a DNS name (an IPv6 zone after '%'): nothing else, so
+  // that what is written back parses to the same endpoint.
+  const auto host_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' ||
+           c == ':' || c == '%';
+  };
+  if (ep.host.empty() || !std::all_of(ep.host.begin(), ep.host.end(), host_char))
+    return not_an_endpoint();
   unsigned value = 0;
   const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
   if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value == 0 ||

@@ -20,8 +20,8 @@ struct Endpoint {
   std::string to_string() const;
 
   // Hostile text in, an Endpoint or one line naming the text and the fix out.
-  // The port is 1..65535 in decimal digits only; the host is not empty and,
-  // unbracketed, holds no ':' (an IPv6 literal needs its brackets).
+  // The port is 1..65535 in decimal digits only; the host is letters,
+  // digits and . - _ % only, and ':' only inside brackets (an IPv6 literal).
   static Result<Endpoint> parse(std::string_view text);
 
   friend bool operator==(const Endpoint&, const Endpoint&) = default;

@@ -32,7 +32,8 @@ TEST(Endpoint, RefusesEveryMalformedAddressNamingIt) {
   for (const char* bad :
        {"", ":", ":7000", "host", "host:", "host:0", "host:65536", "host:99999999999",
         "host:-1", "host:+7", "host:7000x", "host: 7000", "host:0x10", "::1:7000", "::1",
-        "[::1]", "[::1]7000", "[::1]:", "[::1]:7000x", "[]:7000", "[::1:7000", "a:b:7000"}) {
+        "[::1]", "[::1]7000", "[::1]:", "[::1]:7000x", "[]:7000", "[::1:7000", "a:b:7000", "[[a]:1", "a]b:1", "a b:1",
+        "a,b:1", "a/b:1", "a\nb:1"}) {
     auto ep = Endpoint::parse(bad);
     EXPECT_FALSE(ep.is_ok()) << "'" << bad << "' parsed as " << ep->to_string();
     if (!ep.is_ok()) {
