@@ -4,6 +4,7 @@
 #include <sys/random.h>
 #include <sys/wait.h>
 
+#include <charconv>
 #include <thread>
 
 #include "checkpoint/dirty_tracker.h"
@@ -11,6 +12,7 @@
 #include "checkpoint/guest_pause.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/output_proxy.h"
+#include "checkpoint/setting_ranges.h"
 #include "checkpoint/tcp_sender.h"
 #include "checkpoint/tracker_choice.h"
 #include "common/asio.h"
@@ -26,6 +28,15 @@ using common::json_error;
 using common::json_ok;
 
 namespace {
+
+// A control request's number: decimal digits only, no sign, no unit, no overflow.
+std::optional<int64_t> whole_number(std::string_view text) {
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v < 0)
+    return std::nullopt;
+  return v;
+}
 
 uint64_t random_session_id() {
   uint64_t id = 0;
@@ -235,11 +246,13 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
   }
   if (!im.engine) return json_error("the guest is not running yet; try again in a moment");
   if (name == "interval") {
-    // The CLI validated the syntax; here: integer microseconds.
-    const long long us = std::atoll(value.c_str());
-    if (us < 1000 || us > 60'000'000) return json_error("interval must be between 1ms and 60s");
-    im.engine->set_interval(std::chrono::microseconds(us));
-    log_(fmt::format("interval set to {:.1f} ms", static_cast<double>(us) / 1000.0));
+    // The CLI sends durations in whole microseconds.
+    const auto us = whole_number(value);
+    if (!us) return json_error(fmt::format("interval '{}' is not whole microseconds", value));
+    if (Status st = kIntervalRange.check(std::chrono::microseconds(*us)); !st.is_ok())
+      return json_error(st.message());
+    im.engine->set_interval(std::chrono::microseconds(*us));
+    log_(fmt::format("interval set to {:.1f} ms", static_cast<double>(*us) / 1000.0));
     return json_ok();
   }
   if (name == "commit") {
@@ -250,28 +263,30 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     return json_ok();
   }
   if (name == "min-gap") {
-    // The CLI validated the syntax; here: integer microseconds.
-    const long long us = std::atoll(value.c_str());
-    if (us < 0 || us > 60'000'000) return json_error("min-gap must be between 0 and 60s");
-    im.engine->set_min_gap(std::chrono::microseconds(us));
-    log_(fmt::format("min-gap set to {:.2f} ms", static_cast<double>(us) / 1000.0));
+    const auto us = whole_number(value);
+    if (!us) return json_error(fmt::format("min-gap '{}' is not whole microseconds", value));
+    if (Status st = kMinGapRange.check(std::chrono::microseconds(*us)); !st.is_ok())
+      return json_error(st.message());
+    im.engine->set_min_gap(std::chrono::microseconds(*us));
+    log_(fmt::format("min-gap set to {:.2f} ms", static_cast<double>(*us) / 1000.0));
     return json_ok();
   }
   if (name == "max-stopped-fraction") {
     char* end = nullptr;
     const double f = std::strtod(value.c_str(), &end);
-    if (end == value.c_str() || *end != '\0' || !(f >= 0.01 && f <= 1.0)) {
-      return json_error("max-stopped-fraction must be a number between 0.01 and 1");
-    }
+    if (end == value.c_str() || *end != '\0')
+      return json_error(fmt::format("max-stopped-fraction '{}' is not a number", value));
+    if (Status st = kMaxStoppedFractionRange.check(f); !st.is_ok()) return json_error(st.message());
     im.engine->set_max_stopped_fraction(f);
     log_(fmt::format("max-stopped-fraction set to {}", f));
     return json_ok();
   }
   if (name == "cache") {
-    const long long bytes = std::atoll(value.c_str());
-    if (bytes < 0) return json_error("cache size must be >= 0");
-    im.engine->set_cache_bytes(static_cast<size_t>(bytes));
-    log_(fmt::format("page cache set to {} MiB", bytes >> 20));
+    // The CLI sends sizes in bytes.
+    const auto bytes = whole_number(value);
+    if (!bytes) return json_error(fmt::format("cache '{}' is not a number of bytes", value));
+    im.engine->set_cache_bytes(static_cast<size_t>(*bytes));
+    log_(fmt::format("page cache set to {} MiB", *bytes >> 20));
     return json_ok();
   }
   if (name == "codec") {

@@ -1,5 +1,6 @@
 #include "cli/options.h"
 
+#include "checkpoint/setting_ranges.h"
 #include "common/tls.h"
 
 #include <fmt/format.h>
@@ -46,6 +47,14 @@ Result<E> named(std::string_view option, const EnumName<E> (&table)[N], const st
   auto v = parse_enum(table, text);
   if (!v.is_ok()) return Status::invalid_argument(fmt::format("{} {}", option, v.status().message()));
   return *v;
+}
+
+// A run-time setting's value given at start-up: its range's error, as an option.
+template <typename Range, typename V>
+Status option_in(const Range& range, V value) {
+  Status st = range.check(value);
+  if (st.is_ok()) return st;
+  return Status::invalid_argument("--" + st.message());
 }
 
 // An address option's value; the error names the option.
@@ -226,17 +235,11 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
     }
   }
   ROMULUS_ASSIGN_OR_RETURN(o.interval, parse_duration(r.interval));
-  if (o.interval < std::chrono::milliseconds(1) || o.interval > std::chrono::seconds(60)) {
-    return Status::invalid_argument("--interval must be between 1ms and 60s");
-  }
+  ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kIntervalRange, o.interval));
   ROMULUS_ASSIGN_OR_RETURN(o.commit, named("--commit", checkpoint::kCommitModeNames, r.commit));
   ROMULUS_ASSIGN_OR_RETURN(o.min_gap, parse_duration(r.min_gap));
-  if (o.min_gap > std::chrono::seconds(1)) {
-    return Status::invalid_argument("--min-gap must be between 0 and 1s");
-  }
-  if (!(r.max_stopped_fraction >= 0.01 && r.max_stopped_fraction <= 1.0)) {
-    return Status::invalid_argument("--max-stopped-fraction must be between 0.01 and 1");
-  }
+  ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kMinGapRange, o.min_gap));
+  ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kMaxStoppedFractionRange, r.max_stopped_fraction));
   o.max_stopped_fraction = r.max_stopped_fraction;
   ROMULUS_ASSIGN_OR_RETURN(o.memory_bytes, parse_size(r.memory));
   if (o.memory_bytes < (1u << 20) || o.memory_bytes % protocol::kPageSize != 0) {
