@@ -312,6 +312,7 @@ Result<Protected> run_protected(const std::string& tracker, size_t arena_bytes,
   TimedPause pause(*d.proc, stats);
   checkpoint::EngineOptions eo;  // `romulus primary` defaults, but for the interval
   eo.interval = interval;
+  eo.commit = checkpoint::CommitMode::kInterval;  // the rate the timer alone sets
   eo.arena_fd = d.arena.fd();
   eo.log = [](const std::string& line) { std::fprintf(stderr, "  engine: %s\n", line.c_str()); };
   checkpoint::EpochEngine engine(pause, *d.tracker, pages, &transport, stats, eo);

@@ -54,12 +54,13 @@
 #include "checkpoint/commit_trigger.h"
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/encoder_pool.h"
+#include "checkpoint/engine_settings.h"
 #include "checkpoint/staging_buffer.h"
 #include "checkpoint/stats.h"
 #include "checkpoint/transport.h"
+#include "common/status.h"
 #include "protocol/checkpoint_writer.h"
 #include "protocol/page_cache.h"
-#include "common/status.h"
 
 namespace romulus::checkpoint {
 
@@ -83,17 +84,8 @@ class PauseControl {
 // Call once at start-up from a program that runs an engine.
 void keep_checkpoint_buffers_in_heap();
 
-struct EngineOptions {
-  std::chrono::microseconds interval{50'000};
-  // When checkpoints start (interval given above; see commit_trigger.h).
-  CommitMode commit = CommitMode::kInterval;
-  std::chrono::microseconds min_gap{1'000};
-  double max_stopped_fraction = 0.25;
-  size_t staging_bytes = 64u << 20;
-  unsigned encoder_threads = 1;
-  protocol::EncodeOptions encode;
-  size_t cache_bytes = 64u << 20;
-  std::chrono::milliseconds gate_timeout{2000};
+// The settings and what the node that runs the engine knows of this run.
+struct EngineOptions : EngineSettings {
   // Live initial sync: stop pre-copy when a round dirtied at most this many
   // pages (what a normal checkpoint can carry), or after this many rounds.
   size_t precopy_stop_pages = 1024;

@@ -158,10 +158,11 @@ PrimaryMetrics PrimaryNode::metrics() const {
   // The engine and the proxy are made (or dropped) on the run() thread while
   // starting and then stay until destruction: read them only after that.
   const bool started = m.state != PrimaryState::kStarting;
-  const auto interval = started && impl_->engine ? impl_->engine->interval() : config_.interval;
+  const auto interval =
+      started && impl_->engine ? impl_->engine->interval() : config_.engine.interval;
   m.interval_seconds = std::chrono::duration<double>(interval).count();
-  m.commit_eager =
-      (started && impl_->engine ? impl_->engine->commit() : config_.commit) == CommitMode::kEager;
+  m.commit_eager = (started && impl_->engine ? impl_->engine->commit() : config_.engine.commit) ==
+                   CommitMode::kEager;
   if (started && impl_->proxy) {
     m.output = {impl_->proxy->stats(), impl_->proxy->added_latency_histogram().snapshot()};
   }
@@ -190,16 +191,16 @@ std::string PrimaryNode::handle_control(const std::string& request) {
     const auto s = stats_.snapshot();
     o["guest_pid"] = im.guest ? im.guest->pid() : 0;
     o["interval_ms"] = im.engine ? common::to_ms(im.engine->interval()) : 0.0;
-    o["commit"] = commit_mode_name(im.engine ? im.engine->commit() : config_.commit);
-    o["min_gap_ms"] = common::to_ms(im.engine ? im.engine->min_gap() : config_.min_gap);
+    o["commit"] = commit_mode_name(im.engine ? im.engine->commit() : config_.engine.commit);
+    o["min_gap_ms"] = common::to_ms(im.engine ? im.engine->min_gap() : config_.engine.min_gap);
     o["max_stopped_fraction"] =
-        im.engine ? im.engine->max_stopped_fraction() : config_.max_stopped_fraction;
+        im.engine ? im.engine->max_stopped_fraction() : config_.engine.max_stopped_fraction;
     o["guest_stopped_fraction"] = s.stopped_fraction;
     o["checkpoints_per_sec"] = json::object{{"timer", s.timer_checkpoints_per_sec},
                                             {"output", s.output_checkpoints_per_sec}};
     o["tracker"] = tracker_kind_name(im.tracker_kind);
-    o["codec"] = protocol::codec_name(config_.encode.codec);
-    o["threads"] = config_.threads;
+    o["codec"] = protocol::codec_name(config_.engine.encode.codec);
+    o["threads"] = config_.engine.encoder_threads;
     o["resumed"] = config_.resumed_epoch.has_value();
     o["last_committed_epoch"] = s.acked_epoch;
     json::object out = output_json();
@@ -294,7 +295,7 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     if (!codec.is_ok()) return json_error("codec " + codec.status().message());
     const protocol::CodecId id = *codec;
     im.engine->set_codec(id);
-    config_.encode.codec = id;
+    config_.engine.encode.codec = id;
     log_(fmt::format("codec set to {}", value));
     return json_ok();
   }
@@ -362,7 +363,7 @@ Status PrimaryNode::wait_while_fenced() {
                       ownership_->why_not()));
       log_release_interval();
       if (!im.guest->paused()) {
-        Status ps = im.guest->pause(config_.gate_timeout);
+        Status ps = im.guest->pause(config_.engine.gate_timeout);
         if (ps.code() == StatusCode::kAborted) return ps;
       }
     }
@@ -434,15 +435,7 @@ Status PrimaryNode::start_guest() {
 Status PrimaryNode::start_engine() {
   auto& im = *impl_;
   EngineOptions eo;
-  eo.interval = config_.interval;
-  eo.commit = config_.commit;
-  eo.min_gap = config_.min_gap;
-  eo.max_stopped_fraction = config_.max_stopped_fraction;
-  eo.staging_bytes = config_.staging_bytes;
-  eo.encoder_threads = config_.threads;
-  eo.encode = config_.encode;
-  eo.cache_bytes = config_.cache_bytes;
-  eo.gate_timeout = config_.gate_timeout;
+  static_cast<EngineSettings&>(eo) = config_.engine;  // as the operator set them
   eo.arena_fd = im.arena->fd();
   eo.first_epoch = config_.resumed_epoch.value_or(0) + 1;
   eo.log = log_;
@@ -606,7 +599,7 @@ Status PrimaryNode::protect() {
       announced = target;
       go_unprotected(loss_policy);
       if (loss_policy == BackupLoss::kStall && !im.guest->paused()) {
-        Status ps = im.guest->pause(config_.gate_timeout);
+        Status ps = im.guest->pause(config_.engine.gate_timeout);
         if (ps.code() == StatusCode::kAborted) return ps;
       }
       stop_.wait_for(policy.after_failure(st.code() == StatusCode::kRefused));

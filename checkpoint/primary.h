@@ -34,6 +34,7 @@
 #include <boost/json.hpp>
 
 #include "checkpoint/commit_trigger.h"
+#include "checkpoint/engine_settings.h"
 #include "checkpoint/primary_metrics.h"
 #include "checkpoint/primary_state.h"
 #include "checkpoint/reconnect_policy.h"
@@ -42,10 +43,10 @@
 #include "common/endpoint.h"
 #include "common/enum_names.h"
 #include "common/shared_memory.h"
+#include "common/status.h"
 #include "common/stop_signal.h"
 #include "common/tls.h"
 #include "protocol/checkpoint_writer.h"
-#include "common/status.h"
 
 namespace romulus::checkpoint {
 
@@ -60,21 +61,13 @@ struct PrimaryConfig {
   // backup that took over without --reprotect.
   std::optional<common::Endpoint> backup;
   bool backup_null = false;
-  std::chrono::microseconds interval{50'000};
-  // When checkpoints start (checkpoint/commit_trigger.h; --commit, --min-gap,
-  // --max-stopped-fraction).
-  CommitMode commit = CommitMode::kEager;
-  std::chrono::microseconds min_gap{1'000};
-  double max_stopped_fraction = 0.25;
+  // The checkpoints: interval, commit mode, codec, threads, buffers (given to
+  // the engine as they are).
+  EngineSettings engine;
   uint64_t memory_bytes = 256ull << 20;
   TrackerKind tracker = TrackerKind::kAuto;
-  unsigned threads = 1;
-  uint64_t staging_bytes = 64ull << 20;
-  uint64_t cache_bytes = 64ull << 20;
-  protocol::EncodeOptions encode;
   std::chrono::milliseconds heartbeat{50};
   std::chrono::milliseconds failover_timeout{500};
-  std::chrono::milliseconds gate_timeout{2000};
   std::chrono::milliseconds stats_period{5000};
   BackupLoss on_backup_loss = BackupLoss::kContinue;
   // Output commit: clients connect here; none = no proxy.

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "common/status.h"
+#include "common/units.h"
 
 namespace romulus::checkpoint {
 
@@ -21,18 +22,9 @@ struct DurationRange {
 
   Status check(std::chrono::microseconds value) const {
     if (value >= min && value <= max) return Status::ok();
-    return Status::invalid_argument(
-        fmt::format("{} must be between {} and {}", name, write(min), write(max)));
-  }
-
- private:
-  // As an operator would type it: "0", "250us", "1ms", "60s".
-  static std::string write(std::chrono::microseconds d) {
-    const auto us = d.count();
-    if (us == 0) return "0";
-    if (us % 1'000'000 == 0) return fmt::format("{}s", us / 1'000'000);
-    if (us % 1'000 == 0) return fmt::format("{}ms", us / 1'000);
-    return fmt::format("{}us", us);
+    return Status::invalid_argument(fmt::format("{} must be between {} and {}", name,
+                                                common::duration_text(min),
+                                                common::duration_text(max)));
   }
 };
 

@@ -80,41 +80,14 @@ class SignalWatcher {
   std::atomic<bool> done_{false};
 };
 
-checkpoint::PrimaryConfig to_primary_config(const cli::PrimaryOptions& o) {
-  checkpoint::PrimaryConfig c;
-  c.backup = o.backup;
-  c.backup_null = o.backup_null;
-  c.interval = o.interval;
-  c.commit = o.commit;
-  c.min_gap = o.min_gap;
-  c.max_stopped_fraction = o.max_stopped_fraction;
-  c.memory_bytes = o.memory_bytes;
-  c.tracker = o.tracker;
-  c.threads = o.threads;
-  c.staging_bytes = o.staging_bytes;
-  c.cache_bytes = o.cache_bytes;
-  c.encode.codec = o.codec;
-  c.encode.lz4 = o.lz4;
-  c.heartbeat = o.heartbeat;
-  c.failover_timeout = o.failover_timeout;
-  c.gate_timeout = o.gate_timeout;
-  c.stats_period = o.stats_period;
-  c.on_backup_loss = o.on_backup_loss;
-  c.service = o.service;
-  c.output_buffering = o.output_buffering;
-  c.proxy_threads = o.proxy_threads;
-  c.guest_command = o.guest_command;
-  return c;
-}
-
 // Everything a node needs, whichever role it starts in.
-replica::NodeSettings to_node_settings(const cli::PrimaryOptions& o) {
+replica::NodeSettings to_node_settings(const cli::NodeOptions& o) {
   replica::NodeSettings s;
-  s.primary = to_primary_config(o);
+  s.primary = o.primary;
   s.listen = o.listen;
-  s.backup.memory_bytes = o.memory_bytes;
-  s.backup.heartbeat = o.heartbeat;
-  s.backup.failover_timeout = o.failover_timeout;
+  s.backup.memory_bytes = o.primary.memory_bytes;
+  s.backup.heartbeat = o.primary.heartbeat;
+  s.backup.failover_timeout = o.primary.failover_timeout;
   if (o.witness.enabled()) {
     s.witness.url = o.witness.url;
     s.witness.pair = o.witness.pair;
@@ -141,7 +114,7 @@ int exit_code_for(const Status& st) {
 }
 
 // Runs one node: its control socket, its signals, then `role`.
-int run_node(const std::string& role_name, const cli::PrimaryOptions& node,
+int run_node(const std::string& role_name, const cli::NodeOptions& node,
              const std::function<Status(replica::NodeHost&)>& role) {
   const std::string& control_path = node.control_path;
   const std::optional<cli::Endpoint>& metrics_at = node.metrics;
@@ -338,15 +311,15 @@ int run(int argc, char** argv) {
         if constexpr (std::is_same_v<T, cli::HelpCommand>) {
           std::printf("%s", c.text.c_str());
           return 0;
-        } else if constexpr (std::is_same_v<T, cli::PrimaryOptions>) {
+        } else if constexpr (std::is_same_v<T, cli::NodeOptions>) {
           return run_node("primary", c, [&c](replica::NodeHost& host) {
             auto settings = to_node_settings(c);
-            settings.peer_after_takeover = c.backup;
+            settings.peer_after_takeover = c.primary.backup;
             return replica::run_node(replica::StartAs::kPrimary, std::move(settings), host);
           });
         } else if constexpr (std::is_same_v<T, cli::BackupOptions>) {
-          return run_node("backup", c.primary, [&c](replica::NodeHost& host) {
-            auto settings = to_node_settings(c.primary);
+          return run_node("backup", c.node, [&c](replica::NodeHost& host) {
+            auto settings = to_node_settings(c.node);
             if (c.reprotect) {
               settings.peer_after_takeover = c.reprotect;
             }

@@ -2,6 +2,7 @@
 
 #include "checkpoint/setting_ranges.h"
 #include "common/tls.h"
+#include "common/units.h"
 
 #include <fmt/format.h>
 
@@ -131,26 +132,44 @@ std::string default_control_path(const std::string& role) {
 
 namespace {
 
+// The options as text, as given on the command line or in the config file.
+// Nothing here has a default: what was not given leaves NodeOptions' typed
+// default in place (cook() asks the variables_map what was given).
 struct RawNodeOptions {
-  std::string backup, listen, interval = "50ms", memory = "256M", service, tracker = "auto";
-  unsigned threads = 1;
-  unsigned proxy_threads = 2;
-  std::string staging = "64M", cache = "64M", codec = "runskip", lz4 = "auto", heartbeat = "50ms",
-              failover_timeout = "500ms", on_backup_loss = "continue", gate_timeout = "2s",
-              stats_period = "5s", control, on_failover, reprotect, config, witness, pair,
-              lease_ttl = "2s", node_id, metrics;
+  std::string backup, listen, interval, memory, service, tracker, staging, cache, codec, lz4,
+      heartbeat, failover_timeout, on_backup_loss, gate_timeout, stats_period, control, on_failover,
+      reprotect, config, witness, pair, lease_ttl, node_id, metrics;
+  unsigned threads = 0, proxy_threads = 0;
   std::string guest;  // `guest = ...` in a config file (systemd units); split at spaces
   bool no_output_buffering = false;
   // When checkpoints start.
-  std::string commit = "eager", min_gap = "1ms";
-  double max_stopped_fraction = 0.25;
+  std::string commit, min_gap;
+  double max_stopped_fraction = 0;
   // The replication link's security.
   std::string tls_cert, tls_key, tls_ca, tls_peer_name;
   bool insecure = false;
   std::string witness_cert, witness_key, witness_ca;
 };
 
+// "what (default D)", D as an operator would type it.
+std::string with_default(std::string_view what, std::string_view d) {
+  return fmt::format("{} (default {})", what, d);
+}
+std::string with_default(std::string_view what, std::chrono::microseconds d) {
+  return with_default(what, common::duration_text(d));
+}
+// "before a|b|c after (default b)": an enum option's values and default, from its table.
+template <typename E, size_t N>
+std::string choice(std::string_view before, const EnumName<E> (&table)[N], E d,
+                   std::string_view after = "") {
+  return fmt::format("{}{}{} (default {})", before, enum_list(table), after, enum_name(table, d));
+}
+
 void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup) {
+  const NodeOptions def;
+  const checkpoint::PrimaryConfig& p = def.primary;
+  const checkpoint::EngineSettings& e = p.engine;
+  using common::size_text;
   auto o = d.add_options();
   if (backup) {
     o("listen", po::value(&r.listen), "ADDR:PORT where the primary connects (required)");
@@ -166,39 +185,54 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("witness", po::value(&r.witness),
     "etcd://HOST:PORT[,HOST:PORT...]: decide ownership of the pair there (recommended)");
   o("pair", po::value(&r.pair), "name of the pair in the witness (same on both nodes)");
-  o("lease-ttl", po::value(&r.lease_ttl), "ownership lease in the witness (default 2s)");
+  o("lease-ttl", po::value(&r.lease_ttl),
+    with_default("ownership lease in the witness", def.witness.lease_ttl).c_str());
   o("node-id", po::value(&r.node_id), "this node's name in the witness (default: host:listen)");
-  o("interval", po::value(&r.interval), "checkpoint interval (default 50ms)");
+  o("interval", po::value(&r.interval), with_default("checkpoint interval", e.interval).c_str());
   // When checkpoints start (docs/operations.md, "Commit mode").
   o("commit", po::value(&r.commit),
-    "eager|interval: checkpoint as soon as output waits, or only every --interval "
-    "(default eager)");
+    choice("", checkpoint::kCommitModeNames, e.commit,
+           ": checkpoint as soon as output waits, or only every --interval")
+        .c_str());
   o("min-gap", po::value(&r.min_gap),
-    "eager: shortest time from the end of a pause to the next (default 1ms)");
+    with_default("eager: shortest time from the end of a pause to the next", e.min_gap).c_str());
   o("max-stopped-fraction", po::value(&r.max_stopped_fraction),
-    "eager: widen the gap so pauses stop the guest at most this fraction of the time "
-    "(default 0.25)");
-  o("memory", po::value(&r.memory), "arena size (default 256M)");
+    with_default("eager: widen the gap so pauses stop the guest at most this fraction of the time",
+                 fmt::format("{}", e.max_stopped_fraction))
+        .c_str());
+  o("memory", po::value(&r.memory), with_default("arena size", size_text(p.memory_bytes)).c_str());
   o("service", po::value(&r.service), "ADDR:PORT clients connect to (output-committed proxy)");
   o("tracker", po::value(&r.tracker),
-    "dirty tracking: auto|uffd|uffd-sync|compare (default auto: chosen by measurement)");
-  o("threads", po::value(&r.threads), "encoder threads (default 1)");
-  o("staging", po::value(&r.staging), "staging buffer size (default 64M)");
-  o("cache", po::value(&r.cache), "sender page cache size (default 64M)");
-  o("codec", po::value(&r.codec), "runskip|xbzrle|none (default runskip)");
-  o("lz4", po::value(&r.lz4), "LZ4 stage: auto|off|always (default auto)");
-  o("heartbeat", po::value(&r.heartbeat), "heartbeat period when idle (default 50ms)");
+    fmt::format("dirty tracking: {} (default {}: chosen by measurement)",
+                enum_list(checkpoint::kTrackerKindNames),
+                enum_name(checkpoint::kTrackerKindNames, p.tracker))
+        .c_str());
+  o("threads", po::value(&r.threads),
+    with_default("encoder threads", fmt::format("{}", e.encoder_threads)).c_str());
+  o("staging", po::value(&r.staging),
+    with_default("staging buffer size", size_text(e.staging_bytes)).c_str());
+  o("cache", po::value(&r.cache),
+    with_default("sender page cache size", size_text(e.cache_bytes)).c_str());
+  o("codec", po::value(&r.codec), choice("", protocol::kCodecNames, e.encode.codec).c_str());
+  o("lz4", po::value(&r.lz4), choice("LZ4 stage: ", protocol::kLz4Names, e.encode.lz4).c_str());
+  o("heartbeat", po::value(&r.heartbeat),
+    with_default("heartbeat period when idle", p.heartbeat).c_str());
   o("failover-timeout", po::value(&r.failover_timeout),
-    "silence before the peer is declared lost (default 500ms)");
-  o("on-backup-loss", po::value(&r.on_backup_loss), "continue|stall (default continue)");
+    with_default("silence before the peer is declared lost", p.failover_timeout).c_str());
+  o("on-backup-loss", po::value(&r.on_backup_loss),
+    choice("", checkpoint::kBackupLossNames, p.on_backup_loss).c_str());
   o("no-output-buffering", po::bool_switch(&r.no_output_buffering),
     "release guest output at once (unsafe)");
   o("proxy-threads", po::value(&r.proxy_threads),
-    "threads of the --service proxy's client connections (default 2)");
+    with_default("threads of the --service proxy's client connections",
+                 fmt::format("{}", p.proxy_threads))
+        .c_str());
   o("gate-timeout", po::value(&r.gate_timeout),
-    "longest wait for Update sections at a pause (default 2s)");
+    with_default("longest wait for Update sections at a pause", e.gate_timeout).c_str());
   o("stats-period", po::value(&r.stats_period),
-    "how often to log statistics, 0 = never (default 5s)");
+    fmt::format("how often to log statistics, 0 = never (default {})",
+                common::duration_text(p.stats_period))
+        .c_str());
   o("control", po::value(&r.control), "control socket path");
   o("metrics", po::value(&r.metrics),
     "ADDR:PORT to serve Prometheus metrics at /metrics (default: none)");
@@ -221,9 +255,16 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
     "CA (PEM) etcd's certificate must chain to (default: --tls-ca)");
 }
 
-Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, bool backup,
-                            std::vector<std::string> guest) {
-  PrimaryOptions o;
+// Each given option parsed into its typed field; every error names the option.
+Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, bool backup,
+                         std::vector<std::string> guest) {
+  NodeOptions n;
+  checkpoint::PrimaryConfig& o = n.primary;
+  checkpoint::EngineSettings& e = o.engine;
+  auto given = [&vm](const char* name) { return vm.count(name) != 0; };
+  auto ms = [](std::chrono::microseconds us) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(us);
+  };
   if (!backup) {
     if (r.backup.empty())
       return Status::invalid_argument("--backup ADDR:PORT is required (or --backup null)");
@@ -234,55 +275,88 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
       o.backup = ep;
     }
   }
-  ROMULUS_ASSIGN_OR_RETURN(o.interval, parse_duration(r.interval));
-  ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kIntervalRange, o.interval));
-  ROMULUS_ASSIGN_OR_RETURN(o.commit, named("--commit", checkpoint::kCommitModeNames, r.commit));
-  ROMULUS_ASSIGN_OR_RETURN(o.min_gap, parse_duration(r.min_gap));
-  ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kMinGapRange, o.min_gap));
-  ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kMaxStoppedFractionRange, r.max_stopped_fraction));
-  o.max_stopped_fraction = r.max_stopped_fraction;
-  ROMULUS_ASSIGN_OR_RETURN(o.memory_bytes, parse_size(r.memory));
-  if (o.memory_bytes < (1u << 20) || o.memory_bytes % protocol::kPageSize != 0) {
-    return Status::invalid_argument("--memory must be at least 1M and a multiple of 4K");
+  if (given("interval")) {
+    ROMULUS_ASSIGN_OR_RETURN(e.interval, parse_duration(r.interval));
+    ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kIntervalRange, e.interval));
+  }
+  if (given("commit")) {
+    ROMULUS_ASSIGN_OR_RETURN(e.commit, named("--commit", checkpoint::kCommitModeNames, r.commit));
+  }
+  if (given("min-gap")) {
+    ROMULUS_ASSIGN_OR_RETURN(e.min_gap, parse_duration(r.min_gap));
+    ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kMinGapRange, e.min_gap));
+  }
+  if (given("max-stopped-fraction")) {
+    ROMULUS_RETURN_IF_ERROR(
+        option_in(checkpoint::kMaxStoppedFractionRange, r.max_stopped_fraction));
+    e.max_stopped_fraction = r.max_stopped_fraction;
+  }
+  if (given("memory")) {
+    ROMULUS_ASSIGN_OR_RETURN(o.memory_bytes, parse_size(r.memory));
+    if (o.memory_bytes < (1u << 20) || o.memory_bytes % protocol::kPageSize != 0) {
+      return Status::invalid_argument("--memory must be at least 1M and a multiple of 4K");
+    }
   }
   if (!r.service.empty()) {
     ROMULUS_ASSIGN_OR_RETURN(auto ep, endpoint("--service", r.service));
     o.service = ep;
   }
-  ROMULUS_ASSIGN_OR_RETURN(o.tracker,
-                           named("--tracker", checkpoint::kTrackerKindNames, r.tracker));
-  if (r.threads < 1 || r.threads > 64) return Status::invalid_argument("--threads must be 1..64");
-  o.threads = r.threads;
-  if (r.proxy_threads < 1 || r.proxy_threads > 64)
-    return Status::invalid_argument("--proxy-threads must be 1..64");
-  o.proxy_threads = r.proxy_threads;
-  ROMULUS_ASSIGN_OR_RETURN(o.staging_bytes, parse_size(r.staging));
-  if (o.staging_bytes < protocol::kPageSize)
-    return Status::invalid_argument("--staging must be at least 4K");
-  ROMULUS_ASSIGN_OR_RETURN(o.cache_bytes, parse_size(r.cache));
-  ROMULUS_ASSIGN_OR_RETURN(o.codec, named("--codec", protocol::kCodecNames, r.codec));
-  ROMULUS_ASSIGN_OR_RETURN(o.lz4, named("--lz4", protocol::kLz4Names, r.lz4));
-  auto ms = [](std::chrono::microseconds us) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(us);
-  };
-  ROMULUS_ASSIGN_OR_RETURN(auto hb, parse_duration(r.heartbeat));
-  ROMULUS_ASSIGN_OR_RETURN(auto ft, parse_duration(r.failover_timeout));
-  ROMULUS_ASSIGN_OR_RETURN(auto gt, parse_duration(r.gate_timeout));
-  ROMULUS_ASSIGN_OR_RETURN(auto sp, parse_duration(r.stats_period));
-  o.heartbeat = ms(hb);
-  o.failover_timeout = ms(ft);
-  o.gate_timeout = ms(gt);
-  o.stats_period = ms(sp);
+  if (given("tracker")) {
+    ROMULUS_ASSIGN_OR_RETURN(o.tracker,
+                             named("--tracker", checkpoint::kTrackerKindNames, r.tracker));
+  }
+  if (given("threads")) {
+    if (r.threads < 1 || r.threads > 64) return Status::invalid_argument("--threads must be 1..64");
+    e.encoder_threads = r.threads;
+  }
+  if (given("proxy-threads")) {
+    if (r.proxy_threads < 1 || r.proxy_threads > 64)
+      return Status::invalid_argument("--proxy-threads must be 1..64");
+    o.proxy_threads = r.proxy_threads;
+  }
+  if (given("staging")) {
+    ROMULUS_ASSIGN_OR_RETURN(e.staging_bytes, parse_size(r.staging));
+    if (e.staging_bytes < protocol::kPageSize)
+      return Status::invalid_argument("--staging must be at least 4K");
+  }
+  if (given("cache")) {
+    ROMULUS_ASSIGN_OR_RETURN(e.cache_bytes, parse_size(r.cache));
+  }
+  if (given("codec")) {
+    ROMULUS_ASSIGN_OR_RETURN(e.encode.codec, named("--codec", protocol::kCodecNames, r.codec));
+  }
+  if (given("lz4")) {
+    ROMULUS_ASSIGN_OR_RETURN(e.encode.lz4, named("--lz4", protocol::kLz4Names, r.lz4));
+  }
+  if (given("heartbeat")) {
+    ROMULUS_ASSIGN_OR_RETURN(auto hb, parse_duration(r.heartbeat));
+    o.heartbeat = ms(hb);
+  }
+  if (given("failover-timeout")) {
+    ROMULUS_ASSIGN_OR_RETURN(auto ft, parse_duration(r.failover_timeout));
+    o.failover_timeout = ms(ft);
+  }
+  if (given("gate-timeout")) {
+    ROMULUS_ASSIGN_OR_RETURN(auto gt, parse_duration(r.gate_timeout));
+    e.gate_timeout = ms(gt);
+  }
+  if (given("stats-period")) {
+    ROMULUS_ASSIGN_OR_RETURN(auto sp, parse_duration(r.stats_period));
+    o.stats_period = ms(sp);
+  }
   if (o.heartbeat.count() < 1) return Status::invalid_argument("--heartbeat must be at least 1ms");
   if (o.failover_timeout < 2 * o.heartbeat) {
     return Status::invalid_argument(
         fmt::format("--failover-timeout ({} ms) must be at least twice --heartbeat ({} ms)",
                     o.failover_timeout.count(), o.heartbeat.count()));
   }
-  ROMULUS_ASSIGN_OR_RETURN(o.on_backup_loss, named("--on-backup-loss", checkpoint::kBackupLossNames,
-                                                  r.on_backup_loss));
+  if (given("on-backup-loss")) {
+    ROMULUS_ASSIGN_OR_RETURN(
+        o.on_backup_loss,
+        named("--on-backup-loss", checkpoint::kBackupLossNames, r.on_backup_loss));
+  }
   o.output_buffering = !r.no_output_buffering && !o.backup_null;
-  o.control_path =
+  n.control_path =
       r.control.empty() ? default_control_path(backup ? "backup" : "primary") : r.control;
   if (guest.empty()) {
     return Status::invalid_argument(
@@ -292,15 +366,16 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   o.guest_command = std::move(guest);
   if (!r.listen.empty()) {
     ROMULUS_ASSIGN_OR_RETURN(auto ep, endpoint("--listen", r.listen));
-    o.listen = ep;
+    n.listen = ep;
   }
   if (!r.metrics.empty()) {
-    ROMULUS_ASSIGN_OR_RETURN(o.metrics, endpoint("--metrics", r.metrics));
+    ROMULUS_ASSIGN_OR_RETURN(n.metrics, endpoint("--metrics", r.metrics));
   }
+  WitnessOptions& w = n.witness;
   if (!r.witness.empty()) {
     auto url = witness::etcd::EtcdUrl::parse(r.witness);
     if (!url.is_ok()) return Status::invalid_argument("--witness " + url.status().message());
-    o.witness.url = std::move(url).value();
+    w.url = std::move(url).value();
     if (r.pair.empty()) {
       return Status::invalid_argument(
           "--witness needs --pair NAME (the same name on both nodes of the pair)");
@@ -314,26 +389,27 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
           fmt::format("--pair '{}': use letters, digits, '-', '_' and '.'", r.pair));
     }
   }
-  o.witness.pair = r.pair;
-  ROMULUS_ASSIGN_OR_RETURN(auto ttl, parse_duration(r.lease_ttl));
-  o.witness.lease_ttl = ms(ttl);
-  if (o.witness.lease_ttl < std::chrono::seconds(1) ||
-      o.witness.lease_ttl > std::chrono::minutes(5)) {
-    return Status::invalid_argument("--lease-ttl must be between 1s and 5m");
+  w.pair = r.pair;
+  if (given("lease-ttl")) {
+    ROMULUS_ASSIGN_OR_RETURN(auto ttl, parse_duration(r.lease_ttl));
+    w.lease_ttl = ms(ttl);
+    if (w.lease_ttl < std::chrono::seconds(1) || w.lease_ttl > std::chrono::minutes(5)) {
+      return Status::invalid_argument("--lease-ttl must be between 1s and 5m");
+    }
   }
-  o.witness.node_id = r.node_id;
-  o.link.cert = r.tls_cert;
-  o.link.key = r.tls_key;
-  o.link.ca = r.tls_ca;
-  o.link.peer_name = r.tls_peer_name;
-  o.link.insecure = r.insecure;
+  w.node_id = r.node_id;
+  n.link.cert = r.tls_cert;
+  n.link.key = r.tls_key;
+  n.link.ca = r.tls_ca;
+  n.link.peer_name = r.tls_peer_name;
+  n.link.insecure = r.insecure;
   ROMULUS_RETURN_IF_ERROR(common::check_link_options(
-      common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name}, o.link.insecure));
-  if (o.witness.url.tls) {
-    o.witness.cert = r.witness_cert.empty() ? r.tls_cert : r.witness_cert;
-    o.witness.key = r.witness_key.empty() ? r.tls_key : r.witness_key;
-    o.witness.ca = r.witness_ca.empty() ? r.tls_ca : r.witness_ca;
-    if (o.witness.cert.empty() || o.witness.key.empty() || o.witness.ca.empty()) {
+      common::TlsFiles{n.link.cert, n.link.key, n.link.ca, n.link.peer_name}, n.link.insecure));
+  if (w.url.tls) {
+    w.cert = r.witness_cert.empty() ? r.tls_cert : r.witness_cert;
+    w.key = r.witness_key.empty() ? r.tls_key : r.witness_key;
+    w.ca = r.witness_ca.empty() ? r.tls_ca : r.witness_ca;
+    if (w.cert.empty() || w.key.empty() || w.ca.empty()) {
       return Status::invalid_argument(
           "an etcds:// witness needs a client certificate, key and CA: --witness-cert, "
           "--witness-key, --witness-ca (or the link's --tls-cert, --tls-key, --tls-ca)");
@@ -341,8 +417,7 @@ Result<PrimaryOptions> cook(const RawNodeOptions& r, const po::variables_map& vm
   } else if (!r.witness_cert.empty() || !r.witness_key.empty() || !r.witness_ca.empty()) {
     return Status::invalid_argument("--witness-cert/-key/-ca need an etcds:// --witness");
   }
-  (void)vm;
-  return o;
+  return n;
 }
 
 Result<Command> parse_node(const std::string& sub, std::vector<std::string> args) {
@@ -384,7 +459,7 @@ Result<Command> parse_node(const std::string& sub, std::vector<std::string> args
     std::istringstream words(raw.guest);
     for (std::string w; words >> w;) guest.push_back(w);
   }
-  ROMULUS_ASSIGN_OR_RETURN(PrimaryOptions node, cook(raw, vm, backup, std::move(guest)));
+  ROMULUS_ASSIGN_OR_RETURN(NodeOptions node, cook(raw, vm, backup, std::move(guest)));
   if (!backup) return Command(std::move(node));
   BackupOptions b;
   if (raw.listen.empty())
@@ -396,7 +471,7 @@ Result<Command> parse_node(const std::string& sub, std::vector<std::string> args
     ROMULUS_ASSIGN_OR_RETURN(auto ep, endpoint("--reprotect", raw.reprotect));
     b.reprotect = ep;
   }
-  b.primary = std::move(node);
+  b.node = std::move(node);
   return Command(std::move(b));
 }
 

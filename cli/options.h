@@ -48,31 +48,12 @@ struct LinkSecurityOptions {
   bool tls() const { return !cert.empty(); }
 };
 
-// What a node needs to run a guest as a primary (also a backup after activation).
-struct PrimaryOptions {
-  std::optional<Endpoint> backup;  // nullopt with backup_null: the black hole
-  bool backup_null = false;
-  std::chrono::microseconds interval{50'000};
-  // When checkpoints start: --commit, --min-gap, --max-stopped-fraction
-  // (docs/operations.md, "Commit mode").
-  checkpoint::CommitMode commit = checkpoint::CommitMode::kEager;
-  std::chrono::microseconds min_gap{1'000};
-  double max_stopped_fraction = 0.25;
-  uint64_t memory_bytes = 256ull << 20;
-  std::optional<Endpoint> service;
-  checkpoint::TrackerKind tracker = checkpoint::TrackerKind::kAuto;
-  unsigned threads = 1;
-  unsigned proxy_threads = 2;  // --service proxy session threads
-  uint64_t staging_bytes = 64ull << 20;
-  uint64_t cache_bytes = 64ull << 20;
-  protocol::CodecId codec = protocol::CodecId::kRunSkip;
-  protocol::EncodeOptions::Lz4 lz4 = protocol::EncodeOptions::Lz4::kAuto;
-  std::chrono::milliseconds heartbeat{50};
-  std::chrono::milliseconds failover_timeout{500};
-  checkpoint::BackupLoss on_backup_loss = checkpoint::BackupLoss::kContinue;
-  bool output_buffering = true;
-  std::chrono::milliseconds gate_timeout{2000};
-  std::chrono::milliseconds stats_period{5000};
+// `romulus primary`: everything a node needs, whichever role it is in (a
+// backup runs the guest this way once it takes over). The settings of the
+// primary role are parsed straight into `primary`, a checkpoint::PrimaryConfig,
+// so its defaults are the only ones (--help prints them from there).
+struct NodeOptions {
+  checkpoint::PrimaryConfig primary;  // --backup, --interval, --service, --memory, ...
   std::string control_path;
   std::optional<Endpoint> metrics;  // --metrics: serve Prometheus text at /metrics
   WitnessOptions witness;
@@ -80,14 +61,14 @@ struct PrimaryOptions {
   // This node's own replication address: where it listens if it must rejoin
   // as the backup of another owner (primary: --listen; backup: its --listen).
   std::optional<Endpoint> listen;
-  std::vector<std::string> guest_command;
 };
 
+// `romulus backup`.
 struct BackupOptions {
   Endpoint listen;
   std::optional<std::string> on_failover;  // shell command run after activation
   std::optional<Endpoint> reprotect;       // where to find the next backup after activation
-  PrimaryOptions primary;                  // how to run the guest once activated
+  NodeOptions node;                        // how to run the guest once activated
 };
 
 struct StatusCommand {
@@ -105,8 +86,8 @@ struct HelpCommand {
   std::string text;
 };
 
-using Command = std::variant<PrimaryOptions, BackupOptions, StatusCommand, SetCommand,
-                             FailoverCommand, HelpCommand>;
+using Command = std::variant<NodeOptions, BackupOptions, StatusCommand, SetCommand, FailoverCommand,
+                             HelpCommand>;
 
 Result<Command> parse_command_line(int argc, const char* const* argv);
 

@@ -4,6 +4,7 @@
 //   inline constexpr EnumName<CommitMode> kCommitModeNames[] = {
 //       {CommitMode::kInterval, "interval"}, {CommitMode::kEager, "eager"}};
 //   enum_name(kCommitModeNames, m)              // "eager"
+//   enum_list(kCommitModeNames)                 // "interval|eager" (help texts)
 //   parse_enum(kCommitModeNames, "Eager")      // CommitMode::kEager
 //   parse_enum(kCommitModeNames, "sometimes")  // kInvalidArgument: "'sometimes': use interval or eager"
 //
@@ -47,6 +48,17 @@ std::string enum_choices(std::span<const EnumName<E>> table) {
   return out;
 }
 
+// "a|b|c": the accepted names, as a help text lists an option's values.
+template <typename E>
+std::string enum_list(std::span<const EnumName<E>> table) {
+  std::string out;
+  for (const auto& e : table) {
+    if (!out.empty()) out += '|';
+    out += e.name;
+  }
+  return out;
+}
+
 template <typename E>
 Result<E> parse_enum(std::span<const EnumName<E>> table, std::string_view text) {
   for (const auto& e : table) {
@@ -71,6 +83,10 @@ constexpr std::string_view enum_name(const EnumName<E> (&table)[N], E value) {
 template <typename E, size_t N>
 std::string enum_choices(const EnumName<E> (&table)[N]) {
   return enum_choices(std::span<const EnumName<E>>(table));
+}
+template <typename E, size_t N>
+std::string enum_list(const EnumName<E> (&table)[N]) {
+  return enum_list(std::span<const EnumName<E>>(table));
 }
 template <typename E, size_t N>
 Result<E> parse_enum(const EnumName<E> (&table)[N], std::string_view text) {

@@ -3,15 +3,18 @@
 // each kind of mistake. Nothing here starts a node.
 #include "cli/options.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <regex>
+#include <sstream>
 #include <string>
 #include <variant>
 #include <vector>
 
 #include "tests/support/status_matchers.h"
 
-namespace romulus::cli {
+namespace romulus::cli::options_test {
 namespace {
 
 Result<Command> parse(std::vector<std::string> args) {
@@ -27,47 +30,97 @@ std::string error_of(std::vector<std::string> args) {
   return c.is_ok() ? "" : c.status().message();
 }
 
-PrimaryOptions primary(std::vector<std::string> options) {
+NodeOptions primary(std::vector<std::string> options) {
   std::vector<std::string> args{"primary"};
   args.insert(args.end(), options.begin(), options.end());
   args.insert(args.end(), {"--", "romulus-kvstore"});
   auto c = parse(args);
   EXPECT_OK(c);
-  if (!c.is_ok() || !std::holds_alternative<PrimaryOptions>(*c)) return {};
-  return std::get<PrimaryOptions>(*c);
+  if (!c.is_ok() || !std::holds_alternative<NodeOptions>(*c)) return {};
+  return std::get<NodeOptions>(*c);
 }
 
 TEST(CliOptions, APrimaryGetsEveryOptionItWasGiven) {
-  const PrimaryOptions o =
+  const NodeOptions o =
       primary({"--backup", "[::1]:7000", "--service", "127.0.0.1:6379", "--interval", "25ms",
                "--commit", "Interval", "--min-gap", "2ms", "--tracker", "compare", "--codec",
                "xbzrle", "--memory", "64M", "--witness", "etcd://10.0.0.5:2379,node-w:2379",
                "--pair", "orders", "--metrics", "127.0.0.1:9100"});
-  ASSERT_TRUE(o.backup);
-  EXPECT_EQ(*o.backup, (Endpoint{"::1", 7000}));
-  EXPECT_EQ(*o.service, (Endpoint{"127.0.0.1", 6379}));
-  EXPECT_EQ(o.interval, std::chrono::milliseconds(25));
-  EXPECT_EQ(o.commit, checkpoint::CommitMode::kInterval);
-  EXPECT_EQ(o.min_gap, std::chrono::milliseconds(2));
-  EXPECT_EQ(o.tracker, checkpoint::TrackerKind::kCompare);
-  EXPECT_EQ(o.codec, protocol::CodecId::kXbzrle);
-  EXPECT_EQ(o.memory_bytes, 64ull << 20);
+  ASSERT_TRUE(o.primary.backup);
+  EXPECT_EQ(*o.primary.backup, (Endpoint{"::1", 7000}));
+  EXPECT_EQ(*o.primary.service, (Endpoint{"127.0.0.1", 6379}));
+  EXPECT_EQ(o.primary.engine.interval, std::chrono::milliseconds(25));
+  EXPECT_EQ(o.primary.engine.commit, checkpoint::CommitMode::kInterval);
+  EXPECT_EQ(o.primary.engine.min_gap, std::chrono::milliseconds(2));
+  EXPECT_EQ(o.primary.tracker, checkpoint::TrackerKind::kCompare);
+  EXPECT_EQ(o.primary.engine.encode.codec, protocol::CodecId::kXbzrle);
+  EXPECT_EQ(o.primary.memory_bytes, 64ull << 20);
   EXPECT_FALSE(o.witness.url.tls);
   EXPECT_EQ(o.witness.url.to_string(), "etcd://10.0.0.5:2379,node-w:2379");
   EXPECT_EQ(o.witness.pair, "orders");
   EXPECT_EQ(*o.metrics, (Endpoint{"127.0.0.1", 9100}));
-  EXPECT_EQ(o.guest_command, std::vector<std::string>{"romulus-kvstore"});
+  EXPECT_EQ(o.primary.guest_command, std::vector<std::string>{"romulus-kvstore"});
 }
 
 TEST(CliOptions, DefaultsAreTheDocumentedOnes) {
-  const PrimaryOptions o = primary({"--backup", "null"});
-  EXPECT_TRUE(o.backup_null);
-  EXPECT_FALSE(o.backup);
-  EXPECT_FALSE(o.output_buffering) << "--backup null has nothing to wait for";
-  EXPECT_EQ(o.interval, std::chrono::milliseconds(50));
-  EXPECT_EQ(o.commit, checkpoint::CommitMode::kEager);
-  EXPECT_EQ(o.tracker, checkpoint::TrackerKind::kAuto);
+  const NodeOptions o = primary({"--backup", "null"});
+  EXPECT_TRUE(o.primary.backup_null);
+  EXPECT_FALSE(o.primary.backup);
+  EXPECT_FALSE(o.primary.output_buffering) << "--backup null has nothing to wait for";
+  EXPECT_EQ(o.primary.engine.interval, std::chrono::milliseconds(50));
+  EXPECT_EQ(o.primary.engine.commit, checkpoint::CommitMode::kEager);
+  EXPECT_EQ(o.primary.tracker, checkpoint::TrackerKind::kAuto);
   EXPECT_FALSE(o.witness.enabled());
+}
+
+// Every field cook() sets, written out, to compare two parses.
+std::string summary(const NodeOptions& n) {
+  const auto& p = n.primary;
+  const auto& e = p.engine;
+  return fmt::format(
+      "interval {} commit {} min_gap {} msf {} staging {} threads {} codec {} lz4 {} cache {} "
+      "gate {} memory {} tracker {} heartbeat {} failover {} stats {} loss {} buffering {} "
+      "proxy {} lease {}",
+      e.interval.count(), static_cast<int>(e.commit), e.min_gap.count(), e.max_stopped_fraction,
+      e.staging_bytes, e.encoder_threads, static_cast<int>(e.encode.codec),
+      static_cast<int>(e.encode.lz4), e.cache_bytes, e.gate_timeout.count(), p.memory_bytes,
+      static_cast<int>(p.tracker), p.heartbeat.count(), p.failover_timeout.count(),
+      p.stats_period.count(), static_cast<int>(p.on_backup_loss), p.output_buffering,
+      p.proxy_threads, n.witness.lease_ttl.count());
+}
+
+TEST(CliOptions, EachDefaultTheHelpPrintsIsTheDefaultItRunsWith) {
+  // --help prints "(default X)" for each option with a default. Given back as
+  // `--option X`, X must change nothing: the help and the typed defaults
+  // cannot drift apart (they are one value, printed).
+  auto h = parse({"primary", "--help"});
+  ASSERT_OK(h);
+  // Boost wraps descriptions onto indented lines: join each option's lines.
+  std::vector<std::string> entries;
+  std::istringstream lines(std::get<HelpCommand>(*h).text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("  --", 0) == 0) {
+      entries.push_back(line);
+    } else if (!entries.empty() && line.rfind("    ", 0) == 0) {
+      std::string& entry = entries.back();
+      entry.erase(entry.find_last_not_of(' ') + 1);
+      entry.append(1, ' ');
+      entry.append(line, line.find_first_not_of(' '));
+    }
+  }
+  const std::string base = summary(primary({"--backup", "[::1]:7000"}));
+  const std::regex option(R"(^  --([a-z0-9-]+) arg\b.*\(default ([^ ():]+)[):])");
+  int checked = 0;
+  for (const std::string& entry : entries) {
+    std::smatch m;
+    if (!std::regex_search(entry, m, option)) continue;
+    const std::string name = m[1], value = m[2];
+    if (name == "node-id" || name == "tls-peer-name" || name == "metrics") continue;
+    SCOPED_TRACE("--" + name + " " + value);
+    EXPECT_EQ(summary(primary({"--backup", "[::1]:7000", "--" + name, value})), base);
+    ++checked;
+  }
+  EXPECT_GE(checked, 18) << "fewer defaults found in --help than the options that have one";
 }
 
 TEST(CliOptions, ABackupNeedsItsListenAddress) {
@@ -78,7 +131,7 @@ TEST(CliOptions, ABackupNeedsItsListenAddress) {
   ASSERT_OK(c);
   const auto& b = std::get<BackupOptions>(*c);
   EXPECT_EQ(b.listen, (Endpoint{"0.0.0.0", 7000}));
-  EXPECT_EQ(b.primary.listen, b.listen) << "the node rejoins where it listens";
+  EXPECT_EQ(b.node.listen, b.listen) << "the node rejoins where it listens";
   EXPECT_EQ(*b.reprotect, (Endpoint{"node-a", 7000}));
 }
 
@@ -132,4 +185,4 @@ TEST(CliOptions, SetKeepsItsWordsForTheNode) {
 }
 
 }  // namespace
-}  // namespace romulus::cli
+}  // namespace romulus::cli::options_test
