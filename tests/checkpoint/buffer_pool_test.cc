@@ -8,7 +8,7 @@
 #include "checkpoint/transport.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::buffer_pool_test {
 namespace {
 
 TEST(BufferPool, TakeGivesAnEmptyBufferWithTheCapacityAsked) {
@@ -52,4 +52,4 @@ TEST(BufferPool, NullTransportGivesSentBuffersBack) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::buffer_pool_test

@@ -8,7 +8,7 @@
 
 #include <functional>
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::commit_trigger_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -154,4 +154,4 @@ TEST(CommitTrigger, APostponedPauseIsRetriedAfterAnIntervalNotAtOnce) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::commit_trigger_test

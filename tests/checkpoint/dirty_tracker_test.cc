@@ -19,7 +19,7 @@
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_guest.h"
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::dirty_tracker_test {
 namespace {
 
 using romulus::testing::TestGuestHarness;
@@ -402,4 +402,4 @@ TEST(CompareTracker, RejectsUnalignedSize) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::dirty_tracker_test

@@ -25,7 +25,7 @@
 #include "tests/support/socket_read.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::eager_commit_test {
 namespace {
 
 namespace asio = boost::asio;
@@ -237,4 +237,4 @@ TEST_F(EagerCommitTest, WithNothingHeldNoCheckpointIsTaken) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::eager_commit_test

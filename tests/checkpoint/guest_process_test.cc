@@ -15,7 +15,7 @@
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_guest.h"
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::guest_process_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -176,4 +176,4 @@ TEST(GuestProcess, KillingTheSupervisorKillsTheGuest) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::guest_process_test

@@ -19,7 +19,7 @@
 #include "tests/support/socket_read.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::output_proxy_test {
 namespace {
 
 namespace asio = boost::asio;
@@ -384,4 +384,4 @@ INSTANTIATE_TEST_SUITE_P(SessionThreads, ProxyFixture, ::testing::Values(0u, 3u)
                          });
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::output_proxy_test

@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::primary_metrics_test {
 namespace {
 
 std::string render(const PrimaryMetrics& m) {
@@ -79,4 +79,4 @@ TEST(PrimaryMetrics, OutputAndLeaseFamiliesOnlyWithAProxyAndAWitness) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::primary_metrics_test

@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::reconnect_policy_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -33,4 +33,4 @@ TEST(ReconnectPolicy, AConnectionStartsTheSequenceAgain) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::reconnect_policy_test

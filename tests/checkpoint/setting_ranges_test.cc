@@ -8,7 +8,7 @@
 
 #include "tests/support/status_matchers.h"
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::setting_ranges_test {
 namespace {
 
 using std::chrono::microseconds;
@@ -34,4 +34,4 @@ TEST(SettingRanges, BoundsAreInclusiveAndTheErrorSaysThem) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::setting_ranges_test

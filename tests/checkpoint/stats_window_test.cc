@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::stats_window_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -55,4 +55,4 @@ TEST(StatsWindow, NothingRecordedMeansNoRatesRatherThanADivisionByZero) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::stats_window_test

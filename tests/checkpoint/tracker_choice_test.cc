@@ -11,7 +11,7 @@
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_guest.h"
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::tracker_choice_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ull << 20;
@@ -155,4 +155,4 @@ TEST(MakeTracker, BuildsTheDecidedTrackerForARealGuest) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::tracker_choice_test

@@ -13,7 +13,7 @@
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_guest.h"
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::update_gate_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -167,4 +167,4 @@ TEST(UpdateGate, PauseOfAnExitedGuestIsAborted) {
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::update_gate_test

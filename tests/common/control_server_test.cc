@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace romulus::common {
+namespace romulus::common::control_server_test {
 namespace {
 
 std::string temp_socket_path() {
@@ -115,4 +115,4 @@ TEST(ControlServer, ALiveNodesSocketIsNotTakenOver) {
 }
 
 }  // namespace
-}  // namespace romulus::common
+}  // namespace romulus::common::control_server_test

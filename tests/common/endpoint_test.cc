@@ -7,7 +7,7 @@
 
 #include "tests/support/status_matchers.h"
 
-namespace romulus::common {
+namespace romulus::common::endpoint_test {
 namespace {
 
 TEST(Endpoint, ParsesAddressesNamesAndBracketedIpv6) {
@@ -52,4 +52,4 @@ TEST(Endpoint, TheErrorSaysWhatToWrite) {
 }
 
 }  // namespace
-}  // namespace romulus::common
+}  // namespace romulus::common::endpoint_test

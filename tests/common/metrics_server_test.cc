@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-namespace romulus::common {
+namespace romulus::common::metrics_server_test {
 namespace {
 
 struct Log {
@@ -179,4 +179,4 @@ TEST(MetricsServer, ConnectionsOverTheCapAreClosedAtAccept) {
 }
 
 }  // namespace
-}  // namespace romulus::common
+}  // namespace romulus::common::metrics_server_test

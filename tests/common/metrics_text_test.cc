@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-namespace romulus::common {
+namespace romulus::common::metrics_text_test {
 namespace {
 
 TEST(MetricsText, ACounterHasHelpTypeAndValue) {
@@ -91,4 +91,4 @@ TEST(Histogram, ConcurrentObserversLoseNoSample) {
 }
 
 }  // namespace
-}  // namespace romulus::common
+}  // namespace romulus::common::metrics_text_test

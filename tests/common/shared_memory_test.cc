@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-namespace romulus::common {
+namespace romulus::common::shared_memory_test {
 namespace {
 
 TEST(SharedMemory, CreateGivesZeroedMemoryOfTheRequestedSize) {
@@ -51,4 +51,4 @@ TEST(SharedMemory, MoveTransfersOwnership) {
 TEST(SharedMemory, AdoptOfABadFdFails) { EXPECT_FALSE(SharedMemory::adopt(-1).is_ok()); }
 
 }  // namespace
-}  // namespace romulus::common
+}  // namespace romulus::common::shared_memory_test

@@ -17,7 +17,7 @@
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_pki.h"
 
-namespace romulus::common {
+namespace romulus::common::tls_test {
 namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
@@ -245,4 +245,4 @@ TEST_F(Certs, TheCertificateInUseIsNamedWithItsExpiry) {
 }
 
 }  // namespace
-}  // namespace romulus::common
+}  // namespace romulus::common::tls_test

@@ -31,7 +31,7 @@
 
 extern char** environ;
 
-namespace romulus::guest {
+namespace romulus::guest::kvstore_test {
 namespace {
 
 using Env = std::vector<std::pair<std::string, std::string>>;
@@ -594,4 +594,4 @@ TEST(Kvload, BadOptionsExitWithStatusTwo) {
 }
 
 }  // namespace
-}  // namespace romulus::guest
+}  // namespace romulus::guest::kvstore_test

@@ -10,7 +10,7 @@
 #include "tests/support/guest_paths.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::guest {
+namespace romulus::guest::private_arena_test {
 namespace {
 
 TEST(PrivateArena, AttachWithoutSupervisorGivesAPrivateArena) {
@@ -96,4 +96,4 @@ TEST(PrivateArena, ExampleGuestsRunAlone) {
 }
 
 }  // namespace
-}  // namespace romulus::guest
+}  // namespace romulus::guest::private_arena_test

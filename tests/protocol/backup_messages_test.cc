@@ -9,7 +9,7 @@
 #include "protocol/wire_format.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::protocol {
+namespace romulus::protocol::backup_messages_test {
 namespace {
 
 Bytes sample_stream() {
@@ -144,4 +144,4 @@ TEST(BackupMessages, PrimaryOnlyChunksAreNotBackupMessages) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::backup_messages_test

@@ -20,7 +20,7 @@
 #include "protocol/wire_format.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::protocol {
+namespace romulus::protocol::checkpoint_stream_test {
 namespace {
 
 using Page = std::array<uint8_t, kPageSize>;
@@ -992,4 +992,4 @@ TEST(CheckpointStreamExample, TinyFormatBCheckpointMatchesTheDocumentedBytes) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::checkpoint_stream_test

@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-namespace romulus::protocol {
+namespace romulus::protocol::coding_test {
 namespace {
 
 TEST(Coding, FixedWidthIntegersAreLittleEndian) {
@@ -103,4 +103,4 @@ TEST(Status, ContextPrefixesMessageAndKeepsCode) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::coding_test

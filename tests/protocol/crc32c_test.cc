@@ -6,7 +6,7 @@
 #include <random>
 #include <string_view>
 
-namespace romulus::protocol {
+namespace romulus::protocol::crc32c_test {
 namespace {
 
 ByteSpan as_bytes(std::string_view s) {
@@ -77,4 +77,4 @@ TEST(Crc32c, DetectsEverySingleBitFlipOfAPage) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::crc32c_test

@@ -9,7 +9,7 @@
 #include "protocol/page_codec.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::protocol {
+namespace romulus::protocol::golden_test {
 namespace {
 
 struct Example {
@@ -81,4 +81,4 @@ TEST(Golden, Lz4OfTheWholePageRecordOnACacheMiss) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::golden_test

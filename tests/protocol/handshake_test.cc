@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-namespace romulus::protocol {
+namespace romulus::protocol::handshake_test {
 namespace {
 
 Hello sample_hello() {
@@ -264,9 +264,9 @@ TEST(HandshakeCompatibility, ArenaSizesThatAreNotWholeMebibytes) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::handshake_test
 
-namespace romulus::protocol {
+namespace romulus::protocol::handshake_test {
 namespace {
 
 // Regression: parsing before any byte arrived compared against a null pointer
@@ -281,4 +281,4 @@ TEST(HandshakeRegression, ParsingNoBytesYetAsksForMore) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::handshake_test

@@ -8,7 +8,7 @@
 
 #include <string>
 
-namespace romulus::kvload {
+namespace romulus::kvload::kvload_resp_reply_test {
 namespace {
 
 constexpr size_t kLimit = 1024;
@@ -114,4 +114,4 @@ TEST(RespReplyTest, CommandsAreArraysOfBulkStrings) {
 }
 
 }  // namespace
-}  // namespace romulus::kvload
+}  // namespace romulus::kvload::kvload_resp_reply_test

@@ -10,7 +10,7 @@
 #include "tests/support/page_patterns.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::protocol {
+namespace romulus::protocol::lz4_stage_test {
 namespace {
 
 TEST(Lz4Stage, RoundTripsRealisticPages) {
@@ -161,4 +161,4 @@ TEST(Lz4Stage, BytesAfterTheLastLiteralsAreCorrupt) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::lz4_stage_test

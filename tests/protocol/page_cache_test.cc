@@ -17,7 +17,7 @@
 #include "tests/support/page_patterns.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::protocol {
+namespace romulus::protocol::page_cache_test {
 namespace {
 
 using testing::Change;
@@ -245,9 +245,9 @@ TEST(PageCache, TwoThreadsOnDisjointPfnsKeepTheirReceiversConsistent) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::page_cache_test
 
-namespace romulus::protocol {
+namespace romulus::protocol::page_cache_test {
 namespace {
 
 TEST(PageBuffer, StartsOnAPageBoundaryAtEverySize) {
@@ -260,4 +260,4 @@ TEST(PageBuffer, StartsOnAPageBoundaryAtEverySize) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::page_cache_test

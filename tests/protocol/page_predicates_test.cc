@@ -5,7 +5,7 @@
 
 #include "protocol/page_compare.h"
 
-namespace romulus::protocol {
+namespace romulus::protocol::page_predicates_test {
 namespace {
 
 TEST(PageHelpers, ZeroPageDetectsEveryNonZeroByte) {
@@ -36,4 +36,4 @@ TEST(PageHelpers, PagesEqualDetectsEveryDifferingByteAtAnyAlignment) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::page_predicates_test

@@ -11,7 +11,7 @@
 #include "tests/support/page_patterns.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::protocol {
+namespace romulus::protocol::xbzrle_test {
 namespace {
 
 using testing::Change;
@@ -282,4 +282,4 @@ TEST(XbzrleDecode, BytesAfterTheRecordAreLeftForTheNextRecord) {
 }
 
 }  // namespace
-}  // namespace romulus::protocol
+}  // namespace romulus::protocol::xbzrle_test

@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-namespace romulus::replica {
+namespace romulus::replica::backup_metrics_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -89,4 +89,4 @@ TEST(BackupStatus, BeforeAnyContactSaysMinusOneAndTheWitnessObjectIsPassedOn) {
 }
 
 }  // namespace
-}  // namespace romulus::replica
+}  // namespace romulus::replica::backup_metrics_test

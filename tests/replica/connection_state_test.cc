@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace romulus::replica {
+namespace romulus::replica::connection_state_test {
 namespace {
 
 using S = ConnectionState;
@@ -63,4 +63,4 @@ TEST(ConnectionStateMachine, AStreamNeverGoesBackToItsHandshake) {
 }
 
 }  // namespace
-}  // namespace romulus::replica
+}  // namespace romulus::replica::connection_state_test

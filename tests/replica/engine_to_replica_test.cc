@@ -26,7 +26,7 @@
 #include "tests/support/guest_paths.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::checkpoint {
+namespace romulus::checkpoint::engine_to_replica_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -334,4 +334,4 @@ TEST(CompareTrackerEngineTest, PagesWrittenDuringEncodingDoNotLeakIntoTheCheckpo
 }
 
 }  // namespace
-}  // namespace romulus::checkpoint
+}  // namespace romulus::checkpoint::engine_to_replica_test

@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-namespace romulus::replica {
+namespace romulus::replica::failure_detector_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -130,4 +130,4 @@ TEST_F(FailureDetectorTest, EndsAfterGoodbyeOrDroppedChangeNothing) {
 }
 
 }  // namespace
-}  // namespace romulus::replica
+}  // namespace romulus::replica::failure_detector_test

@@ -13,7 +13,7 @@
 #include "protocol/wire_format.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::replica {
+namespace romulus::replica::replica_state_test {
 namespace {
 
 using protocol::Bytes;
@@ -240,4 +240,4 @@ TEST(ReplicaState, CheckpointWithoutASyncIsRejected) {
 }
 
 }  // namespace
-}  // namespace romulus::replica
+}  // namespace romulus::replica::replica_state_test

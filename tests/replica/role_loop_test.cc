@@ -8,7 +8,7 @@
 
 #include "tests/support/status_matchers.h"
 
-namespace romulus::replica {
+namespace romulus::replica::role_loop_test {
 namespace {
 
 using R = NodeRole;
@@ -164,4 +164,4 @@ TEST(RoleStateMachine, EveryStateHasADistinctSnakeCaseName) {
 }
 
 }  // namespace
-}  // namespace romulus::replica
+}  // namespace romulus::replica::role_loop_test

@@ -10,7 +10,7 @@
 #include "checkpoint/primary_state.h"
 #include "replica/backup_state.h"
 
-namespace romulus::common {
+namespace romulus::common::role_states_test {
 namespace {
 
 using checkpoint::PrimaryState;
@@ -118,4 +118,4 @@ TEST(StateMachineObserver, HearsEachAppliedChangeButNotNoOpsOrRefusals) {
 }
 
 }  // namespace
-}  // namespace romulus::common
+}  // namespace romulus::common::role_states_test

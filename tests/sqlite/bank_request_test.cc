@@ -6,7 +6,7 @@
 
 #include "examples/bank/bank_request.h"
 
-namespace romulus::bank {
+namespace romulus::bank::bank_request_test {
 namespace {
 
 const Request* request(const ParseResult& r) { return std::get_if<Request>(&r); }
@@ -51,4 +51,4 @@ TEST(BankRequestTest, MalformedRequestsAreOneErrorEach) {
 }
 
 }  // namespace
-}  // namespace romulus::bank
+}  // namespace romulus::bank::bank_request_test

@@ -29,7 +29,7 @@
 #include "guest/sqlite/sqlite_vfs.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::guest::sqlite {
+namespace romulus::guest::sqlite::sqlite_vfs_test {
 namespace {
 
 namespace bip = boost::interprocess;
@@ -402,4 +402,4 @@ TEST(SqliteVfsTest, RandomTransfersThenRandomCheckpointsKeepTheInvariant) {
 }
 
 }  // namespace
-}  // namespace romulus::guest::sqlite
+}  // namespace romulus::guest::sqlite::sqlite_vfs_test

@@ -12,7 +12,7 @@
 #include "tests/support/status_matchers.h"
 #include "witness/etcd_witness.h"
 
-namespace romulus::witness {
+namespace romulus::witness::etcd_client_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -288,4 +288,4 @@ TEST(EtcdUrl, RefusesWhatIsNotAWitnessList) {
 }
 
 }  // namespace
-}  // namespace romulus::witness
+}  // namespace romulus::witness::etcd_client_test

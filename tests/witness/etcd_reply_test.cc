@@ -6,7 +6,7 @@
 
 #include <vector>
 
-namespace romulus::witness::etcd {
+namespace romulus::witness::etcd::etcd_reply_test {
 namespace {
 
 TEST(EtcdReply, ParsesAGrant) {
@@ -91,4 +91,4 @@ TEST(EtcdReply, Base64RoundTrips) {
 }
 
 }  // namespace
-}  // namespace romulus::witness::etcd
+}  // namespace romulus::witness::etcd::etcd_reply_test

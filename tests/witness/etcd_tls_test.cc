@@ -9,7 +9,7 @@
 #include "witness/etcd_client.h"
 #include "witness/etcd_witness.h"
 
-namespace romulus::witness {
+namespace romulus::witness::etcd_tls_test {
 namespace {
 
 using etcd::EtcdClient;
@@ -95,4 +95,4 @@ TEST_F(EtcdTlsTest, TheClientRefusesAnEtcdWhoseCertificateIsFromAnotherCa) {
 }
 
 }  // namespace
-}  // namespace romulus::witness
+}  // namespace romulus::witness::etcd_tls_test

@@ -13,7 +13,7 @@
 #include "tests/support/status_matchers.h"
 #include "witness/etcd_witness.h"
 
-namespace romulus::witness {
+namespace romulus::witness::lease_keeper_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -182,4 +182,4 @@ TEST_F(LeaseKeeperTest, StopWithoutStartAndTwiceIsHarmless) {
 }
 
 }  // namespace
-}  // namespace romulus::witness
+}  // namespace romulus::witness::lease_keeper_test

@@ -14,7 +14,7 @@
 #include "tests/support/fake_witness.h"
 #include "tests/support/status_matchers.h"
 
-namespace romulus::witness {
+namespace romulus::witness::ownership_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -579,4 +579,4 @@ TEST(OwnershipRandomized, TwoNodesNeverBothMayRelease) {
 }
 
 }  // namespace
-}  // namespace romulus::witness
+}  // namespace romulus::witness::ownership_test
