@@ -175,41 +175,43 @@ PrimaryMetrics PrimaryNode::metrics() const {
   return m;
 }
 
-std::string PrimaryNode::handle_control(const std::string& request) {
+json::object PrimaryNode::status() {
   auto& im = *impl_;
-  if (request == "status" || request == "status --json") {
-    json::object o;
-    o["role"] = "primary";
-    o["state"] = state_.name();
-    {
-      std::lock_guard lock(im.mu);
-      o["peer"] = im.backup ? im.backup->to_string() : (config_.backup_null ? "null" : "");
-      o["last_backup_loss"] = im.last_loss;
-      o["on_backup_loss"] = im.on_backup_loss == BackupLoss::kStall ? "stall" : "continue";
-      o["streams"] = im.streams;
-    }
-    const auto s = stats_.snapshot();
-    o["guest_pid"] = im.guest ? im.guest->pid() : 0;
-    o["interval_ms"] = im.engine ? common::to_ms(im.engine->interval()) : 0.0;
-    o["commit"] = commit_mode_name(im.engine ? im.engine->commit() : config_.engine.commit);
-    o["min_gap_ms"] = common::to_ms(im.engine ? im.engine->min_gap() : config_.engine.min_gap);
-    o["max_stopped_fraction"] =
-        im.engine ? im.engine->max_stopped_fraction() : config_.engine.max_stopped_fraction;
-    o["guest_stopped_fraction"] = s.stopped_fraction;
-    o["checkpoints_per_sec"] = json::object{{"timer", s.timer_checkpoints_per_sec},
-                                            {"output", s.output_checkpoints_per_sec}};
-    o["tracker"] = tracker_kind_name(im.tracker_kind);
-    o["codec"] = protocol::codec_name(config_.engine.encode.codec);
-    o["threads"] = config_.engine.encoder_threads;
-    o["resumed"] = config_.resumed_epoch.has_value();
-    o["last_committed_epoch"] = s.acked_epoch;
-    json::object out = output_json();
-    o["output"] = out.empty() ? json::value(nullptr) : json::value(std::move(out));
-    o["primary"] = stats_to_json(s);
-    o["witness"] =
-        ownership_ ? json::value(ownership_->status(Clock::now())) : json::value(nullptr);
-    return json_ok(std::move(o));
+  json::object o;
+  o["role"] = "primary";
+  o["state"] = state_.name();
+  {
+    std::lock_guard lock(im.mu);
+    o["peer"] = im.backup ? im.backup->to_string() : (config_.backup_null ? "null" : "");
+    o["last_backup_loss"] = im.last_loss;
+    o["on_backup_loss"] = im.on_backup_loss == BackupLoss::kStall ? "stall" : "continue";
+    o["streams"] = im.streams;
   }
+  const auto s = stats_.snapshot();
+  o["guest_pid"] = im.guest ? im.guest->pid() : 0;
+  o["interval_ms"] = im.engine ? common::to_ms(im.engine->interval()) : 0.0;
+  o["commit"] = commit_mode_name(im.engine ? im.engine->commit() : config_.engine.commit);
+  o["min_gap_ms"] = common::to_ms(im.engine ? im.engine->min_gap() : config_.engine.min_gap);
+  o["max_stopped_fraction"] =
+      im.engine ? im.engine->max_stopped_fraction() : config_.engine.max_stopped_fraction;
+  o["guest_stopped_fraction"] = s.stopped_fraction;
+  o["checkpoints_per_sec"] = json::object{{"timer", s.timer_checkpoints_per_sec},
+                                          {"output", s.output_checkpoints_per_sec}};
+  o["tracker"] = tracker_kind_name(im.tracker_kind);
+  o["codec"] = protocol::codec_name(config_.engine.encode.codec);
+  o["threads"] = config_.engine.encoder_threads;
+  o["resumed"] = config_.resumed_epoch.has_value();
+  o["last_committed_epoch"] = s.acked_epoch;
+  json::object out = output_json();
+  o["output"] = out.empty() ? json::value(nullptr) : json::value(std::move(out));
+  o["primary"] = stats_to_json(s);
+  o["witness"] =
+      ownership_ ? json::value(ownership_->status(Clock::now())) : json::value(nullptr);
+  return o;
+}
+
+std::string PrimaryNode::handle_control(const std::string& request) {
+  if (request == "status" || request == "status --json") return json_ok(status());
   if (request.rfind("set ", 0) == 0) {
     const auto rest = request.substr(4);
     const auto space = rest.find(' ');
@@ -299,10 +301,7 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     log_(fmt::format("codec set to {}", value));
     return json_ok();
   }
-  return json_error(
-      fmt::format("unknown setting '{}' (interval, commit, min-gap, max-stopped-fraction, cache, "
-                  "codec, on-backup-loss, backup)",
-                  name));
+  return json_error(fmt::format("unknown setting '{}' ({})", name, primary_setting_names()));
 }
 
 // ---- Ownership (any thread).
@@ -625,26 +624,30 @@ Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy
   so.heartbeat = config_.heartbeat;
   so.tls = config_.tls;
   so.insecure = config_.insecure;
+  // Protected from the moment the backup holds a consistent image, i.e.
+  // acknowledges the sync's first checkpoint, not when it was sent. The ack
+  // callback or the end of initial_sync(), whichever sees that first, takes
+  // this one step (with im.mu held); true if it made the node protected.
+  auto enter_protected = [this, &im] {
+    im.sync_epoch = 0;
+    im.in_sync.store(true);
+    if (ownership_) ownership_->record_protected();
+    return state_.transition(PrimaryState::kProtected);
+  };
+  auto log_protected = [this, peer](uint64_t epoch) {
+    log_(fmt::format("backup {} in sync at epoch {}; the guest is protected", peer, epoch));
+  };
   SenderCallbacks cb;
-  cb.on_ack = [this, &im, peer](uint64_t epoch) {
+  cb.on_ack = [this, &im, enter_protected, log_protected](uint64_t epoch) {
     stats_.record_ack(epoch, Clock::now());
     if (im.proxy) im.proxy->on_ack(epoch);
-    // Protected from the moment the backup holds a consistent image, i.e.
-    // acknowledges the sync's first checkpoint, not when it was sent.
     bool now_protected = false;
     {
       std::lock_guard lock(im.mu);
       im.max_acked = std::max(im.max_acked, epoch);
-      if (im.sync_epoch != 0 && epoch >= im.sync_epoch) {
-        im.sync_epoch = 0;
-        im.in_sync.store(true);
-        now_protected = state_.transition(PrimaryState::kProtected);
-        if (ownership_) ownership_->record_protected();
-      }
+      if (im.sync_epoch != 0 && epoch >= im.sync_epoch) now_protected = enter_protected();
     }
-    if (now_protected) {
-      log_(fmt::format("backup {} in sync at epoch {}; the guest is protected", peer, epoch));
-    }
+    if (now_protected) log_protected(epoch);
   };
   cb.on_lost = [&im](const Status& why) {
     std::lock_guard lock(im.mu);
@@ -675,16 +678,12 @@ Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy
       std::lock_guard lock(im.mu);
       const uint64_t first = im.engine->last_epoch();
       if (im.max_acked >= first) {
-        im.in_sync.store(true);
-        if (ownership_) ownership_->record_protected();
-        if (state_.transition(PrimaryState::kProtected)) acked = im.max_acked;
+        if (enter_protected()) acked = im.max_acked;
       } else {
         im.sync_epoch = first;
       }
     }
-    if (acked != 0) {
-      log_(fmt::format("backup {} in sync at epoch {}; the guest is protected", peer, acked));
-    }
+    if (acked != 0) log_protected(acked);
     st = im.engine->run(stop_.flag());
   }
   if (auto gone = guest_gone()) return *gone;

@@ -141,6 +141,9 @@ class PrimaryNode {
 
   // Control-socket requests ("status", "status --json", "set NAME VALUE").
   std::string handle_control(const std::string& request);
+  // The members of `status --json` (what handle_control("status") replies
+  // with): role, state, peer, settings, statistics, output, witness.
+  boost::json::object status();
 
   // The pair's ownership (nullptr: none, this node owns). Call before run().
   void set_ownership(Ownership* ownership) { ownership_ = ownership; }

@@ -21,9 +21,7 @@ constexpr const char* kUsage = R"(usage:
   romulus backup  --listen ADDR:PORT [options] -- GUEST-COMMAND...
   romulus primary --backup ADDR:PORT|null [options] -- GUEST-COMMAND...
   romulus status [--json] [--control PATH]
-  romulus set interval 25ms | commit eager | min-gap 2ms | max-stopped-fraction 0.5 | cache 128M
-              | codec xbzrle | on-backup-loss stall | backup ADDR:PORT
-  romulus set tls reload        (re-read --tls-cert/--tls-key/--tls-ca; also SIGHUP)
+  romulus set NAME VALUE [--control PATH]   (e.g. set interval 25ms; set --help lists them)
   romulus failover [--control PATH]
   romulus --version
 
@@ -63,6 +61,20 @@ Result<Endpoint> endpoint(std::string_view option, const std::string& text) {
   auto ep = Endpoint::parse(text);
   if (!ep.is_ok()) return Status::invalid_argument(fmt::format("{} {}", option, ep.status().message()));
   return *ep;
+}
+
+// `romulus set --help`: the settings, from their one table.
+std::string set_help() {
+  std::string out =
+      "usage: romulus set NAME VALUE [--control PATH]\n\n"
+      "Changes a setting of the running node at --control (default: each node on this machine).\n"
+      "Durations and sizes are written as for the options (25ms, 128M).\n\n"
+      "settings:\n";
+  for (const auto& st : checkpoint::kRunTimeSettings) {
+    const std::string head = fmt::format("{} {}", st.name, st.value);
+    out += fmt::format("  {:<34} {}\n", head, checkpoint::describe(st));
+  }
+  return out;
 }
 
 }  // namespace
@@ -498,7 +510,7 @@ Result<Command> parse_command_line(int argc, const char* const* argv) {
     } else if (args[i] == "--json") {
       json = true;
     } else if (args[i] == "-h" || args[i] == "--help") {
-      return Command(HelpCommand{kUsage});
+      return Command(HelpCommand{sub == "set" ? set_help() : kUsage});
     } else {
       words.push_back(args[i]);
     }

@@ -6,19 +6,20 @@ The option lists in all three come from running the built `romulus`:
   romulus --help            the usage lines: the commands and their flags (SYNOPSIS)
   romulus primary --help    every option of a primary (Boost.Program_options' table)
   romulus backup --help     every option of a backup
+  romulus set --help        the settings `romulus set` changes at run time
 
 so a man page or a completion cannot name an option the binary lacks, or miss
 one it has (tests/package checks the installed files against --help again).
 What --help does not say is written here once: the prose of the man pages
-(dist/man/*.in) and the names `romulus set` accepts at run time (SETTINGS,
-checked against a running primary by tests/package/test_completion.py).
+(dist/man/*.in). The run-time settings come from `romulus set --help` (checked
+against a running primary by tests/package/test_completion.py).
 
   dist/generate.py --romulus build/release/cli/romulus --version 0.1.0 \
       --date 2026-12-05 --out DIR
 
 writes DIR/romulus.1, DIR/romulus.conf.5, their .gz (gzip -9n: no name, no
 time stamp, as Debian wants them) and DIR/romulus (the completion). Imported
-by the tests for parse_options() and SETTINGS. Standard library only.
+by the tests for parse_options() and read_help(). Standard library only.
 """
 
 import argparse
@@ -31,26 +32,37 @@ from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# `romulus set NAME VALUE` on a running primary (checkpoint/primary.cc), plus
-# `set tls reload` on either role (replica/takeover.cc). A setting that is also
-# a start-up option (interval, commit, ...) takes that option's values: its
-# choices come from the option's --help text. (name, VALUE placeholder, what it
-# changes, fixed choices when it is not an option)
-SETTINGS = [
-    ("interval", "DURATION", "the checkpoint interval (1ms to 60s)", None),
-    ("commit", "eager|interval", "when checkpoints start", None),
-    ("min-gap", "DURATION", "eager: shortest time from the end of a pause to the next", None),
-    ("max-stopped-fraction", "FRACTION",
-     "eager: the largest fraction of time pauses may stop the guest (0.01 to 1)", None),
-    ("cache", "SIZE", "the sender page cache", None),
-    ("codec", "runskip|xbzrle|none", "the page codec of the next checkpoints", None),
-    ("on-backup-loss", "continue|stall", "what the primary does without a backup", None),
-    ("backup", "ADDR:PORT",
-     "protect to another backup: the current one is dropped (it does not take over)", None),
-    ("tls", "reload",
-     "either role: re-read the TLS files (--tls-*, --witness-*) for new connections; "
-     "as SIGHUP does", ["reload"]),
-]
+# `romulus set NAME VALUE`: "  interval DURATION    the checkpoint interval (1ms to 60s)",
+# one line each in `romulus set --help` (the table is checkpoint/setting_ranges.h's).
+SETTING_RE = re.compile(r"^  (?P<name>[a-z][a-z0-9-]*) (?P<value>\S+)\s+(?P<what>\S.*)$")
+
+
+@dataclass
+class Setting:
+    name: str
+    value: str      # a placeholder (DURATION, SIZE, ADDR:PORT) or the choices a|b|c
+    what: str       # what it changes, with its range
+
+    def fixed_choices(self):
+        """The values it takes from a list ("eager|interval", "reload"), or []."""
+        return self.value.split("|") if self.value[:1].islower() else []
+
+
+def parse_settings(text):
+    """The settings of `romulus set --help`, in order. Raises ValueError if none."""
+    out, in_table = [], False
+    for line in text.splitlines():
+        if line.startswith("settings:"):
+            in_table = True
+        elif in_table and line.strip():
+            m = SETTING_RE.match(line)
+            if not m:
+                raise ValueError(f"a line of `romulus set --help` this parser does not know: {line!r}")
+            out.append(Setting(m.group("name"), m.group("value"), m.group("what")))
+    if not out:
+        raise ValueError("no setting found in `romulus set --help` (has its format changed?)")
+    return out
+
 
 # Options whose value is a file name (the completion offers files).
 FILE_OPTION_RE = re.compile(r"\(PEM\)|\bFILE\b|socket path|private key")
@@ -154,6 +166,7 @@ class Help:
     commands: list       # Command
     primary: list        # Option
     backup: list         # Option
+    settings: list       # Setting
 
     def role_options(self):
         """(name, takes_value, {role: help}) over both roles, in first-seen order."""
@@ -172,10 +185,10 @@ class Help:
 
     def setting_choices(self, name):
         """The values `romulus set NAME` takes from a fixed list, or []."""
-        for n, _placeholder, _what, fixed in SETTINGS:
-            if n == name:
-                if fixed:
-                    return fixed
+        for st in self.settings:
+            if st.name == name:
+                if st.fixed_choices():
+                    return st.fixed_choices()
                 o = self.option(name)
                 return o.choices() if o else []
         return []
@@ -192,7 +205,8 @@ def role_table(role_help, top_help):
 def read_help(romulus):
     top = run_help(romulus)
     return Help(parse_usage(top), parse_options(role_table(run_help(romulus, "primary"), top)),
-                parse_options(role_table(run_help(romulus, "backup"), top)))
+                parse_options(role_table(run_help(romulus, "backup"), top)),
+                parse_settings(run_help(romulus, "set")))
 
 
 # Options that make no sense in a config file (accepted by its parser all the same).
@@ -290,12 +304,12 @@ COMMAND_TEXT = {
 
 def man_settings(h):
     out = []
-    for name, placeholder, what, _fixed in SETTINGS:
-        choices = h.setting_choices(name)
-        value = "|".join(choices) if choices else placeholder
+    for st in h.settings:
+        choices = h.setting_choices(st.name)
+        value = "|".join(choices) if choices else st.value
         out.append(".TP")
-        out.append(f"\\fBset {roff(name)}\\fR \\fI{roff(value)}\\fR")
-        out.append(roff(what[:1].upper() + what[1:]) + ".")
+        out.append(f"\\fBset {roff(st.name)}\\fR \\fI{roff(value)}\\fR")
+        out.append(roff(st.what[:1].upper() + st.what[1:]) + ".")
     return "\n".join(out)
 
 
@@ -383,8 +397,8 @@ def completion(h):
         else:
             value_arms.append((f"--{o.name}", "words=''"))
     setting_arms = []
-    for name, *_ in SETTINGS:
-        setting_arms.append((name, f"values='{' '.join(h.setting_choices(name))}'"))
+    for st in h.settings:
+        setting_arms.append((st.name, f"values='{' '.join(h.setting_choices(st.name))}'"))
     commands = [c.name for c in h.commands]
     flags = {c.name: " ".join(c.flags) for c in h.commands}
     return fill(os.path.join(HERE, "bash-completion", "romulus.in"), {
@@ -396,7 +410,7 @@ def completion(h):
                                         if o.takes_value})),
         "STATUS_FLAGS": flags.get("status", ""),
         "FAILOVER_FLAGS": flags.get("failover", ""),
-        "SETTING_NAMES": " ".join(name for name, *_ in SETTINGS),
+        "SETTING_NAMES": " ".join(st.name for st in h.settings),
         "SETTING_ARMS": case_arms(setting_arms, 12),
     })
 

@@ -65,19 +65,8 @@ void report_states(Node& node, NodeHost& host, std::string role, State initial) 
   });
 }
 
-// The primary's status members. PrimaryNode gives its status only as reply
-// text (checkpoint/primary.h), so this is the one place that reads a reply
-// back; it goes once PrimaryNode offers its status as an object.
-Result<json::object> primary_status(checkpoint::PrimaryNode& node) {
-  const std::string reply = node.handle_control("status --json");
-  ROMULUS_ASSIGN_OR_RETURN(json::object o,
-                           common::parse_json_object(reply, "the primary's status"));
-  if (!o.contains("role")) {
-    const auto* error = o.if_contains("error");
-    return Status::corrupt(error && error->is_string() ? std::string(error->as_string()) : reply);
-  }
-  return o;
-}
+// The primary's status members.
+Result<json::object> primary_status(checkpoint::PrimaryNode& node) { return node.status(); }
 
 // The backup's status members, from its typed figures.
 Result<json::object> backup_status(BackupNode& node) {

@@ -6,12 +6,15 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "checkpoint/setting_ranges.h"
 #include "tests/support/status_matchers.h"
 
 namespace romulus::cli::options_test {
@@ -174,6 +177,30 @@ TEST(CliOptions, VersionAndHelp) {
   auto h = parse({"--help"});
   ASSERT_OK(h);
   EXPECT_NE(std::get<HelpCommand>(*h).text.find("romulus --version"), std::string::npos);
+}
+
+TEST(CliOptions, SetHelpListsEachSettingWithTheChoicesItsNodeAccepts) {
+  auto h = parse({"set", "--help"});
+  ASSERT_OK(h);
+  const std::string& text = std::get<HelpCommand>(*h).text;
+  // A setting whose value is a list of choices lists its enum's names, in order.
+  const std::map<std::string_view, std::string> choices = {
+      {"commit", enum_list(checkpoint::kCommitModeNames)},
+      {"codec", enum_list(protocol::kCodecNames)},
+      {"on-backup-loss", enum_list(checkpoint::kBackupLossNames)},
+      {"tls", "reload"}};
+  for (const auto& st : checkpoint::kRunTimeSettings) {
+    SCOPED_TRACE(std::string(st.name));
+    const std::string head = fmt::format("  {} {} ", st.name, st.value);
+    EXPECT_NE(text.find(head), std::string::npos) << text;
+    const bool is_choice = std::islower(static_cast<unsigned char>(st.value[0])) != 0;
+    if (is_choice) {
+      ASSERT_TRUE(choices.count(st.name)) << "a list of choices with no enum behind it";
+      EXPECT_EQ(st.value, choices.at(st.name));
+    }
+  }
+  EXPECT_NE(text.find("interval DURATION"), std::string::npos);
+  EXPECT_NE(text.find("(1ms to 60s)"), std::string::npos) << "the range, from kIntervalRange";
 }
 
 TEST(CliOptions, SetKeepsItsWordsForTheNode) {

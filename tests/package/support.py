@@ -4,7 +4,7 @@ that tells CTest when a whole file was skipped.
   SOURCE_DIR, DIST          the source tree and its dist/
   build_dir()               the build tree under test (ROMULUS_BUILD_DIR, else build/release)
   generated(name)           a file dist/generate.py wrote into that tree (man pages, completion)
-  generate                  dist/generate.py as a module (parse_options, SETTINGS, ...)
+  generate                  dist/generate.py as a module (parse_options, read_help, ...)
   harness                   tests/e2e/harness.py (Cluster, Pki, free_port, ...)
   main()                    unittest.main, exiting 77 (CTest's SKIP_RETURN_CODE here) when
                             every test of the file was skipped, so `ctest` says "Skipped"
