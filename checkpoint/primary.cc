@@ -205,8 +205,7 @@ json::object PrimaryNode::status() {
   json::object out = output_json();
   o["output"] = out.empty() ? json::value(nullptr) : json::value(std::move(out));
   o["primary"] = stats_to_json(s);
-  o["witness"] =
-      ownership_ ? json::value(ownership_->status(Clock::now())) : json::value(nullptr);
+  o["witness"] = ownership_ ? json::value(ownership_->status(Clock::now())) : json::value(nullptr);
   return o;
 }
 

@@ -340,22 +340,18 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
   if (given("lz4")) {
     ROMULUS_ASSIGN_OR_RETURN(e.encode.lz4, named("--lz4", protocol::kLz4Names, r.lz4));
   }
-  if (given("heartbeat")) {
-    ROMULUS_ASSIGN_OR_RETURN(auto hb, parse_duration(r.heartbeat));
-    o.heartbeat = ms(hb);
-  }
-  if (given("failover-timeout")) {
-    ROMULUS_ASSIGN_OR_RETURN(auto ft, parse_duration(r.failover_timeout));
-    o.failover_timeout = ms(ft);
-  }
-  if (given("gate-timeout")) {
-    ROMULUS_ASSIGN_OR_RETURN(auto gt, parse_duration(r.gate_timeout));
-    e.gate_timeout = ms(gt);
-  }
-  if (given("stats-period")) {
-    ROMULUS_ASSIGN_OR_RETURN(auto sp, parse_duration(r.stats_period));
-    o.stats_period = ms(sp);
-  }
+  // A duration option kept in whole milliseconds, if given.
+  auto ms_option = [&](const char* name, const std::string& text,
+                       std::chrono::milliseconds& out) -> Status {
+    if (!given(name)) return Status::ok();
+    ROMULUS_ASSIGN_OR_RETURN(auto d, parse_duration(text));
+    out = ms(d);
+    return Status::ok();
+  };
+  ROMULUS_RETURN_IF_ERROR(ms_option("heartbeat", r.heartbeat, o.heartbeat));
+  ROMULUS_RETURN_IF_ERROR(ms_option("failover-timeout", r.failover_timeout, o.failover_timeout));
+  ROMULUS_RETURN_IF_ERROR(ms_option("gate-timeout", r.gate_timeout, e.gate_timeout));
+  ROMULUS_RETURN_IF_ERROR(ms_option("stats-period", r.stats_period, o.stats_period));
   if (o.heartbeat.count() < 1) return Status::invalid_argument("--heartbeat must be at least 1ms");
   if (o.failover_timeout < 2 * o.heartbeat) {
     return Status::invalid_argument(
@@ -402,12 +398,9 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
     }
   }
   w.pair = r.pair;
-  if (given("lease-ttl")) {
-    ROMULUS_ASSIGN_OR_RETURN(auto ttl, parse_duration(r.lease_ttl));
-    w.lease_ttl = ms(ttl);
-    if (w.lease_ttl < std::chrono::seconds(1) || w.lease_ttl > std::chrono::minutes(5)) {
-      return Status::invalid_argument("--lease-ttl must be between 1s and 5m");
-    }
+  ROMULUS_RETURN_IF_ERROR(ms_option("lease-ttl", r.lease_ttl, w.lease_ttl));
+  if (w.lease_ttl < std::chrono::seconds(1) || w.lease_ttl > std::chrono::minutes(5)) {
+    return Status::invalid_argument("--lease-ttl must be between 1s and 5m");
   }
   w.node_id = r.node_id;
   n.link.cert = r.tls_cert;
