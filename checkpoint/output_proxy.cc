@@ -25,6 +25,10 @@ constexpr size_t kReadSize = 16 * 1024;
 // this size, so a pipelining client's replies go out in few writes.
 constexpr size_t kMaxCoalesce = 256 * 1024;
 constexpr size_t kLatencyWindow = 4096;
+// How long stats() from another thread waits for each worker to refresh its
+// held bytes: a worker does it at its next turn; a stopping or stuck one must
+// not hold up a status reply for long.
+constexpr std::chrono::seconds kHeldStatsWithin{1};
 }  // namespace
 
 // The sessions of one thread. With OutputProxyOptions::io_threads = 0 there
@@ -514,7 +518,7 @@ OutputProxyStats OutputProxy::stats() const {
         refresh_held_stats(w);
         done->set_value();
       });
-      fut.wait_for(std::chrono::seconds(1));
+      fut.wait_for(kHeldStatsWithin);
     }
   }
   OutputProxyStats s;
