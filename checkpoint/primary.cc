@@ -471,6 +471,7 @@ Status PrimaryNode::start_services() {
     po.guest_port = im.guest_port;
     po.buffering = im.buffering;
     po.io_threads = config_.proxy_threads;
+    po.log = log_;
     EpochEngine* engine = im.engine.get();
     im.proxy = std::make_unique<OutputProxy>(im.io, po, [engine] { return engine->open_epoch(); });
     // --commit eager: held output starts the next checkpoint.
