@@ -10,8 +10,6 @@ using std::chrono::microseconds;
 // Weight of the newest pause in the average: about the last 8 pauses count,
 // so one long pause does not stretch the gap for long, and a sustained rise does.
 constexpr double kPauseWeight = 1.0 / 8;
-// A timer checkpoint that started at most this late kept the cadence.
-constexpr auto kLateness = std::chrono::milliseconds(1);
 
 }  // namespace
 

@@ -52,6 +52,10 @@ class CommitTrigger {
 
   explicit CommitTrigger(CommitPolicy policy = {}) : policy_(policy) {}
 
+  // A timer checkpoint that began at most this long after it was due kept the
+  // cadence (was not stretched): a thread's usual wake-up delay is well inside it.
+  static constexpr std::chrono::milliseconds kLateness{1};
+
   // Settings may change between checkpoints (romulus set ...).
   void set_policy(const CommitPolicy& policy) { policy_ = policy; }
   const CommitPolicy& policy() const { return policy_; }

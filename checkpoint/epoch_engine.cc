@@ -21,6 +21,9 @@ int64_t micros(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
 }
 
+// An initial sync that has run this long logs its rounds and its end: a short
+// one (a small arena) stays quiet, a long one shows its progress.
+constexpr std::chrono::seconds kLogSyncAfter{1};
 // Pages per encoder slice at the least: below this, threads cost more than they save.
 constexpr size_t kMinPagesPerSlice = 64;
 // A checkpoint whose bytes fit in this is handed to the transport in one
@@ -345,7 +348,7 @@ Status EpochEngine::initial_sync() {
     sent += dirty;
     ++rounds;
     stats_.record_sync_progress(sent, page_count_, rounds, micros(Clock::now() - t_start));
-    if (options_.log && Clock::now() - t_start > std::chrono::seconds(1)) {
+    if (options_.log && Clock::now() - t_start > kLogSyncAfter) {
       options_.log(fmt::format("initial sync: round {} sent {} dirtied pages ({} pages in all)",
                                rounds - 1, dirty, sent));
     }
@@ -356,7 +359,7 @@ Status EpochEngine::initial_sync() {
   format_b_ = true;
   ROMULUS_RETURN_IF_ERROR(transport_->flush());
   const auto t_synced = Clock::now();
-  if (options_.log && t_synced - t_start > std::chrono::seconds(1)) {
+  if (options_.log && t_synced - t_start > kLogSyncAfter) {
     options_.log(fmt::format("initial sync: {} pages in {} rounds, {:.1f} s", sent, rounds,
                              static_cast<double>(micros(t_synced - t_start)) / 1e6));
   }
@@ -411,8 +414,8 @@ Status EpochEngine::run(const std::atomic<bool>& stop) {
     // The previous checkpoint must be sent (not acknowledged) first.
     ROMULUS_RETURN_IF_ERROR(guest_or(transport_->flush()));
     // Stretched: the previous checkpoint was still being written at the deadline.
-    stretched_ = due.why == CheckpointTrigger::kTimer &&
-                 Clock::now() > due.when + std::chrono::milliseconds(1);
+    stretched_ =
+        due.why == CheckpointTrigger::kTimer && Clock::now() > due.when + CommitTrigger::kLateness;
     ROMULUS_RETURN_IF_ERROR(checkpoint(due.why));
   }
   return Status::ok();

@@ -30,6 +30,12 @@ using guest::linux_abi::futex_wake;
 
 // How often blocking waits look up from their futex to check the guest is alive.
 constexpr std::chrono::milliseconds kLivenessSlice{50};
+// stop() waits on the pidfd this long at most at a time, then looks again
+// (and poll()'s int argument stays small, whatever the grace).
+constexpr std::chrono::milliseconds kExitPollSlice{1000};
+// Without a pidfd, stop() sleeps this long between looks for the guest's
+// exit: an exit is seen soon, and the wait costs little.
+constexpr std::chrono::milliseconds kExitSleepSlice{10};
 
 std::string describe_duration(std::chrono::milliseconds d) {
   if (d.count() % 1000 == 0) return std::to_string(d.count() / 1000) + " s";
@@ -238,7 +244,7 @@ GuestProcess::~GuestProcess() { release(); }
 
 void GuestProcess::release() {
   if (pid_ > 0 && !exit_status_) {
-    Status ignored = stop(std::chrono::milliseconds(2000));
+    Status ignored = stop(kStopGrace);
     (void)ignored;
   }
   if (pidfd_ >= 0) close(pidfd_);
@@ -404,9 +410,9 @@ Status GuestProcess::stop(std::chrono::milliseconds grace) {
     if (remaining.count() <= 0) break;
     if (pidfd_ >= 0) {
       struct pollfd p = {pidfd_, POLLIN, 0};
-      poll(&p, 1, static_cast<int>(std::min<int64_t>(remaining.count(), 1000)));
+      poll(&p, 1, static_cast<int>(std::min<int64_t>(remaining.count(), kExitPollSlice.count())));
     } else {
-      std::this_thread::sleep_for(std::min(remaining, std::chrono::milliseconds(10)));
+      std::this_thread::sleep_for(std::min(remaining, kExitSleepSlice));
     }
   }
   if (!exit_status_) {

@@ -14,7 +14,7 @@
 // Threading: one owner thread calls every method. PR_SET_PDEATHSIG fires when the
 // *thread* that called start() exits, so call start() from a thread that lives as
 // long as the supervisor (normally the main thread). Move-only; the destructor
-// stops a still-running guest (stop() with a 2 s grace).
+// stops a still-running guest (stop() with kStopGrace).
 #pragma once
 
 #include <sys/types.h>
@@ -89,6 +89,9 @@ class GuestProcess {
 
   // SIGTERM (and SIGCONT if paused), up to `grace` to exit, then SIGKILL; reaps.
   Status stop(std::chrono::milliseconds grace);
+  // The grace of a supervisor's own stop (and of the destructor): time for a
+  // guest to exit cleanly on SIGTERM, short enough not to hold up a shutdown.
+  static constexpr std::chrono::milliseconds kStopGrace{2000};
 
  private:
   GuestProcess(pid_t pid, int pidfd, common::SharedMemory control_map)

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "checkpoint/proxy_state.h"
 #include "common/net.h"
 
 namespace romulus::checkpoint {
@@ -25,6 +26,10 @@ constexpr size_t kReadSize = 16 * 1024;
 // this size, so a pipelining client's replies go out in few writes.
 constexpr size_t kMaxCoalesce = 256 * 1024;
 constexpr size_t kLatencyWindow = 4096;
+// How long stats() from another thread waits for each worker to refresh its
+// held bytes: a worker does it at its next turn; a stopping or stuck one must
+// not hold up a status reply for long.
+constexpr std::chrono::seconds kHeldStatsWithin{1};
 }  // namespace
 
 // The sessions of one thread. With OutputProxyOptions::io_threads = 0 there
@@ -51,17 +56,23 @@ struct ProxyWorker {
 };
 
 // One client connection and its twin connection to the guest; lives on one
-// worker's thread.
+// worker's thread. Its two directions' states are drawn in
+// checkpoint/proxy_state.h.
 class ProxySession : public std::enable_shared_from_this<ProxySession> {
  public:
   ProxySession(OutputProxy& proxy, ProxyWorker& worker, tcp::socket client)
-      : proxy_(proxy), worker_(worker), client_(std::move(client)), guest_(worker.io) {}
+      : proxy_(proxy),
+        worker_(worker),
+        client_(std::move(client)),
+        guest_(worker.io),
+        guest_to_client_(GuestToClientState::kReading, bug_log(proxy)),
+        client_to_guest_(ClientToGuestState::kOpen, bug_log(proxy)) {}
 
   void start() {
     auto self = shared_from_this();
     const tcp::endpoint guest_ep(asio::ip::address_v4::loopback(), proxy_.options_.guest_port);
     guest_.async_connect(guest_ep, [this, self](boost::system::error_code ec) {
-      if (ec || closed_) {
+      if (ec || closed()) {
         close_all();  // the guest is not serving (yet): the client retries
         return;
       }
@@ -108,9 +119,12 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
     return held_.front().read_at;
   }
 
+  bool closed() const { return guest_to_client_.state() == GuestToClientState::kClosed; }
+
   void close_all() {
-    if (closed_) return;
-    closed_ = true;
+    if (closed()) return;
+    guest_to_client_.transition(GuestToClientState::kClosed);
+    client_to_guest_.transition(ClientToGuestState::kClosed);
     boost::system::error_code ec;
     client_.close(ec);
     guest_.close(ec);
@@ -120,6 +134,14 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
   }
 
  private:
+  // The state machines' log: written to only for an illegal transition (a
+  // bug), never on the legal paths.
+  static std::function<void(const std::string&)> bug_log(OutputProxy& proxy) {
+    return [&proxy](const std::string& line) {
+      if (proxy.options_.log) proxy.options_.log(line);
+    };
+  }
+
   struct Held {
     std::vector<uint8_t> bytes;  // empty = the guest closed its side
     uint64_t epoch;
@@ -128,15 +150,16 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
 
   // Output is held: the next ack must visit this session.
   void note_holding() {
-    if (in_holding_ || closed_) return;
+    if (in_holding_ || closed()) return;
     in_holding_ = true;
     worker_.holding.push_back(shared_from_this());
   }
 
   // Back-pressure lifted: read from the guest again.
   void resume_guest_reads() {
-    if (guest_read_paused_ && buffered_bytes_ < proxy_.options_.max_held_bytes) {
-      guest_read_paused_ = false;
+    if (guest_to_client_.state() == GuestToClientState::kPaused &&
+        buffered_bytes_ < proxy_.options_.max_held_bytes) {
+      guest_to_client_.transition(GuestToClientState::kReading);
       do_read_guest();
     }
   }
@@ -155,13 +178,16 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
     auto self = shared_from_this();
     client_.async_read_some(
         asio::buffer(from_client_), [this, self](boost::system::error_code ec, size_t n) {
-          if (closed_) return;
+          if (closed()) return;
           if (ec) {
             // The client is done sending: pass the half-close on to the guest.
             boost::system::error_code ignored;
             guest_.shutdown(tcp::socket::shutdown_send, ignored);
-            client_done_ = true;
-            if (guest_done_ && held_.empty() && to_client_.empty()) close_all();
+            client_to_guest_.transition(ClientToGuestState::kClientEnded);
+            if (guest_to_client_.state() == GuestToClientState::kGuestEnded && held_.empty() &&
+                to_client_.empty()) {
+              close_all();
+            }
             return;
           }
           proxy_.bytes_to_guest_.fetch_add(n, std::memory_order_relaxed);
@@ -173,7 +199,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
           if (*w == n) return do_read_client();
           asio::async_write(guest_, asio::buffer(from_client_.data() + *w, n - *w),
                             [this, self](boost::system::error_code wec, size_t) {
-                              if (closed_) return;
+                              if (closed()) return;
                               if (wec) return close_all();
                               do_read_client();
                             });
@@ -181,21 +207,21 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
   }
 
   void do_read_guest() {
-    if (guest_done_ || closed_) return;
+    if (guest_to_client_.state() != GuestToClientState::kReading) return;
     if (buffered_bytes_ >= proxy_.options_.max_held_bytes) {
-      guest_read_paused_ = true;
+      guest_to_client_.transition(GuestToClientState::kPaused);
       return;
     }
     auto self = shared_from_this();
     guest_.async_read_some(
         asio::buffer(from_guest_), [this, self](boost::system::error_code ec, size_t n) {
-          if (closed_) return;
+          if (closed()) return;
           const bool buffering = proxy_.buffering_.load(std::memory_order_acquire);
           // Tag with the epoch open now: released when that epoch is acked.
           const uint64_t epoch = buffering ? proxy_.open_epoch_() : 0;
           const auto now = Clock::now();
           if (ec) {
-            guest_done_ = true;
+            guest_to_client_.transition(GuestToClientState::kGuestEnded);
             held_.push_back(Held{{}, epoch, now});  // the close is output too
           } else if (!buffering && held_.empty() && to_client_.empty() && !writing_client_ &&
                      (!proxy_.gate_ || proxy_.gate_(now, false))) {
@@ -233,7 +259,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
     auto self = shared_from_this();
     asio::async_write(client_, asio::buffer(from_guest_.data() + *w, n - *w),
                       [this, self](boost::system::error_code ec, size_t m) {
-                        if (closed_) return;
+                        if (closed()) return;
                         if (ec) return close_all();
                         proxy_.bytes_released_.fetch_add(m, std::memory_order_relaxed);
                         writing_client_ = false;
@@ -242,7 +268,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
   }
 
   void do_write_client() {
-    if (to_client_.empty() || closed_) {
+    if (to_client_.empty() || closed()) {
       writing_client_ = false;
       return;
     }
@@ -253,13 +279,13 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
       client_.shutdown(tcp::socket::shutdown_send, ignored);
       to_client_.clear();
       writing_client_ = false;
-      if (client_done_) close_all();
+      if (client_to_guest_.state() == ClientToGuestState::kClientEnded) close_all();
       return;
     }
     auto self = shared_from_this();
     asio::async_write(client_, asio::buffer(to_client_.front().bytes),
                       [this, self](boost::system::error_code ec, size_t n) {
-                        if (closed_) return;
+                        if (closed()) return;
                         if (ec) {
                           close_all();
                           return;
@@ -296,11 +322,14 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
   std::deque<Held> held_, to_client_;
   std::vector<std::vector<uint8_t>> spare_;
   size_t buffered_bytes_ = 0;  // in held_ and to_client_
+  common::StateMachine<GuestToClientState> guest_to_client_;
+  common::StateMachine<ClientToGuestState> client_to_guest_;
+  // Not connection states, so flags beside the drawn ones: a write to the
+  // client is in flight (Asio's one write at a time, in any state but
+  // closed), and this session is on worker_.holding (the worker's list,
+  // which the worker's walk empties).
   bool writing_client_ = false;
-  bool guest_read_paused_ = false;
-  bool guest_done_ = false, client_done_ = false;
-  bool in_holding_ = false;  // in worker_.holding
-  bool closed_ = false;
+  bool in_holding_ = false;
 };
 
 OutputProxy::OutputProxy(asio::io_context& io, OutputProxyOptions options,
@@ -514,7 +543,7 @@ OutputProxyStats OutputProxy::stats() const {
         refresh_held_stats(w);
         done->set_value();
       });
-      fut.wait_for(std::chrono::seconds(1));
+      fut.wait_for(kHeldStatsWithin);
     }
   }
   OutputProxyStats s;

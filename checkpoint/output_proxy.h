@@ -70,6 +70,9 @@ struct OutputProxyOptions {
   // Threads of the proxy's own for the sessions; 0: sessions run on the
   // io_context given to OutputProxy (and its caller's thread).
   unsigned io_threads = 0;
+  // Where a session's refused (illegal) state transition is reported, a bug
+  // (checkpoint/proxy_state.h); may be empty.
+  std::function<void(const std::string&)> log;
 };
 
 struct OutputProxyStats {

@@ -29,6 +29,21 @@ using common::json_ok;
 
 namespace {
 
+// How long a started guest has to call attach(): ample for a slow start
+// (loading, opening its files), bounded so a guest that never attaches fails
+// the start instead of hanging it.
+constexpr std::chrono::seconds kAttachWithin{10};
+// While fenced, how often the node looks again whether it may run: the guest
+// runs again within this of the lease coming back.
+constexpr std::chrono::milliseconds kFencedRecheck{100};
+// With a witness, output release intervals are logged this often: the
+// evidence that two nodes never release at once, in few lines.
+constexpr std::chrono::seconds kReleaseLogEvery{1};
+// How long a GOODBYE (and what is queued before it) may take to reach the
+// backup before the link closes: milliseconds on a healthy link, and a stuck
+// one must not hold up the stop.
+constexpr std::chrono::seconds kGoodbyeWithin{1};
+
 // A control request's number: decimal digits only, no sign, no unit, no overflow.
 std::optional<int64_t> whole_number(std::string_view text) {
   int64_t v = 0;
@@ -365,7 +380,7 @@ Status PrimaryNode::wait_while_fenced() {
         if (ps.code() == StatusCode::kAborted) return ps;
       }
     }
-    stop_.wait_for(std::chrono::milliseconds(100));
+    stop_.wait_for(kFencedRecheck);
   }
   if (fenced && !stop_.stop_requested()) {
     log_("ownership of the pair confirmed: the guest runs again");
@@ -417,7 +432,7 @@ Status PrimaryNode::start_guest() {
   }
   ROMULUS_ASSIGN_OR_RETURN(auto guest, GuestProcess::start(spec));
   im.guest.emplace(std::move(guest));
-  ROMULUS_RETURN_IF_ERROR(im.guest->wait_attached(std::chrono::seconds(10)));
+  ROMULUS_RETURN_IF_ERROR(im.guest->wait_attached(kAttachWithin));
   // At once: a uffd-sync guest blocks on its first write until this exists.
   ROMULUS_ASSIGN_OR_RETURN(im.tracker,
                            make_tracker(decision, *im.guest, im.arena->data(), im.arena->size()));
@@ -456,6 +471,7 @@ Status PrimaryNode::start_services() {
     po.guest_port = im.guest_port;
     po.buffering = im.buffering;
     po.io_threads = config_.proxy_threads;
+    po.log = log_;
     EpochEngine* engine = im.engine.get();
     im.proxy = std::make_unique<OutputProxy>(im.io, po, [engine] { return engine->open_epoch(); });
     // --commit eager: held output starts the next checkpoint.
@@ -479,7 +495,7 @@ Status PrimaryNode::start_services() {
   if (ownership_ && im.proxy) {
     // When output left, once a second: the evidence that two nodes never
     // release at once (each line names the lease deadline it relied on).
-    im.release_timer.emplace(im.io, std::chrono::seconds(1), [this] { log_release_interval(); });
+    im.release_timer.emplace(im.io, kReleaseLogEvery, [this] { log_release_interval(); });
   }
   if (config_.stats_period.count() > 0) {
     im.stats_timer.emplace(im.io, config_.stats_period, [this] {
@@ -502,7 +518,7 @@ std::optional<Status> PrimaryNode::guest_gone() {
   const bool clean = ws && WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0;
   if (im.sender && !im.sender->broken()) {
     if (clean) {
-      im.sender->goodbye(std::chrono::seconds(1));
+      im.sender->goodbye(kGoodbyeWithin);
     } else {
       im.sender->close();
     }
@@ -721,9 +737,9 @@ void PrimaryNode::shut_down() {
   state_.transition(PrimaryState::kStopping);
   if (im.proxy) im.proxy->stop();
   // A requested stop: tell the backup it need not take over, then stop the guest.
-  if (im.sender && !im.sender->broken()) im.sender->goodbye(std::chrono::seconds(1));
+  if (im.sender && !im.sender->broken()) im.sender->goodbye(kGoodbyeWithin);
   if (im.guest) {
-    Status st = im.guest->stop(std::chrono::seconds(2));
+    Status st = im.guest->stop(GuestProcess::kStopGrace);
     if (!st.is_ok()) log_(st.message());
   }
 }

@@ -12,6 +12,17 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
+namespace {
+
+// The liveness timer's shortest period, whatever the heartbeat: half of a
+// 1 ms heartbeat would be a 0 ms timer, a busy loop.
+constexpr std::chrono::milliseconds kMinLivenessCheck{1};
+// How long drop() and close() wait for the io thread to carry them out: it
+// takes a moment; a stuck io thread must not hold the caller for ever.
+constexpr std::chrono::seconds kIoThreadWithin{2};
+
+}  // namespace
+
 TcpSender::TcpSender(asio::io_context& io, SenderOptions options, SenderCallbacks callbacks)
     : io_(io), liveness_timer_(io), options_(options), callbacks_(std::move(callbacks)) {}
 
@@ -204,7 +215,7 @@ void TcpSender::check_liveness() {
   auto self = shared_from_this();
   // Half the heartbeat period, so an idle wire never goes longer than one
   // period and a half without a heartbeat.
-  liveness_timer_.expires_after(std::max(std::chrono::milliseconds(1), options_.heartbeat / 2));
+  liveness_timer_.expires_after(std::max(kMinLivenessCheck, options_.heartbeat / 2));
   liveness_timer_.async_wait([this, self](boost::system::error_code ec) {
     if (ec || broken_.load()) return;
     // Heartbeat from this thread whenever the wire was idle for a period, so
@@ -364,7 +375,7 @@ void TcpSender::drop() {
     self->fail(Status::aborted("dropped"), /*say_dropped=*/true);
     done.set_value();
   });
-  fut.wait_for(std::chrono::seconds(2));
+  fut.wait_for(kIoThreadWithin);
 }
 
 void TcpSender::close() {
@@ -387,7 +398,7 @@ void TcpSender::close() {
     self->fail(Status::aborted("closed"));
     done.set_value();
   });
-  fut.wait_for(std::chrono::seconds(2));
+  fut.wait_for(kIoThreadWithin);
 }
 
 }  // namespace romulus::checkpoint

@@ -62,6 +62,11 @@ void touch_pages(uint8_t* base, size_t first, size_t count, size_t step, uint64_
 
 constexpr size_t kRepeats = 3;
 
+// How long the sync probe's first write may stay blocked: a resolved fault
+// takes microseconds, so this long means faults are not resolved; bounded so
+// that start-up reports it instead of hanging.
+constexpr std::chrono::seconds kFirstFaultWithin{2};
+
 // Async write-protect: fault cost per first write, PAGEMAP_SCAN cost per GiB.
 Status measure_async(Measurements& m) {
   constexpr size_t kBytes = 32u << 20;
@@ -118,7 +123,7 @@ Status measure_sync(Measurements& m) {
   // resolved, this thread must not be the one blocked.
   uint8_t* base = a.mem.data();
   auto probe = std::async(std::launch::async, [base] { touch_pages(base, 0, 1, 1, 1); });
-  if (probe.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
+  if (probe.wait_for(kFirstFaultWithin) != std::future_status::ready) {
     t.reset();  // lifts every protection: the writer finishes
     probe.wait();
     return Status::unsupported("synchronous write-protect faults were not resolved");

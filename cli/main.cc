@@ -85,9 +85,6 @@ replica::NodeSettings to_node_settings(const cli::NodeOptions& o) {
   replica::NodeSettings s;
   s.primary = o.primary;
   s.listen = o.listen;
-  s.backup.memory_bytes = o.primary.memory_bytes;
-  s.backup.heartbeat = o.primary.heartbeat;
-  s.backup.failover_timeout = o.primary.failover_timeout;
   if (o.witness.enabled()) {
     s.witness.url = o.witness.url;
     s.witness.pair = o.witness.pair;

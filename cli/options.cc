@@ -3,6 +3,7 @@
 #include "checkpoint/setting_ranges.h"
 #include "common/tls.h"
 #include "common/units.h"
+#include "witness/ownership.h"
 
 #include <fmt/format.h>
 
@@ -16,6 +17,12 @@ namespace romulus::cli {
 namespace po = boost::program_options;
 
 namespace {
+
+// --heartbeat's floor: it is kept in whole milliseconds, and 0 would be no heartbeat.
+constexpr std::chrono::milliseconds kMinHeartbeat{1};
+// --lease-ttl's ceiling (its floor is the witness's, witness::kMinTtl): a
+// longer lease would keep a pair whose owner died from failing over for minutes.
+constexpr std::chrono::minutes kMaxLeaseTtl{5};
 
 constexpr const char* kUsage = R"(usage:
   romulus backup  --listen ADDR:PORT [options] -- GUEST-COMMAND...
@@ -352,7 +359,10 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
   ROMULUS_RETURN_IF_ERROR(ms_option("failover-timeout", r.failover_timeout, o.failover_timeout));
   ROMULUS_RETURN_IF_ERROR(ms_option("gate-timeout", r.gate_timeout, e.gate_timeout));
   ROMULUS_RETURN_IF_ERROR(ms_option("stats-period", r.stats_period, o.stats_period));
-  if (o.heartbeat.count() < 1) return Status::invalid_argument("--heartbeat must be at least 1ms");
+  if (o.heartbeat < kMinHeartbeat) {
+    return Status::invalid_argument(
+        fmt::format("--heartbeat must be at least {}ms", kMinHeartbeat.count()));
+  }
   if (o.failover_timeout < 2 * o.heartbeat) {
     return Status::invalid_argument(
         fmt::format("--failover-timeout ({} ms) must be at least twice --heartbeat ({} ms)",
@@ -399,8 +409,9 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
   }
   w.pair = r.pair;
   ROMULUS_RETURN_IF_ERROR(ms_option("lease-ttl", r.lease_ttl, w.lease_ttl));
-  if (w.lease_ttl < std::chrono::seconds(1) || w.lease_ttl > std::chrono::minutes(5)) {
-    return Status::invalid_argument("--lease-ttl must be between 1s and 5m");
+  if (w.lease_ttl < witness::kMinTtl || w.lease_ttl > kMaxLeaseTtl) {
+    return Status::invalid_argument(fmt::format("--lease-ttl must be between {}s and {}m",
+                                                witness::kMinTtl.count(), kMaxLeaseTtl.count()));
   }
   w.node_id = r.node_id;
   n.link.cert = r.tls_cert;

@@ -15,6 +15,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// How long start() waits for a node already on the socket to answer a ping:
+// a live node answers at once; silence this long means the socket is stale.
+constexpr std::chrono::seconds kLivePingWithin{1};
+
 // One request line in, one reply line out; closed after kRequestTimeout.
 class ControlSession : public std::enable_shared_from_this<ControlSession> {
  public:
@@ -92,7 +96,7 @@ Status ControlServer::start() {
   if (!dir.empty()) std::filesystem::create_directories(dir, fec);
   if (std::filesystem::exists(path_)) {
     // A live node answers; a stale socket from a dead one is replaced.
-    if (control_request(path_, "ping", std::chrono::seconds(1)).is_ok()) {
+    if (control_request(path_, "ping", kLivePingWithin).is_ok()) {
       return Status::invalid_argument(fmt::format(
           "control socket {} is in use by another romulus node; pass --control PATH", path_));
     }

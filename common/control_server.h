@@ -63,9 +63,13 @@ class ControlServer {
   Handler handler_;
 };
 
+// How long the CLI waits for a node's reply: over the 2 s a busy backup takes
+// to give up on its own thread (kAnswerWithin), so that node's error arrives.
+inline constexpr std::chrono::seconds kControlReplyWithin{5};
+
 // Client side: sends one request and returns the reply line, or an error if
 // nothing listens at `path` or no reply came within `timeout`.
 Result<std::string> control_request(const std::string& path, const std::string& request,
-                                    std::chrono::milliseconds timeout = std::chrono::seconds(5));
+                                    std::chrono::milliseconds timeout = kControlReplyWithin);
 
 }  // namespace romulus::common

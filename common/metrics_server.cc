@@ -17,6 +17,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// After a failed accept (out of descriptors and the like), wait this long
+// before the next: long enough not to spin, short enough to serve soon after.
+constexpr std::chrono::milliseconds kAcceptRetry{100};
+
 // One client connection: read a request (bounded, with a deadline), answer
 // it, and read the next one while the client keeps the connection alive.
 class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
@@ -182,7 +186,7 @@ void MetricsServer::do_accept() {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (ec) {
       // Out of descriptors and the like: try again shortly instead of spinning.
-      auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+      auto t = std::make_shared<asio::steady_timer>(io_, kAcceptRetry);
       t->async_wait([this, t](boost::system::error_code) { do_accept(); });
       note_misbehaviour(fmt::format("accept failed: {}", ec.message()));
       return;

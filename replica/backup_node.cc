@@ -40,7 +40,19 @@ uint64_t now_ns() {
 // How long a request from another thread (control socket, metrics) waits
 // for the node's own thread to answer, and what it says when it does not.
 constexpr std::chrono::seconds kAnswerWithin{2};
-constexpr std::string_view kNoAnswer = "the backup did not answer within 2 s (busy or stopping)";
+std::string no_answer() {
+  return fmt::format("the backup did not answer within {} s (busy or stopping)",
+                     kAnswerWithin.count());
+}
+
+// The handshake timeout is half the failover timeout, but at least this
+// (a hello over a slow link still arrives in time)...
+constexpr std::chrono::milliseconds kHandshakeAtLeast{100};
+// ...and at most this (a lost hello is noticed soon, the primary reconnects).
+constexpr std::chrono::milliseconds kHandshakeAtMost{1000};
+// While a takeover waits on its gate, "not taking over yet" is logged at
+// most this often: the reason stays in view without flooding the log.
+constexpr std::chrono::milliseconds kGateWaitLogEvery{500};
 
 // The --memory value for an arena of `bytes` ("256M", "12K").
 std::string memory_option(uint64_t bytes) {
@@ -138,9 +150,8 @@ struct BackupNode::Impl {
   // well inside the failover timeout, so that a primary whose hello was lost
   // or damaged can reconnect before this backup gives up on it.
   std::chrono::milliseconds handshake_timeout() const {
-    return std::clamp<std::chrono::milliseconds>(config.failover_timeout / 2,
-                                                 std::chrono::milliseconds(100),
-                                                 std::chrono::milliseconds(1000));
+    return std::clamp<std::chrono::milliseconds>(config.failover_timeout / 2, kHandshakeAtLeast,
+                                                 kHandshakeAtMost);
   }
 
   void do_accept();
@@ -514,7 +525,7 @@ void BackupNode::Impl::poll_gate() {
     case TakeoverGate::Verdict::kWaiting:
       if (Clock::now() >= next_wait_log) {
         log(fmt::format("not taking over yet: {}", detail));
-        next_wait_log = Clock::now() + std::chrono::milliseconds(500);
+        next_wait_log = Clock::now() + kGateWaitLogEvery;
       }
       return;
   }
@@ -645,7 +656,7 @@ std::string BackupNode::handle_control(const std::string& request) {
       answer->set_value(json_error(fmt::format("unknown request '{}'", request)));
     }
   });
-  if (result.wait_for(kAnswerWithin) != std::future_status::ready) return json_error(kNoAnswer);
+  if (result.wait_for(kAnswerWithin) != std::future_status::ready) return json_error(no_answer());
   return result.get();
 }
 
@@ -655,7 +666,7 @@ Result<BackupMetrics> BackupNode::metrics() {
   auto result = answer->get_future();
   asio::post(im.io, [&im, answer] { answer->set_value(im.metrics()); });
   if (result.wait_for(kAnswerWithin) != std::future_status::ready) {
-    return Status::unavailable(std::string(kNoAnswer));
+    return Status::unavailable(no_answer());
   }
   return result.get();
 }

@@ -46,8 +46,7 @@ LinkSecurity::LinkSecurity(std::function<void(const std::string&)> log) : log_(s
 Status LinkSecurity::start(NodeSettings& s) {
   if (s.tls.enabled()) {
     ROMULUS_ASSIGN_OR_RETURN(tls_, common::TlsIdentity::load(s.tls));
-    s.primary.tls = tls_;
-    s.backup.tls = tls_;
+    s.primary.tls = tls_;  // both roles' (NodeSettings::backup_config())
     mode_ = "mutual TLS 1.3";
     log_(fmt::format("replication link: mutual TLS 1.3; this node's {}", tls_->describe()));
     return Status::ok();

@@ -147,9 +147,7 @@ void run_backup(Process& p, RoleLoop& roles, std::optional<Activation>& activati
     roles.backup_ended(Status::invalid_argument("--listen ADDR:PORT is required for a backup"));
     return;
   }
-  BackupConfig bc = p.settings.backup;
-  bc.listen = *p.settings.listen;
-  BackupNode node(bc, host.log);
+  BackupNode node(p.settings.backup_config(), host.log);
   report_states(node, host, "backup", BackupState::kNoImage);
   if (p.witness) node.set_takeover_gate(p.witness);
   if (host.control) {
@@ -228,6 +226,16 @@ void warn_if_plain_witness(const WitnessSettings& w, NodeHost& host) {
 }
 
 }  // namespace
+
+BackupConfig NodeSettings::backup_config() const {
+  BackupConfig c;
+  c.listen = *listen;
+  c.memory_bytes = primary.memory_bytes;
+  c.heartbeat = primary.heartbeat;
+  c.failover_timeout = primary.failover_timeout;
+  c.tls = primary.tls;
+  return c;
+}
 
 Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
   LinkSecurity security(host.log);

@@ -96,7 +96,6 @@ struct NodeSettings {
   // This node's own replication address (where it listens as a backup):
   // required for a backup; for a primary, only to rejoin as a backup.
   std::optional<common::Endpoint> listen;
-  BackupConfig backup;  // listen address filled from `listen`
   // The other node's replication address, protected to after a takeover
   // (--reprotect); a primary's is primary.backup.
   std::optional<common::Endpoint> peer_after_takeover;
@@ -107,6 +106,12 @@ struct NodeSettings {
   // reload`), or plaintext: on loopback, or anywhere with `insecure`.
   common::TlsFiles tls;
   bool insecure = false;
+
+  // The backup role's config, made here and nowhere else: it listens on
+  // `listen` (set: a backup requires it), and its arena size, heartbeat,
+  // failover timeout and link identity are the node's, kept in `primary`
+  // (one --memory, --heartbeat, --failover-timeout for both roles).
+  BackupConfig backup_config() const;
 };
 
 // Runs the node until a requested stop (OK), the guest's exit (aborted with

@@ -14,7 +14,13 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
+// When nothing is due (or a request is in flight), the next tick is asked for
+// this far ahead, meaning "not until something happens" (LeaseKeeper caps each
+// wait at its own kMaxWait anyway).
 constexpr Duration kFar = std::chrono::hours(1);
+// retry_interval's floor: with a short TTL, TTL/20 would retry the witness
+// faster than a request round trip is worth.
+constexpr Duration kMinRetry = milliseconds(50);
 
 bool legal(OwnershipState from, OwnershipState to) {
   using S = OwnershipState;
@@ -102,7 +108,7 @@ Duration safety_margin(seconds ttl) {
 Duration renew_interval(seconds ttl) { return std::chrono::duration_cast<Duration>(ttl) / 3; }
 
 Duration retry_interval(seconds ttl) {
-  return std::max<Duration>(milliseconds(50), std::chrono::duration_cast<Duration>(ttl) / 20);
+  return std::max<Duration>(kMinRetry, std::chrono::duration_cast<Duration>(ttl) / 20);
 }
 
 Status check_config(const OwnershipConfig& c) {
