@@ -368,12 +368,14 @@ void TcpSender::drop() {
   if (broken_.load()) return;
   auto self = weak_from_this().lock();
   if (!self) return close();
-  std::promise<void> done;
-  auto fut = done.get_future();
-  asio::post(io_, [self, &done] {
+  // Shared with the handler: if the wait below runs out, the handler may
+  // still run later and must not set a promise that has left this frame.
+  auto done = std::make_shared<std::promise<void>>();
+  auto fut = done->get_future();
+  asio::post(io_, [self, done] {
     self->lost_reported_ = true;  // a requested drop is not a loss
     self->fail(Status::aborted("dropped"), /*say_dropped=*/true);
-    done.set_value();
+    done->set_value();
   });
   fut.wait_for(kIoThreadWithin);
 }
@@ -391,12 +393,14 @@ void TcpSender::close() {
     fail(Status::aborted("closed"));
     return;
   }
-  std::promise<void> done;
-  auto fut = done.get_future();
-  asio::post(io_, [self, &done] {
+  // Shared with the handler: if the wait below runs out, the handler may
+  // still run later and must not set a promise that has left this frame.
+  auto done = std::make_shared<std::promise<void>>();
+  auto fut = done->get_future();
+  asio::post(io_, [self, done] {
     self->lost_reported_ = true;  // a requested close is not a loss
     self->fail(Status::aborted("closed"));
-    done.set_value();
+    done->set_value();
   });
   fut.wait_for(kIoThreadWithin);
 }
