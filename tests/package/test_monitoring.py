@@ -187,12 +187,19 @@ class MonitoringTest(unittest.TestCase):
             url = f"http://127.0.0.1:{web}/api/v1/{path}"
             if params:
                 url += "?" + urllib.parse.urlencode(params)
+            # An HTTP error with a JSON body is Prometheus's answer (a bad query:
+            # the caller fails on it); one without is Prometheus not ready yet
+            # (a plain-text 503 while it starts, slow on a loaded machine).
             try:
                 with urllib.request.urlopen(url, timeout=5) as r:
-                    return json.loads(r.read().decode())
+                    body = r.read()
             except urllib.error.HTTPError as e:
-                return json.loads(e.read().decode())
-            except (OSError, ValueError):
+                body = e.read()
+            except OSError:
+                return None
+            try:
+                return json.loads(body.decode())
+            except ValueError:
                 return None
         deadline = max(harness.DEADLINE, 60)
         logs = lambda: f"{prom.text()}\n{self.cluster.logs()}"  # noqa: E731
