@@ -18,10 +18,11 @@
 #include "checkpoint/primary.h"
 #include "checkpoint/tracker_kind.h"
 #include "common/endpoint.h"
+#include "common/status.h"
 #include "protocol/checkpoint_writer.h"
 #include "protocol/page.h"
-#include "common/status.h"
 #include "witness/etcd_client.h"
+#include "witness/witness.h"
 
 namespace romulus::cli {
 
@@ -31,7 +32,7 @@ using common::Endpoint;
 struct WitnessOptions {
   witness::etcd::EtcdUrl url;  // --witness etcd://HOST:PORT[,...]; no endpoints: no witness
   std::string pair;            // the key is /romulus/<pair>/owner
-  std::chrono::milliseconds lease_ttl{2000};
+  std::chrono::milliseconds lease_ttl{witness::kDefaultLeaseTtl};
   std::string node_id;  // how this node names itself in the key (default: host name + address)
   // etcds://: mutual TLS with these files (default: the link's --tls-*).
   std::string cert, key, ca;

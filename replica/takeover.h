@@ -58,6 +58,7 @@
 #include "replica/backup_node.h"
 #include "replica/role_loop.h"
 #include "witness/etcd_client.h"
+#include "witness/witness.h"
 
 namespace romulus::replica {
 
@@ -85,7 +86,7 @@ struct NodeHost {
 struct WitnessSettings {
   witness::etcd::EtcdUrl url;  // --witness; no endpoints: no witness
   std::string pair;
-  std::chrono::seconds lease_ttl{2};
+  std::chrono::seconds lease_ttl{witness::kDefaultLeaseTtl};
   std::string node_id;   // empty: host name and own replication address
   common::TlsFiles tls;  // etcds://: the client's certificate, key and the CA
 };

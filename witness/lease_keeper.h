@@ -68,7 +68,7 @@ struct LeaseKeeperOptions {
   std::string pair;         // the pair's name (one owner key per pair)
   std::string node_id;      // this node's id
   std::string replication;  // HOST:PORT others use to reach this node for checkpoints
-  std::chrono::seconds ttl{5};
+  std::chrono::seconds ttl{kDefaultLeaseTtl};
   std::function<void(const std::string&)> log;  // one line per state change; none if empty
 };
 

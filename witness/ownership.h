@@ -109,7 +109,7 @@ struct OwnershipConfig {
   std::string pair;         // the pair's name; the key is owner_key(pair)
   std::string node_id;      // this node's id, stored in the key
   std::string replication;  // HOST:PORT stored in the key
-  std::chrono::seconds ttl{5};
+  std::chrono::seconds ttl{kDefaultLeaseTtl};
   // Where illegal transitions and other bugs are reported; stderr if empty.
   std::function<void(const std::string&)> log;
 };

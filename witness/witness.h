@@ -48,6 +48,11 @@ struct Owner {
   friend bool operator==(const Owner&, const Owner&) = default;
 };
 
+// The lease a node asks for unless told otherwise (--lease-ttl): about how
+// long a pair waits for an owner that went silent before the other node may
+// take over. The one default; every layer above starts from it.
+inline constexpr std::chrono::seconds kDefaultLeaseTtl{2};
+
 struct LeaseGrant {
   LeaseId id = 0;
   std::chrono::seconds ttl{0};  // as granted (etcd may raise a small TTL to its minimum)
