@@ -47,6 +47,7 @@
 #include "common/stop_signal.h"
 #include "common/tls.h"
 #include "protocol/checkpoint_writer.h"
+#include "protocol/pair_defaults.h"
 
 namespace romulus::checkpoint {
 
@@ -64,10 +65,10 @@ struct PrimaryConfig {
   // The checkpoints: interval, commit mode, codec, threads, buffers (given to
   // the engine as they are).
   EngineSettings engine;
-  uint64_t memory_bytes = 256ull << 20;
+  uint64_t memory_bytes = protocol::kDefaultArenaBytes;
   TrackerKind tracker = TrackerKind::kAuto;
-  std::chrono::milliseconds heartbeat{50};
-  std::chrono::milliseconds failover_timeout{500};
+  std::chrono::milliseconds heartbeat = protocol::kDefaultHeartbeat;
+  std::chrono::milliseconds failover_timeout = protocol::kDefaultFailoverTimeout;
   std::chrono::milliseconds stats_period{5000};
   BackupLoss on_backup_loss = BackupLoss::kContinue;
   // Output commit: clients connect here; none = no proxy.

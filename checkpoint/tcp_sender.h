@@ -32,13 +32,16 @@
 #include "common/tls.h"
 #include "protocol/backup_messages.h"
 #include "protocol/handshake.h"
+#include "protocol/pair_defaults.h"
 
 namespace romulus::checkpoint {
 
 struct SenderOptions {
   std::chrono::milliseconds connect_timeout{3000};
-  std::chrono::milliseconds failover_timeout{500};  // backup silent this long: lost
-  std::chrono::milliseconds heartbeat{50};          // how often silence is checked
+  // The backup silent this long: lost.
+  std::chrono::milliseconds failover_timeout = protocol::kDefaultFailoverTimeout;
+  // How often silence is checked.
+  std::chrono::milliseconds heartbeat = protocol::kDefaultHeartbeat;
   size_t max_queued_bytes = 64u << 20;
   // Mutual TLS with this identity; nullptr: plaintext, which connect()
   // allows only to a loopback address unless `insecure`.

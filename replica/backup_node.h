@@ -43,6 +43,7 @@
 #include "common/shared_memory.h"
 #include "common/status.h"
 #include "common/tls.h"
+#include "protocol/pair_defaults.h"
 #include "replica/backup_metrics.h"
 #include "replica/backup_state.h"
 
@@ -50,9 +51,9 @@ namespace romulus::replica {
 
 struct BackupConfig {
   common::Endpoint listen;
-  uint64_t memory_bytes = 256ull << 20;
-  std::chrono::milliseconds heartbeat{50};
-  std::chrono::milliseconds failover_timeout{500};
+  uint64_t memory_bytes = protocol::kDefaultArenaBytes;
+  std::chrono::milliseconds heartbeat = protocol::kDefaultHeartbeat;
+  std::chrono::milliseconds failover_timeout = protocol::kDefaultFailoverTimeout;
   // Mutual TLS with this identity; nullptr: plaintext.
   std::shared_ptr<common::TlsIdentity> tls;
 };
