@@ -680,9 +680,11 @@ Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy
   // the log line, so that every reply read after it is held.
   if (im.proxy) im.proxy->set_buffering(im.buffering);
   if (im.guest->paused()) ROMULUS_RETURN_IF_ERROR(im.guest->resume());
+  // Syncing before the line that says so: whoever reads the line (an
+  // operator, a test) and then asks for the status sees the same state.
+  state_.transition(PrimaryState::kSyncing);
   log_(fmt::format("connected to backup {} (its last committed epoch: {}); full live sync", peer,
                    reply.last_committed_epoch));
-  state_.transition(PrimaryState::kSyncing);
   im.engine->set_transport(im.sender.get(), reply.last_committed_epoch + 1);
   Status st = im.engine->initial_sync();
   if (st.is_ok()) {

@@ -175,8 +175,8 @@ class OutputCommitTest(unittest.TestCase):
         # The guest answers; the proxy reads the reply (tagged with this sync) and holds it.
         harness.wait_until(lambda: primary.status()["output"]["bytes_held"] > 0,
                            lambda: "the proxy to hold the reply during round 0\n" + c.logs())
-        self.assertEqual(primary.status()["state"], "syncing")
-        self.assertEqual(backup.status()["precopy_rounds_applied"], 0)
+        self.assertEqual(primary.status()["state"], "syncing", c.logs())
+        self.assertEqual(backup.status()["precopy_rounds_applied"], 0, c.logs())
 
         # Now let the pre-copy rounds through, but not the first consistent checkpoint.
         relay.stop_before_consistent_checkpoint()
