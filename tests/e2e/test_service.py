@@ -8,7 +8,8 @@
 - `cmake --install` into a DESTDIR puts the binaries, the unit templates, the OCF
   agent and the example configs where they belong, and `systemd-analyze verify`
   accepts the installed units (skipped, saying why, without systemd-analyze or
-  without a build tree to install from).
+  without a build tree to install from); installs into different prefixes run at
+  once each get units that name their own binary.
 """
 
 import os
@@ -205,6 +206,29 @@ class InstallTest(unittest.TestCase):
                                    capture_output=True, text=True, timeout=120, env=env)
                 self.assertEqual(p.returncode, 0, f"{template}:\n{p.stdout}{p.stderr}")
                 self.assertEqual(p.stderr.strip(), "", f"{template}:\n{p.stderr}")
+
+    def test_installs_run_at_once_each_get_units_naming_their_own_binary(self):
+        """cpack (prefix /usr, a DESTDIR) and `cmake --install --prefix P` run from one
+        build tree at the same time, as this suite and an operator's scripts do. The
+        units are configured at install time; each install must get its own prefix's
+        binary (the build tree once held one configured copy that concurrent installs
+        overwrote in turn: a package shipped a unit naming a temporary prefix)."""
+        with tempfile.TemporaryDirectory(prefix="romulus-prefixes-") as top:
+            for round_ in range(6):
+                prefixes = [os.path.join(top, f"r{round_}p{i}") for i in range(3)]
+                procs = [subprocess.Popen([cmake(), "--install", harness.build_dir(),
+                                           "--prefix", prefix, "--component", "romulus"],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True) for prefix in prefixes]
+                outputs = [p.communicate(timeout=120)[0] for p in procs]
+                for prefix, p, out in zip(prefixes, procs, outputs):
+                    self.assertEqual(p.returncode, 0, out)
+                    for role in ["primary", "backup"]:
+                        unit = os.path.join(prefix, "lib", "systemd", "system",
+                                            f"romulus-{role}@.service")
+                        with open(unit) as f:
+                            self.assertIn(f"ExecStart={prefix}/bin/romulus {role} --config",
+                                          f.read(), f"round {round_}: {unit}")
 
 
 if __name__ == "__main__":
