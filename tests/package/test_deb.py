@@ -20,7 +20,8 @@ The package is never left installed: it is purged in a finally block, and a
 marker file outside the package (/var/lib/romulus-package-test/installed, removed
 with its directory after the purge) lets the next run purge what a run killed
 midway (a CTest timeout) left. A lock (/run/lock) keeps two runs on one machine
-from installing at once.
+from installing at once, and dpkg is retried (up to 2 minutes) while another
+apt or dpkg holds dpkg's own lock.
 """
 
 import fcntl
@@ -29,6 +30,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 
 import support
@@ -67,6 +69,22 @@ def run(*argv, **kw):
     return p.returncode, p.stdout + p.stderr
 
 
+# `dpkg` fails at once while another apt or dpkg holds its lock (a test's
+# scripts/demo installing plot dependencies, a first boot's apt timers): wait
+# for it, as apt-get -o DPkg::Lock::Timeout does, up to this long.
+DPKG_LOCK_WAIT = 120
+
+
+def dpkg(*argv):
+    """Runs dpkg ARGV, retrying while another process holds dpkg's lock."""
+    deadline = time.monotonic() + DPKG_LOCK_WAIT
+    while True:
+        rc, out = run("dpkg", *argv)
+        if rc == 0 or "locked by another process" not in out or time.monotonic() > deadline:
+            return rc, out
+        time.sleep(1)
+
+
 def installed_version():
     """The installed romulus package's version, or None."""
     rc, out = run("dpkg-query", "-W", "-f=${Status}\t${Version}", "romulus")
@@ -78,7 +96,7 @@ def installed_version():
 def purge_left_by_an_earlier_run():
     if os.path.exists(MARKER):
         if installed_version() is not None:
-            run("dpkg", "--purge", "romulus")
+            dpkg("--purge", "romulus")
         os.remove(MARKER)
 
 
@@ -160,11 +178,11 @@ class DebTest(unittest.TestCase):
         os.makedirs(MARKER_DIR, exist_ok=True)
         open(MARKER, "w").close()
         try:
-            rc, out = run("dpkg", "-i", self.deb)
+            rc, out = dpkg("-i", self.deb)
             self.assertEqual(rc, 0, out)
             self.check_installed()
         finally:
-            rc, out = run("dpkg", "--purge", "romulus")
+            rc, out = dpkg("--purge", "romulus")
             os.remove(MARKER)
             if not os.listdir(MARKER_DIR):
                 os.rmdir(MARKER_DIR)
