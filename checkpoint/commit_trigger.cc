@@ -39,6 +39,7 @@ void CommitTrigger::on_checkpoint(Clock::time_point paused, Clock::time_point re
   pause_avg_us_ =
       pause_avg_us_ == 0 ? pause_us : pause_avg_us_ + kPauseWeight * (pause_us - pause_avg_us_);
   last_resumed_ = resumed;
+  postponed_ = false;
   // The timer keeps a fixed cadence (waking a little late each time must not
   // cost checkpoints), unless this one was not the timer's or came late: then
   // the interval counts from this pause (no catch-up burst).
@@ -54,6 +55,7 @@ void CommitTrigger::on_checkpoint(Clock::time_point paused, Clock::time_point re
 void CommitTrigger::on_postponed(Clock::time_point now) {
   deadline_ = now + policy_.interval;
   last_resumed_ = now;
+  postponed_ = true;
 }
 
 microseconds CommitTrigger::gap() const {
@@ -62,11 +64,14 @@ microseconds CommitTrigger::gap() const {
   return std::max(policy_.min_gap, by_fraction);
 }
 
-CommitTrigger::Due CommitTrigger::next(bool output_held) const {
+CommitTrigger::Due CommitTrigger::next(bool output_held, GuestActivity guest) const {
   // The interval may have been shortened since the deadline was set.
   const Clock::time_point timer = std::min(deadline_, last_resumed_ + policy_.interval);
   if (policy_.mode == CommitMode::kEager && output_held) {
-    const Clock::time_point eager = last_resumed_ + gap();
+    // A waiting guest loses nothing to a pause: no gap (but after a
+    // postponed pause, the gap first: its Update gate held the guest up).
+    const Clock::time_point eager =
+        guest == GuestActivity::kWaiting && !postponed_ ? last_resumed_ : last_resumed_ + gap();
     if (eager < timer) return {eager, CheckpointTrigger::kOutput};
   }
   return {timer, CheckpointTrigger::kTimer};

@@ -5,14 +5,18 @@
 //             is due one interval after the previous was due; after a
 //             stretched one, one interval after it actually began).
 //   eager     output-triggered group commit: as soon as guest output is held
-//             for the open epoch, the next checkpoint is due, but not sooner
-//             than the gap after the previous pause ended; `interval` stays
-//             the longest time between checkpoints. Everything the guest
-//             produces meanwhile is in the next one. The gap is
+//             for the open epoch, the next checkpoint is due. If the guest is
+//             waiting (no thread runnable: it has answered and blocks for
+//             input) it is due at once: stopping a guest that cannot run costs
+//             it nothing. If it is runnable (or nobody can tell), not sooner
+//             than the gap after the previous pause ended, so that checkpoints
+//             do not starve a guest that has work. `interval` stays the
+//             longest time between checkpoints. Everything the guest produces
+//             meanwhile is in the next one. The gap is
 //             max(min_gap, pause * (1 - f) / f) for the recent pause (an
 //             average) and f = max_stopped_fraction: back-to-back
-//             checkpoints then stop the guest at most that fraction of the
-//             time, however long pauses grow under load.
+//             checkpoints then stop a runnable guest at most that fraction of
+//             the time, however long pauses grow under load.
 // "The previous checkpoint was sent" is the engine's part (it flushes the
 // transport before pausing), not this class's.
 //
@@ -32,6 +36,11 @@ enum class CommitMode : uint8_t { kInterval, kEager };
 // The names of --commit and `set commit`, in the order help texts list them.
 inline constexpr EnumName<CommitMode> kCommitModeNames[] = {{CommitMode::kEager, "eager"},
                                                             {CommitMode::kInterval, "interval"}};
+// What the guest was doing when the engine looked (scheduler_probe.h):
+// a thread could run (kRunnable), every thread was blocked (kWaiting), or the
+// engine cannot tell (kUnknown: treated as runnable).
+enum class GuestActivity : uint8_t { kUnknown, kRunnable, kWaiting };
+
 // Why a checkpoint was taken: the first of a stream (sync), its interval
 // elapsed (timer), or output was waiting for it (output).
 enum class CheckpointTrigger : uint8_t { kSync, kTimer, kOutput };
@@ -66,7 +75,7 @@ class CommitTrigger {
   // `resumed`; `why` is what triggered it.
   void on_checkpoint(Clock::time_point paused, Clock::time_point resumed, CheckpointTrigger why);
   // A pause gave up (an Update stayed open): try again after an interval or
-  // a gap, as if one had been taken at `now`.
+  // a gap, as if one had been taken at `now` (a gap even for a waiting guest).
   void on_postponed(Clock::time_point now);
 
   struct Due {
@@ -74,10 +83,10 @@ class CommitTrigger {
     CheckpointTrigger why;
   };
   // When the next checkpoint is due, given whether output is held for the
-  // open epoch (ignored in interval mode).
-  Due next(bool output_held) const;
+  // open epoch and what the guest is doing (both ignored in interval mode).
+  Due next(bool output_held, GuestActivity guest = GuestActivity::kUnknown) const;
 
-  // The current eager gap: max(min_gap, average pause * (1 - f) / f).
+  // The current eager gap for a runnable guest: max(min_gap, average pause * (1 - f) / f).
   std::chrono::microseconds gap() const;
 
  private:
@@ -85,6 +94,7 @@ class CommitTrigger {
   Clock::time_point deadline_{};      // the timer: the interval elapses
   Clock::time_point last_resumed_{};  // end of the previous pause
   double pause_avg_us_ = 0;           // exponential average of recent pauses
+  bool postponed_ = false;            // the last attempt gave up (on_postponed)
 };
 
 }  // namespace romulus::checkpoint

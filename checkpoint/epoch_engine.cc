@@ -167,10 +167,11 @@ Status EpochEngine::send_from_tracker(std::span<const uint64_t> pfns, bool forma
   return encode_and_send(batch_pfns_, batch_srcs_, format_b, rec);
 }
 
-Status EpochEngine::checkpoint(CheckpointTrigger why) {
+Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
   if (!format_b_) return Status::invalid_argument("checkpoint before the initial sync");
   EpochRecord rec;
   rec.trigger = why;
+  rec.guest_waiting = why == CheckpointTrigger::kOutput && guest_waiting;
   const auto t0 = Clock::now();
   rec.paused_at = t0;
   Status st = guest_.pause(options_.gate_timeout);
@@ -400,15 +401,29 @@ Status EpochEngine::run(const std::atomic<bool>& stop) {
     // have arrived, a setting changed). Heartbeats are the transport's job:
     // it sends them when its wire idles.
     CommitTrigger::Due due;
-    {
+    GuestActivity guest = GuestActivity::kUnknown;
+    auto activity_poll = std::chrono::microseconds(kActivityPollFirst);
+    for (;;) {
+      // The guest's state is read outside the lock (a few system calls), so
+      // note_output() never waits for it.
+      guest = commit() == CommitMode::kEager && output_held() ? guest_.activity()
+                                                              : GuestActivity::kUnknown;
       std::unique_lock lock(wake_mu_);
-      for (;;) {
-        trigger_.set_policy(policy());
-        due = trigger_.next(output_held());
-        const auto now = Clock::now();
-        if (stop.load() || now >= due.when) break;
-        wake_cv_.wait_until(lock, std::min<Clock::time_point>(due.when, now + kStopPoll));
+      trigger_.set_policy(policy());
+      const bool held = output_held();
+      due = trigger_.next(held, guest);
+      const auto now = Clock::now();
+      if (stop.load() || now >= due.when) break;
+      auto until = std::min<Clock::time_point>(due.when, now + kStopPoll);
+      // Output waits for the gap of a guest that was runnable (or output came
+      // after the look): look again soon, unless nobody can tell.
+      if (guest != GuestActivity::kUnknown) activity_known_ = true;
+      if (held && commit() == CommitMode::kEager && guest != GuestActivity::kWaiting &&
+          activity_known_) {
+        until = std::min<Clock::time_point>(until, now + activity_poll);
+        activity_poll = std::min<std::chrono::microseconds>(2 * activity_poll, kActivityPollMax);
       }
+      wake_cv_.wait_until(lock, until);
     }
     if (stop.load()) break;
     // The previous checkpoint must be sent (not acknowledged) first.
@@ -416,7 +431,7 @@ Status EpochEngine::run(const std::atomic<bool>& stop) {
     // Stretched: the previous checkpoint was still being written at the deadline.
     stretched_ =
         due.why == CheckpointTrigger::kTimer && Clock::now() > due.when + CommitTrigger::kLateness;
-    ROMULUS_RETURN_IF_ERROR(checkpoint(due.why));
+    ROMULUS_RETURN_IF_ERROR(checkpoint(due.why, guest == GuestActivity::kWaiting));
   }
   return Status::ok();
 }

@@ -11,10 +11,14 @@
 //
 // When the next checkpoint starts is a CommitTrigger's decision
 // (checkpoint/commit_trigger.h): every interval, or under `eager` as soon as
-// output is held for the open epoch (note_output(), from the output proxy),
-// a gap after the previous pause. Between checkpoints run() sleeps on a
+// output is held for the open epoch (note_output(), from the output proxy):
+// at once if the guest is waiting for input (PauseControl::activity()), else a
+// gap after the previous pause. Between checkpoints run() sleeps on a
 // condition variable: woken by note_output(), wake() or its deadline, never
-// polling faster than kStopPoll.
+// polling faster than kStopPoll, except while output is held and the guest is
+// runnable: then it looks at the guest again after kActivityPollFirst,
+// doubling up to kActivityPollMax, to start the checkpoint as soon as the
+// guest blocks.
 //
 // A tracker whose pages are stable until its next collect() (compare: its
 // shadow; DirtyTracker::pages_stable_until_next_collect) needs no staging: the
@@ -76,6 +80,10 @@ class PauseControl {
   virtual Status resume() = 0;
   // A description if the guest has exited ("guest exited with status 0").
   virtual std::optional<std::string> exited() = 0;
+  // Whether the running guest could use a CPU now (scheduler_probe.h); asked
+  // between checkpoints while output is held under eager. kUnknown: the gap
+  // always applies.
+  virtual GuestActivity activity() { return GuestActivity::kUnknown; }
 };
 
 // Process-wide: keeps freed checkpoint buffers (megabytes each epoch) in the
@@ -116,12 +124,18 @@ class EpochEngine {
   // One epoch; `why` is recorded in its statistics. The caller has made
   // sure the previous checkpoint was written (run() flushes first). A
   // postponed pause (Update held open) is not an error: nothing is sent.
-  Status checkpoint(CheckpointTrigger why = CheckpointTrigger::kTimer);
+  // guest_waiting: it starts with no gap because the guest was waiting (stats only).
+  Status checkpoint(CheckpointTrigger why = CheckpointTrigger::kTimer, bool guest_waiting = false);
 
   // Checkpoints when the CommitTrigger says so until stop is set or an error
   // occurs. A stop is seen within kStopPoll, at once after wake().
   Status run(const std::atomic<bool>& stop);
   static constexpr std::chrono::milliseconds kStopPoll{100};
+  // While output is held and the guest runs: how soon to look again whether it
+  // has blocked. A guest that has just written its reply is usually blocked
+  // in its next read within tens of microseconds.
+  static constexpr std::chrono::microseconds kActivityPollFirst{25};
+  static constexpr std::chrono::microseconds kActivityPollMax{400};
 
   // Output is held for `epoch` (any thread; cheap: one atomic load when
   // already noted for that epoch). Under eager, wakes run() when that is the
@@ -225,6 +239,8 @@ class EpochEngine {
   std::atomic<uint64_t> next_epoch_;
   bool format_b_ = false;
   bool stretched_ = false;
+  // run(): the guest has told its activity at least once (PauseControl::activity()).
+  bool activity_known_ = false;
   std::vector<uint64_t> dirty_;
   std::vector<uint64_t> batch_pfns_;        // send_from_tracker()'s current batch
   std::vector<const uint8_t*> batch_srcs_;  // where the pages being encoded are

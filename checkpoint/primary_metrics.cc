@@ -35,6 +35,10 @@ void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out) {
              {{"trigger", "timer"}});
   out.sample("romulus_checkpoints_by_trigger_total", d(t.output_checkpoints),
              {{"trigger", "output"}});
+  out.counter("romulus_checkpoints_guest_waiting_total",
+              "Checkpoints started by held output while the guest was waiting for input, so "
+              "without waiting for the gap (a part of trigger=\"output\").",
+              d(t.guest_waiting_checkpoints));
   out.counter("romulus_guest_stopped_seconds_total",
               "Time the guest spent stopped in checkpoint pauses.",
               static_cast<double>(t.stopped_us_total) / 1e6);

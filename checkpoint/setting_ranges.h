@@ -45,7 +45,8 @@ struct FractionRange {
 // wait under eager).
 inline constexpr DurationRange kIntervalRange{"interval", std::chrono::milliseconds(1),
                                               std::chrono::seconds(60)};
-// --min-gap, `set min-gap`: the shortest time from the end of a pause to the next.
+// --min-gap, `set min-gap`: the shortest time from the end of a pause to the
+// next while the guest is runnable (commit_trigger.h).
 inline constexpr DurationRange kMinGapRange{"min-gap", std::chrono::microseconds(0),
                                             std::chrono::seconds(1)};
 // --max-stopped-fraction, `set max-stopped-fraction`.
@@ -67,10 +68,11 @@ struct RunTimeSetting {
 inline constexpr RunTimeSetting kRunTimeSettings[] = {
     {"interval", "DURATION", "the checkpoint interval", &kIntervalRange},
     {"commit", "eager|interval", "when checkpoints start"},
-    {"min-gap", "DURATION", "eager: shortest time from the end of a pause to the next",
+    {"min-gap", "DURATION",
+     "eager: shortest time from the end of a pause to the next while the guest is runnable",
      &kMinGapRange},
     {"max-stopped-fraction", "FRACTION",
-     "eager: the largest fraction of time pauses may stop the guest", nullptr,
+     "eager: the largest fraction of time pauses may stop a runnable guest", nullptr,
      &kMaxStoppedFractionRange},
     {"cache", "SIZE", "the sender page cache"},
     {"codec", "runskip|xbzrle|none", "the page codec of the next checkpoints"},

@@ -62,6 +62,7 @@ void StatsRecorder::record_epoch(const EpochRecord& r) {
       break;
     case CheckpointTrigger::kOutput:
       totals_.output_checkpoints++;
+      if (r.guest_waiting) totals_.guest_waiting_checkpoints++;
       window_output_++;
       break;
   }
@@ -215,7 +216,8 @@ boost::json::object stats_to_json(const StatsSnapshot& s) {
                            {"pause_ms", ms(s.last.pause_us)}};
   o["checkpoints"] = json::object{{"sync", s.sync_checkpoints},
                                   {"timer", s.timer_checkpoints},
-                                  {"output", s.output_checkpoints}};
+                                  {"output", s.output_checkpoints},
+                                  {"output_guest_waiting", s.guest_waiting_checkpoints}};
   o["stopped_ms_total"] = ms(s.stopped_us_total);
   o["recent"] =
       json::object{{"window_s", static_cast<double>(StatsRecorder::kRateWindow.count())},

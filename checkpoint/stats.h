@@ -39,6 +39,9 @@ struct EpochRecord {
   bool stretched = false;          // interval was longer than asked: previous send not done
   bool sent_while_paused = false;  // dirty set overflowed staging
   CheckpointTrigger trigger = CheckpointTrigger::kTimer;
+  // kOutput taken while the guest was waiting for input, so without waiting
+  // for the gap (commit_trigger.h, scheduler_probe.h).
+  bool guest_waiting = false;
   std::chrono::steady_clock::time_point paused_at{};  // when the pause began
 };
 
@@ -64,6 +67,8 @@ struct StatsSnapshot {
   // Checkpoints by what triggered them (commit_trigger.h), and the guest's
   // time stopped in pauses, since start.
   uint64_t sync_checkpoints = 0, timer_checkpoints = 0, output_checkpoints = 0;
+  // Of output_checkpoints: those taken while the guest was waiting (no gap).
+  uint64_t guest_waiting_checkpoints = 0;
   int64_t stopped_us_total = 0;
   // Over the last StatsRecorder::kRateWindow (or since the first checkpoint):
   // the fraction of wall time the guest was stopped, and checkpoints/s by trigger.

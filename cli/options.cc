@@ -214,9 +214,13 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
            ": checkpoint as soon as output waits, or only every --interval")
         .c_str());
   o("min-gap", po::value(&r.min_gap),
-    with_default("eager: shortest time from the end of a pause to the next", e.min_gap).c_str());
+    with_default("eager: shortest time from the end of a pause to the next while the guest is "
+                 "runnable (a guest waiting for input is checkpointed at once)",
+                 e.min_gap)
+        .c_str());
   o("max-stopped-fraction", po::value(&r.max_stopped_fraction),
-    with_default("eager: widen the gap so pauses stop the guest at most this fraction of the time",
+    with_default("eager: widen the gap so pauses stop a runnable guest at most this fraction of "
+                 "the time",
                  fmt::format("{}", e.max_stopped_fraction))
         .c_str());
   o("memory", po::value(&r.memory), with_default("arena size", size_text(p.memory_bytes)).c_str());

@@ -153,5 +153,73 @@ TEST(CommitTrigger, APostponedPauseIsRetriedAfterAnIntervalNotAtOnce) {
   EXPECT_EQ(trigger.next(false).when, t + 2s + 50ms);
 }
 
+TEST(CommitTrigger, AWaitingGuestIsCheckpointedWithoutTheGap) {
+  // Min-gap one second: a runnable guest's output waits for it, a waiting
+  // guest's does not (stopping it costs nothing).
+  CommitTrigger trigger(eager(50ms, 1s));
+  const Clock::time_point t = Clock::time_point{} + 1s;
+  trigger.start(t);
+  trigger.on_checkpoint(t, t + 100us, CheckpointTrigger::kOutput);
+  auto due = trigger.next(true, GuestActivity::kWaiting);
+  EXPECT_EQ(due.why, CheckpointTrigger::kOutput);
+  EXPECT_EQ(due.when, t + 100us);
+  // Runnable, or nobody can tell: the gap (here the interval comes first).
+  for (auto guest : {GuestActivity::kRunnable, GuestActivity::kUnknown}) {
+    due = trigger.next(true, guest);
+    EXPECT_EQ(due.why, CheckpointTrigger::kTimer);
+    EXPECT_EQ(due.when, t + 50ms);
+  }
+  // Without output, a waiting guest gets the interval, not a checkpoint.
+  due = trigger.next(false, GuestActivity::kWaiting);
+  EXPECT_EQ(due.why, CheckpointTrigger::kTimer);
+  EXPECT_EQ(due.when, t + 50ms);
+  // Interval mode ignores both.
+  CommitPolicy p;
+  p.mode = CommitMode::kInterval;
+  p.interval = 50ms;
+  trigger.set_policy(p);
+  EXPECT_EQ(trigger.next(true, GuestActivity::kWaiting).why, CheckpointTrigger::kTimer);
+}
+
+TEST(CommitTrigger, BackToBackForAWaitingGuestTheBudgetForARunnableOne) {
+  // 200 us pauses, min-gap 1 ms, f = 0.25: a guest that always waits when
+  // output is held gets checkpoints back to back (one per pause); one that is
+  // always runnable keeps at least 3/4 of its time.
+  const auto policy = eager(50ms, 1ms, 0.25);
+  const Clock::time_point t0{};
+  auto run = [&](GuestActivity guest) {
+    CommitTrigger trigger(policy);
+    Clock::time_point now = t0 + 1s;
+    trigger.start(now);
+    Counts c;
+    while (now < t0 + 2s) {
+      const auto due = trigger.next(true, guest);
+      now = std::max(now, due.when);
+      trigger.on_checkpoint(now, now + 200us, due.why);
+      ++(due.why == CheckpointTrigger::kOutput ? c.output : c.timer);
+      c.stopped += 200us;
+      now += 200us;
+    }
+    return c;
+  };
+  const Counts waiting = run(GuestActivity::kWaiting);
+  EXPECT_EQ(waiting.output, 5000);  // 1 s / 200 us
+  const Counts runnable = run(GuestActivity::kRunnable);
+  EXPECT_EQ(runnable.output, 834);  // 1 s / 1.2 ms
+  EXPECT_LE(std::chrono::duration<double>(runnable.stopped).count(), 0.25);
+}
+
+TEST(CommitTrigger, AfterAPostponedPauseEvenAWaitingGuestGetsTheGapFirst) {
+  // The postponed attempt raised the Update gate for its whole timeout: the
+  // guest gets a gap of running before the gate goes up again.
+  CommitTrigger trigger(eager(50ms, 1ms));
+  const Clock::time_point t = Clock::time_point{} + 1s;
+  trigger.start(t);
+  trigger.on_postponed(t + 2s);
+  EXPECT_EQ(trigger.next(true, GuestActivity::kWaiting).when, t + 2s + 1ms);
+  trigger.on_checkpoint(t + 3s, t + 3s + 100us, CheckpointTrigger::kOutput);
+  EXPECT_EQ(trigger.next(true, GuestActivity::kWaiting).when, t + 3s + 100us);
+}
+
 }  // namespace
 }  // namespace romulus::checkpoint::commit_trigger_test
