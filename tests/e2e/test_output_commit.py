@@ -11,8 +11,8 @@ romulus-kvstore runs behind the primary's --service proxy. The spec:
     (which fails over to the backup's --service address): no acknowledged write is
     ever lost, and nothing read back is corrupt;
   - under --commit eager (the default), a held reply starts a checkpoint at once
-    (output-triggered checkpoints are counted in status), and checkpoints never come
-    more often than --min-gap allows.
+    (output-triggered checkpoints are counted in status), and a guest waiting for its
+    next request waits for no --min-gap (status counts those checkpoints).
 Every test runs under eager (OutputCommitTest) and again under --commit interval
 (OutputCommitIntervalTest, with fewer kill cycles).
 """
