@@ -51,7 +51,8 @@ std::string lower(std::string s) {
 template <typename E, size_t N>
 Result<E> named(std::string_view option, const EnumName<E> (&table)[N], const std::string& text) {
   auto v = parse_enum(table, text);
-  if (!v.is_ok()) return Status::invalid_argument(fmt::format("{} {}", option, v.status().message()));
+  if (!v.is_ok())
+    return Status::invalid_argument(fmt::format("{} {}", option, v.status().message()));
   return *v;
 }
 
@@ -66,7 +67,8 @@ Status option_in(const Range& range, V value) {
 // An address option's value; the error names the option.
 Result<Endpoint> endpoint(std::string_view option, const std::string& text) {
   auto ep = Endpoint::parse(text);
-  if (!ep.is_ok()) return Status::invalid_argument(fmt::format("{} {}", option, ep.status().message()));
+  if (!ep.is_ok())
+    return Status::invalid_argument(fmt::format("{} {}", option, ep.status().message()));
   return *ep;
 }
 
