@@ -31,6 +31,8 @@ std::string chunk_name(int32_t type) {
       return "GOODBYE";
     case kChunkDropped:
       return "DROPPED";
+    case kChunkHandover:
+      return "HANDOVER";
     default:
       return type > 0 ? fmt::format("PFN array of {}", type) : fmt::format("chunk type {}", type);
   }
@@ -170,9 +172,13 @@ Status CheckpointReader::step(ByteSpan& in) {
       if (!fill_field(in)) return Status::ok();
       return on_tail();
 
-    case State::kAfterGoodbye:
+    case State::kAfterGoodbye: {
+      int32_t final_chunk = kChunkGoodbye;
+      if (handover_) final_chunk = kChunkHandover;
+      if (dropped_) final_chunk = kChunkDropped;
       return Status::corrupt(fmt::format("data after {} (at stream offset {})",
-                                         dropped_ ? "DROPPED" : "GOODBYE", bytes_consumed_));
+                                         chunk_name(final_chunk), bytes_consumed_));
+    }
 
     case State::kFailed:
       return error_;
@@ -212,6 +218,11 @@ Status CheckpointReader::on_type(int32_t type) {
       case kChunkGoodbye:
         state_ = State::kAfterGoodbye;
         sink_->on_goodbye();
+        return Status::ok();
+      case kChunkHandover:
+        handover_ = true;
+        state_ = State::kAfterGoodbye;
+        sink_->on_handover();
         return Status::ok();
       case kChunkEndOfBody:
       case XC_SAVE_ID_COMPRESSED_DATA:
@@ -258,6 +269,7 @@ Status CheckpointReader::on_type(int32_t type) {
     case kChunkCheckpointBegin:
     case XC_SAVE_ID_ENABLE_COMPRESSION:
     case kChunkGoodbye:
+    case kChunkHandover:
       return corrupt(chunk_name(type) + " inside a checkpoint");
     default:
       return corrupt(fmt::format("unknown chunk type {}", type));

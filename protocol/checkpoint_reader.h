@@ -15,6 +15,12 @@
 // COMPRESSED_DATA payload and its decoded records, and the queue of PFNs
 // waiting for records), never by a length read from the stream.
 //
+// A stream is checkpoints, heartbeats and at most one ENABLE_COMPRESSION, and
+// may end with one final chunk after which no byte is valid: GOODBYE or
+// HANDOVER (between checkpoints; the primary stopped on purpose, and with
+// HANDOVER handed the pair to this receiver) or DROPPED (anywhere; the primary
+// goes on without this receiver).
+//
 // The first error sticks: the stream cannot be resumed after it (see
 // docs/protocol.md, "Why a lost checkpoint ends the stream").
 //
@@ -57,6 +63,9 @@ class CheckpointSink {
   virtual void on_heartbeat(uint64_t /*ns*/) {}
   virtual void on_enable_compression() {}
   virtual void on_goodbye() {}
+  // The primary stopped on purpose and handed the pair to this receiver: it
+  // should take over at once (with a witness, once it wins the pair).
+  virtual void on_handover() {}
   // The primary gave up on this receiver and goes on without it: its image
   // will fall behind, so the end of this stream is no reason to take over.
   virtual void on_dropped() {}
@@ -80,14 +89,16 @@ class CheckpointReader {
   // that same error and consumes nothing.
   Status feed(ByteSpan data);
 
-  // Call when the connection ends: OK if the stream ended with GOODBYE;
-  // otherwise the sticky error, or kTruncated naming where the stream stopped
-  // (inside checkpoint N, inside a chunk, or between checkpoints).
+  // Call when the connection ends: OK if the stream ended with GOODBYE,
+  // HANDOVER or DROPPED; otherwise the sticky error, or kTruncated naming
+  // where the stream stopped (inside checkpoint N, inside a chunk, or between
+  // checkpoints).
   Status finish() const;
 
   bool in_checkpoint() const { return in_checkpoint_; }  // between a begin and its verified end
   Format format() const { return format_; }
-  bool saw_goodbye() const { return state_ == State::kAfterGoodbye && !dropped_; }
+  bool saw_goodbye() const { return state_ == State::kAfterGoodbye && !dropped_ && !handover_; }
+  bool saw_handover() const { return handover_; }
   bool saw_dropped() const { return dropped_; }
   uint64_t bytes_consumed() const { return bytes_consumed_; }
   // Checkpoints whose end verified (and which the sink accepted).
@@ -146,7 +157,8 @@ class CheckpointReader {
 
   // Current checkpoint.
   bool in_checkpoint_ = false;
-  bool dropped_ = false;  // the stream ended with DROPPED (state kAfterGoodbye)
+  bool dropped_ = false;   // the stream ended with DROPPED (state kAfterGoodbye)
+  bool handover_ = false;  // the stream ended with HANDOVER (state kAfterGoodbye)
   uint64_t epoch_ = 0;
   uint32_t crc_ = 0;
   uint64_t pfns_received_ = 0;

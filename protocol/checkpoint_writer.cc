@@ -189,6 +189,12 @@ Bytes encode_goodbye() {
   return out;
 }
 
+Bytes encode_handover() {
+  Bytes out;
+  put_i32(out, kChunkHandover);
+  return out;
+}
+
 Bytes encode_dropped() {
   Bytes out;
   put_i32(out, kChunkDropped);

@@ -99,6 +99,9 @@ class CheckpointFramer {
 Bytes encode_heartbeat(uint64_t ns);
 Bytes encode_enable_compression();
 Bytes encode_goodbye();
+// HANDOVER: the primary stops on purpose and hands the pair to this backup,
+// which takes over at once. Between checkpoints only; nothing follows it.
+Bytes encode_handover();
 // DROPPED: the primary gives up on this backup and continues without it.
 // May follow any chunk; nothing follows it.
 Bytes encode_dropped();

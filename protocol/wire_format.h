@@ -21,10 +21,11 @@ inline constexpr int32_t XC_SAVE_ID_COMPRESSED_DATA = -12;     // u32 length + p
 inline constexpr int32_t XC_SAVE_ID_ENABLE_COMPRESSION = -13;  // no body; Format B from next
 inline constexpr int32_t kChunkCheckpointBegin = -100;         // u64 epoch, u32 flags
 inline constexpr int32_t kChunkHeartbeat = -101;               // u64 sender clock (ns)
-// GOODBYE and DROPPED end a stream; what the backup concludes from each:
-// docs/protocol.md, "How a stream ends".
-inline constexpr int32_t kChunkGoodbye = -102;  // clean end of stream, between checkpoints
-inline constexpr int32_t kChunkDropped = -103;  // primary gave up on this backup; anywhere; final
+// GOODBYE, HANDOVER and DROPPED end a stream; what the backup concludes from
+// each: docs/protocol.md, "How a stream ends".
+inline constexpr int32_t kChunkGoodbye = -102;   // clean end of stream, between checkpoints
+inline constexpr int32_t kChunkDropped = -103;   // primary gave up on this backup; anywhere; final
+inline constexpr int32_t kChunkHandover = -104;  // as GOODBYE, and the backup takes over
 
 // ---- Chunk types, backup -> primary (docs/protocol.md, "Backup messages").
 inline constexpr int32_t kChunkAck = -110;    // u64 epoch committed

@@ -141,6 +141,8 @@ TEST(BackupMessages, PrimaryOnlyChunksAreNotBackupMessages) {
   BackupMessageReader reader;
   std::vector<BackupMessage> got;
   EXPECT_EQ(reader.feed(encode_goodbye(), &got).code(), StatusCode::kCorrupt);
+  BackupMessageReader reader2;
+  EXPECT_EQ(reader2.feed(encode_handover(), &got).code(), StatusCode::kCorrupt);
 }
 
 }  // namespace

@@ -59,6 +59,7 @@ class ImageSink : public CheckpointSink {
   void on_heartbeat(uint64_t ns) override { heartbeats.push_back(ns); }
   void on_enable_compression() override { ++enables; }
   void on_goodbye() override { ++goodbyes; }
+  void on_handover() override { ++handovers; }
   void on_dropped() override { ++dropped; }
 
   const Bytes& image() const { return image_; }
@@ -69,6 +70,7 @@ class ImageSink : public CheckpointSink {
   uint32_t last_flags = 0;
   int enables = 0;
   int goodbyes = 0;
+  int handovers = 0;
   int dropped = 0;
   Status end_status;
 
@@ -94,6 +96,7 @@ class Sender {
   }
   void heartbeat(uint64_t ns) { put_bytes(stream_, encode_heartbeat(ns)); }
   void goodbye() { put_bytes(stream_, encode_goodbye()); }
+  void handover() { put_bytes(stream_, encode_handover()); }
 
   // Dirties `count` random pages (a few words each, or whole pages), then
   // sends them as one checkpoint in `batches` body pieces.
@@ -884,11 +887,98 @@ TEST(CheckpointStreamHostile, DataAfterDropped) {
                  "data after DROPPED (at stream offset 4)");
 }
 
+TEST(CheckpointStreamHandover, HandoverBetweenCheckpointsEndsTheStreamAndIsNotAGoodbye) {
+  ImageSink sink(16);
+  CheckpointReader reader(16, &sink);
+  ASSERT_OK(reader.feed(StreamBuilder().begin(4).end(4, 0).i32(kChunkHandover).bytes()));
+  EXPECT_EQ(sink.ends.size(), 1u);
+  EXPECT_EQ(sink.handovers, 1);
+  EXPECT_EQ(sink.goodbyes, 0);
+  EXPECT_EQ(sink.dropped, 0);
+  EXPECT_TRUE(reader.saw_handover());
+  EXPECT_FALSE(reader.saw_goodbye());
+  EXPECT_FALSE(reader.saw_dropped());
+  EXPECT_OK(reader.finish());  // a stream may end right after HANDOVER
+}
+
+TEST(CheckpointStreamHandover, HandoverInsideACheckpointIsCorrupt) {
+  ImageSink sink(16);
+  CheckpointReader reader(16, &sink);
+  const Status s = reader.feed(StreamBuilder().begin(1).i32(kChunkHandover).bytes());
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt);
+  EXPECT_EQ(s.message(), "checkpoint 1: HANDOVER inside a checkpoint");
+  EXPECT_EQ(sink.handovers, 0);
+  EXPECT_FALSE(reader.saw_handover());
+  EXPECT_EQ(reader.finish(), s);
+}
+
+TEST(CheckpointStreamHandover, DataAfterHandoverIsCorrupt) {
+  ImageSink sink(16);
+  CheckpointReader reader(16, &sink);
+  ASSERT_OK(reader.feed(encode_handover()));
+  const Status s = reader.feed(encode_heartbeat(1));
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt);
+  EXPECT_EQ(s.message(), "data after HANDOVER (at stream offset 4)");
+  EXPECT_TRUE(sink.heartbeats.empty());
+  EXPECT_EQ(reader.finish(), s);
+}
+
+// Every split of a stream ending in HANDOVER into two feeds gives the calls
+// and the result of the whole stream; cut short, it is truncated and the
+// handover is not reported.
+TEST(CheckpointStreamHandover, AnySplitOfAStreamEndingInHandoverGivesTheSameResult) {
+  std::mt19937 rng(42);
+  Sender sender(16);
+  sender.checkpoint(rng, 1, 2);
+  sender.heartbeat(5);
+  sender.enable_compression();
+  sender.checkpoint(rng, 2, 3);
+  sender.handover();
+  const Bytes& stream = sender.stream();
+
+  ImageSink whole(16);
+  CheckpointReader whole_reader(16, &whole);
+  ASSERT_OK(whole_reader.feed(stream));
+  ASSERT_OK(whole_reader.finish());
+  ASSERT_EQ(whole.handovers, 1);
+  ASSERT_EQ(whole.ends.size(), 2u);
+
+  for (size_t cut = 0; cut <= stream.size(); ++cut) {
+    ImageSink sink(16);
+    CheckpointReader reader(16, &sink);
+    ASSERT_OK(reader.feed(ByteSpan(stream).first(cut))) << "cut " << cut;
+    if (cut < stream.size()) {
+      EXPECT_EQ(sink.handovers, 0) << "cut " << cut;
+      EXPECT_EQ(reader.finish().code(), StatusCode::kTruncated) << "cut " << cut;
+    }
+    ASSERT_OK(reader.feed(ByteSpan(stream).subspan(cut))) << "cut " << cut;
+    EXPECT_OK(reader.finish()) << "cut " << cut;
+    EXPECT_EQ(sink.begins, whole.begins) << "cut " << cut;
+    EXPECT_EQ(sink.ends, whole.ends) << "cut " << cut;
+    EXPECT_EQ(sink.heartbeats, whole.heartbeats) << "cut " << cut;
+    EXPECT_EQ(sink.handovers, 1) << "cut " << cut;
+    EXPECT_TRUE(reader.saw_handover()) << "cut " << cut;
+    EXPECT_FALSE(reader.saw_goodbye()) << "cut " << cut;
+    EXPECT_EQ(reader.bytes_consumed(), stream.size()) << "cut " << cut;
+    EXPECT_TRUE(sink.image() == sender.image()) << "cut " << cut;
+  }
+
+  ImageSink bytewise(16);
+  CheckpointReader bytewise_reader(16, &bytewise);
+  ASSERT_OK(feed_in_pieces(bytewise_reader, stream, rng, 1));
+  EXPECT_OK(bytewise_reader.finish());
+  EXPECT_EQ(bytewise.ends, whole.ends);
+  EXPECT_EQ(bytewise.handovers, 1);
+  EXPECT_TRUE(bytewise.image() == sender.image());
+}
+
 TEST(CheckpointStreamHostile, ChunksThatBelongBetweenCheckpointsAreRejectedInside) {
   expect_corrupt(read_stream(StreamBuilder().begin(1).i32(XC_SAVE_ID_ENABLE_COMPRESSION).bytes()),
                  "ENABLE_COMPRESSION inside a checkpoint");
   expect_corrupt(read_stream(StreamBuilder().begin(1).i32(kChunkGoodbye).bytes()),
                  "GOODBYE inside a checkpoint");
+  expect_corrupt(read_stream(StreamBuilder().begin(1).i32(kChunkHandover).bytes()),
+                 "HANDOVER inside a checkpoint");
   expect_corrupt(read_stream(StreamBuilder().begin(1).begin(2).bytes()),
                  "CHECKPOINT_BEGIN inside a checkpoint");
 }
@@ -944,6 +1034,7 @@ TEST(CheckpointStreamExample, ChunksOutsideCheckpointsMatchTheDocumentedBytes) {
             (Bytes{0x9b, 0xff, 0xff, 0xff, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01}));
   EXPECT_EQ(encode_goodbye(), (Bytes{0x9a, 0xff, 0xff, 0xff}));
   EXPECT_EQ(encode_dropped(), (Bytes{0x99, 0xff, 0xff, 0xff}));
+  EXPECT_EQ(encode_handover(), (Bytes{0x98, 0xff, 0xff, 0xff}));
 }
 
 // ---- The worked example of docs/protocol.md, "Chunks".
