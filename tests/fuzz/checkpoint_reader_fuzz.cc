@@ -5,7 +5,8 @@
 //                     bit 1 = wrap the stream bytes as the body of checkpoint 1
 //                             with a correct tail (page count = byte 1, CRC
 //                             computed), so the fuzzer reaches on_end();
-//                     bit 2 = append GOODBYE.
+//                     bit 2 = append GOODBYE;
+//                     bit 3 = append HANDOVER (after GOODBYE if both).
 //   byte 1: page count for the wrapped tail.
 //   bytes 2-3: seed of the piece sizes the stream is fed in.
 // The stream is fed twice, whole and in pieces; both readers must make the
@@ -75,6 +76,8 @@ class FuzzSink : public CheckpointSink {
   void on_heartbeat(uint64_t ns) override { log(6, ns); }
   void on_enable_compression() override { log(7, 0); }
   void on_goodbye() override { log(8, 0); }
+  void on_handover() override { log(9, 0); }
+  void on_dropped() override { log(10, 0); }
 
   const std::vector<uint64_t>& calls() const { return calls_; }
   const std::vector<uint8_t>& image() const { return image_; }
@@ -114,6 +117,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     put_bytes(stream, raw);
   }
   if (selector & 4) put_bytes(stream, encode_goodbye());
+  if (selector & 8) put_bytes(stream, encode_handover());
 
   static FuzzSink sinks[2];
   FuzzSink* whole_sink = &sinks[0];
