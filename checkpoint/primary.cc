@@ -396,7 +396,7 @@ Status PrimaryNode::run() {
   if (st.is_ok()) st = start_engine();
   if (st.is_ok()) st = start_services();
   if (st.is_ok()) st = protect();
-  shut_down();
+  shut_down(st);
   return st;
 }
 
@@ -724,7 +724,7 @@ Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy
   return Status::ok();
 }
 
-void PrimaryNode::shut_down() {
+void PrimaryNode::shut_down(const Status& result) {
   auto& im = *impl_;
   log_release_interval();
   if (demoted_.load()) {
@@ -737,9 +737,27 @@ void PrimaryNode::shut_down() {
     if (im.sender && !im.sender->broken()) im.sender->drop();
   }
   state_.transition(PrimaryState::kStopping);
-  if (im.proxy) im.proxy->stop();
-  // A requested stop: tell the backup it need not take over, then stop the guest.
-  if (im.sender && !im.sender->broken()) im.sender->goodbye(kGoodbyeWithin);
+  if (im.proxy) im.proxy->stop();  // no output leaves from here on
+  const bool requested = result.is_ok() && !demoted_.load();
+  // With a witness, a requested stop hands the pair over: the lease first, so
+  // that the backup wins the key at its first try.
+  const bool hand_over = requested && ownership_ != nullptr;
+  if (hand_over) {
+    if (Status st = ownership_->give_up(); !st.is_ok()) log_(st.message());
+  }
+  if (im.sender && !im.sender->broken()) {
+    if (hand_over) {
+      log_("handing the pair over to the backup (HANDOVER): it takes over now");
+      im.sender->handover(kGoodbyeWithin);
+    } else if (requested) {
+      // Without a witness: tell the backup it need not take over.
+      im.sender->goodbye(kGoodbyeWithin);
+    } else {
+      // A failure (maybe in the middle of a checkpoint): as from a crash, the
+      // backup takes over from its last committed checkpoint.
+      im.sender->close();
+    }
+  }
   if (im.guest) {
     Status st = im.guest->stop(GuestProcess::kStopGrace);
     if (!st.is_ok()) log_(st.message());

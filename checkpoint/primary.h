@@ -120,6 +120,12 @@ class Ownership {
   // A backup holds the guest's state again: clears that record (in the
   // background, retried until it succeeds).
   virtual void record_protected() = 0;
+  // A requested stop, once no output leaves any more: gives the pair up at
+  // the witness (the owner key is deleted and the lease revoked), so the
+  // backup may take over at once. Blocks for the witness calls (bounded by
+  // the client's deadline). Final: this node owns nothing afterwards. An
+  // error means the lease could not be given up; it then expires by itself.
+  virtual Status give_up() = 0;
 };
 
 class PrimaryNode {
@@ -173,7 +179,11 @@ class PrimaryNode {
   Status start_engine();
   Status start_services();
   Status protect();
-  void shut_down();
+  // Stops output, the stream and the guest. `result` is run()'s: only a
+  // requested stop (OK) says GOODBYE, or with a witness gives the lease up
+  // and says HANDOVER; a failure closes the stream without a word, so the
+  // backup takes over as from a crash.
+  void shut_down(const Status& result);
   // One connection to the backup, from handshake to loss. Returns OK when the
   // loop should go on (the backup was lost), an error to end run().
   Status protect_with(const common::Endpoint& backup, ReconnectPolicy& policy);

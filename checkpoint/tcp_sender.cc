@@ -357,7 +357,15 @@ Status TcpSender::flush() {
 void TcpSender::end_of_checkpoint(uint64_t /*epoch*/) {}
 
 void TcpSender::goodbye(std::chrono::milliseconds timeout) {
-  if (send(protocol::encode_goodbye()).is_ok()) {
+  say_last(protocol::encode_goodbye(), timeout);
+}
+
+void TcpSender::handover(std::chrono::milliseconds timeout) {
+  say_last(protocol::encode_handover(), timeout);
+}
+
+void TcpSender::say_last(protocol::Bytes last, std::chrono::milliseconds timeout) {
+  if (send(std::move(last)).is_ok()) {
     std::unique_lock lock(mu_);
     cv_.wait_for(lock, timeout, [&] { return broken_.load() || (queue_.empty() && !writing_); });
   }

@@ -73,8 +73,12 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   void end_of_checkpoint(uint64_t epoch) override;
 
   // Sends GOODBYE (clean shutdown: the backup will not take over), flushes
-  // up to `timeout`, and closes.
+  // up to `timeout`, and closes. Only between checkpoints (the engine is not
+  // running, and its last checkpoint was queued whole).
   void goodbye(std::chrono::milliseconds timeout);
+  // The same with HANDOVER: this primary stopped on purpose and no output
+  // leaves it any more; the backup takes over at once.
+  void handover(std::chrono::milliseconds timeout);
   // Gives up on this backup deliberately: DROPPED follows the chunk being
   // written (if any), then the socket closes (after kDropLinger at the
   // latest). The backup then knows this primary lives on and does not take
@@ -94,6 +98,8 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   void do_read();
   void do_write();
   void check_liveness();
+  // Queues `last` (GOODBYE or HANDOVER), flushes up to `timeout`, closes.
+  void say_last(protocol::Bytes last, std::chrono::milliseconds timeout);
   void fail(const Status& why, bool say_dropped = false);  // io thread
   void write_dropped();                                    // io thread
   void close_socket();                                     // io thread

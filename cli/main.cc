@@ -23,6 +23,8 @@
 #include "common/log.h"
 #include "common/service_notify.h"
 #include "replica/takeover.h"
+#include "witness/etcd_witness.h"
+#include "witness/lease_guard.h"
 
 namespace {
 
@@ -92,10 +94,35 @@ replica::NodeSettings to_node_settings(const cli::NodeOptions& o) {
     s.witness.node_id = o.witness.node_id;
     if (o.witness.url.tls)
       s.witness.tls = common::TlsFiles{o.witness.cert, o.witness.key, o.witness.ca, ""};
+    s.witness.guard_program = "/proc/self/exe";  // this very binary, even if replaced on disk
   }
   s.tls = common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name};
   s.insecure = o.link.insecure;
   return s;
+}
+
+// `romulus lease-guard`: gives up the lease of its node if the node dies.
+int run_lease_guard(const cli::LeaseGuardCommand& c) {
+  common::Logger log("lease-guard");
+  witness::LeaseGuardConfig config;
+  config.node = c.node_pid;
+  config.key = witness::owner_key(c.pair);
+  config.give_up_for = c.lease_ttl;
+  config.log = [&log](const std::string& line) { log(line); };
+  const common::TlsFiles tls{c.cert, c.key, c.ca, ""};
+  const bool use_tls = c.url.tls;
+  const auto endpoints = c.url.endpoints;
+  config.open_witness = [use_tls, tls, endpoints]() -> Result<std::unique_ptr<witness::Witness>> {
+    witness::etcd::EtcdClient::Options options;
+    if (use_tls) {
+      auto id = common::TlsIdentity::load(tls);
+      if (!id.is_ok()) return id.status().context("the witness's TLS files");
+      options.tls = *id;
+    }
+    return std::unique_ptr<witness::Witness>(
+        std::make_unique<witness::EtcdWitness>(endpoints, options));
+  };
+  return witness::run_lease_guard(config);
 }
 
 int exit_code_for(const Status& st) {
@@ -323,6 +350,8 @@ int run(int argc, char** argv) {
             settings.on_failover = c.on_failover;
             return replica::run_node(replica::StartAs::kBackup, std::move(settings), host);
           });
+        } else if constexpr (std::is_same_v<T, cli::LeaseGuardCommand>) {
+          return run_lease_guard(c);
         } else if constexpr (std::is_same_v<T, cli::StatusCommand>) {
           return run_request(c.control_path, c.json ? "status --json" : "status", c.json);
         } else if constexpr (std::is_same_v<T, cli::SetCommand>) {

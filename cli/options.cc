@@ -9,6 +9,7 @@
 
 #include <boost/program_options.hpp>
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -497,6 +498,55 @@ Result<Command> parse_node(const std::string& sub, std::vector<std::string> args
   return Command(std::move(b));
 }
 
+// `romulus lease-guard --node-pid N --witness URL --pair NAME --lease-ttl Ns
+// [--witness-cert F --witness-key F --witness-ca F]`, as WitnessLink writes it.
+Result<Command> parse_lease_guard(const std::vector<std::string>& args) {
+  LeaseGuardCommand g;
+  bool have_pid = false, have_url = false;
+  for (size_t i = 0; i < args.size(); i += 2) {
+    if (i + 1 >= args.size()) {
+      return Status::invalid_argument(fmt::format("lease-guard: {} needs a value", args[i]));
+    }
+    const std::string& name = args[i];
+    const std::string& value = args[i + 1];
+    if (name == "--node-pid") {
+      int pid = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), pid);
+      if (ec != std::errc() || end != value.data() + value.size() || pid <= 1) {
+        return Status::invalid_argument(
+            fmt::format("lease-guard: --node-pid '{}' is not a process id", value));
+      }
+      g.node_pid = pid;
+      have_pid = true;
+    } else if (name == "--witness") {
+      auto url = witness::etcd::EtcdUrl::parse(value);
+      if (!url.is_ok())
+        return Status::invalid_argument("lease-guard: --witness " + url.status().message());
+      g.url = *url;
+      have_url = true;
+    } else if (name == "--pair") {
+      g.pair = value;
+    } else if (name == "--lease-ttl") {
+      ROMULUS_ASSIGN_OR_RETURN(auto ttl, parse_duration(value));
+      g.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(ttl);
+    } else if (name == "--witness-cert") {
+      g.cert = value;
+    } else if (name == "--witness-key") {
+      g.key = value;
+    } else if (name == "--witness-ca") {
+      g.ca = value;
+    } else {
+      return Status::invalid_argument(fmt::format("lease-guard: unknown option '{}'", name));
+    }
+  }
+  if (!have_pid || !have_url || g.pair.empty()) {
+    return Status::invalid_argument(
+        "lease-guard is started by a node with --witness, not by hand: it needs --node-pid, "
+        "--witness and --pair");
+  }
+  return Command(std::move(g));
+}
+
 }  // namespace
 
 Result<Command> parse_command_line(int argc, const char* const* argv) {
@@ -507,6 +557,7 @@ Result<Command> parse_command_line(int argc, const char* const* argv) {
   if (sub == "--version" || sub == "version")
     return Command(HelpCommand{fmt::format("romulus {}\n", ROMULUS_VERSION)});
   if (sub == "primary" || sub == "backup") return parse_node(sub, std::move(args));
+  if (sub == "lease-guard") return parse_lease_guard(args);
 
   // status / set / failover: a few words and --control, --json.
   std::string control;

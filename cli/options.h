@@ -86,9 +86,18 @@ struct FailoverCommand {
 struct HelpCommand {
   std::string text;
 };
+// `romulus lease-guard`: not for operators; a node starts it beside itself
+// (witness/lease_guard.h) with the node's own witness options.
+struct LeaseGuardCommand {
+  int node_pid = 0;            // --node-pid: the node guarded (the guard's parent)
+  witness::etcd::EtcdUrl url;  // --witness
+  std::string pair;            // --pair
+  std::chrono::seconds lease_ttl{witness::kDefaultLeaseTtl};  // --lease-ttl
+  std::string cert, key, ca;  // --witness-cert, --witness-key, --witness-ca (etcds://)
+};
 
 using Command = std::variant<NodeOptions, BackupOptions, StatusCommand, SetCommand, FailoverCommand,
-                             HelpCommand>;
+                             HelpCommand, LeaseGuardCommand>;
 
 Result<Command> parse_command_line(int argc, const char* const* argv);
 

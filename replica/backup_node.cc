@@ -88,6 +88,7 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   Status on_end(uint64_t epoch, uint32_t page_count) override;
   void on_goodbye() override;
   void on_dropped() override;
+  void on_handover() override;
 
  private:
   void do_read();
@@ -162,11 +163,14 @@ struct BackupNode::Impl {
   void contact() { detector.on_contact(Clock::now()); }
   void goodbye();
   void dropped();
+  void handover();
   void session_closed(PrimarySession* s, StreamEnd how, const std::string& why);
   void image_committed(uint64_t epoch, bool first);
   // Verdicts.
-  void primary_lost(const std::string& why);
-  void try_takeover(const std::string& reason);
+  // `exited`: the primary's process left evidence that it is gone (see
+  // FailureDetector::Judgement::exited).
+  void primary_lost(const std::string& why, bool exited);
+  void try_takeover(const std::string& reason, bool exited = false);
   void poll_gate();
   void activate(const std::string& reason);
   BackupMetrics metrics() const;
@@ -250,8 +254,14 @@ void PrimarySession::do_read() {
         close(StreamEnd::kGoodbye, "primary said goodbye");
       } else if (reader_ && reader_->saw_dropped()) {
         close(StreamEnd::kDropped, "primary dropped this backup");
+      } else if (reader_ && reader_->saw_handover()) {
+        close(StreamEnd::kHandover, "primary handed the pair over");
+      } else if (ec == asio::error::eof) {
+        close(StreamEnd::kClosed, ec.message());
+      } else if (ec == asio::error::connection_reset) {
+        close(StreamEnd::kReset, ec.message());
       } else {
-        close(ec == asio::error::eof ? StreamEnd::kClosed : StreamEnd::kReset, ec.message());
+        close(StreamEnd::kSocketError, ec.message());
       }
       return;
     }
@@ -355,6 +365,7 @@ Status PrimarySession::on_end(uint64_t epoch, uint32_t page_count) {
   return Status::ok();
 }
 void PrimarySession::on_goodbye() { node_.goodbye(); }
+void PrimarySession::on_handover() { node_.handover(); }
 void PrimarySession::on_dropped() { node_.dropped(); }
 
 // ---- The node.
@@ -440,6 +451,15 @@ void BackupNode::Impl::goodbye() {
       "`romulus failover` takes over by hand");
 }
 
+void BackupNode::Impl::handover() {
+  const auto now = Clock::now();
+  detector.on_handover(now);
+  replica.abort_stream();
+  state.transition(replica.has_committed() ? BackupState::kPrimarySilent : BackupState::kNoImage);
+  const auto j = detector.judge(now);
+  primary_lost("primary handed over: " + j.reason, j.exited);
+}
+
 void BackupNode::Impl::dropped() {
   detector.on_dropped(Clock::now());
   replica.abort_stream();
@@ -471,7 +491,9 @@ void BackupNode::Impl::session_closed(PrimarySession* s, StreamEnd how, const st
   replica.abort_stream();
   const auto now = Clock::now();
   detector.on_stream_ended(how, now, why);
-  if (how == StreamEnd::kGoodbye || how == StreamEnd::kDropped) return;  // already handled
+  if (how == StreamEnd::kGoodbye || how == StreamEnd::kDropped || how == StreamEnd::kHandover) {
+    return;  // already handled
+  }
   if (!replica.has_committed()) {
     state.transition(BackupState::kNoImage);
   } else {
@@ -482,11 +504,11 @@ void BackupNode::Impl::session_closed(PrimarySession* s, StreamEnd how, const st
     log(fmt::format("stream ended: {}; waiting up to {} ms for the primary to reconnect", j.reason,
                     j.remaining.count()));
   } else if (j.verdict == Verdict::kLost) {
-    primary_lost("primary lost: " + j.reason);
+    primary_lost("primary lost: " + j.reason, j.exited);
   }
 }
 
-void BackupNode::Impl::primary_lost(const std::string& why) {
+void BackupNode::Impl::primary_lost(const std::string& why, bool exited) {
   if (loss_handled || outcome) return;
   loss_handled = true;
   if (!replica.has_committed()) {
@@ -496,16 +518,16 @@ void BackupNode::Impl::primary_lost(const std::string& why) {
                     why));
     return;
   }
-  try_takeover(why);
+  try_takeover(why, exited);
 }
 
-void BackupNode::Impl::try_takeover(const std::string& reason) {
+void BackupNode::Impl::try_takeover(const std::string& reason, bool exited) {
   if (!gate) return activate(reason);
   if (!takeover_reason.empty()) return;  // already trying
   if (!state.transition(BackupState::kTakingOver)) return;
   takeover_reason = reason;
   log(fmt::format("{}: taking over once this node owns the pair in the witness", reason));
-  gate->request();
+  gate->request(exited);
   next_wait_log = {};
   poll_gate();
 }
@@ -580,7 +602,7 @@ void BackupNode::Impl::on_tick() {
         auto s = primary;
         s->close(StreamEnd::kSilent, "silent");  // judges and acts
       } else {
-        primary_lost("primary lost: " + j.reason);
+        primary_lost("primary lost: " + j.reason, j.exited);
       }
     }
     on_tick();
@@ -614,9 +636,16 @@ BackupMetrics BackupNode::Impl::metrics() const {
 BackupNode::BackupNode(BackupConfig config, std::function<void(const std::string&)> log)
     : impl_(std::make_unique<Impl>(std::move(config), std::move(log))) {}
 
-BackupNode::~BackupNode() = default;
+BackupNode::~BackupNode() {
+  if (impl_->gate) impl_->gate->set_wake(nullptr);
+}
 
-void BackupNode::set_takeover_gate(TakeoverGate* gate) { impl_->gate = gate; }
+void BackupNode::set_takeover_gate(TakeoverGate* gate) {
+  impl_->gate = gate;
+  if (!gate) return;
+  // The witness's decision reaches the node at once, not at its next tick.
+  gate->set_wake([im = impl_.get()] { asio::post(im->io, [im] { im->poll_gate(); }); });
+}
 
 void BackupNode::set_on_state_change(std::function<void(BackupState)> fn) {
   impl_->state.set_observer([fn = std::move(fn)](BackupState, BackupState to) { fn(to); });

@@ -79,8 +79,13 @@ class TakeoverGate {
     kOtherOwner,  // another node owns the pair: do not take over; follow it
   };
   virtual ~TakeoverGate() = default;
-  // The primary is judged lost: start trying to own the pair.
-  virtual void request() = 0;
+  // The primary is judged lost: start trying to own the pair. `prompt`: its
+  // process left evidence that it is gone (its kernel closed the link, or it
+  // handed the pair over), so its lease is about to be given up: look often.
+  virtual void request(bool prompt) = 0;
+  // Called (from any thread) whenever poll() may answer differently; the
+  // node polls at once instead of at its next tick. nullptr: nobody to wake.
+  virtual void set_wake(std::function<void()> wake) = 0;
   // Where that stands; `detail` says why, for the log.
   virtual Verdict poll(std::string* detail) = 0;
   // The primary is back (a stream was accepted): stop trying.

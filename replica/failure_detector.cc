@@ -13,6 +13,7 @@ void FailureDetector::on_stream_started(Clock::time_point now) {
   said_goodbye_ = said_dropped_ = false;
   last_contact_ = now;
   gone_reason_.clear();
+  gone_exited_ = false;
 }
 
 void FailureDetector::on_contact(Clock::time_point now) {
@@ -33,6 +34,15 @@ void FailureDetector::on_dropped(Clock::time_point now) {
   phase_ = Phase::kDropped;
 }
 
+void FailureDetector::on_handover(Clock::time_point now) {
+  if (phase_ != Phase::kStreaming) return;
+  last_contact_ = now;
+  ended_at_ = now;
+  phase_ = Phase::kGone;
+  gone_reason_ = "the primary stopped and handed the pair over (HANDOVER)";
+  gone_exited_ = true;
+}
+
 void FailureDetector::on_stream_ended(StreamEnd how, Clock::time_point now, std::string detail) {
   if (phase_ != Phase::kStreaming) return;  // after GOODBYE/DROPPED the end changes nothing
   ended_at_ = now;
@@ -44,16 +54,28 @@ void FailureDetector::on_stream_ended(StreamEnd how, Clock::time_point now, std:
     case StreamEnd::kDropped:
       phase_ = Phase::kDropped;
       return;
+    case StreamEnd::kHandover:  // on_handover() came first; this is its socket closing
+      phase_ = Phase::kGone;
+      gone_reason_ = "the primary stopped and handed the pair over (HANDOVER)";
+      gone_exited_ = true;
+      return;
     case StreamEnd::kClosed:
       phase_ = Phase::kGone;
       gone_reason_ = "connection closed without GOODBYE" + suffix;
+      gone_exited_ = true;
       return;
     case StreamEnd::kReset:
       phase_ = Phase::kGone;
       gone_reason_ = "connection reset" + suffix;
+      gone_exited_ = true;
+      return;
+    case StreamEnd::kSocketError:
+      phase_ = Phase::kGone;
+      gone_reason_ = "connection failed" + suffix;
       return;
     case StreamEnd::kSilent:
       phase_ = Phase::kGone;
+      gone_exited_ = false;
       gone_reason_ =
           fmt::format("silent for {} ms", duration_cast<milliseconds>(now - last_contact_).count());
       return;
@@ -79,6 +101,7 @@ FailureDetector::Judgement FailureDetector::judge(Clock::time_point now) const {
     case Phase::kGone:
       j.verdict = Verdict::kLost;
       j.reason = gone_reason_;
+      j.exited = gone_exited_;
       return j;
     case Phase::kStreaming: {
       const auto silent = duration_cast<milliseconds>(now - last_contact_);

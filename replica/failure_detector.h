@@ -16,8 +16,17 @@
 //   - DROPPED: the primary gave up on this backup and runs on without it, so
 //     this image falls behind: never lost afterwards either (taking over
 //     would resurrect a stale state), until a new stream starts.
+//   - HANDOVER: the primary stopped on purpose and hands the pair to this
+//     backup: lost at once (take over), with evidence that it is gone.
 //   - The connection closed or reset without GOODBYE or DROPPED: lost at once
-//     (a crashed primary's kernel closes its sockets).
+//     (a crashed primary's kernel closes its sockets), with evidence that the
+//     primary's process is gone (a FIN or a reset came from its host; a
+//     silent, paused or cut-off primary sends neither). Any other socket
+//     error: lost at once, without that evidence.
+//
+// The evidence (Judgement::exited) changes only how often a backup with a
+// witness looks for the old owner's lease to be given up (witness/
+// ownership.h, kPromptRetry); never whether it may take over.
 //   - The backup ended the stream itself (it refused a checkpoint): the
 //     primary is alive and resyncs; lost only if no new stream starts within
 //     the failover timeout.
@@ -36,12 +45,14 @@ class FailureDetector {
   using Clock = std::chrono::steady_clock;
 
   enum class StreamEnd {
-    kClosed,         // EOF without GOODBYE or DROPPED
-    kReset,          // a socket error
+    kClosed,         // EOF without GOODBYE or DROPPED (a FIN from the primary's host)
+    kReset,          // the primary's host reset the connection (an RST)
+    kSocketError,    // any other socket error (a timeout, an unreachable host)
     kEndedByBackup,  // this backup refused the stream (it sent ERROR and closed)
     kSilent,         // this backup closed it after the failover timeout of silence
     kGoodbye,        // ended after GOODBYE
     kDropped,        // ended after DROPPED
+    kHandover,       // ended after HANDOVER
   };
 
   enum class Verdict {
@@ -57,6 +68,9 @@ class FailureDetector {
     Verdict verdict = Verdict::kNoPrimary;
     std::string reason;                      // for kLost / kWaiting: why, for the log
     std::chrono::milliseconds remaining{0};  // kWaiting / kAlive: until judged lost
+    // kLost: the primary's process left evidence that it is gone (a FIN or
+    // an RST from its host, or HANDOVER), not only silence.
+    bool exited = false;
   };
 
   explicit FailureDetector(std::chrono::milliseconds failover_timeout);
@@ -65,6 +79,7 @@ class FailureDetector {
   void on_contact(Clock::time_point now);  // bytes of an accepted stream
   void on_goodbye(Clock::time_point now);  // the socket may stay open after it
   void on_dropped(Clock::time_point now);
+  void on_handover(Clock::time_point now);  // judged lost at once, with evidence
   void on_stream_ended(StreamEnd how, Clock::time_point now, std::string detail = {});
 
   Judgement judge(Clock::time_point now) const;
@@ -82,6 +97,7 @@ class FailureDetector {
   Clock::time_point last_contact_{};
   Clock::time_point ended_at_{};
   std::string gone_reason_;
+  bool gone_exited_ = false;  // kGone: with evidence that the process is gone
 };
 
 const char* to_string(FailureDetector::Verdict v);

@@ -304,6 +304,11 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
         break;
     }
   }
+  // Every role has ended: no output leaves this process any more, so whatever
+  // lease it holds is given up (a primary handing over did it already).
+  if (link) {
+    if (Status st = link->give_up(); !st.is_ok()) host.log(st.message());
+  }
   return roles.result();
 }
 

@@ -89,6 +89,10 @@ struct WitnessSettings {
   std::chrono::seconds lease_ttl{witness::kDefaultLeaseTtl};
   std::string node_id;   // empty: host name and own replication address
   common::TlsFiles tls;  // etcds://: the client's certificate, key and the CA
+  // The `romulus` program that runs this node's lease guard (`PROGRAM
+  // lease-guard ...`, witness/lease_guard.h): the CLI gives "/proc/self/exe".
+  // Empty: no guard (if this process dies, its lease expires by itself).
+  std::string guard_program;
 };
 
 struct NodeSettings {

@@ -1,6 +1,9 @@
 #include "replica/witness_link.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "witness/etcd_witness.h"
 
@@ -14,6 +17,10 @@ WitnessLink::WitnessLink(const WitnessSettings& settings, std::string replicatio
     : settings_(settings), replication_(std::move(replication)), log_(std::move(log)) {}
 
 WitnessLink::~WitnessLink() {
+  // The keeper first: it tells the guard nothing more once stopped. The
+  // guard (destroyed with this) then waits for the process to exit and gives
+  // up the lease it holds, if any (none after give_up()).
+  if (keeper_) keeper_->stop();
   {
     std::lock_guard lock(marker_mu_);
     marker_stop_ = true;
@@ -38,12 +45,18 @@ Status WitnessLink::start() {
   w->set_acquire_guard(etcd::AcquireGuard{marker_key_, settings_.node_id});
   marker_client_.emplace(settings_.url.endpoints, options);
   marker_thread_ = std::thread([this] { clear_marker_loop(); });
+  start_guard();
   witness::LeaseKeeperOptions o;
   o.pair = settings_.pair;
   o.node_id = settings_.node_id;
   o.replication = replication_;
   o.ttl = settings_.lease_ttl;
   o.log = log_;
+  if (guard_) {
+    o.on_lease = [this](witness::LeaseId lease) {
+      if (Status st = guard_->held(lease); !st.is_ok()) log_(st.message());
+    };
+  }
   keeper_.emplace(std::move(w), o,
                   [this](const witness::OwnershipChange& c) { on_change(c); });
   return keeper_->start();
@@ -117,12 +130,36 @@ void WitnessLink::record_protected() {
   marker_cv_.notify_all();
 }
 
+Status WitnessLink::give_up() {
+  const auto before = keeper_->snapshot(Clock::now());
+  if (before.state == OwnershipState::kReleased) return Status::ok();
+  Status st = keeper_->step_down();
+  if (!st.is_ok()) return st;
+  // step_down() stopped releases; stop() waits for the key's release and the
+  // lease's revocation (each bounded by the witness client's deadline).
+  keeper_->stop();
+  if (before.lease == 0) return Status::ok();  // held nothing
+  const auto after = keeper_->snapshot(Clock::now());
+  if (after.lease != 0 || after.last_error != before.last_error) {
+    return Status::unavailable(fmt::format(
+        "could not give the pair's lease up ({}); it expires by itself within {} s",
+        after.last_error.empty() ? "no answer" : after.last_error, settings_.lease_ttl.count()));
+  }
+  log_(fmt::format("gave the pair's lease up in the witness (lease {})", before.lease));
+  return Status::ok();
+}
+
 // ---- TakeoverGate
 
-void WitnessLink::request() {
+void WitnessLink::request(bool prompt) {
   takeover_requested_ = true;
-  Status st = keeper_->request_takeover();
+  Status st = keeper_->request_takeover(prompt);
   if (!st.is_ok()) log_(fmt::format("witness: {}", st.message()));
+}
+
+void WitnessLink::set_wake(std::function<void()> wake) {
+  std::lock_guard lock(mu_);
+  wake_ = std::move(wake);
 }
 
 TakeoverGate::Verdict WitnessLink::poll(std::string* detail) {
@@ -172,6 +209,34 @@ WitnessReport WitnessLink::report() const {
 
 // ---- Private
 
+void WitnessLink::start_guard() {
+  if (settings_.guard_program.empty()) return;
+  // `ps` shows the binary's name, not /proc/self/exe.
+  std::error_code ec;
+  std::string name = std::filesystem::read_symlink(settings_.guard_program, ec).string();
+  if (ec || name.empty()) name = settings_.guard_program;
+  std::vector<std::string> argv = {name,          "lease-guard",
+                                   "--node-pid",  std::to_string(getpid()),
+                                   "--witness",   settings_.url.to_string(),
+                                   "--pair",      settings_.pair,
+                                   "--lease-ttl", fmt::format("{}s", settings_.lease_ttl.count())};
+  if (settings_.url.tls) {
+    argv.insert(argv.end(), {"--witness-cert", settings_.tls.cert, "--witness-key",
+                             settings_.tls.key, "--witness-ca", settings_.tls.ca});
+  }
+  auto guard = witness::LeaseGuardLink::spawn(settings_.guard_program, argv);
+  if (!guard.is_ok()) {
+    log_(
+        fmt::format("WARNING: {}; if this process dies, the other node waits for its lease to "
+                    "expire",
+                    guard.status().message()));
+    return;
+  }
+  guard_ = std::move(guard).value();
+  log_(fmt::format("lease guard started (pid {}): if this process dies, it gives the lease up",
+                   guard_->pid()));
+}
+
 void WitnessLink::clear_marker_loop() {
   std::unique_lock lock(marker_mu_);
   while (!marker_stop_) {
@@ -205,6 +270,7 @@ void WitnessLink::on_change(const witness::OwnershipChange& c) {
     fenced_since_.store(0);
   }
   std::lock_guard lock(mu_);
+  if (wake_) wake_();
   if (!primary_) return;
   if (c.to == OwnershipState::kFollower && c.owner && c.owner->value.node != settings_.node_id) {
     primary_->demote(fmt::format("node {} owns the pair (replication {})", c.owner->value.node,

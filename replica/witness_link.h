@@ -16,6 +16,12 @@
 // of this node is guarded by it, so no backup takes over from an image older
 // than what was served.
 //
+// It also starts the node's lease guard (witness/lease_guard.h: `romulus
+// lease-guard`, when WitnessSettings::guard_program is set) and tells it
+// every lease the keeper holds, so that if this process dies its lease is
+// given up at once instead of expiring; a clean end gives the lease up here
+// (give_up()) and tells the guard to exit.
+//
 // Threads: start(), keeper() and attach() on the main thread (start() once,
 // before any role runs). The checkpoint::Ownership methods from the primary's
 // threads (may_release() reads atomics only, on the common path); the
@@ -40,6 +46,7 @@
 #include "replica/backup_node.h"
 #include "replica/takeover.h"
 #include "witness/etcd_client.h"
+#include "witness/lease_guard.h"
 #include "witness/lease_keeper.h"
 
 namespace romulus::replica {
@@ -85,9 +92,11 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   boost::json::object status(Clock::time_point now) const override;
   Status record_unprotected() override;
   void record_protected() override;
+  Status give_up() override;
 
   // ---- TakeoverGate (the backup)
-  void request() override;
+  void request(bool prompt) override;
+  void set_wake(std::function<void()> wake) override;
   Verdict poll(std::string* detail) override;
   void cancel() override;
   WitnessReport report() const override;
@@ -100,6 +109,9 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   // every kMarkerLookEvery).
   bool blocked_by_marker();
   void on_change(const witness::OwnershipChange& c);
+  // Starts `romulus lease-guard` when settings_.guard_program is set; a guard
+  // that cannot start is one warning (the lease then expires by itself).
+  void start_guard();
 
   WitnessSettings settings_;
   std::string replication_;
@@ -111,6 +123,9 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   std::atomic<bool> takeover_requested_{false};
   std::mutex mu_;
   checkpoint::PrimaryNode* primary_ = nullptr;  // guarded by mu_
+  std::function<void()> wake_;                  // guarded by mu_
+  // The lease guard, told each lease on the keeper's thread (nullptr: none).
+  std::unique_ptr<witness::LeaseGuardLink> guard_;
 
   // The "unprotected" record (its own client: the keeper's is its thread's).
   std::string marker_key_, owner_key_;

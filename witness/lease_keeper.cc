@@ -81,6 +81,10 @@ void LeaseKeeper::after_event_locked(OwnershipState before) {
                            ? own_.deadline().time_since_epoch().count()
                            : INT64_MIN,
                        std::memory_order_release);
+  if (own_.lease() != reported_lease_) {
+    reported_lease_ = own_.lease();
+    if (options_.on_lease) options_.on_lease(reported_lease_);
+  }
   if (own_.state() == before) return;
   OwnershipChange c{before, own_.state(), own_.known_owner(), own_.describe(Clock::now())};
   if (options_.log) {
@@ -126,13 +130,13 @@ Status LeaseKeeper::try_acquire() {
   });
 }
 
-Status LeaseKeeper::request_takeover() {
+Status LeaseKeeper::request_takeover(bool prompt) {
   return command(mu_, wake_, poked_, [&] {
     const OwnershipState before = own_.state();
     // Wait out the owner last seen; if none was ever seen, whoever holds the key now.
     LeaseId displacing = kCurrentHolder;
     if (own_.known_owner()) displacing = own_.known_owner()->lease;
-    Status s = own_.request_ownership(Clock::now(), displacing);
+    Status s = own_.request_ownership(Clock::now(), displacing, prompt);
     after_event_locked(before);
     return s;
   });

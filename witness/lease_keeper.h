@@ -70,6 +70,12 @@ struct LeaseKeeperOptions {
   std::string replication;  // HOST:PORT others use to reach this node for checkpoints
   std::chrono::seconds ttl{kDefaultLeaseTtl};
   std::function<void(const std::string&)> log;  // one line per state change; none if empty
+  // Told the lease this node holds whenever it changes (an id once granted;
+  // 0 once released, lost or no longer needed), on the keeper's thread with
+  // its lock held, before any witness call uses the new lease: the node's
+  // lease guard (witness/lease_guard.h) learns of a lease before it can hold
+  // the key. Must not block or call into the keeper. None if empty.
+  std::function<void(LeaseId)> on_lease;
 };
 
 // A state change, as the node sees it.
@@ -109,8 +115,10 @@ class LeaseKeeper {
   Status try_acquire();
   // A backup that judged its primary lost: wait out the last known owner's
   // lease (if it never read the key: the lease of whoever holds it now), then
-  // win the key (or find that someone else won it: follower).
-  Status request_takeover();
+  // win the key (or find that someone else won it: follower). `prompt`: the
+  // primary's process left evidence that it is gone, so its lease is about to
+  // be given up: look every kPromptRetry for a while (witness/ownership.h).
+  Status request_takeover(bool prompt = false);
   // A candidate gives up (its primary turned out to be alive).
   Status stand_by();
   // Stop owning: may_release() is false when this returns; the key is then
@@ -140,6 +148,7 @@ class LeaseKeeper {
   bool stopping_ = false;
   bool poked_ = false;
   std::vector<OwnershipChange> changes_;
+  LeaseId reported_lease_ = 0;                     // the last lease told to options_.on_lease
   std::atomic<int64_t> release_until_{INT64_MIN};  // steady_clock ticks; INT64_MIN: not owner
   std::thread thread_;
 };

@@ -159,12 +159,13 @@ Duration Ownership::remaining(TimePoint now) const {
 
 // --- Commands ------------------------------------------------------------------
 
-Status Ownership::request_ownership(TimePoint now, std::optional<LeaseId> displacing) {
+Status Ownership::request_ownership(TimePoint now, std::optional<LeaseId> displacing, bool prompt) {
   // Only a follower asks; other states reach kCandidate by events, not by command.
   if (state_ != OwnershipState::kFollower)
     return refuse(OwnershipState::kCandidate, "ownership requested");
   ROMULUS_RETURN_IF_ERROR(transition(OwnershipState::kCandidate, "ownership requested"));
   displacing_ = displacing;
+  prompt_until_ = prompt ? now + kPromptWindow : TimePoint{};
   waiting_for_.reset();
   waiting_left_.reset();
   ask_remaining_ = false;
@@ -329,8 +330,12 @@ void Ownership::on_acquire_result(const Result<AcquireOutcome>& r, TimePoint now
     }
     return;
   }
+  // While the old owner is known to be gone, look again soon; its lease is
+  // about to be given up (kPromptRetry).
+  const bool prompt = now < prompt_until_;
+  const Duration again = prompt ? Duration(kPromptRetry) : retry_interval(ttl_);
   if (!holder) {  // nobody holds it, yet we did not win: try again soon
-    next_acquire_ = now + retry_interval(ttl_);
+    next_acquire_ = now + again;
     return;
   }
   if (state_ == OwnershipState::kCandidate && displacing_ == kCurrentHolder) {
@@ -338,8 +343,8 @@ void Ownership::on_acquire_result(const Result<AcquireOutcome>& r, TimePoint now
   }
   if (state_ == OwnershipState::kCandidate && displacing_ && holder->lease == *displacing_) {
     waiting_for_ = holder;  // Rule 3: the old owner's lease is still alive
-    ask_remaining_ = true;
-    next_acquire_ = now + retry_interval(ttl_);
+    ask_remaining_ = !prompt;  // prompt: the next try comes before the answer would
+    next_acquire_ = now + again;
     return;
   }
   // Rule 4: someone else owns the pair.
@@ -400,6 +405,12 @@ std::string Ownership::describe(TimePoint now) const {
       }
       return "following; the pair has no owner";
     case OwnershipState::kCandidate:
+      if (waiting_for_ && now < prompt_until_) {
+        return fmt::format(
+            "waiting for the old owner's lease: its process left the pair (its link closed), so "
+            "its lease guard should give the lease up; trying every {} ms",
+            kPromptRetry.count());
+      }
       if (waiting_for_) {
         return fmt::format("waiting for the old owner's lease ({} ms left)",
                            waiting_left_ ? waiting_left_->count() : ms(config_.ttl));

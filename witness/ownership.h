@@ -104,6 +104,14 @@ Duration safety_margin(std::chrono::seconds ttl);
 // deadline. Followers read the key every TTL/3.
 Duration renew_interval(std::chrono::seconds ttl);
 Duration retry_interval(std::chrono::seconds ttl);
+// A candidate whose old owner left evidence that its process is gone (its
+// kernel closed the replication link, or it handed the pair over) tries the
+// key every kPromptRetry for kPromptWindow, instead of every retry_interval:
+// that owner's lease is about to be given up (by its lease guard, or by the
+// owner itself: witness/lease_guard.h), and each try is one read at the
+// witness. Past the window the candidate waits as before.
+inline constexpr std::chrono::milliseconds kPromptRetry{5};
+inline constexpr std::chrono::milliseconds kPromptWindow{1000};
 
 struct OwnershipConfig {
   std::string pair;         // the pair's name; the key is owner_key(pair)
@@ -164,8 +172,12 @@ class Ownership {
   // (a backup taking over); while the key is held by that lease the node waits
   // as candidate. kCurrentHolder: wait out whoever holds the key at the first
   // try (a backup that never managed to read the key). Any other holder makes
-  // the node a follower (Rule 4).
-  Status request_ownership(TimePoint now, std::optional<LeaseId> displacing = std::nullopt);
+  // the node a follower (Rule 4). `prompt`: that owner's process left evidence
+  // that it is gone, so its lease is about to be given up: try the key every
+  // kPromptRetry for kPromptWindow (a cadence only: the key is still won only
+  // once it is absent, Rule 3).
+  Status request_ownership(TimePoint now, std::optional<LeaseId> displacing = std::nullopt,
+                           bool prompt = false);
   // A candidate gives up wanting the key (its primary turned out to be alive).
   Status stand_by(TimePoint now);
   // Stop owning (or wanting): releases the key if it is ours, revokes the lease.
@@ -234,6 +246,7 @@ class Ownership {
   bool verify_ = false;       // fenced: renewed, must check the key is still ours
   bool ask_remaining_ = false;
   std::optional<LeaseId> displacing_;
+  TimePoint prompt_until_{};  // candidate: try the key every kPromptRetry until then
   std::optional<Owner> known_owner_;
   std::optional<Owner> waiting_for_;
   std::optional<std::chrono::milliseconds> waiting_left_;

@@ -147,14 +147,19 @@ class WitnessTest(unittest.TestCase):
         self.assertIn(f"127.0.0.1:{dead}", errors[0])
         self.assertFalse(p.find(r"guest pid \d+ attached"), "started a guest without the witness")
 
-    def test_a_killed_primary_is_taken_over_after_its_lease_and_rejoins_as_backup(self):
+    def test_a_killed_primary_gives_its_lease_up_through_its_guard_and_rejoins_as_backup(self):
         etcd = Etcd(self)
         c = Cluster(self)
         a, b, (a_port, b_port, a_svc, b_svc, a_extra) = self.pair(c, etcd, "kill")
+        a.wait_for(r"lease guard started \(pid \d+\)")
         load = self.load(c, [a_svc, b_svc], 8)
         a.wait_for(RELEASED_RE)
-        a.kill9()
+        a.kill9()  # the supervisor only: its lease guard outlives it
+        # The guard saw it exit and revoked its lease: B need not wait for it to expire.
+        a.wait_for(r"romulus \(pid \d+\) has exited holding lease \d+")
+        a.wait_for(r"gave lease \d+ up \d+ ms after romulus")
         b.wait_for(harness.TAKEOVER_RE)
+        self.assertTrue(b.find(r"primary lost: connection closed without GOODBYE"), b.text())
         self.assertTrue(b.find(r"witness: candidate -> owner"), b.text())
         # The old primary comes back: the other node owns the pair, so it starts as its backup.
         a2 = c.primary([harness.binary("kvstore")], b_port, name="A2", service_port=a_svc,
@@ -164,6 +169,39 @@ class WitnessTest(unittest.TestCase):
         self.assertEqual(primary["witness"]["state"], "owner")
         self.report(load)
         self.assertFalse(a2.find(r"guest pid \d+ attached"), "A2 ran a guest as a second primary")
+
+    def test_a_primary_killed_with_its_guard_is_taken_over_once_its_lease_expires(self):
+        etcd = Etcd(self)
+        c = Cluster(self)
+        a, b, (a_port, b_port, a_svc, b_svc, a_extra) = self.pair(c, etcd, "killall")
+        load = self.load(c, [a_svc, b_svc], 8)
+        a.wait_for(RELEASED_RE)
+        os.killpg(a.pid, signal.SIGKILL)  # supervisor and guard together (the guest follows)
+        b.wait_for(harness.TAKEOVER_RE)
+        # Nobody gave the lease up: B won the key only once it expired, as for a silent host.
+        self.assertFalse(a.find(r"gave lease \d+ up"), a.text())
+        self.assertTrue(b.find(r"witness: candidate -> owner"), b.text())
+        self.report(load)
+
+    def test_a_stopped_primary_hands_the_pair_over_and_the_backup_takes_over(self):
+        etcd = Etcd(self)
+        c = Cluster(self)
+        a, b, (a_port, b_port, a_svc, b_svc, a_extra) = self.pair(c, etcd, "stop")
+        load = self.load(c, [a_svc, b_svc], 8)
+        a.wait_for(RELEASED_RE)
+        a.terminate()
+        self.assertEqual(a.wait(), 0, a.text())
+        self.assertTrue(a.find(r"gave the pair's lease up in the witness"), a.text())
+        self.assertTrue(a.find(r"handing the pair over to the backup \(HANDOVER\)"), a.text())
+        b.wait_for(harness.TAKEOVER_RE)
+        self.assertTrue(b.find(r"primary handed over: .*HANDOVER"), b.text())
+        # A started again rejoins the new owner as its backup.
+        a2 = c.primary([harness.binary("kvstore")], b_port, name="A2", service_port=a_svc,
+                       extra=a_extra)
+        a2.wait_for(r"owns the pair: starting as its backup")
+        self.one_protected_primary([a2, b])
+        self.report(load)
+        assert_no_overlap(self, a, b)
 
     def test_a_paused_primary_demotes_itself_and_rejoins_without_an_operator(self):
         etcd = Etcd(self)

@@ -129,5 +129,51 @@ TEST_F(FailureDetectorTest, EndsAfterGoodbyeOrDroppedChangeNothing) {
   EXPECT_EQ(d.judge(t0 + 3ms).verdict, Verdict::kStopped);
 }
 
+TEST_F(FailureDetectorTest, HandoverIsALossAtOnceWithEvidenceThatThePrimaryIsGone) {
+  d.on_stream_started(t0);
+  d.on_handover(t0 + 5ms);
+  auto j = d.judge(t0 + 5ms);
+  EXPECT_EQ(j.verdict, Verdict::kLost);
+  EXPECT_TRUE(j.exited);
+  EXPECT_NE(j.reason.find("HANDOVER"), std::string::npos);
+  d.on_stream_ended(StreamEnd::kHandover, t0 + 6ms);  // its socket closing changes nothing
+  j = d.judge(t0 + 6ms);
+  EXPECT_EQ(j.verdict, Verdict::kLost);
+  EXPECT_TRUE(j.exited);
+}
+
+TEST_F(FailureDetectorTest, AFinOrAResetFromThePrimarysHostIsEvidenceThatItExited) {
+  for (StreamEnd how : {StreamEnd::kClosed, StreamEnd::kReset}) {
+    FailureDetector f(500ms);
+    f.on_stream_started(t0);
+    f.on_stream_ended(how, t0 + 1ms);
+    const auto j = f.judge(t0 + 1ms);
+    EXPECT_EQ(j.verdict, Verdict::kLost);
+    EXPECT_TRUE(j.exited);
+  }
+}
+
+TEST_F(FailureDetectorTest, SilenceAndOtherSocketErrorsAreLossesWithoutThatEvidence) {
+  for (StreamEnd how : {StreamEnd::kSilent, StreamEnd::kSocketError}) {
+    FailureDetector f(500ms);
+    f.on_stream_started(t0);
+    f.on_stream_ended(how, t0 + 600ms);
+    const auto j = f.judge(t0 + 600ms);
+    EXPECT_EQ(j.verdict, Verdict::kLost);
+    EXPECT_FALSE(j.exited);
+  }
+  d.on_stream_started(t0);
+  const auto j = d.judge(t0 + 600ms);  // silent on a live stream
+  EXPECT_EQ(j.verdict, Verdict::kLost);
+  EXPECT_FALSE(j.exited);
+}
+
+TEST_F(FailureDetectorTest, HandoverAfterGoodbyeChangesNothing) {
+  d.on_stream_started(t0);
+  d.on_goodbye(t0 + 1ms);
+  d.on_handover(t0 + 2ms);
+  EXPECT_EQ(d.judge(t0 + 3ms).verdict, Verdict::kStopped);
+}
+
 }  // namespace
 }  // namespace romulus::replica::failure_detector_test

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include <boost/json.hpp>
 
@@ -153,6 +155,46 @@ TEST_F(LeaseKeeperTest, ACandidateReportsHowLongTheOldOwnersLeaseHasLeft) {
   EXPECT_TRUE(a.may_release(Clock::now()));
   ASSERT_OK(b.stand_by());
   EXPECT_EQ(b.state(), S::kFollower);
+}
+
+TEST_F(LeaseKeeperTest, TellsItsLeaseGuardEachLeaseBeforeItHoldsTheKeyAndNoneOnceReleased) {
+  std::mutex mu;
+  std::vector<LeaseId> told;
+  LeaseKeeperOptions o = options("a");
+  o.on_lease = [&](LeaseId l) {
+    std::lock_guard lock(mu);
+    told.push_back(l);
+  };
+  LeaseKeeper a(witness(), o);
+  ASSERT_OK(a.start());
+  ASSERT_OK(a.try_acquire());
+  ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
+  const LeaseId held = a.snapshot(Clock::now()).lease;
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(told, std::vector<LeaseId>{held});
+  }
+  ASSERT_OK(a.step_down());
+  a.stop();  // waits for the release
+  std::lock_guard lock(mu);
+  EXPECT_EQ(told, (std::vector<LeaseId>{held, 0}));
+}
+
+TEST_F(LeaseKeeperTest, APromptTakeoverWinsOnceTheDeadOwnersLeaseIsRevoked) {
+  LeaseKeeper a(witness(), options("a"));
+  ASSERT_OK(a.start());
+  ASSERT_OK(a.try_acquire());
+  ASSERT_EQ(a.wait_while_candidate(30s), S::kOwner);
+  const LeaseId a_lease = a.snapshot(Clock::now()).lease;
+  LeaseKeeper b(witness(), options("b"));
+  ASSERT_OK(b.start());
+  ASSERT_TRUE(eventually([&] { return b.snapshot(Clock::now()).owner.has_value(); }));
+  a.stop();  // "dies": no step-down, the lease lives on at etcd
+  ASSERT_OK(b.request_takeover(/*prompt=*/true));
+  // What a's lease guard does once a's process is gone.
+  EtcdWitness guard(cluster->endpoints());
+  ASSERT_OK(guard.release(owner_key("pair1"), a_lease));
+  EXPECT_EQ(b.wait_while_candidate(30s), S::kOwner);
 }
 
 TEST_F(LeaseKeeperTest, StepDownStopsReleasesAtOnceAndHandsTheKeyOver) {

@@ -240,6 +240,37 @@ TEST_F(OwnershipTest, CandidateWaitsForTheOldOwnersLeaseThenWins) {
   EXPECT_EQ(w.holder(b.key())->value.node, "b");
 }
 
+TEST_F(OwnershipTest, PromptTakeoverWinsWithinOneTryOfTheOldOwnersLeaseBeingGivenUp) {
+  make_a_owner();
+  run(b, link_b, 1s);
+  ASSERT_EQ(b.known_owner()->value.node, "a");
+  // a's process died; its lease guard has not given the lease up yet.
+  ASSERT_OK(b.request_ownership(clock.now, b.known_owner()->lease, /*prompt=*/true));
+  run(b, link_b, 50ms);
+  EXPECT_EQ(b.state(), S::kCandidate);
+  EXPECT_NE(b.describe(clock.now).find("trying every"), std::string::npos);
+  ASSERT_OK(w.release(a.key(), a.lease()));  // the guard gives it up
+  run(b, link_b, kPromptRetry + 1ms);
+  EXPECT_EQ(b.state(), S::kOwner);
+  EXPECT_EQ(w.holder(b.key())->value.node, "b");
+}
+
+TEST_F(OwnershipTest, PromptTakeoverStillWaitsOutALeaseThatIsNotGivenUp) {
+  make_a_owner();
+  run(b, link_b, 1s);
+  const TimePoint a_expiry = *w.expiry(a.lease());
+  // The evidence was wrong (or the guard is gone): a's lease lives on, and
+  // b never owns while it does (Rule 3).
+  ASSERT_OK(b.request_ownership(clock.now, b.known_owner()->lease, /*prompt=*/true));
+  run(b, link_b, kPromptWindow + 100ms);
+  EXPECT_EQ(b.state(), S::kCandidate);
+  // Past the window the candidate waits at the usual cadence, asking how long is left.
+  EXPECT_NE(b.describe(clock.now).find("ms left)"), std::string::npos);
+  run_until({{&b, &link_b}}, clock, a_expiry - 1ms, [&] { EXPECT_NE(b.state(), S::kOwner); });
+  run(b, link_b, 2s);
+  EXPECT_EQ(b.state(), S::kOwner);
+}
+
 TEST_F(OwnershipTest, ABackupThatNeverReadTheKeyWaitsOutWhoeverHoldsIt) {
   make_a_owner();
   const TimePoint a_expiry = *w.expiry(a.lease());
