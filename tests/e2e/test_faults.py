@@ -405,6 +405,16 @@ class FaultTest(unittest.TestCase):
         self.lab.clear_loss("A", "B")
         self.settle_and_check(f"20% loss A-B for {seconds:g} s")
 
+    def test_primary_supervisor_killed_its_guard_gives_the_lease_up(self):
+        self.start_pair_and_load()
+        a = self.nodes["A"]
+        self.nodes["A"].kill9()  # the supervisor only: its lease guard outlives it
+        if WITNESS:
+            a.wait_for(r"gave lease \d+ up \d+ ms after romulus", deadline=SETTLE_DEADLINE)
+        self.nodes["B"].wait_for(harness.TAKEOVER_RE, deadline=SETTLE_DEADLINE)
+        self.start_backup("A", peer="B")
+        self.settle_and_check("kill -9 of A's supervisor (its lease guard gives the lease up)")
+
     def test_primary_killed_while_etcd_is_down(self):
         self.start_pair_and_load()
         self.lab.etcd_stop()
