@@ -14,6 +14,11 @@ Every certificate is made for the test by the `openssl` command in a temp dir
     started no guest and did not take over; the real primary connects right after;
   - a plaintext client on the TLS listener is refused at once and does not hold the
     primary slot: the real primary connects while it is still connected;
+  - a peer whose certificate is valid but which then sends a bad hello, or nothing,
+    is refused (one line) or closed after the handshake timeout, holds no slot,
+    and leaves the image untouched (the stream's own hostile cases, after the
+    handshake, are the same bytes to the same reader as in plaintext: the
+    protocol tests and fuzz targets cover them);
   - a primary pointed at an impostor backup (valid TLS from another CA) refuses it
     and says so; the impostor never receives a checkpoint;
   - certificates rotate without a restart: after the files change and `romulus set
@@ -212,6 +217,53 @@ class TlsTest(unittest.TestCase):
         plain.kill9()
         self.assertIsNone(backup.find(harness.TAKEOVER_RE), backup.text())
         self.assertTrue(primary.alive())
+
+    def test_an_authenticated_peer_sending_garbage_or_nothing_holds_no_slot(self):
+        """Bad input after a TLS handshake that succeeded (a peer with a valid
+        certificate: a compromised or broken node) is refused like plaintext bad
+        input: one line, the connection closed, the image untouched, and the real
+        primary connects while such peers are still connected."""
+        c, backup, before = self.stopped_pair()
+        cert, key = self.pki.issue("primary")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.pki.ca)
+        ctx.load_cert_chain(cert, key)
+        ctx.check_hostname = False
+
+        def tls_peer():
+            raw = socket.create_connection(("127.0.0.1", backup.listen_port))
+            tls = ctx.wrap_socket(raw)
+            self.addCleanup(tls.close)
+            return tls
+
+        # A hello that is not one (the magic, then a length and a body of junk).
+        mark = backup.mark()
+        junk = tls_peer()
+        junk.sendall(b"RMLS" + bytes([0xff] * 60))
+        backup.wait_for(r"refused primary 127\.0\.0\.1:\d+: protocol version mismatch", start=mark)
+        junk.settimeout(harness.DEADLINE)
+        try:
+            while junk.recv(4096):
+                pass  # the backup's refusal, then the end of the connection
+        except (ssl.SSLError, ConnectionError):
+            pass
+        # Peers that complete TLS and then say nothing: closed after the handshake
+        # timeout, and they hold no slot meanwhile.
+        silent = [tls_peer() for _ in range(3)]
+        backup.wait_for(r"sent no complete handshake within \d+ ms; closing it", start=mark)
+        for t in silent:
+            t.settimeout(harness.DEADLINE)
+            try:
+                self.assertEqual(t.recv(4096), b"", "the backup left a silent peer connected")
+            except (ssl.SSLError, ConnectionError):
+                pass
+        self.assert_untouched(backup, before, backup.text())
+        more_silent = [tls_peer() for _ in range(3)]  # still connected as the primary comes
+        self.assertEqual(len(more_silent), 3)
+        primary = self.start_primary(c, backup, "primary2",
+                                     self.pki.args("primary", peer="backup"))
+        primary.wait_for(harness.IN_SYNC_RE)
+        self.assertIsNone(backup.find(harness.TAKEOVER_RE), backup.text())
 
     def test_primary_refuses_an_impostor_backup(self):
         c = Cluster(self)
