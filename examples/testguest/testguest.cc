@@ -5,6 +5,9 @@
 //   info                 -> "ok base=<hex> size=<n> resumed=<0|1> tracker=<name>"
 //   w OFF LEN VAL        memset(arena+OFF, VAL, LEN)            -> "ok"
 //   r OFF                -> "ok <byte value at arena+OFF>"
+//   zap OFF LEN          madvise(arena+OFF, LEN, MADV_DONTNEED): drops this process's
+//                        page-table entries of those pages, as reclaim would (the
+//                        memfd keeps the bytes)            -> "ok" or "err <errno>"
 //   ub / ue              update_begin() / update_end()          -> "ok"
 //   nested               three nested Updates, written in, closed -> "ok"
 //   threads N            N threads loop { Update { ++a[i]; ++b[i]; } } where a[i] is
@@ -22,10 +25,12 @@
 // Attach failure: message on stderr, exit status 3.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -72,6 +77,12 @@ int main() {
     } else if (op == "w" && n == 4 && a + b <= size) {
       std::memset(base + a, static_cast<int>(c), b);
       std::fprintf(out, "ok\n");
+    } else if (op == "zap" && n == 3 && a + b <= size && a % 4096 == 0) {
+      if (madvise(base + a, b, MADV_DONTNEED) == 0) {
+        std::fprintf(out, "ok\n");
+      } else {
+        std::fprintf(out, "err %d\n", errno);
+      }
     } else if (op == "r" && n == 2 && a < size) {
       std::fprintf(out, "ok %u\n", static_cast<unsigned>(base[a]));
     } else if (op == "ub") {
