@@ -414,7 +414,9 @@ Status PrimaryNode::start_guest() {
   // Tracker choice: measured on this machine at start (checkpoint/tracker_choice.h).
   ROMULUS_ASSIGN_OR_RETURN(
       const TrackerDecision decision,
-      choose_tracker(config_.tracker, ArenaFacts{im.arena->size()},
+      choose_tracker(config_.tracker,
+                     ArenaFacts{.arena_bytes = im.arena->size(),
+                                .takeover = config_.resumed_epoch.has_value()},
                      config_.tracker_costs ? *config_.tracker_costs : measure_tracker_costs()));
   log_(decision.explanation);
   im.tracker_kind = decision.kind;

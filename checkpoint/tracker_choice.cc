@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <future>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -217,6 +218,9 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
     case TrackerKind::kAuto: {
       dec.kind = TrackerKind::kCompare;
       double best = dec.compare_us;
+      if (arena.takeover && (dec.uffd_us >= 0 || dec.uffd_sync_us >= 0)) {
+        best = std::numeric_limits<double>::infinity();  // its start would delay the failover
+      }
       if (dec.uffd_us >= 0 && dec.uffd_us < best) {
         dec.kind = TrackerKind::kUffd;
         best = dec.uffd_us;
@@ -234,6 +238,11 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
       why = fmt::format("; uffd-sync is cheaper than uffd below {:.0f} dirty pages/epoch here",
                         g * m.scan_us_per_gib / per_page_extra);
     }
+  }
+  if (requested == TrackerKind::kAuto && arena.takeover && (m.uffd_ok || m.uffd_sync_ok)) {
+    why +=
+        "; compare left out on a takeover (its start copies the whole arena, delaying the "
+        "failover)";
   }
   if (!m.uffd_ok) why += "; uffd unavailable: " + m.uffd_reason;
   if (!m.uffd_sync_ok) why += "; uffd-sync unavailable: " + m.uffd_sync_reason;

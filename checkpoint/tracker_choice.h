@@ -38,6 +38,13 @@ struct ArenaFacts {
   // Pages the guest is expected to dirty per epoch. Unknown at start; the
   // default suits the mostly idle services Romulus is built for.
   uint64_t expected_dirty_pages = 100;
+  // The guest resumes on a takeover: the tracker's start is on the failover's
+  // critical path. `auto` then leaves compare out whenever a userfaultfd
+  // tracker works: compare starts by copying the whole arena into a fresh
+  // shadow, which on some hosts costs hundreds of milliseconds at tens of MiB
+  // (first touch of every page), where a userfaultfd tracker starts in one
+  // write-protect of the range.
+  bool takeover = false;
 };
 
 // What measure_tracker_costs() found. Times in microseconds; an unavailable

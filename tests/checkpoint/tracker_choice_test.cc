@@ -66,6 +66,27 @@ TEST(ChooseTracker, FastCompareWinsWhenWriteProtectIsDear) {
   EXPECT_EQ(decide(TrackerKind::kAuto, 64 * kMiB, 1000, m).kind, TrackerKind::kCompare);
 }
 
+TEST(ChooseTracker, OnATakeoverCompareIsLeftOutWhileAUffdTrackerWorks) {
+  Measurements m = typical();
+  m.compare_us_per_gib = 50.0;  // compare would win the model
+  ArenaFacts takeover{64 * kMiB, 1000};
+  takeover.takeover = true;
+  auto d = choose_tracker(TrackerKind::kAuto, takeover, m);
+  ASSERT_OK(d);
+  EXPECT_NE(d->kind, TrackerKind::kCompare);
+  EXPECT_NE(d->explanation.find("compare left out on a takeover"), std::string::npos);
+  // Only compare works: it is still chosen.
+  m.uffd_ok = m.uffd_sync_ok = false;
+  d = choose_tracker(TrackerKind::kAuto, takeover, m);
+  ASSERT_OK(d);
+  EXPECT_EQ(d->kind, TrackerKind::kCompare);
+  // Asked for by name: honoured.
+  m = typical();
+  d = choose_tracker(TrackerKind::kCompare, takeover, m);
+  ASSERT_OK(d);
+  EXPECT_EQ(d->kind, TrackerKind::kCompare);
+}
+
 TEST(ChooseTracker, WithoutUffdAutoFallsBackToCompare) {
   Measurements m = typical();
   m.uffd_ok = m.uffd_sync_ok = false;
