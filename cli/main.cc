@@ -95,6 +95,7 @@ replica::NodeSettings to_node_settings(const cli::NodeOptions& o) {
     if (o.witness.url.tls)
       s.witness.tls = common::TlsFiles{o.witness.cert, o.witness.key, o.witness.ca, ""};
     s.witness.guard_program = "/proc/self/exe";  // this very binary, even if replaced on disk
+    if (const char* f = std::getenv("ROMULUS_LEASE_FILE"); f != nullptr) s.witness.lease_file = f;
   }
   s.tls = common::TlsFiles{o.link.cert, o.link.key, o.link.ca, o.link.peer_name};
   s.insecure = o.link.insecure;
@@ -123,6 +124,57 @@ int run_lease_guard(const cli::LeaseGuardCommand& c) {
         std::make_unique<witness::EtcdWitness>(endpoints, options));
   };
   return witness::run_lease_guard(config);
+}
+
+// `romulus release-lease`: after a node's process has gone (ExecStopPost),
+// gives up the lease it left in its lease file. Exit 0 unless misused: a
+// service manager's stop must not fail for a lease that expires anyway.
+int run_release_lease(const cli::ReleaseLeaseCommand& c) {
+  common::Logger log("release-lease");
+  if (!c.witness.enabled()) {
+    log("the node has no --witness: no lease to give up");
+    return 0;
+  }
+  auto file = witness::read_lease_file(c.lease_file);
+  if (!file.is_ok()) {
+    if (file.status().code() == StatusCode::kIoError || !std::filesystem::exists(c.lease_file)) {
+      log(fmt::format("no lease file {}: no lease to give up", c.lease_file));
+      return 0;
+    }
+    log(file.status().message());
+    return 0;
+  }
+  if (file->lease == 0) return 0;  // the node gave its lease up itself, or held none
+  if (!witness::process_exited(file->node)) {
+    log(fmt::format("romulus (pid {}) is still running: its lease {} stays its own", file->node,
+                    file->lease));
+    return 0;
+  }
+  const common::TlsFiles tls{c.witness.cert, c.witness.key, c.witness.ca, ""};
+  const bool use_tls = c.witness.url.tls;
+  const auto endpoints = c.witness.url.endpoints;
+  auto open = [use_tls, tls, endpoints]() -> Result<std::unique_ptr<witness::Witness>> {
+    witness::etcd::EtcdClient::Options options;
+    if (use_tls) {
+      auto id = common::TlsIdentity::load(tls);
+      if (!id.is_ok()) return id.status().context("the witness's TLS files");
+      options.tls = *id;
+    }
+    return std::unique_ptr<witness::Witness>(
+        std::make_unique<witness::EtcdWitness>(endpoints, options));
+  };
+  const auto ttl = std::chrono::duration_cast<std::chrono::milliseconds>(c.witness.lease_ttl);
+  Status st = witness::release_dead_lease(open, witness::owner_key(c.witness.pair), file->lease,
+                                          ttl, std::chrono::milliseconds(50));
+  if (!st.is_ok()) {
+    log(fmt::format("could not give lease {} of romulus (pid {}) up ({}); it expires by itself",
+                    file->lease, file->node, st.message()));
+    return 0;
+  }
+  log(fmt::format("romulus (pid {}) has exited: gave its lease {} up at the witness", file->node,
+                  file->lease));
+  (void)witness::write_lease_file(c.lease_file, {file->node, 0});
+  return 0;
 }
 
 int exit_code_for(const Status& st) {
@@ -352,6 +404,8 @@ int run(int argc, char** argv) {
           });
         } else if constexpr (std::is_same_v<T, cli::LeaseGuardCommand>) {
           return run_lease_guard(c);
+        } else if constexpr (std::is_same_v<T, cli::ReleaseLeaseCommand>) {
+          return run_release_lease(c);
         } else if constexpr (std::is_same_v<T, cli::StatusCommand>) {
           return run_request(c.control_path, c.json ? "status --json" : "status", c.json);
         } else if constexpr (std::is_same_v<T, cli::SetCommand>) {

@@ -547,6 +547,41 @@ Result<Command> parse_lease_guard(const std::vector<std::string>& args) {
   return Command(std::move(g));
 }
 
+// `romulus release-lease primary|backup [--lease-file F] NODE-OPTIONS...`: the
+// node's own options (its --config) say which witness and pair.
+Result<Command> parse_release_lease(std::vector<std::string> args) {
+  ReleaseLeaseCommand r;
+  if (const char* env = std::getenv("ROMULUS_LEASE_FILE"); env != nullptr) r.lease_file = env;
+  for (size_t i = 0; i + 1 < args.size() && args[i] != "--"; ++i) {
+    if (args[i] == "--lease-file") {
+      r.lease_file = args[i + 1];
+      args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
+      break;
+    }
+  }
+  if (args.empty() || (args[0] != "primary" && args[0] != "backup")) {
+    return Status::invalid_argument(
+        "usage: romulus release-lease primary|backup [--lease-file FILE] --config FILE (the "
+        "node's own options; the systemd units run it as ExecStopPost)");
+  }
+  if (r.lease_file.empty()) {
+    return Status::invalid_argument(
+        "release-lease: no lease file: set ROMULUS_LEASE_FILE (as the node had it) or give "
+        "--lease-file FILE");
+  }
+  const std::string role = args[0];
+  ROMULUS_ASSIGN_OR_RETURN(
+      Command node, parse_node(role, std::vector<std::string>(args.begin() + 1, args.end())));
+  if (auto* n = std::get_if<NodeOptions>(&node)) {
+    r.witness = n->witness;
+  } else if (auto* b = std::get_if<BackupOptions>(&node)) {
+    r.witness = b->node.witness;
+  } else {
+    return Status::invalid_argument("release-lease: the node's options asked for help");
+  }
+  return Command(std::move(r));
+}
+
 }  // namespace
 
 Result<Command> parse_command_line(int argc, const char* const* argv) {
@@ -558,6 +593,7 @@ Result<Command> parse_command_line(int argc, const char* const* argv) {
     return Command(HelpCommand{fmt::format("romulus {}\n", ROMULUS_VERSION)});
   if (sub == "primary" || sub == "backup") return parse_node(sub, std::move(args));
   if (sub == "lease-guard") return parse_lease_guard(args);
+  if (sub == "release-lease") return parse_release_lease(std::move(args));
 
   // status / set / failover: a few words and --control, --json.
   std::string control;

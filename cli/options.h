@@ -96,8 +96,16 @@ struct LeaseGuardCommand {
   std::string cert, key, ca;  // --witness-cert, --witness-key, --witness-ca (etcds://)
 };
 
+// `romulus release-lease primary|backup NODE-OPTIONS...` (the systemd units'
+// ExecStopPost): gives up the lease a node that has exited left in
+// $ROMULUS_LEASE_FILE (witness/lease_guard.h), at the node's own witness.
+struct ReleaseLeaseCommand {
+  WitnessOptions witness;  // from the node's options (--config FILE, or the options themselves)
+  std::string lease_file;  // --lease-file, else $ROMULUS_LEASE_FILE
+};
+
 using Command = std::variant<NodeOptions, BackupOptions, StatusCommand, SetCommand, FailoverCommand,
-                             HelpCommand, LeaseGuardCommand>;
+                             HelpCommand, LeaseGuardCommand, ReleaseLeaseCommand>;
 
 Result<Command> parse_command_line(int argc, const char* const* argv);
 

@@ -93,6 +93,9 @@ struct WitnessSettings {
   // lease-guard ...`, witness/lease_guard.h): the CLI gives "/proc/self/exe".
   // Empty: no guard (if this process dies, its lease expires by itself).
   std::string guard_program;
+  // Where this node also keeps the lease it holds ($ROMULUS_LEASE_FILE), for
+  // `romulus release-lease` after its end (witness/lease_guard.h). Empty: none.
+  std::string lease_file;
 };
 
 struct NodeSettings {

@@ -52,9 +52,21 @@ Status WitnessLink::start() {
   o.replication = replication_;
   o.ttl = settings_.lease_ttl;
   o.log = log_;
-  if (guard_) {
+  if (!settings_.lease_file.empty()) {
+    if (Status st = witness::write_lease_file(settings_.lease_file, {getpid(), 0}); !st.is_ok()) {
+      log_(fmt::format("WARNING: {}; `romulus release-lease` cannot give this node's lease up",
+                       st.message()));
+    }
+  }
+  if (guard_ || !settings_.lease_file.empty()) {
     o.on_lease = [this](witness::LeaseId lease) {
-      if (Status st = guard_->held(lease); !st.is_ok()) log_(st.message());
+      if (guard_) {
+        if (Status st = guard_->held(lease); !st.is_ok()) log_(st.message());
+      }
+      if (!settings_.lease_file.empty()) {
+        Status st = witness::write_lease_file(settings_.lease_file, {getpid(), lease});
+        if (!st.is_ok()) log_(st.message());
+      }
     };
   }
   keeper_.emplace(std::move(w), o,

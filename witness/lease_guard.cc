@@ -13,8 +13,10 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 extern char** environ;
 
@@ -39,16 +41,18 @@ std::string printable(std::string_view s) {
 
 Result<GuardCommand> parse_line(std::string_view line) {
   if (line == "exit") return GuardCommand{GuardCommand::Kind::kExit, 0};
-  constexpr std::string_view kLease = "lease ";
-  if (line.substr(0, kLease.size()) == kLease) {
-    const std::string_view digits = line.substr(kLease.size());
+  for (const auto& [word, kind] :
+       {std::pair{std::string_view("lease "), GuardCommand::Kind::kLease},
+        std::pair{std::string_view("node "), GuardCommand::Kind::kNode}}) {
+    if (line.substr(0, word.size()) != word) continue;
+    const std::string_view digits = line.substr(word.size());
     LeaseId id = 0;
     const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), id);
     const bool all_digits =
         !digits.empty() &&
         std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (all_digits && ec == std::errc() && end == digits.data() + digits.size()) {
-      return GuardCommand{GuardCommand::Kind::kLease, id};
+      return GuardCommand{kind, id};
     }
   }
   return Status::corrupt(fmt::format(
@@ -93,7 +97,82 @@ Status GuardCommandReader::feed(std::string_view bytes, std::vector<GuardCommand
 
 std::string encode_guard_command(const GuardCommand& c) {
   if (c.kind == GuardCommand::Kind::kExit) return "exit\n";
+  if (c.kind == GuardCommand::Kind::kNode) return fmt::format("node {}\n", c.lease);
   return fmt::format("lease {}\n", c.lease);
+}
+
+// ---- The lease file
+
+Status write_lease_file(const std::string& path, const LeaseFile& f) {
+  const std::string text = encode_guard_command({GuardCommand::Kind::kNode, f.node}) +
+                           encode_guard_command({GuardCommand::Kind::kLease, f.lease});
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::from_errno("lease file " + tmp, errno);
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  const int err = errno;
+  ::close(fd);
+  if (!ok) return Status::from_errno("lease file " + tmp, err);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return Status::from_errno("lease file " + path, errno);
+  }
+  return Status::ok();
+}
+
+Result<LeaseFile> read_lease_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::from_errno("lease file " + path, errno);
+  char buf[2 * GuardCommandReader::kMaxLine];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  const int err = errno;
+  ::close(fd);
+  if (n < 0) return Status::from_errno("lease file " + path, err);
+  GuardCommandReader reader;
+  std::vector<GuardCommand> cmds;
+  ROMULUS_RETURN_IF_ERROR(reader.feed(std::string_view(buf, static_cast<size_t>(n)), &cmds)
+                              .context("lease file " + path));
+  if (cmds.size() != 2 || cmds[0].kind != GuardCommand::Kind::kNode ||
+      cmds[1].kind != GuardCommand::Kind::kLease || cmds[0].lease <= 1 ||
+      cmds[0].lease > INT32_MAX) {
+    return Status::corrupt(fmt::format(
+        "lease file {} is not 'node PID' then 'lease ID': delete it if no node uses it", path));
+  }
+  return LeaseFile{static_cast<pid_t>(cmds[0].lease), cmds[1].lease};
+}
+
+bool process_exited(pid_t pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  // A zombie has exited: its threads are gone and its files closed.
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT;
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  const std::string_view stat(buf, static_cast<size_t>(n));
+  const auto paren = stat.rfind(')');  // the name may hold spaces and parentheses
+  if (paren == std::string_view::npos || paren + 2 >= stat.size()) return false;
+  const char state = stat[paren + 2];
+  return state == 'Z' || state == 'X';
+}
+
+Status release_dead_lease(const std::function<Result<std::unique_ptr<Witness>>()>& open_witness,
+                          const std::string& key, LeaseId lease,
+                          std::chrono::milliseconds give_up_for,
+                          std::chrono::milliseconds retry_every) {
+  const auto until = Clock::now() + give_up_for;
+  Status last = Status::invalid_argument("no witness to open");
+  for (;;) {
+    if (open_witness) {
+      auto w = open_witness();
+      last = w.is_ok() ? (*w)->release(key, lease) : w.status();
+      if (last.is_ok()) return last;
+    }
+    if (Clock::now() >= until) return last;
+    std::this_thread::sleep_for(retry_every);
+  }
 }
 
 // ---- The guard process
@@ -138,7 +217,7 @@ int run_lease_guard(const LeaseGuardConfig& config) {
       Status st = reader.feed(std::string_view(buf, static_cast<size_t>(n)), &cmds);
       for (const GuardCommand& c : cmds) {
         if (c.kind == GuardCommand::Kind::kExit) return false;
-        lease = c.lease;
+        if (c.kind == GuardCommand::Kind::kLease) lease = c.lease;
       }
       if (!st.is_ok()) {
         log(fmt::format("{}; keeping lease {}", st.message(), lease));
@@ -179,26 +258,15 @@ int run_lease_guard(const LeaseGuardConfig& config) {
       "romulus (pid {}) has exited holding lease {}: giving the lease up at the witness, so "
       "the other node need not wait for it to expire",
       config.node, lease));
-  Status last;
-  while (std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - died) <
-         config.give_up_for) {
-    auto w = config.open_witness
-                 ? config.open_witness()
-                 : Result<std::unique_ptr<Witness>>(Status::invalid_argument("no witness to open"));
-    if (w.is_ok()) {
-      last = (*w)->release(config.key, lease);
-      if (last.is_ok()) {
-        log(fmt::format("gave lease {} up {} ms after romulus (pid {}) exited", lease,
-                        ms_since(died), config.node));
-        return 0;
-      }
-    } else {
-      last = w.status();
-    }
-    std::this_thread::sleep_for(config.retry_every);
+  const Status st = release_dead_lease(config.open_witness, config.key, lease, config.give_up_for,
+                                       config.retry_every);
+  if (st.is_ok()) {
+    log(fmt::format("gave lease {} up {} ms after romulus (pid {}) exited", lease, ms_since(died),
+                    config.node));
+    return 0;
   }
   log(fmt::format("could not give lease {} up within {} ms ({}); it expires by itself", lease,
-                  config.give_up_for.count(), last.message()));
+                  config.give_up_for.count(), st.message()));
   return 1;
 }
 

@@ -27,6 +27,14 @@
 // Anything else is an error: the guard logs it, stops reading, and keeps the
 // last lease it was told (revoking a lease of a dead node is always safe).
 //
+// The lease file. A service manager may kill the guard together with its node
+// (systemd, after its main process died, SIGKILLs the rest of the unit before
+// ExecStopPost). So the node can also keep its lease in a file
+// ($ROMULUS_LEASE_FILE, written like the pipe, replaced atomically):
+//   "node <pid>\nlease <id>\n"
+// and `romulus release-lease` (the units' ExecStopPost) gives that lease up,
+// but only once it has seen that process gone (release_dead_lease()).
+//
 // Threads: LeaseGuardLink's methods may be called from any thread (a mutex);
 // run_lease_guard() is the guard process's whole life, on its main thread.
 #pragma once
@@ -53,9 +61,9 @@ inline constexpr int kGuardCommandFd = 3;
 
 // ---- The pipe's lines, decoded. The input is treated as hostile.
 struct GuardCommand {
-  enum class Kind { kLease, kExit };
+  enum class Kind { kLease, kExit, kNode };
   Kind kind = Kind::kLease;
-  LeaseId lease = 0;  // kLease
+  LeaseId lease = 0;  // kLease; kNode: the node's pid
   friend bool operator==(const GuardCommand&, const GuardCommand&) = default;
 };
 
@@ -77,6 +85,29 @@ class GuardCommandReader {
 
 // The text of one command, as the node writes it.
 std::string encode_guard_command(const GuardCommand& c);
+
+// ---- The lease file (see above): written by the node, read after its end.
+struct LeaseFile {
+  pid_t node = 0;
+  LeaseId lease = 0;
+};
+// Replaces `path` with the file for `f` (a temporary file renamed over it).
+Status write_lease_file(const std::string& path, const LeaseFile& f);
+// Reads and checks it (hostile input: GuardCommandReader's grammar, exactly
+// one "node" line and one "lease" line).
+Result<LeaseFile> read_lease_file(const std::string& path);
+
+// Whether process `pid` has exited (gone, or a zombie nobody reaped yet).
+// A pid reused by another process reads as alive: the safe answer.
+bool process_exited(pid_t pid);
+
+// Gives `lease` up at the witness (deletes `key` if still under it, revokes
+// the lease), trying every `retry_every` for `give_up_for`. Call only once
+// the process that held the lease is known to have exited.
+Status release_dead_lease(const std::function<Result<std::unique_ptr<Witness>>()>& open_witness,
+                          const std::string& key, LeaseId lease,
+                          std::chrono::milliseconds give_up_for,
+                          std::chrono::milliseconds retry_every);
 
 // ---- The guard process.
 struct LeaseGuardConfig {

@@ -185,6 +185,52 @@ class WitnessTest(unittest.TestCase):
         self.assertTrue(b.find(r"witness: candidate -> owner"), b.text())
         self.report(load)
 
+    def test_release_lease_gives_up_a_dead_nodes_lease_from_its_lease_file_only(self):
+        """What the systemd units' ExecStopPost does after a crash in which the lease
+        guard died with its node: `romulus release-lease` gives up the lease the node
+        left in $ROMULUS_LEASE_FILE, and refuses while the node still runs."""
+        etcd = Etcd(self)
+        c = Cluster(self)
+        a_port, b_port = harness.free_port(), harness.free_port()
+        a_svc, b_svc = harness.free_port(), harness.free_port()
+        kv = [harness.binary("kvstore")]
+        w = etcd.witness_args("leasefile")
+        lease_file = os.path.join(c.dir, "a.lease")
+        b = c.backup(kv, name="B", port=b_port, reprotect=a_port, service_port=b_svc, extra=w)
+        os.environ["ROMULUS_LEASE_FILE"] = lease_file
+        try:
+            a = c.primary(kv, b_port, name="A", service_port=a_svc,
+                          extra=w + ["--listen", f"127.0.0.1:{a_port}"])
+        finally:
+            del os.environ["ROMULUS_LEASE_FILE"]
+        a.wait_for(harness.IN_SYNC_RE)
+
+        def lease_in_file():
+            try:
+                with open(lease_file) as f:
+                    return re.search(r"^lease ([1-9]\d*)$", f.read(), re.M)
+            except OSError:
+                return None
+        harness.wait_until(lease_in_file, "A's lease in its lease file\n" + a.text())
+        release = [harness.binary("romulus"), "release-lease", "primary", "--lease-file",
+                   lease_file, "--backup", f"127.0.0.1:{b_port}", *w, "--", *kv]
+        # While A runs, its lease stays its own.
+        early = c.proc("release-early", release)
+        self.assertEqual(early.wait(), 0, early.text())
+        self.assertTrue(early.find(r"romulus \(pid \d+\) is still running"), early.text())
+        self.assertEqual(a.status()["witness"]["state"], "owner", a.text())
+        load = self.load(c, [a_svc, b_svc], 8)
+        a.wait_for(RELEASED_RE)
+        os.killpg(a.pid, signal.SIGKILL)  # node and guard together, as systemd does
+        a.proc.wait()
+        late = c.proc("release", release)
+        self.assertEqual(late.wait(), 0, late.text())
+        self.assertTrue(late.find(r"romulus \(pid \d+\) has exited: gave its lease \d+ up"),
+                        late.text())
+        b.wait_for(harness.TAKEOVER_RE)
+        self.assertTrue(re.search(r"^lease 0$", open(lease_file).read(), re.M))
+        self.report(load)
+
     def test_a_stopped_primary_hands_the_pair_over_and_the_backup_takes_over(self):
         etcd = Etcd(self)
         c = Cluster(self)

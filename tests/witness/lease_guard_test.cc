@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -82,11 +83,69 @@ TEST(GuardCommandReader, ALineLongerThanTheLimitIsAnErrorThatSticks) {
 TEST(GuardCommandReader, EncodesWhatItDecodes) {
   for (const GuardCommand& c :
        {GuardCommand{Kind::kLease, 0}, GuardCommand{Kind::kLease, INT64_MAX},
-        GuardCommand{Kind::kExit, 0}}) {
+        GuardCommand{Kind::kExit, 0}, GuardCommand{Kind::kNode, 4321}}) {
     const auto back = decode(encode_guard_command(c));
     ASSERT_EQ(back.size(), 1u);
     EXPECT_EQ(back[0], c);
   }
+}
+
+// ---- The lease file
+
+class LeaseFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/romulus-lease-file-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    path_ = dir_ + "/kv.lease";
+  }
+  void TearDown() override {
+    ::unlink(path_.c_str());
+    ::rmdir(dir_.c_str());
+  }
+  void put(const std::string& text) {
+    FILE* f = std::fopen(path_.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+  }
+  std::string dir_, path_;
+};
+
+TEST_F(LeaseFileTest, ReadsBackWhatWasWritten) {
+  ASSERT_OK(write_lease_file(path_, {1234, 7694562194386524161}));
+  auto f = read_lease_file(path_);
+  ASSERT_OK(f);
+  EXPECT_EQ(f->node, 1234);
+  EXPECT_EQ(f->lease, 7694562194386524161);
+  ASSERT_OK(write_lease_file(path_, {1234, 0}));  // replaced, not appended
+  EXPECT_EQ(read_lease_file(path_)->lease, 0);
+}
+
+TEST_F(LeaseFileTest, RejectsAFileThatIsNotNodeThenLease) {
+  for (const char* bad : {"", "lease 5\n", "lease 5\nnode 12\n", "node 12\n",
+                          "node 12\nlease 5\nlease 6\n", "node 1\nlease 5\n", "node 12\nlease -5\n",
+                          "node 99999999999\nlease 5\n", "node 12\nexit\n"}) {
+    put(bad);
+    EXPECT_EQ(read_lease_file(path_).status().code(), StatusCode::kCorrupt) << bad;
+  }
+}
+
+TEST_F(LeaseFileTest, AMissingFileIsAnErrorNotACrash) {
+  EXPECT_FALSE(read_lease_file(dir_ + "/none.lease").is_ok());
+}
+
+TEST(ProcessExited, ALiveProcessHasNotAZombieHasAndAReapedOneHas) {
+  EXPECT_FALSE(process_exited(getpid()));
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(0);
+  // Not reaped yet: a zombie, which has exited (its files are closed).
+  for (int i = 0; i < 2000 && !process_exited(child); ++i) usleep(1000);
+  EXPECT_TRUE(process_exited(child));
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  EXPECT_TRUE(process_exited(child));
 }
 
 // ---- The guard process
