@@ -12,7 +12,7 @@
       Prints one CSV line (no header; header: `failover_events.py header`) of
       the failover in BACKUP_LOG after a kill at KILL_WALL, in ms after the kill:
       detected   the backup saw the stream end ("stream ended", or "primary
-                 lost" when it judged at once)
+                 lost" when it judged at once, or "primary handed over")
       takeover   it decided to take over ("TAKING OVER", --failover-timeout after
                  the last contact)
       running    the guest runs again on the backup ("guest running from epoch")
@@ -32,7 +32,7 @@ import time
 HEADER = ("label,kill_wall,detected_ms,takeover_ms,running_ms,reply_ms,"
           "last_contact_to_running_ms")
 EVENTS = [
-    ("detected", r"stream ended: |primary lost: "),
+    ("detected", r"stream ended: |primary lost: |primary handed over: "),
     ("takeover", r"TAKING OVER \("),
     ("running", r"guest running from epoch"),
 ]
