@@ -397,6 +397,21 @@ class FaultTest(unittest.TestCase):
             os.kill(primary.pid, signal.SIGCONT)
         self.settle_and_check(f"SIGSTOP of A's supervisor for {2 * LEASE_TTL_S:g} s")
 
+    def test_stopped_primary_supervisor_for_one_second(self):
+        # Shorter than the lease: no takeover is allowed to start serving before A's
+        # lease ends, and A must not be taken for dead (a stopped process leaves no
+        # evidence: its guard does nothing).
+        self.start_pair_and_load()
+        primary = self.nodes["A"]
+        os.kill(primary.pid, signal.SIGSTOP)
+        try:
+            netns.wait_seconds(1.0)
+        finally:
+            os.kill(primary.pid, signal.SIGCONT)
+        if WITNESS:
+            self.assertFalse(primary.find(r"gave lease \d+ up"), primary.text())
+        self.settle_and_check("SIGSTOP of A's supervisor for 1 s")
+
     def test_lossy_link_between_nodes(self):
         seconds = 20.0 if LONG else 8.0
         self.start_pair_and_load()
