@@ -104,6 +104,10 @@ replica::NodeSettings to_node_settings(const cli::NodeOptions& o) {
 
 // `romulus lease-guard`: gives up the lease of its node if the node dies.
 int run_lease_guard(const cli::LeaseGuardCommand& c) {
+  // Whatever else the node left open without O_CLOEXEC (its control and
+  // metrics listeners) must not outlive it here: a restarted node could not
+  // bind them while this guard still tries the witness.
+  ::close_range(witness::kGuardCommandFd + 1, ~0U, 0);
   common::Logger log("lease-guard");
   witness::LeaseGuardConfig config;
   config.node = c.node_pid;
