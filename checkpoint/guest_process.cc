@@ -180,6 +180,10 @@ Result<GuestProcess> GuestProcess::start(const GuestSpec& spec) {
     for (int sig = 1; sig < NSIG; ++sig) {
       if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);
     }
+    // Nothing of the supervisor's but what the guest is given (its control
+    // and metrics listeners are not O_CLOEXEC): every other descriptor closes
+    // at exec. A kernel without close_range's CLOEXEC (before 5.11) keeps them.
+    (void)close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     for (int fd : keep_fds) {
       int flags = fcntl(fd, F_GETFD);
       if (flags < 0 || fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) != 0) {
