@@ -180,9 +180,10 @@ class RecordingWitness final : public Witness {
   int* failures_;
 };
 
-// A node process (forked) that starts its guard (forked from it, running
-// run_lease_guard()), writes `lines` to it, then runs `then` (by default:
-// waits to be killed). The guard reports "watching" and each release on the
+// A node process (forked) that writes `lines` into its guard's pipe, starts
+// its guard (forked from it, running run_lease_guard()), then runs `then` (by
+// default: waits to be killed). A regression: the lines were written after the
+// guard started, so a test could kill the node before it wrote them. The guard reports "watching" and each release on the
 // results pipe.
 class GuardTest : public ::testing::Test {
  protected:
@@ -198,6 +199,11 @@ class GuardTest : public ::testing::Test {
       ::close(results[0]);
       int cmds[2];
       if (pipe(cmds) != 0) _exit(90);
+      // Written before the guard starts, so the lines are in the pipe before the
+      // guard says "watching" and the test may kill this node.
+      if (::write(cmds[1], lines.data(), lines.size()) != static_cast<ssize_t>(lines.size())) {
+        _exit(92);
+      }
       const pid_t node = getpid();
       const pid_t guard = fork();
       if (guard < 0) _exit(91);
@@ -219,9 +225,6 @@ class GuardTest : public ::testing::Test {
       }
       ::close(cmds[0]);
       ::close(results[1]);
-      if (::write(cmds[1], lines.data(), lines.size()) != static_cast<ssize_t>(lines.size())) {
-        _exit(92);
-      }
       then();
       _exit(0);
     }
