@@ -102,6 +102,23 @@ replica::NodeSettings to_node_settings(const cli::NodeOptions& o) {
   return s;
 }
 
+// Opens the witness at `url` afresh on each call (etcds://: the TLS files are
+// read again, so a certificate renewed on disk is used), for the lease guard
+// and release-lease, which act long after they start.
+std::function<Result<std::unique_ptr<witness::Witness>>()> witness_opener(
+    const witness::etcd::EtcdUrl& url, const common::TlsFiles& tls) {
+  return [url, tls]() -> Result<std::unique_ptr<witness::Witness>> {
+    witness::etcd::EtcdClient::Options options;
+    if (url.tls) {
+      auto id = common::TlsIdentity::load(tls);
+      if (!id.is_ok()) return id.status().context("the witness's TLS files");
+      options.tls = *id;
+    }
+    return std::unique_ptr<witness::Witness>(
+        std::make_unique<witness::EtcdWitness>(url.endpoints, options));
+  };
+}
+
 // `romulus lease-guard`: gives up the lease of its node if the node dies.
 int run_lease_guard(const cli::LeaseGuardCommand& c) {
   // Whatever else the node left open without O_CLOEXEC (its control and
@@ -114,19 +131,7 @@ int run_lease_guard(const cli::LeaseGuardCommand& c) {
   config.key = witness::owner_key(c.pair);
   config.give_up_for = c.lease_ttl;
   config.log = [&log](const std::string& line) { log(line); };
-  const common::TlsFiles tls{c.cert, c.key, c.ca, ""};
-  const bool use_tls = c.url.tls;
-  const auto endpoints = c.url.endpoints;
-  config.open_witness = [use_tls, tls, endpoints]() -> Result<std::unique_ptr<witness::Witness>> {
-    witness::etcd::EtcdClient::Options options;
-    if (use_tls) {
-      auto id = common::TlsIdentity::load(tls);
-      if (!id.is_ok()) return id.status().context("the witness's TLS files");
-      options.tls = *id;
-    }
-    return std::unique_ptr<witness::Witness>(
-        std::make_unique<witness::EtcdWitness>(endpoints, options));
-  };
+  config.open_witness = witness_opener(c.url, common::TlsFiles{c.cert, c.key, c.ca, ""});
   return witness::run_lease_guard(config);
 }
 
@@ -154,19 +159,8 @@ int run_release_lease(const cli::ReleaseLeaseCommand& c) {
                     file->lease));
     return 0;
   }
-  const common::TlsFiles tls{c.witness.cert, c.witness.key, c.witness.ca, ""};
-  const bool use_tls = c.witness.url.tls;
-  const auto endpoints = c.witness.url.endpoints;
-  auto open = [use_tls, tls, endpoints]() -> Result<std::unique_ptr<witness::Witness>> {
-    witness::etcd::EtcdClient::Options options;
-    if (use_tls) {
-      auto id = common::TlsIdentity::load(tls);
-      if (!id.is_ok()) return id.status().context("the witness's TLS files");
-      options.tls = *id;
-    }
-    return std::unique_ptr<witness::Witness>(
-        std::make_unique<witness::EtcdWitness>(endpoints, options));
-  };
+  auto open =
+      witness_opener(c.witness.url, common::TlsFiles{c.witness.cert, c.witness.key, c.witness.ca, ""});
   const auto ttl = std::chrono::duration_cast<std::chrono::milliseconds>(c.witness.lease_ttl);
   Status st = witness::release_dead_lease(open, witness::owner_key(c.witness.pair), file->lease,
                                           ttl, std::chrono::milliseconds(50));
