@@ -151,11 +151,14 @@ Status WitnessLink::give_up() {
   // lease's revocation (each bounded by the witness client's deadline).
   keeper_->stop();
   if (before.lease == 0) return Status::ok();  // held nothing
-  const auto after = keeper_->snapshot(Clock::now());
-  if (after.lease != 0 || after.last_error != before.last_error) {
-    return Status::unavailable(fmt::format(
-        "could not give the pair's lease up ({}); it expires by itself within {} s",
-        after.last_error.empty() ? "no answer" : after.last_error, settings_.lease_ttl.count()));
+  Status released = keeper_->release_result();
+  if (released.is_ok() && keeper_->snapshot(Clock::now()).lease != 0) {
+    released = Status::unavailable("no answer");  // stopped before the release ran
+  }
+  if (!released.is_ok()) {
+    return Status::unavailable(
+        fmt::format("could not give the pair's lease up ({}); it expires by itself within {} s",
+                    released.message(), settings_.lease_ttl.count()));
   }
   log_(fmt::format("gave the pair's lease up in the witness (lease {})", before.lease));
   return Status::ok();

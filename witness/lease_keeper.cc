@@ -165,6 +165,11 @@ void LeaseKeeper::set_epoch(uint64_t epoch) {
   own_.set_epoch(epoch);
 }
 
+Status LeaseKeeper::release_result() const {
+  std::lock_guard lk(mu_);
+  return own_.release_result();
+}
+
 OwnershipState LeaseKeeper::wait_while_candidate(std::chrono::milliseconds timeout) {
   std::unique_lock lk(mu_);
   state_.wait_for(lk, timeout, [&] { return own_.state() != OwnershipState::kCandidate; });

@@ -126,6 +126,8 @@ class LeaseKeeper {
   Status step_down();
   // The epoch written into the key at the next acquire.
   void set_epoch(uint64_t epoch);
+  // After step_down() and stop(): how the release went (Ownership::release_result()).
+  Status release_result() const;
   // Waits until the state is not kCandidate, or `timeout`; returns the state.
   OwnershipState wait_while_candidate(std::chrono::milliseconds timeout);
 

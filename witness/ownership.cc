@@ -391,7 +391,8 @@ void Ownership::on_lease_remaining_result(const Result<std::chrono::milliseconds
 void Ownership::on_release_result(const Status& s, TimePoint /*now*/) {
   if (in_flight_ != Action::Kind::kRelease) return;
   in_flight_ = Action::Kind::kNone;
-  if (!s.is_ok()) note_error(s.context("release the owner key"));
+  release_result_ = s.is_ok() ? s : s.context("release the owner key");
+  if (!s.is_ok()) note_error(release_result_);
   release_done_ = true;
   lease_ = 0;
 }

@@ -221,6 +221,9 @@ class Ownership {
   std::string describe(TimePoint now) const;
   const Status& last_error() const { return last_error_; }
   bool release_done() const { return release_done_; }
+  // After step_down(): how the release of the key and lease went (OK when
+  // there was nothing to release).
+  const Status& release_result() const { return release_result_; }
 
  private:
   // The one place that changes state_: refuses (and logs) illegal transitions.
@@ -252,6 +255,7 @@ class Ownership {
   std::optional<std::chrono::milliseconds> waiting_left_;
   Action::Kind in_flight_ = Action::Kind::kNone;
   bool release_done_ = false;
+  Status release_result_;
   Status last_error_;
 };
 
