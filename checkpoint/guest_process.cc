@@ -15,7 +15,6 @@
 #include <thread>
 
 #include "guest/guest.h"
-#include "guest/guest.h"
 #include "guest/linux_abi.h"
 
 extern char** environ;

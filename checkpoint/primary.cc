@@ -16,8 +16,8 @@
 #include "checkpoint/tcp_sender.h"
 #include "checkpoint/tracker_choice.h"
 #include "common/asio.h"
-#include "common/json.h"
 #include "common/endpoint.h"
+#include "common/json.h"
 #include "protocol/page.h"
 
 namespace romulus::checkpoint {
@@ -488,11 +488,11 @@ Status PrimaryNode::start_services() {
       im.proxy.reset();
       return ps;
     }
-    log_(fmt::format(
-        "serving clients on {} (guest port {}); output {}",
-        config_.service->to_string(), im.guest_port,
-        im.buffering ? "held until its checkpoint is acknowledged"
-                     : "released at once (UNSAFE: --no-output-buffering or --backup null)"));
+    log_(fmt::format("serving clients on {} (guest port {}); output {}",
+                     config_.service->to_string(), im.guest_port,
+                     im.buffering
+                         ? "held until its checkpoint is acknowledged"
+                         : "released at once (UNSAFE: --no-output-buffering or --backup null)"));
   }
   if (ownership_ && im.proxy) {
     // When output left, once a second: the evidence that two nodes never

@@ -58,12 +58,9 @@ boost::system::error_code TcpSender::run_until(Clock::time_point deadline, Start
   return finished.get();
 }
 
-Result<std::shared_ptr<TcpSender>> TcpSender::connect(asio::io_context& io,
-                                                      const common::Endpoint& backup,
-                                                      const protocol::Hello& hello,
-                                                      SenderOptions options,
-                                                      SenderCallbacks callbacks,
-                                                      protocol::Reply* reply) {
+Result<std::shared_ptr<TcpSender>> TcpSender::connect(
+    asio::io_context& io, const common::Endpoint& backup, const protocol::Hello& hello,
+    SenderOptions options, SenderCallbacks callbacks, protocol::Reply* reply) {
   if (!options.tls) {
     // Also for a `romulus set backup` at run time: no plaintext off this host
     // (refused, so the primary keeps running and says so).

@@ -60,12 +60,9 @@ class TcpSender final : public CheckpointTransport, public std::enable_shared_fr
   // connect_timeout each. On success `reply` holds the backup's answer. A
   // backup whose certificate does not verify, or that refuses ours, is
   // refused (StatusCode::kRefused) with one line saying why.
-  static Result<std::shared_ptr<TcpSender>> connect(boost::asio::io_context& io,
-                                                    const common::Endpoint& backup,
-                                                    const protocol::Hello& hello,
-                                                    SenderOptions options,
-                                                    SenderCallbacks callbacks,
-                                                    protocol::Reply* reply);
+  static Result<std::shared_ptr<TcpSender>> connect(
+      boost::asio::io_context& io, const common::Endpoint& backup, const protocol::Hello& hello,
+      SenderOptions options, SenderCallbacks callbacks, protocol::Reply* reply);
   ~TcpSender() override;
 
   Status send(protocol::Bytes bytes) override;

@@ -159,8 +159,8 @@ int run_release_lease(const cli::ReleaseLeaseCommand& c) {
                     file->lease));
     return 0;
   }
-  auto open =
-      witness_opener(c.witness.url, common::TlsFiles{c.witness.cert, c.witness.key, c.witness.ca, ""});
+  auto open = witness_opener(c.witness.url,
+                             common::TlsFiles{c.witness.cert, c.witness.key, c.witness.ca, ""});
   const auto ttl = std::chrono::duration_cast<std::chrono::milliseconds>(c.witness.lease_ttl);
   Status st = witness::release_dead_lease(open, witness::owner_key(c.witness.pair), file->lease,
                                           ttl, std::chrono::milliseconds(50));

@@ -33,9 +33,9 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
 #include "protocol/coding.h"
 #include "protocol/page.h"
-#include "common/status.h"
 
 namespace romulus::protocol {
 

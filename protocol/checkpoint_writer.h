@@ -42,9 +42,10 @@ struct EncodeOptions {
 };
 
 // The names of --lz4, in the order help texts list them.
-inline constexpr EnumName<EncodeOptions::Lz4> kLz4Names[] = {{EncodeOptions::Lz4::kAuto, "auto"},
-                                                             {EncodeOptions::Lz4::kOff, "off"},
-                                                             {EncodeOptions::Lz4::kAlways, "always"}};
+inline constexpr EnumName<EncodeOptions::Lz4> kLz4Names[] = {
+    {EncodeOptions::Lz4::kAuto, "auto"},
+    {EncodeOptions::Lz4::kOff, "off"},
+    {EncodeOptions::Lz4::kAlways, "always"}};
 
 // Counters, added to (never reset) by the encoders.
 struct EncodeStats {

@@ -702,11 +702,9 @@ Result<BackupMetrics> BackupNode::metrics() {
 
 Result<Activation> BackupNode::run() {
   auto& im = *impl_;
-  ROMULUS_RETURN_IF_ERROR(
-      common::listen_tcp(im.acceptor, im.config.listen, "--listen"));
+  ROMULUS_RETURN_IF_ERROR(common::listen_tcp(im.acceptor, im.config.listen, "--listen"));
   im.log(fmt::format("backup listening on {} ({} MiB arena); waiting for a primary",
-                     im.config.listen.to_string(),
-                     im.config.memory_bytes >> 20));
+                     im.config.listen.to_string(), im.config.memory_bytes >> 20));
   im.do_accept();
   im.on_tick();
   im.io.run();

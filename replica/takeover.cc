@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <vector>
 
-#include "common/json.h"
 #include "common/endpoint.h"
+#include "common/json.h"
 #include "common/tls.h"
 #include "replica/background_measurements.h"
 #include "replica/link_security.h"
@@ -206,8 +206,7 @@ void run_taken_over_primary(Process& p, RoleLoop& roles, Activation a) {
 std::string default_node_id(const NodeSettings& s) {
   char name[256] = {};
   if (gethostname(name, sizeof name - 1) != 0) std::snprintf(name, sizeof name, "node");
-  if (s.listen)
-    return fmt::format("{}/{}", name, s.listen->to_string());
+  if (s.listen) return fmt::format("{}/{}", name, s.listen->to_string());
   return fmt::format("{}/pid-{}", name, getpid());
 }
 
@@ -254,14 +253,13 @@ Status run_node(StartAs start, NodeSettings settings, NodeHost& host) {
         "witness\")");
   } else {
     if (settings.witness.node_id.empty()) settings.witness.node_id = default_node_id(settings);
-    const std::string replication =
-        settings.listen ? settings.listen->to_string() : std::string();
+    const std::string replication = settings.listen ? settings.listen->to_string() : std::string();
     warn_if_plain_witness(settings.witness, host);
     link.emplace(settings.witness, replication, host.log);
     ROMULUS_RETURN_IF_ERROR(link->start());
-    host.log(fmt::format("witness {}: pair '{}', node '{}', lease {} s", settings.witness.url.to_string(),
-                         settings.witness.pair, settings.witness.node_id,
-                         settings.witness.lease_ttl.count()));
+    host.log(fmt::format("witness {}: pair '{}', node '{}', lease {} s",
+                         settings.witness.url.to_string(), settings.witness.pair,
+                         settings.witness.node_id, settings.witness.lease_ttl.count()));
   }
   WitnessLink* w = link ? &*link : nullptr;
   if (w) security.set_witness(w->tls());

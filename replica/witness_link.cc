@@ -69,8 +69,7 @@ Status WitnessLink::start() {
       }
     };
   }
-  keeper_.emplace(std::move(w), o,
-                  [this](const witness::OwnershipChange& c) { on_change(c); });
+  keeper_.emplace(std::move(w), o, [this](const witness::OwnershipChange& c) { on_change(c); });
   return keeper_->start();
 }
 

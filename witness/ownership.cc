@@ -342,7 +342,7 @@ void Ownership::on_acquire_result(const Result<AcquireOutcome>& r, TimePoint now
     displacing_ = holder->lease;  // the holder we find is the owner we judged lost
   }
   if (state_ == OwnershipState::kCandidate && displacing_ && holder->lease == *displacing_) {
-    waiting_for_ = holder;  // Rule 3: the old owner's lease is still alive
+    waiting_for_ = holder;     // Rule 3: the old owner's lease is still alive
     ask_remaining_ = !prompt;  // prompt: the next try comes before the answer would
     next_acquire_ = now + again;
     return;

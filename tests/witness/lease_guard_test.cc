@@ -183,8 +183,8 @@ class RecordingWitness final : public Witness {
 // A node process (forked) that writes `lines` into its guard's pipe, starts
 // its guard (forked from it, running run_lease_guard()), then runs `then` (by
 // default: waits to be killed). A regression: the lines were written after the
-// guard started, so a test could kill the node before it wrote them. The guard reports "watching" and each release on the
-// results pipe.
+// guard started, so a test could kill the node before it wrote them. The guard reports "watching"
+// and each release on the results pipe.
 class GuardTest : public ::testing::Test {
  protected:
   void start_node(
