@@ -367,16 +367,7 @@ OutputProxy::~OutputProxy() {
   }
 }
 
-Result<uint16_t> OutputProxy::pick_free_port() {
-  asio::io_context io;
-  tcp::acceptor a(io);
-  boost::system::error_code ec;
-  a.open(tcp::v4(), ec);
-  if (!ec) a.bind(tcp::endpoint(asio::ip::address_v4::loopback(), 0), ec);
-  if (ec)
-    return Status::io_error(fmt::format("cannot find a free loopback port: {}", ec.message()));
-  return a.local_endpoint().port();
-}
+Result<uint16_t> OutputProxy::pick_free_port() { return common::free_loopback_port(); }
 
 Status OutputProxy::start() {
   ROMULUS_RETURN_IF_ERROR(

@@ -18,4 +18,12 @@ namespace romulus::common {
 Status listen_tcp(boost::asio::ip::tcp::acceptor& acceptor, const Endpoint& at,
                   const std::string& option_name);
 
+// A loopback port that is free now, for a listener another process binds a
+// moment later (the guest's service port). Picked at random below the
+// kernel's ephemeral range (net.ipv4.ip_local_port_range), from which
+// outgoing connections take their local ports: a port from that range can
+// become some connection's local port before the listener binds it. Falls
+// back to one the kernel picks if none below is free. Thread-safe.
+Result<uint16_t> free_loopback_port();
+
 }  // namespace romulus::common

@@ -25,6 +25,7 @@ Threads: each Proc has two reader threads, each Relay an accept thread and two p
 threads per connection; all are daemons and are joined (with a bound) on close.
 """
 
+import atexit
 import json
 import os
 import random
@@ -90,11 +91,66 @@ def seeded_random(name):
     return random.Random(seed), seed
 
 
+def _port_pool():
+    """Ports for the tests' listeners: outside the kernel's ephemeral range
+    (net.ipv4.ip_local_port_range), which outgoing connections draw their local
+    ports from. A port from that range can be free when it is picked and be a
+    client's local port by the time a node binds it (a backup binds --service
+    only when it takes over, seconds later): "Address already in use". Not the
+    10,000 ports just below that range either: romulus picks its guests' service
+    ports there (common::free_loopback_port), without knowing these reservations."""
+    low, high = 32768, 60999
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        pass
+    if low - 20000 >= 1024:
+        return range(low - 20000, low - 10000)
+    return range(high + 1, 65536)
+
+
+_PORT_LOCKS = os.path.join(tempfile.gettempdir(), "romulus-test-ports")
+_reserved_ports = {}  # port -> open lock file, held until this process exits
+
+
+def _release_ports():
+    for f in _reserved_ports.values():
+        f.close()
+
+
+atexit.register(_release_ports)
+
+
 def free_port():
-    """A loopback port that was free a moment ago (the kernel picked it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port no other test process has (each port is reserved with a
+    lock on a file in $TMPDIR/romulus-test-ports for the life of the process that
+    took it: the kernel drops the lock when that process ends, however it ends),
+    that is bindable now, and that no outgoing connection will take meanwhile
+    (_port_pool)."""
+    import fcntl
+    os.makedirs(_PORT_LOCKS, exist_ok=True)
+    pool = _port_pool()
+    start = random.randrange(len(pool))
+    for i in range(len(pool)):
+        port = pool[(start + i) % len(pool)]
+        if port in _reserved_ports:
+            continue
+        f = open(os.path.join(_PORT_LOCKS, str(port)), "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                f.close()  # in use by something that is not a test (or TIME_WAIT)
+                continue
+        _reserved_ports[port] = f
+        return port
+    raise RuntimeError(f"no free loopback port in {pool}")
 
 
 # TCP states (include/net/tcp_states.h) in which a connection to a listening port is
