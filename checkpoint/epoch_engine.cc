@@ -189,6 +189,7 @@ Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
   const uint64_t epoch = next_epoch_.load();
   next_epoch_.store(epoch + 1);
   rec.epoch = epoch;
+  if (auto at = output_noted_at(epoch)) rec.output_held_at = *at;
   rec.interval_us = last_pause_start_ == Clock::time_point{} ? 0 : micros(t0 - last_pause_start_);
   last_pause_start_ = t0;
 
@@ -247,7 +248,7 @@ Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
   transport_->end_of_checkpoint(epoch);
   rec.stretched = stretched_;
   stats_.record_epoch(rec);
-  stats_.record_sent(epoch, t_queued);
+  stats_.record_sent(epoch, t_queued, rec.output_held_at != Clock::time_point{});
   publish_cache_stats();
   return Status::ok();
 }
@@ -381,9 +382,21 @@ CommitPolicy EpochEngine::policy() const {
 void EpochEngine::note_output(uint64_t epoch) {
   uint64_t noted = output_epoch_.load(std::memory_order_relaxed);
   if (noted >= epoch) return;  // the common case: already noted in this epoch
+  // Timed before it is published: a checkpoint that sees the epoch noted
+  // finds its time (two threads racing here write times microseconds apart).
+  OutputNoted& slot = output_noted_[epoch % kOutputNoted];
+  slot.at_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  slot.epoch.store(epoch, std::memory_order_release);
   while (noted < epoch && !output_epoch_.compare_exchange_weak(noted, epoch)) {
   }
   if (commit() == CommitMode::kEager) wake();
+}
+
+std::optional<Clock::time_point> EpochEngine::output_noted_at(uint64_t epoch) const {
+  if (output_epoch_.load() < epoch) return std::nullopt;
+  const OutputNoted& slot = output_noted_[epoch % kOutputNoted];
+  if (slot.epoch.load(std::memory_order_acquire) != epoch) return std::nullopt;
+  return Clock::time_point(Clock::duration(slot.at_ns.load(std::memory_order_relaxed)));
 }
 
 void EpochEngine::wake() {

@@ -139,7 +139,9 @@ class EpochEngine {
 
   // Output is held for `epoch` (any thread; cheap: one atomic load when
   // already noted for that epoch). Under eager, wakes run() when that is the
-  // open epoch.
+  // open epoch. The first note of an epoch is timed: the checkpoint that
+  // carries that epoch records it (EpochRecord::output_held_at), the start of
+  // the output's path through the checkpoint.
   void note_output(uint64_t epoch);
   // Wakes run() to look at its stop flag and settings again (any thread).
   void wake();
@@ -232,6 +234,17 @@ class EpochEngine {
   std::atomic<int64_t> min_gap_us_;
   std::atomic<double> max_stopped_fraction_;
   std::atomic<uint64_t> output_epoch_{0};  // highest epoch output was held for
+  // When output was first held for an epoch, for the last few epochs (slot
+  // epoch % kOutputNoted; the epoch is stored beside its time, so a slot
+  // left from an older epoch is never read as this one's).
+  struct OutputNoted {
+    std::atomic<uint64_t> epoch{0};
+    std::atomic<int64_t> at_ns{0};  // steady_clock, nanoseconds since its epoch
+  };
+  static constexpr size_t kOutputNoted = 4;
+  OutputNoted output_noted_[kOutputNoted];
+  // When output was first held for `epoch`, if it was (engine thread).
+  std::optional<std::chrono::steady_clock::time_point> output_noted_at(uint64_t epoch) const;
   std::mutex wake_mu_;                     // with wake_cv_: run()'s sleep
   std::condition_variable wake_cv_;
   CommitTrigger trigger_;  // engine thread only

@@ -96,9 +96,19 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
       note_holding();
       return;
     }
+    // Acknowledged output leaves after the ack that allowed it (the newest:
+    // an ack covers every epoch up to its own).
+    const int64_t acked_at = proxy_.acked_at_.load(std::memory_order_acquire);
+    const double after_ack_ms =
+        buffering && acked_at != 0
+            ? std::max(0.0, std::chrono::duration<double, std::milli>(
+                                now - Clock::time_point(Clock::duration(acked_at)))
+                                .count())
+            : -1.0;
     while (!held_.empty() && (!buffering || held_.front().epoch <= acked)) {
       Held& h = held_.front();
-      proxy_.record_latency(std::chrono::duration<double, std::milli>(now - h.read_at).count());
+      proxy_.record_latency(std::chrono::duration<double, std::milli>(now - h.read_at).count(),
+                            after_ack_ms);
       to_client_.push_back(std::move(h));
       held_.pop_front();
       moved = true;
@@ -442,7 +452,11 @@ void OutputProxy::for_each_worker(std::function<void(ProxyWorker&)> fn) {
   }
 }
 
-void OutputProxy::on_ack(uint64_t epoch) {
+void OutputProxy::on_ack(uint64_t epoch, Clock::time_point at) {
+  if (acked_.load(std::memory_order_acquire) >= epoch) return;  // nothing new
+  // Stored before the epoch is published: a release that sees the epoch sees
+  // this ack's time or a newer one.
+  acked_at_.store(at.time_since_epoch().count(), std::memory_order_release);
   uint64_t prev = acked_.load(std::memory_order_relaxed);
   while (prev < epoch && !acked_.compare_exchange_weak(prev, epoch, std::memory_order_acq_rel)) {
   }
@@ -513,11 +527,17 @@ void OutputProxy::refresh_held_stats(ProxyWorker& w) const {
   w.oldest_seen = oldest;
 }
 
-void OutputProxy::record_latency(double ms) {
+void OutputProxy::record_latency(double ms, double after_ack_ms) {
   added_latency_.observe(ms / 1000.0);
+  if (after_ack_ms >= 0) release_after_ack_.observe(after_ack_ms / 1000.0);
   std::lock_guard lock(stats_mu_);
   latencies_.push_back(ms);
   if (latencies_.size() > kLatencyWindow) latencies_.pop_front();
+  if (after_ack_ms >= 0) {
+    after_ack_.push_back(after_ack_ms);
+    if (after_ack_.size() > kLatencyWindow) after_ack_.pop_front();
+    after_ack_max_ms_ = std::max(after_ack_max_ms_, after_ack_ms);
+  }
 }
 
 OutputProxyStats OutputProxy::stats() const {
@@ -538,7 +558,7 @@ OutputProxyStats OutputProxy::stats() const {
     }
   }
   OutputProxyStats s;
-  std::vector<double> lat;
+  std::vector<double> lat, after_ack;
   std::optional<Clock::time_point> oldest;
   {
     std::lock_guard lock(stats_mu_);
@@ -551,6 +571,8 @@ OutputProxyStats OutputProxy::stats() const {
       if (w->oldest_seen && (!oldest || *w->oldest_seen < *oldest)) oldest = w->oldest_seen;
     }
     lat.assign(latencies_.begin(), latencies_.end());
+    after_ack.assign(after_ack_.begin(), after_ack_.end());
+    s.release_after_ack_max_ms = after_ack_max_ms_;
   }
   s.oldest_held_ms =
       oldest ? std::chrono::duration<double, std::milli>(Clock::now() - *oldest).count() : 0.0;
@@ -560,6 +582,11 @@ OutputProxyStats OutputProxy::stats() const {
     std::sort(lat.begin(), lat.end());
     s.added_latency_p50_ms = lat[(lat.size() - 1) * 50 / 100];
     s.added_latency_p99_ms = lat[(lat.size() - 1) * 99 / 100];
+  }
+  if (!after_ack.empty()) {
+    std::sort(after_ack.begin(), after_ack.end());
+    s.release_after_ack_p50_ms = after_ack[(after_ack.size() - 1) * 50 / 100];
+    s.release_after_ack_p99_ms = after_ack[(after_ack.size() - 1) * 99 / 100];
   }
   return s;
 }

@@ -84,6 +84,12 @@ struct OutputProxyStats {
   double oldest_held_ms = 0;        // how long the oldest held byte has waited
   double added_latency_p50_ms = 0;  // read from guest -> released, recent window
   double added_latency_p99_ms = 0;
+  // The last hop of held output's path (stats.h, OutputHop): the ack that
+  // allowed it -> written to the client's socket (or queued behind what the
+  // client has not taken yet), recent window.
+  double release_after_ack_p50_ms = 0;
+  double release_after_ack_p99_ms = 0;
+  double release_after_ack_max_ms = 0;  // since start
   bool buffering = true;
 };
 
@@ -97,12 +103,16 @@ class OutputProxy {
   ~OutputProxy();
 
   Status start();
-  void on_ack(uint64_t epoch);
+  // The backup acknowledged `epoch`, at `at` (when its ack arrived).
+  void on_ack(uint64_t epoch,
+              std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now());
   void set_buffering(bool on);
   OutputProxyStats stats() const;
   // Added latency of every released chunk (read from the guest -> released),
   // in seconds; lock-free, for --metrics.
   const common::Histogram& added_latency_histogram() const { return added_latency_; }
+  // Ack -> released, in seconds, for each chunk of acknowledged output (--metrics).
+  const common::Histogram& release_after_ack_histogram() const { return release_after_ack_; }
   // Closes the listener and every connection.
   void stop();
 
@@ -135,7 +145,9 @@ class OutputProxy {
   ProxyWorker& next_worker();
   // Runs fn(worker) on every worker's thread (posted there).
   void for_each_worker(std::function<void(ProxyWorker&)> fn);
-  void record_latency(double ms);
+  // One released chunk: read -> released (ms), and ack -> released (ms; < 0
+  // for output released without an ack: unbuffered).
+  void record_latency(double ms, double after_ack_ms);
   void note_release(std::chrono::steady_clock::time_point now);  // any session thread
   void refresh_held_stats(ProxyWorker& worker) const;            // the worker's thread
 
@@ -146,6 +158,8 @@ class OutputProxy {
   std::vector<std::unique_ptr<ProxyWorker>> workers_;
   size_t next_worker_ = 0;  // io_ thread (accepts)
   std::atomic<uint64_t> acked_{0};
+  // When the newest ack arrived (steady_clock ticks; 0 = none yet).
+  std::atomic<int64_t> acked_at_{0};
   std::atomic<bool> buffering_;
   ReleaseGate gate_;
   OutputHeld on_output_held_;
@@ -155,8 +169,9 @@ class OutputProxy {
   std::atomic<uint64_t> bytes_to_guest_{0}, bytes_released_{0};
   mutable std::mutex stats_mu_;
   mutable OutputProxyStats stats_;
-  std::deque<double> latencies_;
-  common::Histogram added_latency_;
+  std::deque<double> latencies_, after_ack_;
+  double after_ack_max_ms_ = 0;
+  common::Histogram added_latency_, release_after_ack_;
 };
 
 }  // namespace romulus::checkpoint

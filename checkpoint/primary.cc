@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <charconv>
+#include <cmath>
 #include <thread>
 
 #include "checkpoint/dirty_tracker.h"
@@ -162,6 +163,11 @@ json::object PrimaryNode::output_json() const {
   j["oldest_held_ms"] = o.oldest_held_ms;
   j["added_latency_p50_ms"] = o.added_latency_p50_ms;
   j["added_latency_p99_ms"] = o.added_latency_p99_ms;
+  // To the microsecond, as the engine's hops are.
+  auto us = [](double ms) { return std::round(ms * 1000) / 1000; };
+  j["release_after_ack_ms"] = json::object{{"p50", us(o.release_after_ack_p50_ms)},
+                                           {"p99", us(o.release_after_ack_p99_ms)},
+                                           {"max", us(o.release_after_ack_max_ms)}};
   return j;
 }
 
@@ -170,6 +176,9 @@ PrimaryMetrics PrimaryNode::metrics() const {
   m.state = state_.state();
   m.totals = stats_.totals();
   m.pause = stats_.pause_histogram().snapshot();
+  for (OutputHop h : kOutputHops) {
+    m.output_hops[static_cast<size_t>(h)] = stats_.output_hop_histogram(h).snapshot();
+  }
   // The engine and the proxy are made (or dropped) on the run() thread while
   // starting and then stay until destruction: read them only after that.
   const bool started = m.state != PrimaryState::kStarting;
@@ -179,7 +188,8 @@ PrimaryMetrics PrimaryNode::metrics() const {
   m.commit_eager = (started && impl_->engine ? impl_->engine->commit() : config_.engine.commit) ==
                    CommitMode::kEager;
   if (started && impl_->proxy) {
-    m.output = {impl_->proxy->stats(), impl_->proxy->added_latency_histogram().snapshot()};
+    m.output = {impl_->proxy->stats(), impl_->proxy->added_latency_histogram().snapshot(),
+                impl_->proxy->release_after_ack_histogram().snapshot()};
   }
   if (ownership_) {
     const auto now = Clock::now();
@@ -218,8 +228,13 @@ json::object PrimaryNode::status() {
   o["resumed"] = config_.resumed_epoch.has_value();
   o["last_committed_epoch"] = s.acked_epoch;
   json::object out = output_json();
+  json::object primary = stats_to_json(s);
+  // The path's last hop is the proxy's: with it, output_path_ms has all five.
+  if (const auto* release = out.if_contains("release_after_ack_ms")) {
+    primary["output_path_ms"].as_object()["release"] = *release;
+  }
   o["output"] = out.empty() ? json::value(nullptr) : json::value(std::move(out));
-  o["primary"] = stats_to_json(s);
+  o["primary"] = std::move(primary);
   o["witness"] = ownership_ ? json::value(ownership_->status(Clock::now())) : json::value(nullptr);
   return o;
 }
@@ -656,8 +671,9 @@ Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy
   };
   SenderCallbacks cb;
   cb.on_ack = [this, &im, enter_protected, log_protected](uint64_t epoch) {
-    stats_.record_ack(epoch, Clock::now());
-    if (im.proxy) im.proxy->on_ack(epoch);
+    const auto now = Clock::now();
+    stats_.record_ack(epoch, now);
+    if (im.proxy) im.proxy->on_ack(epoch, now);
     bool now_protected = false;
     {
       std::lock_guard lock(im.mu);

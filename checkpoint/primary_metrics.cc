@@ -97,6 +97,19 @@ void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out) {
                   "Latency output commit added to guest output: read from the guest to released.",
                   m.output->added_latency);
   }
+  // Where that latency goes, hop by hop (docs/operations.md, "Where a reply's time goes").
+  out.family("romulus_output_path_seconds", "histogram",
+             "Held output's path through its checkpoint, by hop: wait (held -> pause begins), "
+             "pause, send (resumed -> handed to the sender), ack (-> acknowledged), release "
+             "(acknowledged -> written to the client).");
+  for (OutputHop h : kOutputHops) {
+    out.histogram_series("romulus_output_path_seconds", {{"hop", std::string(output_hop_name(h))}},
+                         m.output_hops[static_cast<size_t>(h)]);
+  }
+  if (m.output) {
+    out.histogram_series("romulus_output_path_seconds", {{"hop", "release"}},
+                         m.output->release_after_ack);
+  }
   if (m.lease) {
     out.gauge("romulus_owner", "1 while this node owns the pair (holds the witness lease).",
               m.lease->owner ? 1 : 0);

@@ -21,11 +21,14 @@ struct PrimaryMetrics {
   PrimaryState state = PrimaryState::kStarting;
   StatsSnapshot totals;  // counters (StatsRecorder::totals())
   common::Histogram::Snapshot pause;
+  // Each hop of held output's path but the last (stats.h, OutputHop).
+  common::Histogram::Snapshot output_hops[std::size(kOutputHops)];
   double interval_seconds = 0;  // the interval asked for
   bool commit_eager = false;    // --commit eager
   struct Output {
     OutputProxyStats stats;
     common::Histogram::Snapshot added_latency;
+    common::Histogram::Snapshot release_after_ack;  // the path's last hop
   };
   std::optional<Output> output;  // nullopt: no --service proxy
   struct Lease {

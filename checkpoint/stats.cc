@@ -35,6 +35,10 @@ Distribution summarize_values(const std::deque<int64_t>& values, int64_t all_tim
 
 double ms(int64_t us) { return static_cast<double>(us) / 1000.0; }
 
+int64_t micros(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
 }  // namespace
 
 void StatsRecorder::record_epoch(const EpochRecord& r) {
@@ -73,9 +77,26 @@ void StatsRecorder::record_epoch(const EpochRecord& r) {
   if (first_pause_ == std::chrono::steady_clock::time_point{}) first_pause_ = at;
   stops_.push_back(Stop{at, r.pause_us, r.trigger});
   window_stopped_us_ += r.pause_us;
+  // Pruned here too, so the window stays bounded when nothing reads it.
+  prune_stops(at);
+  if (r.output_held_at != std::chrono::steady_clock::time_point{}) {
+    // Output read while the pause was starting may be noted just after it began.
+    record_hop(OutputHop::kWait, std::max<int64_t>(0, micros(r.paused_at - r.output_held_at)));
+    record_hop(OutputHop::kPause, r.pause_us);
+    record_hop(OutputHop::kSend, r.encode_us);
+  }
 }
 
-void StatsRecorder::fill_window(StatsSnapshot& s, std::chrono::steady_clock::time_point now) const {
+void StatsRecorder::record_hop(OutputHop h, int64_t us) {
+  const auto i = static_cast<size_t>(h);
+  output_hop_seconds_[i].observe(static_cast<double>(us) / 1e6);
+  output_hops_[i].push_back(us);
+  if (output_hops_[i].size() > window_) output_hops_[i].pop_front();
+  auto& max = totals_.output_hop_us[i].max;
+  max = std::max(max, us);
+}
+
+void StatsRecorder::prune_stops(std::chrono::steady_clock::time_point now) const {
   while (!stops_.empty() && stops_.front().at < now - kRateWindow) {
     const Stop& old = stops_.front();
     window_stopped_us_ -= old.pause_us;
@@ -83,6 +104,10 @@ void StatsRecorder::fill_window(StatsSnapshot& s, std::chrono::steady_clock::tim
     if (old.trigger == CheckpointTrigger::kOutput) window_output_--;
     stops_.pop_front();
   }
+}
+
+void StatsRecorder::fill_window(StatsSnapshot& s, std::chrono::steady_clock::time_point now) const {
+  prune_stops(now);
   if (first_pause_ == std::chrono::steady_clock::time_point{}) return;
   const double span_us = static_cast<double>(
       std::chrono::duration_cast<std::chrono::microseconds>(
@@ -94,10 +119,11 @@ void StatsRecorder::fill_window(StatsSnapshot& s, std::chrono::steady_clock::tim
   s.output_checkpoints_per_sec = static_cast<double>(window_output_) * 1e6 / span_us;
 }
 
-void StatsRecorder::record_sent(uint64_t epoch, std::chrono::steady_clock::time_point when) {
+void StatsRecorder::record_sent(uint64_t epoch, std::chrono::steady_clock::time_point when,
+                                bool output) {
   std::lock_guard lock(mu_);
   totals_.sent_epoch = std::max(totals_.sent_epoch, epoch);
-  unacked_.push_back({epoch, when});
+  unacked_.push_back({epoch, when, output});
   if (unacked_.size() > window_) unacked_.pop_front();
 }
 
@@ -105,10 +131,13 @@ void StatsRecorder::record_ack(uint64_t epoch, std::chrono::steady_clock::time_p
   std::lock_guard lock(mu_);
   totals_.acked_epoch = std::max(totals_.acked_epoch, epoch);
   while (!unacked_.empty() && unacked_.front().epoch <= epoch) {
+    const int64_t us = std::max<int64_t>(0, micros(when - unacked_.front().when));
+    if (unacked_.front().output) {
+      // Its output is released by this ack (an ack covers every epoch <= its own).
+      totals_.output_paths++;
+      record_hop(OutputHop::kAck, us);
+    }
     if (unacked_.front().epoch == epoch) {
-      const int64_t us =
-          std::chrono::duration_cast<std::chrono::microseconds>(when - unacked_.front().when)
-              .count();
       ack_latencies_.push_back(us);
       if (ack_latencies_.size() > window_) ack_latencies_.pop_front();
       max_ack_latency_us_ = std::max(max_ack_latency_us_, us);
@@ -159,6 +188,9 @@ StatsSnapshot StatsRecorder::snapshot() const {
   s.encode_us = summarize(
       recent_, [](const EpochRecord& r) { return r.encode_us; }, totals_.encode_us.max);
   s.ack_latency_us = summarize_values(ack_latencies_, max_ack_latency_us_);
+  for (size_t i = 0; i < std::size(kOutputHops); ++i) {
+    s.output_hop_us[i] = summarize_values(output_hops_[i], totals_.output_hop_us[i].max);
+  }
   s.compression_ratio = s.wire_bytes_total == 0 ? 0.0
                                                 : static_cast<double>(s.raw_bytes_total) /
                                                       static_cast<double>(s.wire_bytes_total);
@@ -205,6 +237,11 @@ boost::json::object stats_to_json(const StatsSnapshot& s) {
   o["interval_ms"] = dist(s.interval_us);
   o["encode_ms"] = dist(s.encode_us);
   o["ack_latency_ms"] = dist(s.ack_latency_us);
+  json::object path{{"checkpoints", s.output_paths}};
+  for (OutputHop h : kOutputHops) {
+    path[output_hop_name(h)] = dist(s.output_hop_us[static_cast<size_t>(h)]);
+  }
+  o["output_path_ms"] = std::move(path);
   o["dirty_pages_total"] = s.dirty_pages_total;
   o["raw_bytes_total"] = s.raw_bytes_total;
   o["wire_bytes_total"] = s.wire_bytes_total;

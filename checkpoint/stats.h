@@ -12,8 +12,10 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <iterator>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include <boost/json.hpp>
 
@@ -43,7 +45,36 @@ struct EpochRecord {
   // for the gap (commit_trigger.h, scheduler_probe.h).
   bool guest_waiting = false;
   std::chrono::steady_clock::time_point paused_at{};  // when the pause began
+  // When output was first held for this epoch (the proxy read it from the
+  // guest), or {} if none was: the start of that output's path.
+  std::chrono::steady_clock::time_point output_held_at{};
 };
+
+// The path of held output through a checkpoint, hop by hop (docs/operations.md,
+// "Where a reply's time goes"), for the checkpoints that carried output:
+//   wait     output first held in the epoch -> its checkpoint's pause begins
+//   pause    pause begins -> guest running again
+//   send     guest running again -> the checkpoint handed to the sender
+//            (encoded; on the wire as fast as the link takes it)
+//   ack      handed to the sender -> the backup's acknowledgement arrives
+// The last hop, ack -> output written to the client, is the proxy's
+// (OutputProxyStats::release_after_ack_*).
+enum class OutputHop : uint8_t { kWait, kPause, kSend, kAck };
+inline constexpr OutputHop kOutputHops[] = {OutputHop::kWait, OutputHop::kPause, OutputHop::kSend,
+                                            OutputHop::kAck};
+inline constexpr std::string_view output_hop_name(OutputHop h) {
+  switch (h) {
+    case OutputHop::kWait:
+      return "wait";
+    case OutputHop::kPause:
+      return "pause";
+    case OutputHop::kSend:
+      return "send";
+    case OutputHop::kAck:
+      return "ack";
+  }
+  return "?";
+}
 
 // Percentile summary over a recent window.
 struct Distribution {
@@ -58,6 +89,10 @@ struct StatsSnapshot {
   uint64_t postponed_pauses = 0;  // pause gave up waiting for Update sections
   uint64_t overflowed_staging = 0;
   Distribution pause_us, interval_us, ack_latency_us, encode_us;
+  // Checkpoints that carried output (those acknowledged so far), and each hop
+  // of their output's path (OutputHop), over the recent window.
+  uint64_t output_paths = 0;
+  Distribution output_hop_us[std::size(kOutputHops)];
   uint64_t dirty_pages_total = 0;
   uint64_t raw_bytes_total = 0;
   uint64_t wire_bytes_total = 0;
@@ -88,7 +123,8 @@ class StatsRecorder {
   static constexpr std::chrono::seconds kRateWindow{5};
 
   void record_epoch(const EpochRecord& r);
-  void record_sent(uint64_t epoch, std::chrono::steady_clock::time_point when);
+  // output: the checkpoint carries held output (its EpochRecord::output_held_at is set).
+  void record_sent(uint64_t epoch, std::chrono::steady_clock::time_point when, bool output = false);
   void record_ack(uint64_t epoch, std::chrono::steady_clock::time_point when);
   void record_postponed();
   void record_sync_progress(uint64_t sent, uint64_t total, uint64_t rounds, int64_t duration_us);
@@ -100,11 +136,16 @@ class StatsRecorder {
   StatsSnapshot totals() const;
   // Every epoch's pause (pause requested -> guest running again), in seconds.
   const common::Histogram& pause_histogram() const { return pause_seconds_; }
+  // Each hop of held output's path (OutputHop), in seconds, for --metrics.
+  const common::Histogram& output_hop_histogram(OutputHop h) const {
+    return output_hop_seconds_[static_cast<size_t>(h)];
+  }
 
  private:
   struct Sent {
     uint64_t epoch;
     std::chrono::steady_clock::time_point when;
+    bool output;
   };
 
   struct Stop {  // one pause, for the rate window
@@ -112,8 +153,12 @@ class StatsRecorder {
     int64_t pause_us;
     CheckpointTrigger trigger;
   };
-  // Drops pauses older than the window and fills the window's figures in s.
+  // Drops pauses older than the window (mu_ held).
+  void prune_stops(std::chrono::steady_clock::time_point now) const;
+  // prune_stops(), then fills the window's figures in s.
   void fill_window(StatsSnapshot& s, std::chrono::steady_clock::time_point now) const;
+  // One hop of an output path (mu_ held).
+  void record_hop(OutputHop h, int64_t us);
 
   mutable std::mutex mu_;
   size_t window_;
@@ -127,6 +172,8 @@ class StatsRecorder {
   std::deque<Sent> unacked_;
   int64_t max_ack_latency_us_ = 0;
   common::Histogram pause_seconds_;
+  std::deque<int64_t> output_hops_[std::size(kOutputHops)];
+  common::Histogram output_hop_seconds_[std::size(kOutputHops)];
 };
 
 // One line for the periodic log: "epoch 120: pause p50 1.2 ms p99 3.4 ms, ...".

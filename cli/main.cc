@@ -334,6 +334,16 @@ std::string format_status(const std::string& path, const json::object& t) {
         get("output.bytes_held"), get("output.added_latency_p50_ms"),
         get("output.added_latency_p99_ms"), get("output.open_connections"));
   }
+  if (number(t, "primary.output_path_ms.checkpoints") > 0) {
+    // Where a reply's time goes (docs/operations.md): each hop's p50.
+    std::string hops;
+    for (const char* hop : {"wait", "pause", "send", "ack", "release"}) {
+      const std::string v = get(fmt::format("primary.output_path_ms.{}.p50", hop));
+      if (v == "?") continue;
+      hops += fmt::format("{}{} {}", hops.empty() ? "" : ", ", hop, v);
+    }
+    out += fmt::format("  output path p50 (ms): {}\n", hops);
+  }
   if (!get("last_backup_loss").empty() && get("last_backup_loss") != "?")
     out += "  last backup loss: " + get("last_backup_loss") + "\n";
   return out;

@@ -103,13 +103,23 @@ void MetricsText::one_hot(std::string_view name, std::string_view help, std::str
 void MetricsText::histogram(std::string_view name, std::string_view help,
                             const Histogram::Snapshot& h) {
   family(name, "histogram", help);
+  histogram_series(name, {}, h);
+}
+
+void MetricsText::histogram_series(std::string_view name, const Labels& labels,
+                                   const Histogram::Snapshot& h) {
   const std::string bucket = fmt::format("{}_bucket", name);
+  auto with = [&labels](std::string le) {
+    Labels l = labels;
+    l.emplace_back("le", std::move(le));
+    return l;
+  };
   for (size_t i = 0; i < h.bounds.size(); ++i) {
-    sample(bucket, static_cast<double>(h.cumulative[i]), {{"le", format_value(h.bounds[i])}});
+    sample(bucket, static_cast<double>(h.cumulative[i]), with(format_value(h.bounds[i])));
   }
-  sample(bucket, static_cast<double>(h.count()), {{"le", "+Inf"}});
-  sample(fmt::format("{}_sum", name), h.sum_seconds);
-  sample(fmt::format("{}_count", name), static_cast<double>(h.count()));
+  sample(bucket, static_cast<double>(h.count()), with("+Inf"));
+  sample(fmt::format("{}_sum", name), h.sum_seconds, labels);
+  sample(fmt::format("{}_count", name), static_cast<double>(h.count()), labels);
 }
 
 }  // namespace romulus::common

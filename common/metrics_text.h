@@ -43,6 +43,10 @@ class MetricsText {
                const std::vector<std::string>& values, std::string_view current);
   // A histogram family: _bucket{le=...} (cumulative, +Inf last), _sum, _count.
   void histogram(std::string_view name, std::string_view help, const Histogram::Snapshot& h);
+  // One series of a histogram family started with family(name, "histogram",
+  // help): its buckets, sum and count, each with `labels` (a family with one
+  // series per label value).
+  void histogram_series(std::string_view name, const Labels& labels, const Histogram::Snapshot& h);
 
   // Appends text built elsewhere (another MetricsText's).
   void append(const std::string& text) { out_ += text; }

@@ -67,7 +67,7 @@ TEST(PrimaryMetrics, OutputAndLeaseFamiliesOnlyWithAProxyAndAWitness) {
   EXPECT_EQ(render(m).find("romulus_output_held_bytes"), std::string::npos);
   EXPECT_EQ(render(m).find("romulus_owner"), std::string::npos);
   common::Histogram h;
-  m.output = PrimaryMetrics::Output{{}, h.snapshot()};
+  m.output = PrimaryMetrics::Output{{}, h.snapshot(), h.snapshot()};
   m.output->stats.bytes_held = 12;
   m.lease = PrimaryMetrics::Lease{true, 1.5};
   const auto text = render(m);

@@ -312,6 +312,14 @@ class OutputCommitTest(unittest.TestCase):
         self.assertGreaterEqual(waiting, output - 2, "output checkpoints that found kvstore "
                                 "runnable\n" + c.logs())
         s = primary.status()
+        # Where the replies' time went: every hop of the path is reported, in order
+        # p50 <= p99 <= max (values, not timings, are checked).
+        path = s["primary"]["output_path_ms"]
+        self.assertGreater(path["checkpoints"], 0, json.dumps(path))
+        for hop in ("wait", "pause", "send", "ack", "release"):
+            d = path[hop]
+            self.assertTrue(0 <= d["p50"] <= d["p99"] <= d["max"], f"{hop}: {d}")
+        self.assertEqual(s["output"]["release_after_ack_ms"], path["release"])
         self.assertEqual(s["commit"], "eager")
         self.assertGreater(s["checkpoints_per_sec"]["output"], 0)
         self.assertGreater(s["guest_stopped_fraction"], 0)
