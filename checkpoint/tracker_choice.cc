@@ -195,6 +195,9 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
   if (m.uffd_sync_ok) {
     dec.uffd_sync_us = d * (m.sync_fault_us + m.reprotect_us_per_page + m.copy_us_per_page);
   }
+  // What of that the pause costs (the faults happen while the guest runs).
+  if (m.uffd_ok) dec.uffd_pause_us = g * m.scan_us_per_gib + d * m.copy_us_per_page;
+  if (m.uffd_sync_ok) dec.uffd_sync_pause_us = d * (m.reprotect_us_per_page + m.copy_us_per_page);
   dec.compare_us = g * m.compare_us_per_gib;
 
   switch (requested) {
@@ -226,6 +229,15 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
         best = dec.uffd_us;
       }
       if (dec.uffd_sync_us >= 0 && dec.uffd_sync_us < best) dec.kind = TrackerKind::kUffdSync;
+      // The pause holds every reply: when uffd's would be long because of the
+      // arena's size, the pause that follows the dirty set wins, as long as
+      // its faults cost the guest at most kPauseTradeFactor times as much.
+      if (dec.kind == TrackerKind::kUffd && dec.uffd_sync_us >= 0 &&
+          dec.uffd_pause_us > kPauseBudgetUs && dec.uffd_sync_pause_us < dec.uffd_pause_us &&
+          dec.uffd_sync_us <= kPauseTradeFactor * dec.uffd_us) {
+        dec.kind = TrackerKind::kUffdSync;
+        dec.for_the_pause = true;
+      }
       break;
     }
   }
@@ -238,6 +250,12 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
       why = fmt::format("; uffd-sync is cheaper than uffd below {:.0f} dirty pages/epoch here",
                         g * m.scan_us_per_gib / per_page_extra);
     }
+  }
+  if (dec.for_the_pause) {
+    why += fmt::format(
+        "; uffd-sync for its pause: modelled pause {:.0f} us against uffd's {:.0f} us (over "
+        "{:.0f} us: the arena's scan), for {:.1f}x uffd's guest time",
+        dec.uffd_sync_pause_us, dec.uffd_pause_us, kPauseBudgetUs, dec.uffd_sync_us / dec.uffd_us);
   }
   if (requested == TrackerKind::kAuto && arena.takeover && (m.uffd_ok || m.uffd_sync_ok)) {
     why +=

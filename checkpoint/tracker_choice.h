@@ -15,8 +15,17 @@
 //   uffd       G * scan_us_per_gib + D * (async_fault_us + copy_us_per_page)
 //   uffd-sync  D * (sync_fault_us + reprotect_us_per_page + copy_us_per_page)
 //   compare    G * compare_us_per_gib
-// and auto takes the cheapest available one. An explicit request is honoured
-// if the kernel can do it, else refused with the reason.
+// and auto takes the cheapest available one, with one exception for the
+// pause, which holds every reply and stops the whole guest. Of those costs,
+// the pause's part is
+//   uffd       G * scan_us_per_gib + D * copy_us_per_page
+//   uffd-sync  D * (reprotect_us_per_page + copy_us_per_page)
+// and when uffd is the cheapest but its pause exceeds kPauseBudgetUs (the
+// arena's scan: a large arena) while uffd-sync's is shorter, auto takes
+// uffd-sync if its guest time is at most kPauseTradeFactor times uffd's: a
+// pause that follows the dirty set, for a bounded cost in faults. An
+// explicit request is honoured if the kernel can do it, else refused with
+// the reason.
 //
 // Threads: choose_tracker() is pure; measure_tracker_costs() runs on the
 // calling thread (and starts one short-lived fault-handler thread).
@@ -62,10 +71,20 @@ struct Measurements {
   double copy_us_per_page = 0;       // staging copy of one page
 };
 
+// The longest modelled pause auto accepts from uffd before it prefers the
+// pause of uffd-sync (µs): a few times the reply latency Romulus aims at.
+inline constexpr double kPauseBudgetUs = 500;
+// How much more guest time (faults) auto pays for that shorter pause.
+inline constexpr double kPauseTradeFactor = 2;
+
 struct TrackerDecision {
   TrackerKind kind = TrackerKind::kCompare;  // kUffd, kUffdSync or kCompare
   // Modelled guest time per epoch (µs) of each tracker, -1 if unavailable.
   double uffd_us = -1, uffd_sync_us = -1, compare_us = -1;
+  // Of that, the pause's part (µs), -1 if unavailable.
+  double uffd_pause_us = -1, uffd_sync_pause_us = -1;
+  // auto took uffd-sync for its shorter pause, though uffd was cheaper.
+  bool for_the_pause = false;
   // One log line: the choice, the numbers and why.
   std::string explanation;
 
