@@ -4,7 +4,7 @@
 // primary carries it (PrimaryConfig::engine) and the engine starts from it
 // (EngineOptions derives from it), so each default below is the product's
 // default, written once; the CLI's help text prints these values. Some of
-// them change at run time with `romulus set` (their ranges: setting_ranges.h).
+// them change at run time with `romulus set` (each is one entry of run_time_settings.h).
 #pragma once
 
 #include <chrono>

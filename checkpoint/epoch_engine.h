@@ -171,6 +171,7 @@ class EpochEngine {
   }
   double max_stopped_fraction() const { return max_stopped_fraction_.load(); }
   void set_codec(protocol::CodecId codec) { codec_ = static_cast<uint8_t>(codec); }
+  protocol::CodecId codec() const { return static_cast<protocol::CodecId>(codec_.load()); }
   void set_cache_bytes(size_t bytes) { cache_.set_capacity(bytes); }
 
   // The epoch the next checkpoint will carry: output the guest produces now

@@ -4,7 +4,6 @@
 #include <sys/random.h>
 #include <sys/wait.h>
 
-#include <charconv>
 #include <cmath>
 #include <thread>
 
@@ -13,7 +12,7 @@
 #include "checkpoint/guest_pause.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/output_proxy.h"
-#include "checkpoint/setting_ranges.h"
+#include "checkpoint/run_time_settings.h"
 #include "checkpoint/tcp_sender.h"
 #include "checkpoint/tracker_choice.h"
 #include "common/asio.h"
@@ -44,15 +43,6 @@ constexpr std::chrono::seconds kReleaseLogEvery{1};
 // backup before the link closes: milliseconds on a healthy link, and a stuck
 // one must not hold up the stop.
 constexpr std::chrono::seconds kGoodbyeWithin{1};
-
-// A control request's number: decimal digits only, no sign, no unit, no overflow.
-std::optional<int64_t> whole_number(std::string_view text) {
-  int64_t v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v < 0)
-    return std::nullopt;
-  return v;
-}
 
 uint64_t random_session_id() {
   uint64_t id = 0;
@@ -223,7 +213,7 @@ json::object PrimaryNode::status() {
   o["checkpoints_per_sec"] = json::object{{"timer", s.timer_checkpoints_per_sec},
                                           {"output", s.output_checkpoints_per_sec}};
   o["tracker"] = tracker_kind_name(im.tracker_kind);
-  o["codec"] = protocol::codec_name(config_.engine.encode.codec);
+  o["codec"] = protocol::codec_name(im.engine ? im.engine->codec() : config_.engine.encode.codec);
   o["threads"] = config_.engine.encoder_threads;
   o["resumed"] = config_.resumed_epoch.has_value();
   o["last_committed_epoch"] = s.acked_epoch;
@@ -255,82 +245,35 @@ std::string PrimaryNode::handle_control(const std::string& request) {
 
 std::string PrimaryNode::set(const std::string& name, const std::string& value) {
   auto& im = *impl_;
+  const RunTimeSetting* s = find_run_time_setting(name);
+  if (s == nullptr || s->process)
+    return json_error(fmt::format("unknown setting '{}' ({})", name, primary_setting_names()));
   // Settings of the link work at any time; those of the engine once it runs.
-  if (name == "on-backup-loss") {
-    auto policy = parse_enum(kBackupLossNames, value);
-    if (!policy.is_ok()) return json_error("on-backup-loss " + policy.status().message());
+  if (s->to_engine != nullptr && !im.engine)
+    return json_error("the guest is not running yet; try again in a moment");
+  // Read as at start-up; only the entry's own field of `parsed` is used.
+  PrimaryConfig parsed;
+  if (Status st = s->parse(value, parsed); !st.is_ok()) return json_error(st.message());
+  log_(fmt::format("{} set to {}", name, s->logged ? s->logged(parsed) : s->text(parsed)));
+  if (s->to_engine != nullptr) s->to_engine(*im.engine, parsed.engine);
+  if (s->to_primary != nullptr) s->to_primary(*this, parsed);
+  return json_ok();
+}
+
+void PrimaryNode::set_on_backup_loss(BackupLoss policy) {
+  std::lock_guard lock(impl_->mu);
+  impl_->on_backup_loss = policy;
+}
+
+void PrimaryNode::set_backup(const common::Endpoint& backup) {
+  auto& im = *impl_;
+  {
     std::lock_guard lock(im.mu);
-    im.on_backup_loss = *policy;
-    return json_ok();
+    im.backup = backup;
   }
-  if (name == "backup") {
-    auto backup = common::Endpoint::parse(value);
-    if (!backup.is_ok()) return json_error("backup " + backup.status().message());
-    {
-      std::lock_guard lock(im.mu);
-      im.backup = *backup;
-    }
-    log_(fmt::format("backup set to {}; reconnecting", backup->to_string()));
-    // Leaving the current backup on purpose: DROPPED, so it does not take over.
-    if (im.sender) im.sender->drop();
-    stop_.nudge();
-    return json_ok();
-  }
-  if (!im.engine) return json_error("the guest is not running yet; try again in a moment");
-  if (name == "interval") {
-    // The CLI sends durations in whole microseconds.
-    const auto us = whole_number(value);
-    if (!us) return json_error(fmt::format("interval '{}' is not whole microseconds", value));
-    if (Status st = kIntervalRange.check(std::chrono::microseconds(*us)); !st.is_ok())
-      return json_error(st.message());
-    im.engine->set_interval(std::chrono::microseconds(*us));
-    log_(fmt::format("interval set to {:.1f} ms", static_cast<double>(*us) / 1000.0));
-    return json_ok();
-  }
-  if (name == "commit") {
-    auto mode = parse_enum(kCommitModeNames, value);
-    if (!mode.is_ok()) return json_error("commit " + mode.status().message());
-    im.engine->set_commit(*mode);
-    log_(fmt::format("commit set to {}", value));
-    return json_ok();
-  }
-  if (name == "min-gap") {
-    const auto us = whole_number(value);
-    if (!us) return json_error(fmt::format("min-gap '{}' is not whole microseconds", value));
-    if (Status st = kMinGapRange.check(std::chrono::microseconds(*us)); !st.is_ok())
-      return json_error(st.message());
-    im.engine->set_min_gap(std::chrono::microseconds(*us));
-    log_(fmt::format("min-gap set to {:.2f} ms", static_cast<double>(*us) / 1000.0));
-    return json_ok();
-  }
-  if (name == "max-stopped-fraction") {
-    char* end = nullptr;
-    const double f = std::strtod(value.c_str(), &end);
-    if (end == value.c_str() || *end != '\0')
-      return json_error(fmt::format("max-stopped-fraction '{}' is not a number", value));
-    if (Status st = kMaxStoppedFractionRange.check(f); !st.is_ok()) return json_error(st.message());
-    im.engine->set_max_stopped_fraction(f);
-    log_(fmt::format("max-stopped-fraction set to {}", f));
-    return json_ok();
-  }
-  if (name == "cache") {
-    // The CLI sends sizes in bytes.
-    const auto bytes = whole_number(value);
-    if (!bytes) return json_error(fmt::format("cache '{}' is not a number of bytes", value));
-    im.engine->set_cache_bytes(static_cast<size_t>(*bytes));
-    log_(fmt::format("page cache set to {} MiB", *bytes >> 20));
-    return json_ok();
-  }
-  if (name == "codec") {
-    auto codec = parse_enum(protocol::kCodecNames, value);
-    if (!codec.is_ok()) return json_error("codec " + codec.status().message());
-    const protocol::CodecId id = *codec;
-    im.engine->set_codec(id);
-    config_.engine.encode.codec = id;
-    log_(fmt::format("codec set to {}", value));
-    return json_ok();
-  }
-  return json_error(fmt::format("unknown setting '{}' ({})", name, primary_setting_names()));
+  // Leaving the current backup on purpose: DROPPED, so it does not take over.
+  if (im.sender) im.sender->drop();
+  stop_.nudge();
 }
 
 // ---- Ownership (any thread).

@@ -148,6 +148,11 @@ class PrimaryNode {
 
   // Control-socket requests ("status", "status --json", "set NAME VALUE").
   std::string handle_control(const std::string& request);
+  // `set on-backup-loss` and `set backup` (run_time_settings.h); any thread.
+  void set_on_backup_loss(BackupLoss policy);
+  // Protects to `backup` from now on: the current one is dropped (DROPPED, so
+  // it does not take over) and the link reconnects.
+  void set_backup(const common::Endpoint& backup);
   // The members of `status --json` (what handle_control("status") replies
   // with): role, state, peer, settings, statistics, output, witness.
   boost::json::object status();

@@ -417,24 +417,8 @@ int run(int argc, char** argv) {
         } else if constexpr (std::is_same_v<T, cli::StatusCommand>) {
           return run_request(c.control_path, c.json ? "status --json" : "status", c.json);
         } else if constexpr (std::is_same_v<T, cli::SetCommand>) {
-          std::string value = c.value;
-          // Durations and sizes travel in base units.
-          if (c.name == "interval" || c.name == "min-gap") {
-            auto d = cli::parse_duration(c.value);
-            if (!d.is_ok()) {
-              std::fprintf(stderr, "romulus: %s\n", d.status().message().c_str());
-              return 2;
-            }
-            value = std::to_string(d->count());
-          } else if (c.name == "cache") {
-            auto s = cli::parse_size(c.value);
-            if (!s.is_ok()) {
-              std::fprintf(stderr, "romulus: %s\n", s.status().message().c_str());
-              return 2;
-            }
-            value = std::to_string(*s);
-          }
-          return run_request(c.control_path, "set " + c.name + " " + value, true);
+          // The operator's text: the node reads it as its start-up options read it.
+          return run_request(c.control_path, "set " + c.name + " " + c.value, true);
         } else {
           return run_request(
               c.control_path.empty() ? cli::default_control_path("backup") : c.control_path,

@@ -1,6 +1,6 @@
 #include "cli/options.h"
 
-#include "checkpoint/setting_ranges.h"
+#include "checkpoint/run_time_settings.h"
 #include "common/tls.h"
 #include "common/units.h"
 #include "witness/ownership.h"
@@ -12,10 +12,13 @@
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 namespace romulus::cli {
 namespace po = boost::program_options;
+using common::parse_duration;
+using common::parse_size;
 
 namespace {
 
@@ -43,11 +46,6 @@ Between hosts the link needs mutual TLS (or --insecure), on both nodes:
   --tls-cert node.crt --tls-key node.key --tls-ca pair-ca.crt [--tls-peer-name OTHER-NODE]
 )";
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 // An enum option's value by its names table; the error names the option.
 template <typename E, size_t N>
 Result<E> named(std::string_view option, const EnumName<E> (&table)[N], const std::string& text) {
@@ -55,14 +53,6 @@ Result<E> named(std::string_view option, const EnumName<E> (&table)[N], const st
   if (!v.is_ok())
     return Status::invalid_argument(fmt::format("{} {}", option, v.status().message()));
   return *v;
-}
-
-// A run-time setting's value given at start-up: its range's error, as an option.
-template <typename Range, typename V>
-Status option_in(const Range& range, V value) {
-  Status st = range.check(value);
-  if (st.is_ok()) return st;
-  return Status::invalid_argument("--" + st.message());
 }
 
 // An address option's value; the error names the option.
@@ -80,7 +70,7 @@ std::string set_help() {
       "Changes a setting of the running node at --control (default: each node on this machine).\n"
       "Durations and sizes are written as for the options (25ms, 128M).\n\n"
       "settings:\n";
-  for (const auto& st : checkpoint::kRunTimeSettings) {
+  for (const auto& st : checkpoint::run_time_settings()) {
     const std::string head = fmt::format("{} {}", st.name, st.value);
     out += fmt::format("  {:<34} {}\n", head, checkpoint::describe(st));
   }
@@ -88,61 +78,6 @@ std::string set_help() {
 }
 
 }  // namespace
-
-Result<std::chrono::microseconds> parse_duration(const std::string& text) {
-  size_t pos = 0;
-  while (pos < text.size() &&
-         (std::isdigit(static_cast<unsigned char>(text[pos])) || text[pos] == '.'))
-    ++pos;
-  if (pos == 0)
-    return Status::invalid_argument(fmt::format("'{}' is not a duration (try 50ms)", text));
-  double value = 0;
-  try {
-    value = std::stod(text.substr(0, pos));
-  } catch (...) {
-    return Status::invalid_argument(fmt::format("'{}' is not a duration (try 50ms)", text));
-  }
-  const std::string unit = lower(text.substr(pos));
-  double us_per = 0;
-  if (unit.empty() || unit == "ms")
-    us_per = 1000;
-  else if (unit == "us")
-    us_per = 1;
-  else if (unit == "s")
-    us_per = 1e6;
-  else if (unit == "m" || unit == "min")
-    us_per = 60e6;
-  else
-    return Status::invalid_argument(
-        fmt::format("'{}': unknown unit '{}' (use us, ms, s)", text, unit));
-  return std::chrono::microseconds(static_cast<int64_t>(value * us_per));
-}
-
-Result<uint64_t> parse_size(const std::string& text) {
-  size_t pos = 0;
-  while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) ++pos;
-  if (pos == 0 || pos > 15)
-    return Status::invalid_argument(fmt::format("'{}' is not a size (try 256M)", text));
-  const uint64_t value = std::stoull(text.substr(0, pos));
-  std::string unit = lower(text.substr(pos));
-  if (unit.size() == 3 && unit[1] == 'i' && unit[2] == 'b') unit = unit.substr(0, 1);
-  if (unit.size() == 2 && unit[1] == 'b') unit = unit.substr(0, 1);
-  uint64_t mult = 0;
-  if (unit.empty() || unit == "b")
-    mult = 1;
-  else if (unit == "k")
-    mult = 1ull << 10;
-  else if (unit == "m")
-    mult = 1ull << 20;
-  else if (unit == "g")
-    mult = 1ull << 30;
-  else if (unit == "t")
-    mult = 1ull << 40;
-  else
-    return Status::invalid_argument(
-        fmt::format("'{}': unknown unit '{}' (use K, M, G)", text, unit));
-  return value * mult;
-}
 
 std::string default_control_path(const std::string& role) {
   if (const char* env = std::getenv("ROMULUS_CONTROL"); env != nullptr && *env) return env;
@@ -158,15 +93,14 @@ namespace {
 // Nothing here has a default: what was not given leaves NodeOptions' typed
 // default in place (cook() asks the variables_map what was given).
 struct RawNodeOptions {
-  std::string backup, listen, interval, memory, service, tracker, staging, cache, codec, lz4,
-      heartbeat, failover_timeout, on_backup_loss, gate_timeout, stats_period, control, on_failover,
-      reprotect, config, witness, pair, lease_ttl, node_id, metrics;
+  std::string backup, listen, memory, service, tracker, staging, lz4, heartbeat, failover_timeout,
+      gate_timeout, stats_period, control, on_failover, reprotect, config, witness, pair, lease_ttl,
+      node_id, metrics;
   unsigned threads = 0, proxy_threads = 0;
   std::string guest;  // `guest = ...` in a config file (systemd units); split at spaces
   bool no_output_buffering = false;
-  // When checkpoints start.
-  std::string commit, min_gap;
-  double max_stopped_fraction = 0;
+  // The run-time settings (checkpoint/run_time_settings.h), by name.
+  std::map<std::string, std::string, std::less<>> settings;
   // The replication link's security.
   std::string tls_cert, tls_key, tls_ca, tls_peer_name;
   bool insecure = false;
@@ -210,22 +144,15 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("lease-ttl", po::value(&r.lease_ttl),
     with_default("ownership lease in the witness", def.witness.lease_ttl).c_str());
   o("node-id", po::value(&r.node_id), "this node's name in the witness (default: host:listen)");
-  o("interval", po::value(&r.interval), with_default("checkpoint interval", e.interval).c_str());
-  // When checkpoints start (docs/operations.md, "Commit mode").
-  o("commit", po::value(&r.commit),
-    choice("", checkpoint::kCommitModeNames, e.commit,
-           ": checkpoint as soon as output waits, or only every --interval")
-        .c_str());
-  o("min-gap", po::value(&r.min_gap),
-    with_default("eager: shortest time from the end of a pause to the next while the guest is "
-                 "runnable (a guest waiting for input is checkpointed at once)",
-                 e.min_gap)
-        .c_str());
-  o("max-stopped-fraction", po::value(&r.max_stopped_fraction),
-    with_default("eager: widen the gap so pauses stop a runnable guest at most this fraction of "
-                 "the time",
-                 fmt::format("{}", e.max_stopped_fraction))
-        .c_str());
+  // The settings `romulus set` also changes, from their table: "what
+  // (default X)", with the choices first for a list of them.
+  for (const auto& st : checkpoint::run_time_settings()) {
+    if (!st.startup) continue;
+    const std::string what =
+        st.choices() ? fmt::format("{}: {}", st.value, st.what) : std::string(st.what);
+    o(std::string(st.name).c_str(), po::value(&r.settings[std::string(st.name)]),
+      with_default(what, st.text(p)).c_str());
+  }
   o("memory", po::value(&r.memory), with_default("arena size", size_text(p.memory_bytes)).c_str());
   o("service", po::value(&r.service), "ADDR:PORT clients connect to (output-committed proxy)");
   o("tracker", po::value(&r.tracker),
@@ -237,16 +164,11 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
     with_default("encoder threads", fmt::format("{}", e.encoder_threads)).c_str());
   o("staging", po::value(&r.staging),
     with_default("staging buffer size", size_text(e.staging_bytes)).c_str());
-  o("cache", po::value(&r.cache),
-    with_default("sender page cache size", size_text(e.cache_bytes)).c_str());
-  o("codec", po::value(&r.codec), choice("", protocol::kCodecNames, e.encode.codec).c_str());
   o("lz4", po::value(&r.lz4), choice("LZ4 stage: ", protocol::kLz4Names, e.encode.lz4).c_str());
   o("heartbeat", po::value(&r.heartbeat),
     with_default("heartbeat period when idle", p.heartbeat).c_str());
   o("failover-timeout", po::value(&r.failover_timeout),
     with_default("silence before the peer is declared lost", p.failover_timeout).c_str());
-  o("on-backup-loss", po::value(&r.on_backup_loss),
-    choice("", checkpoint::kBackupLossNames, p.on_backup_loss).c_str());
   o("no-output-buffering", po::bool_switch(&r.no_output_buffering),
     "release guest output at once (unsafe)");
   o("proxy-threads", po::value(&r.proxy_threads),
@@ -287,7 +209,7 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
   NodeOptions n;
   checkpoint::PrimaryConfig& o = n.primary;
   checkpoint::EngineSettings& e = o.engine;
-  auto given = [&vm](const char* name) { return vm.count(name) != 0; };
+  auto given = [&vm](std::string_view name) { return vm.count(std::string(name)) != 0; };
   auto ms = [](std::chrono::microseconds us) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(us);
   };
@@ -301,21 +223,12 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
       o.backup = ep;
     }
   }
-  if (given("interval")) {
-    ROMULUS_ASSIGN_OR_RETURN(e.interval, parse_duration(r.interval));
-    ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kIntervalRange, e.interval));
-  }
-  if (given("commit")) {
-    ROMULUS_ASSIGN_OR_RETURN(e.commit, named("--commit", checkpoint::kCommitModeNames, r.commit));
-  }
-  if (given("min-gap")) {
-    ROMULUS_ASSIGN_OR_RETURN(e.min_gap, parse_duration(r.min_gap));
-    ROMULUS_RETURN_IF_ERROR(option_in(checkpoint::kMinGapRange, e.min_gap));
-  }
-  if (given("max-stopped-fraction")) {
-    ROMULUS_RETURN_IF_ERROR(
-        option_in(checkpoint::kMaxStoppedFractionRange, r.max_stopped_fraction));
-    e.max_stopped_fraction = r.max_stopped_fraction;
+  // The run-time settings, read by their entries as `romulus set` reads them
+  // (an error names the setting: "--" makes it the option).
+  for (const auto& st : checkpoint::run_time_settings()) {
+    if (!st.startup || !given(st.name)) continue;
+    if (Status s = st.parse(r.settings.at(std::string(st.name)), o); !s.is_ok())
+      return Status::invalid_argument("--" + s.message());
   }
   if (given("memory")) {
     ROMULUS_ASSIGN_OR_RETURN(o.memory_bytes, parse_size(r.memory));
@@ -345,12 +258,6 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
     if (e.staging_bytes < protocol::kPageSize)
       return Status::invalid_argument("--staging must be at least 4K");
   }
-  if (given("cache")) {
-    ROMULUS_ASSIGN_OR_RETURN(e.cache_bytes, parse_size(r.cache));
-  }
-  if (given("codec")) {
-    ROMULUS_ASSIGN_OR_RETURN(e.encode.codec, named("--codec", protocol::kCodecNames, r.codec));
-  }
   if (given("lz4")) {
     ROMULUS_ASSIGN_OR_RETURN(e.encode.lz4, named("--lz4", protocol::kLz4Names, r.lz4));
   }
@@ -374,11 +281,6 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
     return Status::invalid_argument(
         fmt::format("--failover-timeout ({} ms) must be at least twice --heartbeat ({} ms)",
                     o.failover_timeout.count(), o.heartbeat.count()));
-  }
-  if (given("on-backup-loss")) {
-    ROMULUS_ASSIGN_OR_RETURN(
-        o.on_backup_loss,
-        named("--on-backup-loss", checkpoint::kBackupLossNames, r.on_backup_loss));
   }
   o.output_buffering = !r.no_output_buffering && !o.backup_null;
   n.control_path =

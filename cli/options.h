@@ -109,11 +109,6 @@ using Command = std::variant<NodeOptions, BackupOptions, StatusCommand, SetComma
 
 Result<Command> parse_command_line(int argc, const char* const* argv);
 
-// "50ms", "1s", "250us", "2m"; bare numbers are milliseconds.
-Result<std::chrono::microseconds> parse_duration(const std::string& text);
-// "256M", "64MiB", "1G", "4096", "512k".
-Result<uint64_t> parse_size(const std::string& text);
-
 // Default control socket: $ROMULUS_CONTROL, else $XDG_RUNTIME_DIR/romulus/<role>.sock,
 // else /run/romulus/<role>.sock.
 std::string default_control_path(const std::string& role);

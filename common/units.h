@@ -1,17 +1,27 @@
 // Durations and sizes written as an operator types them: "50ms", "2s",
-// "250us", "256M". The CLI's help text prints its defaults with these, and the
-// settings' range errors their bounds, so what is printed parses back
-// (cli/options.h: parse_duration, parse_size) to the same value.
+// "250us", "256M". The readers (parse_duration, parse_size) take what an
+// operator types on the command line, in a --config file or to `romulus set`;
+// the writers (duration_text, size_text) print the CLI's defaults and the
+// settings' range errors, so what is printed parses back to the same value.
 // Pure functions; any thread.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <fmt/format.h>
 
+#include "common/status.h"
+
 namespace romulus::common {
+
+// "50ms", "1s", "250us", "2m", "1.5s"; a bare number is milliseconds. The
+// error quotes the text: "'banana' is not a duration (try 50ms)".
+Result<std::chrono::microseconds> parse_duration(std::string_view text);
+// "256M", "64MiB", "1G", "512k"; a bare number is bytes.
+Result<uint64_t> parse_size(std::string_view text);
 
 // The largest whole unit: "0", "250us", "1ms", "60s".
 inline std::string duration_text(std::chrono::microseconds d) {

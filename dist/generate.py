@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # `romulus set NAME VALUE`: "  interval DURATION    the checkpoint interval (1ms to 60s)",
-# one line each in `romulus set --help` (the table is checkpoint/setting_ranges.h's).
+# one line each in `romulus set --help` (from the table kRunTimeSettings,
+# checkpoint/run_time_settings.cc).
 SETTING_RE = re.compile(r"^  (?P<name>[a-z][a-z0-9-]*) (?P<value>\S+)\s+(?P<what>\S.*)$")
 
 

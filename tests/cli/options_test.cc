@@ -14,7 +14,7 @@
 #include <variant>
 #include <vector>
 
-#include "checkpoint/setting_ranges.h"
+#include "checkpoint/run_time_settings.h"
 #include "tests/support/status_matchers.h"
 
 namespace romulus::cli::options_test {
@@ -92,14 +92,12 @@ std::string summary(const NodeOptions& n) {
       p.proxy_threads, n.witness.lease_ttl.count());
 }
 
-TEST(CliOptions, EachDefaultTheHelpPrintsIsTheDefaultItRunsWith) {
-  // --help prints "(default X)" for each option with a default. Given back as
-  // `--option X`, X must change nothing: the help and the typed defaults
-  // cannot drift apart (they are one value, printed).
-  auto h = parse({"primary", "--help"});
-  ASSERT_OK(h);
-  // Boost wraps descriptions onto indented lines: join each option's lines.
+// `romulus ROLE --help`'s options, each one's wrapped lines joined into one.
+std::vector<std::string> help_entries(const std::string& role) {
+  auto h = parse({role, "--help"});
+  EXPECT_OK(h);
   std::vector<std::string> entries;
+  if (!h.is_ok()) return entries;
   std::istringstream lines(std::get<HelpCommand>(*h).text);
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("  --", 0) == 0) {
@@ -111,6 +109,15 @@ TEST(CliOptions, EachDefaultTheHelpPrintsIsTheDefaultItRunsWith) {
       entry.append(line, line.find_first_not_of(' '));
     }
   }
+  return entries;
+}
+
+TEST(CliOptions, EachDefaultTheHelpPrintsIsTheDefaultItRunsWith) {
+  // --help prints "(default X)" for each option with a default. Given back as
+  // `--option X`, X must change nothing: the help and the typed defaults
+  // cannot drift apart (they are one value, printed).
+  // Boost wraps descriptions onto indented lines: help_entries() joins them.
+  const std::vector<std::string> entries = help_entries("primary");
   const std::string base = summary(primary({"--backup", "[::1]:7000"}));
   const std::regex option(R"(^  --([a-z0-9-]+) arg\b.*\(default ([^ ():]+)[):])");
   int checked = 0;
@@ -189,7 +196,7 @@ TEST(CliOptions, SetHelpListsEachSettingWithTheChoicesItsNodeAccepts) {
       {"codec", enum_list(protocol::kCodecNames)},
       {"on-backup-loss", enum_list(checkpoint::kBackupLossNames)},
       {"tls", "reload"}};
-  for (const auto& st : checkpoint::kRunTimeSettings) {
+  for (const auto& st : checkpoint::run_time_settings()) {
     SCOPED_TRACE(std::string(st.name));
     const std::string head = fmt::format("  {} {} ", st.name, st.value);
     EXPECT_NE(text.find(head), std::string::npos) << text;
@@ -203,11 +210,94 @@ TEST(CliOptions, SetHelpListsEachSettingWithTheChoicesItsNodeAccepts) {
   EXPECT_NE(text.find("(1ms to 60s)"), std::string::npos) << "the range, from kIntervalRange";
 }
 
+TEST(CliOptions, EachRunTimeSettingIsAnOptionWithTheWordsOfSetHelp) {
+  const checkpoint::PrimaryConfig defaults;
+  for (const auto& role : {"primary", "backup"}) {
+    const auto entries = help_entries(role);
+    for (const auto& st : checkpoint::run_time_settings()) {
+      if (!st.startup) continue;
+      SCOPED_TRACE(fmt::format("{} --{}", role, st.name));
+      const std::string head = fmt::format("  --{} arg ", st.name);
+      std::string found;
+      for (const auto& e : entries) {
+        if (e.rfind(head, 0) == 0) found = e;
+      }
+      ASSERT_FALSE(found.empty()) << "no such option";
+      EXPECT_NE(found.find(std::string(st.what) + " (default " + st.text(defaults) + ")"),
+                std::string::npos)
+          << found;
+      if (st.choices()) {
+        EXPECT_NE(found.find(std::string(st.value) + ": "), std::string::npos);
+      }
+    }
+  }
+}
+
+TEST(CliOptions, StartUpRefusesWhatSetRefusesWithTheSameWords) {
+  // One value each entry refuses (several for some); the option's error is
+  // the entry's, which the running primary replies to `romulus set`, with "--".
+  const std::multimap<std::string_view, std::string> bad = {
+      {"interval", "0ms"},
+      {"interval", "banana"},
+      {"interval", "5parsecs"},
+      {"commit", "sometimes"},
+      {"min-gap", "2s"},
+      {"max-stopped-fraction", "half"},
+      {"max-stopped-fraction", "0"},
+      {"cache", "lots"},
+      {"cache", "1234567890123456"},
+      {"codec", "gzip"},
+      {"on-backup-loss", "panic"},
+  };
+  for (const auto& st : checkpoint::run_time_settings()) {
+    if (!st.startup) continue;
+    SCOPED_TRACE(std::string(st.name));
+    EXPECT_TRUE(bad.count(st.name)) << "no value to refuse";
+  }
+  for (const auto& [name, value] : bad) {
+    SCOPED_TRACE(fmt::format("{} {}", name, value));
+    checkpoint::PrimaryConfig c;
+    const Status set = checkpoint::find_run_time_setting(name)->parse(value, c);
+    ASSERT_FALSE(set.is_ok());
+    EXPECT_EQ(error_of({"primary", "--backup", "null", "--" + std::string(name), value, "--",
+                        "romulus-kvstore"}),
+              "--" + set.message());
+  }
+}
+
+TEST(CliOptions, StartUpReadsARunTimeSettingAsSetDoes) {
+  const NodeOptions o = primary({"--backup", "null", "--max-stopped-fraction", "0.5", "--cache",
+                                 "128M", "--on-backup-loss", "stall", "--codec", "none"});
+  EXPECT_EQ(o.primary.engine.max_stopped_fraction, 0.5);
+  EXPECT_EQ(o.primary.engine.cache_bytes, size_t{128} << 20);
+  EXPECT_EQ(o.primary.on_backup_loss, checkpoint::BackupLoss::kStall);
+  EXPECT_EQ(o.primary.engine.encode.codec, protocol::CodecId::kNone);
+  EXPECT_EQ(primary({"--backup", "null", "--interval", "40"}).primary.engine.interval,
+            std::chrono::milliseconds(40))
+      << "a bare number is milliseconds";
+}
+
+TEST(CliOptions, SetHelpListsEveryEntryWithItsRange) {
+  auto h = parse({"set", "--help"});
+  ASSERT_OK(h);
+  const std::string& text = std::get<HelpCommand>(*h).text;
+  const std::string table = text.substr(text.find("settings:\n") + 10);
+  size_t lines = 0;
+  for (char c : table) lines += c == '\n';
+  EXPECT_EQ(lines, checkpoint::run_time_settings().size());
+  for (const auto& st : checkpoint::run_time_settings()) {
+    SCOPED_TRACE(std::string(st.name));
+    EXPECT_NE(table.find(fmt::format("{} {}", st.name, st.value)), std::string::npos);
+    EXPECT_NE(table.find(" " + checkpoint::describe(st) + "\n"), std::string::npos) << table;
+  }
+}
+
 TEST(CliOptions, SetKeepsItsWordsForTheNode) {
   auto c = parse({"set", "interval", "25ms", "--control", "/tmp/x.sock"});
   ASSERT_OK(c);
   const auto& s = std::get<SetCommand>(*c);
   EXPECT_EQ(s.name, "interval");
+  EXPECT_EQ(s.value, "25ms") << "sent as typed: the node reads it with the option's reader";
   EXPECT_EQ(s.control_path, "/tmp/x.sock");
 }
 
