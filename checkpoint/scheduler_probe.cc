@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <string>
 
 namespace romulus::checkpoint {
@@ -26,6 +27,30 @@ std::optional<char> parse_stat_state(std::string_view stat) {
   return state;
 }
 
+bool syscall_text_says_busy(std::string_view text) {
+  if (text.substr(0, 7) == "running") return true;
+  // "-1 0x7ffd... 0x55...": blocked, not in a system call.
+  return text.size() >= 2 && text[0] == '-' && text[1] == '1' &&
+         (text.size() == 2 || text[2] == ' ' || text[2] == '\n');
+}
+
+namespace {
+
+// Reads up to `size` bytes of TID/NAME under the task directory; -1 and errno
+// set on failure.
+ssize_t read_task_file(int dir, const char* tid, const char* name, char* buf, size_t size) {
+  const std::string path = std::string(tid) + "/" + name;
+  const int fd = openat(dir, path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const ssize_t n = ::read(fd, buf, size);
+  const int saved = errno;
+  close(fd);
+  errno = saved;
+  return n;
+}
+
+}  // namespace
+
 SchedulerProbe::SchedulerProbe(pid_t pid) : pid_(pid) {}
 
 SchedulerProbe::~SchedulerProbe() {
@@ -43,17 +68,20 @@ GuestActivity SchedulerProbe::read() {
   bool any_read = false;
   while (const dirent* e = readdir(tasks_)) {
     if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;  // "." and ".."
-    const std::string path = std::string(e->d_name) + "/stat";
-    const int fd = openat(dir, path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;  // the thread ended since the listing
     char buf[kStatPrefix];
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    close(fd);
-    if (n <= 0) continue;
+    ssize_t n = read_task_file(dir, e->d_name, "stat", buf, sizeof buf);
+    if (n <= 0) continue;  // the thread ended since the listing
     const auto state = parse_stat_state(std::string_view(buf, static_cast<size_t>(n)));
     if (!state) continue;
     if (*state == 'R') return GuestActivity::kRunnable;
     any_read = true;
+    if (*state != 'S' && *state != 'D') continue;  // stopped, traced, zombie: not working
+    // Blocked: in a system call (waiting), or in a page fault (working)?
+    n = read_task_file(dir, e->d_name, "syscall", buf, sizeof buf);
+    if (n < 0 && errno == EAGAIN) return GuestActivity::kRunnable;  // woke meanwhile
+    if (n > 0 && syscall_text_says_busy(std::string_view(buf, static_cast<size_t>(n))))
+      return GuestActivity::kRunnable;
+    // Unreadable (no ptrace rights over the guest): as before, blocked is waiting.
   }
   if (!any_read) {
     // The guest is gone (or /proc vanished): open the directory afresh next time.
