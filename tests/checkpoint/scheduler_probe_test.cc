@@ -156,8 +156,8 @@ TEST(SchedulerProbe, AChildBlockedInAWriteProtectFaultIsBusyNotWaiting) {
   if (st == 'Z') {
     int status = 0;
     waitpid(pid, &status, 0);
-    GTEST_SKIP() << "synchronous write-protect unavailable here (child exit "
-                 << WEXITSTATUS(status) << ")";
+    GTEST_SKIP() << "synchronous write-protect unavailable here (child exit " << WEXITSTATUS(status)
+                 << ")";
   }
   ASSERT_TRUE(st == 'S' || st == 'D') << "state " << st;
   SchedulerProbe probe(pid);
