@@ -253,7 +253,8 @@ std::string PrimaryNode::set(const std::string& name, const std::string& value) 
     return json_error("the guest is not running yet; try again in a moment");
   // Read as at start-up; only the entry's own field of `parsed` is used.
   PrimaryConfig parsed;
-  if (Status st = s->parse(value, parsed); !st.is_ok()) return json_error(st.message());
+  if (Status st = s->parse(value_received(*s, value), parsed); !st.is_ok())
+    return json_error(st.message());
   log_(fmt::format("{} set to {}", name, s->logged ? s->logged(parsed) : s->text(parsed)));
   if (s->to_engine != nullptr) s->to_engine(*im.engine, parsed.engine);
   if (s->to_primary != nullptr) s->to_primary(*this, parsed);

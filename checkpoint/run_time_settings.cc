@@ -1,5 +1,6 @@
 #include "checkpoint/run_time_settings.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 
@@ -212,6 +213,26 @@ std::string primary_setting_names() {
     out += s.name;
   }
   return out;
+}
+
+namespace {
+
+bool bare_number(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c)) || c == '.';
+  });
+}
+
+}  // namespace
+
+std::string value_to_send(const RunTimeSetting& s, std::string_view typed) {
+  if (s.duration != nullptr && bare_number(typed)) return std::string(typed) + "ms";
+  return std::string(typed);
+}
+
+std::string value_received(const RunTimeSetting& s, std::string_view sent) {
+  if (s.duration != nullptr && bare_number(sent)) return std::string(sent) + "us";
+  return std::string(sent);
 }
 
 }  // namespace romulus::checkpoint

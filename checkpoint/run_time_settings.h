@@ -113,6 +113,15 @@ std::span<const RunTimeSetting> run_time_settings();
 // The entry named `name`, or nullptr.
 const RunTimeSetting* find_run_time_setting(std::string_view name);
 
+// The control socket's `set NAME VALUE` carries the operator's text, except
+// a duration typed as a bare number ("25", milliseconds as at start-up): the
+// CLI sends it with its unit ("25ms"), because romulus before this table sent
+// durations as bare whole microseconds, and a node reads a bare number for a
+// duration as such (so an older CLI's `set interval 25000` still means 25 ms
+// and never 25 s). Sizes were and are bare bytes or with a unit: unchanged.
+std::string value_to_send(const RunTimeSetting& s, std::string_view typed);
+std::string value_received(const RunTimeSetting& s, std::string_view sent);
+
 // What the setting changes, with its range: "the checkpoint interval (1ms to 60s)".
 std::string describe(const RunTimeSetting& s);
 

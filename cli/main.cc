@@ -17,6 +17,7 @@
 
 #include "checkpoint/epoch_engine.h"
 #include "checkpoint/primary.h"
+#include "checkpoint/run_time_settings.h"
 #include "cli/options.h"
 #include "common/control_server.h"
 #include "common/json.h"
@@ -417,8 +418,13 @@ int run(int argc, char** argv) {
         } else if constexpr (std::is_same_v<T, cli::StatusCommand>) {
           return run_request(c.control_path, c.json ? "status --json" : "status", c.json);
         } else if constexpr (std::is_same_v<T, cli::SetCommand>) {
-          // The operator's text: the node reads it as its start-up options read it.
-          return run_request(c.control_path, "set " + c.name + " " + c.value, true);
+          // The operator's text: the node reads it as its start-up options read
+          // it (a bare duration gets its unit: checkpoint::value_to_send).
+          const auto* s = checkpoint::find_run_time_setting(c.name);
+          return run_request(c.control_path,
+                             "set " + c.name + " " + (s ? checkpoint::value_to_send(*s, c.value)
+                                                        : c.value),
+                             true);
         } else {
           return run_request(
               c.control_path.empty() ? cli::default_control_path("backup") : c.control_path,

@@ -108,6 +108,27 @@ TEST(RunTimeSettings, TheFieldsOtherSettingsLeaveAlone) {
   EXPECT_EQ(c.on_backup_loss, d.on_backup_loss);
 }
 
+TEST(RunTimeSettings, ABareDurationTravelsWithItsUnitAndAnOlderCliStillMeansMicroseconds) {
+  const RunTimeSetting& interval = entry("interval");
+  // This CLI: `set interval 25` means 25 ms, as `--interval 25` does.
+  EXPECT_EQ(value_to_send(interval, "25"), "25ms");
+  EXPECT_EQ(value_to_send(interval, "25ms"), "25ms");
+  EXPECT_EQ(value_to_send(interval, "banana"), "banana");  // refused by the node, in its words
+  PrimaryConfig c;
+  ASSERT_OK(interval.parse(value_received(interval, value_to_send(interval, "25")), c));
+  EXPECT_EQ(c.engine.interval, milliseconds(25));
+  // An older CLI sent whole microseconds: still 25 ms, never 25 s.
+  ASSERT_OK(interval.parse(value_received(interval, "25000"), c));
+  EXPECT_EQ(c.engine.interval, milliseconds(25));
+  ASSERT_OK(entry("min-gap").parse(value_received(entry("min-gap"), "500"), c));
+  EXPECT_EQ(c.engine.min_gap, std::chrono::microseconds(500));
+  // Sizes were bytes and still are; other values travel as typed.
+  EXPECT_EQ(value_to_send(entry("cache"), "1048576"), "1048576");
+  EXPECT_EQ(value_received(entry("cache"), "1048576"), "1048576");
+  EXPECT_EQ(value_to_send(entry("max-stopped-fraction"), "0.5"), "0.5");
+  EXPECT_EQ(value_received(entry("max-stopped-fraction"), "0.5"), "0.5");
+}
+
 // Bad text, and the words of the refusal (which start with the name).
 const std::multimap<std::string_view, std::pair<std::string, std::string>> kBad = {
     {"interval", {"banana", "interval 'banana' is not a duration (try 50ms)"}},
