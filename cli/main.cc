@@ -421,10 +421,9 @@ int run(int argc, char** argv) {
           // The operator's text: the node reads it as its start-up options read
           // it (a bare duration gets its unit: checkpoint::value_to_send).
           const auto* s = checkpoint::find_run_time_setting(c.name);
-          return run_request(c.control_path,
-                             "set " + c.name + " " + (s ? checkpoint::value_to_send(*s, c.value)
-                                                        : c.value),
-                             true);
+          return run_request(
+              c.control_path,
+              "set " + c.name + " " + (s ? checkpoint::value_to_send(*s, c.value) : c.value), true);
         } else {
           return run_request(
               c.control_path.empty() ? cli::default_control_path("backup") : c.control_path,
