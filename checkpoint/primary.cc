@@ -375,6 +375,7 @@ Status PrimaryNode::start_guest() {
       const TrackerDecision decision,
       choose_tracker(config_.tracker,
                      ArenaFacts{.arena_bytes = im.arena->size(),
+                                .expected_dirty_pages = expected_dirty_pages(config_.engine.commit),
                                 .takeover = config_.resumed_epoch.has_value()},
                      config_.tracker_costs ? *config_.tracker_costs : measure_tracker_costs()));
   log_(decision.explanation);

@@ -35,6 +35,7 @@
 #include <memory>
 #include <string>
 
+#include "checkpoint/commit_trigger.h"
 #include "checkpoint/dirty_tracker.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/tracker_kind.h"
@@ -42,11 +43,22 @@
 
 namespace romulus::checkpoint {
 
+// Pages a guest is expected to dirty per epoch, unknown at start, so taken
+// from what an epoch is. Under --commit interval it is an interval (50 ms) of
+// the mostly idle services Romulus is built for: 100. Under eager it is what
+// the guest wrote while one group of replies waited: romulus-kvstore wrote
+// 2-36 pages per checkpoint from 1 to 128 clients (docs/performance.md, "A
+// large arena's pause").
+inline constexpr uint64_t kExpectedDirtyPagesInterval = 100;
+inline constexpr uint64_t kExpectedDirtyPagesEager = 25;
+inline constexpr uint64_t expected_dirty_pages(CommitMode mode) {
+  return mode == CommitMode::kEager ? kExpectedDirtyPagesEager : kExpectedDirtyPagesInterval;
+}
+
 struct ArenaFacts {
   uint64_t arena_bytes = 0;
-  // Pages the guest is expected to dirty per epoch. Unknown at start; the
-  // default suits the mostly idle services Romulus is built for.
-  uint64_t expected_dirty_pages = 100;
+  // Pages the guest is expected to dirty per epoch (expected_dirty_pages()).
+  uint64_t expected_dirty_pages = kExpectedDirtyPagesInterval;
   // The guest resumes on a takeover: the tracker's start is on the failover's
   // critical path. `auto` then leaves compare out whenever a userfaultfd
   // tracker works: compare starts by copying the whole arena into a fresh
