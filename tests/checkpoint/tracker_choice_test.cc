@@ -97,12 +97,11 @@ TEST(ChooseTracker, AnEagerEpochIsExpectedToBeSmallerThanAnInterval) {
   m.reprotect_us_per_page = 17.6;
   m.scan_us_per_gib = 532;
   m.copy_us_per_page = 0.21;
-  EXPECT_EQ(decide(TrackerKind::kAuto, 2 * kGiB, expected_dirty_pages(CommitMode::kInterval), m)
-                .kind,
-            TrackerKind::kUffd);
   EXPECT_EQ(
-      decide(TrackerKind::kAuto, 2 * kGiB, expected_dirty_pages(CommitMode::kEager), m).kind,
-      TrackerKind::kUffdSync);
+      decide(TrackerKind::kAuto, 2 * kGiB, expected_dirty_pages(CommitMode::kInterval), m).kind,
+      TrackerKind::kUffd);
+  EXPECT_EQ(decide(TrackerKind::kAuto, 2 * kGiB, expected_dirty_pages(CommitMode::kEager), m).kind,
+            TrackerKind::kUffdSync);
   // And a small arena keeps uffd under either.
   EXPECT_EQ(
       decide(TrackerKind::kAuto, 256 * kMiB, expected_dirty_pages(CommitMode::kEager), m).kind,
