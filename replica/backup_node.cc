@@ -354,14 +354,17 @@ protocol::MutablePageView PrimarySession::page_for(uint64_t pfn, bool needs_curr
 Status PrimarySession::on_end(uint64_t epoch, uint32_t page_count) {
   const bool had_image = node_.replica.has_committed();
   const bool consistent = node_.replica.in_consistent_unit();
-  ROMULUS_RETURN_IF_ERROR(node_.replica.on_end(epoch, page_count));
   // ACK(E) means "the image is a state of the guest at epoch E": output of
   // epochs <= E may be released. Pre-copy rounds are not states, so they are
-  // never acknowledged.
-  if (consistent) {
-    send_message(protocol::encode_ack(epoch));
-    node_.image_committed(epoch, !had_image);
-  }
+  // never acknowledged. Remus's rule: the ack leaves as soon as the checkpoint
+  // is complete and verified in memory (the reader has checked it whole), before
+  // it is copied onto the image, so the copy is off the reply's path. Nothing
+  // can see the image in between: the copy runs next, on this thread, before
+  // any other event (a takeover included) is handled.
+  const bool ack = consistent && node_.replica.ends_unit(epoch);
+  if (ack) send_message(protocol::encode_ack(epoch));
+  ROMULUS_RETURN_IF_ERROR(node_.replica.on_end(epoch, page_count));
+  if (ack) node_.image_committed(epoch, !had_image);
   return Status::ok();
 }
 void PrimarySession::on_goodbye() { node_.goodbye(); }

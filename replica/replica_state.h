@@ -57,6 +57,9 @@ class ReplicaState final : public protocol::CheckpointSink {
 
   // True between on_begin() and on_end() of a consistent checkpoint.
   bool in_consistent_unit() const { return in_unit_ && buffered_; }
+  // True if on_end(epoch, ...) now ends the unit in flight (and so succeeds):
+  // the caller may acknowledge a verified checkpoint before it is applied.
+  bool ends_unit(uint64_t epoch) const { return in_unit_ && epoch == unit_epoch_; }
 
   // Counters.
   uint64_t checkpoints_committed() const { return checkpoints_committed_; }
