@@ -31,14 +31,18 @@ EpochRecord record(uint64_t epoch, Clock::time_point paused, std::optional<Clock
   return r;
 }
 
-TEST(OutputPath, EachHopOfACheckpointThatCarriedOutput) {
-  StatsRecorder stats;
+// Epoch 1 paused a second ago: output held 300 µs before the pause; 40 µs
+// pause, 60 µs to hand it over, acknowledged 200 µs after that.
+void one_output_checkpoint(StatsRecorder& stats) {
   const auto t0 = Clock::now() - 1s;
-  // Epoch 1: output held 300 µs before the pause; 40 µs pause, 60 µs to hand
-  // it over, acknowledged 200 µs after that.
   stats.record_epoch(record(1, t0, 300us, 40, 60));
   stats.record_sent(1, t0 + 100us, true);
   stats.record_ack(1, t0 + 300us);
+}
+
+TEST(OutputPath, EachHopOfACheckpointThatCarriedOutput) {
+  StatsRecorder stats;
+  one_output_checkpoint(stats);
   const auto s = stats.snapshot();
   EXPECT_EQ(s.output_paths, 1u);
   EXPECT_EQ(s.output_hop_us[hop(OutputHop::kWait)].p50, 300);
@@ -91,10 +95,7 @@ TEST(OutputPath, OutputNotedJustAfterThePauseBeganWaitsNoTimeRatherThanLessThanN
 
 TEST(OutputPath, TheJsonHasEveryHopAndTheMetricsOneSeriesPerHop) {
   StatsRecorder stats;
-  const auto t0 = Clock::now() - 1s;
-  stats.record_epoch(record(1, t0, 300us, 40, 60));
-  stats.record_sent(1, t0 + 100us, true);
-  stats.record_ack(1, t0 + 300us);
+  one_output_checkpoint(stats);
   const auto j = stats_to_json(stats.snapshot());
   const auto& path = j.at("output_path_ms").as_object();
   EXPECT_EQ(path.at("checkpoints").as_uint64(), 1u);
