@@ -1,7 +1,11 @@
 // romulus-kvstore: a TCP key-value server whose whole data set lives in the
 // Romulus arena, so a failover resumes it with every committed key.
 //
-//   romulus-kvstore [--port N] [--listen ADDR]
+//   romulus-kvstore [--port N] [--listen ADDR] [--work N]
+//
+// --work N (default 0) makes every write (SET, INCR, DEL) first compute N
+// rounds of a hash, outside any Update: a CPU-bound guest for benchmarks
+// (bench/e2e --guest-work), the same work per request protected or not.
 //
 // Under a supervisor it listens on 127.0.0.1:<ROMULUS_SERVICE_PORT> (the output
 // proxy's guest port) and ignores --port/--listen; alone it listens on
@@ -86,8 +90,8 @@ constexpr const char* kMapName = "romulus-kvstore";
 // Executes request lines against the map. Not thread-safe (one io thread).
 class KvStore {
  public:
-  explicit KvStore(bip::managed_external_buffer& segment)
-      : segment_manager_(segment.get_segment_manager()) {
+  explicit KvStore(bip::managed_external_buffer& segment, uint64_t work = 0)
+      : segment_manager_(segment.get_segment_manager()), work_(work) {
     romulus::guest::Update u;  // the map appears in a checkpoint whole or not at all
     map_ = segment.find_or_construct<ShmMap>(kMapName)(KeyLess(), segment_manager_);
   }
@@ -100,6 +104,10 @@ class KvStore {
     std::string_view cmd = line.substr(0, line.find(' '));
     std::string_view args = cmd.size() < line.size() ? line.substr(cmd.size() + 1) : "";
     bool has_args = cmd.size() < line.size();
+    if (work_ != 0 &&
+        (equals_upper(cmd, "SET") || equals_upper(cmd, "INCR") || equals_upper(cmd, "DEL"))) {
+      compute();
+    }
     if (equals_upper(cmd, "SET")) {
       size_t space = args.find(' ');
       if (space == std::string_view::npos) return "ERROR wrong number of arguments";
@@ -204,8 +212,23 @@ class KvStore {
     }
   }
 
+  // --work: work_ rounds of splitmix64, kept from the optimiser by a volatile
+  // sink. Registers only: it writes no memory a checkpoint would carry.
+  void compute() {
+    uint64_t x = work_;
+    for (uint64_t i = 0; i < work_; ++i) {
+      x += 0x9e3779b97f4a7c15ull;
+      x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+      x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+      x ^= x >> 31;
+    }
+    sink_ = x;
+  }
+
   SegmentManager* segment_manager_;
   ShmMap* map_ = nullptr;
+  uint64_t work_ = 0;
+  volatile uint64_t sink_ = 0;
 };
 
 using Server = romulus::examples::LineServer<KvStore>;
@@ -213,6 +236,7 @@ using Server = romulus::examples::LineServer<KvStore>;
 struct Options {
   std::string listen = "127.0.0.1";
   uint16_t port = 6379;
+  uint64_t work = 0;
 };
 
 // Parses the command line; exits with status 2 on a bad option.
@@ -224,7 +248,9 @@ Options parse_options(int argc, char** argv) {
       "TCP port when run alone (0: pick a free one); under Romulus the supervisor's "
       "ROMULUS_SERVICE_PORT wins")(
       "listen", po::value<std::string>(&options.listen)->default_value(options.listen),
-      "address to listen on when run alone");
+      "address to listen on when run alone")(
+      "work", po::value<uint64_t>(&options.work)->default_value(options.work),
+      "rounds of a hash computed before each write (a CPU-bound guest for benchmarks)");
   try {
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -252,7 +278,7 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<KvStore> store;
   try {
-    store = std::make_unique<KvStore>(arena->segment());
+    store = std::make_unique<KvStore>(arena->segment(), options.work);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "romulus-kvstore: cannot place the map in the arena: %s\n", e.what());
     return 1;
