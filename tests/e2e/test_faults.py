@@ -45,6 +45,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import unittest
 
 import harness
@@ -56,6 +57,11 @@ REPL_PORT = 7000
 SERVICE_PORT = 6379
 # How long the pair may take to settle after a fault: generous (ASan, 2 loaded cores).
 SETTLE_DEADLINE = max(90.0, 3 * harness.DEADLINE)
+# How long the pair must stay protected by the same primary to count as settled:
+# longer than the nodes' --failover-timeout (1 s), so a pair read as protected just
+# after a fault ends, before the backup has judged the silence it caused (as after
+# a 1 s SIGSTOP of the primary), is not taken for one that has recovered from it.
+STABLE_S = 1.5
 RELEASED_RE = r"RELEASED mono_ms=(\d+)\.\.(\d+) deadline_ms=(-?\d+)"
 
 _LAB_OK, _LAB_WHY = netns.supported()
@@ -250,9 +256,20 @@ class FaultTest(unittest.TestCase):
         """Waits for the pair to settle, stops the load, reads back from the owner and
         checks (witness) or reports (no witness) the spec."""
         if WITNESS:
+            # Protected by the same primary at every read for STABLE_S.
+            seen = {"owner": None, "since": 0.0}
+
+            def stably_protected():
+                owner, now = self.protected_primary(), time.monotonic()
+                if owner is None or owner != seen["owner"]:
+                    seen["owner"], seen["since"] = owner, now
+                    return None
+                return owner if now - seen["since"] >= STABLE_S else None
+
             owner = harness.wait_until(
-                self.protected_primary, lambda: f"{fault}: the pair to be protected again by "
-                f"exactly one primary\n{self.statuses()}\n{self.logs()}", deadline=SETTLE_DEADLINE)
+                stably_protected, lambda: f"{fault}: the pair to be protected again by "
+                f"exactly one primary for {STABLE_S:g} s\n{self.statuses()}\n{self.logs()}",
+                deadline=SETTLE_DEADLINE)
         else:
             # Without a witness nothing ever demotes a primary: two primaries is as settled
             # as one protected primary.
