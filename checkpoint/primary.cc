@@ -548,21 +548,24 @@ Status PrimaryNode::protect() {
       loss_policy = im.on_backup_loss;
     }
     if (!backup) {
-      // A backup that took over without --reprotect: no backup yet.
+      // A backup that took over without --reprotect: no backup yet. The state
+      // changes before the line that announces it (a reader of the log then
+      // finds status saying so).
+      go_unprotected(BackupLoss::kContinue);
       if (announced != "-") {
         log_(
             "no backup configured: the guest runs UNPROTECTED; `romulus set backup ADDR:PORT` "
             "protects it again");
         announced = "-";
       }
-      go_unprotected(BackupLoss::kContinue);
       stop_.wait_for(ReconnectPolicy::kIdleRecheck);
       continue;
     }
     Status st = protect_with(*backup, policy);
     if (!st.is_ok()) {
       if (st.code() != StatusCode::kUnavailable && st.code() != StatusCode::kRefused) return st;
-      // Could not connect: say so once per target, then retry.
+      // Could not connect: say so once per target (after the state changed), then retry.
+      go_unprotected(loss_policy);
       const std::string target = backup->to_string();
       if (st.code() == StatusCode::kRefused) {
         log_(fmt::format("backup {} refused: {}", target, st.message()));
@@ -573,7 +576,6 @@ Status PrimaryNode::protect() {
             loss_policy == BackupLoss::kStall ? " and STALLED (--on-backup-loss stall)" : ""));
       }
       announced = target;
-      go_unprotected(loss_policy);
       if (loss_policy == BackupLoss::kStall && !im.guest->paused()) {
         Status ps = im.guest->pause(config_.engine.gate_timeout);
         if (ps.code() == StatusCode::kAborted) return ps;
