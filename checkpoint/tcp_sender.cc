@@ -373,6 +373,13 @@ void TcpSender::drop() {
   if (broken_.load()) return;
   auto self = weak_from_this().lock();
   if (!self) return close();
+  if (io_.get_executor().running_in_this_thread()) {
+    // On the io thread (a callback of this sender): posting and waiting
+    // would wait out kIoThreadWithin for a handler that runs only after.
+    lost_reported_ = true;  // a requested drop is not a loss
+    fail(Status::aborted("dropped"), /*say_dropped=*/true);
+    return;
+  }
   // Shared with the handler: if the wait below runs out, the handler may
   // still run later and must not set a promise that has left this frame.
   auto done = std::make_shared<std::promise<void>>();
