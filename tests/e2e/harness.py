@@ -110,7 +110,8 @@ def _port_pool():
     return range(high + 1, 65536)
 
 
-_PORT_LOCKS = os.path.join(tempfile.gettempdir(), "romulus-test-ports")
+# Per user: another user's directory would not be writable.
+_PORT_LOCKS = os.path.join(tempfile.gettempdir(), f"romulus-test-ports-{os.getuid()}")
 _reserved_ports = {}  # port -> open lock file, held until this process exits
 
 
@@ -125,7 +126,8 @@ atexit.register(_release_ports)
 def free_port():
     """A loopback port no other test process has (each port is reserved with a
     lock on a file in $TMPDIR/romulus-test-ports for the life of the process that
-    took it: the kernel drops the lock when that process ends, however it ends),
+    took it: the kernel drops the lock when that process ends, however it ends;
+    per user),
     that is bindable now, and that no outgoing connection will take meanwhile
     (_port_pool)."""
     import fcntl
