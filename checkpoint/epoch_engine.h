@@ -246,7 +246,7 @@ class EpochEngine {
   OutputNoted output_noted_[kOutputNoted];
   // When output was first held for `epoch`, if it was (engine thread).
   std::optional<std::chrono::steady_clock::time_point> output_noted_at(uint64_t epoch) const;
-  std::mutex wake_mu_;                     // with wake_cv_: run()'s sleep
+  std::mutex wake_mu_;  // with wake_cv_: run()'s sleep
   std::condition_variable wake_cv_;
   CommitTrigger trigger_;  // engine thread only
   std::atomic<uint8_t> codec_;

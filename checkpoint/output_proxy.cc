@@ -380,8 +380,7 @@ OutputProxy::~OutputProxy() {
 Result<uint16_t> OutputProxy::pick_free_port() { return common::free_loopback_port(); }
 
 Status OutputProxy::start() {
-  ROMULUS_RETURN_IF_ERROR(
-      common::listen_tcp(acceptor_, options_.listen, "--service"));
+  ROMULUS_RETURN_IF_ERROR(common::listen_tcp(acceptor_, options_.listen, "--service"));
   boost::system::error_code ec;
   acceptor_.non_blocking(true, ec);  // for do_accept()'s batch
   if (ec) return Status::io_error(fmt::format("--service listener: {}", ec.message()));

@@ -26,9 +26,9 @@
 #include <vector>
 
 #include "common/shared_memory.h"
+#include "common/status.h"
 #include "protocol/checkpoint_reader.h"
 #include "protocol/page_buffer.h"
-#include "common/status.h"
 
 namespace romulus::replica {
 

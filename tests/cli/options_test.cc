@@ -44,11 +44,17 @@ NodeOptions primary(std::vector<std::string> options) {
 }
 
 TEST(CliOptions, APrimaryGetsEveryOptionItWasGiven) {
-  const NodeOptions o =
-      primary({"--backup", "[::1]:7000", "--service", "127.0.0.1:6379", "--interval", "25ms",
-               "--commit", "Interval", "--min-gap", "2ms", "--tracker", "compare", "--codec",
-               "xbzrle", "--memory", "64M", "--witness", "etcd://10.0.0.5:2379,node-w:2379",
-               "--pair", "orders", "--metrics", "127.0.0.1:9100"});
+  const NodeOptions o = primary({"--backup",   "[::1]:7000",
+                                 "--service",  "127.0.0.1:6379",
+                                 "--interval", "25ms",
+                                 "--commit",   "Interval",
+                                 "--min-gap",  "2ms",
+                                 "--tracker",  "compare",
+                                 "--codec",    "xbzrle",
+                                 "--memory",   "64M",
+                                 "--witness",  "etcd://10.0.0.5:2379,node-w:2379",
+                                 "--pair",     "orders",
+                                 "--metrics",  "127.0.0.1:9100"});
   ASSERT_TRUE(o.primary.backup);
   EXPECT_EQ(*o.primary.backup, (Endpoint{"::1", 7000}));
   EXPECT_EQ(*o.primary.service, (Endpoint{"127.0.0.1", 6379}));
@@ -161,7 +167,8 @@ TEST(CliOptions, EachMistakeIsOneLineNamingTheOption) {
       {{"--backup", "null", "--witness", "etcd://a:1"}, "--witness needs --pair NAME"},
       {{"--backup", "null", "--witness", "etcds://a:1", "--pair", "p"},
        "an etcds:// witness needs a client certificate"},
-      {{"--backup", "null", "--commit", "sometimes"}, "--commit 'sometimes': use eager or interval"},
+      {{"--backup", "null", "--commit", "sometimes"},
+       "--commit 'sometimes': use eager or interval"},
       {{"--backup", "null", "--tracker", "dirty"}, "--tracker 'dirty': use "},
       {{"--backup", "null", "--interval", "0ms"}, "--interval must be between 1ms and 60s"},
       {{"--backup", "null", "--min-gap", "2s"}, "--min-gap must be between 0 and 1s"},
@@ -172,7 +179,8 @@ TEST(CliOptions, EachMistakeIsOneLineNamingTheOption) {
     args.insert(args.end(), c.options.begin(), c.options.end());
     args.insert(args.end(), {"--", "romulus-kvstore"});
     const std::string error = error_of(args);
-    EXPECT_NE(error.find(c.says), std::string::npos) << "wanted '" << c.says << "', got '" << error << "'";
+    EXPECT_NE(error.find(c.says), std::string::npos)
+        << "wanted '" << c.says << "', got '" << error << "'";
     EXPECT_EQ(error.find('\n'), std::string::npos) << error;
   }
 }
