@@ -377,8 +377,6 @@ OutputProxy::~OutputProxy() {
   }
 }
 
-Result<uint16_t> OutputProxy::pick_free_port() { return common::free_loopback_port(); }
-
 Status OutputProxy::start() {
   ROMULUS_RETURN_IF_ERROR(common::listen_tcp(acceptor_, options_.listen, "--service"));
   boost::system::error_code ec;

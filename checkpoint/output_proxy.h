@@ -135,9 +135,6 @@ class OutputProxy {
   };
   std::optional<ReleaseInterval> take_release_interval();
 
-  // Picks a free loopback port for the guest to listen on.
-  static Result<uint16_t> pick_free_port();
-
  private:
   friend class ProxySession;
   void do_accept();

@@ -15,6 +15,7 @@
 #include "checkpoint/run_time_settings.h"
 #include "checkpoint/tcp_sender.h"
 #include "checkpoint/tracker_choice.h"
+#include "common/net.h"
 #include "common/asio.h"
 #include "common/endpoint.h"
 #include "common/json.h"
@@ -389,7 +390,7 @@ Status PrimaryNode::start_guest() {
   spec.tracker = decision.guest_tracker();
   spec.resumed_epoch = config_.resumed_epoch;
   if (config_.service) {
-    ROMULUS_ASSIGN_OR_RETURN(im.guest_port, OutputProxy::pick_free_port());
+    ROMULUS_ASSIGN_OR_RETURN(im.guest_port, common::free_loopback_port());
     spec.service_port = im.guest_port;
   }
   ROMULUS_ASSIGN_OR_RETURN(auto guest, GuestProcess::start(spec));

@@ -19,6 +19,7 @@
 #include "checkpoint/guest_pause.h"
 #include "checkpoint/guest_process.h"
 #include "checkpoint/output_proxy.h"
+#include "common/net.h"
 #include "checkpoint/tracker_choice.h"
 #include "common/shared_memory.h"
 #include "tests/support/guest_paths.h"
@@ -69,7 +70,7 @@ class EagerCommitTest : public ::testing::Test {
   void SetUp() override {
     arena_ = std::move(common::SharedMemory::create("test-arena", kArenaBytes)).value();
     control_ = std::move(common::SharedMemory::create("test-control", 4096)).value();
-    auto guest_port = OutputProxy::pick_free_port();
+    auto guest_port = common::free_loopback_port();
     ASSERT_OK(guest_port);
     GuestSpec spec;
     spec.argv = {romulus::testing::example_binary("kvstore")};
@@ -97,7 +98,7 @@ class EagerCommitTest : public ::testing::Test {
     engine_.emplace(*pause_, *tracker_, kArenaBytes / protocol::kPageSize, &transport_, stats_, eo);
     ASSERT_OK(engine_->initial_sync());
 
-    auto port = OutputProxy::pick_free_port();
+    auto port = common::free_loopback_port();
     ASSERT_OK(port);
     listen_port_ = *port;
     OutputProxyOptions po;

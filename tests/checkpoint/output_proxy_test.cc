@@ -3,6 +3,7 @@
 // and the guest's replies reach the client only once the epoch during which
 // the proxy read them is acknowledged.
 #include "checkpoint/output_proxy.h"
+#include "common/net.h"
 
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -115,7 +116,7 @@ class EchoGuest {
 class ProxyFixture : public ::testing::TestWithParam<unsigned> {
  protected:
   void start(bool buffering = true, size_t max_held = 4u << 20) {
-    auto port = OutputProxy::pick_free_port();
+    auto port = common::free_loopback_port();
     ASSERT_OK(port);
     listen_port_ = *port;
     OutputProxyOptions o;
