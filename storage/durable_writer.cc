@@ -1,0 +1,142 @@
+#include "storage/durable_writer.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "protocol/page.h"
+
+namespace romulus::storage {
+
+ArenaView ArenaView::copy_of(const uint8_t* arena, size_t bytes) {
+  std::shared_ptr<uint8_t[]> copy(new uint8_t[bytes]);
+  std::memcpy(copy.get(), arena, bytes);
+  return ArenaView{std::shared_ptr<const uint8_t>(copy, copy.get()), bytes};
+}
+
+DurableWriter::DurableWriter(std::unique_ptr<DurableImage> image, OnDurable on_durable,
+                             OnError on_error)
+    : image_(std::move(image)), on_durable_(std::move(on_durable)), on_error_(std::move(on_error)) {
+  submitted_epoch_ = durable_epoch_ = image_->durable_epoch();
+  stats_ = image_->stats();
+  thread_ = std::thread([this] { run(); });
+}
+
+DurableWriter::~DurableWriter() { stop(); }
+
+void DurableWriter::submit_checkpoint(uint64_t epoch, std::vector<uint64_t> pfns,
+                                      std::vector<uint8_t> pages) {
+  Item item;
+  item.epoch = epoch;
+  item.pfns = std::move(pfns);
+  item.pages = std::move(pages);
+  queued_bytes_ += item.bytes();
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(item));
+  }
+  submitted_epoch_.store(epoch, std::memory_order_release);
+  wake_.notify_one();
+}
+
+void DurableWriter::submit_base(uint64_t epoch, ArenaView arena) {
+  Item item;
+  item.epoch = epoch;
+  item.is_base = true;
+  item.arena = std::move(arena);
+  queued_bytes_ += item.bytes();
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(item));
+  }
+  submitted_epoch_.store(epoch, std::memory_order_release);
+  wake_.notify_one();
+}
+
+Status DurableWriter::error() const {
+  std::lock_guard lock(mu_);
+  return error_;
+}
+
+DurableImage::Stats DurableWriter::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void DurableWriter::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void DurableWriter::run() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and drained
+    std::deque<Item> batch;
+    batch.swap(queue_);
+    lock.unlock();
+    write_batch(batch);
+    lock.lock();
+    stats_ = image_->stats();
+  }
+}
+
+void DurableWriter::fail(Status st) {
+  {
+    std::lock_guard lock(mu_);
+    error_ = st;
+  }
+  if (on_error_) on_error_(std::move(st));
+}
+
+void DurableWriter::write_batch(std::deque<Item>& batch) {
+  uint64_t batch_bytes = 0;
+  for (const Item& item : batch) batch_bytes += item.bytes();
+  const bool failed = !error().is_ok();
+  bool unsynced = false;
+  for (size_t i = 0; i < batch.size() && !failed; ++i) {
+    Item& item = batch[i];
+    Status st;
+    if (item.is_base) {
+      // Appends before a base are covered by it (a newer whole image).
+      st = image_->write_base(item.epoch, item.arena.data.get(), item.arena.bytes);
+      item.arena = {};
+      unsynced = false;
+      if (st.is_ok()) {
+        durable_epoch_.store(item.epoch, std::memory_order_release);
+        if (on_durable_) on_durable_(item.epoch);
+      }
+    } else {
+      if (item.pages.size() != item.pfns.size() * protocol::kPageSize) {
+        st = Status::invalid_argument(fmt::format("checkpoint {}: {} bytes for {} pages",
+                                                  item.epoch, item.pages.size(), item.pfns.size()));
+      } else {
+        st = image_->append(item.epoch, item.pfns, item.pages.data());
+        unsynced = true;
+      }
+    }
+    if (!st.is_ok()) {
+      fail(st);
+      break;
+    }
+  }
+  if (unsynced && error().is_ok()) {
+    if (const Status st = image_->sync(); !st.is_ok()) {
+      fail(st);
+    } else {
+      durable_epoch_.store(image_->durable_epoch(), std::memory_order_release);
+      if (on_durable_) on_durable_(image_->durable_epoch());
+    }
+  }
+  if (error().is_ok() && image_->wants_compaction()) {
+    if (const Status st = image_->compact(); !st.is_ok()) fail(st);
+  }
+  queued_bytes_ -= batch_bytes;
+}
+
+}  // namespace romulus::storage

@@ -1,0 +1,366 @@
+#include "storage/fault_injection.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include <fmt/format.h>
+
+namespace romulus::storage {
+
+// One unsynced change of a file's content, kept for CrashMode::kRandom.
+struct FaultInjectingFileSystem::Inode {
+  struct Change {
+    bool is_truncate = false;
+    uint64_t offset = 0;  // write offset, or the new size
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<uint8_t> data;     // volatile
+  std::vector<uint8_t> durable;  // as of the last sync
+  std::vector<Change> unsynced;  // since the last sync, in order
+};
+
+namespace {
+
+void apply_write(std::vector<uint8_t>& data, uint64_t offset, const uint8_t* p, size_t n) {
+  if (data.size() < offset + n) data.resize(offset + n, 0);
+  if (n > 0) std::memcpy(data.data() + offset, p, n);
+}
+
+}  // namespace
+
+class FaultInjectingFileSystem::MemFile final : public File {
+ public:
+  MemFile(FaultInjectingFileSystem* fs, std::shared_ptr<Inode> inode, std::string path,
+          bool writable)
+      : fs_(fs),
+        inode_(std::move(inode)),
+        path_(std::move(path)),
+        writable_(writable),
+        generation_(fs->generation_) {}
+
+  Status pwrite(uint64_t offset, const uint8_t* data, size_t n) override {
+    std::lock_guard lock(fs_->mu_);
+    ROMULUS_RETURN_IF_ERROR(check("write"));
+    bool tear = false;
+    const Status st = fs_->begin_op(kWriteOps, fmt::format("pwrite {} {}@{}", path_, n, offset),
+                                    /*tearable=*/true, &tear);
+    if (tear) {  // the power went during this write: a prefix of it landed
+      const size_t kept = n > 512 ? (n / 2) / 512 * 512 : n / 2;
+      write_locked(offset, data, kept);
+    }
+    ROMULUS_RETURN_IF_ERROR(st);
+    write_locked(offset, data, n);
+    return Status::ok();
+  }
+
+  Status pread(uint64_t offset, uint8_t* data, size_t n) override {
+    std::lock_guard lock(fs_->mu_);
+    ROMULUS_RETURN_IF_ERROR(check(nullptr));
+    const auto& d = inode_->data;
+    if (offset > d.size() || d.size() - offset < n) {
+      return Status::truncated(
+          fmt::format("read {}: {} bytes at {} are past the end of the file", path_, n, offset));
+    }
+    if (n > 0) std::memcpy(data, d.data() + offset, n);
+    return Status::ok();
+  }
+
+  Result<uint64_t> size() override {
+    std::lock_guard lock(fs_->mu_);
+    ROMULUS_RETURN_IF_ERROR(check(nullptr));
+    return static_cast<uint64_t>(inode_->data.size());
+  }
+
+  Status truncate(uint64_t size) override {
+    std::lock_guard lock(fs_->mu_);
+    ROMULUS_RETURN_IF_ERROR(check("truncate"));
+    ROMULUS_RETURN_IF_ERROR(fs_->begin_op(kWriteOps, fmt::format("truncate {} {}", path_, size)));
+    inode_->data.resize(size, 0);
+    inode_->unsynced.push_back({true, size, {}});
+    return Status::ok();
+  }
+
+  Status sync() override {
+    std::lock_guard lock(fs_->mu_);
+    ROMULUS_RETURN_IF_ERROR(check(nullptr));
+    ROMULUS_RETURN_IF_ERROR(fs_->begin_op(kSyncOps, "fdatasync " + path_));
+    inode_->durable = inode_->data;
+    inode_->unsynced.clear();
+    return Status::ok();
+  }
+
+ private:
+  Status check(const char* writing) const {
+    if (generation_ != fs_->generation_) {
+      return Status::from_errno(path_ + ": file opened before a simulated crash", EIO);
+    }
+    if (writing != nullptr && !writable_) {
+      return Status::from_errno(fmt::format("{} {}", writing, path_), EBADF);
+    }
+    return Status::ok();
+  }
+
+  void write_locked(uint64_t offset, const uint8_t* data, size_t n) {
+    apply_write(inode_->data, offset, data, n);
+    inode_->unsynced.push_back({false, offset, std::vector<uint8_t>(data, data + n)});
+  }
+
+  FaultInjectingFileSystem* const fs_;
+  const std::shared_ptr<Inode> inode_;
+  const std::string path_;
+  const bool writable_;
+  const uint64_t generation_;
+};
+
+FaultInjectingFileSystem::FaultInjectingFileSystem() = default;
+FaultInjectingFileSystem::~FaultInjectingFileSystem() = default;
+
+Status FaultInjectingFileSystem::begin_op(unsigned kind, const std::string& what, bool tearable,
+                                          bool* tear) {
+  ++ops_;
+  op_log_.push_back(what);
+  if (power_cut_at_ && ops_ > *power_cut_at_) {
+    if (!power_off_ && tearable && tear_ && tear != nullptr) *tear = true;
+    power_off_ = true;
+    return Status::from_errno(what + " (simulated power cut)", EIO);
+  }
+  if (fail_at_ && (kind & fail_which_) != 0) {
+    ++fail_counted_;
+    if (fail_counted_ > *fail_at_) {
+      if (fail_once_) fail_at_.reset();
+      return Status::from_errno(what + " (injected)", fail_errno_);
+    }
+  }
+  return Status::ok();
+}
+
+bool FaultInjectingFileSystem::parent_exists(const std::string& path) const {
+  const std::string parent = parent_dir(path);
+  if (parent == "/" || parent == ".") return true;
+  const auto it = names_.find(parent);
+  return it != names_.end() && it->second.is_dir;
+}
+
+Result<std::unique_ptr<File>> FaultInjectingFileSystem::open(const std::string& path,
+                                                             OpenMode mode) {
+  std::lock_guard lock(mu_);
+  auto it = names_.find(path);
+  if (mode == OpenMode::kCreate) {
+    ROMULUS_RETURN_IF_ERROR(begin_op(kWriteOps, "create " + path));
+    if (!parent_exists(path)) return Status::from_errno("open " + path, ENOENT);
+    if (it != names_.end() && it->second.is_dir) return Status::from_errno("open " + path, EISDIR);
+    if (it == names_.end()) {
+      it = names_.emplace(path, Node{false, std::make_shared<Inode>()}).first;
+    } else {
+      it->second.inode->data.clear();
+      it->second.inode->unsynced.push_back({true, 0, {}});
+    }
+  } else {
+    if (it == names_.end()) return Status::from_errno("open " + path, ENOENT);
+    if (it->second.is_dir) return Status::from_errno("open " + path, EISDIR);
+  }
+  return std::unique_ptr<File>(new MemFile(this, it->second.inode, path, mode != OpenMode::kRead));
+}
+
+Status FaultInjectingFileSystem::rename(const std::string& from, const std::string& to) {
+  std::lock_guard lock(mu_);
+  ROMULUS_RETURN_IF_ERROR(begin_op(kWriteOps, fmt::format("rename {} {}", from, to)));
+  const auto it = names_.find(from);
+  if (it == names_.end() || !parent_exists(to)) {
+    return Status::from_errno(fmt::format("rename {} to {}", from, to), ENOENT);
+  }
+  Node node = it->second;
+  names_.erase(it);
+  names_[to] = std::move(node);
+  return Status::ok();
+}
+
+Status FaultInjectingFileSystem::remove(const std::string& path) {
+  std::lock_guard lock(mu_);
+  ROMULUS_RETURN_IF_ERROR(begin_op(kWriteOps, "remove " + path));
+  if (names_.erase(path) == 0) return Status::from_errno("remove " + path, ENOENT);
+  return Status::ok();
+}
+
+Status FaultInjectingFileSystem::sync_dir(const std::string& dir) {
+  std::lock_guard lock(mu_);
+  ROMULUS_RETURN_IF_ERROR(begin_op(kSyncOps, "fsync directory " + dir));
+  if (dir != "/" && !names_.contains(dir)) {
+    return Status::from_errno("open directory " + dir, ENOENT);
+  }
+  std::erase_if(durable_names_, [&](const auto& e) { return parent_dir(e.first) == dir; });
+  for (const auto& [path, node] : names_) {
+    if (parent_dir(path) == dir) durable_names_[path] = node;
+  }
+  return Status::ok();
+}
+
+Result<bool> FaultInjectingFileSystem::exists(const std::string& path) {
+  std::lock_guard lock(mu_);
+  return path == "/" || names_.contains(path);
+}
+
+Status FaultInjectingFileSystem::make_dir(const std::string& dir) {
+  std::lock_guard lock(mu_);
+  const auto it = names_.find(dir);
+  if (dir == "/" || (it != names_.end() && it->second.is_dir)) return Status::ok();
+  ROMULUS_RETURN_IF_ERROR(begin_op(kWriteOps, "mkdir " + dir));
+  if (it != names_.end()) return Status::from_errno("create directory " + dir, EEXIST);
+  if (!parent_exists(dir)) return Status::from_errno("create directory " + dir, ENOENT);
+  names_[dir] = Node{true, nullptr};
+  return Status::ok();
+}
+
+Result<std::vector<std::string>> FaultInjectingFileSystem::list(const std::string& dir) {
+  std::lock_guard lock(mu_);
+  if (dir != "/" && !names_.contains(dir)) {
+    return Status::from_errno("list directory " + dir, ENOENT);
+  }
+  std::vector<std::string> out;
+  for (const auto& [path, node] : names_) {
+    if (parent_dir(path) == dir) out.push_back(path.substr(path.find_last_of('/') + 1));
+  }
+  return out;
+}
+
+uint64_t FaultInjectingFileSystem::mutating_ops() const {
+  std::lock_guard lock(mu_);
+  return ops_;
+}
+
+std::vector<std::string> FaultInjectingFileSystem::op_log() const {
+  std::lock_guard lock(mu_);
+  return op_log_;
+}
+
+void FaultInjectingFileSystem::cut_power_after(uint64_t ops, bool tear_write) {
+  std::lock_guard lock(mu_);
+  power_cut_at_ = ops_ + ops;
+  tear_ = tear_write;
+  power_off_ = false;
+}
+
+bool FaultInjectingFileSystem::power_cut() const {
+  std::lock_guard lock(mu_);
+  return power_off_;
+}
+
+void FaultInjectingFileSystem::fail_after(uint64_t ops, int err, FaultOps which, bool once) {
+  std::lock_guard lock(mu_);
+  fail_at_ = ops;
+  fail_errno_ = err;
+  fail_which_ = which;
+  fail_once_ = once;
+  fail_counted_ = 0;
+}
+
+void FaultInjectingFileSystem::clear_faults() {
+  std::lock_guard lock(mu_);
+  fail_at_.reset();
+  power_cut_at_.reset();
+  power_off_ = false;
+}
+
+void FaultInjectingFileSystem::crash(CrashMode mode, uint64_t seed) {
+  std::lock_guard lock(mu_);
+  std::mt19937_64 rng(seed);
+  const auto coin = [&] { return (rng() & 1) != 0; };
+
+  // Directory entries first: which files and directories exist after the reboot.
+  switch (mode) {
+    case CrashMode::kDropUnsynced:
+      names_ = durable_names_;
+      break;
+    case CrashMode::kKeepUnsynced:
+      break;
+    case CrashMode::kRandom: {
+      Namespace merged;
+      std::vector<std::string> paths;
+      for (const auto& e : names_) paths.push_back(e.first);
+      for (const auto& e : durable_names_) paths.push_back(e.first);
+      std::sort(paths.begin(), paths.end());
+      paths.erase(std::unique(paths.begin(), paths.end()), paths.end());
+      for (const std::string& p : paths) {
+        const auto v = names_.find(p);
+        const auto d = durable_names_.find(p);
+        const bool same = v != names_.end() && d != durable_names_.end() &&
+                          v->second.is_dir == d->second.is_dir &&
+                          v->second.inode == d->second.inode;
+        const auto pick = same || coin() ? v : names_.end();
+        if (pick != names_.end()) {
+          merged[p] = pick->second;
+        } else if (d != durable_names_.end()) {
+          merged[p] = d->second;
+        }
+      }
+      names_ = std::move(merged);
+      break;
+    }
+  }
+  // Entries whose directory did not survive are gone too (map order: parents first).
+  for (auto it = names_.begin(); it != names_.end();) {
+    if (!parent_exists(it->first)) {
+      it = names_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  durable_names_ = names_;
+
+  // Then each surviving file's content.
+  for (auto& [path, node] : names_) {
+    if (node.is_dir) continue;
+    Inode& inode = *node.inode;
+    switch (mode) {
+      case CrashMode::kDropUnsynced:
+        inode.data = inode.durable;
+        break;
+      case CrashMode::kKeepUnsynced:
+        break;
+      case CrashMode::kRandom: {
+        std::vector<uint8_t> data = inode.durable;
+        for (const Inode::Change& c : inode.unsynced) {
+          if (!coin()) continue;
+          if (c.is_truncate) {
+            data.resize(c.offset, 0);
+            continue;
+          }
+          size_t n = c.bytes.size();
+          if (n > 512 && coin()) n = (rng() % (n / 512)) * 512;  // torn at a sector
+          apply_write(data, c.offset, c.bytes.data(), n);
+        }
+        inode.data = std::move(data);
+        break;
+      }
+    }
+    inode.durable = inode.data;
+    inode.unsynced.clear();
+  }
+  ++generation_;
+  power_cut_at_.reset();
+  power_off_ = false;
+  fail_at_.reset();
+}
+
+Result<std::vector<uint8_t>> FaultInjectingFileSystem::contents(const std::string& path) const {
+  std::lock_guard lock(mu_);
+  const auto it = names_.find(path);
+  if (it == names_.end() || it->second.is_dir) return Status::from_errno("open " + path, ENOENT);
+  return it->second.inode->data;
+}
+
+Status FaultInjectingFileSystem::set_contents(const std::string& path, std::vector<uint8_t> data) {
+  std::lock_guard lock(mu_);
+  if (!parent_exists(path)) return Status::from_errno("open " + path, ENOENT);
+  auto& node = names_[path];
+  if (!node.inode) node.inode = std::make_shared<Inode>();
+  node.inode->data = std::move(data);
+  node.inode->durable = node.inode->data;
+  node.inode->unsynced.clear();
+  durable_names_[path] = node;
+  return Status::ok();
+}
+
+}  // namespace romulus::storage
