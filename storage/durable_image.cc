@@ -78,6 +78,10 @@ Result<std::unique_ptr<DurableImage>> DurableImage::open(FileSystem& fs, const s
   if (options.pages_per_block == 0 || options.pages_per_block > (1u << 20)) {
     return Status::invalid_argument("durable image: pages_per_block must be 1 to 2^20");
   }
+  if (options.record_pages == 0 || options.record_pages > kMaxRecordPages) {
+    return Status::invalid_argument(
+        fmt::format("durable image: record_pages must be 1 to {}", kMaxRecordPages));
+  }
   std::unique_ptr<DurableImage> image(new DurableImage(fs, dir, identity, options));
   ROMULUS_RETURN_IF_ERROR(image->recover());
   return image;
@@ -530,7 +534,7 @@ Status DurableImage::append(uint64_t epoch, std::span<const uint64_t> pfns, cons
   if (log_end_ == 0) out = encode_log_header({meta_.log_generation, meta_.base_epoch});
   size_t i = 0;
   do {
-    const size_t n = std::min<size_t>(kMaxRecordPages, pfns.size() - i);
+    const size_t n = std::min<size_t>(options_.record_pages, pfns.size() - i);
     encode_record(epoch, i + n < pfns.size(), pfns.subspan(i, n), pages + i * kPageSize,
                   log_synced_end_, options_.compress, out);
     i += n;

@@ -61,6 +61,9 @@ class DurableImage {
     // Pages per checksummed block of the base image (64 KiB blocks): what a
     // compaction reads back for each block it touches.
     uint32_t pages_per_block = 16;
+    // Pages per log record, at most kMaxRecordPages: a larger checkpoint is
+    // split over several records, and counts only once all are whole.
+    uint32_t record_pages = 16384;
   };
 
   struct Stats {
