@@ -118,7 +118,7 @@ FaultInjectingFileSystem::FaultInjectingFileSystem() = default;
 FaultInjectingFileSystem::~FaultInjectingFileSystem() = default;
 
 Status FaultInjectingFileSystem::begin_op(unsigned kind, const std::string& what, bool tearable,
-                                          bool* tear) {
+                                          bool* tear, bool frees_space) {
   ++ops_;
   op_log_.push_back(what);
   if (power_cut_at_ && ops_ > *power_cut_at_) {
@@ -126,7 +126,7 @@ Status FaultInjectingFileSystem::begin_op(unsigned kind, const std::string& what
     power_off_ = true;
     return Status::from_errno(what + " (simulated power cut)", EIO);
   }
-  if (fail_at_ && (kind & fail_which_) != 0) {
+  if (fail_at_ && (kind & fail_which_) != 0 && !(frees_space && fail_errno_ == ENOSPC)) {
     ++fail_counted_;
     if (fail_counted_ > *fail_at_) {
       if (fail_once_) fail_at_.reset();
@@ -179,7 +179,7 @@ Status FaultInjectingFileSystem::rename(const std::string& from, const std::stri
 
 Status FaultInjectingFileSystem::remove(const std::string& path) {
   std::lock_guard lock(mu_);
-  ROMULUS_RETURN_IF_ERROR(begin_op(kWriteOps, "remove " + path));
+  ROMULUS_RETURN_IF_ERROR(begin_op(kWriteOps, "remove " + path, false, nullptr, true));
   if (names_.erase(path) == 0) return Status::from_errno("remove " + path, ENOENT);
   return Status::ok();
 }

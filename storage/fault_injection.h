@@ -21,7 +21,8 @@
 // back, faults are cleared, and Files opened before fail with EIO.
 //
 // fail_after(n, errno) makes mutating operations fail like a full or broken
-// disk (ENOSPC, EIO) after n more succeed, for error-path tests.
+// disk (ENOSPC, EIO) after n more succeed, for error-path tests (a remove,
+// which frees space, never fails with ENOSPC).
 //
 // Paths are plain strings; "/" always exists. Thread-safe (one mutex), so a
 // DurableWriter's thread may use it while the test thread inspects it.
@@ -93,8 +94,9 @@ class FaultInjectingFileSystem final : public FileSystem {
 
   // Counts a mutating operation of `kind`; an error if it must fail. If the
   // power goes at this operation and `tearable`, *tear is set.
+  // remove() frees space: an injected ENOSPC never fails it.
   Status begin_op(unsigned kind, const std::string& what, bool tearable = false,
-                  bool* tear = nullptr);
+                  bool* tear = nullptr, bool frees_space = false);
   bool parent_exists(const std::string& path) const;
 
   mutable std::mutex mu_;
