@@ -1,5 +1,6 @@
 #include "storage/durable_writer.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -30,13 +31,7 @@ void DurableWriter::submit_checkpoint(uint64_t epoch, std::vector<uint64_t> pfns
   item.epoch = epoch;
   item.pfns = std::move(pfns);
   item.pages = std::move(pages);
-  queued_bytes_ += item.bytes();
-  {
-    std::lock_guard lock(mu_);
-    queue_.push_back(std::move(item));
-  }
-  submitted_epoch_.store(epoch, std::memory_order_release);
-  wake_.notify_one();
+  enqueue(std::move(item));
 }
 
 void DurableWriter::submit_base(uint64_t epoch, ArenaView arena) {
@@ -44,13 +39,39 @@ void DurableWriter::submit_base(uint64_t epoch, ArenaView arena) {
   item.epoch = epoch;
   item.is_base = true;
   item.arena = std::move(arena);
+  enqueue(std::move(item));
+}
+
+void DurableWriter::enqueue(Item item) {
+  const uint64_t epoch = item.epoch;
   queued_bytes_ += item.bytes();
   {
     std::lock_guard lock(mu_);
+    pending_.emplace_back(epoch, std::chrono::steady_clock::now());
     queue_.push_back(std::move(item));
   }
   submitted_epoch_.store(epoch, std::memory_order_release);
   wake_.notify_one();
+}
+
+void DurableWriter::made_durable(uint64_t epoch) {
+  {
+    std::lock_guard lock(mu_);
+    while (!pending_.empty() && pending_.front().first <= epoch) pending_.pop_front();
+  }
+  durable_epoch_.store(epoch, std::memory_order_release);
+  if (on_durable_) on_durable_(epoch);
+}
+
+DurableWriter::Lag DurableWriter::lag(std::chrono::steady_clock::time_point now) const {
+  std::lock_guard lock(mu_);
+  Lag lag;
+  if (pending_.empty()) return lag;
+  lag.epochs = pending_.size();
+  lag.age =
+      std::max(std::chrono::nanoseconds(0),
+               std::chrono::duration_cast<std::chrono::nanoseconds>(now - pending_.front().second));
+  return lag;
 }
 
 Status DurableWriter::error() const {
@@ -107,10 +128,7 @@ void DurableWriter::write_batch(std::deque<Item>& batch) {
       st = image_->write_base(item.epoch, item.arena.data.get(), item.arena.bytes);
       item.arena = {};
       unsynced = false;
-      if (st.is_ok()) {
-        durable_epoch_.store(item.epoch, std::memory_order_release);
-        if (on_durable_) on_durable_(item.epoch);
-      }
+      if (st.is_ok()) made_durable(item.epoch);
     } else {
       if (item.pages.size() != item.pfns.size() * protocol::kPageSize) {
         st = Status::invalid_argument(fmt::format("checkpoint {}: {} bytes for {} pages",
@@ -129,8 +147,7 @@ void DurableWriter::write_batch(std::deque<Item>& batch) {
     if (const Status st = image_->sync(); !st.is_ok()) {
       fail(st);
     } else {
-      durable_epoch_.store(image_->durable_epoch(), std::memory_order_release);
-      if (on_durable_) on_durable_(image_->durable_epoch());
+      made_durable(image_->durable_epoch());
     }
   }
   if (error().is_ok() && image_->wants_compaction()) {

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -27,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -66,6 +68,14 @@ class DurableWriter {
   uint64_t durable_epoch() const { return durable_epoch_.load(std::memory_order_acquire); }
   // Bytes of pages waiting for the writer (bases included).
   uint64_t queued_bytes() const { return queued_bytes_.load(std::memory_order_relaxed); }
+  // How far the disk is behind (`--durable async`): epochs submitted and not
+  // yet durable, and how long ago the oldest of them was submitted (zero when
+  // none is waiting).
+  struct Lag {
+    uint64_t epochs = 0;
+    std::chrono::nanoseconds age{0};
+  };
+  Lag lag(std::chrono::steady_clock::time_point now) const;
   // The first error, or OK.
   Status error() const;
   // The image's counters as of the end of the last batch.
@@ -86,6 +96,9 @@ class DurableWriter {
 
   void run();
   void write_batch(std::deque<Item>& batch);
+  void enqueue(Item item);
+  // Publishes `epoch` as durable and calls on_durable.
+  void made_durable(uint64_t epoch);
   void fail(Status st);
 
   std::unique_ptr<DurableImage> image_;  // the writer thread's only
@@ -98,6 +111,8 @@ class DurableWriter {
   bool stopping_ = false;      // guarded by mu_
   Status error_;               // guarded by mu_
   DurableImage::Stats stats_;  // guarded by mu_
+  // Submitted and not yet durable, oldest first: (epoch, when submitted). mu_.
+  std::deque<std::pair<uint64_t, std::chrono::steady_clock::time_point>> pending_;
   std::atomic<uint64_t> submitted_epoch_{0};
   std::atomic<uint64_t> durable_epoch_{0};
   std::atomic<uint64_t> queued_bytes_{0};

@@ -109,6 +109,9 @@ TEST(DurableWriter, CheckpointsQueuedDuringASyncShareTheNextOne) {
     gate_cv.wait(lock, [&] { return in_first; });
   }
   for (uint64_t e = 3; e <= 7; ++e) submit(w, f.next(e));
+  const auto far_later = std::chrono::steady_clock::now() + std::chrono::hours(1);
+  EXPECT_EQ(w.lag(far_later).epochs, 5u);
+  EXPECT_GE(w.lag(far_later).age, std::chrono::minutes(59));
   {
     std::lock_guard lock(gate_mu);
     release = true;
@@ -116,6 +119,8 @@ TEST(DurableWriter, CheckpointsQueuedDuringASyncShareTheNextOne) {
   gate_cv.notify_all();
   w.stop();
   EXPECT_EQ(f.durable, (std::vector<uint64_t>{2, 7}));
+  EXPECT_EQ(w.lag(far_later).epochs, 0u);
+  EXPECT_EQ(w.lag(far_later).age.count(), 0);
   EXPECT_EQ(w.stats().syncs, 2u);  // one for epoch 2, one for 3..7
   EXPECT_EQ(w.stats().checkpoints_appended, 6u);
 }
