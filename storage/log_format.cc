@@ -52,7 +52,7 @@ void encode_record(uint64_t epoch, bool continued, std::span<const uint64_t> pfn
   out.resize(start + kRecordHeaderSize + raw_length);
   uint8_t* body = out.data() + start + kRecordHeaderSize;
   for (size_t i = 0; i < n; ++i) protocol::store_u64(body + 8 * i, pfns[i]);
-  std::memcpy(body + 8 * n, pages, n * protocol::kPageSize);
+  if (n > 0) std::memcpy(body + 8 * n, pages, n * protocol::kPageSize);
 
   uint32_t flags = continued ? kRecordContinued : 0;
   size_t body_length = raw_length;
