@@ -60,6 +60,13 @@ std::string hint_for(const Status& st) {
 
 }  // namespace
 
+struct DurableImage::LogScan {
+  std::unique_ptr<File> file;  // null: no such log
+  uint64_t end = 0;            // bytes of whole records (and header)
+  uint64_t last_epoch = 0;
+  uint64_t records = 0;
+};
+
 DurableImage::DurableImage(FileSystem& fs, std::string dir, ImageIdentity identity, Options options)
     : fs_(fs), dir_(std::move(dir)), identity_(std::move(identity)), options_(options) {}
 
@@ -169,17 +176,38 @@ Status DurableImage::recover() {
   // Whatever this directory shows now (a crashed process may have left
   // entries that were never synced) is durable from here on.
   ROMULUS_RETURN_IF_ERROR(fs_.sync_dir(dir_).context("--data-dir"));
-  ROMULUS_RETURN_IF_ERROR(recover_log());
-  if (meta_.compacting()) {
-    if (appended_epoch_ != meta_.checked_epoch) {
+  uint64_t epoch = meta_.base_epoch;
+  LogScan folding;
+  if (meta_.folding()) {
+    // It was synced whole before meta named it: no tail of it may be torn.
+    ROMULUS_RETURN_IF_ERROR(
+        recover_log(meta_.folding_log_generation, epoch, /*tail_may_be_torn=*/false, &folding));
+    if (folding.end <= kLogHeaderSize ||
+        (meta_.checksums_after_fold() && folding.last_epoch != meta_.checked_epoch)) {
       return Status::corrupt(fmt::format(
-          "--data-dir {}: a compaction up to epoch {} was interrupted but the log ends at epoch "
-          "{}: restore the directory from a snapshot or start with an empty one",
-          dir_, meta_.checked_epoch, appended_epoch_));
+          "--data-dir {}: a compaction up to epoch {} was interrupted but its log {} ends at "
+          "epoch {}: restore the directory from a snapshot or from the peer",
+          dir_, meta_.checked_epoch, log_name(meta_.folding_log_generation), folding.last_epoch));
     }
-    notes_.push_back(
-        fmt::format("finished a compaction up to epoch {} that was interrupted", appended_epoch_));
-    ROMULUS_RETURN_IF_ERROR(compact());
+    epoch = folding.last_epoch;
+  }
+  LogScan current;
+  ROMULUS_RETURN_IF_ERROR(
+      recover_log(meta_.log_generation, epoch, /*tail_may_be_torn=*/true, &current));
+  log_ = std::move(current.file);
+  log_end_ = log_synced_end_ = current.end;
+  log_base_epoch_ = epoch;
+  appended_epoch_ = durable_epoch_ = current.last_epoch;
+  stats_.log_records = current.records;
+  if (meta_.folding()) {
+    notes_.push_back(fmt::format("finished a compaction up to epoch {} that was interrupted",
+                                 folding.last_epoch));
+    compaction_running_ = true;
+    std::unique_ptr<Compaction> job(
+        new Compaction(fs_, dir_, meta_, folding.end, folding.last_epoch));
+    folding.file.reset();
+    (void)job->run();
+    ROMULUS_RETURN_IF_ERROR(finish_compaction(std::move(job)));
   }
   return Status::ok();
 }
@@ -229,27 +257,30 @@ Result<bool> durable_record_after(File& log, uint64_t from, uint64_t size, uint6
 
 }  // namespace
 
-Status DurableImage::recover_log() {
-  const std::string path = join_path(dir_, log_name(meta_.log_generation));
+Status DurableImage::recover_log(uint64_t generation, uint64_t base_epoch, bool tail_may_be_torn,
+                                 LogScan* out) {
+  out->last_epoch = base_epoch;
+  const std::string name = log_name(generation);
+  const std::string path = join_path(dir_, name);
   ROMULUS_ASSIGN_OR_RETURN(const bool exists, fs_.exists(path));
   if (!exists) return Status::ok();
-  ROMULUS_ASSIGN_OR_RETURN(log_, fs_.open(path, OpenMode::kReadWrite));
-  ROMULUS_ASSIGN_OR_RETURN(const uint64_t size, log_->size());
+  ROMULUS_ASSIGN_OR_RETURN(std::unique_ptr<File> log, fs_.open(path, OpenMode::kReadWrite));
+  ROMULUS_ASSIGN_OR_RETURN(const uint64_t size, log->size());
 
   uint64_t committed_end = 0;  // end of the last whole checkpoint
-  uint64_t committed_epoch = meta_.base_epoch;
+  uint64_t committed_epoch = base_epoch;
   uint64_t records = 0;
   uint64_t pos = 0;
   bool bad = false, hard = false;
   std::string why;
   if (size > 0) {
     Bytes header(std::min<uint64_t>(size, kLogHeaderSize));
-    ROMULUS_RETURN_IF_ERROR(log_->pread(0, header.data(), header.size()));
+    ROMULUS_RETURN_IF_ERROR(log->pread(0, header.data(), header.size()));
     Result<LogHeader> h = decode_log_header(header);
     if (!h.is_ok()) {
       bad = true;
       why = h.status().message();
-    } else if (h->generation != meta_.log_generation || h->base_epoch != meta_.base_epoch) {
+    } else if (h->generation != generation || h->base_epoch != base_epoch) {
       bad = hard = true;
       why = fmt::format("it continues epoch {} of generation {}, not this image's", h->base_epoch,
                         h->generation);
@@ -263,8 +294,7 @@ Status DurableImage::recover_log() {
   uint64_t split_epoch = 0;
   while (!bad && pos < size) {
     RecordHeader h;
-    const Status st =
-        read_record(*log_, pos, size, meta_.page_count, &h, header_bytes, body, pages);
+    const Status st = read_record(*log, pos, size, meta_.page_count, &h, header_bytes, body, pages);
     if (!st.is_ok()) {
       if (st.code() == StatusCode::kIoError) return st.context("--data-dir: read the log");
       bad = true;
@@ -292,16 +322,16 @@ Status DurableImage::recover_log() {
   }
   if (bad) {
     const uint64_t at = pos;
-    bool damaged = hard;
+    bool damaged = hard || !tail_may_be_torn;
     if (!damaged) {
       ROMULUS_ASSIGN_OR_RETURN(
-          damaged, durable_record_after(*log_, at, size, committed_end, meta_.page_count));
+          damaged, durable_record_after(*log, at, size, committed_end, meta_.page_count));
     }
     if (damaged) {
       const std::string what = fmt::format(
           "--data-dir {}: {} is damaged at byte {} after epoch {} ({}), and what follows was "
           "durable",
-          dir_, log_name(meta_.log_generation), at, committed_epoch, why);
+          dir_, name, at, committed_epoch, why);
       if (!options_.force) {
         return Status::corrupt(what +
                                fmt::format(": restore the directory from a snapshot or from the "
@@ -314,36 +344,51 @@ Status DurableImage::recover_log() {
     } else {
       notes_.push_back(fmt::format(
           "cut a torn tail of {} bytes after epoch {} from {} (written, never synced: {})",
-          size - committed_end, committed_epoch, log_name(meta_.log_generation), why));
+          size - committed_end, committed_epoch, name, why));
     }
-    ROMULUS_RETURN_IF_ERROR(log_->truncate(committed_end).context("--data-dir: cut the log"));
+    ROMULUS_RETURN_IF_ERROR(log->truncate(committed_end).context("--data-dir: cut the log"));
   }
   // What a crashed process wrote and this one read is durable from here on.
-  ROMULUS_RETURN_IF_ERROR(log_->sync().context("--data-dir: sync the log"));
-  log_end_ = log_synced_end_ = committed_end;
-  appended_epoch_ = durable_epoch_ = committed_epoch;
-  stats_.log_records = records;
+  ROMULUS_RETURN_IF_ERROR(log->sync().context("--data-dir: sync the log"));
+  out->file = std::move(log);
+  out->end = committed_end;
+  out->last_epoch = committed_epoch;
+  out->records = records;
   return Status::ok();
 }
 
+namespace {
+
+// Calls f(header, pages) for every record of `log` up to `end`, in order.
 template <typename F>
-Status DurableImage::for_each_record(F&& f) {
-  if (log_end_ <= kLogHeaderSize) return Status::ok();
+Status for_each_record(File* log, uint64_t end, uint64_t page_count, const std::string& name,
+                       F&& f) {
+  if (log == nullptr || end <= kLogHeaderSize) return Status::ok();
   Bytes header_bytes, body;
   RecordPages pages;
-  for (uint64_t pos = kLogHeaderSize; pos < log_end_;) {
+  for (uint64_t pos = kLogHeaderSize; pos < end;) {
     RecordHeader h;
-    const Status st =
-        read_record(*log_, pos, log_end_, meta_.page_count, &h, header_bytes, body, pages);
+    const Status st = read_record(*log, pos, end, page_count, &h, header_bytes, body, pages);
     if (!st.is_ok()) {
-      return st.context(fmt::format("{} at byte {} (it verified when the directory was opened)",
-                                    log_name(meta_.log_generation), pos));
+      return st.context(
+          fmt::format("{} at byte {} (it verified when the directory was opened)", name, pos));
     }
     ROMULUS_RETURN_IF_ERROR(f(h, pages));
     pos += h.record_length();
   }
   return Status::ok();
 }
+
+Status write_meta_file(FileSystem& fs, const std::string& dir, const ImageMeta& meta,
+                       uint64_t* bytes_written) {
+  const Bytes bytes = encode_meta(meta);
+  ROMULUS_RETURN_IF_ERROR(
+      write_file_atomically(fs, join_path(dir, kMetaName), bytes.data(), bytes.size()));
+  *bytes_written += bytes.size();
+  return Status::ok();
+}
+
+}  // namespace
 
 Status DurableImage::check_usable() const { return failed_; }
 
@@ -356,11 +401,21 @@ Status DurableImage::finish_failed(Status st, const std::string& what) {
 }
 
 Status DurableImage::write_meta(const ImageMeta& meta) {
-  const Bytes bytes = encode_meta(meta);
-  ROMULUS_RETURN_IF_ERROR(
-      write_file_atomically(fs_, join_path(dir_, kMetaName), bytes.data(), bytes.size()));
-  stats_.bytes_written += bytes.size();
-  return Status::ok();
+  return write_meta_file(fs_, dir_, meta, &stats_.bytes_written);
+}
+
+uint64_t DurableImage::next_generation() {
+  uint64_t generation =
+      std::max({meta_.image_generation, meta_.log_generation, meta_.folding_log_generation});
+  if (Result<std::vector<std::string>> names = fs_.list(dir_); names.is_ok()) {
+    for (const std::string& name : *names) {
+      uint64_t g = 0;
+      if (parse_generation(name, "image.", &g) || parse_generation(name, "log.", &g)) {
+        generation = std::max(generation, g);
+      }
+    }
+  }
+  return generation + 1;
 }
 
 void DurableImage::remove_stale_files() {
@@ -370,7 +425,8 @@ void DurableImage::remove_stale_files() {
     uint64_t g = 0;
     const bool stale = name == "meta.tmp" ||
                        (parse_generation(name, "image.", &g) && g != meta_.image_generation) ||
-                       (parse_generation(name, "log.", &g) && g != meta_.log_generation);
+                       (parse_generation(name, "log.", &g) && g != meta_.log_generation &&
+                        g != meta_.folding_log_generation);
     if (stale) (void)fs_.remove(join_path(dir_, name));  // unreferenced: a failure costs space only
   }
 }
@@ -379,6 +435,9 @@ Status DurableImage::read_image(uint8_t* arena, size_t bytes) {
   ROMULUS_RETURN_IF_ERROR(check_usable());
   if (!has_base_) {
     return Status::invalid_argument(fmt::format("--data-dir {} holds no image", dir_));
+  }
+  if (compaction_running_) {
+    return Status::invalid_argument("read_image: a compaction is under way");
   }
   if (bytes != meta_.page_count * kPageSize) {
     return Status::invalid_argument(
@@ -417,12 +476,14 @@ Status DurableImage::read_image(uint8_t* arena, size_t bytes) {
     }
     notes_.push_back(what + "; --force: those pages were zeroed");
   }
-  return for_each_record([&](const RecordHeader&, const RecordPages& r) {
-    for (size_t i = 0; i < r.pfns.size(); ++i) {
-      std::memcpy(arena + r.pfns[i] * kPageSize, r.pages.data() + i * kPageSize, kPageSize);
-    }
-    return Status::ok();
-  });
+  return for_each_record(log_.get(), log_end_, meta_.page_count, log_name(meta_.log_generation),
+                         [&](const RecordHeader&, const RecordPages& r) {
+                           for (size_t i = 0; i < r.pfns.size(); ++i) {
+                             std::memcpy(arena + r.pfns[i] * kPageSize,
+                                         r.pages.data() + i * kPageSize, kPageSize);
+                           }
+                           return Status::ok();
+                         });
 }
 
 Status DurableImage::write_base(uint64_t epoch, const uint8_t* arena, size_t bytes) {
@@ -436,17 +497,10 @@ Status DurableImage::write_base(uint64_t epoch, const uint8_t* arena, size_t byt
     return Status::invalid_argument(fmt::format(
         "write_base: epoch {} is not after the image's epoch {}", epoch, appended_epoch_));
   }
-  // A generation no file of this directory has used.
-  uint64_t generation = std::max(meta_.image_generation, meta_.log_generation);
-  if (Result<std::vector<std::string>> names = fs_.list(dir_); names.is_ok()) {
-    for (const std::string& name : *names) {
-      uint64_t g = 0;
-      if (parse_generation(name, "image.", &g) || parse_generation(name, "log.", &g)) {
-        generation = std::max(generation, g);
-      }
-    }
+  if (compaction_running_) {
+    return Status::invalid_argument("write_base: a compaction is under way: finish it first");
   }
-  ++generation;
+  const uint64_t generation = next_generation();  // no file of this directory has used it
 
   ImageMeta meta;
   meta.page_count = page_count;
@@ -499,6 +553,7 @@ Status DurableImage::write_base(uint64_t epoch, const uint8_t* arena, size_t byt
   meta_ = std::move(meta);
   has_base_ = true;
   log_end_ = log_synced_end_ = 0;
+  log_base_epoch_ = epoch;
   appended_epoch_ = durable_epoch_ = epoch;
   stats_.log_records = 0;
   ++stats_.bases_written;
@@ -531,7 +586,7 @@ Status DurableImage::append(uint64_t epoch, std::span<const uint64_t> pfns, cons
     }
   }
   Bytes out;
-  if (log_end_ == 0) out = encode_log_header({meta_.log_generation, meta_.base_epoch});
+  if (log_end_ == 0) out = encode_log_header({meta_.log_generation, log_base_epoch_});
   size_t i = 0;
   do {
     const size_t n = std::min<size_t>(options_.record_pages, pfns.size() - i);
@@ -572,112 +627,154 @@ Status DurableImage::sync() {
 }
 
 bool DurableImage::wants_compaction() const {
-  return has_base_ && failed_.is_ok() && log_end_ >= options_.compact_log_bytes;
+  return has_base_ && failed_.is_ok() && !compaction_running_ &&
+         log_end_ >= options_.compact_log_bytes;
+}
+
+Result<std::unique_ptr<DurableImage::Compaction>> DurableImage::begin_compaction() {
+  ROMULUS_RETURN_IF_ERROR(check_usable());
+  if (compaction_running_) {
+    return Status::invalid_argument("begin_compaction: a compaction is already under way");
+  }
+  if (!has_base_) return std::unique_ptr<Compaction>();
+  ROMULUS_RETURN_IF_ERROR(sync());
+  if (log_end_ <= kLogHeaderSize) return std::unique_ptr<Compaction>();
+  const uint64_t target = appended_epoch_;
+  // The log becomes the one being folded; checkpoints go to a new one.
+  ImageMeta m = meta_;
+  m.folding_log_generation = meta_.log_generation;
+  m.log_generation = next_generation();
+  if (const Status st = write_meta(m); !st.is_ok()) {
+    return finish_failed(st, fmt::format("start a compaction up to epoch {}", target));
+  }
+  meta_ = std::move(m);
+  const uint64_t folded_end = log_end_;
+  log_.reset();
+  log_end_ = log_synced_end_ = 0;
+  log_base_epoch_ = target;
+  log_needs_dir_sync_ = false;
+  stats_.log_records = 0;
+  compaction_running_ = true;
+  return std::unique_ptr<Compaction>(new Compaction(fs_, dir_, meta_, folded_end, target));
+}
+
+Status DurableImage::finish_compaction(std::unique_ptr<Compaction> job) {
+  if (job == nullptr || !compaction_running_) {
+    return Status::invalid_argument("finish_compaction: no compaction is under way");
+  }
+  compaction_running_ = false;
+  stats_.compaction_bytes_read += job->bytes_read_;
+  stats_.bytes_written += job->bytes_written_;
+  ROMULUS_RETURN_IF_ERROR(check_usable());
+  const std::string what =
+      fmt::format("compact the log into the base image at epoch {}", job->target_);
+  if (!job->status_.is_ok()) return finish_failed(job->status_, what);
+  ImageMeta m = meta_;
+  m.base_epoch = m.checked_epoch = job->target_;
+  m.folding_log_generation = 0;
+  m.block_crcs = job->crcs_;
+  if (const Status st = write_meta(m); !st.is_ok()) return finish_failed(st, what);
+  const std::string folded = join_path(dir_, log_name(meta_.folding_log_generation));
+  meta_ = std::move(m);
+  ++stats_.compactions;
+  (void)fs_.remove(folded);  // no longer referenced: a failure costs space only
+  return Status::ok();
 }
 
 Status DurableImage::compact() {
-  ROMULUS_RETURN_IF_ERROR(check_usable());
-  if (!has_base_) return Status::ok();
-  ROMULUS_RETURN_IF_ERROR(sync());
-  if (log_end_ <= kLogHeaderSize && !meta_.compacting()) return Status::ok();
-  const uint64_t target = appended_epoch_;
-  const std::string what = fmt::format("compact the log into the base image at epoch {}", target);
+  ROMULUS_ASSIGN_OR_RETURN(std::unique_ptr<Compaction> job, begin_compaction());
+  if (job == nullptr) return Status::ok();
+  (void)job->run();
+  return finish_compaction(std::move(job));
+}
 
-  // 1. The newest copy of every page the log changed.
-  std::unordered_map<uint64_t, size_t> slot_of;
-  Bytes newest;
-  Status st = for_each_record([&](const RecordHeader&, const RecordPages& r) {
-    for (size_t i = 0; i < r.pfns.size(); ++i) {
-      auto [it, added] = slot_of.try_emplace(r.pfns[i], slot_of.size());
-      if (added) newest.resize(newest.size() + kPageSize);
-      std::memcpy(newest.data() + it->second * kPageSize, r.pages.data() + i * kPageSize,
-                  kPageSize);
+DurableImage::Compaction::~Compaction() = default;
+
+Status DurableImage::Compaction::run() {
+  status_ = [&]() -> Status {
+    const std::string log_file = log_name(meta_.folding_log_generation);
+    ROMULUS_ASSIGN_OR_RETURN(std::unique_ptr<File> log,
+                             fs_.open(join_path(dir_, log_file), OpenMode::kRead));
+
+    // 1. The newest copy of every page the log changed.
+    std::unordered_map<uint64_t, size_t> slot_of;
+    Bytes newest;
+    ROMULUS_RETURN_IF_ERROR(
+        for_each_record(log.get(), log_end_, meta_.page_count, log_file,
+                        [&](const RecordHeader&, const RecordPages& r) {
+                          for (size_t i = 0; i < r.pfns.size(); ++i) {
+                            auto [it, added] = slot_of.try_emplace(r.pfns[i], slot_of.size());
+                            if (added) newest.resize(newest.size() + kPageSize);
+                            std::memcpy(newest.data() + it->second * kPageSize,
+                                        r.pages.data() + i * kPageSize, kPageSize);
+                          }
+                          return Status::ok();
+                        }));
+    bytes_read_ += log_end_;
+    std::vector<uint64_t> pfns;
+    pfns.reserve(slot_of.size());
+    for (const auto& e : slot_of) pfns.push_back(e.first);
+    std::sort(pfns.begin(), pfns.end());
+
+    // 2. The checksums of the blocks those pages fall in, at the target. Each
+    //    block read back is checked too: against the base's checksum before
+    //    the pages go in, or (finishing an interrupted compaction, whose image
+    //    may hold some of them already) against the target's after.
+    const std::string image_file = image_name(meta_.image_generation);
+    ROMULUS_ASSIGN_OR_RETURN(std::unique_ptr<File> image,
+                             fs_.open(join_path(dir_, image_file), OpenMode::kReadWrite));
+    const bool after = meta_.checksums_after_fold();
+    std::vector<uint32_t> crcs = meta_.block_crcs;
+    const uint64_t ppb = meta_.pages_per_block;
+    Bytes block(ppb * kPageSize);
+    for (size_t i = 0; i < pfns.size();) {
+      const uint64_t b = pfns[i] / ppb;
+      const uint64_t first = b * ppb;
+      const size_t n = std::min<uint64_t>(ppb, meta_.page_count - first) * kPageSize;
+      ROMULUS_RETURN_IF_ERROR(image->pread(first * kPageSize, block.data(), n));
+      bytes_read_ += n;
+      if (!after && protocol::crc32c(ByteSpan(block.data(), n)) != crcs[b]) {
+        return Status::corrupt(fmt::format("block {} of {} fails its checksum", b, image_file));
+      }
+      for (; i < pfns.size() && pfns[i] / ppb == b; ++i) {
+        std::memcpy(block.data() + (pfns[i] - first) * kPageSize,
+                    newest.data() + slot_of[pfns[i]] * kPageSize, kPageSize);
+      }
+      crcs[b] = protocol::crc32c(ByteSpan(block.data(), n));
+      if (after && crcs[b] != meta_.block_crcs[b]) {
+        return Status::corrupt(
+            fmt::format("block {} of {} does not verify after the log is replayed", b, image_file));
+      }
     }
+
+    // 3. meta says first that the image verifies at the target once the log is
+    //    replayed, so a crash while the image changes in place recovers.
+    if (!after) {
+      ImageMeta m = meta_;
+      m.checked_epoch = target_;
+      m.block_crcs = crcs;
+      ROMULUS_RETURN_IF_ERROR(write_meta_file(fs_, dir_, m, &bytes_written_));
+    }
+
+    // 4. The pages, in place, contiguous ones in one write.
+    Bytes run;
+    for (size_t i = 0; i < pfns.size();) {
+      size_t j = i;
+      run.clear();
+      while (j < pfns.size() && pfns[j] == pfns[i] + (j - i) && j - i < kIoPages) {
+        const uint8_t* p = newest.data() + slot_of[pfns[j]] * kPageSize;
+        run.insert(run.end(), p, p + kPageSize);
+        ++j;
+      }
+      ROMULUS_RETURN_IF_ERROR(image->pwrite(pfns[i] * kPageSize, run.data(), run.size()));
+      bytes_written_ += run.size();
+      i = j;
+    }
+    ROMULUS_RETURN_IF_ERROR(image->sync());
+    crcs_ = std::move(crcs);
     return Status::ok();
-  });
-  if (!st.is_ok()) return finish_failed(st, what);
-  std::vector<uint64_t> pfns;
-  pfns.reserve(slot_of.size());
-  for (const auto& e : slot_of) pfns.push_back(e.first);
-  std::sort(pfns.begin(), pfns.end());
-
-  // 2. The checksums of the blocks those pages fall in, at `target`. Each block
-  //    read back is checked too: against the base's checksum before the pages
-  //    go in, or (finishing an interrupted compaction, whose image may hold
-  //    some of them already) against the target's after.
-  const std::string image_path = join_path(dir_, image_name(meta_.image_generation));
-  Result<std::unique_ptr<File>> image = fs_.open(image_path, OpenMode::kReadWrite);
-  if (!image.is_ok()) return finish_failed(image.status(), what);
-  std::vector<uint32_t> crcs = meta_.block_crcs;
-  const uint64_t ppb = meta_.pages_per_block;
-  Bytes block(ppb * kPageSize);
-  for (size_t i = 0; i < pfns.size();) {
-    const uint64_t b = pfns[i] / ppb;
-    const uint64_t first = b * ppb;
-    const size_t n = std::min<uint64_t>(ppb, meta_.page_count - first) * kPageSize;
-    st = (*image)->pread(first * kPageSize, block.data(), n);
-    if (!st.is_ok()) return finish_failed(st, what);
-    stats_.compaction_bytes_read += n;
-    if (!meta_.compacting() && protocol::crc32c(ByteSpan(block.data(), n)) != crcs[b]) {
-      return finish_failed(Status::corrupt(fmt::format("block {} of {} fails its checksum", b,
-                                                       image_name(meta_.image_generation))),
-                           what);
-    }
-    for (; i < pfns.size() && pfns[i] / ppb == b; ++i) {
-      std::memcpy(block.data() + (pfns[i] - first) * kPageSize,
-                  newest.data() + slot_of[pfns[i]] * kPageSize, kPageSize);
-    }
-    crcs[b] = protocol::crc32c(ByteSpan(block.data(), n));
-    if (meta_.compacting() && crcs[b] != meta_.block_crcs[b]) {
-      return finish_failed(
-          Status::corrupt(fmt::format("block {} of {} does not verify after the log is replayed", b,
-                                      image_name(meta_.image_generation))),
-          what);
-    }
-  }
-
-  // 3. meta says first that the image verifies at `target` once the log is
-  //    replayed, so a crash while the image changes in place recovers.
-  if (!meta_.compacting()) {
-    ImageMeta m = meta_;
-    m.checked_epoch = target;
-    m.block_crcs = crcs;
-    if (st = write_meta(m); !st.is_ok()) return finish_failed(st, what);
-    meta_ = std::move(m);
-  }
-
-  // 4. The pages, in place, contiguous ones in one write.
-  Bytes run;
-  for (size_t i = 0; i < pfns.size();) {
-    size_t j = i;
-    run.clear();
-    while (j < pfns.size() && pfns[j] == pfns[i] + (j - i) && j - i < kIoPages) {
-      const uint8_t* p = newest.data() + slot_of[pfns[j]] * kPageSize;
-      run.insert(run.end(), p, p + kPageSize);
-      ++j;
-    }
-    if (st = (*image)->pwrite(pfns[i] * kPageSize, run.data(), run.size()); !st.is_ok()) {
-      return finish_failed(st, what);
-    }
-    stats_.bytes_written += run.size();
-    i = j;
-  }
-  if (st = (*image)->sync(); !st.is_ok()) return finish_failed(st, what);
-
-  // 5. The new base; the log starts again.
-  ImageMeta m = meta_;
-  m.base_epoch = m.checked_epoch = target;
-  m.log_generation = std::max(meta_.image_generation, meta_.log_generation) + 1;
-  if (st = write_meta(m); !st.is_ok()) return finish_failed(st, what);
-  const std::string old_log = join_path(dir_, log_name(meta_.log_generation));
-  meta_ = std::move(m);
-  log_.reset();
-  log_needs_dir_sync_ = false;
-  log_end_ = log_synced_end_ = 0;
-  stats_.log_records = 0;
-  ++stats_.compactions;
-  (void)fs_.remove(old_log);  // no longer referenced: a failure costs space only
-  return Status::ok();
+  }();
+  return status_;
 }
 
 DurableImage::Stats DurableImage::stats() const {

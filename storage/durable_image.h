@@ -6,12 +6,19 @@
 // sparse), an append-only log of checkpoints after it (log.<l>, records in
 // log_format.h) and a small `meta` (image_meta.h) naming both, replaced
 // atomically. Writing a checkpoint costs its pages (one record appended);
-// compact() folds the log into the base image in place; write_base() replaces
-// the base after a full sync. A crash at any step recovers, at open(), to one
-// committed epoch no older than the last one sync() reported durable.
+// compaction folds the log into the base image in place; write_base()
+// replaces the base after a full sync. A crash at any step recovers, at
+// open(), to one committed epoch no older than the last one sync() reported
+// durable.
 //
-//   open()  -> [read_image()] -> { append()* sync() }* with compact() when
+//   open()  -> [read_image()] -> { append()* sync() }* with a compaction when
 //              wants_compaction(), write_base() after a full sync
+//
+// A compaction need not stop the appends: begin_compaction() (owner thread)
+// switches appends to a new log and returns a Compaction, whose run() folds
+// the old log into the image on any thread while the owner goes on appending
+// and syncing; finish_compaction() (owner thread) then makes the folded image
+// the base. compact() does all three in a row.
 //
 // Nothing durable is lost on an error: any failed write or sync makes the
 // object refuse every later call with that error (a failed fdatasync may have
@@ -117,9 +124,20 @@ class DurableImage {
   // One fdatasync of the log: every append before it is durable on return.
   Status sync();
 
-  // Folds the log into the base image (syncing first) and starts a new log.
-  // A crash at any step recovers to durable_epoch().
+  class Compaction;
+  // Syncs, switches appends to a new log, and returns the job that folds the
+  // old one into the image (nullptr if the log holds nothing to fold). Until
+  // finish_compaction(), write_base(), read_image() and another compaction
+  // are refused; append() and sync() go on.
+  Result<std::unique_ptr<Compaction>> begin_compaction();
+  // After job->run() returned (on whatever thread): makes the folded image the
+  // base, or, if the run failed, fails this object with its error.
+  Status finish_compaction(std::unique_ptr<Compaction> job);
+  bool compaction_running() const { return compaction_running_; }
+  // begin_compaction(), run(), finish_compaction(). A crash at any step of
+  // any of them recovers to durable_epoch().
   Status compact();
+  // The log has passed Options::compact_log_bytes and no compaction runs.
   bool wants_compaction() const;
 
   Stats stats() const;
@@ -131,16 +149,17 @@ class DurableImage {
  private:
   DurableImage(FileSystem& fs, std::string dir, ImageIdentity identity, Options options);
 
+  struct LogScan;
   Status recover();
-  Status recover_log();
+  // Scans log.<generation>, which must continue `base_epoch`: finds its whole
+  // records, cuts a torn tail if `tail_may_be_torn`, refuses damage.
+  Status recover_log(uint64_t generation, uint64_t base_epoch, bool tail_may_be_torn, LogScan* out);
   Status open_log_for_append();
+  uint64_t next_generation();
   Status finish_failed(Status st, const std::string& what);
   Status check_usable() const;
   Status write_meta(const ImageMeta& meta);
   void remove_stale_files();
-  // Calls f(header, pages) for every record of the log up to log_end_, in order.
-  template <typename F>
-  Status for_each_record(F&& f);
 
   FileSystem& fs_;
   const std::string dir_;
@@ -150,7 +169,9 @@ class DurableImage {
   bool has_base_ = false;
   ImageMeta meta_;
   std::unique_ptr<File> log_;
+  uint64_t log_base_epoch_ = 0;  // the epoch the current log continues
   bool log_needs_dir_sync_ = false;
+  bool compaction_running_ = false;
   uint64_t log_end_ = 0;         // bytes of whole records (and header) in the log
   uint64_t log_synced_end_ = 0;  // of which durable
   uint64_t appended_epoch_ = 0;
@@ -158,6 +179,36 @@ class DurableImage {
   Status failed_;  // sticky
   std::vector<std::string> notes_;
   Stats stats_;
+};
+
+// One compaction's fold of a log into the base image (begin_compaction()):
+// reads the log and the image blocks it touches, writes meta with the
+// checksums the image will have, writes the pages in place and syncs. It
+// holds its own files and copies, so run() may be called on any thread while
+// the DurableImage's owner goes on appending.
+class DurableImage::Compaction {
+ public:
+  Compaction(const Compaction&) = delete;
+  Compaction& operator=(const Compaction&) = delete;
+  ~Compaction();
+  // Once; from any thread. Returns the error finish_compaction() will report.
+  Status run();
+  uint64_t target_epoch() const { return target_; }
+
+ private:
+  friend class DurableImage;
+  Compaction(FileSystem& fs, std::string dir, ImageMeta meta, uint64_t log_end, uint64_t target)
+      : fs_(fs), dir_(std::move(dir)), meta_(std::move(meta)), log_end_(log_end), target_(target) {}
+
+  FileSystem& fs_;
+  const std::string dir_;
+  ImageMeta meta_;  // as on disk when the run starts (folding_log_generation: the log to fold)
+  const uint64_t log_end_;
+  const uint64_t target_;
+  std::vector<uint32_t> crcs_;  // the image's checksums at target_, once run
+  Status status_ = Status::aborted("compaction never ran");
+  uint64_t bytes_read_ = 0;
+  uint64_t bytes_written_ = 0;
 };
 
 }  // namespace romulus::storage

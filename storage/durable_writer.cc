@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -96,23 +97,52 @@ void DurableWriter::stop() {
 void DurableWriter::run() {
   std::unique_lock lock(mu_);
   for (;;) {
-    wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, and drained
+    wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || compaction_done_; });
+    const bool folded = std::exchange(compaction_done_, false);
     std::deque<Item> batch;
     batch.swap(queue_);
+    const bool last = stopping_ && batch.empty();
     lock.unlock();
-    write_batch(batch);
+    if (folded || last) finish_compaction();
+    if (!batch.empty()) write_batch(batch);
     lock.lock();
     stats_ = image_->stats();
+    if (last) return;
   }
 }
 
 void DurableWriter::fail(Status st) {
   {
     std::lock_guard lock(mu_);
+    if (!error_.is_ok()) return;  // reported once
     error_ = st;
   }
   if (on_error_) on_error_(std::move(st));
+}
+
+void DurableWriter::start_compaction() {
+  Result<std::unique_ptr<DurableImage::Compaction>> job = image_->begin_compaction();
+  if (!job.is_ok()) return fail(job.status());
+  if (*job == nullptr) return;
+  compaction_ = std::move(job).value();
+  compaction_thread_ = std::thread([this, job = compaction_.get()] {
+    (void)job->run();  // finish_compaction() reports its error
+    {
+      std::lock_guard lock(mu_);
+      compaction_done_ = true;
+    }
+    wake_.notify_one();
+  });
+}
+
+void DurableWriter::finish_compaction() {
+  if (compaction_ == nullptr) return;
+  compaction_thread_.join();
+  {
+    std::lock_guard lock(mu_);
+    compaction_done_ = false;
+  }
+  if (const Status st = image_->finish_compaction(std::move(compaction_)); !st.is_ok()) fail(st);
 }
 
 void DurableWriter::write_batch(std::deque<Item>& batch) {
@@ -124,6 +154,7 @@ void DurableWriter::write_batch(std::deque<Item>& batch) {
     Item& item = batch[i];
     Status st;
     if (item.is_base) {
+      finish_compaction();  // a new base replaces what it folds
       // Appends before a base are covered by it (a newer whole image).
       st = image_->write_base(item.epoch, item.arena.data.get(), item.arena.bytes);
       item.arena = {};
@@ -150,8 +181,8 @@ void DurableWriter::write_batch(std::deque<Item>& batch) {
       made_durable(image_->durable_epoch());
     }
   }
-  if (error().is_ok() && image_->wants_compaction()) {
-    if (const Status st = image_->compact(); !st.is_ok()) fail(st);
+  if (error().is_ok() && compaction_ == nullptr && image_->wants_compaction()) {
+    start_compaction();
   }
   queued_bytes_ -= batch_bytes;
 }

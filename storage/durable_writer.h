@@ -7,8 +7,10 @@
 // fdatasync: while one sync runs, the next batch gathers, so the syncs per
 // second stay bounded by the disk however fast checkpoints come. After each
 // durable batch it calls on_durable(epoch) with the newest durable epoch
-// (callbacks come from the writer thread, in increasing epoch order), and
-// compacts the log when the image wants it (the batch after waits for that).
+// (callbacks come from the writer thread, in increasing epoch order). When the
+// log wants compaction, the writer begins one and runs its fold on a thread of
+// its own, so batches go on being appended and synced meanwhile; a base waits
+// for a running fold to finish.
 //
 // The first error is final: on_error(status) is called once, and nothing
 // submitted after it becomes durable (what was durable stays so; reopen the
@@ -97,6 +99,9 @@ class DurableWriter {
   void run();
   void write_batch(std::deque<Item>& batch);
   void enqueue(Item item);
+  void start_compaction();
+  // Waits for the running fold (if any) and makes it the base.
+  void finish_compaction();
   // Publishes `epoch` as durable and calls on_durable.
   void made_durable(uint64_t epoch);
   void fail(Status st);
@@ -116,6 +121,9 @@ class DurableWriter {
   std::atomic<uint64_t> submitted_epoch_{0};
   std::atomic<uint64_t> durable_epoch_{0};
   std::atomic<uint64_t> queued_bytes_{0};
+  std::unique_ptr<DurableImage::Compaction> compaction_;  // the writer thread's
+  std::thread compaction_thread_;                         // runs compaction_->run()
+  bool compaction_done_ = false;                          // guarded by mu_
   std::thread thread_;
 };
 

@@ -26,6 +26,7 @@ Bytes encode_meta(const ImageMeta& meta) {
   protocol::put_u64(out, meta.checked_epoch);
   protocol::put_u64(out, meta.image_generation);
   protocol::put_u64(out, meta.log_generation);
+  protocol::put_u64(out, meta.folding_log_generation);
   protocol::put_u32(out, meta.pages_per_block);
   protocol::put_u32(out, static_cast<uint32_t>(meta.block_crcs.size()));
   protocol::put_u16(out, static_cast<uint16_t>(meta.pair_id.size()));
@@ -60,6 +61,7 @@ Result<ImageMeta> decode_meta(ByteSpan bytes) {
   ROMULUS_RETURN_IF_ERROR(in.read_u64(&m.checked_epoch, "meta checked epoch"));
   ROMULUS_RETURN_IF_ERROR(in.read_u64(&m.image_generation, "meta image generation"));
   ROMULUS_RETURN_IF_ERROR(in.read_u64(&m.log_generation, "meta log generation"));
+  ROMULUS_RETURN_IF_ERROR(in.read_u64(&m.folding_log_generation, "meta folding log generation"));
   ROMULUS_RETURN_IF_ERROR(in.read_u32(&m.pages_per_block, "meta pages per block"));
   ROMULUS_RETURN_IF_ERROR(in.read_u32(&block_count, "meta block count"));
   ROMULUS_RETURN_IF_ERROR(in.read_u16(&pair_length, "meta pair id length"));
@@ -71,8 +73,12 @@ Result<ImageMeta> decode_meta(ByteSpan bytes) {
                                        m.pages_per_block, m.page_count));
   }
   if (pair_length > kMaxPairIdLength) return Status::corrupt("meta: pair id too long");
-  if (m.checked_epoch < m.base_epoch) {
-    return Status::corrupt("meta: checked epoch before the base epoch");
+  if (m.checked_epoch < m.base_epoch ||
+      (m.checked_epoch != m.base_epoch && m.folding_log_generation == 0)) {
+    return Status::corrupt("meta: checked epoch before the base epoch, or without a log to fold");
+  }
+  if (m.folding_log_generation != 0 && m.folding_log_generation == m.log_generation) {
+    return Status::corrupt("meta: the log being folded is the current log");
   }
   ByteSpan pair;
   ROMULUS_RETURN_IF_ERROR(in.read_bytes(pair_length, &pair, "meta pair id"));

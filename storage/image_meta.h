@@ -4,13 +4,16 @@
 //   meta := magic "RMLSMETA" (8) | version u32 (1) | page_count u64
 //           | base_epoch u64 | checked_epoch u64
 //           | image_generation u64 | log_generation u64
+//           | folding_log_generation u64
 //           | pages_per_block u32 | block_count u32
 //           | pair_id_length u16 | pair_id bytes
 //           | block_crc u32 {block_count}
 //           | crc u32 (CRC32C of everything before it)
 //
 // base_epoch is the epoch the file image.<image_generation> holds; the log
-// log.<log_generation> continues it. block_crc[i] is the CRC32C of pages
+// log.<log_generation> continues it. While a compaction runs, the log it folds
+// into the image, log.<folding_log_generation> (0: none), comes between the
+// two: replay it first, then log.<log_generation>. block_crc[i] is the CRC32C of pages
 // [i * pages_per_block, (i + 1) * pages_per_block) (the last block may be
 // shorter) of the image *at checked_epoch*: normally checked_epoch ==
 // base_epoch; while a compaction folds the log into the image in place,
@@ -20,7 +23,8 @@
 // Validity (decode_meta, hostile input): magic, version, the CRC, the exact
 // length; page_count in [1, 2^36]; pages_per_block in [1, 2^20]; block_count
 // == ceil(page_count / pages_per_block); pair_id at most 255 bytes;
-// checked_epoch >= base_epoch.
+// checked_epoch >= base_epoch; checked_epoch > base_epoch only while a log is
+// folded.
 //
 // Pure functions; safe from any thread.
 #pragma once
@@ -44,10 +48,14 @@ struct ImageMeta {
   uint64_t checked_epoch = 0;
   uint64_t image_generation = 0;
   uint64_t log_generation = 0;
+  uint64_t folding_log_generation = 0;  // 0: no compaction under way
   uint32_t pages_per_block = 0;
   std::vector<uint32_t> block_crcs;
 
-  bool compacting() const { return checked_epoch != base_epoch; }
+  // A compaction is under way: log.<folding_log_generation> is being folded.
+  bool folding() const { return folding_log_generation != 0; }
+  // The checksums are those of checked_epoch, after the folding log is replayed.
+  bool checksums_after_fold() const { return checked_epoch != base_epoch; }
   uint64_t block_count() const { return (page_count + pages_per_block - 1) / pages_per_block; }
 };
 

@@ -1,5 +1,6 @@
 // Crash tests of the durable image: a sequence of writes (base, checkpoints
-// with syncs between them, a compaction, a new base, more checkpoints) is cut
+// with syncs between them, compactions, one of them beside checkpoints, a new
+// base, more checkpoints) is cut
 // by a power failure after each of its file-system operations in turn; the
 // directory is then opened again and must hold exactly one committed epoch, no
 // older than the last one the image reported durable. With every crash mode of
@@ -40,7 +41,15 @@ DurableImage::Options options() {
 }
 
 struct Op {
-  enum Kind { kBase, kAppend, kSync, kCompact };
+  enum Kind {
+    kBase,
+    kAppend,
+    kSync,
+    kCompact,
+    kBeginCompaction,
+    kRunCompaction,
+    kFinishCompaction
+  };
   Kind kind = kSync;
   Checkpoint checkpoint;       // kAppend
   std::vector<uint8_t> arena;  // kBase
@@ -76,6 +85,10 @@ Scenario make_scenario(uint64_t seed) {
     s.ops.push_back(std::move(op));
   };
   const auto sync = [&] { s.ops.emplace_back(); };
+  const auto step = [&](Op::Kind kind) {
+    s.ops.emplace_back();
+    s.ops.back().kind = kind;
+  };
   base();
   checkpoint(4);
   sync();
@@ -93,8 +106,16 @@ Scenario make_scenario(uint64_t seed) {
   checkpoint(4);
   sync();
   checkpoint(6);
-  s.ops.emplace_back();
-  s.ops.back().kind = Op::kCompact;
+  step(Op::kCompact);
+  // A compaction that runs beside checkpoints.
+  checkpoint(5);
+  step(Op::kBeginCompaction);
+  checkpoint(3);
+  sync();
+  step(Op::kRunCompaction);
+  checkpoint(2);
+  step(Op::kFinishCompaction);
+  sync();
   checkpoint(3);  // never synced
   return s;
 }
@@ -105,10 +126,23 @@ uint64_t run(FileSystem& fs, const Scenario& s) {
   Result<std::unique_ptr<DurableImage>> r = DurableImage::open(fs, kDir, kIdentity, options());
   if (!r.is_ok()) return 0;
   DurableImage& image = **r;
+  std::unique_ptr<DurableImage::Compaction> job;
   uint64_t acked = 0;
   for (const Op& op : s.ops) {
     Status st;
     switch (op.kind) {
+      case Op::kBeginCompaction: {
+        Result<std::unique_ptr<DurableImage::Compaction>> begun = image.begin_compaction();
+        st = begun.status();
+        if (st.is_ok()) job = std::move(begun).value();
+        break;
+      }
+      case Op::kRunCompaction:
+        st = job ? job->run() : Status::invalid_argument("nothing to fold");
+        break;
+      case Op::kFinishCompaction:
+        st = image.finish_compaction(std::move(job));
+        break;
       case Op::kBase:
         st = image.write_base(op.epoch, op.arena.data(), op.arena.size());
         break;

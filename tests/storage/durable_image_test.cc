@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "storage/fault_injection.h"
@@ -162,6 +163,38 @@ TEST(DurableImage, CompactionFoldsTheLogIntoTheBase) {
   Result<std::vector<std::string>> names = f.fs.list(kDir);
   ASSERT_OK(names);
   EXPECT_EQ(names->size(), 3u) << ::testing::PrintToString(*names);
+}
+
+TEST(DurableImage, ACompactionFoldsOnAnotherThreadWhileCheckpointsGoOn) {
+  Fixture f;
+  auto image = f.build(5);
+  Result<std::unique_ptr<DurableImage::Compaction>> job = image->begin_compaction();
+  ASSERT_OK(job);
+  ASSERT_NE(*job, nullptr);
+  EXPECT_EQ((*job)->target_epoch(), 5u);
+  EXPECT_TRUE(image->compaction_running());
+  EXPECT_FALSE(image->wants_compaction());
+  Status folded;
+  std::thread fold([&] { folded = (*job)->run(); });
+  for (uint64_t e = 6; e <= 9; ++e) {
+    const Checkpoint c = random_checkpoint(f.rng, e, kPages, 6);
+    test_util::apply(f.arena, c);
+    ASSERT_OK(append(*image, c));
+    ASSERT_OK(image->sync());
+  }
+  fold.join();
+  ASSERT_OK(folded);
+  std::vector<uint8_t> arena(kPages * kPageSize);
+  EXPECT_EQ(image->read_image(arena.data(), arena.size()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(image->write_base(10, arena.data(), arena.size()).code(), StatusCode::kInvalidArgument);
+  ASSERT_OK(image->finish_compaction(std::move(job).value()));
+  EXPECT_FALSE(image->compaction_running());
+  EXPECT_EQ(image->stats().base_epoch, 5u);
+  EXPECT_EQ(read_all(*image), f.arena);
+  image.reset();
+  image = open_ok(f.fs);
+  EXPECT_EQ(image->epoch(), 9u);
+  EXPECT_EQ(read_all(*image), f.arena);
 }
 
 TEST(DurableImage, WantsCompactionOnceTheLogPassesItsThreshold) {
