@@ -8,7 +8,10 @@
 //   mode % 3 == 2: the rest is log.1 of a data directory whose meta and (zero)
 //                  image are valid (8 pages, base epoch 1); the directory is
 //                  opened (with --force if mode & 4), read, appended to and
-//                  synced. Recovery must refuse or succeed, never crash.
+//                  synced. With mode & 8 the log is one a compaction was
+//                  folding when it stopped (meta names log.2 as current), and
+//                  open() finishes that compaction. Recovery must refuse or
+//                  succeed, never crash.
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -48,13 +51,17 @@ void fuzz_headers(const uint8_t* data, size_t size) {
   if (m.is_ok() && encode_meta(*m) != std::vector<uint8_t>(data, data + size)) __builtin_trap();
 }
 
-void fuzz_recovery(const uint8_t* data, size_t size, bool force) {
+void fuzz_recovery(const uint8_t* data, size_t size, bool force, bool folding) {
   FaultInjectingFileSystem fs;
   if (!fs.make_dir("/d").is_ok()) __builtin_trap();
   ImageMeta meta;
   meta.page_count = kPages;
   meta.base_epoch = meta.checked_epoch = 1;
   meta.image_generation = meta.log_generation = 1;
+  if (folding) {
+    meta.folding_log_generation = 1;
+    meta.log_generation = 2;
+  }
   meta.pages_per_block = 2;
   const std::vector<uint8_t> zero_block(2 * protocol::kPageSize, 0);
   meta.block_crcs.assign(meta.block_count(), protocol::crc32c(zero_block));
@@ -91,7 +98,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       fuzz_headers(data + 1, size - 1);
       break;
     default:
-      fuzz_recovery(data + 1, size - 1, (data[0] & 4) != 0);
+      fuzz_recovery(data + 1, size - 1, (data[0] & 4) != 0, (data[0] & 8) != 0);
   }
   return 0;
 }
