@@ -20,6 +20,7 @@ using protocol::kPageSize;
 namespace {
 
 constexpr char kMetaName[] = "meta";
+constexpr char kLockName[] = "LOCK";
 constexpr size_t kIoBytes = size_t{1} << 20;  // one read or write of the image
 constexpr size_t kIoPages = kIoBytes / kPageSize;
 
@@ -38,8 +39,8 @@ bool parse_generation(const std::string& name, std::string_view prefix, uint64_t
 // A file this layer writes in a data directory (or leaves behind when it crashes).
 bool is_our_file(const std::string& name) {
   uint64_t g = 0;
-  return name == kMetaName || name == "meta.tmp" || parse_generation(name, "image.", &g) ||
-         parse_generation(name, "log.", &g);
+  return name == kMetaName || name == "meta.tmp" || name == kLockName ||
+         parse_generation(name, "image.", &g) || parse_generation(name, "log.", &g);
 }
 
 bool is_zero_page(const uint8_t* p) {
@@ -98,8 +99,18 @@ Status DurableImage::recover() {
   ROMULUS_ASSIGN_OR_RETURN(const bool dir_exists, fs_.exists(dir_));
   if (!dir_exists) {
     ROMULUS_RETURN_IF_ERROR(fs_.make_dir(dir_).context("--data-dir"));
-    return fs_.sync_dir(parent_dir(dir_)).context("--data-dir");
+    ROMULUS_RETURN_IF_ERROR(fs_.sync_dir(parent_dir(dir_)).context("--data-dir"));
   }
+  Result<std::unique_ptr<FileLock>> lock = fs_.lock(join_path(dir_, kLockName));
+  if (!lock.is_ok()) {
+    if (lock.status().code() == StatusCode::kRefused) {
+      return Status::refused(fmt::format(
+          "--data-dir {} is in use by another node: give each node a directory of its own", dir_));
+    }
+    return lock.status().context("--data-dir");
+  }
+  lock_ = std::move(lock).value();
+  if (!dir_exists) return Status::ok();
   ROMULUS_ASSIGN_OR_RETURN(const std::vector<std::string> names, fs_.list(dir_));
   if (std::find(names.begin(), names.end(), kMetaName) == names.end()) {
     // No image yet (or a crash during the very first write_base): only our
@@ -113,7 +124,7 @@ Status DurableImage::recover() {
       }
     }
     for (const std::string& name : names) {
-      if (is_our_file(name)) (void)fs_.remove(join_path(dir_, name));
+      if (is_our_file(name) && name != kLockName) (void)fs_.remove(join_path(dir_, name));
     }
     return Status::ok();
   }

@@ -89,7 +89,8 @@ class DurableImage {
   // identity.page_count pages, recovers the newest durable epoch (cutting a
   // torn log tail) and finishes an interrupted compaction. An empty directory
   // gives epoch() == 0. Errors: a directory of another pair or arena size, a
-  // damaged meta or log, a directory holding other files; each one line.
+  // damaged meta or log, a directory holding other files, a directory in use
+  // (locked by another DurableImage, in this process or another); each one line.
   static Result<std::unique_ptr<DurableImage>> open(FileSystem& fs, const std::string& dir,
                                                     const ImageIdentity& identity, Options options);
   static Result<std::unique_ptr<DurableImage>> open(FileSystem& fs, const std::string& dir,
@@ -165,6 +166,7 @@ class DurableImage {
   const std::string dir_;
   const ImageIdentity identity_;
   const Options options_;
+  std::unique_ptr<FileLock> lock_;  // on dir/LOCK, for the object's life
 
   bool has_base_ = false;
   ImageMeta meta_;

@@ -92,6 +92,7 @@ void DurableWriter::stop() {
   }
   wake_.notify_one();
   if (thread_.joinable()) thread_.join();
+  image_.reset();  // closes the directory (and releases its lock)
 }
 
 void DurableWriter::run() {

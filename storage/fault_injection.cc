@@ -114,6 +114,31 @@ class FaultInjectingFileSystem::MemFile final : public File {
   const uint64_t generation_;
 };
 
+class FaultInjectingFileSystem::MemLock final : public FileLock {
+ public:
+  MemLock(FaultInjectingFileSystem* fs, std::string path, uint64_t generation)
+      : fs_(fs), path_(std::move(path)), generation_(generation) {}
+  ~MemLock() override {
+    std::lock_guard lock(fs_->mu_);
+    const auto it = fs_->locks_.find(path_);
+    if (it != fs_->locks_.end() && it->second == generation_) fs_->locks_.erase(it);
+  }
+
+ private:
+  FaultInjectingFileSystem* const fs_;
+  const std::string path_;
+  const uint64_t generation_;
+};
+
+Result<std::unique_ptr<FileLock>> FaultInjectingFileSystem::lock(const std::string& path) {
+  std::lock_guard lock(mu_);
+  if (!parent_exists(path)) return Status::from_errno("open " + path, ENOENT);
+  if (locks_.contains(path)) return Status::refused(path + " is locked by another process");
+  if (!names_.contains(path)) names_.emplace(path, Node{false, std::make_shared<Inode>()});
+  locks_[path] = generation_;
+  return std::unique_ptr<FileLock>(new MemLock(this, path, generation_));
+}
+
 FaultInjectingFileSystem::FaultInjectingFileSystem() = default;
 FaultInjectingFileSystem::~FaultInjectingFileSystem() = default;
 
@@ -339,6 +364,7 @@ void FaultInjectingFileSystem::crash(CrashMode mode, uint64_t seed) {
     inode.unsynced.clear();
   }
   ++generation_;
+  locks_.clear();
   power_cut_at_.reset();
   power_off_ = false;
   fail_at_.reset();

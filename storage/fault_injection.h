@@ -60,6 +60,8 @@ class FaultInjectingFileSystem final : public FileSystem {
   Result<bool> exists(const std::string& path) override;
   Status make_dir(const std::string& dir) override;
   Result<std::vector<std::string>> list(const std::string& dir) override;
+  // Locks live in memory only: crash() (the holder died) releases them all.
+  Result<std::unique_ptr<FileLock>> lock(const std::string& path) override;
 
   // Mutating operations attempted so far (a failed one counts too).
   uint64_t mutating_ops() const;
@@ -85,6 +87,7 @@ class FaultInjectingFileSystem final : public FileSystem {
 
  private:
   class MemFile;
+  class MemLock;
   struct Inode;
   struct Node {
     bool is_dir = false;
@@ -102,7 +105,8 @@ class FaultInjectingFileSystem final : public FileSystem {
   mutable std::mutex mu_;
   Namespace names_;          // volatile
   Namespace durable_names_;  // what the directories hold on disk
-  uint64_t generation_ = 0;  // crash() count: older Files are stale
+  uint64_t generation_ = 0;  // crash() count: older Files and locks are stale
+  std::map<std::string, uint64_t> locks_;  // held locks: path -> generation
   uint64_t ops_ = 0;
   std::vector<std::string> op_log_;
   std::optional<uint64_t> power_cut_at_;  // ops_ value at which the power goes

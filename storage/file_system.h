@@ -49,6 +49,12 @@ class File {
   virtual Status sync() = 0;
 };
 
+// A held lock (FileSystem::lock); destroying it releases the lock.
+class FileLock {
+ public:
+  virtual ~FileLock();
+};
+
 class FileSystem {
  public:
   virtual ~FileSystem();
@@ -62,6 +68,10 @@ class FileSystem {
   virtual Status make_dir(const std::string& dir) = 0;
   // The names (not paths) in dir, in no particular order.
   virtual Result<std::vector<std::string>> list(const std::string& dir) = 0;
+  // Takes an exclusive lock on `path` (created if missing), held until the
+  // returned handle is destroyed; kRefused if another holder has it (another
+  // process: flock(2); the lock dies with its holder).
+  virtual Result<std::unique_ptr<FileLock>> lock(const std::string& path) = 0;
 };
 
 // The real file system. One instance for the process; thread-safe.
