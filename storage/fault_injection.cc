@@ -389,4 +389,115 @@ Status FaultInjectingFileSystem::set_contents(const std::string& path, std::vect
   return Status::ok();
 }
 
+// ---- ErrorInjectingFileSystem
+
+class ErrorInjectingFileSystem::WrappedFile final : public File {
+ public:
+  WrappedFile(ErrorInjectingFileSystem* fs, std::unique_ptr<File> base, std::string path)
+      : fs_(fs), base_(std::move(base)), path_(std::move(path)) {}
+  Status pwrite(uint64_t offset, const uint8_t* data, size_t n) override {
+    ROMULUS_RETURN_IF_ERROR(
+        fs_->begin_op(FaultInjectingFileSystem::kWriteOps,
+                      fmt::format("write {} ({} bytes at {})", path_, n, offset)));
+    return base_->pwrite(offset, data, n);
+  }
+  Status pread(uint64_t offset, uint8_t* data, size_t n) override {
+    return base_->pread(offset, data, n);
+  }
+  Result<uint64_t> size() override { return base_->size(); }
+  Status truncate(uint64_t size) override {
+    ROMULUS_RETURN_IF_ERROR(fs_->begin_op(FaultInjectingFileSystem::kWriteOps,
+                                          fmt::format("truncate {} to {} bytes", path_, size)));
+    return base_->truncate(size);
+  }
+  Status sync() override {
+    ROMULUS_RETURN_IF_ERROR(
+        fs_->begin_op(FaultInjectingFileSystem::kSyncOps, "fdatasync " + path_));
+    return base_->sync();
+  }
+
+ private:
+  ErrorInjectingFileSystem* const fs_;
+  const std::unique_ptr<File> base_;
+  const std::string path_;
+};
+
+ErrorInjectingFileSystem::ErrorInjectingFileSystem(FileSystem& base) : base_(base) {}
+ErrorInjectingFileSystem::~ErrorInjectingFileSystem() = default;
+
+Status ErrorInjectingFileSystem::begin_op(unsigned kind, const std::string& what,
+                                          bool frees_space) {
+  std::lock_guard lock(mu_);
+  ++ops_;
+  if (fail_at_ && (kind & fail_which_) != 0 && !(frees_space && fail_errno_ == ENOSPC)) {
+    ++fail_counted_;
+    if (fail_counted_ > *fail_at_) {
+      if (fail_once_) fail_at_.reset();
+      return Status::from_errno(what + " (injected)", fail_errno_);
+    }
+  }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<File>> ErrorInjectingFileSystem::open(const std::string& path,
+                                                             OpenMode mode) {
+  if (mode == OpenMode::kCreate)
+    ROMULUS_RETURN_IF_ERROR(begin_op(FaultInjectingFileSystem::kWriteOps, "create " + path));
+  ROMULUS_ASSIGN_OR_RETURN(std::unique_ptr<File> file, base_.open(path, mode));
+  return std::unique_ptr<File>(new WrappedFile(this, std::move(file), path));
+}
+
+Status ErrorInjectingFileSystem::rename(const std::string& from, const std::string& to) {
+  ROMULUS_RETURN_IF_ERROR(
+      begin_op(FaultInjectingFileSystem::kWriteOps, fmt::format("rename {} to {}", from, to)));
+  return base_.rename(from, to);
+}
+
+Status ErrorInjectingFileSystem::remove(const std::string& path) {
+  ROMULUS_RETURN_IF_ERROR(
+      begin_op(FaultInjectingFileSystem::kWriteOps, "remove " + path, /*frees_space=*/true));
+  return base_.remove(path);
+}
+
+Status ErrorInjectingFileSystem::sync_dir(const std::string& dir) {
+  ROMULUS_RETURN_IF_ERROR(begin_op(FaultInjectingFileSystem::kSyncOps, "fsync directory " + dir));
+  return base_.sync_dir(dir);
+}
+
+Result<bool> ErrorInjectingFileSystem::exists(const std::string& path) {
+  return base_.exists(path);
+}
+
+Status ErrorInjectingFileSystem::make_dir(const std::string& dir) {
+  ROMULUS_RETURN_IF_ERROR(begin_op(FaultInjectingFileSystem::kWriteOps, "create directory " + dir));
+  return base_.make_dir(dir);
+}
+
+Result<std::vector<std::string>> ErrorInjectingFileSystem::list(const std::string& dir) {
+  return base_.list(dir);
+}
+
+Result<std::unique_ptr<FileLock>> ErrorInjectingFileSystem::lock(const std::string& path) {
+  return base_.lock(path);
+}
+
+void ErrorInjectingFileSystem::fail_after(uint64_t ops, int err, FaultOps which, bool once) {
+  std::lock_guard lock(mu_);
+  fail_at_ = ops;
+  fail_errno_ = err;
+  fail_which_ = which;
+  fail_once_ = once;
+  fail_counted_ = 0;
+}
+
+void ErrorInjectingFileSystem::clear_faults() {
+  std::lock_guard lock(mu_);
+  fail_at_.reset();
+}
+
+uint64_t ErrorInjectingFileSystem::mutating_ops() const {
+  std::lock_guard lock(mu_);
+  return ops_;
+}
+
 }  // namespace romulus::storage

@@ -119,4 +119,43 @@ class FaultInjectingFileSystem final : public FileSystem {
   uint64_t fail_counted_ = 0;  // operations of kind fail_which_ so far
 };
 
+// ErrorInjectingFileSystem: wraps any FileSystem (the real one too) and makes
+// its mutating operations fail on request, as FaultInjectingFileSystem does,
+// without its crash model: to see a full or failing disk on a real directory
+// (benches, end-to-end tests). Thread-safe if `base` is; `base` must outlive it.
+class ErrorInjectingFileSystem final : public FileSystem {
+ public:
+  using FaultOps = FaultInjectingFileSystem::FaultOps;
+  explicit ErrorInjectingFileSystem(FileSystem& base);
+  ~ErrorInjectingFileSystem() override;
+
+  Result<std::unique_ptr<File>> open(const std::string& path, OpenMode mode) override;
+  Status rename(const std::string& from, const std::string& to) override;
+  Status remove(const std::string& path) override;
+  Status sync_dir(const std::string& dir) override;
+  Result<bool> exists(const std::string& path) override;
+  Status make_dir(const std::string& dir) override;
+  Result<std::vector<std::string>> list(const std::string& dir) override;
+  Result<std::unique_ptr<FileLock>> lock(const std::string& path) override;
+
+  // As FaultInjectingFileSystem::fail_after (a remove never fails with ENOSPC).
+  void fail_after(uint64_t ops, int err, FaultOps which = FaultInjectingFileSystem::kAllOps,
+                  bool once = false);
+  void clear_faults();
+  uint64_t mutating_ops() const;
+
+ private:
+  class WrappedFile;
+  Status begin_op(unsigned kind, const std::string& what, bool frees_space = false);
+
+  FileSystem& base_;
+  mutable std::mutex mu_;
+  uint64_t ops_ = 0;
+  std::optional<uint64_t> fail_at_;
+  int fail_errno_ = 0;
+  unsigned fail_which_ = 0;
+  bool fail_once_ = false;
+  uint64_t fail_counted_ = 0;
+};
+
 }  // namespace romulus::storage

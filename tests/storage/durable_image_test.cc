@@ -505,6 +505,32 @@ TEST(DurableImage, AnErrorAtAnyStepOfACompactionOrBaseKeepsTheDurableImage) {
   }
 }
 
+TEST(DurableImage, AFullRealDiskFailsAnAppendAndKeepsWhatWasDurable) {
+  test_util::TempDir tmp;
+  ASSERT_FALSE(tmp.path().empty());
+  ErrorInjectingFileSystem fs(posix_file_system());
+  std::mt19937_64 rng(12);
+  std::vector<uint8_t> arena = random_arena(rng, kPages);
+  Result<std::unique_ptr<DurableImage>> r = DurableImage::open(fs, tmp.path(), {kPages, ""});
+  ASSERT_OK(r);
+  ASSERT_OK((*r)->write_base(1, arena.data(), arena.size()));
+  const Checkpoint c = random_checkpoint(rng, 2, kPages, 5);
+  test_util::apply(arena, c);
+  ASSERT_OK(append(**r, c));
+  ASSERT_OK((*r)->sync());
+  fs.fail_after(0, ENOSPC, FaultInjectingFileSystem::kWriteOps);
+  const Status st = append(**r, random_checkpoint(rng, 3, kPages, 5));
+  EXPECT_NE(st.message().find("No space left on device"), std::string::npos) << st.message();
+  r->reset();
+  fs.clear_faults();
+  r = DurableImage::open(fs, tmp.path(), {kPages, ""});
+  ASSERT_OK(r);
+  EXPECT_EQ((*r)->epoch(), 2u);
+  std::vector<uint8_t> back(arena.size());
+  ASSERT_OK((*r)->read_image(back.data(), back.size()));
+  EXPECT_EQ(back, arena);
+}
+
 TEST(DurableImage, WorksOnTheRealFileSystem) {
   test_util::TempDir tmp;
   ASSERT_FALSE(tmp.path().empty());
