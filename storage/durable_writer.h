@@ -83,8 +83,9 @@ class DurableWriter {
   // The image's counters as of the end of the last batch.
   DurableImage::Stats stats() const;
 
-  // Writes and syncs everything queued, joins the thread and closes the
-  // image (the directory may be opened again). Idempotent.
+  // Writes and syncs everything queued, waits for a running fold, joins the
+  // threads and closes the image (the directory may be opened again).
+  // Idempotent.
   void stop();
 
  private:
