@@ -9,8 +9,9 @@ and line, on an include a layer may not make:
   protocol/    common/
   guest/       common/status.h only (the SDK a guest links: romulus_status alone)
   witness/     common/
-  checkpoint/  protocol/, guest/, common/
-  replica/     protocol/, common/; takeover and its parts (TAKEOVER_PARTS) also
+  vm/          common/
+  checkpoint/  protocol/, guest/, common/, vm/
+  replica/     protocol/, common/, vm/; takeover and its parts (TAKEOVER_PARTS) also
                checkpoint/ and witness/
   cli/         every layer
   examples/    guest/ and examples/ (a guest sees the SDK only)
@@ -32,15 +33,16 @@ ALLOWED = {
     "protocol": {"common", "protocol"},
     "guest": {"guest", "common/status.h"},
     "witness": {"witness", "common"},
-    "checkpoint": {"checkpoint", "protocol", "guest", "common"},
-    "replica": {"replica", "protocol", "common"},
+    "vm": {"vm", "common"},
+    "checkpoint": {"checkpoint", "protocol", "guest", "common", "vm"},
+    "replica": {"replica", "protocol", "common", "vm"},
     "examples": {"examples", "guest", "common/status.h"},
 }
 # replica/ files that run the roles over the witness and the primary.
 TAKEOVER_PARTS = {"takeover", "witness_link", "link_security", "background_measurements",
                   "node_metrics"}
-LAYERS = ("common", "protocol", "guest", "witness", "checkpoint", "replica", "cli", "examples",
-          "bench", "tests")
+LAYERS = ("common", "protocol", "guest", "witness", "vm", "checkpoint", "replica", "cli",
+          "examples", "bench", "tests")
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/([^"]+)"')
 NAME_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 
