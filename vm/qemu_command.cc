@@ -15,47 +15,19 @@ namespace {
 namespace json = boost::json;
 
 // QEMU 7.2's options that take no argument (qemu-options.hx, HAS_ARG 0).
-constexpr std::array<std::string_view, 37> kFlags = {"h",
-                                                     "help",
-                                                     "version",
-                                                     "S",
-                                                     "s",
-                                                     "snapshot",
-                                                     "nographic",
-                                                     "daemonize",
-                                                     "no-reboot",
-                                                     "no-shutdown",
-                                                     "enable-kvm",
-                                                     "nodefaults",
-                                                     "no-user-config",
-                                                     "preconfig",
-                                                     "only-migratable",
-                                                     "usb",
-                                                     "portrait",
-                                                     "full-screen",
-                                                     "win2k-hack",
-                                                     "no-fd-bootchk",
-                                                     "no-acpi",
-                                                     "no-hpet",
-                                                     "singlestep",
-                                                     "xen-attach",
-                                                     "xen-domid-restrict",
-                                                     "mem-prealloc",
-                                                     "audio-help",
-                                                     "enable-sync-profile",
-                                                     "curses",
-                                                     "alt-grab",
-                                                     "ctrl-grab",
-                                                     "no-quit",
-                                                     "semihosting",
-                                                     "rtc-td-hack",
-                                                     "no-kvm",
-                                                     "no-kvm-irqchip",
-                                                     "old-param"};
+// clang-format off
+constexpr std::array<std::string_view, 37> kFlags = {
+    "h", "help", "version", "S", "s", "snapshot", "nographic", "daemonize", "no-reboot",
+    "no-shutdown", "enable-kvm", "nodefaults", "no-user-config", "preconfig", "only-migratable",
+    "usb", "portrait", "full-screen", "win2k-hack", "no-fd-bootchk", "no-acpi", "no-hpet",
+    "singlestep", "xen-attach", "xen-domid-restrict", "mem-prealloc", "audio-help",
+    "enable-sync-profile", "curses", "alt-grab", "ctrl-grab", "no-quit", "semihosting",
+    "rtc-td-hack", "no-kvm", "no-kvm-irqchip", "old-param"};
+// clang-format on
 
 // Disk options that name an image QEMU opens read-write.
-constexpr std::array<std::string_view, 10> kWritableDiskOptions = {
-    "hda", "hdb", "hdc", "hdd", "fda", "fdb", "mtdblock", "sd", "pflash", "hdachs"};
+constexpr std::array<std::string_view, 9> kWritableDiskOptions = {
+    "hda", "hdb", "hdc", "hdd", "fda", "fdb", "mtdblock", "sd", "pflash"};
 
 constexpr std::string_view kDisksHelp =
     "Romulus replicates RAM and devices, not disks, so a disk QEMU writes would not match the "
@@ -101,30 +73,11 @@ std::optional<uint64_t> parse_size_mib_default(std::string_view text) {
   int shift = 20;
   if (unit.size() > 1) return std::nullopt;
   if (unit.size() == 1) {
-    switch (unit[0]) {
-      case 'b':
-      case 'B':
-        shift = 0;
-        break;
-      case 'k':
-      case 'K':
-        shift = 10;
-        break;
-      case 'm':
-      case 'M':
-        shift = 20;
-        break;
-      case 'g':
-      case 'G':
-        shift = 30;
-        break;
-      case 't':
-      case 'T':
-        shift = 40;
-        break;
-      default:
-        return std::nullopt;
-    }
+    constexpr std::string_view kUnits = "BKMGT";  // 2^0, 2^10, 2^20, ...
+    char u = unit[0] >= 'a' && unit[0] <= 'z' ? static_cast<char>(unit[0] - 'a' + 'A') : unit[0];
+    size_t i = kUnits.find(u);
+    if (i == std::string_view::npos) return std::nullopt;
+    shift = static_cast<int>(10 * i);
   }
   if (n > (std::numeric_limits<uint64_t>::max() >> shift)) return std::nullopt;
   return n << shift;
