@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <initializer_list>
 #include <limits>
 
 #include <fmt/format.h>
@@ -145,22 +146,47 @@ Status check_blockdev(std::string_view value) {
                             name.empty() ? "" : "node-name=" + name + " ", kDisksHelp));
 }
 
-Status check_object(std::string_view value) {
-  std::string type, id;
+// QEMU's object-style value: JSON ({"key": ...}) or key=value parts with
+// `implied` as the first part's key; the string members named in `keys`
+// ("" when absent). nullopt for JSON that Boost.JSON cannot read (QEMU's own
+// parser also takes single quotes: what it reads, this check must read too).
+std::optional<std::vector<std::string>> object_members(
+    std::string_view value, std::string_view implied,
+    std::initializer_list<std::string_view> keys) {
+  std::vector<std::string> out;
   if (value.starts_with("{")) {
     boost::system::error_code ec;
     json::value v = json::parse(value, ec);
     const json::object* o = ec ? nullptr : v.if_object();
-    if (o == nullptr) return refuse("-object", "its JSON could not be read; give a JSON object");
-    if (const json::value* t = o->if_contains("qom-type"); t && t->is_string()) {
-      type = t->get_string();
+    if (o == nullptr) return std::nullopt;
+    for (std::string_view key : keys) {
+      const json::value* m = o->if_contains(key);
+      out.push_back(m != nullptr && m->is_string() ? std::string(m->get_string()) : "");
     }
-    if (const json::value* i = o->if_contains("id"); i && i->is_string()) id = i->get_string();
-  } else {
-    auto parts = split_qemu_options(value);
-    type = part_value(parts, "qom-type", "qom-type").value_or("");
-    id = part_value(parts, "id").value_or("");
+    return out;
   }
+  auto parts = split_qemu_options(value);
+  for (std::string_view key : keys) out.push_back(part_value(parts, key, implied).value_or(""));
+  return out;
+}
+
+Status check_device(std::string_view value) {
+  auto members = object_members(value, "driver", {"driver"});
+  if (!members) return refuse("-device", "its JSON could not be read; give a JSON object");
+  const std::string& driver = (*members)[0];
+  if (driver.starts_with("virtio-balloon")) {
+    return refuse("-device", fmt::format("{} gives guest pages back by punching holes in the "
+                                         "arena, which write tracking does not see; remove it",
+                                         driver));
+  }
+  return Status::ok();
+}
+
+Status check_object(std::string_view value) {
+  auto members = object_members(value, "qom-type", {"qom-type", "id"});
+  if (!members) return refuse("-object", "its JSON could not be read; give a JSON object");
+  const std::string& type = (*members)[0];
+  const std::string& id = (*members)[1];
   if (type.starts_with("memory-backend")) {
     return refuse("-object", fmt::format("{} is a RAM backend of your own: Romulus puts all guest "
                                          "RAM in its arena; remove it (and -numa memdev=, "
@@ -333,6 +359,7 @@ Status check_qemu_argv(std::span<const std::string> user_argv, const QemuLaunch&
         if (name == "drive") return check_drive(value);
         if (name == "blockdev") return check_blockdev(value);
         if (name == "object") return check_object(value);
+        if (name == "device") return check_device(value);
         if (name == "machine" || name == "M") return check_machine(value);
         if (name == "qmp" || name == "qmp-pretty" || name == "monitor" || name == "chardev") {
           return check_socket(name, value, launch);

@@ -19,7 +19,8 @@
 //
 // Refused, one line each saying what is wrong and what to do: anything that
 // puts guest RAM outside the arena (-mem-path, a memory-backend-* object, the
-// machine's memory-backend=, -m with slots/maxmem), that restores or discards
+// machine's memory-backend=, -m with slots/maxmem) or changes it unseen by
+// write tracking (a virtio-balloon device punches holes), that restores or discards
 // state behind Romulus's back (-loadvm, -snapshot, -incoming, -S, -preconfig),
 // that takes QEMU away from its supervisor (-daemonize), a -qmp/-monitor/
 // -chardev on Romulus's QMP socket, a -m other than the arena's size, a

@@ -139,6 +139,7 @@ struct Connection {
   std::string input;     // bytes received, not yet a complete line
   std::string output;    // replies not yet written
   bool closing = false;  // close once output is written (a line too long)
+  bool draining = false;  // closing, output written, write side shut: read until EOF
 };
 
 // Executes every complete line of c.input, queueing the replies; a line longer
@@ -213,7 +214,9 @@ int main(int argc, char** argv) {
         {listener, static_cast<short>(connections.size() < kMaxConnections ? POLLIN : 0), 0});
     for (auto& c : connections) {
       short events = 0;
-      if (!c->closing && c->output.size() < kMaxQueuedReplyBytes) events |= POLLIN;
+      if (c->draining || (!c->closing && c->output.size() < kMaxQueuedReplyBytes)) {
+        events |= POLLIN;
+      }
       if (!c->output.empty()) events |= POLLOUT;
       fds.push_back({c->fd, events, 0});
     }
@@ -227,7 +230,9 @@ int main(int argc, char** argv) {
       bool dead = (fds[i].revents & (POLLERR | POLLNVAL)) != 0;
       if (!dead && (fds[i].revents & (POLLIN | POLLHUP))) {
         ssize_t n = read(c.fd, buffer, sizeof buffer);
-        if (n > 0) {
+        if (n > 0 && c.draining) {
+          // discarded: the connection is closing
+        } else if (n > 0) {
           c.input.append(buffer, static_cast<size_t>(n));
           handle_lines(c, store);
         } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
@@ -242,7 +247,13 @@ int main(int argc, char** argv) {
           dead = true;
         }
       }
-      if (dead || (c.closing && c.output.empty())) {
+      if (!dead && c.closing && !c.draining && c.output.empty()) {
+        // A lingering close, as romulus-kvstore's: the reply is read before
+        // the connection ends, not destroyed by a reset over unread input.
+        shutdown(c.fd, SHUT_WR);
+        c.draining = true;
+      }
+      if (dead) {
         close(c.fd);
         c.fd = -1;
       }

@@ -144,6 +144,20 @@ TEST(CheckQemuArgv, RefusesTheMachinesOwnMemoryBackend) {
   EXPECT_TRUE(contains(refusal(user({"-M", "memory-backend=m0"})), "memory-backend="));
 }
 
+TEST(CheckQemuArgv, RefusesABalloon) {
+  EXPECT_TRUE(contains(refusal(user({"-device", "virtio-balloon-pci,id=b"})),
+                       "-device: virtio-balloon-pci gives guest pages back"));
+  EXPECT_TRUE(contains(refusal(user({"-device", "{\"driver\": \"virtio-balloon-pci\"}"})),
+                       "virtio-balloon-pci"));
+  EXPECT_OK(check_qemu_argv(user({"-device", "virtio-net-pci,netdev=n0"}), launch()));
+}
+
+TEST(CheckQemuArgv, RefusesJsonItCannotRead) {
+  // QEMU's parser takes single quotes; a check that cannot read it must not pass it.
+  EXPECT_TRUE(contains(refusal(user({"-object", "{'qom-type': 'memory-backend-ram'}"})),
+                       "could not be read"));
+}
+
 TEST(CheckQemuArgv, RefusesAnObjectNamedLikeRomulusRam) {
   EXPECT_TRUE(contains(refusal(user({"-object", "iothread,id=romulus-ram"})), "rename it"));
 }
