@@ -18,8 +18,11 @@ namespace romulus::vm {
 
 namespace {
 
-// How often start() checks that QEMU still runs while it waits for QMP.
-constexpr auto kStartPoll = std::chrono::milliseconds(50);
+// start() tries to connect for this long at a time, and checks between tries
+// that QEMU still runs.
+constexpr auto kAttempt = std::chrono::milliseconds(250);
+// How long start() gives a QEMU that never answered to exit, to say why.
+constexpr auto kExitGrace = std::chrono::milliseconds(200);
 constexpr auto kReapPoll = std::chrono::milliseconds(5);
 
 int decode_wait_status(int status) {
@@ -124,22 +127,29 @@ Result<QemuProcess> QemuProcess::start(const QemuProcessSpec& spec, Deadline dea
         .context("starting QEMU (install qemu-system-x86)");
   }
 
+  auto exited_early = [&](int status) {
+    std::string why = spec.log_path.empty() ? std::string() : log_tail(spec.log_path);
+    return Status::aborted(
+        fmt::format("QEMU exited with status {} before its QMP socket was "
+                    "ready{}{}",
+                    status, why.empty() ? "" : ": ", why));
+  };
+  // QEMU creates its socket early and greets from its main loop, once the
+  // machine is built; it may exit on a bad argument before or after. So:
+  // short attempts, checking between them that QEMU still runs. (A
+  // connection given up on is dropped by QEMU when it gets to it.)
   for (;;) {
-    auto attempt = std::min(deadline, Clock::now() + kStartPoll);
-    auto qmp = QmpClient::connect(spec.qmp_socket, attempt);
+    auto qmp = QmpClient::connect(spec.qmp_socket, std::min(deadline, deadline_in(kAttempt)));
     if (qmp.is_ok()) {
       process.qmp_.emplace(std::move(*qmp));
       return process;
     }
-    if (auto status = process.exited()) {
-      std::string why = spec.log_path.empty() ? std::string() : log_tail(spec.log_path);
-      return Status::aborted(
-          fmt::format("QEMU exited with status {} before its QMP socket was "
-                      "ready{}{}",
-                      *status, why.empty() ? "" : ": ", why));
-    }
-    if (qmp.status().code() != StatusCode::kTimeout) return qmp.status().context("starting QEMU");
+    if (auto status = process.exited()) return exited_early(*status);
+    bool retry = qmp.status().code() == StatusCode::kTimeout ||
+                 qmp.status().code() == StatusCode::kUnavailable;
+    if (!retry) return qmp.status().context("starting QEMU");
     if (Clock::now() >= deadline) {
+      if (process.reap_until(deadline_in(kExitGrace))) return exited_early(*process.exit_status_);
       return Status::timeout(
           fmt::format("QEMU's QMP socket {} was not ready before the deadline", spec.qmp_socket));
     }
