@@ -40,10 +40,10 @@ inline constexpr size_t kMaxDeviceStateBytes = size_t{64} << 20;
 inline constexpr std::string_view kDeviceStateFdName = "romulus-device-state";
 
 struct SaveTimes {
-  std::chrono::microseconds stop{};  // QMP stop (zero when the VM was stopped already)
+  std::chrono::microseconds stop{};  // QMP stop (capture_device_state() only)
   std::chrono::microseconds save{};  // xen-save-devices-state
   std::chrono::microseconds read{};  // reading the file back
-  std::chrono::microseconds cont{};  // QMP cont (zero when not resumed)
+  std::chrono::microseconds cont{};  // QMP cont (capture_device_state() with resume only)
 };
 
 struct DeviceState {
