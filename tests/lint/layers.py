@@ -10,8 +10,9 @@ and line, on an include a layer may not make:
   storage/     protocol/, common/
   guest/       common/status.h only (the SDK a guest links: romulus_status alone)
   witness/     common/
-  checkpoint/  storage/, protocol/, guest/, common/
-  replica/     storage/, protocol/, common/; takeover and its parts (TAKEOVER_PARTS) also
+  vm/          common/
+  checkpoint/  storage/, protocol/, guest/, common/, vm/
+  replica/     storage/, protocol/, common/, vm/; takeover and its parts (TAKEOVER_PARTS) also
                checkpoint/ and witness/
   cli/         every layer
   examples/    guest/ and examples/ (a guest sees the SDK only)
@@ -34,14 +35,16 @@ ALLOWED = {
     "guest": {"guest", "common/status.h"},
     "storage": {"storage", "protocol", "common"},
     "witness": {"witness", "common"},
-    "checkpoint": {"checkpoint", "storage", "protocol", "guest", "common"},
-    "replica": {"replica", "storage", "protocol", "common"},
+    "vm": {"vm", "common"},
+    "checkpoint": {"checkpoint", "storage", "protocol", "guest", "common", "vm"},
+    "replica": {"replica", "storage", "protocol", "common", "vm"},
     "examples": {"examples", "guest", "common/status.h"},
 }
 # replica/ files that run the roles over the witness and the primary.
 TAKEOVER_PARTS = {"takeover", "witness_link", "link_security", "background_measurements",
                   "node_metrics"}
-LAYERS = ("common", "protocol", "storage", "guest", "witness", "checkpoint", "replica", "cli",
+LAYERS = ("common", "protocol", "storage", "guest", "witness", "vm", "checkpoint", "replica",
+          "cli",
           "examples", "bench", "tests")
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/([^"]+)"')
 NAME_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
