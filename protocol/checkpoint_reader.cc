@@ -33,6 +33,8 @@ std::string chunk_name(int32_t type) {
       return "DROPPED";
     case kChunkHandover:
       return "HANDOVER";
+    case kChunkDeviceState:
+      return "DEVICE_STATE";
     default:
       return type > 0 ? fmt::format("PFN array of {}", type) : fmt::format("chunk type {}", type);
   }
@@ -161,6 +163,29 @@ Status CheckpointReader::step(ByteSpan& in) {
       return on_payload();
     }
 
+    case State::kDeviceStateLength: {
+      if (!fill_field(in)) return Status::ok();
+      const uint32_t length = load_u32(field_.data());
+      if (length > kMaxDeviceState) {
+        return corrupt(
+            fmt::format("DEVICE_STATE of {} bytes exceeds limit {}", length, kMaxDeviceState));
+      }
+      payload_.clear();
+      payload_length_ = length;
+      state_ = State::kDeviceState;
+      if (length == 0) return on_device_state();
+      return Status::ok();
+    }
+
+    case State::kDeviceState: {
+      const size_t n = std::min(payload_length_ - payload_.size(), in.size());
+      payload_.insert(payload_.end(), in.begin(), in.begin() + static_cast<ptrdiff_t>(n));
+      consumed(in.data(), n);
+      in = in.subspan(n);
+      if (payload_.size() < payload_length_) return Status::ok();
+      return on_device_state();
+    }
+
     case State::kTailFields:
       if (!fill_field(in)) return Status::ok();
       tail_epoch_ = load_u64(field_.data());
@@ -226,6 +251,7 @@ Status CheckpointReader::on_type(int32_t type) {
         return Status::ok();
       case kChunkEndOfBody:
       case XC_SAVE_ID_COMPRESSED_DATA:
+      case kChunkDeviceState:
         return corrupt(chunk_name(type) + " outside a checkpoint");
       default:
         if (type > 0) return corrupt(chunk_name(type) + " outside a checkpoint");
@@ -266,6 +292,12 @@ Status CheckpointReader::on_type(int32_t type) {
       }
       expect(State::kCompressedLength, 4);
       return Status::ok();
+    case kChunkDeviceState:
+      if (!consistent_) return corrupt("DEVICE_STATE in a pre-copy round");
+      if (device_state_seen_) return corrupt("a second DEVICE_STATE in one checkpoint");
+      device_state_seen_ = true;
+      expect(State::kDeviceStateLength, 4);
+      return Status::ok();
     case kChunkCheckpointBegin:
     case XC_SAVE_ID_ENABLE_COMPRESSION:
     case kChunkGoodbye:
@@ -284,6 +316,8 @@ Status CheckpointReader::on_begin_fields() {
   has_last_pfn_ = false;
   pending_.clear();
   pending_head_ = 0;
+  consistent_ = (flags & kBeginConsistent) != 0;
+  device_state_seen_ = false;
   if ((flags & ~kBeginKnownFlags) != 0) {
     return corrupt(fmt::format("unknown begin flags 0x{:x}", flags & ~kBeginKnownFlags));
   }
@@ -327,6 +361,14 @@ Status CheckpointReader::start_raw_page() {
   raw_page_ = sink_->page_for(pending_[pending_head_], /*needs_current=*/false).data();
   raw_have_ = 0;
   state_ = State::kRawPage;
+  return Status::ok();
+}
+
+Status CheckpointReader::on_device_state() {
+  Status s = sink_->on_device_state(payload_);
+  payload_.clear();
+  if (!s.is_ok()) return s.context(fmt::format("checkpoint {}: device state", epoch_));
+  expect(State::kType, 4);
   return Status::ok();
 }
 

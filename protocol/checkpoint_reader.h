@@ -60,6 +60,13 @@ class CheckpointSink {
   // Called only after the tail matched: epoch, page count and CRC verified.
   // Returning an error fails the stream.
   virtual Status on_end(uint64_t epoch, uint32_t page_count) = 0;
+  // A virtual machine's device state, part of the consistent checkpoint in
+  // flight (before its on_end(); valid during the call only). A receiver that
+  // keeps none refuses it: a VM's checkpoint without its devices is no state
+  // a VM can resume from.
+  virtual Status on_device_state(ByteSpan /*state*/) {
+    return Status::unsupported("a virtual machine's device state, which this receiver cannot keep");
+  }
   virtual void on_heartbeat(uint64_t /*ns*/) {}
   virtual void on_enable_compression() {}
   virtual void on_goodbye() {}
@@ -112,9 +119,11 @@ class CheckpointReader {
     kPfn,             // 8 bytes per PFN, pfns_left_ to go
     kRawPage,         // Format A: pages_left_ raw pages of 4096 bytes
     kCompressedLength,
-    kPayload,     // payload_ being filled
-    kTailFields,  // 12 bytes: epoch, page count (inside the CRC)
-    kTailCrc,     // 4 bytes (outside the CRC)
+    kPayload,  // payload_ being filled
+    kDeviceStateLength,
+    kDeviceState,  // payload_ being filled with a DEVICE_STATE
+    kTailFields,   // 12 bytes: epoch, page count (inside the CRC)
+    kTailCrc,      // 4 bytes (outside the CRC)
     kAfterGoodbye,
     kFailed,
   };
@@ -133,6 +142,7 @@ class CheckpointReader {
   Status start_raw_page();
   Status on_compressed_length(uint32_t length);
   Status on_payload();
+  Status on_device_state();
   Status on_tail();
   Status decode_records(uint8_t codec_byte, ByteSpan records);
 
@@ -165,6 +175,8 @@ class CheckpointReader {
   uint64_t pages_decoded_ = 0;
   bool has_last_pfn_ = false;
   uint64_t last_pfn_ = 0;
+  bool consistent_ = false;         // the checkpoint's begin had kBeginConsistent
+  bool device_state_seen_ = false;  // it carried a DEVICE_STATE
   uint64_t tail_epoch_ = 0;
   uint32_t tail_pages_ = 0;
 

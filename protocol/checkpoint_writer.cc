@@ -189,6 +189,15 @@ Bytes encode_goodbye() {
   return out;
 }
 
+Bytes encode_device_state(ByteSpan state) {
+  Bytes out;
+  out.reserve(8 + state.size());
+  put_i32(out, kChunkDeviceState);
+  put_u32(out, static_cast<uint32_t>(state.size()));
+  out.insert(out.end(), state.begin(), state.end());
+  return out;
+}
+
 Bytes encode_handover() {
   Bytes out;
   put_i32(out, kChunkHandover);

@@ -96,6 +96,10 @@ class CheckpointFramer {
   uint32_t crc_ = 0;
 };
 
+// DEVICE_STATE (a virtual machine's devices), inside a consistent checkpoint:
+// its bytes go through CheckpointFramer::add_body(chunk, 0) like any body.
+Bytes encode_device_state(ByteSpan state);
+
 // Chunks outside checkpoints.
 Bytes encode_heartbeat(uint64_t ns);
 Bytes encode_enable_compression();

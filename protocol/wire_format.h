@@ -26,6 +26,9 @@ inline constexpr int32_t kChunkHeartbeat = -101;               // u64 sender clo
 inline constexpr int32_t kChunkGoodbye = -102;   // clean end of stream, between checkpoints
 inline constexpr int32_t kChunkDropped = -103;   // primary gave up on this backup; anywhere; final
 inline constexpr int32_t kChunkHandover = -104;  // as GOODBYE, and the backup takes over
+// A virtual machine's device state (docs/protocol.md, "Chunks"): u32 length +
+// that many bytes; at most one, inside a consistent checkpoint, under its CRC.
+inline constexpr int32_t kChunkDeviceState = -105;
 
 // ---- Chunk types, backup -> primary (docs/protocol.md, "Backup messages").
 inline constexpr int32_t kChunkAck = -110;    // u64 epoch committed
@@ -44,6 +47,7 @@ inline constexpr uint8_t kPayloadLz4 = 1u << 0;  // records are an LZ4 block (u3
 inline constexpr int32_t kMaxPfnBatch = 1024;                // entries in one PFN array
 inline constexpr uint32_t kMaxCompressedPayload = 8u << 20;  // bytes after the length field
 inline constexpr uint32_t kMaxDecodedPayload = 8u << 20;     // bytes of records after LZ4
+inline constexpr uint32_t kMaxDeviceState = 32u << 20;       // bytes of one DEVICE_STATE
 
 }  // namespace romulus::protocol
 

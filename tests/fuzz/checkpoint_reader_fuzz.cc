@@ -73,6 +73,11 @@ class FuzzSink : public CheckpointSink {
     log(5, page_count);
     return Status::ok();
   }
+  Status on_device_state(ByteSpan state) override {
+    if (state.size() > kMaxDeviceState) __builtin_trap();
+    log(10, state.size());
+    return Status::ok();
+  }
   void on_heartbeat(uint64_t ns) override { log(6, ns); }
   void on_enable_compression() override { log(7, 0); }
   void on_goodbye() override { log(8, 0); }

@@ -61,12 +61,17 @@ class ImageSink : public CheckpointSink {
   void on_goodbye() override { ++goodbyes; }
   void on_handover() override { ++handovers; }
   void on_dropped() override { ++dropped; }
+  Status on_device_state(ByteSpan state) override {
+    device_states.emplace_back(state.begin(), state.end());
+    return Status::ok();
+  }
 
   const Bytes& image() const { return image_; }
 
   std::vector<uint64_t> begins;
   std::vector<std::pair<uint64_t, uint32_t>> ends;
   std::vector<uint64_t> heartbeats;
+  std::vector<Bytes> device_states;
   uint32_t last_flags = 0;
   int enables = 0;
   int goodbyes = 0;
@@ -604,6 +609,71 @@ TEST(CheckpointStreamHostile, HeartbeatBetweenChunksOfACheckpointIsAcceptedOutsi
   ASSERT_OK(read_stream(stream, &sink));
   EXPECT_EQ(sink.ends.size(), 1u);
   EXPECT_EQ(sink.heartbeats, (std::vector<uint64_t>{42, 42}));
+}
+
+// DEVICE_STATE (a VM's devices): once, inside a consistent checkpoint, under
+// its CRC; the bytes reach the sink before the checkpoint's on_end().
+TEST(CheckpointStreamDeviceState, TravelsInsideAConsistentCheckpointUnderItsCrc) {
+  const Bytes devices = {'Q', 'E', 'V', 'M', 0, 1, 2, 3};
+  StreamBuilder b;
+  b.i32(XC_SAVE_ID_ENABLE_COMPRESSION).begin(17, kBeginConsistent).pfns({1});
+  b.bytes(encode_device_state(devices));
+  b.compressed(CodecId::kRunSkip, Bytes{0x00}).end(17, 1);
+  ImageSink sink(16);
+  ASSERT_OK(read_stream(b.bytes(), &sink));
+  ASSERT_EQ(sink.device_states.size(), 1u);
+  EXPECT_EQ(sink.device_states[0], devices);
+  EXPECT_EQ(sink.ends.size(), 1u);
+  // Any of its bytes flipped: the CRC refuses the checkpoint.
+  for (size_t i = 0; i < devices.size(); ++i) {
+    Bytes bad = b.bytes();
+    const size_t at = 4 + 4 + 12 + 4 + 8 + 8 + i;  // enable, begin, PFN array, DEVICE_STATE header
+    ASSERT_EQ(bad[at], devices[i]);
+    bad[at] ^= 0x40;
+    ImageSink s2(16);
+    expect_corrupt(read_stream(bad, &s2), "CRC");
+    EXPECT_TRUE(s2.ends.empty());
+  }
+}
+
+TEST(CheckpointStreamDeviceState, OnlyOnceAndOnlyInAConsistentCheckpoint) {
+  const Bytes chunk = encode_device_state(Bytes{1, 2, 3});
+  {
+    StreamBuilder b;
+    b.bytes(chunk);
+    expect_corrupt(read_stream(b.bytes()), "DEVICE_STATE outside a checkpoint");
+  }
+  {
+    StreamBuilder b;
+    b.begin(3, kBeginFullSync).bytes(chunk);
+    expect_corrupt(read_stream(b.bytes()), "DEVICE_STATE in a pre-copy round");
+  }
+  {
+    StreamBuilder b;
+    b.begin(3, kBeginConsistent).bytes(chunk).bytes(chunk);
+    expect_corrupt(read_stream(b.bytes()), "a second DEVICE_STATE in one checkpoint");
+  }
+}
+
+TEST(CheckpointStreamDeviceState, AnOversizeLengthIsRefusedBeforeAnyAllocation) {
+  StreamBuilder b;
+  b.begin(3, kBeginConsistent).i32(kChunkDeviceState).u32(kMaxDeviceState + 1);
+  expect_corrupt(read_stream(b.bytes()), "exceeds limit");
+}
+
+TEST(CheckpointStreamDeviceState, AReceiverThatKeepsNoneRefusesIt) {
+  struct NoDevices final : CheckpointSink {
+    Status on_begin(uint64_t, uint32_t) override { return Status::ok(); }
+    MutablePageView page_for(uint64_t, bool) override { return MutablePageView(page); }
+    Status on_end(uint64_t, uint32_t) override { return Status::ok(); }
+    Page page{};
+  } sink;
+  StreamBuilder b;
+  b.begin(3, kBeginConsistent).bytes(encode_device_state(Bytes{7}));
+  CheckpointReader reader(16, &sink);
+  const Status s = reader.feed(b.bytes());
+  EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+  EXPECT_NE(s.message().find("device state"), std::string::npos) << s.message();
 }
 
 TEST(CheckpointStreamHostile, PfnOutOfRange) {

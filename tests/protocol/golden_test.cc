@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "protocol/checkpoint_writer.h"
 #include "protocol/lz4_stage.h"
 #include "protocol/page_codec.h"
 #include "tests/support/status_matchers.h"
@@ -37,6 +38,13 @@ TEST(Golden, PagesBeforeAndAfterStartAsDocumented) {
   EXPECT_EQ(Bytes(ex.before, ex.before + first.size()), first);
   EXPECT_EQ(ex.after[0x14], 0x32);
   EXPECT_EQ(ex.after[0x100], 0x2a);
+}
+
+// docs/protocol.md, "Chunks": DEVICE_STATE of the 4 bytes "QEVM".
+TEST(Golden, DeviceStateChunkAsDocumented) {
+  const Bytes state = {0x51, 0x45, 0x56, 0x4d};
+  const Bytes want = {0x97, 0xff, 0xff, 0xff, 0x04, 0x00, 0x00, 0x00, 0x51, 0x45, 0x56, 0x4d};
+  EXPECT_EQ(encode_device_state(state), want);
 }
 
 TEST(Golden, RunSkipRecord) {
