@@ -8,6 +8,7 @@
 #include <limits>
 #include <mutex>
 #include <new>
+#include <vector>
 
 #include "guest/guest.h"
 
@@ -198,6 +199,15 @@ bool ArenaFileStore::exists_nonempty(std::string_view name) {
   return false;
 }
 
+std::vector<std::string> ArenaFileStore::names() {
+  std::shared_lock l(mu_);
+  std::vector<std::string> out;
+  for (const FileEntry& f : root_->files) {
+    if (f.used && f.temp == 0) out.emplace_back(f.name);
+  }
+  return out;
+}
+
 bool ArenaFileStore::exists(std::string_view name) {
   std::shared_lock l(mu_);
   for (const FileEntry& f : root_->files) {
@@ -250,11 +260,48 @@ StoreError ArenaFileStore::write(int index, uint64_t offset, std::span<const uin
     return StoreError::kBadArgument;
   }
   std::unique_lock l(mu_);
+  {
+    Update u;
+    if (StoreError e = write_locked(index, offset, data); e != StoreError::kOk) return e;
+  }
+  changed();
+  return StoreError::kOk;
+}
+
+StoreError ArenaFileStore::create_with(std::string_view name, std::span<const uint8_t> data) {
+  if (name.size() > kMaxNameBytes || name.empty()) return StoreError::kNameTooLong;
+  if (data.size() > kMaxFileBytes) return StoreError::kBadArgument;
+  std::unique_lock l(mu_);
+  int slot = -1;
+  for (size_t i = 0; i < kMaxFiles; ++i) {
+    const FileEntry& f = root_->files[i];
+    if (f.used && name == f.name) return StoreError::kExists;
+    if (!f.used && slot < 0) slot = static_cast<int>(i);
+  }
+  if (slot < 0) return StoreError::kTooManyFiles;
+  {
+    // One Update for the entry and every block: a checkpoint holds the whole
+    // file under its name, or no file of that name.
+    Update u;
+    FileEntry& f = root_->files[slot];
+    f.size = 0;
+    if (!data.empty()) {
+      if (StoreError e = write_locked(slot, 0, data); e != StoreError::kOk) return e;
+    }
+    std::memset(f.name, 0, sizeof(f.name));
+    std::memcpy(f.name, name.data(), name.size());
+    f.temp = 0;
+    f.used = 1;
+  }
+  changed();
+  return StoreError::kOk;
+}
+
+StoreError ArenaFileStore::write_locked(int index, uint64_t offset, std::span<const uint8_t> data) {
   FileEntry& f = root_->files[index];
   const uint64_t first = offset / kBlockSize;
   const uint64_t last = (offset + data.size() - 1) / kBlockSize;
   {
-    Update u;
     // Everything that can fail comes first, so that a failure leaves the file as it was.
     size_t missing = 0;
     for (uint64_t bi = first; bi <= last; ++bi) {
@@ -285,7 +332,6 @@ StoreError ArenaFileStore::write(int index, uint64_t offset, std::span<const uin
     // same value, dirties the table's page.
     if (offset + data.size() > f.size) f.size = offset + data.size();
   }
-  changed();
   return StoreError::kOk;
 }
 

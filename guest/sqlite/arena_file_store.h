@@ -40,6 +40,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace romulus::guest::sqlite {
 
@@ -87,6 +88,8 @@ class ArenaFileStore {
   // A file that exists and holds at least one byte (SQLite's xAccess EXISTS).
   bool exists_nonempty(std::string_view name);
   bool exists(std::string_view name);
+  // The names of every file but temporary ones (an export lists them).
+  std::vector<std::string> names();
   // Deletes every file marked temp: called when a process registers the VFS,
   // when no file it opened before a restart can be open any more.
   void remove_temp_files();
@@ -95,6 +98,11 @@ class ArenaFileStore {
   // Copies min(out.size(), size - offset) bytes; returns how many. Holes read as zeros.
   size_t read(int index, uint64_t offset, std::span<uint8_t> out);
   StoreError write(int index, uint64_t offset, std::span<const uint8_t> data);
+  // Creates the file `name` holding `data`, all in one Update (a checkpoint
+  // holds the whole file or no file of that name): an existing database
+  // brought into the arena. kExists if the name is taken; on kFull nothing
+  // changes.
+  StoreError create_with(std::string_view name, std::span<const uint8_t> data);
   StoreError truncate(int index, uint64_t size);
 
   // Shared-memory region `region` (each `region_size` bytes) of a file, or
@@ -118,6 +126,8 @@ class ArenaFileStore {
   // Moves `n` more blocks onto the free list, from the segment. Exclusive lock held.
   bool ensure_free_blocks(size_t n);
   uint8_t* block(uint64_t handle);
+  // write()'s work, with the mutex held exclusively and an Update open.
+  StoreError write_locked(int index, uint64_t offset, std::span<const uint8_t> data);
   void changed();
 
   Segment& segment_;

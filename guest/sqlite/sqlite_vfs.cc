@@ -9,11 +9,16 @@
 // a slot is held by many SHARED or one EXCLUSIVE.
 #include "guest/sqlite/sqlite_vfs.h"
 
+#include <sys/stat.h>
+
 #include <array>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string_view>
+#include <vector>
 
 #include "guest/guest.h"
 
@@ -292,6 +297,9 @@ int x_open(sqlite3_vfs* v, const char* name, sqlite3_file* f, int flags, int* ou
   }
   const bool create = (flags & SQLITE_OPEN_CREATE) != 0;
   const bool exclusive = (flags & SQLITE_OPEN_EXCLUSIVE) != 0;
+  if (!temp && (flags & SQLITE_OPEN_MAIN_DB) != 0) {
+    if (int rc = vfs->import_if_on_disk(file_name); rc != SQLITE_OK) return rc;
+  }
   int index = -1;
   StoreError e = vfs->store().open_file(file_name, create || temp, exclusive, temp, &index);
   if (e == StoreError::kFull) return SQLITE_FULL;
@@ -428,6 +436,49 @@ FileLocks& SqliteVfs::locks_for(int file_index) {
   return *slot;
 }
 
+int SqliteVfs::import_if_on_disk(const std::string& name) {
+  if (!import_from_disk_ || store_->exists(name)) return SQLITE_OK;
+  struct stat st {};
+  if (::stat(name.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return SQLITE_OK;
+  for (const char* beside : {"-wal", "-journal"}) {
+    struct stat b {};
+    if (::stat((name + beside).c_str(), &b) == 0 && b.st_size > 0) {
+      std::fprintf(stderr,
+                   "romulus sqlite: not importing %s: %s%s beside it holds changes not in the "
+                   "database; open it once with sqlite3 to recover them (sqlite3 %s 'PRAGMA "
+                   "wal_checkpoint(TRUNCATE)'), then start again\n",
+                   name.c_str(), name.c_str(), beside, name.c_str());
+      return SQLITE_CANTOPEN;
+    }
+  }
+  std::vector<uint8_t> bytes;
+  {
+    std::FILE* f = std::fopen(name.c_str(), "rb");
+    if (f == nullptr) return SQLITE_OK;  // gone meanwhile: nothing to import
+    bytes.resize(static_cast<size_t>(st.st_size));
+    const size_t n = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), f);
+    std::fclose(f);
+    if (n != bytes.size()) {
+      std::fprintf(stderr, "romulus sqlite: not importing %s: read %zu of %zu bytes\n",
+                   name.c_str(), n, bytes.size());
+      return SQLITE_IOERR;
+    }
+  }
+  const StoreError e = store_->create_with(name, bytes);
+  if (e == StoreError::kExists) return SQLITE_OK;  // another thread imported it first
+  if (e != StoreError::kOk) {
+    std::fprintf(stderr, "romulus sqlite: importing %s (%zu bytes) into the arena: %s%s\n",
+                 name.c_str(), bytes.size(), std::string(store_error_name(e)).c_str(),
+                 e == StoreError::kFull ? "; give the guest more memory (--memory)" : "");
+    return e == StoreError::kFull ? SQLITE_FULL : SQLITE_CANTOPEN;
+  }
+  std::fprintf(stderr,
+               "romulus sqlite: imported %s (%zu bytes) into the arena; from now on the arena's "
+               "copy is the database (the file on disk is left as it was)\n",
+               name.c_str(), bytes.size());
+  return SQLITE_OK;
+}
+
 int SqliteVfs::next_temp_id() {
   std::lock_guard g(locks_mu_);
   return ++temp_id_;
@@ -460,6 +511,9 @@ Status register_sqlite_vfs(bool make_default) {
   }
   auto vfs = sqlite::SqliteVfs::create(kSqliteVfsName, std::move(store), make_default);
   if (!vfs.is_ok()) return vfs.status().context("registering the romulus SQLite VFS");
+  const char* import = std::getenv(kEnvSqliteImport);
+  (*vfs)->set_import_from_disk(arena->supervised() && !arena->resumed() &&
+                               !(import != nullptr && std::string_view(import) == "0"));
   r.vfs = std::move(*vfs);
   return Status::ok();
 }

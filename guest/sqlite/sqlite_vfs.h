@@ -50,6 +50,9 @@
 namespace romulus::guest {
 
 inline constexpr const char* kSqliteVfsName = "romulus";
+// Set to 0 in the guest's environment: a database file on disk is never
+// imported into the arena (SqliteVfs::set_import_from_disk).
+inline constexpr const char* kEnvSqliteImport = "ROMULUS_SQLITE_IMPORT";
 
 // Attaches the arena (attach()), opens the file store in its segment and
 // registers the `romulus` VFS, as SQLite's default when `make_default`.
@@ -81,6 +84,16 @@ class SqliteVfs {
   sqlite3_vfs* base() const { return base_; }
   int next_temp_id();
 
+  // Existing databases brought in (docs/operations.md, "Protecting a SQLite
+  // program"): when on, a main database opened by a name the store does not
+  // hold, but that names a file on disk, is first copied into the store whole
+  // (ArenaFileStore::create_with). On only in a process that starts the guest
+  // fresh (not resumed), unless ROMULUS_SQLITE_IMPORT=0. A database with a WAL
+  // or a hot journal beside it on disk is refused, not half imported.
+  void set_import_from_disk(bool on) { import_from_disk_ = on; }
+  // SQLITE_OK (imported, or nothing to import), or the error to open with.
+  int import_if_on_disk(const std::string& name);
+
  private:
   SqliteVfs(std::string name, std::unique_ptr<ArenaFileStore> store, sqlite3_vfs* base);
 
@@ -91,6 +104,7 @@ class SqliteVfs {
   std::mutex locks_mu_;
   std::map<int, std::unique_ptr<FileLocks>> locks_;
   int temp_id_ = 0;
+  bool import_from_disk_ = false;
 };
 
 }  // namespace sqlite
