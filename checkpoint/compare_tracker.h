@@ -20,8 +20,10 @@ namespace romulus::checkpoint {
 
 class CompareTracker final : public DirtyTracker {
  public:
+  // `baseline`: the shadow starts as a copy of the arena (else zero; see
+  // make_compare_tracker()).
   static Result<std::unique_ptr<CompareTracker>> create(const uint8_t* arena_mapping,
-                                                        size_t arena_bytes);
+                                                        size_t arena_bytes, bool baseline = true);
   ~CompareTracker() override;
 
   std::string_view name() const override { return "compare"; }

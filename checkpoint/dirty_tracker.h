@@ -76,9 +76,15 @@ Result<std::unique_ptr<DirtyTracker>> make_uffd_tracker(pid_t guest, uint64_t gu
                                                         const uint8_t* arena_mapping,
                                                         size_t arena_bytes);
 
-// The shadow is initialised from the arena at creation.
+// The shadow is initialised from the arena at creation (a copy of the whole
+// arena), or, with `baseline` false, left zero: creation is then instant and the
+// first collect() reports every page that is not zero. That suits a caller whose
+// first collect() only resets tracking, as the engine's initial_sync() does, and
+// which must start fast (a VM's takeover: the copy of a large arena would delay
+// the failover by seconds where page faults are dear).
 Result<std::unique_ptr<DirtyTracker>> make_compare_tracker(const uint8_t* arena_mapping,
-                                                           size_t arena_bytes);
+                                                           size_t arena_bytes,
+                                                           bool baseline = true);
 
 // Can this kernel track with uffd async write-protect + PAGEMAP_SCAN? Tries it in
 // this process on a small memfd mapping. OK, or unsupported with the reason.

@@ -207,6 +207,14 @@ Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
     coalesce_ = buffers_->take(kCoalesceBytes);
     coalesce_.insert(coalesce_.end(), begin.begin(), begin.end());
     coalescing_ = true;
+    if (auto devices = guest_.device_state()) {
+      // A VM's devices, saved while it is stopped: in this checkpoint, under
+      // its CRC, so that they commit with its RAM.
+      const protocol::Bytes chunk = protocol::encode_device_state(*devices);
+      framer_.add_body(chunk, 0);
+      rec.wire_bytes += chunk.size();
+      coalesce_.insert(coalesce_.end(), chunk.begin(), chunk.end());
+    }
     if (!stable_pages_) {
       // The tracker's pages are the live arena: copy them before the guest
       // runs (what does not fit is sent while still paused).

@@ -84,6 +84,10 @@ class PauseControl {
   // between checkpoints while output is held under eager. kUnknown: the gap
   // always applies.
   virtual GuestActivity activity() { return GuestActivity::kUnknown; }
+  // A virtual machine's device state, saved by the last pause() (valid until
+  // resume()): the engine sends it inside the checkpoint (DEVICE_STATE).
+  // nullopt for a process, whose whole state is its arena.
+  virtual std::optional<protocol::ByteSpan> device_state() { return std::nullopt; }
 };
 
 // Process-wide: keeps freed checkpoint buffers (megabytes each epoch) in the

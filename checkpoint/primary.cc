@@ -11,14 +11,16 @@
 #include "checkpoint/epoch_engine.h"
 #include "checkpoint/guest_pause.h"
 #include "checkpoint/guest_process.h"
+#include "checkpoint/image_compare.h"
 #include "checkpoint/output_proxy.h"
 #include "checkpoint/run_time_settings.h"
 #include "checkpoint/tcp_sender.h"
 #include "checkpoint/tracker_choice.h"
-#include "common/net.h"
+#include "checkpoint/vm_guest.h"
 #include "common/asio.h"
 #include "common/endpoint.h"
 #include "common/json.h"
+#include "common/net.h"
 #include "protocol/page.h"
 
 namespace romulus::checkpoint {
@@ -93,7 +95,8 @@ struct PrimaryNode::Impl {
   std::optional<common::SharedMemory> arena;
   std::optional<common::SharedMemory> control_page;
   std::optional<GuestProcess> guest;
-  std::unique_ptr<GuestPause> pause;
+  std::unique_ptr<VmGuest> vm;  // --vm: the guest is this VM (and `guest` is empty)
+  std::unique_ptr<PauseControl> pause;
   std::unique_ptr<DirtyTracker> tracker;
   std::unique_ptr<EpochEngine> engine;
   std::atomic<EpochEngine*> engine_to_wake{nullptr};  // for request_stop() (any thread)
@@ -111,6 +114,24 @@ struct PrimaryNode::Impl {
   uint64_t sync_epoch = 0;  // epoch whose ack completes the current sync (0: none)
   uint64_t max_acked = 0;
   uint64_t streams = 0;
+
+  // The guest, whichever kind it is.
+  bool guest_paused() const { return vm ? vm->paused() : guest->paused(); }
+  Status pause_guest(std::chrono::milliseconds gate_timeout) {
+    return vm ? vm->pause() : guest->pause(gate_timeout);
+  }
+  Status resume_guest() { return vm ? vm->resume() : guest->resume(); }
+  std::optional<std::string> guest_exit() { return vm ? vm->poll_exit() : guest->poll_exit(); }
+  // Exited with status 0 (a VM: QEMU quit because the VM shut down).
+  bool guest_exited_cleanly() const {
+    if (vm) return vm->exit_status() == 0;
+    const auto ws = guest->exit_status();
+    return ws && WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0;
+  }
+  pid_t guest_pid() const {
+    if (vm) return vm->pid();
+    return guest ? guest->pid() : 0;
+  }
 };
 
 PrimaryNode::PrimaryNode(PrimaryConfig config, LogFn log)
@@ -204,7 +225,24 @@ json::object PrimaryNode::status() {
     o["streams"] = im.streams;
   }
   const auto s = stats_.snapshot();
-  o["guest_pid"] = im.guest ? im.guest->pid() : 0;
+  o["guest_pid"] = im.guest_pid();
+  if (im.vm) {
+    // --vm: what its pauses cost, part by part (docs/operations.md, "Protecting
+    // a virtual machine").
+    const VmPauseTotals t = im.vm->totals();
+    const double n = t.pauses > 0 ? static_cast<double>(t.pauses) : 1.0;
+    auto avg_ms = [n](std::chrono::microseconds us) {
+      return static_cast<double>(us.count()) / n / 1000.0;
+    };
+    json::object v;
+    v["pauses"] = t.pauses;
+    v["stop_ms_avg"] = avg_ms(t.stop);
+    v["save_devices_ms_avg"] = avg_ms(t.save);
+    v["cont_ms_avg"] = avg_ms(t.cont);
+    v["device_state_bytes_last"] = t.last_device_state_bytes;
+    v["device_state_bytes_avg"] = static_cast<double>(t.device_state_bytes) / n;
+    o["vm"] = std::move(v);
+  }
   o["interval_ms"] = im.engine ? common::to_ms(im.engine->interval()) : 0.0;
   o["commit"] = commit_mode_name(im.engine ? im.engine->commit() : config_.engine.commit);
   o["min_gap_ms"] = common::to_ms(im.engine ? im.engine->min_gap() : config_.engine.min_gap);
@@ -240,6 +278,11 @@ std::string PrimaryNode::handle_control(const std::string& request) {
   }
   if (request == "failover") {
     return json_error("this node is the primary; failover promotes a backup");
+  }
+  if (request.rfind("snapshot ", 0) == 0) {
+    return json_error(
+        "this node is the primary; a snapshot is taken from the backup's committed image, so "
+        "that the guest never pauses for it: romulus snapshot FILE --control BACKUP-SOCKET");
   }
   return json_error(fmt::format("unknown request '{}'", request));
 }
@@ -335,8 +378,8 @@ Status PrimaryNode::wait_while_fenced() {
                       "pair again (or finds another owner and rejoins it as its backup)",
                       ownership_->why_not()));
       log_release_interval();
-      if (!im.guest->paused()) {
-        Status ps = im.guest->pause(config_.engine.gate_timeout);
+      if (!im.guest_paused()) {
+        Status ps = im.pause_guest(config_.engine.gate_timeout);
         if (ps.code() == StatusCode::kAborted) return ps;
       }
     }
@@ -344,7 +387,7 @@ Status PrimaryNode::wait_while_fenced() {
   }
   if (fenced && !stop_.stop_requested()) {
     log_("ownership of the pair confirmed: the guest runs again");
-    if (im.guest->paused()) ROMULUS_RETURN_IF_ERROR(im.guest->resume());
+    if (im.guest_paused()) ROMULUS_RETURN_IF_ERROR(im.resume_guest());
   }
   return Status::ok();
 }
@@ -368,6 +411,7 @@ Status PrimaryNode::start_guest() {
                              common::SharedMemory::create("romulus-arena", config_.memory_bytes));
     im.arena.emplace(std::move(arena));
   }
+  if (config_.vm) return start_vm();
   ROMULUS_ASSIGN_OR_RETURN(auto control, common::SharedMemory::create("romulus-control", 4096));
   im.control_page.emplace(std::move(control));
 
@@ -408,6 +452,47 @@ Status PrimaryNode::start_guest() {
   return Status::ok();
 }
 
+// --vm: QEMU with the guest's RAM in the arena; dirty RAM found by the
+// compare tracker (the supervisor maps the same memfd; QEMU needs no change).
+Status PrimaryNode::start_vm() {
+  auto& im = *impl_;
+  if (config_.service) {
+    ROMULUS_ASSIGN_OR_RETURN(im.guest_port, common::free_loopback_port());
+  }
+  VmSpec spec;
+  spec.argv = config_.guest_command;
+  spec.arena_fd = im.arena->fd();
+  spec.arena_bytes = im.arena->size();
+  if (config_.service) spec.service_port = im.guest_port;
+  spec.device_state = config_.resumed_device_state;
+  if (config_.resumed_epoch && !spec.device_state) {
+    return Status::invalid_argument(
+        fmt::format("resuming the VM from epoch {}: the image holds no device state (was the "
+                    "other node started with --vm?)",
+                    *config_.resumed_epoch));
+  }
+  ROMULUS_ASSIGN_OR_RETURN(im.vm, VmGuest::start(spec));
+  const auto t_tracker = Clock::now();
+  // No baseline copy: the engine's first collect() (initial_sync) only resets
+  // tracking, and the copy of the arena would delay a takeover by seconds.
+  ROMULUS_ASSIGN_OR_RETURN(im.tracker, make_compare_tracker(im.arena->data(), im.arena->size(),
+                                                            /*baseline=*/false));
+  im.tracker_kind = TrackerKind::kCompare;
+  const auto ms = [](auto d) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(d).count() / 1000.0;
+  };
+  log_(fmt::format(
+      "VM running: QEMU pid {} ({} MiB of guest RAM in the arena, compare "
+      "tracker{}); QEMU start {:.1f} ms, device load {:.1f} ms, tracker {:.1f} ms",
+      im.vm->pid(), im.arena->size() >> 20,
+      config_.resumed_epoch
+          ? fmt::format(", devices and RAM resumed from epoch {}", *config_.resumed_epoch)
+          : std::string(),
+      ms(im.vm->start_times().qemu), ms(im.vm->start_times().load), ms(Clock::now() - t_tracker)));
+  if (on_started_) on_started_();
+  return Status::ok();
+}
+
 Status PrimaryNode::start_engine() {
   auto& im = *impl_;
   EngineOptions eo;
@@ -415,7 +500,11 @@ Status PrimaryNode::start_engine() {
   eo.arena_fd = im.arena->fd();
   eo.first_epoch = config_.resumed_epoch.value_or(0) + 1;
   eo.log = log_;
-  im.pause = std::make_unique<GuestPause>(*im.guest);
+  if (im.vm) {
+    im.pause = std::make_unique<VmPause>(*im.vm);
+  } else {
+    im.pause = std::make_unique<GuestPause>(*im.guest);
+  }
   im.engine = std::make_unique<EpochEngine>(
       *im.pause, *im.tracker, config_.memory_bytes / protocol::kPageSize, nullptr, stats_, eo);
   im.engine_to_wake.store(im.engine.get());
@@ -475,10 +564,9 @@ Status PrimaryNode::start_services() {
 // committed checkpoint, as it would if this host had died.
 std::optional<Status> PrimaryNode::guest_gone() {
   auto& im = *impl_;
-  auto exit = im.guest->poll_exit();
+  auto exit = im.guest_exit();
   if (!exit) return std::nullopt;
-  const auto ws = im.guest->exit_status();
-  const bool clean = ws && WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0;
+  const bool clean = im.guest_exited_cleanly();
   if (im.sender && !im.sender->broken()) {
     if (clean) {
       im.sender->goodbye(kGoodbyeWithin);
@@ -577,8 +665,8 @@ Status PrimaryNode::protect() {
             loss_policy == BackupLoss::kStall ? " and STALLED (--on-backup-loss stall)" : ""));
       }
       announced = target;
-      if (loss_policy == BackupLoss::kStall && !im.guest->paused()) {
-        Status ps = im.guest->pause(config_.engine.gate_timeout);
+      if (loss_policy == BackupLoss::kStall && !im.guest_paused()) {
+        Status ps = im.pause_guest(config_.engine.gate_timeout);
         if (ps.code() == StatusCode::kAborted) return ps;
       }
       stop_.wait_for(policy.after_failure(st.code() == StatusCode::kRefused));
@@ -592,18 +680,8 @@ Status PrimaryNode::protect() {
 Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy& policy) {
   auto& im = *impl_;
   const std::string peer = backup.to_string();
-  protocol::Hello hello;
-  hello.page_size = protocol::kPageSize;
-  hello.word_size = protocol::kWordSize;
-  hello.guest_page_count = config_.memory_bytes / protocol::kPageSize;
-  hello.session_id = config_.session_id;
-  hello.codecs = {protocol::CodecId::kNone, protocol::CodecId::kRunSkip,
-                  protocol::CodecId::kXbzrle};
-  SenderOptions so;
-  so.failover_timeout = config_.failover_timeout;
-  so.heartbeat = config_.heartbeat;
-  so.tls = config_.tls;
-  so.insecure = config_.insecure;
+  const protocol::Hello hello = link_hello(config_);
+  const SenderOptions so = link_options(config_);
   // Protected from the moment the backup holds a consistent image, i.e.
   // acknowledges the sync's first checkpoint, not when it was sent. The ack
   // callback or the end of initial_sync(), whichever sees that first, takes
@@ -645,7 +723,7 @@ Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy
   // failover before it completes would resume from the older image). Before
   // the log line, so that every reply read after it is held.
   if (im.proxy) im.proxy->set_buffering(im.buffering);
-  if (im.guest->paused()) ROMULUS_RETURN_IF_ERROR(im.guest->resume());
+  if (im.guest_paused()) ROMULUS_RETURN_IF_ERROR(im.resume_guest());
   // Syncing before the line that says so: whoever reads the line (an
   // operator, a test) and then asks for the status sees the same state.
   state_.transition(PrimaryState::kSyncing);
@@ -726,6 +804,10 @@ void PrimaryNode::shut_down(const Status& result) {
   }
   if (im.guest) {
     Status st = im.guest->stop(GuestProcess::kStopGrace);
+    if (!st.is_ok()) log_(st.message());
+  }
+  if (im.vm) {
+    Status st = im.vm->stop(GuestProcess::kStopGrace);
     if (!st.is_ok()) log_(st.message());
   }
 }

@@ -48,6 +48,7 @@
 #include "common/tls.h"
 #include "protocol/checkpoint_writer.h"
 #include "protocol/pair_defaults.h"
+#include "storage/durable_settings.h"
 
 namespace romulus::checkpoint {
 
@@ -87,6 +88,19 @@ struct PrimaryConfig {
   // machine: a backup measures them while it waits, so that a takeover does
   // not spend ~30 ms on them before the guest runs. nullptr: measured at start.
   std::shared_ptr<const Measurements> tracker_costs;
+  // The node's durable image (--data-dir, --durable; both roles): the backup
+  // writes every committed checkpoint there; a primary started fresh reads its
+  // own and compares it with its backup's before the guest runs
+  // (replica/takeover.cc, docs/design.md "The durable image").
+  storage::DurableSettings durable;
+  // --from-snapshot FILE (storage/snapshot_file.h): a fresh primary's guest
+  // starts from that image, at its epoch, instead of an empty arena.
+  std::optional<std::string> from_snapshot;
+  // --vm: guest_command is a QEMU command line; the guest is that virtual
+  // machine, its RAM in the arena (checkpoint/vm_guest.h).
+  bool vm = false;
+  // With resumed_epoch, for a VM: the committed device state to load.
+  std::optional<std::vector<uint8_t>> resumed_device_state;
 };
 
 // Everything a log line goes to; tests capture it.
@@ -181,6 +195,7 @@ class PrimaryNode {
   struct Impl;
   // Steps of run().
   Status start_guest();
+  Status start_vm();
   Status start_engine();
   Status start_services();
   Status protect();

@@ -19,6 +19,7 @@
 #include "checkpoint/primary.h"
 #include "checkpoint/run_time_settings.h"
 #include "cli/options.h"
+#include "cli/sqlite_export.h"
 #include "common/control_server.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -350,11 +351,16 @@ std::string format_status(const std::string& path, const json::object& t) {
   return out;
 }
 
+// How long `romulus snapshot` waits for the backup to write the file (a few
+// GiB at disk speed).
+constexpr std::chrono::minutes kSnapshotReplyWithin{10};
+
 // Sends `request` to each node; errors leave as one line on stderr.
-int run_request(const std::string& given, const std::string& request, bool raw) {
+int run_request(const std::string& given, const std::string& request, bool raw,
+                std::chrono::milliseconds timeout = common::kControlReplyWithin) {
   int rc = 0;
   for (const auto& path : control_paths(given)) {
-    auto reply = common::control_request(path, request);
+    auto reply = common::control_request(path, request, timeout);
     if (!reply.is_ok()) {
       std::fprintf(stderr, "romulus: %s\n", reply.status().message().c_str());
       rc = 1;
@@ -382,6 +388,45 @@ int run_request(const std::string& given, const std::string& request, bool raw) 
     }
   }
   return rc;
+}
+
+// `romulus sqlite-export`: from a snapshot file, or from one the backup at
+// --control writes first (removed after).
+int run_sqlite_export(const cli::SqliteExportCommand& c) {
+  std::string snapshot = c.snapshot;
+  std::string temporary;
+  if (snapshot.empty()) {
+    temporary =
+        (c.list ? std::filesystem::temp_directory_path().string() + "/romulus-export" : c.out) +
+        fmt::format(".{}.snapshot", getpid());
+    auto reply =
+        common::control_request(c.control_path, "snapshot " + temporary, kSnapshotReplyWithin);
+    if (!reply.is_ok()) {
+      std::fprintf(stderr, "romulus: %s\n", reply.status().message().c_str());
+      return 1;
+    }
+    auto tree = common::parse_json_object(*reply, "the backup's reply");
+    const json::value* ok = tree.is_ok() ? tree->if_contains("ok") : nullptr;
+    if (!ok || !ok->is_bool() || !ok->get_bool()) {
+      std::fprintf(stderr, "romulus: sqlite-export: the snapshot failed: %s\n", reply->c_str());
+      return 1;
+    }
+    snapshot = temporary;
+  }
+  auto result = cli::sqlite_export(snapshot, c.list ? std::string() : c.database, c.out);
+  if (!temporary.empty()) std::filesystem::remove(temporary);
+  if (!result.is_ok()) {
+    std::fprintf(stderr, "romulus: sqlite-export: %s\n", result.status().message().c_str());
+    return 1;
+  }
+  if (c.list) {
+    for (const auto& name : result->names) std::printf("%s\n", name.c_str());
+    return 0;
+  }
+  std::printf("exported %s at epoch %llu to %s (%llu bytes, integrity ok)\n", c.database.c_str(),
+              static_cast<unsigned long long>(result->epoch), c.out.c_str(),
+              static_cast<unsigned long long>(result->bytes));
+  return 0;
 }
 
 int run(int argc, char** argv) {
@@ -424,6 +469,12 @@ int run(int argc, char** argv) {
           return run_request(
               c.control_path,
               "set " + c.name + " " + (s ? checkpoint::value_to_send(*s, c.value) : c.value), true);
+        } else if constexpr (std::is_same_v<T, cli::SqliteExportCommand>) {
+          return run_sqlite_export(c);
+        } else if constexpr (std::is_same_v<T, cli::SnapshotCommand>) {
+          return run_request(
+              c.control_path.empty() ? cli::default_control_path("backup") : c.control_path,
+              "snapshot " + c.file, true, kSnapshotReplyWithin);
         } else {
           return run_request(
               c.control_path.empty() ? cli::default_control_path("backup") : c.control_path,

@@ -11,6 +11,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -28,12 +29,18 @@ constexpr std::chrono::milliseconds kMinHeartbeat{1};
 // longer lease would keep a pair whose owner died from failing over for minutes.
 constexpr std::chrono::minutes kMaxLeaseTtl{5};
 
+constexpr const char* kSqliteExportUsage =
+    "romulus sqlite-export DATABASE OUT (--snapshot FILE | --control PATH), or "
+    "romulus sqlite-export --list (--snapshot FILE | --control PATH)";
+
 constexpr const char* kUsage = R"(usage:
   romulus backup  --listen ADDR:PORT [options] -- GUEST-COMMAND...
   romulus primary --backup ADDR:PORT|null [options] -- GUEST-COMMAND...
   romulus status [--json] [--control PATH]
   romulus set NAME VALUE [--control PATH]   (e.g. set interval 25ms; set --help lists them)
   romulus failover [--control PATH]
+  romulus snapshot FILE [--control PATH]   (the backup's committed image, written to FILE)
+  romulus sqlite-export DATABASE OUT (--snapshot FILE | --control PATH) | --list ...
   romulus --version
 
 An example pair on one machine (start the backup first):
@@ -95,7 +102,9 @@ namespace {
 struct RawNodeOptions {
   std::string backup, listen, memory, service, tracker, staging, lz4, heartbeat, failover_timeout,
       gate_timeout, stats_period, control, on_failover, reprotect, config, witness, pair, lease_ttl,
-      node_id, metrics;
+      node_id, metrics, data_dir, durable, from_snapshot;
+  bool force_data_dir = false;
+  bool vm = false;
   unsigned threads = 0, proxy_threads = 0;
   std::string guest;  // `guest = ...` in a config file (systemd units); split at spaces
   bool no_output_buffering = false;
@@ -136,7 +145,10 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
     o("backup", po::value(&r.backup),
       "ADDR:PORT of the backup, or 'null' to drop checkpoints (required)");
     o("listen", po::value(&r.listen),
-      "ADDR:PORT this node listens on if it must rejoin as a backup (with --witness)");
+      "ADDR:PORT this node listens on if it must rejoin as a backup (with --witness, or "
+      "--data-dir)");
+    o("from-snapshot", po::value(&r.from_snapshot),
+      "FILE written by `romulus snapshot`: the guest starts from that image");
   }
   o("witness", po::value(&r.witness),
     "etcd://HOST:PORT[,HOST:PORT...]: decide ownership of the pair there (recommended)");
@@ -154,6 +166,18 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
       with_default(what, st.text(p)).c_str());
   }
   o("memory", po::value(&r.memory), with_default("arena size", size_text(p.memory_bytes)).c_str());
+  o("vm", po::bool_switch(&r.vm),
+    "the guest command is QEMU (qemu-system-x86_64 ...): protect that virtual machine, its RAM "
+    "in the arena and its devices in every checkpoint");
+  o("data-dir", po::value(&r.data_dir),
+    "DIR where this node keeps its durable image (default: none, memory only)");
+  o("durable", po::value(&r.durable),
+    choice("with --data-dir, when a checkpoint is acknowledged: ", storage::kDurableModeNames,
+           p.durable.mode, " (sync: once on disk; async: written behind)")
+        .c_str());
+  o("force-data-dir", po::bool_switch(&r.force_data_dir),
+    "start from what verifies of a damaged --data-dir image, or over another pair's, "
+    "instead of refusing");
   o("service", po::value(&r.service), "ADDR:PORT clients connect to (output-committed proxy)");
   o("tracker", po::value(&r.tracker),
     fmt::format("dirty tracking: {} (default {}: chosen by measurement)",
@@ -236,6 +260,17 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
       return Status::invalid_argument("--memory must be at least 1M and a multiple of 4K");
     }
   }
+  if (!r.data_dir.empty()) o.durable.data_dir = r.data_dir;
+  if (given("durable")) {
+    if (r.data_dir.empty()) return Status::invalid_argument("--durable needs --data-dir DIR");
+    ROMULUS_ASSIGN_OR_RETURN(o.durable.mode,
+                             named("--durable", storage::kDurableModeNames, r.durable));
+  }
+  if (r.force_data_dir && r.data_dir.empty())
+    return Status::invalid_argument("--force-data-dir needs --data-dir DIR");
+  o.durable.force = r.force_data_dir;
+  if (!r.from_snapshot.empty()) o.from_snapshot = r.from_snapshot;
+
   if (!r.service.empty()) {
     ROMULUS_ASSIGN_OR_RETURN(auto ep, endpoint("--service", r.service));
     o.service = ep;
@@ -281,6 +316,23 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
     return Status::invalid_argument(
         fmt::format("--failover-timeout ({} ms) must be at least twice --heartbeat ({} ms)",
                     o.failover_timeout.count(), o.heartbeat.count()));
+  }
+  o.vm = r.vm;
+  if (o.vm) {
+    if (given("tracker") && o.tracker != checkpoint::TrackerKind::kCompare &&
+        o.tracker != checkpoint::TrackerKind::kAuto) {
+      return Status::invalid_argument(
+          "--vm tracks the VM's RAM with the compare tracker (QEMU writes it from its own "
+          "threads): drop --tracker or pass --tracker compare");
+    }
+    if (o.durable.enabled() || o.from_snapshot) {
+      return Status::invalid_argument(
+          "--vm with --data-dir or --from-snapshot is not supported yet (the durable image and "
+          "snapshots hold RAM only, not a VM's devices)");
+    }
+    if (o.memory_bytes % (1u << 20) != 0) {
+      return Status::invalid_argument("--vm needs a --memory of whole MiB (it is the VM's -m)");
+    }
   }
   o.output_buffering = !r.no_output_buffering && !o.backup_null;
   n.control_path =
@@ -400,6 +452,39 @@ Result<Command> parse_node(const std::string& sub, std::vector<std::string> args
   return Command(std::move(b));
 }
 
+// `romulus sqlite-export DATABASE OUT (--snapshot FILE | --control PATH)` or
+// `romulus sqlite-export --list (--snapshot FILE | --control PATH)`.
+Result<Command> parse_sqlite_export(const std::vector<std::string>& args) {
+  SqliteExportCommand c;
+  std::vector<std::string> words;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if ((args[i] == "--snapshot" || args[i] == "--control") && i + 1 < args.size()) {
+      (args[i] == "--snapshot" ? c.snapshot : c.control_path) = args[i + 1];
+      ++i;
+    } else if (args[i] == "--list") {
+      c.list = true;
+    } else if (args[i] == "-h" || args[i] == "--help") {
+      return Command(HelpCommand{std::string(kSqliteExportUsage) + "\n"});
+    } else {
+      words.push_back(args[i]);
+    }
+  }
+  if (c.snapshot.empty() == c.control_path.empty()) {
+    return Status::invalid_argument(
+        "sqlite-export needs one source: --snapshot FILE or --control PATH (a backup's)");
+  }
+  if (c.list ? !words.empty() : words.size() != 2) {
+    return Status::invalid_argument(std::string("usage: ") + kSqliteExportUsage);
+  }
+  if (!c.list) {
+    c.database = words[0];
+    std::error_code ec;
+    c.out = std::filesystem::absolute(words[1], ec).string();
+    if (ec) return Status::invalid_argument(fmt::format("{}: {}", words[1], ec.message()));
+  }
+  return Command(std::move(c));
+}
+
 // `romulus lease-guard --node-pid N --witness URL --pair NAME --lease-ttl Ns
 // [--witness-cert F --witness-key F --witness-ca F]`, as WitnessLink writes it.
 Result<Command> parse_lease_guard(const std::vector<std::string>& args) {
@@ -496,6 +581,7 @@ Result<Command> parse_command_line(int argc, const char* const* argv) {
   if (sub == "primary" || sub == "backup") return parse_node(sub, std::move(args));
   if (sub == "lease-guard") return parse_lease_guard(args);
   if (sub == "release-lease") return parse_release_lease(std::move(args));
+  if (sub == "sqlite-export") return parse_sqlite_export(args);
 
   // status / set / failover: a few words and --control, --json.
   std::string control;
@@ -530,8 +616,19 @@ Result<Command> parse_command_line(int argc, const char* const* argv) {
       return Status::invalid_argument("failover takes no arguments besides --control");
     return Command(FailoverCommand{control});
   }
+  if (sub == "snapshot") {
+    if (words.size() != 1)
+      return Status::invalid_argument(
+          "usage: romulus snapshot FILE [--control PATH] (ask the backup: its committed image)");
+    std::error_code ec;
+    const auto file = std::filesystem::absolute(words[0], ec);
+    if (ec) return Status::invalid_argument(fmt::format("snapshot {}: {}", words[0], ec.message()));
+    return Command(SnapshotCommand{control, file.string()});
+  }
   return Status::invalid_argument(
-      fmt::format("unknown command '{}' (use primary, backup, status, set or failover)", sub));
+      fmt::format("unknown command '{}' (use primary, backup, status, set, failover, snapshot or "
+                  "sqlite-export)",
+                  sub));
 }
 
 }  // namespace romulus::cli

@@ -83,6 +83,22 @@ struct SetCommand {
 struct FailoverCommand {
   std::string control_path;
 };
+// `romulus snapshot FILE`: the backup writes its committed image to FILE
+// (storage/snapshot_file.h); FILE is made absolute here, since the node
+// runs elsewhere.
+struct SnapshotCommand {
+  std::string control_path;
+  std::string file;
+};
+// `romulus sqlite-export DATABASE OUT (--snapshot FILE | --control PATH)`, or
+// `--list`: cli/sqlite_export.h. With --control the backup there writes a
+// snapshot first (to OUT.snapshot, removed after).
+struct SqliteExportCommand {
+  std::string snapshot;      // --snapshot FILE
+  std::string control_path;  // --control PATH (a running pair's backup)
+  std::string database, out;
+  bool list = false;
+};
 struct HelpCommand {
   std::string text;
 };
@@ -105,7 +121,8 @@ struct ReleaseLeaseCommand {
 };
 
 using Command = std::variant<NodeOptions, BackupOptions, StatusCommand, SetCommand, FailoverCommand,
-                             HelpCommand, LeaseGuardCommand, ReleaseLeaseCommand>;
+                             SnapshotCommand, SqliteExportCommand, HelpCommand, LeaseGuardCommand,
+                             ReleaseLeaseCommand>;
 
 Result<Command> parse_command_line(int argc, const char* const* argv);
 

@@ -142,7 +142,7 @@ def parse_usage(text):
             if commands:
                 break       # the usage block ends at its first blank line
             continue
-        m = re.match(r"^\s+romulus\s+([a-z]+)\b(.*)$", line)
+        m = re.match(r"^\s+romulus\s+([a-z][a-z-]*[a-z])\b(.*)$", line)
         if not m:
             continue
         cmd = commands.setdefault(m.group(1), Command(m.group(1)))

@@ -44,6 +44,24 @@ void write_backup_status(const BackupMetrics& m, json::object& o) {
   if (!m.detector.reason.empty()) d["reason"] = m.detector.reason;
   o["detector"] = std::move(d);
   o["witness"] = m.witness ? json::value(m.witness->status) : json::value(nullptr);
+  if (m.durable) {
+    const DurableReport& r = *m.durable;
+    json::object w;
+    w["data_dir"] = r.data_dir;
+    w["mode"] = r.mode;
+    w["durable_epoch"] = r.durable_epoch;
+    w["submitted_epoch"] = r.submitted_epoch;
+    w["lag_epochs"] = r.lag_epochs;
+    w["lag_ms"] = r.lag.count();
+    w["log_bytes"] = r.log_bytes;
+    w["bytes_written"] = r.bytes_written;
+    w["syncs"] = r.syncs;
+    w["compactions"] = r.compactions;
+    w["error"] = r.error;
+    o["durable"] = std::move(w);
+  } else {
+    o["durable"] = nullptr;
+  }
 }
 
 void render_backup_metrics(const BackupMetrics& m, common::MetricsText& out) {
@@ -78,6 +96,26 @@ void render_backup_metrics(const BackupMetrics& m, common::MetricsText& out) {
     out.gauge("romulus_lease_remaining_seconds",
               "Time left on this node's lease by its own conservative clock (0 unless owner).",
               static_cast<double>(m.witness->remaining_ms) / 1000.0);
+  }
+  if (m.durable) {
+    const DurableReport& r = *m.durable;
+    out.gauge("romulus_durable_epoch", "Newest epoch of the image on disk (--data-dir).",
+              d(r.durable_epoch));
+    out.gauge("romulus_durable_lag_epochs",
+              "Checkpoints committed in memory and not yet on disk (--durable async).",
+              d(r.lag_epochs));
+    out.gauge("romulus_durable_lag_seconds", "Age of the oldest checkpoint not yet on disk.",
+              seconds(r.lag));
+    out.gauge("romulus_durable_log_bytes", "Log not yet folded into the base image.",
+              d(r.log_bytes));
+    out.counter("romulus_durable_bytes_written_total", "Bytes written to the data directory.",
+                d(r.bytes_written));
+    out.counter("romulus_durable_syncs_total", "fdatasync calls (one per group of checkpoints).",
+                d(r.syncs));
+    out.counter("romulus_durable_compactions_total", "Log compactions into the base image.",
+                d(r.compactions));
+    out.gauge("romulus_durable_failed", "1 once a write to the data directory has failed.",
+              r.error.empty() ? 0 : 1);
   }
 }
 

@@ -35,6 +35,20 @@ struct WitnessReport {
   boost::json::object status;
 };
 
+// The durable image (--data-dir), as the backup's writer reports it.
+struct DurableReport {
+  std::string data_dir;
+  std::string mode;                  // "sync" or "async"
+  uint64_t durable_epoch = 0;        // newest epoch on disk (fdatasync'd)
+  uint64_t submitted_epoch = 0;      // newest epoch handed to the writer
+  uint64_t lag_epochs = 0;           // submitted - durable
+  std::chrono::milliseconds lag{0};  // age of the oldest checkpoint not yet on disk
+  uint64_t log_bytes = 0;            // the log not yet folded into the base image
+  uint64_t bytes_written = 0;        // by this process, all files
+  uint64_t syncs = 0, compactions = 0;
+  std::string error;  // the write error that stopped it; empty: none
+};
+
 struct BackupMetrics {
   BackupState state = BackupState::kNoImage;
   std::string peer;       // the connected primary's address; empty: none
@@ -52,6 +66,7 @@ struct BackupMetrics {
   std::optional<std::chrono::milliseconds> since_contact;
   FailureDetector::Judgement detector;
   std::optional<WitnessReport> witness;  // nullopt: no witness (status says null)
+  std::optional<DurableReport> durable;  // nullopt: no --data-dir (status says null)
 };
 
 // Writes the members of the backup's `status --json` reply (all but "ok")
@@ -59,7 +74,10 @@ struct BackupMetrics {
 // "last_committed_epoch", "image_consistent", "checkpoints_committed",
 // "precopy_rounds_applied", "pages_applied", "streams",
 // "connections_in_handshake", "failover_timeout_ms", "ms_since_contact",
-// "detector" ({"verdict", "remaining_ms", "reason" if any}), "witness".
+// "detector" ({"verdict", "remaining_ms", "reason" if any}), "witness",
+// "durable" (null, or {"data_dir", "mode", "durable_epoch", "submitted_epoch",
+// "lag_epochs", "lag_ms", "log_bytes", "bytes_written", "syncs", "compactions",
+// "error"}).
 void write_backup_status(const BackupMetrics& m, boost::json::object& out);
 
 // Appends the backup's families to `out`.

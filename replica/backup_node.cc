@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <set>
@@ -18,7 +19,12 @@
 #include "replica/backup_state.h"
 #include "replica/connection_state.h"
 #include "replica/failure_detector.h"
+#include "replica/image_copy.h"
 #include "replica/replica_state.h"
+#include "storage/durable_image.h"
+#include "storage/durable_writer.h"
+#include "storage/file_system.h"
+#include "storage/snapshot_file.h"
 
 namespace romulus::replica {
 namespace asio = boost::asio;
@@ -40,6 +46,9 @@ uint64_t now_ns() {
 // How long a request from another thread (control socket, metrics) waits
 // for the node's own thread to answer, and what it says when it does not.
 constexpr std::chrono::seconds kAnswerWithin{2};
+// The longest a snapshot's copy of the image may take (it advances a slice per
+// turn of the node's event loop: seconds for gigabytes).
+constexpr std::chrono::seconds kSnapshotCopyWithin{300};
 std::string no_answer() {
   return fmt::format("the backup did not answer within {} s (busy or stopping)",
                      kAnswerWithin.count());
@@ -81,11 +90,18 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   Clock::time_point last_tx() const { return last_tx_; }
   Clock::time_point accepted_at() const { return accepted_at_; }
   const std::string& peer() const { return peer_; }
+  // Which accepted stream this is (BackupNode::Impl::streams when it started).
+  uint64_t stream_no() const { return stream_no_; }
+  // Ends the stream with an ERROR that says why (the node's own failure).
+  void fail_stream(const std::string& why) {
+    end_with(protocol::encode_error(Status::unavailable(why)), StreamEnd::kEndedByBackup, why);
+  }
 
   // CheckpointSink: pages go to the replica state; stream events to the node.
   Status on_begin(uint64_t epoch, uint32_t flags) override;
   protocol::MutablePageView page_for(uint64_t pfn, bool needs_current) override;
   Status on_end(uint64_t epoch, uint32_t page_count) override;
+  Status on_device_state(protocol::ByteSpan state) override;
   void on_goodbye() override;
   void on_dropped() override;
   void on_handover() override;
@@ -113,6 +129,7 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   std::string end_why_;
   Clock::time_point last_tx_ = Clock::now();
   const Clock::time_point accepted_at_ = Clock::now();
+  uint64_t stream_no_ = 0;
 };
 
 struct BackupNode::Impl {
@@ -136,13 +153,40 @@ struct BackupNode::Impl {
   std::optional<Result<Activation>> outcome;
   uint64_t streams = 0;
   std::string last_peer;
+  // --data-dir: the writer of the durable image (nullptr: memory only), the
+  // checkpoints whose ACK waits for it (--durable sync: stream, epoch), and
+  // the write error that stopped it.
+  std::unique_ptr<storage::DurableWriter> durable;
+  std::deque<std::pair<uint64_t, uint64_t>> awaiting_disk;
+  std::string durable_error;
+  bool lag_warned = false;
+  // Copies of the committed image in progress (image_copy.h), a slice per
+  // event-loop turn: a new durable base (the checkpoints after it wait in
+  // held_for_base, in order, for the base to reach the writer first), and a
+  // snapshot (its requester waits on snapshot_done).
+  struct HeldCheckpoint {
+    uint64_t epoch;
+    std::vector<uint64_t> pfns;
+    std::vector<uint8_t> pages;
+  };
+  std::unique_ptr<ImageCopy> base_copy;
+  std::vector<HeldCheckpoint> held_for_base;
+  std::unique_ptr<ImageCopy> snapshot_copy;
+  std::function<void(ImageCopy&)> snapshot_done;
+  bool copy_step_posted = false;
 
   Impl(BackupConfig c, std::function<void(const std::string&)> l)
       : config(std::move(c)),
         log(std::move(l)),
-        replica(config.memory_bytes / protocol::kPageSize),
+        replica(config.memory_bytes / protocol::kPageSize, config.vm),
         detector(config.failover_timeout),
-        state(BackupState::kNoImage, log) {}
+        state(BackupState::kNoImage, log) {
+    replica.before_overwrite = [this](uint64_t pfn) {
+      if (base_copy) base_copy->before_overwrite(pfn);
+      if (snapshot_copy) snapshot_copy->before_overwrite(pfn);
+    };
+    replica.before_replace = [this] { finish_copies(); };
+  }
 
   uint64_t page_count() const { return config.memory_bytes / protocol::kPageSize; }
 
@@ -166,6 +210,24 @@ struct BackupNode::Impl {
   void handover();
   void session_closed(PrimarySession* s, StreamEnd how, const std::string& why);
   void image_committed(uint64_t epoch, bool first);
+  // The durable image (--data-dir).
+  Status open_durable();
+  bool acks_wait_for_disk() const {
+    return durable && config.durable.mode == storage::DurableMode::kSync;
+  }
+  void write_to_disk(uint64_t epoch, bool whole_image);
+  void await_disk(uint64_t stream_no, uint64_t epoch) {
+    awaiting_disk.emplace_back(stream_no, epoch);
+  }
+  void on_disk(uint64_t durable_epoch);
+  void disk_failed(const Status& why);
+  // The copies' next slices, on the next turn of the event loop.
+  void post_copy_step();
+  void copy_step();
+  void base_copied();
+  void snapshot_copied();
+  // Completes every copy now (the image is about to be replaced or handed over).
+  void finish_copies();
   // Verdicts.
   // `exited`: the primary's process left evidence that it is gone (see
   // FailureDetector::Judgement::exited).
@@ -305,6 +367,10 @@ void PrimarySession::handle_handshake() {
         reply.reason += fmt::format("; start the backup with --memory {}",
                                     memory_option(hello.guest_page_count * ours.page_size));
       }
+    } else if (!node_.durable_error.empty() &&
+               node_.config.durable.mode == storage::DurableMode::kSync) {
+      reply.accept = false;
+      reply.reason = node_.durable_error;
     } else if (!node_.claim_primary_slot(this, &busy)) {
       reply.accept = false;
       reply.reason = busy;
@@ -324,6 +390,7 @@ void PrimarySession::handle_handshake() {
           fmt::format("primary {} connected (session {:016x}{}); our last committed epoch: {}",
                       peer_, hello.session_id, tls, node_.replica.committed_epoch()));
       node_.stream_started(this);
+      stream_no_ = node_.streams;
       send_message(protocol::encode_reply(reply));
       if (!rest.empty()) handle_stream(rest);
       return;
@@ -361,11 +428,24 @@ Status PrimarySession::on_end(uint64_t epoch, uint32_t page_count) {
   // it is copied onto the image, so the copy is off the reply's path. Nothing
   // can see the image in between: the copy runs next, on this thread, before
   // any other event (a takeover included) is handled.
+  // With --data-dir the checkpoint is also written to disk; under `--durable
+  // sync` its ACK waits for that (DurableWriter's group commit: one fdatasync
+  // for every checkpoint queued meanwhile), so an acknowledged reply survives
+  // the loss of both nodes. The sync's first checkpoint replaces the image
+  // whole, so it goes to disk as a new base image, after it is applied.
   const bool ack = consistent && node_.replica.ends_unit(epoch);
-  if (ack) send_message(protocol::encode_ack(epoch));
+  const bool whole = node_.replica.unit_ends_sync();
+  const bool ack_now = ack && !node_.acks_wait_for_disk();
+  if (ack_now) send_message(protocol::encode_ack(epoch));
+  if (ack && node_.durable && !whole) node_.write_to_disk(epoch, false);
   ROMULUS_RETURN_IF_ERROR(node_.replica.on_end(epoch, page_count));
+  if (ack && node_.durable && whole) node_.write_to_disk(epoch, true);
+  if (ack && !ack_now) node_.await_disk(stream_no_, epoch);
   if (ack) node_.image_committed(epoch, !had_image);
   return Status::ok();
+}
+Status PrimarySession::on_device_state(protocol::ByteSpan state) {
+  return node_.replica.on_device_state(state);
 }
 void PrimarySession::on_goodbye() { node_.goodbye(); }
 void PrimarySession::on_handover() { node_.handover(); }
@@ -476,6 +556,159 @@ void BackupNode::Impl::image_committed(uint64_t epoch, bool first) {
   if (state.state() == BackupState::kSyncing) state.transition(BackupState::kProtecting);
 }
 
+Status BackupNode::Impl::open_durable() {
+  const storage::DurableSettings& d = config.durable;
+  storage::DurableImage::Options options;
+  options.force = d.force;
+  ROMULUS_ASSIGN_OR_RETURN(
+      auto image,
+      storage::DurableImage::open(storage::posix_file_system(), d.data_dir,
+                                  storage::ImageIdentity{page_count(), config.pair_id}, options));
+  for (const std::string& note : image->recovery_notes()) {
+    log(fmt::format("--data-dir {}: {}", d.data_dir, note));
+  }
+  const uint64_t epoch = image->epoch();
+  if (epoch > 0) {
+    ROMULUS_ASSIGN_OR_RETURN(auto memory,
+                             common::SharedMemory::create("romulus-replica", config.memory_bytes));
+    if (Status st = image->read_image(memory.data(), memory.size()); !st.is_ok()) {
+      return st.context(fmt::format("reading the image in --data-dir {}", d.data_dir));
+    }
+    replica.adopt_committed(std::move(memory), epoch);
+    state.transition(BackupState::kPrimaryStopped);
+    log(
+        fmt::format("image read back from --data-dir {} at epoch {}: waiting for a primary; "
+                    "`romulus failover` resumes the guest from it",
+                    d.data_dir, epoch));
+  } else {
+    log(
+        fmt::format("--data-dir {}: no image yet; every committed checkpoint is written there "
+                    "(--durable {})",
+                    d.data_dir, enum_name(storage::kDurableModeNames, d.mode)));
+  }
+  durable = std::make_unique<storage::DurableWriter>(
+      std::move(image), [this](uint64_t e) { asio::post(io, [this, e] { on_disk(e); }); },
+      [this](Status why) { asio::post(io, [this, why] { disk_failed(why); }); });
+  return Status::ok();
+}
+
+void BackupNode::Impl::write_to_disk(uint64_t epoch, bool whole_image) {
+  if (!durable_error.empty()) return;
+  if (whole_image) {
+    // A new base: the whole image as of this epoch, copied a slice at a time
+    // so that this thread stays responsive (heartbeats, acks).
+    if (base_copy) {
+      base_copy->finish();
+      base_copied();
+    }
+    const common::SharedMemory& image = replica.committed_image();
+    auto copy = ImageCopy::start(image.data(), image.size(), epoch);
+    if (!copy.is_ok()) return disk_failed(copy.status());
+    base_copy = std::move(copy).value();
+    post_copy_step();
+    return;
+  }
+  const auto pfns = replica.unit_pfns();
+  const uint8_t* pages = replica.unit_pages();
+  HeldCheckpoint c{epoch, std::vector<uint64_t>(pfns.begin(), pfns.end()),
+                   std::vector<uint8_t>(pages, pages + pfns.size() * protocol::kPageSize)};
+  if (base_copy) {
+    held_for_base.push_back(std::move(c));
+  } else {
+    durable->submit_checkpoint(c.epoch, std::move(c.pfns), std::move(c.pages));
+  }
+  if (config.durable.mode == storage::DurableMode::kAsync) {
+    const uint64_t lag = epoch - std::min(epoch, durable->durable_epoch());
+    if (lag > config.durable.lag_warning_epochs && !lag_warned) {
+      log(
+          fmt::format("WARNING: the durable image lags {} checkpoints behind memory (--durable "
+                      "async): losing both nodes now would lose them; is the disk slow?",
+                      lag));
+      lag_warned = true;
+    } else if (lag <= config.durable.lag_warning_epochs / 2) {
+      lag_warned = false;
+    }
+  }
+}
+
+void BackupNode::Impl::post_copy_step() {
+  if (copy_step_posted) return;
+  copy_step_posted = true;
+  asio::post(io, [this] { copy_step(); });
+}
+
+void BackupNode::Impl::copy_step() {
+  copy_step_posted = false;
+  if (base_copy && base_copy->step()) base_copied();
+  if (snapshot_copy && snapshot_copy->step()) snapshot_copied();
+  if ((base_copy || snapshot_copy) && !outcome) post_copy_step();
+}
+
+void BackupNode::Impl::base_copied() {
+  auto copy = std::move(base_copy);
+  if (!durable || !durable_error.empty()) {
+    held_for_base.clear();
+    return;
+  }
+  durable->submit_base(copy->epoch(), storage::ArenaView{copy->data(), copy->bytes()});
+  for (HeldCheckpoint& c : held_for_base) {
+    durable->submit_checkpoint(c.epoch, std::move(c.pfns), std::move(c.pages));
+  }
+  held_for_base.clear();
+}
+
+void BackupNode::Impl::snapshot_copied() {
+  auto copy = std::move(snapshot_copy);
+  auto done = std::move(snapshot_done);
+  snapshot_done = nullptr;
+  if (done) done(*copy);
+}
+
+void BackupNode::Impl::finish_copies() {
+  if (base_copy) {
+    base_copy->finish();
+    base_copied();
+  }
+  if (snapshot_copy) {
+    snapshot_copy->finish();
+    snapshot_copied();
+  }
+}
+
+void BackupNode::Impl::on_disk(uint64_t durable_epoch) {
+  // The newest checkpoint of the current stream that is now on disk: one ACK
+  // covers it and every one before it (ACK(E) releases every epoch <= E).
+  uint64_t ack = 0;
+  while (!awaiting_disk.empty() && awaiting_disk.front().second <= durable_epoch) {
+    if (primary && !primary->closed() && awaiting_disk.front().first == primary->stream_no()) {
+      ack = awaiting_disk.front().second;
+    }
+    awaiting_disk.pop_front();
+  }
+  if (ack != 0) primary->send_message(protocol::encode_ack(ack));
+}
+
+void BackupNode::Impl::disk_failed(const Status& why) {
+  if (!durable_error.empty()) return;
+  durable_error = fmt::format(
+      "writing the durable image in --data-dir {} failed: {}; what is already on disk stays "
+      "(epoch {})",
+      config.durable.data_dir, why.message(), durable ? durable->durable_epoch() : 0);
+  if (config.durable.mode == storage::DurableMode::kSync) {
+    durable_error +=
+        "; this backup acknowledges nothing until it is restarted with a working --data-dir";
+    log(durable_error);
+    awaiting_disk.clear();
+    if (primary && !primary->closed()) {
+      auto s = primary;
+      s->fail_stream(durable_error);
+    }
+  } else {
+    durable_error += "; the backup goes on in memory only (--durable async)";
+    log(durable_error);
+  }
+}
+
 void BackupNode::Impl::session_closed(PrimarySession* s, StreamEnd how, const std::string& why) {
   if (primary.get() != s) {
     // A connection that never completed its handshake (or a refused one)
@@ -514,6 +747,18 @@ void BackupNode::Impl::session_closed(PrimarySession* s, StreamEnd how, const st
 void BackupNode::Impl::primary_lost(const std::string& why, bool exited) {
   if (loss_handled || outcome) return;
   loss_handled = true;
+  if (!durable_error.empty() && config.durable.mode == storage::DurableMode::kSync) {
+    // Since its data directory failed this backup acknowledged nothing, so the
+    // primary has run on unprotected, releasing output this image lacks:
+    // taking over would lose it. Only an operator decides that.
+    log(
+        fmt::format("{}, but this backup stopped acknowledging when its --data-dir failed, and "
+                    "the primary has run on without it since: not taking over "
+                    "(`romulus failover` would resume from epoch {}, older than what clients "
+                    "may have seen)",
+                    why, replica.committed_epoch()));
+    return;
+  }
   if (!replica.has_committed()) {
     log(
         fmt::format("{}, but this backup never completed an initial sync: its image is not a "
@@ -566,11 +811,19 @@ void BackupNode::Impl::activate(const std::string& reason) {
   for (auto s : std::set<std::shared_ptr<PrimarySession>>(pending)) {
     s->close(StreamEnd::kEndedByBackup, "taking over");
   }
+  finish_copies();
+  if (durable) {
+    // Whatever was committed goes to disk before the image becomes the
+    // guest's arena (under sync it is there already).
+    durable->stop();
+    durable.reset();
+  }
   Activation a;
   a.epoch = replica.committed_epoch();
   a.session_id = replica.session_id();
   a.reason = reason;
   a.last_contact = detector.last_contact();
+  a.device_state = replica.committed_device_state();
   a.image = std::move(*replica.take_committed());
   outcome.emplace(std::move(a));
   state.transition(BackupState::kServing);
@@ -633,6 +886,25 @@ BackupMetrics BackupNode::Impl::metrics() const {
   }
   m.detector = detector.judge(now);
   if (gate) m.witness = gate->report();
+  if (config.durable.enabled()) {
+    DurableReport r;
+    r.data_dir = config.durable.data_dir;
+    r.mode = std::string(enum_name(storage::kDurableModeNames, config.durable.mode));
+    r.error = durable_error;
+    if (durable) {
+      const storage::DurableImage::Stats st = durable->stats();
+      r.durable_epoch = durable->durable_epoch();
+      r.submitted_epoch = durable->submitted_epoch();
+      const storage::DurableWriter::Lag lag = durable->lag(now);
+      r.lag_epochs = lag.epochs;
+      r.lag = std::chrono::duration_cast<std::chrono::milliseconds>(lag.age);
+      r.log_bytes = st.log_bytes;
+      r.bytes_written = st.bytes_written;
+      r.syncs = st.syncs;
+      r.compactions = st.compactions;
+    }
+    m.durable = std::move(r);
+  }
   return m;
 }
 
@@ -661,8 +933,76 @@ void BackupNode::request_stop() {
   });
 }
 
+std::string BackupNode::take_snapshot(const std::string& path) {
+  auto& im = *impl_;
+  // A copy of the committed image, taken between two events of the node's
+  // thread (the primary's guest never waits for it; acknowledgements wait for
+  // the copy), then written here, on the control socket's thread.
+  struct Copy {
+    std::shared_ptr<const uint8_t> data;
+    size_t bytes = 0;
+    uint64_t epoch = 0;
+    std::string error;
+  };
+  auto answer = std::make_shared<std::promise<Copy>>();
+  auto result = answer->get_future();
+  asio::post(im.io, [&im, answer] {
+    Copy c;
+    if (!im.replica.has_committed()) {
+      c.error =
+          "no snapshot: this backup holds no committed image yet (its initial sync has not "
+          "completed)";
+    } else if (im.snapshot_copy) {
+      c.error = "a snapshot is being taken already; ask again when it is written";
+    } else {
+      const common::SharedMemory& image = im.replica.committed_image();
+      auto copy = ImageCopy::start(image.data(), image.size(), im.replica.committed_epoch());
+      if (!copy.is_ok()) {
+        c.error = copy.status().message();
+      } else {
+        im.snapshot_copy = std::move(copy).value();
+        im.snapshot_done = [answer](ImageCopy& done) {
+          answer->set_value(Copy{done.data(), done.bytes(), done.epoch(), ""});
+        };
+        im.post_copy_step();
+        return;
+      }
+    }
+    answer->set_value(std::move(c));
+  });
+  if (result.wait_for(kSnapshotCopyWithin) != std::future_status::ready) {
+    return json_error(no_answer());
+  }
+  Copy c;
+  try {
+    c = result.get();
+  } catch (const std::future_error&) {  // the node stopped with the copy in progress
+    return json_error("the backup stopped before its snapshot was copied; ask again");
+  }
+  if (!c.error.empty()) return json_error(c.error);
+  const auto started = Clock::now();
+  storage::SnapshotInfo info;
+  info.page_count = im.page_count();
+  info.epoch = c.epoch;
+  info.pair_id = im.config.pair_id;
+  if (Status st =
+          storage::write_snapshot(storage::posix_file_system(), path, info, c.data.get(), c.bytes);
+      !st.is_ok()) {
+    return json_error(fmt::format("snapshot {}: {}", path, st.message()));
+  }
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  im.log(fmt::format("snapshot of epoch {} written to {} in {} ms", c.epoch, path, ms));
+  json::object o;
+  o["epoch"] = c.epoch;
+  o["file"] = path;
+  o["write_ms"] = ms;
+  return common::json_ok(std::move(o));
+}
+
 std::string BackupNode::handle_control(const std::string& request) {
   auto& im = *impl_;
+  if (request.rfind("snapshot ", 0) == 0) return take_snapshot(request.substr(9));
   // Everything below reads or changes the node's state: on its own thread.
   auto answer = std::make_shared<std::promise<std::string>>();
   auto result = answer->get_future();
@@ -705,6 +1045,7 @@ Result<BackupMetrics> BackupNode::metrics() {
 
 Result<Activation> BackupNode::run() {
   auto& im = *impl_;
+  if (im.config.durable.enabled()) ROMULUS_RETURN_IF_ERROR(im.open_durable());
   ROMULUS_RETURN_IF_ERROR(common::listen_tcp(im.acceptor, im.config.listen, "--listen"));
   im.log(fmt::format("backup listening on {} ({} MiB arena); waiting for a primary",
                      im.config.listen.to_string(), im.config.memory_bytes >> 20));

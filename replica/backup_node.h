@@ -38,6 +38,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/endpoint.h"
 #include "common/shared_memory.h"
@@ -46,6 +47,7 @@
 #include "protocol/pair_defaults.h"
 #include "replica/backup_metrics.h"
 #include "replica/backup_state.h"
+#include "storage/durable_settings.h"
 
 namespace romulus::replica {
 
@@ -56,11 +58,22 @@ struct BackupConfig {
   std::chrono::milliseconds failover_timeout = protocol::kDefaultFailoverTimeout;
   // Mutual TLS with this identity; nullptr: plaintext.
   std::shared_ptr<common::TlsIdentity> tls;
+  // The durable image (--data-dir, --durable): every committed checkpoint is
+  // also written there; under `sync` it is acknowledged only once on disk.
+  // At start an image found there is read back, verified and committed.
+  storage::DurableSettings durable;
+  // Names the pair in the data directory (the witness's --pair, or empty):
+  // a directory written for another pair is refused.
+  std::string pair_id;
+  // --vm: the guest is a virtual machine; every checkpoint carries its device
+  // state, handed over with the image at activation.
+  bool vm = false;
 };
 
 // What run() hands over when the backup takes over.
 struct Activation {
   common::SharedMemory image;  // the committed image: the guest's arena from now on
+  std::vector<uint8_t> device_state;  // a VM's, committed with the image (else empty)
   uint64_t epoch = 0;          // the epoch it holds
   uint64_t session_id = 0;
   std::string reason;  // "primary lost: connection reset", "manual failover", ...
@@ -114,8 +127,9 @@ class BackupNode {
   Result<Activation> run();
   void request_stop();
 
-  // A control-socket request ("status", "status --json", "failover"): one
-  // JSON reply line. Waits briefly for the node's own thread to answer.
+  // A control-socket request ("status", "status --json", "failover",
+  // "snapshot PATH"): one JSON reply line. Waits briefly for the node's own
+  // thread to answer (a snapshot: until its file is written).
   std::string handle_control(const std::string& request);
   // The node's figures (status --json, --metrics), taken on its own thread;
   // unavailable if it does not answer within 2 s (busy or stopping).
@@ -124,6 +138,10 @@ class BackupNode {
   struct Impl;  // defined in backup_node.cc (public so its sessions can name it)
 
  private:
+  // "snapshot PATH": the committed image, copied on the node's thread, written
+  // to PATH (storage/snapshot_file.h) on the caller's.
+  std::string take_snapshot(const std::string& path);
+
   std::unique_ptr<Impl> impl_;
 };
 

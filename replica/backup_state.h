@@ -24,7 +24,10 @@
 // primary_silent the stream ended without GOODBYE, or went silent, or was
 //               dropped by the primary; waiting for it to reconnect
 // primary_stopped the primary said GOODBYE: it stopped on purpose; only a
-//               manual failover takes over
+//               manual failover takes over. Also where a backup starts whose
+//               image was read back from its --data-dir (no_image ──►
+//               primary_stopped): it waits for a primary, or a manual failover
+//               (`romulus failover`, docs/operations.md, "Losing both nodes")
 // taking_over   the primary is judged lost; the node acquires ownership and
 //               hands its image to a new primary
 // serving       handed over: this process runs the guest as a primary
@@ -76,7 +79,7 @@ struct StateTraits<replica::BackupState> {
   static bool legal(S from, S to) {
     switch (from) {
       case S::kNoImage:
-        return to == S::kSyncing;
+        return to == S::kSyncing || to == S::kPrimaryStopped;
       case S::kSyncing:
         return to == S::kProtecting || to == S::kNoImage || to == S::kPrimarySilent ||
                to == S::kPrimaryStopped || to == S::kTakingOver;

@@ -10,13 +10,20 @@ namespace romulus::replica {
 
 using protocol::kPageSize;
 
-ReplicaState::ReplicaState(uint64_t page_count) : page_count_(page_count) {}
+ReplicaState::ReplicaState(uint64_t page_count, bool vm) : page_count_(page_count), vm_(vm) {}
 
 std::optional<common::SharedMemory> ReplicaState::take_committed() {
   abort_stream();
   auto image = std::move(committed_);
   committed_.reset();
   return image;
+}
+
+void ReplicaState::adopt_committed(common::SharedMemory image, uint64_t epoch) {
+  abort_stream();
+  committed_.emplace(std::move(image));
+  committed_epoch_ = epoch;
+  last_verified_epoch_ = epoch;
 }
 
 void ReplicaState::abort_stream() {
@@ -28,6 +35,7 @@ void ReplicaState::abort_stream() {
   slots_used_ = 0;
   slot_pfns_.clear();
   sync_.reset();
+  unit_has_devices_ = false;
 }
 
 uint8_t* ReplicaState::target_page(uint64_t pfn) {
@@ -63,6 +71,20 @@ Status ReplicaState::on_begin(uint64_t epoch, uint32_t flags) {
   buffered_ = consistent;
   slots_used_ = 0;
   slot_pfns_.clear();
+  unit_has_devices_ = false;
+  return Status::ok();
+}
+
+Status ReplicaState::on_device_state(protocol::ByteSpan state) {
+  if (!vm_) {
+    return Status::invalid_argument(
+        "the primary sends a virtual machine's device state, but this backup was not started "
+        "with --vm: start it with --vm and the same QEMU command");
+  }
+  if (!in_unit_ || !buffered_)
+    return Status::corrupt("device state outside a consistent checkpoint");
+  unit_devices_.assign(state.begin(), state.end());
+  unit_has_devices_ = true;
   return Status::ok();
 }
 
@@ -85,19 +107,30 @@ protocol::MutablePageView ReplicaState::page_for(uint64_t pfn, bool needs_curren
 
 Status ReplicaState::on_end(uint64_t epoch, uint32_t page_count) {
   if (!in_unit_ || epoch != unit_epoch_) return Status::corrupt("end without a matching begin");
+  if (buffered_ && vm_ && !unit_has_devices_) {
+    return Status::invalid_argument(
+        fmt::format("checkpoint {} carries no device state, but this backup was started with "
+                    "--vm: start the primary with --vm too",
+                    epoch));
+  }
   in_unit_ = false;
   last_verified_epoch_ = epoch;
   if (buffered_) {
     // Verified whole: now, and only now, it touches the image.
+    const bool overwrites_committed = !target_sync_ && before_overwrite;
     for (size_t i = 0; i < slots_used_; ++i) {
+      if (overwrites_committed) before_overwrite(slot_pfns_[i]);
       std::memcpy(target_page(slot_pfns_[i]), slots_.get() + i * kPageSize, kPageSize);
     }
+    if (target_sync_ && committed_.has_value() && before_replace) before_replace();
     if (target_sync_) {
       committed_ = std::move(sync_);
       sync_.reset();
       session_id_ = pending_session_id_;
     }
     committed_epoch_ = epoch;
+    if (unit_has_devices_) committed_devices_.swap(unit_devices_);
+    unit_has_devices_ = false;
     ++checkpoints_committed_;
   } else {
     ++rounds_applied_;

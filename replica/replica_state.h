@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "common/shared_memory.h"
@@ -34,7 +35,10 @@ namespace romulus::replica {
 
 class ReplicaState final : public protocol::CheckpointSink {
  public:
-  explicit ReplicaState(uint64_t page_count);
+  // `vm`: the guest is a virtual machine, so every consistent checkpoint
+  // must carry its device state (DEVICE_STATE), committed with its pages; a
+  // process guest's checkpoints must carry none.
+  explicit ReplicaState(uint64_t page_count, bool vm = false);
 
   uint64_t page_count() const { return page_count_; }
   // True once a full sync has completed with a consistent checkpoint.
@@ -46,6 +50,11 @@ class ReplicaState final : public protocol::CheckpointSink {
   common::SharedMemory& committed_image() { return *committed_; }
   // Gives the committed image away (activation); the state is empty after.
   std::optional<common::SharedMemory> take_committed();
+  // A VM's device state committed with the image (empty for a process).
+  const std::vector<uint8_t>& committed_device_state() const { return committed_devices_; }
+  // Starts from an image read back from disk (--data-dir), committed at
+  // `epoch` (> 0): as if a full sync had ended there. Only before any stream.
+  void adopt_committed(common::SharedMemory image, uint64_t epoch);
 
   // Throws away a checkpoint in flight and an unfinished sync image: the
   // stream that carried them has ended or was rejected.
@@ -54,12 +63,24 @@ class ReplicaState final : public protocol::CheckpointSink {
   // Called after every verified unit (pre-copy round or checkpoint) has been
   // applied, with its epoch and whether it was a consistent checkpoint.
   std::function<void(uint64_t epoch, bool consistent)> on_committed;
+  // Called before a checkpoint overwrites page `pfn` of the committed image,
+  // and before a new full sync's image replaces the committed one whole: a
+  // copy of the committed image in progress (replica/image_copy.h) keeps
+  // what it needs. Empty: nobody copies.
+  std::function<void(uint64_t pfn)> before_overwrite;
+  std::function<void()> before_replace;
 
   // True between on_begin() and on_end() of a consistent checkpoint.
   bool in_consistent_unit() const { return in_unit_ && buffered_; }
   // True if on_end(epoch, ...) now ends the unit in flight (and so succeeds):
   // the caller may acknowledge a verified checkpoint before it is applied.
   bool ends_unit(uint64_t epoch) const { return in_unit_ && epoch == unit_epoch_; }
+  // The consistent checkpoint in flight, verified but not yet applied (valid
+  // until on_end()): its pages, in PFN order, and whether it is the one that
+  // ends a full sync (it then replaces the whole image, not some pages).
+  std::span<const uint64_t> unit_pfns() const { return slot_pfns_; }
+  const uint8_t* unit_pages() const { return slots_.get(); }
+  bool unit_ends_sync() const { return in_unit_ && buffered_ && target_sync_; }
 
   // Counters.
   uint64_t checkpoints_committed() const { return checkpoints_committed_; }
@@ -69,13 +90,18 @@ class ReplicaState final : public protocol::CheckpointSink {
   // protocol::CheckpointSink
   Status on_begin(uint64_t epoch, uint32_t flags) override;
   protocol::MutablePageView page_for(uint64_t pfn, bool needs_current) override;
+  Status on_device_state(protocol::ByteSpan state) override;
   Status on_end(uint64_t epoch, uint32_t page_count) override;
 
  private:
   uint8_t* target_page(uint64_t pfn);
 
   uint64_t page_count_;
+  bool vm_ = false;
   std::optional<common::SharedMemory> committed_;
+  std::vector<uint8_t> committed_devices_;  // a VM's, with committed_
+  std::vector<uint8_t> unit_devices_;       // the consistent unit in flight's
+  bool unit_has_devices_ = false;
   std::optional<common::SharedMemory> sync_;
   uint64_t committed_epoch_ = 0;
   uint64_t session_id_ = 0, pending_session_id_ = 0;

@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
+#include "checkpoint/image_compare.h"
 #include "common/endpoint.h"
 #include "common/json.h"
 #include "common/tls.h"
@@ -15,6 +18,9 @@
 #include "replica/node_metrics.h"
 #include "replica/role_loop.h"
 #include "replica/witness_link.h"
+#include "storage/durable_image.h"
+#include "storage/file_system.h"
+#include "storage/snapshot_file.h"
 #include "witness/etcd_client.h"
 
 namespace romulus::replica {
@@ -28,6 +34,10 @@ namespace {
 // How long the start-up wait for the pair's ownership goes between two
 // "waiting to own the pair" lines.
 constexpr std::chrono::seconds kOwnershipWaitLogEvery{2};
+// A fresh primary with a --data-dir asks its backup again this often, and says
+// it waits this often (start_from_disk()).
+constexpr std::chrono::milliseconds kCompareRetry{500};
+constexpr std::chrono::seconds kCompareWaitLogEvery{5};
 
 // What the process has that every role uses.
 struct Process {
@@ -130,10 +140,175 @@ void acquire_pair(Process& p, RoleLoop& roles) {
   roles.ownership_decided(s == OwnershipState::kOwner);
 }
 
-// primary: the guest, started fresh.
+// A snapshot file (`romulus snapshot`) read into a new arena: the arena and
+// the snapshot's epoch.
+Result<std::pair<common::SharedMemory, uint64_t>> read_snapshot_arena(const std::string& file,
+                                                                      uint64_t memory_bytes) {
+  storage::FileSystem& fs = storage::posix_file_system();
+  ROMULUS_ASSIGN_OR_RETURN(const storage::SnapshotInfo info, storage::read_snapshot_info(fs, file));
+  if (info.page_count * protocol::kPageSize != memory_bytes) {
+    return Status::invalid_argument(
+        fmt::format("--from-snapshot {} holds a {} MiB arena; this node's --memory is {} MiB: "
+                    "start it with --memory {}M",
+                    file, (info.page_count * protocol::kPageSize) >> 20, memory_bytes >> 20,
+                    (info.page_count * protocol::kPageSize) >> 20));
+  }
+  ROMULUS_ASSIGN_OR_RETURN(auto memory,
+                           common::SharedMemory::create("romulus-arena", memory_bytes));
+  auto read = storage::read_snapshot(fs, file, memory.data(), memory.size());
+  if (!read.is_ok()) return read.status().context(fmt::format("--from-snapshot {}", file));
+  return std::pair<common::SharedMemory, uint64_t>(std::move(memory), read->epoch);
+}
+
+// What a fresh primary with a --data-dir starts its guest from.
+struct FreshStart {
+  std::optional<common::SharedMemory> image;  // nullopt: an empty arena
+  uint64_t epoch = 0;                         // of `image`
+  bool ended = false;  // the role ended instead (handed over, stopped, an error)
+};
+
+// The newer of this node's durable image and its backup's
+// (checkpoint/image_compare.h): this node's is read and verified; then the
+// backup is asked, and waited for while it cannot be (it may hold the newer
+// one) unless `romulus failover` says to go on without it. If the backup's is
+// newer, the pair is handed to it and this node rejoins as its backup.
+FreshStart start_from_disk(Process& p, RoleLoop& roles) {
+  NodeHost& host = p.host;
+  const checkpoint::PrimaryConfig& pc = p.settings.primary;
+  FreshStart out;
+  auto end = [&](Status st, bool demoted = false) {
+    roles.primary_ended(st, demoted);
+    out.ended = true;
+    return std::move(out);
+  };
+  storage::DurableImage::Options options;
+  options.force = pc.durable.force;
+  auto disk = storage::DurableImage::open(
+      storage::posix_file_system(), pc.durable.data_dir,
+      storage::ImageIdentity{pc.memory_bytes / protocol::kPageSize, p.settings.witness.pair},
+      options);
+  if (!disk.is_ok()) return end(disk.status());
+  for (const std::string& note : (*disk)->recovery_notes()) {
+    host.log(fmt::format("--data-dir {}: {}", pc.durable.data_dir, note));
+  }
+  const uint64_t own = (*disk)->epoch();
+  if (own > 0) {
+    auto memory = common::SharedMemory::create("romulus-arena", pc.memory_bytes);
+    if (!memory.is_ok()) return end(memory.status());
+    if (Status st = (*disk)->read_image(memory->data(), memory->size()); !st.is_ok()) {
+      return end(
+          st.context(fmt::format("reading the image in --data-dir {}", pc.durable.data_dir)));
+    }
+    out.image.emplace(std::move(memory).value());
+    out.epoch = own;
+  }
+  if (pc.backup_null || !pc.backup) return out;
+
+  std::atomic<bool> go_alone{false}, stop{false};
+  if (host.control) {
+    host.control->set_handler(p.security.handler(
+        [&go_alone](const std::string& r) {
+          if (r == "failover") {
+            go_alone.store(true);
+            return common::json_ok(json::object());
+          }
+          return common::json_error(
+              "this primary is waiting for its backup to compare durable images; only "
+              "`romulus failover` (start from this node's own image) and status answer now");
+        },
+        [&pc, own]() -> Result<json::object> {
+          json::object o;
+          o["role"] = "primary";
+          o["state"] = "comparing_images";
+          o["data_dir"] = pc.durable.data_dir;
+          o["own_durable_epoch"] = own;
+          return o;
+        }));
+  }
+  if (host.on_stop) host.on_stop([&stop] { stop.store(true); });
+  struct Detach {
+    NodeHost& host;
+    ~Detach() {
+      if (host.on_stop) host.on_stop(nullptr);
+      if (host.control) host.control->set_handler(nullptr);
+    }
+  } detach{host};
+
+  const std::string backup = pc.backup->to_string();
+  auto next_log = Clock::now();
+  while (!stop.load()) {
+    if (go_alone.load()) {
+      host.log(
+          fmt::format("`romulus failover`: starting the guest from this node's own image "
+                      "(epoch {}) without comparing it with backup {}'s",
+                      own, backup));
+      return out;
+    }
+    auto answer = checkpoint::compare_with_backup(pc, own, [&p] {
+      if (p.witness) {
+        if (Status st = p.witness->give_up(); !st.is_ok()) p.host.log(st.message());
+      }
+    });
+    if (answer.is_ok() && answer->handed_over) {
+      const std::string line = fmt::format(
+          "backup {} holds a newer image (epoch {}; this node's --data-dir holds epoch {}): it "
+          "takes the pair over from it",
+          backup, answer->epoch, own);
+      if (!p.settings.listen) {
+        return end(Status::aborted(line + "; without --listen this node cannot rejoin it as a "
+                                          "backup: restart it as `romulus backup`"));
+      }
+      host.log(line + "; this node rejoins it as its backup");
+      return end(Status::ok(), true);
+    }
+    if (answer.is_ok()) {
+      host.log(fmt::format(
+          "backup {} holds epoch {}; this node's --data-dir holds epoch {}: the "
+          "guest starts from {}",
+          backup, answer->epoch, own, own > 0 ? "this node's image" : "an empty arena"));
+      return out;
+    }
+    if (Clock::now() >= next_log) {
+      host.log(fmt::format(
+          "waiting for backup {} to compare durable images ({}); this node's holds epoch {}. "
+          "The guest starts once it answers, or now with `romulus failover` on this node",
+          backup, answer.status().message(), own));
+      next_log = Clock::now() + kCompareWaitLogEvery;
+    }
+    for (int i = 0; i < 10 && !stop.load() && !go_alone.load(); ++i) {
+      std::this_thread::sleep_for(kCompareRetry / 10);
+    }
+  }
+  return end(Status::ok());
+}
+
+// primary: the guest, started fresh (with a --data-dir: from the newer
+// durable image of the two nodes).
 void run_fresh_primary(Process& p, RoleLoop& roles) {
   if (p.host.set_role) p.host.set_role("primary");
-  Outcome o = run_primary(p, "primary", p.settings.primary, std::nullopt, nullptr);
+  checkpoint::PrimaryConfig pc = p.settings.primary;
+  std::optional<common::SharedMemory> image;
+  if (pc.from_snapshot) {
+    // The operator's choice wins over any image on either node: the backup is
+    // synced from it.
+    auto restored = read_snapshot_arena(*pc.from_snapshot, pc.memory_bytes);
+    if (!restored.is_ok()) {
+      roles.primary_ended(restored.status(), false);
+      return;
+    }
+    pc.resumed_epoch = restored->second;
+    image.emplace(std::move(restored->first));
+    p.host.log(fmt::format("--from-snapshot {}: the guest starts from its image at epoch {}",
+                           *pc.from_snapshot, *pc.resumed_epoch));
+  } else if (pc.durable.enabled()) {
+    FreshStart start = start_from_disk(p, roles);
+    if (start.ended) return;
+    if (start.image) {
+      image = std::move(start.image);
+      pc.resumed_epoch = start.epoch;
+    }
+  }
+  Outcome o = run_primary(p, "primary", std::move(pc), std::move(image), nullptr);
   roles.primary_ended(o.status, o.demoted);
 }
 
@@ -177,6 +352,7 @@ void run_taken_over_primary(Process& p, RoleLoop& roles, Activation a) {
   checkpoint::PrimaryConfig pc = p.settings.primary;
   pc.resumed_epoch = a.epoch;
   pc.session_id = a.session_id;
+  if (pc.vm) pc.resumed_device_state = std::move(a.device_state);
   pc.tracker_costs = p.measurements.latest();
   if (pc.tracker_costs) {
     host.log(fmt::format("tracker costs: measured {} s ago while this node was the backup",
@@ -188,11 +364,17 @@ void run_taken_over_primary(Process& p, RoleLoop& roles, Activation a) {
   const uint64_t epoch = a.epoch;
   auto log = host.log;
   auto on_started = [last_contact, hook, epoch, log] {
-    const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_contact).count();
-    log(fmt::format(
-        "guest running from epoch {}: {} ms from last contact with the primary to guest running",
-        epoch, ms));
+    if (last_contact == Clock::time_point{}) {
+      // An image read back from --data-dir: no primary was heard since the start.
+      log(fmt::format("guest running from epoch {}", epoch));
+    } else {
+      const auto ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_contact)
+              .count();
+      log(fmt::format(
+          "guest running from epoch {}: {} ms from last contact with the primary to guest running",
+          epoch, ms));
+    }
     if (hook) {
       const std::string cmd = fmt::format("ROMULUS_EPOCH={} {}", epoch, *hook);
       const int rc = std::system(cmd.c_str());
@@ -233,6 +415,9 @@ BackupConfig NodeSettings::backup_config() const {
   c.heartbeat = primary.heartbeat;
   c.failover_timeout = primary.failover_timeout;
   c.tls = primary.tls;
+  c.durable = primary.durable;
+  c.vm = primary.vm;
+  c.pair_id = witness.pair;
   return c;
 }
 

@@ -138,9 +138,9 @@ Status DurableImage::recover() {
     if (!options_.force) {
       return Status::corrupt(what +
                              ": restore the directory from a snapshot or start with an empty "
-                             "one, or pass --force to discard it at the next full sync");
+                             "one, or pass --force-data-dir to discard it at the next full sync");
     }
-    notes_.push_back(what + "; --force: the image is discarded");
+    notes_.push_back(what + "; --force-data-dir: the image is discarded");
     return Status::ok();
   }
   const bool other_pair =
@@ -151,11 +151,12 @@ Status DurableImage::recover() {
         "'{}'",
         dir_, meta->page_count, meta->pair_id, identity_.page_count, identity_.pair_id);
     if (!options_.force) {
-      return Status::refused(what +
-                             ": point --data-dir at an empty directory, or pass --force to "
-                             "replace that image at the next full sync");
+      return Status::refused(
+          what +
+          ": point --data-dir at an empty directory, or pass --force-data-dir to "
+          "replace that image at the next full sync");
     }
-    notes_.push_back(what + "; --force: that image is discarded");
+    notes_.push_back(what + "; --force-data-dir: that image is discarded");
     return Status::ok();
   }
 
@@ -174,9 +175,9 @@ Status DurableImage::recover() {
     if (!options_.force) {
       return Status::corrupt(what +
                              ": restore the directory from a snapshot or start with an empty "
-                             "one, or pass --force to discard it at the next full sync");
+                             "one, or pass --force-data-dir to discard it at the next full sync");
     }
-    notes_.push_back(what + "; --force: the image is discarded");
+    notes_.push_back(what + "; --force-data-dir: the image is discarded");
     return Status::ok();
   }
 
@@ -344,14 +345,15 @@ Status DurableImage::recover_log(uint64_t generation, uint64_t base_epoch, bool 
           "durable",
           dir_, name, at, committed_epoch, why);
       if (!options_.force) {
-        return Status::corrupt(what +
-                               fmt::format(": restore the directory from a snapshot or from the "
-                                           "peer, or pass --force to keep epochs up to {} and "
-                                           "drop the rest of the log",
-                                           committed_epoch));
+        return Status::corrupt(
+            what + fmt::format(": restore the directory from a snapshot or from the "
+                               "peer, or pass --force-data-dir to keep epochs up to {} and "
+                               "drop the rest of the log",
+                               committed_epoch));
       }
-      notes_.push_back(what + fmt::format("; --force: kept epochs up to {}, dropped {} bytes",
-                                          committed_epoch, size - committed_end));
+      notes_.push_back(what +
+                       fmt::format("; --force-data-dir: kept epochs up to {}, dropped {} bytes",
+                                   committed_epoch, size - committed_end));
     } else {
       notes_.push_back(fmt::format(
           "cut a torn tail of {} bytes after epoch {} from {} (written, never synced: {})",
@@ -479,13 +481,13 @@ Status DurableImage::read_image(uint8_t* arena, size_t bytes) {
     if (!options_.force) {
       return Status::corrupt(what +
                              ": restore the directory from a snapshot or from the peer, or "
-                             "pass --force to load the rest with those pages zeroed");
+                             "pass --force-data-dir to load the rest with those pages zeroed");
     }
     for (uint64_t i : bad) {
       const uint64_t off = i * block_bytes;
       std::memset(arena + off, 0, std::min<uint64_t>(block_bytes, bytes - off));
     }
-    notes_.push_back(what + "; --force: those pages were zeroed");
+    notes_.push_back(what + "; --force-data-dir: those pages were zeroed");
   }
   return for_each_record(log_.get(), log_end_, meta_.page_count, log_name(meta_.log_generation),
                          [&](const RecordHeader&, const RecordPages& r) {

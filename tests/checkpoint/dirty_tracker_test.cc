@@ -291,6 +291,28 @@ TEST_P(RacingWritesTest, CollectWhileTheGuestWritesReportsEachPageOnceInOrder) {
 INSTANTIATE_TEST_SUITE_P(Trackers, RacingWritesTest, ::testing::Values("uffd", "uffd-sync"),
                          param_name);
 
+// Without a baseline (a VM's takeover) the shadow starts zero: the first
+// collect() reports exactly the pages that are not zero, after which only
+// changes are reported, as with a baseline.
+TEST(CompareTracker, WithoutABaselineTheFirstCollectReportsThePagesThatAreNotZero) {
+  std::vector<uint8_t> arena(16 * 4096, 0);
+  arena[3 * 4096 + 100] = 1;
+  arena[9 * 4096] = 2;
+  auto t = make_compare_tracker(arena.data(), arena.size(), /*baseline=*/false);
+  ASSERT_OK(t);
+  Pfns first;
+  ASSERT_OK((*t)->collect(first));
+  EXPECT_EQ(first, (Pfns{3, 9}));
+  Pfns none;
+  ASSERT_OK((*t)->collect(none));
+  EXPECT_EQ(none, Pfns{});
+  arena[5 * 4096 + 7] = 3;
+  Pfns next;
+  ASSERT_OK((*t)->collect(next));
+  EXPECT_EQ(next, (Pfns{5}));
+  EXPECT_EQ((*t)->page_source(5)[7], 3);
+}
+
 TEST(UffdSyncTracker, DestroyingTheTrackerLetsTheGuestWriteOn) {
   if (!unsupported_reason("uffd-sync").empty()) GTEST_SKIP();
   TestGuestHarness h;

@@ -132,11 +132,56 @@ TEST(CliOptions, EachDefaultTheHelpPrintsIsTheDefaultItRunsWith) {
     if (!std::regex_search(entry, m, option)) continue;
     const std::string name = m[1], value = m[2];
     if (name == "node-id" || name == "tls-peer-name" || name == "metrics") continue;
+    if (name == "durable") continue;  // needs --data-dir (DurableOptions below)
     SCOPED_TRACE("--" + name + " " + value);
     EXPECT_EQ(summary(primary({"--backup", "[::1]:7000", "--" + name, value})), base);
     ++checked;
   }
   EXPECT_GE(checked, 18) << "fewer defaults found in --help than the options that have one";
+}
+
+TEST(CliOptions, DurableOptionsNeedADataDirAndReachBothRoles) {
+  EXPECT_EQ(error_of({"primary", "--backup", "[::1]:7000", "--durable", "async", "--",
+                      "romulus-kvstore"}),
+            "--durable needs --data-dir DIR");
+  EXPECT_EQ(
+      error_of({"backup", "--listen", "[::1]:7000", "--force-data-dir", "--", "romulus-kvstore"}),
+      "--force-data-dir needs --data-dir DIR");
+  EXPECT_EQ(error_of({"backup", "--listen", "[::1]:7000", "--data-dir", "/d", "--durable",
+                      "eventually", "--", "romulus-kvstore"}),
+            "--durable 'eventually': use sync or async");
+  auto c = parse({"backup", "--listen", "[::1]:7000", "--data-dir", "/var/lib/romulus/kv",
+                  "--durable", "async", "--force-data-dir", "--", "romulus-kvstore"});
+  ASSERT_OK(c);
+  const auto& d = std::get<BackupOptions>(*c).node.primary.durable;
+  EXPECT_EQ(d.data_dir, "/var/lib/romulus/kv");
+  EXPECT_EQ(d.mode, storage::DurableMode::kAsync);
+  EXPECT_TRUE(d.force);
+  EXPECT_FALSE(primary({"--backup", "[::1]:7000"}).primary.durable.enabled())
+      << "memory only by default";
+  EXPECT_EQ(primary({"--backup", "[::1]:7000", "--data-dir", "d"}).primary.durable.mode,
+            storage::DurableMode::kSync);
+  EXPECT_EQ(primary({"--backup", "[::1]:7000", "--from-snapshot", "/b/s"}).primary.from_snapshot,
+            std::optional<std::string>("/b/s"));
+}
+
+TEST(CliOptions, SnapshotAndSqliteExportTakeTheirWords) {
+  auto s = parse({"snapshot", "rel/file.rmls", "--control", "/run/b.sock"});
+  ASSERT_OK(s);
+  const auto& snap = std::get<SnapshotCommand>(*s);
+  EXPECT_EQ(snap.control_path, "/run/b.sock");
+  EXPECT_EQ(snap.file.front(), '/') << "made absolute: the node runs elsewhere";
+  EXPECT_EQ(error_of({"snapshot"}),
+            "usage: romulus snapshot FILE [--control PATH] (ask the backup: its committed image)");
+  auto e = parse({"sqlite-export", "app.db", "out.db", "--snapshot", "s.rmls"});
+  ASSERT_OK(e);
+  const auto& x = std::get<SqliteExportCommand>(*e);
+  EXPECT_EQ(x.database, "app.db");
+  EXPECT_EQ(x.snapshot, "s.rmls");
+  EXPECT_EQ(x.out.front(), '/');
+  EXPECT_EQ(error_of({"sqlite-export", "app.db", "out.db"}),
+            "sqlite-export needs one source: --snapshot FILE or --control PATH (a backup's)");
+  EXPECT_OK(parse({"sqlite-export", "--list", "--control", "/run/b.sock"}));
 }
 
 TEST(CliOptions, ABackupNeedsItsListenAddress) {

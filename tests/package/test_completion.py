@@ -100,7 +100,8 @@ class CompletionTest(unittest.TestCase):
 
     def test_commands(self):
         self.assertEqual(complete("romulus "),
-                         sorted(["backup", "primary", "status", "set", "failover", "--help"]))
+                         sorted(["backup", "primary", "status", "set", "failover", "snapshot",
+                                 "sqlite-export", "--help"]))
         self.assertEqual(complete("romulus pr"), ["primary"])
         self.assertEqual(complete("romulus f"), ["failover"])
 

@@ -80,9 +80,10 @@ class ManPagesTest(unittest.TestCase):
 
     def test_romulus_1_lists_every_command_and_exactly_the_options_of_help(self):
         commands = {c.name for c in self.help.commands}
-        self.assertEqual(commands, {"primary", "backup", "status", "set", "failover"})
+        self.assertEqual(commands, {"primary", "backup", "status", "set", "failover", "snapshot",
+                                    "sqlite-export"})
         command_heads = tp_heads(self.man1, "COMMANDS")
-        self.assertEqual(names_in(command_heads, r"^\\fBromulus (\w+)"), commands)
+        self.assertEqual(names_in(command_heads, r"^\\fBromulus ([\w-]+)"), commands)
         heads = (tp_heads(self.man1, "Both roles") + tp_heads(self.man1, "Primary only")
                  + tp_heads(self.man1, "Backup only"))
         self.assertEqual(names_in(heads, r"--([a-z0-9-]+)"), self.option_names())

@@ -75,7 +75,34 @@ TEST(BackupStatus, WritesEveryMemberInItsOrderWithItsJsonType) {
             R"j("checkpoints_committed":40,"precopy_rounds_applied":3,"pages_applied":1000,)j"
             R"j("streams":2,"connections_in_handshake":1,"failover_timeout_ms":500,)j"
             R"j("ms_since_contact":120,"detector":{"verdict":"waiting","remaining_ms":380,)j"
-            R"j("reason":"connection reset"},"witness":null})j");
+            R"j("reason":"connection reset"},"witness":null,"durable":null})j");
+}
+
+TEST(BackupStatus, TheDurableImageHasItsObjectAndItsMetrics) {
+  BackupMetrics m;
+  m.durable = DurableReport{.data_dir = "/var/lib/romulus/kv",
+                            .mode = "async",
+                            .durable_epoch = 90,
+                            .submitted_epoch = 93,
+                            .lag_epochs = 3,
+                            .lag = 12ms,
+                            .log_bytes = 4096,
+                            .bytes_written = 1 << 20,
+                            .syncs = 7,
+                            .compactions = 1,
+                            .error = ""};
+  boost::json::object o;
+  write_backup_status(m, o);
+  EXPECT_EQ(boost::json::serialize(o.at("durable")),
+            R"j({"data_dir":"/var/lib/romulus/kv","mode":"async","durable_epoch":90,)j"
+            R"j("submitted_epoch":93,"lag_epochs":3,"lag_ms":12,"log_bytes":4096,)j"
+            R"j("bytes_written":1048576,"syncs":7,"compactions":1,"error":""})j");
+  const auto text = render(m);
+  for (const char* line : {"romulus_durable_epoch 90\n", "romulus_durable_lag_epochs 3\n",
+                           "romulus_durable_lag_seconds 0.012\n", "romulus_durable_failed 0\n",
+                           "romulus_durable_syncs_total 7\n"}) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << text;
+  }
 }
 
 TEST(BackupStatus, BeforeAnyContactSaysMinusOneAndTheWitnessObjectIsPassedOn) {

@@ -81,6 +81,131 @@ TEST(ReplicaState, ConsistentCheckpointAfterSyncBecomesTheCommittedImage) {
   EXPECT_TRUE(image_equals(state, tx.arena));
 }
 
+TEST(ReplicaState, AnImageReadBackFromDiskIsCommittedAndTheNextStreamMustExceedItsEpoch) {
+  ReplicaState state(kPages);
+  auto image = common::SharedMemory::create("replica-state-test", kPages * kPageSize);
+  ASSERT_OK(image);
+  std::memset(image->data() + 4 * kPageSize, 0x44, kPageSize);
+  state.adopt_committed(std::move(image).value(), 9);
+  ASSERT_TRUE(state.has_committed());
+  EXPECT_EQ(state.committed_epoch(), 9u);
+  EXPECT_EQ(state.committed_image().data()[4 * kPageSize], 0x44);
+  Sender tx;
+  protocol::CheckpointReader reader(kPages, &state);
+  EXPECT_FALSE(reader.feed(tx.full_sync(9)).is_ok()) << "epoch 9 is the disk image's";
+  protocol::CheckpointReader again(kPages, &state);
+  state.abort_stream();
+  ASSERT_OK(again.feed(tx.full_sync(10)));
+  ASSERT_OK(again.feed(tx.unit(11, protocol::kBeginConsistent, {2}, true)));
+  EXPECT_EQ(state.committed_epoch(), 11u);
+  EXPECT_TRUE(image_equals(state, tx.arena)) << "the full sync replaced the disk image";
+}
+
+// A VM's device state (DEVICE_STATE) commits with its checkpoint, or not at all.
+struct VmSender : Sender {
+  // The unit with `devices` right after its begin, as the primary sends it.
+  Bytes vm_unit(uint64_t epoch, const std::vector<uint64_t>& pfns, const Bytes& devices) {
+    Bytes u = unit(epoch, protocol::kBeginConsistent, pfns, true);
+    Bytes chunk = protocol::encode_device_state(devices);
+    // Re-frame: begin, DEVICE_STATE, then the body and a tail over all of it.
+    protocol::CheckpointFramer f;
+    Bytes out = f.begin(epoch, protocol::kBeginConsistent);
+    f.add_body(chunk, 0);
+    out.insert(out.end(), chunk.begin(), chunk.end());
+    const size_t begin_len = 16, end_len = 20;
+    Bytes body(u.begin() + begin_len, u.end() - end_len);
+    f.add_body(body, static_cast<uint32_t>(pfns.size()));
+    out.insert(out.end(), body.begin(), body.end());
+    Bytes end = f.end();
+    out.insert(out.end(), end.begin(), end.end());
+    return out;
+  }
+};
+
+TEST(ReplicaState, AVmsDeviceStateCommitsWithItsCheckpointAndACutOneLeavesTheOldOne) {
+  VmSender tx;
+  ReplicaState state(kPages, /*vm=*/true);
+  {
+    protocol::CheckpointReader reader(kPages, &state);
+    ASSERT_OK(reader.feed(tx.full_sync(1)));
+    tx.write(2, 7);
+    ASSERT_OK(reader.feed(tx.vm_unit(2, {2}, Bytes{'a', 'b'})));
+  }
+  EXPECT_EQ(state.committed_device_state(), (std::vector<uint8_t>{'a', 'b'}));
+  tx.write(4, 9);
+  const Bytes next = tx.vm_unit(3, {4}, Bytes{'c', 'd', 'e'});
+  for (size_t cut = 0; cut < next.size(); ++cut) {
+    protocol::CheckpointReader reader(kPages, &state);
+    ASSERT_OK(reader.feed(protocol::encode_enable_compression()));
+    ASSERT_OK(reader.feed(protocol::ByteSpan(next).first(cut)));
+    state.abort_stream();
+    ASSERT_EQ(state.committed_device_state(), (std::vector<uint8_t>{'a', 'b'})) << "cut " << cut;
+  }
+  protocol::CheckpointReader reader(kPages, &state);
+  ASSERT_OK(reader.feed(protocol::encode_enable_compression()));
+  ASSERT_OK(reader.feed(next));
+  EXPECT_EQ(state.committed_epoch(), 3u);
+  EXPECT_EQ(state.committed_device_state(), (std::vector<uint8_t>{'c', 'd', 'e'}));
+}
+
+TEST(ReplicaState, DeviceStateAndVmMustAgree) {
+  VmSender tx;
+  {
+    ReplicaState process(kPages, /*vm=*/false);
+    protocol::CheckpointReader reader(kPages, &process);
+    ASSERT_OK(reader.feed(tx.full_sync(1)));
+    const Status st = reader.feed(tx.vm_unit(2, {0}, Bytes{1}));
+    EXPECT_NE(st.message().find("not started with --vm"), std::string::npos) << st.message();
+    EXPECT_FALSE(process.has_committed());
+  }
+  {
+    ReplicaState vm(kPages, /*vm=*/true);
+    protocol::CheckpointReader reader(kPages, &vm);
+    ASSERT_OK(reader.feed(tx.full_sync(1)));
+    const Status st = reader.feed(tx.unit(2, protocol::kBeginConsistent, {0}, true));
+    EXPECT_NE(st.message().find("carries no device state"), std::string::npos) << st.message();
+    EXPECT_FALSE(vm.has_committed());
+  }
+}
+
+// Sees the unit in flight as the backup does at END, before it is applied.
+struct PeekingSink final : protocol::CheckpointSink {
+  explicit PeekingSink(ReplicaState& s) : state(s) {}
+  Status on_begin(uint64_t epoch, uint32_t flags) override { return state.on_begin(epoch, flags); }
+  protocol::MutablePageView page_for(uint64_t pfn, bool needs_current) override {
+    return state.page_for(pfn, needs_current);
+  }
+  Status on_end(uint64_t epoch, uint32_t page_count) override {
+    pfns.assign(state.unit_pfns().begin(), state.unit_pfns().end());
+    first_bytes.clear();
+    for (size_t i = 0; i < pfns.size(); ++i)
+      first_bytes.push_back(state.unit_pages()[i * kPageSize]);
+    ends_sync = state.unit_ends_sync();
+    return state.on_end(epoch, page_count);
+  }
+  ReplicaState& state;
+  std::vector<uint64_t> pfns;
+  std::vector<uint8_t> first_bytes;
+  bool ends_sync = false;
+};
+
+TEST(ReplicaState, TheVerifiedCheckpointShowsItsPagesAndWhetherItEndsASync) {
+  Sender tx;
+  ReplicaState state(kPages);
+  PeekingSink sink(state);
+  protocol::CheckpointReader reader(kPages, &sink);
+  ASSERT_OK(reader.feed(tx.full_sync(1)));
+  tx.write(3, 0x33);
+  ASSERT_OK(reader.feed(tx.unit(2, protocol::kBeginConsistent, {3}, true)));
+  EXPECT_TRUE(sink.ends_sync) << "the sync's first checkpoint replaces the whole image";
+  tx.write(5, 0x55);
+  tx.write(9, 0x99);
+  ASSERT_OK(reader.feed(tx.unit(3, protocol::kBeginConsistent, {5, 9}, true)));
+  EXPECT_FALSE(sink.ends_sync);
+  EXPECT_EQ(sink.pfns, (std::vector<uint64_t>{5, 9}));
+  EXPECT_EQ(sink.first_bytes, (std::vector<uint8_t>{0x55, 0x99}));
+}
+
 TEST(ReplicaState, CheckpointCutAtAnyByteLeavesTheImageAtTheLastCommit) {
   Sender tx;
   ReplicaState state(kPages);
