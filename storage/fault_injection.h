@@ -103,9 +103,9 @@ class FaultInjectingFileSystem final : public FileSystem {
   bool parent_exists(const std::string& path) const;
 
   mutable std::mutex mu_;
-  Namespace names_;          // volatile
-  Namespace durable_names_;  // what the directories hold on disk
-  uint64_t generation_ = 0;  // crash() count: older Files and locks are stale
+  Namespace names_;                        // volatile
+  Namespace durable_names_;                // what the directories hold on disk
+  uint64_t generation_ = 0;                // crash() count: older Files and locks are stale
   std::map<std::string, uint64_t> locks_;  // held locks: path -> generation
   uint64_t ops_ = 0;
   std::vector<std::string> op_log_;

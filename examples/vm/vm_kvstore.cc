@@ -136,9 +136,9 @@ class KvStore {
 
 struct Connection {
   int fd = -1;
-  std::string input;     // bytes received, not yet a complete line
-  std::string output;    // replies not yet written
-  bool closing = false;  // close once output is written (a line too long)
+  std::string input;      // bytes received, not yet a complete line
+  std::string output;     // replies not yet written
+  bool closing = false;   // close once output is written (a line too long)
   bool draining = false;  // closing, output written, write side shut: read until EOF
 };
 
