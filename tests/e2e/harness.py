@@ -573,6 +573,19 @@ REFUSES_RE = r"will not take over"
 IN_SYNC_RE = r"in sync at epoch (\d+)"
 
 
+def check_kvload(test, load, rc, context):
+    """romulus-kvload --check --json ran to its end: one report, acknowledged writes
+    checked and none lost or corrupt, exit status 0. Returns the report."""
+    reports = [line for stream, line in load.lines if stream == "out" and line.startswith("{")]
+    test.assertEqual(len(reports), 1, context)
+    report = json.loads(reports[0])
+    test.assertGreater(report["check"]["acked_writes"], 0, context)
+    test.assertEqual(report["check"]["acked_lost"], 0, "acknowledged writes lost: " + context)
+    test.assertEqual(report["check"]["corrupt"], 0, context)
+    test.assertEqual(rc, 0, context)
+    return report
+
+
 def check_counter_resume(test, node, start=0):
     """Waits for the counter guest on a took-over node to report its resume; asserts it
     was consistent and at the takeover epoch. Returns (epoch, value)."""

@@ -90,13 +90,7 @@ class DurableImageTest(unittest.TestCase):
         rc = load.wait()
         context = f"{primary.text()}\n{backup.text()}\n{primary2.text()}\n{backup2.text()}\n" \
                   f"{load.text()}"
-        reports = [line for stream, line in load.lines if stream == "out" and line.startswith("{")]
-        self.assertEqual(len(reports), 1, context)
-        report = json.loads(reports[0])
-        self.assertGreater(report["check"]["acked_writes"], 0, context)
-        self.assertEqual(report["check"]["acked_lost"], 0, "acknowledged writes lost: " + context)
-        self.assertEqual(report["check"]["corrupt"], 0, context)
-        self.assertEqual(rc, 0, context)
+        harness.check_kvload(self, load, rc, context)
 
     def test_a_backup_started_again_alone_waits_and_failover_resumes_its_image(self):
         c = Cluster(self)
