@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <thread>
 
+#include "protocol/device_state_codec.h"
 #include "protocol/page_compare.h"
 #include "protocol/wire_format.h"
 
@@ -209,8 +210,14 @@ Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
     coalescing_ = true;
     if (auto devices = guest_.device_state()) {
       // A VM's devices, saved while it is stopped: in this checkpoint, under
-      // its CRC, so that they commit with its RAM.
-      const protocol::Bytes chunk = protocol::encode_device_state(*devices);
+      // its CRC, so that they commit with its RAM; encoded against the
+      // previous checkpoint's of this stream (protocol/device_state_codec.h).
+      const protocol::Bytes chunk =
+          protocol::encode_device_state(protocol::encode_device_state_payload(
+              *devices,
+              has_last_devices_ ? std::optional<protocol::ByteSpan>(last_devices_) : std::nullopt));
+      last_devices_.assign(devices->begin(), devices->end());
+      has_last_devices_ = true;
       framer_.add_body(chunk, 0);
       rec.wire_bytes += chunk.size();
       coalesce_.insert(coalesce_.end(), chunk.begin(), chunk.end());
@@ -330,6 +337,7 @@ Status EpochEngine::send_round(uint64_t epoch, uint32_t flags, const std::vector
 Status EpochEngine::initial_sync() {
   const auto t_start = Clock::now();
   format_b_ = false;
+  has_last_devices_ = false;  // a new stream: its first device state goes raw
   cache_.clear();
   // Everything written before this point is covered by round 0; collect() from
   // here on reports only what changes after it.

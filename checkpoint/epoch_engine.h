@@ -269,6 +269,9 @@ class EpochEngine {
   protocol::Bytes coalesce_;  // the checkpoint so far, while it is small (emit())
   bool coalescing_ = false;
   std::chrono::steady_clock::time_point last_pause_start_{};
+  // A VM's device state sent last in this stream: the next is encoded against it.
+  std::vector<uint8_t> last_devices_;
+  bool has_last_devices_ = false;
 };
 
 }  // namespace romulus::checkpoint

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "protocol/device_state_codec.h"
 #include "protocol/wire_format.h"
 
 namespace romulus::replica {
@@ -36,6 +37,7 @@ void ReplicaState::abort_stream() {
   slot_pfns_.clear();
   sync_.reset();
   unit_has_devices_ = false;
+  stream_has_devices_ = false;
 }
 
 uint8_t* ReplicaState::target_page(uint64_t pfn) {
@@ -53,6 +55,7 @@ Status ReplicaState::on_begin(uint64_t epoch, uint32_t flags) {
   }
   const bool consistent = (flags & protocol::kBeginConsistent) != 0;
   if ((flags & protocol::kBeginFullSync) != 0) {
+    stream_has_devices_ = false;  // a new stream: its first device state is raw
     // A full sync lands on a fresh, zeroed image; the committed one stays
     // until the sync's first consistent checkpoint commits.
     auto image = common::SharedMemory::create("romulus-replica", page_count_ * kPageSize);
@@ -83,7 +86,11 @@ Status ReplicaState::on_device_state(protocol::ByteSpan state) {
   }
   if (!in_unit_ || !buffered_)
     return Status::corrupt("device state outside a consistent checkpoint");
-  unit_devices_.assign(state.begin(), state.end());
+  auto decoded = protocol::decode_device_state_payload(
+      state,
+      stream_has_devices_ ? std::optional<protocol::ByteSpan>(committed_devices_) : std::nullopt);
+  if (!decoded.is_ok()) return decoded.status();
+  unit_devices_ = std::move(decoded).value();
   unit_has_devices_ = true;
   return Status::ok();
 }
@@ -129,7 +136,10 @@ Status ReplicaState::on_end(uint64_t epoch, uint32_t page_count) {
       session_id_ = pending_session_id_;
     }
     committed_epoch_ = epoch;
-    if (unit_has_devices_) committed_devices_.swap(unit_devices_);
+    if (unit_has_devices_) {
+      committed_devices_.swap(unit_devices_);
+      stream_has_devices_ = true;
+    }
     unit_has_devices_ = false;
     ++checkpoints_committed_;
   } else {

@@ -102,6 +102,9 @@ class ReplicaState final : public protocol::CheckpointSink {
   std::vector<uint8_t> committed_devices_;  // a VM's, with committed_
   std::vector<uint8_t> unit_devices_;       // the consistent unit in flight's
   bool unit_has_devices_ = false;
+  // committed_devices_ came in this stream: the next DEVICE_STATE may be a
+  // delta against it (protocol/device_state_codec.h).
+  bool stream_has_devices_ = false;
   std::optional<common::SharedMemory> sync_;
   uint64_t committed_epoch_ = 0;
   uint64_t session_id_ = 0, pending_session_id_ = 0;

@@ -10,6 +10,10 @@ The spec (docs/design.md, "A virtual machine as the guest"):
     the committed image, loads the committed device state, and the VM continues
     (the same kernel, the same service process, its keys in memory): 0 acknowledged
     writes lost;
+  - --reprotect: a new backup started at that address gets the running VM and
+    the pair is protected again;
+  - a VM that shuts down (QEMU exits with status 0) stops the primary, which tells
+    the backup not to take over;
   - a backup started without --vm refuses the VM's checkpoints with one line that
     says what to do; a missing QEMU is one line, not a crash.
 
@@ -83,8 +87,9 @@ class VmGuestTest(unittest.TestCase):
     def test_kill_of_the_primary_under_load_resumes_the_vm_with_no_acknowledged_write_lost(self):
         c = Cluster(self, memory="256M", interval="50ms")
         qemu = qemu_command(IMAGE)
-        b_svc, p_svc = harness.free_port(), harness.free_port()
-        backup = c.backup(qemu, name="backup", service_port=b_svc, extra=["--vm"])
+        b_svc, p_svc, third = harness.free_port(), harness.free_port(), harness.free_port()
+        backup = c.backup(qemu, name="backup", service_port=b_svc, extra=["--vm"],
+                          reprotect=third)
         primary = c.primary(qemu, backup.listen_port, name="primary", service_port=p_svc,
                             extra=["--vm"])
         primary.wait_for(VM_RUNNING_RE)
@@ -106,6 +111,13 @@ class VmGuestTest(unittest.TestCase):
         # The VM went on: the same kernel and service, not a fresh boot.
         self.assertIsNone(backup.find(r"SeaBIOS"),
                           "the backup's VM booted again instead of continuing")
+        # --reprotect works for a VM as for any guest: a new backup there gets the
+        # running VM's image and devices, and the pair is protected again.
+        mark = backup.mark()
+        renewed = c.backup(qemu, name="third", port=third, service_port=harness.free_port(),
+                           extra=["--vm"])
+        backup.wait_for(harness.IN_SYNC_RE, start=mark)
+        renewed.wait_for(harness.SYNCED_RE)
 
     def test_a_backup_without_vm_refuses_the_vms_checkpoints_with_one_line(self):
         c = Cluster(self, memory="256M", interval="50ms")
@@ -117,6 +129,23 @@ class VmGuestTest(unittest.TestCase):
                         r"same QEMU command")
         self.assertIsNone(backup.find(harness.SYNCED_RE), backup.text())
         primary.stop()
+
+    def test_a_vm_that_shuts_down_stops_the_primary_and_the_backup_does_not_take_over(self):
+        c = Cluster(self, memory="256M", interval="50ms")
+        # The VM has no init to run: its kernel panics, reboots after 1 s, and
+        # -no-reboot makes QEMU quit (status 0: the VM shut down).
+        qemu = qemu_command(IMAGE)
+        qemu[qemu.index("console=ttyS0 quiet")] = "console=ttyS0 quiet rdinit=/nonexistent panic=1"
+        qemu.append("-no-reboot")
+        backup = c.backup(qemu, name="backup", service_port=harness.free_port(), extra=["--vm"])
+        primary = c.primary(qemu, backup.listen_port, name="primary",
+                            service_port=harness.free_port(), extra=["--vm"])
+        rc = primary.wait(deadline=180)
+        self.assertNotEqual(rc, None)
+        self.assertRegex(primary.text(), r"QEMU exited with status 0 \(the VM shut down\); the "
+                         r"primary stops \(clean exit: the backup was told not to take over\)")
+        backup.wait_for(r"primary shut down cleanly \(goodbye\); not taking over")
+        self.assertIsNone(backup.find(harness.TAKEOVER_RE), backup.text())
 
     def test_a_missing_qemu_is_one_line(self):
         c = Cluster(self, memory="256M")

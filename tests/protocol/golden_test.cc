@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "protocol/checkpoint_writer.h"
+#include "protocol/device_state_codec.h"
 #include "protocol/lz4_stage.h"
 #include "protocol/page_codec.h"
 #include "tests/support/status_matchers.h"
@@ -40,11 +41,17 @@ TEST(Golden, PagesBeforeAndAfterStartAsDocumented) {
   EXPECT_EQ(ex.after[0x100], 0x2a);
 }
 
-// docs/protocol.md, "Chunks": DEVICE_STATE of the 4 bytes "QEVM".
-TEST(Golden, DeviceStateChunkAsDocumented) {
+// docs/protocol.md, "Chunks": DEVICE_STATE of the 4 bytes "QEVM" (raw, as the
+// first of a stream), and of "QEVM-device-2" after "QEVM-device-1" (a delta).
+TEST(Golden, DeviceStateChunksAsDocumented) {
   const Bytes state = {0x51, 0x45, 0x56, 0x4d};
-  const Bytes want = {0x97, 0xff, 0xff, 0xff, 0x04, 0x00, 0x00, 0x00, 0x51, 0x45, 0x56, 0x4d};
-  EXPECT_EQ(encode_device_state(state), want);
+  const Bytes raw = {0x97, 0xff, 0xff, 0xff, 0x05, 0x00, 0x00, 0x00, 0x00, 0x51, 0x45, 0x56, 0x4d};
+  EXPECT_EQ(encode_device_state(encode_device_state_payload(state, std::nullopt)), raw);
+  const std::string one = "QEVM-device-1", two = "QEVM-device-2";
+  const Bytes before(one.begin(), one.end()), after(two.begin(), two.end());
+  const Bytes delta = {0x97, 0xff, 0xff, 0xff, 0x0a, 0x00, 0x00, 0x00, 0x01,
+                       0x0d, 0x00, 0x00, 0x00, 0x01, 0x03, 0x0c, 0x01, 0x32};
+  EXPECT_EQ(encode_device_state(encode_device_state_payload(after, ByteSpan(before))), delta);
 }
 
 TEST(Golden, RunSkipRecord) {

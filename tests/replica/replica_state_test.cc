@@ -9,6 +9,7 @@
 
 #include "protocol/checkpoint_reader.h"
 #include "protocol/checkpoint_writer.h"
+#include "protocol/device_state_codec.h"
 #include "protocol/page_cache.h"
 #include "protocol/wire_format.h"
 #include "tests/support/status_matchers.h"
@@ -103,10 +104,13 @@ TEST(ReplicaState, AnImageReadBackFromDiskIsCommittedAndTheNextStreamMustExceedI
 
 // A VM's device state (DEVICE_STATE) commits with its checkpoint, or not at all.
 struct VmSender : Sender {
+  std::optional<Bytes> previous;  // the device state sent last in this stream
   // The unit with `devices` right after its begin, as the primary sends it.
   Bytes vm_unit(uint64_t epoch, const std::vector<uint64_t>& pfns, const Bytes& devices) {
     Bytes u = unit(epoch, protocol::kBeginConsistent, pfns, true);
-    Bytes chunk = protocol::encode_device_state(devices);
+    Bytes chunk = protocol::encode_device_state(protocol::encode_device_state_payload(
+        devices, previous ? std::optional<protocol::ByteSpan>(*previous) : std::nullopt));
+    previous = devices;
     // Re-frame: begin, DEVICE_STATE, then the body and a tail over all of it.
     protocol::CheckpointFramer f;
     Bytes out = f.begin(epoch, protocol::kBeginConsistent);
