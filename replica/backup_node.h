@@ -72,9 +72,9 @@ struct BackupConfig {
 
 // What run() hands over when the backup takes over.
 struct Activation {
-  common::SharedMemory image;  // the committed image: the guest's arena from now on
+  common::SharedMemory image;         // the committed image: the guest's arena from now on
   std::vector<uint8_t> device_state;  // a VM's, committed with the image (else empty)
-  uint64_t epoch = 0;          // the epoch it holds
+  uint64_t epoch = 0;                 // the epoch it holds
   uint64_t session_id = 0;
   std::string reason;  // "primary lost: connection reset", "manual failover", ...
   std::chrono::steady_clock::time_point last_contact;

@@ -44,8 +44,8 @@
 #include <mutex>
 #include <string>
 
-#include "guest/sqlite/arena_file_store.h"
 #include "common/status.h"
+#include "guest/sqlite/arena_file_store.h"
 
 namespace romulus::guest {
 
