@@ -573,6 +573,17 @@ REFUSES_RE = r"will not take over"
 IN_SYNC_RE = r"in sync at epoch (\d+)"
 
 
+def pings(port, timeout=2.0):
+    """True if a kvstore-protocol service on 127.0.0.1:port answers PING with PONG."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(b"PING\n")
+            return s.recv(16).startswith(b"PONG")
+    except OSError:
+        return False
+
+
 def check_kvload(test, load, rc, context):
     """romulus-kvload --check --json ran to its end: one report, acknowledged writes
     checked and none lost or corrupt, exit status 0. Returns the report."""

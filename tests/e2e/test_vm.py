@@ -23,7 +23,6 @@ installs what they need; CI has both).
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import unittest
@@ -66,18 +65,8 @@ def qemu_command(image):
 
 def wait_for_service(port, deadline=120):
     """Until the VM's service answers PING through the proxy (it boots in seconds)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.settimeout(10)
-                s.sendall(b"PING\n")
-                if s.recv(64).startswith(b"PONG"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the VM's service on {port} never answered")
+    harness.wait_until(lambda: harness.pings(port, timeout=10),
+                       f"the VM's service on {port}", deadline=deadline, poll=0.2)
 
 
 @unittest.skipIf(IMAGE is None, WHY)
