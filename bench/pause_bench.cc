@@ -29,8 +29,9 @@
 // A plain main, not Google Benchmark: one row needs several related timings
 // taken around the same guest state.
 //
-//   pause_bench --sweep [--trackers uffd,uffd-sync] [--arenas-mib 64,256,...,16384]
-//               [--counts 0,100,1000,10000] [--patterns alternate,same] [--rounds R]
+//   pause_bench --sweep [--trackers uffd,uffd-sync,uffd-sync-copy-in-pause]
+//               [--arenas-mib 64,256,...,16384]
+//               [--counts 0,100,1000,10000] [--patterns alternate,same,clustered] [--rounds R]
 //               [--csv FILE]
 //
 // Pause against arena size (issue 14). For each tracker and each arena size (a
@@ -42,6 +43,10 @@
 // CPU time, fault-handler thread included, over the guest's writes and the
 // checkpoint), the guest's time per first write, and, in the same round,
 // stop/cont alone and the memcpy of the N pages alone: the unavoidable sum.
+// uffd-sync copies the pages it re-protects after resume (copy-before-write);
+// the tracker name uffd-sync-copy-in-pause is uffd-sync copying them all in
+// the pause, as before copy-before-write. ROMULUS_BENCH_DEBUG=1 in the
+// environment prints every measured checkpoint's parts on stderr.
 //
 //   pause_bench --rate [--trackers uffd-sync] [--arena-mib 16384] [--seconds 5]
 //               [--interval-ms 10] [--idle-pages 10]
@@ -397,7 +402,7 @@ std::vector<std::string> split(const std::string& s) {
                "pause_bench: %s\nusage: pause_bench [--trackers uffd,uffd-sync,compare] "
                "[--counts 10,100,...] [--rounds R] [--arena-mib MIB] [--csv FILE]\n"
                "       pause_bench --sweep [--trackers T,...] [--arenas-mib M,...] "
-               "[--counts N,...] [--patterns alternate,same] [--rounds R] [--csv FILE]\n"
+               "[--counts N,...] [--patterns alternate,same,clustered] [--rounds R] [--csv FILE]\n"
                "       pause_bench --rate [--trackers T,...] [--arena-mib M] [--seconds S] "
                "[--interval-ms I] [--idle-pages K]\n",
                msg);
@@ -437,7 +442,9 @@ struct SweepOptions {
   // alternate: two sets of pages written in turn, so no page is written in two
   // consecutive epochs (every first write faults: uffd-sync's worst case);
   // same: the same pages every epoch (a service's hot set: uffd-sync makes
-  // them sticky). Both sets are written in the warm-up rounds, so the
+  // them sticky); clustered: two runs of N contiguous pages in turn (one
+  // re-protection ioctl covers a run, so the copy is most of the pause). Both
+  // sets are written in the warm-up rounds, so the
   // measured rounds touch no never-touched page (whose first touch costs a
   // page allocation in the guest and a minor fault in the supervisor's copy).
   std::vector<std::string> patterns = {"alternate", "same"};
@@ -460,6 +467,9 @@ struct SweepRow {
   double unavoidable() const { return stop_cont + memcpy_n; }
 };
 
+// A --trackers name: uffd-sync, but copying every page in the pause.
+constexpr const char* kCopyInPause = "uffd-sync-copy-in-pause";
+
 // The engine set-up both modes share: a guest on a sparse arena, its tracker,
 // an engine whose staging holds max_pages, initial sync done.
 struct EngineRig {
@@ -469,10 +479,15 @@ struct EngineRig {
   std::optional<GuestPause> pause;
   std::optional<checkpoint::EpochEngine> engine;
 
+  // tracker: a tracker's name, or kCopyInPause: uffd-sync with every page
+  // copied in the pause (no copy-before-write), to compare in the same run.
   Status start(const std::string& tracker, size_t arena_bytes, uint64_t max_pages) {
-    ROMULUS_RETURN_IF_ERROR(g.start(tracker, arena_bytes).context("starting the guest"));
+    const bool in_pause = tracker == kCopyInPause;
+    ROMULUS_RETURN_IF_ERROR(
+        g.start(in_pause ? "uffd-sync" : tracker, arena_bytes).context("starting the guest"));
     pause.emplace(*g.proc);
     checkpoint::EngineOptions eo;
+    if (in_pause) eo.copy_after_resume_min_pages = SIZE_MAX;
     eo.staging_bytes = std::min<size_t>(arena_bytes, (max_pages + 256) * kPageSize);
     eo.arena_fd = g.arena.fd();
     engine.emplace(*pause, *g.tracker, arena_bytes / kPageSize, &transport, stats, eo);
@@ -497,9 +512,13 @@ Result<std::vector<SweepRow>> sweep_one(const std::string& tracker, uint64_t are
       if (n > pages - kFirstPage) continue;
       // alternate: two sets written in turn, the second shifted by half the
       // spacing of the first, so no page is written in two consecutive epochs.
-      const bool alternate = pattern == "alternate";
+      // clustered: two runs of n contiguous pages written in turn.
+      const bool clustered = pattern == "clustered";
+      const bool alternate = pattern == "alternate" || clustered;
+      const Pattern where = clustered ? Pattern::kClustered : Pattern::kSpread;
       const uint64_t half_gap =
-          std::max<uint64_t>(1, (pages - kFirstPage) / std::max<uint64_t>(n, 1) / 2);
+          clustered ? std::max<uint64_t>(n, 1)
+                    : std::max<uint64_t>(1, (pages - kFirstPage) / std::max<uint64_t>(n, 1) / 2);
       auto offset = [&](uint64_t v) { return alternate && v % 2 == 1 ? half_gap : 0; };
       SweepRow row;
       row.tracker = tracker;
@@ -511,14 +530,13 @@ Result<std::vector<SweepRow>> sweep_one(const std::string& tracker, uint64_t are
       // Ten warm-up rounds (20 epochs): the previous row's sticky pages expire.
       for (int r = -10; r < row.rounds; ++r) {
         const double cpu0 = process_cpu_us();
-        ROMULUS_ASSIGN_OR_RETURN(double write_us,
-                                 g.write(Pattern::kSpread, n, value, offset(value)));
+        ROMULUS_ASSIGN_OR_RETURN(double write_us, g.write(where, n, value, offset(value)));
         ++value;
         ROMULUS_RETURN_IF_ERROR(rig.engine->checkpoint());
         const double cpu1 = process_cpu_us();
         const checkpoint::EpochRecord rec = rig.stats.snapshot().last;
         // The unavoidable parts, alone, with the same dirty set: stop/cont and the copy.
-        ROMULUS_RETURN_IF_ERROR(g.write(Pattern::kSpread, n, value, offset(value)).status());
+        ROMULUS_RETURN_IF_ERROR(g.write(where, n, value, offset(value)).status());
         ++value;
         pfns.clear();
         const auto t0 = Clock::now();
@@ -533,6 +551,17 @@ Result<std::vector<SweepRow>> sweep_one(const std::string& tracker, uint64_t are
         ROMULUS_RETURN_IF_ERROR(g.proc->resume());
         const auto t4 = Clock::now();
         if (r < 0) continue;
+        if (std::getenv("ROMULUS_BENCH_DEBUG") != nullptr) {
+          std::fprintf(stderr,
+                       "    pause %lld us: gate %lld, collect %lld, copy %lld; after resume: "
+                       "copy %lld us, %llu pages (%llu on a write)\n",
+                       static_cast<long long>(rec.pause_us),
+                       static_cast<long long>(rec.gate_wait_us),
+                       static_cast<long long>(rec.collect_us), static_cast<long long>(rec.copy_us),
+                       static_cast<long long>(rec.copy_after_resume_us),
+                       static_cast<unsigned long long>(rec.copied_after_resume),
+                       static_cast<unsigned long long>(rec.copied_on_write));
+        }
         v_pause.push_back(static_cast<double>(rec.pause_us));
         v_cpu.push_back(cpu1 - cpu0);
         if (n > 0) v_write.push_back(write_us / static_cast<double>(n));

@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -67,6 +68,33 @@ class DirtyTracker {
   // paused; it never calls collect() again before that encoding has finished.
   // Constant for the life of a tracker.
   virtual bool pages_stable_until_next_collect() const = 0;
+
+  // Copy-before-write (docs/design.md, "Copying after resume"). A tracker that
+  // resolves write faults itself (uffd-sync) can let the engine copy part of a
+  // checkpoint after the guest resumes: the pages that stay write-protected
+  // when it runs again, whose first write the tracker holds until the page is
+  // copied. The default tracker cannot, and none of these is called for it.
+  //
+  // The pages of the last collect_stopped() that will be write-protected once
+  // finish_rearm() returns (sorted; a subset of what it reported). Empty: copy
+  // everything in the pause.
+  virtual std::span<const uint64_t> protected_after_resume() const { return {}; }
+  // With the guest stopped, after collect_stopped() and before finish_rearm():
+  // from now on, a write to page pfns[i] (a sorted subset of
+  // protected_after_resume()) is held until the page has been copied to
+  // dst[i]; the tracker may copy it itself (on the guest's fault) or let
+  // finish_copy_before_write() do it. The spans must stay valid until
+  // finish_copy_before_write() returns.
+  virtual void begin_copy_before_write(std::span<const uint64_t> pfns,
+                                       std::span<uint8_t* const> dst) {
+    (void)pfns;
+    (void)dst;
+  }
+  // After resume (and after a failed pause too, so that it always ends):
+  // copies every page of begin_copy_before_write() the guest has not written
+  // yet, waits for copies in flight, and ends copy-before-write. Returns how
+  // many pages were copied on a guest's fault, before its write.
+  virtual uint64_t finish_copy_before_write() { return 0; }
 };
 
 // guest: the guest's pid; guest_arena_addr: the arena's address in the guest (from

@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <thread>
 
 #include "protocol/device_state_codec.h"
@@ -147,6 +148,43 @@ Status EpochEngine::stage(std::span<const uint64_t> pfns, bool format_b, bool sk
   return Status::ok();
 }
 
+Status EpochEngine::stage_paused(EpochRecord* rec) {
+  const std::span<const uint64_t> protect = tracker_.protected_after_resume();
+  if (protect.size() < options_.copy_after_resume_min_pages ||
+      dirty_.size() > staging_->capacity_pages()) {
+    return stage(dirty_, true, false, rec);
+  }
+  // Every page gets its slot, in PFN order; those the tracker keeps protected
+  // are filled after resume, the others (sticky pages) now.
+  staging_->clear();
+  later_pfns_.clear();
+  later_slots_.clear();
+  size_t j = 0;
+  for (const uint64_t pfn : dirty_) {
+    uint8_t* slot = staging_->reserve(pfn);  // the dirty set fits (checked above)
+    while (j < protect.size() && protect[j] < pfn) ++j;
+    if (j < protect.size() && protect[j] == pfn) {
+      later_pfns_.push_back(pfn);
+      later_slots_.push_back(slot);
+    } else {
+      std::memcpy(slot, tracker_.page_source(pfn), kPageSize);
+    }
+  }
+  tracker_.begin_copy_before_write(later_pfns_, later_slots_);
+  copying_after_resume_ = true;
+  rec->copied_after_resume = later_pfns_.size();
+  return Status::ok();
+}
+
+void EpochEngine::copy_after_resume(EpochRecord* rec) {
+  if (!copying_after_resume_) return;
+  copying_after_resume_ = false;
+  if (on_resumed_before_copy) on_resumed_before_copy(rec->epoch, later_pfns_.size());
+  const auto t0 = Clock::now();
+  rec->copied_on_write = tracker_.finish_copy_before_write();
+  rec->copy_after_resume_us = micros(Clock::now() - t0);
+}
+
 Status EpochEngine::send_from_tracker(std::span<const uint64_t> pfns, bool format_b, bool skip_zero,
                                       EpochRecord* rec) {
   // The tracker's pages stay as collect() left them until the next collect(),
@@ -224,8 +262,9 @@ Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
     }
     if (!stable_pages_) {
       // The tracker's pages are the live arena: copy them before the guest
-      // runs (what does not fit is sent while still paused).
-      ROMULUS_RETURN_IF_ERROR(stage(dirty_, true, false, &rec));
+      // runs (what does not fit is sent while still paused), or before it
+      // writes them.
+      ROMULUS_RETURN_IF_ERROR(stage_paused(&rec));
     }
     t_copied = Clock::now();
     return Status::ok();
@@ -236,6 +275,9 @@ Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
   if (paused_status.is_ok()) paused_status = rearm_status.context("re-arming dirty tracking");
   Status resume_status = guest_.resume();
   const auto t_resumed = Clock::now();
+  // Whatever happened, copy-before-write ends here (the tracker holds
+  // pointers into staging until it does).
+  copy_after_resume(&rec);
   ROMULUS_RETURN_IF_ERROR(paused_status);
   ROMULUS_RETURN_IF_ERROR(resume_status.context("resuming the guest"));
   trigger_.set_policy(policy());  // settings may have changed since run() last looked

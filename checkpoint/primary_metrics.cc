@@ -70,6 +70,12 @@ void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out) {
   out.counter("romulus_staging_overflows_total",
               "Checkpoints whose dirty set overflowed staging (sent while paused).",
               d(t.overflowed_staging));
+  out.counter("romulus_pages_copied_after_resume_total",
+              "Dirty pages copied after the guest resumed (copy-before-write), not in the pause.",
+              d(t.copied_after_resume_total));
+  out.counter("romulus_pages_copied_on_write_total",
+              "Of those, pages copied on the guest's first write to them, before it.",
+              d(t.copied_on_write_total));
   out.counter("romulus_page_cache_lookups_total", "Sender page cache lookups.", d(t.cache_lookups));
   out.counter("romulus_page_cache_hits_total", "Sender page cache hits.", d(t.cache_hits));
   out.counter("romulus_page_cache_misses_total", "Sender page cache misses.", d(t.cache_misses));

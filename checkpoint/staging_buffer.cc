@@ -46,4 +46,11 @@ bool StagingBuffer::add(uint64_t pfn, const uint8_t* page) {
   return true;
 }
 
+uint8_t* StagingBuffer::reserve(uint64_t pfn) {
+  if (full()) return nullptr;
+  uint8_t* slot = pages_ + pfns_.size() * protocol::kPageSize;
+  pfns_.push_back(pfn);
+  return slot;
+}
+
 }  // namespace romulus::checkpoint

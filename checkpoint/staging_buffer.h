@@ -44,6 +44,9 @@ class StagingBuffer {
 
   // Copies one page in. Returns false (and copies nothing) when full.
   bool add(uint64_t pfn, const uint8_t* page);
+  // Takes the next slot for pfn without filling it (the caller copies the
+  // page in before anyone reads it). nullptr when full.
+  uint8_t* reserve(uint64_t pfn);
 
   std::span<const uint64_t> pfns() const { return pfns_; }
   const uint8_t* pages() const { return pages_; }

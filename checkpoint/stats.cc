@@ -51,6 +51,8 @@ void StatsRecorder::record_epoch(const EpochRecord& r) {
   totals_.wire_bytes_total += r.wire_bytes;
   if (r.stretched) totals_.stretched_intervals++;
   if (r.sent_while_paused) totals_.overflowed_staging++;
+  totals_.copied_after_resume_total += r.copied_after_resume;
+  totals_.copied_on_write_total += r.copied_on_write;
   totals_.pause_us.max = std::max(totals_.pause_us.max, r.pause_us);
   totals_.interval_us.max = std::max(totals_.interval_us.max, r.interval_us);
   totals_.encode_us.max = std::max(totals_.encode_us.max, r.encode_us);
@@ -233,6 +235,8 @@ boost::json::object stats_to_json(const StatsSnapshot& s) {
   o["stretched_intervals"] = s.stretched_intervals;
   o["postponed_pauses"] = s.postponed_pauses;
   o["overflowed_staging"] = s.overflowed_staging;
+  o["copied_after_resume_total"] = s.copied_after_resume_total;
+  o["copied_on_write_total"] = s.copied_on_write_total;
   o["pause_ms"] = dist(s.pause_us);
   o["interval_ms"] = dist(s.interval_us);
   o["encode_ms"] = dist(s.encode_us);
@@ -250,6 +254,8 @@ boost::json::object stats_to_json(const StatsSnapshot& s) {
   o["last"] = json::object{{"epoch", s.last.epoch},
                            {"dirty_pages", s.last.dirty_pages},
                            {"wire_bytes", s.last.wire_bytes},
+                           {"copied_after_resume", s.last.copied_after_resume},
+                           {"copied_on_write", s.last.copied_on_write},
                            {"pause_ms", ms(s.last.pause_us)}};
   o["checkpoints"] = json::object{{"sync", s.sync_checkpoints},
                                   {"timer", s.timer_checkpoints},

@@ -33,6 +33,13 @@ struct EpochRecord {
   int64_t collect_us = 0;    // dirty-page collection (inside the pause)
   int64_t copy_us = 0;       // copying dirty pages to staging (inside the pause; 0 when
                              // the tracker's pages are stable: compare sends its shadow)
+  // Copy-before-write (docs/design.md, "Copying after resume"): pages of the
+  // dirty set copied after resume instead of in the pause, of those how many
+  // on the guest's first write (before it), and how long copying them took
+  // the engine after resume.
+  uint64_t copied_after_resume = 0;
+  uint64_t copied_on_write = 0;
+  int64_t copy_after_resume_us = 0;
   int64_t encode_us = 0;     // encoding after resume (wall time across encoder threads)
   int64_t send_us = 0;       // first byte handed to the transport -> last byte written
   uint64_t dirty_pages = 0;
@@ -88,6 +95,8 @@ struct StatsSnapshot {
   uint64_t stretched_intervals = 0;
   uint64_t postponed_pauses = 0;  // pause gave up waiting for Update sections
   uint64_t overflowed_staging = 0;
+  // Copy-before-write totals (EpochRecord::copied_after_resume, copied_on_write).
+  uint64_t copied_after_resume_total = 0, copied_on_write_total = 0;
   Distribution pause_us, interval_us, ack_latency_us, encode_us;
   // Checkpoints that carried output (those acknowledged so far), and each hop
   // of their output's path (OutputHop), over the recent window.

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <iterator>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "guest/linux_abi.h"
 
@@ -149,13 +151,78 @@ Status UffdSyncTracker::serve() {
       if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
       const uint64_t addr = msgs[i].arg.pagefault.address & ~(kPage - 1);
       if (addr < guest_addr_ || addr >= guest_addr_ + bytes_) continue;
-      const uint64_t pfn = (addr - guest_addr_) / kPage;
-      // Log first, then release the writer: its write is in this epoch's log.
-      logged_.push_back(pfn);
-      ROMULUS_RETURN_IF_ERROR(set_protection(pfn, 1, false));
-      faults_.fetch_add(1, std::memory_order_relaxed);
+      ROMULUS_RETURN_IF_ERROR(resolve_fault((addr - guest_addr_) / kPage));
     }
   }
+}
+
+bool UffdSyncTracker::copy_once(size_t i) {
+  uint8_t expected = kNotCopied;
+  if (cow_state_[i].compare_exchange_strong(expected, kCopying, std::memory_order_acquire)) {
+    std::memcpy(cow_dst_[i], arena_ + cow_pfns_[i] * kPage, kPage);
+    cow_state_[i].store(kCopied, std::memory_order_release);
+    return true;
+  }
+  // Someone else is copying it (a page takes a microsecond): wait for the end.
+  while (cow_state_[i].load(std::memory_order_acquire) != kCopied) std::this_thread::yield();
+  return false;
+}
+
+Status UffdSyncTracker::resolve_fault(uint64_t pfn) {
+  if (planning_ && std::binary_search(reprotect_.begin(), reprotect_.end(), pfn)) {
+    held_.push_back(pfn);  // its writer stays blocked; released by release_held()
+    return Status::ok();
+  }
+  if (cow_active_) {
+    auto it = std::lower_bound(cow_pfns_.begin(), cow_pfns_.end(), pfn);
+    if (it != cow_pfns_.end() && *it == pfn) {
+      // The checkpoint's copy first, while the page is still protected.
+      if (copy_once(static_cast<size_t>(it - cow_pfns_.begin()))) ++cow_on_fault_;
+    }
+  }
+  // Log first, then release the writer: its write is in this epoch's log.
+  logged_.push_back(pfn);
+  ROMULUS_RETURN_IF_ERROR(set_protection(pfn, 1, false));
+  faults_.fetch_add(1, std::memory_order_relaxed);
+  return Status::ok();
+}
+
+Status UffdSyncTracker::release_held() {
+  planning_ = false;
+  Status st;
+  for (const uint64_t pfn : held_) {
+    Status s = resolve_fault(pfn);
+    if (st.is_ok()) st = std::move(s);
+  }
+  held_.clear();
+  return st;
+}
+
+void UffdSyncTracker::begin_copy_before_write(std::span<const uint64_t> pfns,
+                                              std::span<uint8_t* const> dst) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cow_pfns_.assign(pfns.begin(), pfns.end());
+  cow_dst_.assign(dst.begin(), dst.end());
+  if (cow_capacity_ < pfns.size()) {
+    cow_capacity_ = std::max(pfns.size(), 2 * cow_capacity_);
+    cow_state_ = std::make_unique<std::atomic<uint8_t>[]>(cow_capacity_);
+  }
+  for (size_t i = 0; i < pfns.size(); ++i) cow_state_[i].store(kNotCopied);
+  cow_on_fault_ = 0;
+  cow_active_ = !pfns.empty();
+  Status st = release_held();  // copied first where held
+  if (!st.is_ok() && handler_error_.is_ok()) handler_error_ = std::move(st);
+}
+
+uint64_t UffdSyncTracker::finish_copy_before_write() {
+  // Not under mu_: the handler copies the pages the guest writes meanwhile.
+  // The vectors do not change until cow_active_ is cleared below.
+  for (size_t i = 0; i < cow_pfns_.size(); ++i) copy_once(i);
+  std::lock_guard<std::mutex> lock(mu_);
+  cow_active_ = false;
+  cow_pfns_.clear();
+  cow_dst_.clear();
+  return std::exchange(cow_on_fault_, 0);
 }
 
 void UffdSyncTracker::plan_epoch() {
@@ -234,6 +301,9 @@ Status UffdSyncTracker::finish_rearm() {
   rearm_done_.wait(lock, [this] { return !rearm_in_flight_; });
   Status st = std::move(rearm_status_);
   rearm_status_ = Status::ok();
+  // Copying is planned by now (in the pause, or begin_copy_before_write()).
+  Status released = planning_ ? release_held() : Status::ok();
+  if (st.is_ok()) st = std::move(released);
   return st;
 }
 
@@ -244,6 +314,7 @@ Status UffdSyncTracker::collect_stopped(std::vector<uint64_t>& pfns) {
     if (!handler_error_.is_ok()) return handler_error_;
     plan_epoch();
     pfns.insert(pfns.end(), report_.begin(), report_.end());
+    planning_ = true;  // until the engine has planned its copies
     if (reprotect_.size() <= kInlineRearmPages) return reprotect_planned();
     rearm_in_flight_ = true;
   }

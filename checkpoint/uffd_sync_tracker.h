@@ -39,6 +39,20 @@
 // handler thread when there are many pages, so it overlaps the engine's copy;
 // finish_rearm() waits for it, and so do collect() and the destructor.
 //
+// Copy-before-write (DirtyTracker::begin_copy_before_write): the pages
+// collect_stopped() re-protects need not be copied in the pause. Their first
+// write after resume faults anyway; the handler then copies the page to the
+// engine's slot before it lifts the protection, while the engine copies the
+// others after resume. Each such page has a state (not copied, being copied,
+// copied) that the handler and the engine claim with a compare-and-swap, so a
+// page is copied once, and always while it is still protected: nobody lifts
+// the protection of a page of the set before its copy is complete. Between
+// collect_stopped() and begin_copy_before_write() (or finish_rearm(), when
+// the engine copies everything in the pause) a fault on a page about to be
+// re-protected is held back rather than resolved: two threads faulting on
+// one page queue two messages, and the second, read after the plan, would
+// otherwise lift the protection of a page nobody has copied yet.
+//
 // Threads: collect() and the other DirtyTracker methods on one thread (the
 // epoch engine); the handler thread is internal. The destructor stops the
 // handler and lifts the protection of the whole arena, so a guest that
@@ -76,6 +90,10 @@ class UffdSyncTracker final : public DirtyTracker {
   Status finish_rearm() override;
   const uint8_t* page_source(uint64_t pfn) const override { return arena_ + pfn * 4096; }
   bool pages_stable_until_next_collect() const override { return false; }
+  std::span<const uint64_t> protected_after_resume() const override { return reprotect_; }
+  void begin_copy_before_write(std::span<const uint64_t> pfns,
+                               std::span<uint8_t* const> dst) override;
+  uint64_t finish_copy_before_write() override;
 
   // Write-protect faults resolved so far (statistics; any thread).
   uint64_t faults() const { return faults_.load(std::memory_order_relaxed); }
@@ -104,6 +122,18 @@ class UffdSyncTracker final : public DirtyTracker {
   };
   // UFFDIO_WRITEPROTECT over pages [pfn, pfn + count): protect, or lift and wake.
   Status set_protection(uint64_t pfn, uint64_t count, bool protect);
+  // A write fault on pfn (mu_ held): copied first if copy-before-write holds
+  // it, then logged and released; held back while the epoch's copies are
+  // being planned (held_).
+  Status resolve_fault(uint64_t pfn);
+  // Resolves the faults held back while planning (mu_ held).
+  Status release_held();
+
+  // Copy-before-write states.
+  static constexpr uint8_t kNotCopied = 0, kCopying = 1, kCopied = 2;
+  // Copies page cow_pfns_[i] unless someone has; returns once it is copied.
+  // The caller owns the page's protection (it stays protected meanwhile).
+  bool copy_once(size_t i);
 
   const int uffd_;
   const int stop_fd_;   // eventfd: the handler exits when it is readable
@@ -126,6 +156,17 @@ class UffdSyncTracker final : public DirtyTracker {
   std::vector<uint64_t> reprotect_;  // sorted
   std::vector<uint64_t> report_;     // sorted
   bool rearm_in_flight_ = false;     // guarded by mu_
+  // Copy-before-write; the vectors and flags guarded by mu_ (the engine reads
+  // cow_pfns_/cow_dst_ without it between begin and finish, when only the
+  // states change).
+  bool planning_ = false;           // collect_stopped() .. begin or finish_rearm
+  std::vector<uint64_t> held_;      // faults held back while planning
+  bool cow_active_ = false;         // begin_copy_before_write() .. finish
+  std::vector<uint64_t> cow_pfns_;  // sorted
+  std::vector<uint8_t*> cow_dst_;
+  std::unique_ptr<std::atomic<uint8_t>[]> cow_state_;
+  size_t cow_capacity_ = 0;
+  uint64_t cow_on_fault_ = 0;        // pages the handler copied this time
   Status rearm_status_;              // guarded by mu_
   std::condition_variable rearm_done_;
   std::thread handler_;
