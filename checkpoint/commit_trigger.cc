@@ -33,11 +33,13 @@ void CommitTrigger::start(Clock::time_point now) {
 }
 
 void CommitTrigger::on_checkpoint(Clock::time_point paused, Clock::time_point resumed,
-                                  CheckpointTrigger why) {
+                                  CheckpointTrigger why, microseconds faults) {
   const double pause_us =
       static_cast<double>(std::chrono::duration_cast<microseconds>(resumed - paused).count());
-  pause_avg_us_ =
-      pause_avg_us_ == 0 ? pause_us : pause_avg_us_ + kPauseWeight * (pause_us - pause_avg_us_);
+  const bool first = pause_avg_us_ == 0;
+  pause_avg_us_ = first ? pause_us : pause_avg_us_ + kPauseWeight * (pause_us - pause_avg_us_);
+  const double fault_us = static_cast<double>(faults.count());
+  fault_avg_us_ = first ? fault_us : fault_avg_us_ + kPauseWeight * (fault_us - fault_avg_us_);
   last_resumed_ = resumed;
   postponed_ = false;
   // The timer keeps a fixed cadence (waking a little late each time must not
@@ -60,7 +62,10 @@ void CommitTrigger::on_postponed(Clock::time_point now) {
 
 microseconds CommitTrigger::gap() const {
   const double f = std::clamp(policy_.max_stopped_fraction, 0.01, 1.0);
-  const auto by_fraction = microseconds(static_cast<int64_t>(pause_avg_us_ * (1 - f) / f));
+  // A cycle is the pause and the gap after it; of it, the guest is stopped
+  // for the pause and blocked in faults for about fault_avg_us_ of the gap.
+  const auto by_fraction =
+      microseconds(static_cast<int64_t>((pause_avg_us_ + fault_avg_us_) / f - pause_avg_us_));
   return std::max(policy_.min_gap, by_fraction);
 }
 

@@ -13,10 +13,12 @@
 //             do not starve a guest that has work. `interval` stays the
 //             longest time between checkpoints. Everything the guest produces
 //             meanwhile is in the next one. The gap is
-//             max(min_gap, pause * (1 - f) / f) for the recent pause (an
-//             average) and f = max_stopped_fraction: back-to-back
-//             checkpoints then stop a runnable guest at most that fraction of
-//             the time, however long pauses grow under load.
+//             max(min_gap, (pause + faults) / f - pause) for the recent pause
+//             and the recent time the guest lost to write-protect faults
+//             between two pauses (averages; faults as the engine estimates
+//             them), and f = max_stopped_fraction: back-to-back checkpoints
+//             then keep a runnable guest stopped or faulting at most that
+//             fraction of the time, however long pauses grow under load.
 // "The previous checkpoint was sent" is the engine's part (it flushes the
 // transport before pausing), not this class's.
 //
@@ -72,8 +74,11 @@ class CommitTrigger {
   // Before the first checkpoint of a run: the cadence starts at `now`.
   void start(Clock::time_point now);
   // A checkpoint's pause began at `paused` and the guest ran again at
-  // `resumed`; `why` is what triggered it.
-  void on_checkpoint(Clock::time_point paused, Clock::time_point resumed, CheckpointTrigger why);
+  // `resumed`; `why` is what triggered it. `faults`: the time the guest lost
+  // to write-protect faults since the previous pause (an estimate; zero when
+  // its tracker takes none), counted with the pause against the budget.
+  void on_checkpoint(Clock::time_point paused, Clock::time_point resumed, CheckpointTrigger why,
+                     std::chrono::microseconds faults = std::chrono::microseconds(0));
   // A pause gave up (an Update stayed open): try again after an interval or
   // a gap, as if one had been taken at `now` (a gap even for a waiting guest).
   void on_postponed(Clock::time_point now);
@@ -86,7 +91,8 @@ class CommitTrigger {
   // open epoch and what the guest is doing (both ignored in interval mode).
   Due next(bool output_held, GuestActivity guest = GuestActivity::kUnknown) const;
 
-  // The current eager gap for a runnable guest: max(min_gap, average pause * (1 - f) / f).
+  // The current eager gap for a runnable guest:
+  // max(min_gap, (average pause + average faults) / f - average pause).
   std::chrono::microseconds gap() const;
 
  private:
@@ -94,6 +100,7 @@ class CommitTrigger {
   Clock::time_point deadline_{};      // the timer: the interval elapses
   Clock::time_point last_resumed_{};  // end of the previous pause
   double pause_avg_us_ = 0;           // exponential average of recent pauses
+  double fault_avg_us_ = 0;           // the same of the fault time between them
   bool postponed_ = false;            // the last attempt gave up (on_postponed)
 };
 

@@ -69,6 +69,12 @@ class DirtyTracker {
   // Constant for the life of a tracker.
   virtual bool pages_stable_until_next_collect() const = 0;
 
+  // Write-protect faults the guest has taken since the tracker was created:
+  // uffd, one per page a collect() reported (its first write in the epoch);
+  // uffd-sync, those its handler resolved (sticky pages take none); compare,
+  // none. The engine counts their cost in the stopped-fraction budget.
+  virtual uint64_t write_faults() const { return 0; }
+
   // Copy-before-write (docs/design.md, "Copying after resume"). A tracker that
   // resolves write faults itself (uffd-sync) can let the engine copy part of a
   // checkpoint after the guest resumes: the pages that stay write-protected

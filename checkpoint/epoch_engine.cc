@@ -280,8 +280,14 @@ Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
   copy_after_resume(&rec);
   ROMULUS_RETURN_IF_ERROR(paused_status);
   ROMULUS_RETURN_IF_ERROR(resume_status.context("resuming the guest"));
+  // The faults the guest took since the last checkpoint cost it time too.
+  const uint64_t faults = tracker_.write_faults();
+  rec.write_faults = faults - std::min(faults, write_faults_);
+  write_faults_ = faults;
+  rec.fault_us =
+      static_cast<int64_t>(static_cast<double>(rec.write_faults) * options_.guest_fault_us);
   trigger_.set_policy(policy());  // settings may have changed since run() last looked
-  trigger_.on_checkpoint(t0, t_resumed, why);
+  trigger_.on_checkpoint(t0, t_resumed, why, std::chrono::microseconds(rec.fault_us));
 
   rec.pause_us = micros(t_resumed - t0);
   rec.gate_wait_us = micros(t_stopped - t0);  // gate wait + SIGSTOP until stopped
@@ -425,6 +431,7 @@ Status EpochEngine::initial_sync() {
   }
   stats_.record_sync_progress(sent, page_count_, rounds, micros(t_synced - t_start));
   // The first paused checkpoint makes the backup's image a state of the guest.
+  write_faults_ = tracker_.write_faults();  // the rounds' faults are the sync's, not a gap's
   return checkpoint(CheckpointTrigger::kSync);
 }
 

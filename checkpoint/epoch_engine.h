@@ -116,6 +116,12 @@ struct EngineOptions : EngineSettings {
   // Below it, copying in the pause costs less than the hand-over (a page
   // copies in ~0.3-1 us). SIZE_MAX: always in the pause (benchmarks, tests).
   size_t copy_after_resume_min_pages = 64;
+  // What one write-protect fault costs the guest, in µs (measured at start:
+  // Measurements::async_fault_us or sync_fault_us for the tracker in use).
+  // The faults taken between two pauses (DirtyTracker::write_faults()) times
+  // this count against the stopped-fraction budget with the pause
+  // (commit_trigger.h). 0: faults are not counted.
+  double guest_fault_us = 0;
 };
 
 class EpochEngine {
@@ -254,6 +260,7 @@ class EpochEngine {
   std::vector<uint64_t> later_pfns_;
   std::vector<uint8_t*> later_slots_;
   bool copying_after_resume_ = false;
+  uint64_t write_faults_ = 0;  // tracker_.write_faults() at the last checkpoint
   protocol::PageCache cache_;
   EncoderPool pool_;
   protocol::CheckpointFramer framer_;

@@ -104,6 +104,7 @@ struct PrimaryNode::Impl {
   std::unique_ptr<OutputProxy> proxy;
   NullTransport null_transport;
   TrackerKind tracker_kind = TrackerKind::kUffd;
+  double guest_fault_us = 0;  // what one write fault costs the guest (EngineOptions)
   uint16_t guest_port = 0;
   bool buffering = true;  // output held until acked while a backup is connected
 
@@ -416,15 +417,21 @@ Status PrimaryNode::start_guest() {
   im.control_page.emplace(std::move(control));
 
   // Tracker choice: measured on this machine at start (checkpoint/tracker_choice.h).
+  const Measurements costs =
+      config_.tracker_costs ? *config_.tracker_costs : measure_tracker_costs();
   ROMULUS_ASSIGN_OR_RETURN(
       const TrackerDecision decision,
       choose_tracker(config_.tracker,
                      ArenaFacts{.arena_bytes = im.arena->size(),
                                 .expected_dirty_pages = expected_dirty_pages(config_.engine.commit),
                                 .takeover = config_.resumed_epoch.has_value()},
-                     config_.tracker_costs ? *config_.tracker_costs : measure_tracker_costs()));
+                     costs));
   log_(decision.explanation);
   im.tracker_kind = decision.kind;
+  // What a write fault costs the guest, for the stopped-fraction budget.
+  im.guest_fault_us = decision.kind == TrackerKind::kUffd       ? costs.async_fault_us
+                      : decision.kind == TrackerKind::kUffdSync ? costs.sync_fault_us
+                                                                : 0;
 
   GuestSpec spec;
   spec.argv = config_.guest_command;
@@ -499,6 +506,7 @@ Status PrimaryNode::start_engine() {
   static_cast<EngineSettings&>(eo) = config_.engine;  // as the operator set them
   eo.arena_fd = im.arena->fd();
   eo.first_epoch = config_.resumed_epoch.value_or(0) + 1;
+  eo.guest_fault_us = im.guest_fault_us;
   eo.log = log_;
   if (im.vm) {
     im.pause = std::make_unique<VmPause>(*im.vm);

@@ -105,8 +105,8 @@ constexpr RunTimeSetting kRunTimeSettings[] = {
     {
         .name = "max-stopped-fraction",
         .value = "FRACTION",
-        .what = "eager: widen the gap so that pauses stop a runnable guest at most this fraction "
-                "of the time",
+        .what = "eager: widen the gap so that pauses (and the write faults tracking costs) "
+                "keep a runnable guest at most this fraction of the time",
         .parse =
             [](std::string_view t, PrimaryConfig& c) {
               return fraction_in(kMaxStoppedFractionRange, t, c.engine.max_stopped_fraction);

@@ -73,6 +73,7 @@ void StatsRecorder::record_epoch(const EpochRecord& r) {
       break;
   }
   totals_.stopped_us_total += r.pause_us;
+  totals_.fault_us_total += r.fault_us;
   const auto at = r.paused_at == std::chrono::steady_clock::time_point{}
                       ? std::chrono::steady_clock::now()
                       : r.paused_at;
@@ -262,6 +263,7 @@ boost::json::object stats_to_json(const StatsSnapshot& s) {
                                   {"output", s.output_checkpoints},
                                   {"output_guest_waiting", s.guest_waiting_checkpoints}};
   o["stopped_ms_total"] = ms(s.stopped_us_total);
+  o["fault_ms_total"] = ms(s.fault_us_total);
   o["recent"] =
       json::object{{"window_s", static_cast<double>(StatsRecorder::kRateWindow.count())},
                    {"guest_stopped_fraction", s.stopped_fraction},

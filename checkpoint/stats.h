@@ -38,6 +38,11 @@ struct EpochRecord {
   // on the guest's first write (before it), and how long copying them took
   // the engine after resume.
   uint64_t copied_after_resume = 0;
+  // Write-protect faults the guest took since the previous checkpoint, and
+  // their estimated cost to it (EngineOptions::guest_fault_us), which the
+  // stopped-fraction budget counts with the pause.
+  uint64_t write_faults = 0;
+  int64_t fault_us = 0;
   uint64_t copied_on_write = 0;
   int64_t copy_after_resume_us = 0;
   int64_t encode_us = 0;     // encoding after resume (wall time across encoder threads)
@@ -114,6 +119,7 @@ struct StatsSnapshot {
   // Of output_checkpoints: those taken while the guest was waiting (no gap).
   uint64_t guest_waiting_checkpoints = 0;
   int64_t stopped_us_total = 0;
+  int64_t fault_us_total = 0;  // estimated time lost to write faults, since start
   // Over the last StatsRecorder::kRateWindow (or since the first checkpoint):
   // the fraction of wall time the guest was stopped, and checkpoints/s by trigger.
   double stopped_fraction = 0;

@@ -97,6 +97,7 @@ class UffdSyncTracker final : public DirtyTracker {
 
   // Write-protect faults resolved so far (statistics; any thread).
   uint64_t faults() const { return faults_.load(std::memory_order_relaxed); }
+  uint64_t write_faults() const override { return faults(); }
   // Pages sticky after the last collect (statistics; any thread).
   uint64_t sticky_pages() const { return sticky_count_.load(std::memory_order_relaxed); }
 

@@ -114,13 +114,17 @@ Result<std::unique_ptr<UffdTracker>> UffdTracker::create(pid_t guest, uint64_t g
   // Re-arm: creation is the starting point of tracking.
   std::vector<uint64_t> discard;
   ROMULUS_RETURN_IF_ERROR(t->collect(discard).context("uffd tracker initial scan"));
+  t->reported_ = 0;  // writes before tracking began took no fault of ours
   return t;
 }
 
 Status UffdTracker::collect(std::vector<uint64_t>& pfns) {
-  return scan_written(pagemap_fd_, guest_addr_, guest_addr_, guest_addr_ + bytes_, regions_, pfns,
-                      scans_)
-      .context("uffd tracker (guest pid " + std::to_string(guest_) + ")");
+  const size_t before = pfns.size();
+  ROMULUS_RETURN_IF_ERROR(scan_written(pagemap_fd_, guest_addr_, guest_addr_, guest_addr_ + bytes_,
+                                       regions_, pfns, scans_)
+                              .context("uffd tracker (guest pid " + std::to_string(guest_) + ")"));
+  reported_ += pfns.size() - before;
+  return Status::ok();
 }
 
 Result<std::unique_ptr<DirtyTracker>> make_uffd_tracker(pid_t guest, uint64_t guest_arena_addr,

@@ -30,6 +30,8 @@ class UffdTracker final : public DirtyTracker {
 
   // PAGEMAP_SCAN calls made so far (statistics).
   uint64_t scans() const { return scans_; }
+  // One fault per page reported: the guest's first write to it in the epoch.
+  uint64_t write_faults() const override { return reported_; }
 
  private:
   UffdTracker(int pagemap_fd, pid_t guest, uint64_t addr, const uint8_t* arena, size_t bytes);
@@ -41,6 +43,7 @@ class UffdTracker final : public DirtyTracker {
   size_t bytes_;
   std::vector<page_region> regions_;  // ioctl output buffer, bounded
   uint64_t scans_ = 0;
+  uint64_t reported_ = 0;  // pages reported by collect() since creation
 };
 
 }  // namespace romulus::checkpoint

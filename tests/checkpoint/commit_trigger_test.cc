@@ -131,6 +131,39 @@ TEST(CommitTrigger, LongPausesWidenTheGapToCapTheStoppedFraction) {
   EXPECT_LE(stopped, 0.25 + 1e-9);
 }
 
+TEST(CommitTrigger, FaultTimeCountsWithThePauseAgainstTheBudget) {
+  // 1 ms pauses, and after each the guest loses 1 ms to write-protect faults
+  // in the gap that follows: with f = 0.25 the cycle must be 8 ms (2 ms lost of
+  // every 8), so the gap is 7 ms: one checkpoint per 8 ms, at 0, 8, ..., 1000 ms.
+  CommitTrigger trigger(eager(50ms, 0us, 0.25));
+  const Clock::time_point start = Clock::time_point{} + 1s;
+  trigger.start(start);
+  Clock::time_point now = start;
+  int checkpoints = 0;
+  Clock::duration lost{};
+  while (true) {
+    const auto due = trigger.next(true, GuestActivity::kRunnable);
+    if (due.when > start + 1s) break;
+    now = std::max(now, due.when);
+    // The faults of the gap before a pause are reported with it (the same
+    // each time, so the averages are exact from the first).
+    trigger.on_checkpoint(now, now + 1ms, due.why, 1000us);
+    lost += 2ms;
+    now += 1ms;
+    ++checkpoints;
+  }
+  EXPECT_EQ(checkpoints, 126);
+  EXPECT_EQ(trigger.gap(), 7ms);
+  // The first pause came before any was measured; from then on the guest
+  // was stopped or faulting a quarter of the time.
+  EXPECT_LE(std::chrono::duration<double>(lost - 2ms).count(), 0.25 + 1e-9);
+  // Without faults the same pauses get a 3 ms gap.
+  CommitTrigger no_faults(eager(50ms, 0us, 0.25));
+  no_faults.start(start);
+  no_faults.on_checkpoint(start, start + 1ms, CheckpointTrigger::kOutput);
+  EXPECT_EQ(no_faults.gap(), 3ms);
+}
+
 TEST(CommitTrigger, ShorteningTheIntervalTakesEffectAtOnce) {
   CommitPolicy p;
   p.interval = 10s;

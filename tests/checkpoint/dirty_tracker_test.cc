@@ -111,6 +111,22 @@ TEST_P(DirtyTrackerTest, WholeArenaWriteReportsEveryPage) {
   EXPECT_EQ(collect_paused(), all);
 }
 
+// The stopped-fraction budget counts the guest's write faults: one per page
+// per epoch on its first write for the write-protect trackers (twice the
+// same page in an epoch is one fault), none for compare.
+TEST_P(DirtyTrackerTest, WriteFaultsCountEachFirstWriteToAPageInAnEpoch) {
+  const uint64_t before = tracker_->write_faults();
+  for (uint64_t p = 10; p < 20; ++p) ASSERT_EQ(h_.write(p * 4096 + 8, 8, 1), "ok");
+  ASSERT_EQ(h_.write(12 * 4096 + 100, 8, 2), "ok");
+  EXPECT_EQ(collect_paused().size(), 10u);
+  const uint64_t expected = GetParam() == "compare" ? 0 : 10;
+  EXPECT_EQ(tracker_->write_faults() - before, expected);
+  // Re-armed: the same pages fault again in the next epoch.
+  for (uint64_t p = 10; p < 13; ++p) ASSERT_EQ(h_.write(p * 4096, 8, 3), "ok");
+  EXPECT_EQ(collect_paused().size(), 3u);
+  EXPECT_EQ(tracker_->write_faults() - before, GetParam() == "compare" ? 0u : 13u);
+}
+
 TEST_P(DirtyTrackerTest, CollectRearmsTracking) {
   ASSERT_EQ(h_.write(3 * 4096, 64, 9), "ok");
   EXPECT_EQ(collect_paused(), Pfns{3});
