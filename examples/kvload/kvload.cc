@@ -16,7 +16,8 @@
 //
 //   {"ops":..,"ops_per_sec":..,"p50_ms":..,"p99_ms":..,"max_ms":..,"errors":..,
 //    "reconnects":..,"check":{"acked_writes":..,"acked_lost":..,"unacked_found":..,
-//    "unacked_writes":..,"keys_checked":..,"corrupt":..}}
+//    "unacked_writes":..,"keys_checked":..,"corrupt":..,"writes_lost":..,
+//    "earliest_lost_ack_ns":..}}
 //
 // ("check" only with --check.) Progress goes to stderr once a second unless --quiet.
 //
@@ -54,8 +55,14 @@
 // (a reply is released only once its state is committed, so it may never show
 // less than what was acknowledged before it was sent); this catches a loss that
 // later writes would hide. Counts are per key: a key is lost or corrupt at most
-// once; unacked_found is counted at the final read-back only. Exit status: 0 when the run completed
-// with nothing lost or corrupt, 1 otherwise, 2 on bad options.
+// once; unacked_found is counted at the final read-back only. For a lost key
+// it also counts the acknowledged writes lost (writes_lost: of the key's last
+// 1,024 acknowledgements, those above what it showed) and notes when the
+// earliest of them was acknowledged: earliest_lost_ack_ns, on the
+// CLOCK_MONOTONIC clock (Python's time.monotonic_ns()), -1 if nothing was
+// lost, 0 if it was acknowledged before what a key remembers. Under
+// `--durable async` a test compares it with the lag the backup reported. Exit status: 0 when the
+// run completed with nothing lost or corrupt, 1 otherwise, 2 on bad options.
 //
 // Threads: one. Every connection is a small state machine on the io_context of
 // main(); the shared totals are touched only from that thread.
@@ -69,6 +76,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <functional>
 #include <iostream>
 #include <limits>
@@ -215,6 +223,12 @@ std::optional<int64_t> parse_int(std::string_view v) {
 struct CheckTotals {
   uint64_t acked_writes = 0;
   uint64_t acked_lost = 0;
+  // Of the lost keys (acked_lost), the acknowledged writes they lost, and
+  // when the earliest of those was acknowledged (steady_clock, the clock of
+  // CLOCK_MONOTONIC; {} when none was lost, or when it is older than the
+  // acknowledgements a key remembers).
+  uint64_t writes_lost = 0;
+  std::optional<std::chrono::steady_clock::time_point> earliest_lost_ack;
   uint64_t unacked_found = 0;
   uint64_t keys_checked = 0;
   uint64_t corrupt = 0;
@@ -300,7 +314,16 @@ class Connection {
     uint64_t incr_sent = 0, incr_acked = 0;  // c<c>:n<i>
     bool lost[2] = {false, false};           // [0] c<c>:k<i>, [1] c<c>:n<i>
     bool corrupt[2] = {false, false};
+    // The last kAcksKept acknowledgements (value acknowledged, when), to
+    // tell when a lost write was acknowledged.
+    std::deque<std::pair<uint64_t, Clock::time_point>> acks[2];
   };
+  static constexpr size_t kAcksKept = 1024;
+  void note_ack(KeyState& k, int which, uint64_t value) {
+    auto& acks = k.acks[which];
+    acks.emplace_back(value, Clock::now());
+    if (acks.size() > kAcksKept) acks.pop_front();
+  }
 
   // What the request in flight was, to judge its reply.
   struct Request {
@@ -694,6 +717,7 @@ class Connection {
         if (ok && run_.options.check) {
           KeyState& k = keys_state_[r.index];
           k.seq_acked = std::max(k.seq_acked, r.seq);
+          note_ack(k, 0, r.seq);
           ++run_.totals.check.acked_writes;
         }
         break;
@@ -705,6 +729,7 @@ class Connection {
         ok = line.starts_with("INTEGER ") && parse_int(line.substr(8)).has_value();
         if (ok && run_.options.check) {
           ++keys_state_[r.index].incr_acked;
+          note_ack(keys_state_[r.index], 1, keys_state_[r.index].incr_acked);
           ++run_.totals.check.acked_writes;
           auto n = parse_int(line.substr(8));
           std::optional<uint64_t> count;
@@ -764,6 +789,19 @@ class Connection {
       if (!k.lost[which]) {
         k.lost[which] = true;
         ++t.acked_lost;
+        // Which acknowledged writes it lost, and when the first was acknowledged.
+        std::optional<Clock::time_point> first;
+        const auto& acks = k.acks[which];
+        if (acks.size() == kAcksKept && acks.front().first > *stored + 1)
+          first = Clock::time_point{};
+        for (const auto& [value, at] : acks) {
+          if (value <= *stored) continue;
+          ++t.writes_lost;
+          if (!first) first = at;
+        }
+        if (first && (!t.earliest_lost_ack || *first < *t.earliest_lost_ack)) {
+          t.earliest_lost_ack = *first;
+        }
         run_.add_problem(fmt::format("LOST {} ({}): stored {} < acknowledged {} (sent {})",
                                      key_name(r), when, *stored, acked, sent));
       }
@@ -1012,9 +1050,18 @@ int main(int argc, char** argv) {
                                {"reconnects", t.reconnects}};
     if (options.check) {
       report["check"] = boost::json::object{
-          {"acked_writes", t.check.acked_writes},   {"acked_lost", t.check.acked_lost},
-          {"unacked_found", t.check.unacked_found}, {"unacked_writes", t.unacked_writes},
-          {"keys_checked", t.check.keys_checked},   {"corrupt", t.check.corrupt}};
+          {"acked_writes", t.check.acked_writes},
+          {"acked_lost", t.check.acked_lost},
+          {"unacked_found", t.check.unacked_found},
+          {"unacked_writes", t.unacked_writes},
+          {"keys_checked", t.check.keys_checked},
+          {"corrupt", t.check.corrupt},
+          {"writes_lost", t.check.writes_lost},
+          {"earliest_lost_ack_ns", t.check.earliest_lost_ack
+                                       ? std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             t.check.earliest_lost_ack->time_since_epoch())
+                                             .count()
+                                       : int64_t{-1}}};
     }
     std::printf("%s\n", boost::json::serialize(report).c_str());
   } else {
