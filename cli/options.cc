@@ -102,7 +102,7 @@ namespace {
 struct RawNodeOptions {
   std::string backup, listen, memory, service, tracker, staging, lz4, heartbeat, failover_timeout,
       gate_timeout, stats_period, control, on_failover, reprotect, config, witness, pair, lease_ttl,
-      node_id, metrics, data_dir, durable, from_snapshot;
+      node_id, metrics, data_dir, durable, from_snapshot, disk_backlog;
   bool force_data_dir = false;
   bool vm = false;
   unsigned threads = 0, proxy_threads = 0;
@@ -174,6 +174,11 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("durable", po::value(&r.durable),
     choice("with --data-dir, when a checkpoint is acknowledged: ", storage::kDurableModeNames,
            p.durable.mode, " (sync: once on disk; async: written behind)")
+        .c_str());
+  o("disk-backlog", po::value(&r.disk_backlog),
+    with_default("with --data-dir: checkpoint bytes that may wait for the disk before the backup "
+                 "stops reading its primary until half are written",
+                 size_text(p.durable.max_backlog_bytes))
         .c_str());
   o("force-data-dir", po::bool_switch(&r.force_data_dir),
     "start from what verifies of a damaged --data-dir image, or over another pair's, "
@@ -265,6 +270,12 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
     if (r.data_dir.empty()) return Status::invalid_argument("--durable needs --data-dir DIR");
     ROMULUS_ASSIGN_OR_RETURN(o.durable.mode,
                              named("--durable", storage::kDurableModeNames, r.durable));
+  }
+  if (given("disk-backlog")) {
+    if (r.data_dir.empty()) return Status::invalid_argument("--disk-backlog needs --data-dir DIR");
+    ROMULUS_ASSIGN_OR_RETURN(o.durable.max_backlog_bytes, parse_size(r.disk_backlog));
+    if (o.durable.max_backlog_bytes < protocol::kPageSize)
+      return Status::invalid_argument("--disk-backlog must be at least 4K");
   }
   if (r.force_data_dir && r.data_dir.empty())
     return Status::invalid_argument("--force-data-dir needs --data-dir DIR");

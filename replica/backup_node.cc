@@ -92,6 +92,15 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   const std::string& peer() const { return peer_; }
   // Which accepted stream this is (BackupNode::Impl::streams when it started).
   uint64_t stream_no() const { return stream_no_; }
+  // Reading stops while the durable image's writer is too far behind
+  // (BackupNode::Impl::disk_backlogged()): TCP then holds the primary back,
+  // so a disk slower than the stream costs throughput, not unbounded memory.
+  bool read_paused() const { return read_paused_; }
+  void resume_read() {
+    if (!read_paused_) return;
+    read_paused_ = false;
+    if (reading()) do_read();
+  }
   // Ends the stream with an ERROR that says why (the node's own failure).
   void fail_stream(const std::string& why) {
     end_with(protocol::encode_error(Status::unavailable(why)), StreamEnd::kEndedByBackup, why);
@@ -128,6 +137,7 @@ class PrimarySession : public std::enable_shared_from_this<PrimarySession>,
   StreamEnd end_how_ = StreamEnd::kEndedByBackup;
   std::string end_why_;
   Clock::time_point last_tx_ = Clock::now();
+  bool read_paused_ = false;
   const Clock::time_point accepted_at_ = Clock::now();
   uint64_t stream_no_ = 0;
 };
@@ -160,6 +170,19 @@ struct BackupNode::Impl {
   std::deque<std::pair<uint64_t, uint64_t>> awaiting_disk;
   std::string durable_error;
   bool lag_warned = false;
+  // Pages waiting for the disk (in the writer's queue, or held for a base):
+  // above --disk-backlog the primary's stream is not read until half of them
+  // are written, so the memory a slow disk may take is bounded.
+  uint64_t held_bytes = 0;  // pages in held_for_base
+  bool backlog_logged = false;
+  uint64_t disk_backlog() const {
+    return durable && durable_error.empty() ? durable->queued_bytes() + held_bytes : 0;
+  }
+  bool disk_backlogged() const { return disk_backlog() > config.durable.max_backlog_bytes; }
+  void note_read_paused();
+  // Resumes the primary's stream once the backlog has halved (or the disk
+  // failed: then nothing more is queued).
+  void maybe_resume_read();
   // Copies of the committed image in progress (image_copy.h), a slice per
   // event-loop turn: a new durable base (the checkpoints after it wait in
   // held_for_base, in order, for the base to reach the writer first), and a
@@ -337,7 +360,13 @@ void PrimarySession::do_read() {
       node_.contact();
       handle_stream(bytes);
     }
-    if (reading()) do_read();
+    if (!reading()) return;
+    if (node_.disk_backlogged()) {
+      read_paused_ = true;  // BackupNode::Impl::on_disk() resumes
+      node_.note_read_paused();
+      return;
+    }
+    do_read();
   });
 }
 
@@ -613,6 +642,7 @@ void BackupNode::Impl::write_to_disk(uint64_t epoch, bool whole_image) {
   HeldCheckpoint c{epoch, std::vector<uint64_t>(pfns.begin(), pfns.end()),
                    std::vector<uint8_t>(pages, pages + pfns.size() * protocol::kPageSize)};
   if (base_copy) {
+    held_bytes += c.pages.size();
     held_for_base.push_back(std::move(c));
   } else {
     durable->submit_checkpoint(c.epoch, std::move(c.pfns), std::move(c.pages));
@@ -646,8 +676,10 @@ void BackupNode::Impl::copy_step() {
 
 void BackupNode::Impl::base_copied() {
   auto copy = std::move(base_copy);
+  held_bytes = 0;
   if (!durable || !durable_error.empty()) {
     held_for_base.clear();
+    maybe_resume_read();
     return;
   }
   durable->submit_base(copy->epoch(), storage::ArenaView{copy->data(), copy->bytes()});
@@ -686,6 +718,24 @@ void BackupNode::Impl::on_disk(uint64_t durable_epoch) {
     awaiting_disk.pop_front();
   }
   if (ack != 0) primary->send_message(protocol::encode_ack(ack));
+  maybe_resume_read();
+}
+
+void BackupNode::Impl::note_read_paused() {
+  if (backlog_logged) return;
+  backlog_logged = true;
+  log(fmt::format(
+      "the durable image in --data-dir {} is {} MiB behind the stream: reading from the primary "
+      "pauses until half of it is written (the primary is held back; is the disk slow?)",
+      config.durable.data_dir, disk_backlog() >> 20));
+}
+
+void BackupNode::Impl::maybe_resume_read() {
+  if (!primary || primary->closed() || !primary->read_paused()) return;
+  if (disk_backlog() > config.durable.max_backlog_bytes / 2) return;
+  if (backlog_logged) log("the durable image caught up: reading from the primary again");
+  backlog_logged = false;
+  primary->resume_read();
 }
 
 void BackupNode::Impl::disk_failed(const Status& why) {
@@ -706,6 +756,7 @@ void BackupNode::Impl::disk_failed(const Status& why) {
   } else {
     durable_error += "; the backup goes on in memory only (--durable async)";
     log(durable_error);
+    maybe_resume_read();  // nothing is queued for the disk any more
   }
 }
 
@@ -852,6 +903,12 @@ void BackupNode::Impl::on_tick() {
       }
     }
     poll_gate();
+    // Not reading (the disk is behind) is this node's doing, not the
+    // primary's silence: no failover for it.
+    if (primary && !primary->closed() && primary->read_paused()) {
+      contact();
+      maybe_resume_read();  // in case the writer's count fell after its last on_disk()
+    }
     const auto j = detector.judge(now);
     if (j.verdict == Verdict::kLost) {
       if (primary && !primary->closed()) {

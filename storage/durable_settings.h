@@ -30,6 +30,11 @@ struct DurableSettings {
   bool force = false;
   // --durable async: a lag above this many epochs is a warning in the log.
   uint64_t lag_warning_epochs = 100;
+  // --disk-backlog: bytes of checkpoint pages waiting for the disk above which
+  // the backup stops reading its primary's stream until half of them are
+  // written (a disk slower than the stream holds the primary back instead of
+  // filling this node's memory).
+  uint64_t max_backlog_bytes = uint64_t{256} << 20;
 
   bool enabled() const { return !data_dir.empty(); }
 };

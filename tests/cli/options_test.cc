@@ -132,7 +132,7 @@ TEST(CliOptions, EachDefaultTheHelpPrintsIsTheDefaultItRunsWith) {
     if (!std::regex_search(entry, m, option)) continue;
     const std::string name = m[1], value = m[2];
     if (name == "node-id" || name == "tls-peer-name" || name == "metrics") continue;
-    if (name == "durable") continue;  // needs --data-dir (DurableOptions below)
+    if (name == "durable" || name == "disk-backlog") continue;  // need --data-dir (below)
     SCOPED_TRACE("--" + name + " " + value);
     EXPECT_EQ(summary(primary({"--backup", "[::1]:7000", "--" + name, value})), base);
     ++checked;
@@ -157,6 +157,13 @@ TEST(CliOptions, DurableOptionsNeedADataDirAndReachBothRoles) {
   EXPECT_EQ(d.data_dir, "/var/lib/romulus/kv");
   EXPECT_EQ(d.mode, storage::DurableMode::kAsync);
   EXPECT_TRUE(d.force);
+  EXPECT_EQ(d.max_backlog_bytes, uint64_t{256} << 20) << "the default";
+  EXPECT_EQ(primary({"--backup", "[::1]:7000", "--data-dir", "d", "--disk-backlog", "64M"})
+                .primary.durable.max_backlog_bytes,
+            uint64_t{64} << 20);
+  EXPECT_EQ(error_of({"backup", "--listen", "[::1]:7000", "--disk-backlog", "1M", "--",
+                      "romulus-kvstore"}),
+            "--disk-backlog needs --data-dir DIR");
   EXPECT_FALSE(primary({"--backup", "[::1]:7000"}).primary.durable.enabled())
       << "memory only by default";
   EXPECT_EQ(primary({"--backup", "[::1]:7000", "--data-dir", "d"}).primary.durable.mode,
