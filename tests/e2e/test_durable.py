@@ -230,6 +230,10 @@ class DurableImageTest(unittest.TestCase):
         backup, primary, ports = self.pair(c, durable="async")
         primary.wait_for(harness.IN_SYNC_RE)
         primary.wait_for(SERVING_RE)
+        # The sync's base image on disk first (on a loaded machine it may take a
+        # while): before it the backup has no image to come back with at all.
+        harness.wait_until(lambda: ((backup.status() or {}).get("durable") or {}).get(
+            "durable_epoch", 0) > 0, "the base image on disk", deadline=120)
         load = c.proc("kvload", [
             harness.binary("kvload"), "--server", f"127.0.0.1:{ports['p_svc']}", "--server",
             f"127.0.0.1:{ports['b_svc']}", "--connections", "4", "--keys", "200",
