@@ -59,6 +59,15 @@ class DurableImageTest(unittest.TestCase):
                                    f"127.0.0.1:{ports['p_listen']}", *mode])
         return backup, primary, ports
 
+    def kvload(self, c, ports, seconds, seed):
+        """romulus-kvload --check on the pair's two service ports (the primary's first),
+        reconnecting through a failover or a restart of both."""
+        return c.proc("kvload", [
+            harness.binary("kvload"), "--server", f"127.0.0.1:{ports['p_svc']}", "--server",
+            f"127.0.0.1:{ports['b_svc']}", "--connections", "4", "--keys", "200",
+            "--seconds", str(seconds), "--check", "--json", "--quiet", "--seed", str(seed),
+            "--reconnect-timeout", "30s", "--request-timeout", "20s"])
+
     def restart(self, c, node, name, wait_listening=False):
         """The same command again (what systemd does after a reboot)."""
         again = harness.Node(name, node.argv, node.control_path, listen_port=node.listen_port,
@@ -71,11 +80,7 @@ class DurableImageTest(unittest.TestCase):
         backup, primary, ports = self.pair(c)
         primary.wait_for(harness.IN_SYNC_RE)
         primary.wait_for(SERVING_RE)
-        load = c.proc("kvload", [
-            harness.binary("kvload"), "--server", f"127.0.0.1:{ports['p_svc']}", "--server",
-            f"127.0.0.1:{ports['b_svc']}", "--connections", "4", "--keys", "200",
-            "--seconds", "4", "--check", "--json", "--quiet", "--seed", "25",
-            "--reconnect-timeout", "30s", "--request-timeout", "20s"])
+        load = self.kvload(c, ports, seconds=4, seed=25)
         time.sleep(1.0)
         # Power lost on both: no goodbye, no last write.
         primary.kill9()
@@ -234,11 +239,7 @@ class DurableImageTest(unittest.TestCase):
         # while): before it the backup has no image to come back with at all.
         harness.wait_until(lambda: ((backup.status() or {}).get("durable") or {}).get(
             "durable_epoch", 0) > 0, "the base image on disk", deadline=120)
-        load = c.proc("kvload", [
-            harness.binary("kvload"), "--server", f"127.0.0.1:{ports['p_svc']}", "--server",
-            f"127.0.0.1:{ports['b_svc']}", "--connections", "4", "--keys", "200",
-            "--seconds", "4", "--check", "--json", "--quiet", "--seed", "26",
-            "--reconnect-timeout", "30s", "--request-timeout", "20s"])
+        load = self.kvload(c, ports, seconds=4, seed=26)
         last = None
         polls = 0
         until = time.monotonic() + 1.0
@@ -288,11 +289,7 @@ class DurableImageTest(unittest.TestCase):
         backup, primary, ports = self.pair(c, durable="async", backlog="4K")
         primary.wait_for(harness.IN_SYNC_RE)
         primary.wait_for(SERVING_RE)
-        load = c.proc("kvload", [
-            harness.binary("kvload"), "--server", f"127.0.0.1:{ports['p_svc']}", "--server",
-            f"127.0.0.1:{ports['b_svc']}", "--connections", "4", "--keys", "200",
-            "--seconds", "3", "--check", "--json", "--quiet", "--seed", "27",
-            "--reconnect-timeout", "30s", "--request-timeout", "20s"])
+        load = self.kvload(c, ports, seconds=3, seed=27)
         backup.wait_for(r"is \d+ MiB behind the stream: reading from the primary pauses")
         backup.wait_for(r"the durable image caught up: reading from the primary again")
         rc = load.wait()

@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -349,6 +351,35 @@ class CopyBeforeWriteTest : public ::testing::Test {
     Measurements m = measure_tracker_costs();
     if (!m.uffd_sync_ok) GTEST_SKIP() << m.uffd_sync_reason;
   }
+
+  // The test guest on a uffd-sync arena of `bytes`, and an engine that copies
+  // after resume whatever it can (at least one page), into a receiver, with a
+  // copy of the arena taken at every pause.
+  void start(size_t bytes, unsigned encoder_threads = 1) {
+    ASSERT_OK(h_.start("uffd-sync", bytes));
+    TrackerDecision d;
+    d.kind = TrackerKind::kUffdSync;
+    auto tracker = make_tracker(d, *h_.guest, h_.arena.data(), h_.arena.size());
+    ASSERT_OK(tracker);
+    tracker_ = std::move(tracker).value();
+    const uint64_t pages = bytes / protocol::kPageSize;
+    transport_.emplace(pages);
+    pause_.emplace(*h_.guest);
+    EngineOptions opts;
+    opts.copy_after_resume_min_pages = 1;
+    opts.encoder_threads = encoder_threads;
+    opts.arena_fd = h_.arena.fd();
+    engine_.emplace(*pause_, *tracker_, pages, &*transport_, stats_, opts);
+    snapshot_.emplace(*engine_, h_.arena.data(), bytes);
+  }
+
+  romulus::testing::TestGuestHarness h_;
+  std::unique_ptr<DirtyTracker> tracker_;
+  std::optional<LoopbackTransport> transport_;
+  StatsRecorder stats_;
+  std::optional<GuestPause> pause_;
+  std::optional<EpochEngine> engine_;
+  std::optional<PauseSnapshot> snapshot_;
 };
 
 TEST_F(CopyBeforeWriteTest, PagesWrittenDuringTheCopyArriveAsTheyWereAtThePause) {
@@ -356,21 +387,12 @@ TEST_F(CopyBeforeWriteTest, PagesWrittenDuringTheCopyArriveAsTheyWereAtThePause)
   constexpr uint64_t kRange = 96;  // pages per round
   constexpr uint64_t kFirst = 64;  // clear of the segment header
   constexpr int kRounds = 30;
-  romulus::testing::TestGuestHarness h;
-  ASSERT_OK(h.start("uffd-sync", kArenaBytes));
-  TrackerDecision d;
-  d.kind = TrackerKind::kUffdSync;
-  auto tracker = make_tracker(d, *h.guest, h.arena.data(), h.arena.size());
-  ASSERT_OK(tracker);
-  const uint64_t pages = kArenaBytes / protocol::kPageSize;
-  LoopbackTransport transport(pages);
-  StatsRecorder stats;
-  GuestPause pause(*h.guest);
-  EngineOptions opts;
-  opts.copy_after_resume_min_pages = 1;
-  opts.arena_fd = h.arena.fd();
-  EpochEngine engine(pause, **tracker, pages, &transport, stats, opts);
-  PauseSnapshot snapshot(engine, h.arena.data(), kArenaBytes);
+  ASSERT_NO_FATAL_FAILURE(start(kArenaBytes));
+  auto& h = h_;
+  auto& engine = *engine_;
+  auto& transport = *transport_;
+  auto& stats = stats_;
+  auto& snapshot = *snapshot_;
   ASSERT_OK(engine.initial_sync());
 
   uint64_t range_offset = 0;
@@ -412,23 +434,12 @@ TEST_F(CopyBeforeWriteTest, PagesWrittenDuringTheCopyArriveAsTheyWereAtThePause)
 // copy-before-write on every one; every committed image is the arena at its
 // pause.
 TEST_F(CopyBeforeWriteTest, RacingWritersNeverLeakIntoACheckpoint) {
-  constexpr size_t kArenaBytes = 4u << 20;
-  romulus::testing::TestGuestHarness h;
-  ASSERT_OK(h.start("uffd-sync", kArenaBytes));
-  TrackerDecision d;
-  d.kind = TrackerKind::kUffdSync;
-  auto tracker = make_tracker(d, *h.guest, h.arena.data(), h.arena.size());
-  ASSERT_OK(tracker);
-  const uint64_t pages = kArenaBytes / protocol::kPageSize;
-  LoopbackTransport transport(pages);
-  StatsRecorder stats;
-  GuestPause pause(*h.guest);
-  EngineOptions opts;
-  opts.copy_after_resume_min_pages = 1;
-  opts.encoder_threads = 2;
-  opts.arena_fd = h.arena.fd();
-  EpochEngine engine(pause, **tracker, pages, &transport, stats, opts);
-  PauseSnapshot snapshot(engine, h.arena.data(), kArenaBytes);
+  ASSERT_NO_FATAL_FAILURE(start(4u << 20, /*encoder_threads=*/2));
+  auto& h = h_;
+  auto& engine = *engine_;
+  auto& transport = *transport_;
+  auto& stats = stats_;
+  auto& snapshot = *snapshot_;
   const uint32_t seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   ASSERT_EQ(h.command("scribble 2 8 " + std::to_string(seed)), "ok");
