@@ -41,6 +41,8 @@ constexpr const char* kUsage = R"(usage:
   romulus failover [--control PATH]
   romulus snapshot FILE [--control PATH]   (the backup's committed image, written to FILE)
   romulus sqlite-export DATABASE OUT (--snapshot FILE | --control PATH) | --list ...
+  romulus release-lease primary|backup [--lease-file FILE] NODE-OPTIONS...   (after a crash: gives up the node's witness lease)
+  romulus lease-guard --node-pid PID --witness URL --pair NAME --lease-ttl Ns   (a --witness node's companion: gives its lease up if it dies)
   romulus --version
 
 An example pair on one machine (start the backup first):

@@ -101,7 +101,7 @@ class CompletionTest(unittest.TestCase):
     def test_commands(self):
         self.assertEqual(complete("romulus "),
                          sorted(["backup", "primary", "status", "set", "failover", "snapshot",
-                                 "sqlite-export", "--help"]))
+                                 "sqlite-export", "release-lease", "lease-guard", "--help"]))
         self.assertEqual(complete("romulus pr"), ["primary"])
         self.assertEqual(complete("romulus f"), ["failover"])
 

@@ -81,7 +81,7 @@ class ManPagesTest(unittest.TestCase):
     def test_romulus_1_lists_every_command_and_exactly_the_options_of_help(self):
         commands = {c.name for c in self.help.commands}
         self.assertEqual(commands, {"primary", "backup", "status", "set", "failover", "snapshot",
-                                    "sqlite-export"})
+                                    "sqlite-export", "release-lease", "lease-guard"})
         command_heads = tp_heads(self.man1, "COMMANDS")
         self.assertEqual(names_in(command_heads, r"^\\fBromulus ([\w-]+)"), commands)
         heads = (tp_heads(self.man1, "Both roles") + tp_heads(self.man1, "Primary only")
