@@ -149,6 +149,13 @@ void DurableWriter::finish_compaction() {
 void DurableWriter::write_batch(std::deque<Item>& batch) {
   uint64_t batch_bytes = 0;
   for (const Item& item : batch) batch_bytes += item.bytes();
+  // What is on disk leaves queued_bytes() before on_durable says so, so that
+  // a caller that looks at the queue from its callback sees it shorter.
+  uint64_t done_bytes = 0, appended_bytes = 0;
+  auto written = [&](uint64_t bytes) {
+    queued_bytes_ -= bytes;
+    done_bytes += bytes;
+  };
   const bool failed = !error().is_ok();
   bool unsynced = false;
   for (size_t i = 0; i < batch.size() && !failed; ++i) {
@@ -157,16 +164,22 @@ void DurableWriter::write_batch(std::deque<Item>& batch) {
     if (item.is_base) {
       finish_compaction();  // a new base replaces what it folds
       // Appends before a base are covered by it (a newer whole image).
+      const uint64_t bytes = item.bytes();
       st = image_->write_base(item.epoch, item.arena.data.get(), item.arena.bytes);
       item.arena = {};
       unsynced = false;
-      if (st.is_ok()) made_durable(item.epoch);
+      if (st.is_ok()) {
+        written(bytes + appended_bytes);  // the appends before it are covered by it
+        appended_bytes = 0;
+        made_durable(item.epoch);
+      }
     } else {
       if (item.pages.size() != item.pfns.size() * protocol::kPageSize) {
         st = Status::invalid_argument(fmt::format("checkpoint {}: {} bytes for {} pages",
                                                   item.epoch, item.pages.size(), item.pfns.size()));
       } else {
         st = image_->append(item.epoch, item.pfns, item.pages.data());
+        appended_bytes += item.bytes();
         unsynced = true;
       }
     }
@@ -179,13 +192,14 @@ void DurableWriter::write_batch(std::deque<Item>& batch) {
     if (const Status st = image_->sync(); !st.is_ok()) {
       fail(st);
     } else {
+      written(appended_bytes);
       made_durable(image_->durable_epoch());
     }
   }
   if (error().is_ok() && compaction_ == nullptr && image_->wants_compaction()) {
     start_compaction();
   }
-  queued_bytes_ -= batch_bytes;
+  queued_bytes_ -= batch_bytes - done_bytes;  // the rest (failed, or never written)
 }
 
 }  // namespace romulus::storage

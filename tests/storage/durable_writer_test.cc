@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -194,6 +195,35 @@ TEST(DurableWriter, TheFirstErrorIsReportedOnceAndNothingLaterBecomesDurable) {
   f.fs.clear_faults();
   f.fs.crash();
   EXPECT_EQ(f.image()->epoch(), 2u);
+}
+
+// What is on disk has left queued_bytes() by the time on_durable reports it:
+// the backup resumes reading its primary from that callback when the backlog
+// has shrunk (replica/backup_node.cc), so a count still holding the batch
+// would leave it paused until its next tick.
+TEST(DurableWriter, TheQueueIsCountedDownBeforeOnDurable) {
+  Fixture f;
+  std::atomic<DurableWriter*> writer{nullptr};
+  std::vector<uint64_t> queued_at_durable;
+  DurableWriter w(
+      f.image(),
+      [&](uint64_t e) {
+        queued_at_durable.push_back(writer.load()->queued_bytes());
+        f.on_durable()(e);
+      },
+      f.on_error());
+  writer = &w;
+  submit(w, f.next(2));
+  {
+    std::unique_lock lock(f.mu);
+    f.changed.wait(lock, [&] { return !f.durable.empty(); });
+  }
+  submit(w, f.next(3));
+  w.submit_base(4, ArenaView::copy_of(f.arena.data(), f.arena.size()));
+  w.stop();
+  ASSERT_FALSE(queued_at_durable.empty());
+  for (uint64_t q : queued_at_durable) EXPECT_EQ(q, 0u);
+  EXPECT_EQ(w.queued_bytes(), 0u);
 }
 
 // `--durable async` promises that what a crash loses is within the lag it
