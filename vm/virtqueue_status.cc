@@ -83,12 +83,28 @@ Result<std::vector<VirtqueueStatus>> query_virtqueues(QmpClient& qmp, Deadline d
     if (!num || *num < 0 || *num > kMaxQueues) {
       return bad("x-query-virtio-status", "num-vqs out of range");
     }
+    const json::value* broken = so->if_contains("broken");
+    const bool is_broken = broken != nullptr && broken->is_bool() && broken->get_bool();
+    // "status": {"statuses": ["VIRTIO_CONFIG_S_DRIVER_OK: Driver setup and ready", ...]}
+    bool driver_ok = false;
+    if (const json::value* st = so->if_contains("status"); st != nullptr && st->is_object()) {
+      if (const json::value* list = st->get_object().if_contains("statuses");
+          list != nullptr && list->is_array()) {
+        for (const json::value& e : list->get_array()) {
+          if (e.is_string() && e.get_string().starts_with("VIRTIO_CONFIG_S_DRIVER_OK")) {
+            driver_ok = true;
+          }
+        }
+      }
+    }
     for (int64_t q = 0; q < *num; ++q) {
       ROMULUS_ASSIGN_OR_RETURN(json::value reply,
                                qmp.execute("x-query-virtio-queue-status",
                                            json::object{{"path", *path}, {"queue", q}}, deadline));
       ROMULUS_ASSIGN_OR_RETURN(VirtqueueStatus s, parse_virtqueue_status(reply));
       s.path = *path;
+      s.driver_ok = driver_ok;
+      s.broken = is_broken;
       out.push_back(std::move(s));
     }
   }
@@ -101,7 +117,10 @@ std::string describe_virtqueues(std::span<const VirtqueueStatus> queues) {
   for (const VirtqueueStatus& q : queues) {
     if (!line.empty()) line += "; ";
     if (q.path != last_path) {
-      line += q.device + " ";
+      line += q.device;
+      if (q.broken) line += " (broken)";
+      if (!q.driver_ok) line += " (driver not ready)";
+      line += " ";
       last_path = q.path;
     }
     line += fmt::format("queue {}: guest queued {}, QEMU took {}, returned {}", q.queue,

@@ -38,6 +38,10 @@ struct VirtqueueStatus {
   uint16_t shadow_avail_idx = 0;  // the guest's avail index as QEMU last read it (RAM)
   uint16_t used_idx = 0;          // descriptors returned to the guest (RAM)
   uint32_t inuse = 0;             // taken by QEMU, not yet returned
+  // Of the device (x-query-virtio-status): the driver said DRIVER_OK (else
+  // QEMU takes nothing from its queues), and QEMU has not marked it broken.
+  bool driver_ok = true;
+  bool broken = false;
 
   // Queued by the guest, not yet taken by QEMU (indices wrap at 2^16).
   uint16_t waiting() const { return static_cast<uint16_t>(shadow_avail_idx - last_avail_idx); }
@@ -53,7 +57,8 @@ Result<VirtqueueStatus> parse_virtqueue_status(const boost::json::value& reply);
 
 // One line: "virtio-net queue 0: guest queued 6308, QEMU took 6076, returned
 // 6076; queue 1: ...", with "(N taken, not returned)" after a queue whose
-// inuse is not 0.
+// inuse is not 0, and "(broken)" or "(driver not ready)" after a device's
+// name when so.
 std::string describe_virtqueues(std::span<const VirtqueueStatus> queues);
 
 }  // namespace romulus::vm

@@ -299,7 +299,10 @@ TEST(QueryVirtqueues, AsksForEveryQueueOfEveryVirtioDevice) {
     r = p.read_request();
     EXPECT_EQ(r.at("execute").as_string(), "x-query-virtio-status");
     EXPECT_EQ(r.at("arguments").at("path").as_string(), path);
-    p.reply(r, "{\"name\": \"virtio-net\", \"num-vqs\": 2, \"broken\": false}");
+    p.reply(r,
+            "{\"name\": \"virtio-net\", \"num-vqs\": 2, \"broken\": false, \"status\": "
+            "{\"statuses\": [\"VIRTIO_CONFIG_S_ACKNOWLEDGE: Valid virtio device found\", "
+            "\"VIRTIO_CONFIG_S_DRIVER_OK: Driver setup and ready\"]}}");
     for (int q = 0; q < 2; ++q) {
       r = p.read_request();
       EXPECT_EQ(r.at("execute").as_string(), "x-query-virtio-queue-status");
@@ -315,6 +318,8 @@ TEST(QueryVirtqueues, AsksForEveryQueueOfEveryVirtioDevice) {
   ASSERT_OK(queues);
   ASSERT_EQ(queues->size(), 2u);
   EXPECT_EQ((*queues)[0].path, path);
+  EXPECT_TRUE((*queues)[0].driver_ok);
+  EXPECT_FALSE((*queues)[0].broken);
   EXPECT_EQ((*queues)[0].waiting(), 232);
   EXPECT_EQ((*queues)[1].waiting(), 3);  // across the wrap of the 16-bit index
   EXPECT_EQ((*queues)[1].inuse, 1u);
@@ -351,6 +356,17 @@ TEST(QueryVirtqueues, AQueueStatusOfTheWrongShapeIsCorrupt) {
     auto s = parse_virtqueue_status(json::parse(reply));
     EXPECT_EQ(s.status().code(), StatusCode::kCorrupt) << reply;
   }
+}
+
+TEST(QueryVirtqueues, ABrokenDeviceOrOneWithoutDriverOkIsNamedSo) {
+  VirtqueueStatus q;
+  q.device = "virtio-net";
+  q.path = "/p";
+  q.broken = true;
+  q.driver_ok = false;
+  EXPECT_EQ(describe_virtqueues(std::vector<VirtqueueStatus>{q}),
+            "virtio-net (broken) (driver not ready) queue 0: guest queued 0, QEMU took 0, "
+            "returned 0");
 }
 
 TEST(QueryVirtqueues, DescribingNoQueuesSaysSo) {
