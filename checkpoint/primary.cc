@@ -496,6 +496,7 @@ Status PrimaryNode::start_vm() {
           ? fmt::format(", devices and RAM resumed from epoch {}", *config_.resumed_epoch)
           : std::string(),
       ms(im.vm->start_times().qemu), ms(im.vm->start_times().load), ms(Clock::now() - t_tracker)));
+  if (!im.vm->loaded_queues().empty()) log_("VM queues as loaded: " + im.vm->loaded_queues());
   if (on_started_) on_started_();
   return Status::ok();
 }

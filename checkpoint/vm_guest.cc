@@ -9,6 +9,7 @@
 
 #include "vm/device_state.h"
 #include "vm/qemu_command.h"
+#include "vm/virtqueue_status.h"
 
 namespace romulus::checkpoint {
 
@@ -82,10 +83,17 @@ Result<std::unique_ptr<VmGuest>> VmGuest::start(const VmSpec& spec) {
   if (spec.device_state) {
     // A takeover: the committed devices over the committed RAM, then run.
     auto loaded = vm::load_device_state(g->qemu_.qmp(), *spec.device_state,
-                                        vm::deadline_in(kStartWithin), /*resume=*/true);
+                                        vm::deadline_in(kStartWithin), /*resume=*/false);
     if (!loaded.is_ok()) {
       return loaded.status().context("loading the committed device state into the VM");
     }
+    // The virtio queues as loaded, before the guest moves them: the device
+    // state's indices against the committed RAM's (vm/virtqueue_status.h).
+    auto queues = vm::query_virtqueues(g->qemu_.qmp(), vm::deadline_in(kQmpWithin));
+    g->loaded_queues_ = queues.is_ok() ? vm::describe_virtqueues(*queues)
+                                       : fmt::format("not read ({})", queues.status().message());
+    Status resumed = vm::resume_vm(g->qemu_.qmp(), vm::deadline_in(kQmpWithin));
+    if (!resumed.is_ok()) return resumed.context("resuming the VM after loading its devices");
     g->start_times_.load = since(t1);
   }
   return g;

@@ -6,8 +6,9 @@
 // in the arena (vm/qemu_command.h: a memory-backend-file over the arena's
 // memfd, inherited at its fd number) and Romulus's own QMP socket; on a
 // takeover QEMU starts with -incoming defer -S over the committed image, the
-// committed device state is loaded into it, and the VM continues where the
-// last acknowledged checkpoint left it. `$ROMULUS_SERVICE_PORT` in the
+// committed device state is loaded into it, its virtio queues are read (for
+// the log: loaded_queues()), and the VM continues where the last acknowledged
+// checkpoint left it. `$ROMULUS_SERVICE_PORT` in the
 // arguments becomes the loopback port the output proxy forwards clients to
 // (e.g. hostfwd=tcp:127.0.0.1:$ROMULUS_SERVICE_PORT-:6379), as a shell would
 // expand it for a process guest.
@@ -92,6 +93,10 @@ class VmGuest {
   std::span<const uint8_t> device_state() const { return device_state_; }
   const VmPauseTimes& last_pause() const { return times_; }
   const VmStartTimes& start_times() const { return start_times_; }
+  // On a takeover: the virtio queues as loaded, before the VM continued
+  // ("virtio-net queue 0: guest queued N, QEMU took N, returned N; ...",
+  // vm/virtqueue_status.h), for the log; empty on a fresh start.
+  const std::string& loaded_queues() const { return loaded_queues_; }
   // Thread-safe.
   VmPauseTotals totals() const;
   // "QEMU exited with status N" once it has (the VM shut down, or failed).
@@ -109,6 +114,7 @@ class VmGuest {
   std::vector<uint8_t> device_state_;
   VmPauseTimes times_;
   VmStartTimes start_times_;
+  std::string loaded_queues_;
   // Sums of every pause, for totals() (any thread).
   std::atomic<uint64_t> pauses_{0}, stop_us_{0}, save_us_{0}, cont_us_{0}, state_bytes_{0},
       last_state_bytes_{0};

@@ -1,5 +1,6 @@
 // QmpClient against a scripted fake QEMU on a Unix socket: negotiation, replies
-// matched by id, errors, events, deadlines, a QEMU that goes away.
+// matched by id, errors, events, deadlines, a QEMU that goes away; and
+// query_virtqueues()'s QMP sequence (vm/virtqueue_status.h).
 #include "vm/qmp_client.h"
 
 #include <sys/socket.h>
@@ -18,6 +19,7 @@
 #include <boost/json.hpp>
 
 #include "tests/support/status_matchers.h"
+#include "vm/virtqueue_status.h"
 
 namespace romulus::vm::qmp_client_test {
 namespace {
@@ -276,6 +278,99 @@ TEST(QmpClient, ExecuteWithFdPassesTheFd) {
   EXPECT_GE(received, 0);
   ::close(fds[0]);
   ::close(fds[1]);
+}
+
+std::string queue_reply(int queue, int last_avail, int shadow_avail, int used, int inuse) {
+  return "{\"name\": \"virtio-net\", \"queue-index\": " + std::to_string(queue) +
+         ", \"inuse\": " + std::to_string(inuse) +
+         ", \"vring-num\": 256, \"last-avail-idx\": " + std::to_string(last_avail) +
+         ", \"shadow-avail-idx\": " + std::to_string(shadow_avail) +
+         ", \"used-idx\": " + std::to_string(used) +
+         ", \"signalled-used\": 0, \"signalled-used-valid\": false}";
+}
+
+TEST(QueryVirtqueues, AsksForEveryQueueOfEveryVirtioDevice) {
+  const std::string path = "/machine/peripheral-anon/device[0]/virtio-backend";
+  FakeQemu qemu([&](Peer& p) {
+    p.negotiate();
+    json::value r = p.read_request();
+    EXPECT_EQ(r.at("execute").as_string(), "x-query-virtio");
+    p.reply(r, "[{\"name\": \"virtio-net\", \"path\": \"" + path + "\"}]");
+    r = p.read_request();
+    EXPECT_EQ(r.at("execute").as_string(), "x-query-virtio-status");
+    EXPECT_EQ(r.at("arguments").at("path").as_string(), path);
+    p.reply(r,
+            "{\"name\": \"virtio-net\", \"num-vqs\": 2, \"broken\": false, \"status\": "
+            "{\"statuses\": [\"VIRTIO_CONFIG_S_ACKNOWLEDGE: Valid virtio device found\", "
+            "\"VIRTIO_CONFIG_S_DRIVER_OK: Driver setup and ready\"]}}");
+    for (int q = 0; q < 2; ++q) {
+      r = p.read_request();
+      EXPECT_EQ(r.at("execute").as_string(), "x-query-virtio-queue-status");
+      EXPECT_EQ(r.at("arguments").at("path").as_string(), path);
+      EXPECT_EQ(r.at("arguments").at("queue").as_int64(), q);
+      p.reply(r, q == 0 ? queue_reply(0, 6076, 6308, 6076, 0) : queue_reply(1, 65535, 2, 65534, 1));
+    }
+    p.read_request();
+  });
+  auto client = QmpClient::connect(qemu.path(), deadline_in(5s));
+  ASSERT_OK(client);
+  auto queues = query_virtqueues(*client, deadline_in(5s));
+  ASSERT_OK(queues);
+  ASSERT_EQ(queues->size(), 2u);
+  EXPECT_EQ((*queues)[0].path, path);
+  EXPECT_TRUE((*queues)[0].driver_ok);
+  EXPECT_FALSE((*queues)[0].broken);
+  EXPECT_EQ((*queues)[0].waiting(), 232);
+  EXPECT_EQ((*queues)[1].waiting(), 3);  // across the wrap of the 16-bit index
+  EXPECT_EQ((*queues)[1].inuse, 1u);
+  EXPECT_EQ(describe_virtqueues(*queues),
+            "virtio-net queue 0: guest queued 6308, QEMU took 6076, returned 6076; queue 1: "
+            "guest queued 2, QEMU took 65535, returned 65534 (1 taken, not returned)");
+}
+
+TEST(QueryVirtqueues, AQemuWithoutTheCommandIsRefused) {
+  FakeQemu qemu([](Peer& p) {
+    p.negotiate();
+    json::value r = p.read_request();
+    p.write(
+        "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command "
+        "x-query-virtio has not been found\"}, \"id\": " +
+        json::serialize(r.at("id")) + "}\r\n");
+    p.read_request();
+  });
+  auto client = QmpClient::connect(qemu.path(), deadline_in(5s));
+  ASSERT_OK(client);
+  auto queues = query_virtqueues(*client, deadline_in(5s));
+  EXPECT_EQ(queues.status().code(), StatusCode::kRefused) << queues.status().to_string();
+}
+
+TEST(QueryVirtqueues, AQueueStatusOfTheWrongShapeIsCorrupt) {
+  for (const char* reply :
+       {"[]", "{\"name\": \"virtio-net\"}",
+        "{\"name\": \"virtio-net\", \"queue-index\": 0, \"inuse\": 0, "
+        "\"last-avail-idx\": 70000, \"shadow-avail-idx\": 0, \"used-idx\": 0}",
+        "{\"name\": \"virtio-net\", \"queue-index\": 0, \"inuse\": -1, "
+        "\"last-avail-idx\": 0, \"shadow-avail-idx\": 0, \"used-idx\": 0}",
+        "{\"name\": \"virtio-net\", \"queue-index\": 0, \"inuse\": 0, "
+        "\"last-avail-idx\": \"1\", \"shadow-avail-idx\": 0, \"used-idx\": 0}"}) {
+    auto s = parse_virtqueue_status(json::parse(reply));
+    EXPECT_EQ(s.status().code(), StatusCode::kCorrupt) << reply;
+  }
+}
+
+TEST(QueryVirtqueues, ABrokenDeviceOrOneWithoutDriverOkIsNamedSo) {
+  VirtqueueStatus q;
+  q.device = "virtio-net";
+  q.path = "/p";
+  q.broken = true;
+  q.driver_ok = false;
+  EXPECT_EQ(describe_virtqueues(std::vector<VirtqueueStatus>{q}),
+            "virtio-net (broken) (driver not ready) queue 0: guest queued 0, QEMU took 0, "
+            "returned 0");
+}
+
+TEST(QueryVirtqueues, DescribingNoQueuesSaysSo) {
+  EXPECT_EQ(describe_virtqueues({}), "no virtio queues");
 }
 
 }  // namespace
