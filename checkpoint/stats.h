@@ -45,8 +45,8 @@ struct EpochRecord {
   int64_t fault_us = 0;
   uint64_t copied_on_write = 0;
   int64_t copy_after_resume_us = 0;
-  int64_t encode_us = 0;     // encoding after resume (wall time across encoder threads)
-  int64_t send_us = 0;       // first byte handed to the transport -> last byte written
+  int64_t encode_us = 0;  // encoding after resume (wall time across encoder threads)
+  int64_t send_us = 0;    // first byte handed to the transport -> last byte written
   uint64_t dirty_pages = 0;
   uint64_t raw_bytes = 0;          // dirty_pages * 4096
   uint64_t wire_bytes = 0;         // bytes of the checkpoint on the wire, framing included

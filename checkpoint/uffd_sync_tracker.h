@@ -167,8 +167,8 @@ class UffdSyncTracker final : public DirtyTracker {
   std::vector<uint8_t*> cow_dst_;
   std::unique_ptr<std::atomic<uint8_t>[]> cow_state_;
   size_t cow_capacity_ = 0;
-  uint64_t cow_on_fault_ = 0;        // pages the handler copied this time
-  Status rearm_status_;              // guarded by mu_
+  uint64_t cow_on_fault_ = 0;  // pages the handler copied this time
+  Status rearm_status_;        // guarded by mu_
   std::condition_variable rearm_done_;
   std::thread handler_;
 };
