@@ -38,13 +38,13 @@ struct EpochRecord {
   // on the guest's first write (before it), and how long copying them took
   // the engine after resume.
   uint64_t copied_after_resume = 0;
+  uint64_t copied_on_write = 0;
+  int64_t copy_after_resume_us = 0;
   // Write-protect faults the guest took since the previous checkpoint, and
   // their estimated cost to it (EngineOptions::guest_fault_us), which the
   // stopped-fraction budget counts with the pause.
   uint64_t write_faults = 0;
   int64_t fault_us = 0;
-  uint64_t copied_on_write = 0;
-  int64_t copy_after_resume_us = 0;
   int64_t encode_us = 0;  // encoding after resume (wall time across encoder threads)
   int64_t send_us = 0;    // first byte handed to the transport -> last byte written
   uint64_t dirty_pages = 0;
