@@ -907,7 +907,7 @@ void BackupNode::Impl::on_tick() {
     // primary's silence: no failover for it.
     if (primary && !primary->closed() && primary->read_paused()) {
       contact();
-      maybe_resume_read();  // in case the writer's count fell after its last on_disk()
+      maybe_resume_read();  // a safety net: on_disk() and disk_failed() resume it first
     }
     const auto j = detector.judge(now);
     if (j.verdict == Verdict::kLost) {
