@@ -72,6 +72,24 @@ std::string memory_option(uint64_t bytes) {
 
 }  // namespace
 
+std::string refuse_older_image(const Result<std::optional<TakeoverGate::ImageHolder>>& holder,
+                               uint64_t own_epoch) {
+  if (!holder.is_ok()) {
+    return fmt::format(
+        "refusing to start from this node's image by hand: the witness cannot say which node "
+        "holds the newest durable image ({}); try again once it answers",
+        holder.status().message());
+  }
+  if (!*holder || (*holder)->this_node) return "";
+  const TakeoverGate::ImageHolder& h = **holder;
+  return fmt::format(
+      "refusing to start from this node's image (epoch {}) by hand: the witness records node {} "
+      "as holding the newest durable image (from epoch {}), which has what this one lacks. "
+      "Start node {} (it takes the pair over), or, if its disk is lost for good, delete the "
+      "record (`etcdctl del {}`) to accept the loss and run `romulus failover` again",
+      own_epoch, h.node, h.epoch, h.node, h.key);
+}
+
 // One connection: handshake, then (if accepted) the checkpoint stream. Its
 // state is a ConnectionState (replica/connection_state.h, drawn there). One
 // write is in flight exactly while the queue is not empty (Asio's chat
@@ -170,6 +188,15 @@ struct BackupNode::Impl {
   std::deque<std::pair<uint64_t, uint64_t>> awaiting_disk;
   std::string durable_error;
   bool lag_warned = false;
+  // With a witness: the current stream's base (its first durable
+  // checkpoint), and whether the witness records this node as the newest
+  // image's holder from it (TakeoverGate::record_image); under sync no ACK
+  // of the stream leaves before it does.
+  uint64_t base_epoch = 0;
+  bool base_recorded = true, record_asked = false;
+  // The committed image is the one read back from --data-dir (no stream has
+  // committed since).
+  bool image_from_disk = false;
   // Pages waiting for the disk (in the writer's queue, or held for a base):
   // above --disk-backlog the primary's stream is not read until half of them
   // are written, so the memory a slow disk may take is bounded.
@@ -243,6 +270,7 @@ struct BackupNode::Impl {
     awaiting_disk.emplace_back(stream_no, epoch);
   }
   void on_disk(uint64_t durable_epoch);
+  void image_recorded(uint64_t epoch);
   void disk_failed(const Status& why);
   // The copies' next slices, on the next turn of the event loop.
   void post_copy_step();
@@ -581,6 +609,7 @@ void BackupNode::Impl::dropped() {
 }
 
 void BackupNode::Impl::image_committed(uint64_t epoch, bool first) {
+  image_from_disk = false;
   if (first) log(fmt::format("initial sync complete: image consistent at epoch {}", epoch));
   if (state.state() == BackupState::kSyncing) state.transition(BackupState::kProtecting);
 }
@@ -604,6 +633,7 @@ Status BackupNode::Impl::open_durable() {
       return st.context(fmt::format("reading the image in --data-dir {}", d.data_dir));
     }
     replica.adopt_committed(std::move(memory), epoch);
+    image_from_disk = true;
     state.transition(BackupState::kPrimaryStopped);
     log(
         fmt::format("image read back from --data-dir {} at epoch {}: waiting for a primary; "
@@ -624,6 +654,9 @@ Status BackupNode::Impl::open_durable() {
 void BackupNode::Impl::write_to_disk(uint64_t epoch, bool whole_image) {
   if (!durable_error.empty()) return;
   if (whole_image) {
+    base_epoch = epoch;
+    base_recorded = gate == nullptr;
+    record_asked = false;
     // A new base: the whole image as of this epoch, copied a slice at a time
     // so that this thread stays responsive (heartbeats, acks).
     if (base_copy) {
@@ -708,10 +741,22 @@ void BackupNode::Impl::finish_copies() {
 }
 
 void BackupNode::Impl::on_disk(uint64_t durable_epoch) {
+  // Once the stream's base is on disk, this node's image is the pair's newest
+  // durable one: the witness records it before anything of the stream is
+  // acknowledged from this disk.
+  uint64_t ackable = durable_epoch;
+  if (!base_recorded && durable_epoch >= base_epoch) {
+    if (!record_asked) {
+      record_asked = true;
+      gate->record_image(
+          base_epoch, [this, e = base_epoch] { asio::post(io, [this, e] { image_recorded(e); }); });
+    }
+    ackable = base_epoch - 1;
+  }
   // The newest checkpoint of the current stream that is now on disk: one ACK
   // covers it and every one before it (ACK(E) releases every epoch <= E).
   uint64_t ack = 0;
-  while (!awaiting_disk.empty() && awaiting_disk.front().second <= durable_epoch) {
+  while (!awaiting_disk.empty() && awaiting_disk.front().second <= ackable) {
     if (primary && !primary->closed() && awaiting_disk.front().first == primary->stream_no()) {
       ack = awaiting_disk.front().second;
     }
@@ -719,6 +764,12 @@ void BackupNode::Impl::on_disk(uint64_t durable_epoch) {
   }
   if (ack != 0) primary->send_message(protocol::encode_ack(ack));
   maybe_resume_read();
+}
+
+void BackupNode::Impl::image_recorded(uint64_t epoch) {
+  if (epoch != base_epoch || base_recorded) return;  // a newer base is being recorded
+  base_recorded = true;
+  if (durable) on_disk(durable->durable_epoch());
 }
 
 void BackupNode::Impl::note_read_paused() {
@@ -969,7 +1020,10 @@ BackupNode::BackupNode(BackupConfig config, std::function<void(const std::string
     : impl_(std::make_unique<Impl>(std::move(config), std::move(log))) {}
 
 BackupNode::~BackupNode() {
-  if (impl_->gate) impl_->gate->set_wake(nullptr);
+  if (impl_->gate) {
+    impl_->gate->set_wake(nullptr);
+    impl_->gate->forget_image_record();
+  }
 }
 
 void BackupNode::set_takeover_gate(TakeoverGate* gate) {
@@ -1060,10 +1114,16 @@ std::string BackupNode::take_snapshot(const std::string& path) {
 std::string BackupNode::handle_control(const std::string& request) {
   auto& im = *impl_;
   if (request.rfind("snapshot ", 0) == 0) return take_snapshot(request.substr(9));
+  // A takeover by hand from an image read back from disk asks the witness
+  // first (here: its call may take longer than the node's thread may wait).
+  std::optional<Result<std::optional<TakeoverGate::ImageHolder>>> holder;
+  if (request == "failover" && im.gate && im.config.durable.enabled()) {
+    holder = im.gate->image_holder();
+  }
   // Everything below reads or changes the node's state: on its own thread.
   auto answer = std::make_shared<std::promise<std::string>>();
   auto result = answer->get_future();
-  asio::post(im.io, [&im, request, answer] {
+  asio::post(im.io, [&im, request, answer, holder = std::move(holder)] {
     if (request == "status" || request == "status --json") {
       json::object o;
       write_backup_status(im.metrics(), o);
@@ -1074,6 +1134,13 @@ std::string BackupNode::handle_control(const std::string& request) {
             json_error("refusing to take over: this backup never completed an initial sync, so "
                        "its image is not a state of the guest"));
         return;
+      }
+      if (im.image_from_disk && holder) {
+        if (std::string why = refuse_older_image(*holder, im.replica.committed_epoch());
+            !why.empty()) {
+          answer->set_value(json_error(why));
+          return;
+        }
       }
       json::object o;
       o["epoch"] = im.replica.committed_epoch();

@@ -105,7 +105,33 @@ class TakeoverGate {
   virtual void cancel() = 0;
   // For `status --json` and the metrics: ownership, from one look at the witness.
   virtual WitnessReport report() const = 0;
+
+  // The pair's durable-image record (--data-dir; docs/design.md, "The
+  // durable image"): which node the witness names as holding the newest
+  // durable image, and from which base epoch.
+  struct ImageHolder {
+    std::string node;
+    uint64_t epoch = 0;
+    bool this_node = false;
+    std::string key;  // where the witness keeps it, for messages
+  };
+  // One read at the witness; nullopt: there is no record. Any thread.
+  virtual Result<std::optional<ImageHolder>> image_holder() = 0;
+  // Records this node as the holder from base `epoch` on, in the background,
+  // retrying until the witness takes it (a later call replaces a pending
+  // one); `done` is then called once, on another thread. Any thread.
+  virtual void record_image(uint64_t epoch, std::function<void()> done) = 0;
+  // Drops a pending record_image() and its `done`, which is never called
+  // after this returns (the node that asked is going away).
+  virtual void forget_image_record() = 0;
 };
+
+// Why `romulus failover` may not start the guest from this node's image read
+// back from its --data-dir (at `own_epoch`), given the witness's image
+// record: empty if it may. Refused while the record names the other node
+// (its image has what this one lacks) or cannot be read.
+std::string refuse_older_image(const Result<std::optional<TakeoverGate::ImageHolder>>& holder,
+                               uint64_t own_epoch);
 
 class BackupNode {
  public:

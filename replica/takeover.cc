@@ -168,10 +168,14 @@ struct FreshStart {
 };
 
 // The newer of this node's durable image and its backup's
-// (checkpoint/image_compare.h): this node's is read and verified; then the
-// backup is asked, and waited for while it cannot be (it may hold the newer
-// one) unless `romulus failover` says to go on without it. If the backup's is
-// newer, the pair is handed to it and this node rejoins as its backup.
+// (checkpoint/image_compare.h): this node's is read and verified. With a
+// witness whose image record names this node (and an image at least as new
+// as the record's base), that is the newest: the guest starts from it at
+// once. Else the backup is asked, and waited for while it cannot be (it may
+// hold the newer one) unless `romulus failover` says to go on without it,
+// which the witness refuses while its record names the other node. If the
+// backup's is newer, the pair is handed to it and this node rejoins as its
+// backup.
 FreshStart start_from_disk(Process& p, RoleLoop& roles) {
   NodeHost& host = p.host;
   const checkpoint::PrimaryConfig& pc = p.settings.primary;
@@ -203,12 +207,39 @@ FreshStart start_from_disk(Process& p, RoleLoop& roles) {
     out.epoch = own;
   }
   if (pc.backup_null || !pc.backup) return out;
+  const std::string backup = pc.backup->to_string();
+
+  if (p.witness) {
+    auto holder = p.witness->image_holder();
+    if (!holder.is_ok()) {
+      host.log(fmt::format("{}; comparing images with backup {} instead", holder.status().message(),
+                           backup));
+    } else if (*holder && (*holder)->this_node) {
+      const uint64_t recorded = (*holder)->epoch;
+      if (own >= recorded) {
+        host.log(fmt::format(
+            "the witness records this node as holding the newest durable image (from epoch {}; "
+            "its --data-dir holds epoch {}): the guest starts from it without asking backup {}",
+            recorded, own, backup));
+        return out;
+      }
+      host.log(fmt::format(
+          "WARNING: the witness records this node as holding the newest durable image from "
+          "epoch {}, but its --data-dir holds epoch {}: checkpoints were lost from this disk. "
+          "Comparing images with backup {}",
+          recorded, own, backup));
+    }
+  }
 
   std::atomic<bool> go_alone{false}, stop{false};
   if (host.control) {
     host.control->set_handler(p.security.handler(
-        [&go_alone](const std::string& r) {
+        [&go_alone, &p, own](const std::string& r) {
           if (r == "failover") {
+            if (p.witness) {
+              std::string why = refuse_older_image(p.witness->image_holder(), own);
+              if (!why.empty()) return common::json_error(why);
+            }
             go_alone.store(true);
             return common::json_ok(json::object());
           }
@@ -234,7 +265,6 @@ FreshStart start_from_disk(Process& p, RoleLoop& roles) {
     }
   } detach{host};
 
-  const std::string backup = pc.backup->to_string();
   auto next_log = Clock::now();
   while (!stop.load()) {
     if (go_alone.load()) {

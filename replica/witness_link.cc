@@ -42,9 +42,10 @@ Status WitnessLink::start() {
   // No node may win the pair while the other serves what no backup has.
   marker_key_ = fmt::format("/romulus/{}/unprotected", settings_.pair);
   owner_key_ = witness::owner_key(settings_.pair);
+  image_key_ = witness::image_key(settings_.pair);
   w->set_acquire_guard(etcd::AcquireGuard{marker_key_, settings_.node_id});
   marker_client_.emplace(settings_.url.endpoints, options);
-  marker_thread_ = std::thread([this] { clear_marker_loop(); });
+  marker_thread_ = std::thread([this] { records_loop(); });
   start_guard();
   witness::LeaseKeeperOptions o;
   o.pair = settings_.pair;
@@ -221,6 +222,39 @@ WitnessReport WitnessLink::report() const {
   return r;
 }
 
+Result<std::optional<TakeoverGate::ImageHolder>> WitnessLink::image_holder() {
+  std::lock_guard lock(marker_mu_);
+  auto kv = marker_client_->get(image_key_);
+  if (!kv.is_ok()) {
+    return kv.status().context(fmt::format("reading {} in the witness", image_key_));
+  }
+  if (!*kv) return std::optional<ImageHolder>();
+  auto record = witness::parse_image_record((*kv)->value);
+  if (!record.is_ok()) {
+    return Status::corrupt(fmt::format(
+        "{} in the witness is damaged ({}): delete it (`etcdctl del {}`) and let the nodes "
+        "compare their images over the link",
+        image_key_, record.status().message(), image_key_));
+  }
+  return std::optional<ImageHolder>(
+      ImageHolder{record->node, record->epoch, record->node == settings_.node_id, image_key_});
+}
+
+void WitnessLink::record_image(uint64_t epoch, std::function<void()> done) {
+  {
+    std::lock_guard lock(marker_mu_);
+    image_pending_ = epoch;
+    image_done_ = std::move(done);
+  }
+  marker_cv_.notify_all();
+}
+
+void WitnessLink::forget_image_record() {
+  std::lock_guard lock(marker_mu_);
+  image_pending_ = 0;
+  image_done_ = nullptr;
+}
+
 // ---- Private
 
 void WitnessLink::start_guard() {
@@ -251,20 +285,51 @@ void WitnessLink::start_guard() {
                    guard_->pid()));
 }
 
-void WitnessLink::clear_marker_loop() {
+void WitnessLink::records_loop() {
   std::unique_lock lock(marker_mu_);
   while (!marker_stop_) {
-    marker_cv_.wait(lock, [&] { return marker_stop_ || clear_pending_; });
+    marker_cv_.wait(lock, [&] { return marker_stop_ || clear_pending_ || image_pending_ != 0; });
     if (marker_stop_) return;
-    auto del = marker_client_->delete_if_value(marker_key_, settings_.node_id);
-    if (del.is_ok()) {
-      clear_pending_ = false;
-      if (*del || marked_) log_(fmt::format("cleared {} in the witness", marker_key_));
-      marked_ = false;
-    } else {
-      marker_cv_.wait_for(lock, kMarkerClearRetry, [&] { return marker_stop_; });
-    }
+    bool answered = true;
+    if (image_pending_ != 0) answered = write_image_record() && answered;
+    if (clear_pending_) answered = clear_marker() && answered;
+    if (!answered) marker_cv_.wait_for(lock, kMarkerClearRetry, [&] { return marker_stop_; });
   }
+}
+
+bool WitnessLink::clear_marker() {
+  auto del = marker_client_->delete_if_value(marker_key_, settings_.node_id);
+  if (!del.is_ok()) return false;
+  clear_pending_ = false;
+  if (*del || marked_) log_(fmt::format("cleared {} in the witness", marker_key_));
+  marked_ = false;
+  return true;
+}
+
+bool WitnessLink::write_image_record() {
+  const uint64_t epoch = image_pending_;
+  Status st = marker_client_->put(
+      image_key_, witness::encode_image_record(witness::ImageRecord{settings_.node_id, epoch}));
+  if (!st.is_ok()) {
+    if (!image_failure_logged_) {
+      log_(fmt::format(
+          "cannot record in the witness that this node holds the newest durable image ({}); "
+          "retrying. Under --durable sync nothing of this stream is acknowledged until it is",
+          st.message()));
+      image_failure_logged_ = true;
+    }
+    return false;
+  }
+  image_failure_logged_ = false;
+  log_(
+      fmt::format("recorded {} in the witness: this node holds the newest durable image (from "
+                  "epoch {})",
+                  image_key_, epoch));
+  // marker_mu_ is held throughout: no newer record was asked for meanwhile.
+  image_pending_ = 0;
+  if (auto done = std::move(image_done_)) done();
+  image_done_ = nullptr;
+  return true;
 }
 
 bool WitnessLink::blocked_by_marker() {

@@ -16,6 +16,12 @@
 // of this node is guarded by it, so no backup takes over from an image older
 // than what was served.
 //
+// It also keeps the pair's durable-image record (/romulus/<pair>/image,
+// witness::ImageRecord; docs/design.md, "The durable image"): read by a
+// node with --data-dir before it starts from its own disk or takes over from
+// it by hand, and written (TakeoverGate::record_image) on the same thread as
+// the "unprotected" record, retried until the witness takes it.
+//
 // It also starts the node's lease guard (witness/lease_guard.h: `romulus
 // lease-guard`, when WitnessSettings::guard_program is set) and tells it
 // every lease the keeper holds, so that if this process dies its lease is
@@ -100,11 +106,18 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   Verdict poll(std::string* detail) override;
   void cancel() override;
   WitnessReport report() const override;
+  Result<std::optional<ImageHolder>> image_holder() override;
+  void record_image(uint64_t epoch, std::function<void()> done) override;
+  void forget_image_record() override;
 
  private:
-  // Clears this node's "unprotected" record once a backup is in sync, retrying
+  // The records' thread: clears this node's "unprotected" record once a
+  // backup is in sync, and writes the image record asked for, each retried
   // until the witness answers. Ordered with record_unprotected() by marker_mu_.
-  void clear_marker_loop();
+  void records_loop();
+  // One attempt each (marker_mu_ held); false if the witness did not answer.
+  bool clear_marker();
+  bool write_image_record();
   // Whether another node's "unprotected" record stands (looked up at most
   // every kMarkerLookEvery).
   bool blocked_by_marker();
@@ -134,6 +147,11 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   std::mutex marker_mu_;
   std::condition_variable marker_cv_;
   bool marked_ = false, clear_pending_ = false, marker_stop_ = false;  // guarded by marker_mu_
+  // The image record to write (epoch 0: none) and whom to tell. marker_mu_.
+  std::string image_key_;
+  uint64_t image_pending_ = 0;
+  std::function<void()> image_done_;
+  bool image_failure_logged_ = false;
   std::thread marker_thread_;
 };
 

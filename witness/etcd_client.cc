@@ -356,6 +356,14 @@ Result<bool> EtcdClient::release(std::string_view key, int64_t lease) {
   return t.succeeded && t.deleted;
 }
 
+Status EtcdClient::put(std::string_view key, std::string_view value) {
+  json::object o;
+  o["key"] = base64_encode(key);
+  o["value"] = base64_encode(value);
+  ROMULUS_ASSIGN_OR_RETURN(std::string reply, post("/v3/kv/put", json::serialize(o)));
+  return parse_empty_reply(reply);
+}
+
 Status EtcdClient::remove(std::string_view key) {
   json::object o;
   o["key"] = base64_encode(key);

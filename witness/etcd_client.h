@@ -99,6 +99,8 @@ class EtcdClient {
   Result<bool> delete_if_value(std::string_view key, std::string_view value);
   // if lease(key) == lease then delete(key); then revoke(lease). True if the key was deleted.
   Result<bool> release(std::string_view key, int64_t lease);
+  // Writes `key` without a lease (it outlives this node), whatever it held.
+  Status put(std::string_view key, std::string_view value);
   // Deletes `key` whatever holds it (tests and operators).
   Status remove(std::string_view key);
 

@@ -40,6 +40,24 @@ std::string encode_owner_value(const OwnerValue& v);
 // Parses the key's value; hostile input gives an error, never a crash.
 Result<OwnerValue> parse_owner_value(std::string_view json);
 
+// The pair's durable-image record, "/romulus/<pair>/image" (no lease: it
+// outlives the nodes; docs/design.md, "The durable image"): which node holds
+// the newest durable image, and the epoch of the base that made it the newest
+// (its first durable checkpoint of a stream). A node writes it before it
+// acknowledges anything of that stream from its disk; a node it does not
+// name never starts from its own disk without the operator's word.
+//   {"node":"<node id>","epoch":<epoch>}
+struct ImageRecord {
+  std::string node;
+  uint64_t epoch = 0;
+  friend bool operator==(const ImageRecord&, const ImageRecord&) = default;
+};
+std::string encode_image_record(const ImageRecord& r);
+// Parses the record's value; hostile input gives an error, never a crash.
+Result<ImageRecord> parse_image_record(std::string_view json);
+// "/romulus/<pair>/image".
+std::string image_key(std::string_view pair);
+
 // The current holder of a pair's key.
 struct Owner {
   OwnerValue value;

@@ -27,6 +27,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto again = parse_owner_value(encode_owner_value(*owner));
     if (!again.is_ok() || !(*again == *owner)) __builtin_trap();
   }
+  auto image = parse_image_record(body);
+  if (image.is_ok()) {
+    auto again = parse_image_record(encode_image_record(*image));
+    if (!again.is_ok() || !(*again == *image)) __builtin_trap();
+  }
   // Non-canonical base64 (stray low bits before '=') may decode; what it decodes to round-trips.
   auto bytes = etcd::base64_decode(body);
   if (bytes.is_ok()) {

@@ -412,6 +412,19 @@ TEST(OwnerValueCoding, RoundTripsAndRejectsGarbage) {
   EXPECT_FALSE(parse_owner_value(R"({"node":"a","epoch":-1})").is_ok());
 }
 
+TEST(ImageRecordCoding, RoundTripsAndRejectsGarbage) {
+  ImageRecord v{"node-2", 1234};
+  auto r = parse_image_record(encode_image_record(v));
+  ASSERT_OK(r);
+  EXPECT_EQ(*r, v);
+  EXPECT_EQ(image_key("kv"), "/romulus/kv/image");
+  EXPECT_FALSE(parse_image_record("").is_ok());
+  EXPECT_FALSE(parse_image_record("{").is_ok());
+  EXPECT_FALSE(parse_image_record(R"({"node":7,"epoch":1})").is_ok());
+  EXPECT_FALSE(parse_image_record(R"({"node":"a","epoch":"1"})").is_ok());
+  EXPECT_FALSE(parse_image_record(std::string(5000, ' ') + R"({"node":"a"})").is_ok());
+}
+
 // --- Randomized: two nodes, lossy and slow links, partitions, takeovers. ---
 //
 // Requests are asynchronous here: each is sent, applied at the witness some
