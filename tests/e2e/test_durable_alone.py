@@ -1,0 +1,75 @@
+"""A primary without its backup keeps a durable log of its own (issue 25).
+
+The spec (docs/design.md, "The durable image"; docs/operations.md, "Keeping the
+state on disk"): with --data-dir and --durable sync, a primary whose backup is
+lost protects the guest to its own --data-dir (state protected_locally) and
+releases a reply only once its checkpoint is there; so after kill -9 of the
+backup, then of the primary (and with them their guests), both started again
+with their own unchanged commands, the pair comes back from the primary's
+newer image and romulus-kvload --check finds every acknowledged write, those
+acknowledged while the primary was alone included.
+"""
+
+import unittest
+
+import harness
+from harness import Cluster
+from test_output_commit import SERVING_RE
+
+ALONE_RE = (r"backup \S+ (unreachable|refused): .*; the guest is protected by this node's "
+            r"--data-dir \S+ only \(--durable sync: replies wait for its fdatasync\); retrying")
+OWN_NEWER_RE = (r"backup \S+ holds epoch (\d+); this node's --data-dir holds epoch (\d+): the "
+                r"guest starts from this node's image")
+
+
+@harness.require_binaries("romulus", "kvstore", "kvload")
+class DurableAloneTest(unittest.TestCase):
+
+    def local_log(self, node):
+        s = node.status()
+        return s.get("local_log") if s else None
+
+    def test_writes_acknowledged_while_alone_survive_losing_both_nodes(self):
+        c = Cluster(self)
+        backup, primary, ports, dirs = harness.durable_pair(c, durable="sync")
+        primary.wait_for(harness.IN_SYNC_RE)
+        primary.wait_for(SERVING_RE)
+        load = harness.kvload_check(c, ports, seconds=8, seed=2501)
+        harness.wait_until(lambda: (primary.acked_epoch() or 0) > 0, "writes acknowledged")
+        backup.kill9()
+        primary.wait_for(ALONE_RE)
+        self.assertEqual(primary.count(ALONE_RE), 1, "said once:\n" + primary.text())
+        harness.wait_until(lambda: (primary.status() or {}).get("state") == "protected_locally",
+                           "status says protected_locally")
+        # The local log acknowledges checkpoints taken while alone: kvload's writes
+        # are answered from them (under sync, once on disk).
+        harness.wait_until(lambda: (self.local_log(primary) or {}).get("acked_epoch", 0) > 0,
+                           "a checkpoint acknowledged by the local log")
+        log = self.local_log(primary)
+        first = log["acked_epoch"]
+        self.assertEqual(log["mode"], "sync")
+        self.assertEqual(log["error"], "")
+        harness.wait_until(lambda: (self.local_log(primary) or {}).get("acked_epoch", 0) > first + 5,
+                           "more checkpoints acknowledged while alone")
+        log = self.local_log(primary)
+        self.assertLessEqual(log["acked_epoch"], log["durable_epoch"],
+                             "acknowledged past what is on disk under sync")
+        # Now the primary is lost too.
+        primary.kill9()
+        backup2 = harness.restart(c, backup, "backup-again")
+        backup_epoch = int(backup2.wait_for(harness.READ_BACK_RE).group(1))
+        primary2 = harness.restart(c, primary, "primary-again")
+        own = primary2.wait_for(OWN_NEWER_RE)
+        self.assertEqual(int(own.group(1)), backup_epoch, primary2.text())
+        self.assertGreaterEqual(int(own.group(2)), log["acked_epoch"],
+                                "an epoch acknowledged while alone is not on disk\n" +
+                                primary2.text())
+        primary2.wait_for(harness.IN_SYNC_RE)
+        rc = load.wait()
+        context = f"{primary.text()}\n{backup.text()}\n{primary2.text()}\n{backup2.text()}\n" \
+                  f"{load.text()}"
+        harness.check_kvload(self, load, rc, context)
+
+
+if __name__ == "__main__":
+    unittest.main()
