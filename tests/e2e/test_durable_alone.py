@@ -7,7 +7,9 @@ releases a reply only once its checkpoint is there; so after kill -9 of the
 backup, then of the primary (and with them their guests), both started again
 with their own unchanged commands, the pair comes back from the primary's
 newer image and romulus-kvload --check finds every acknowledged write, those
-acknowledged while the primary was alone included.
+acknowledged while the primary was alone included. A backup that comes back
+while the primary is alone is synced as usual (epochs keep increasing), the
+local log stops, and nothing acknowledged is lost.
 """
 
 import unittest
@@ -69,6 +71,36 @@ class DurableAloneTest(unittest.TestCase):
         context = f"{primary.text()}\n{backup.text()}\n{primary2.text()}\n{backup2.text()}\n" \
                   f"{load.text()}"
         harness.check_kvload(self, load, rc, context)
+
+    def test_a_backup_that_comes_back_is_synced_and_the_local_log_stops(self):
+        c = Cluster(self)
+        backup, primary, ports, dirs = harness.durable_pair(c, durable="sync")
+        primary.wait_for(harness.IN_SYNC_RE)
+        primary.wait_for(SERVING_RE)
+        self.assertIsNone(primary.status()["local_log"], "no local log while protected")
+        load = harness.kvload_check(c, ports, seconds=5, seed=2502)
+        harness.wait_until(lambda: (primary.acked_epoch() or 0) > 0, "writes acknowledged")
+        mark = primary.mark()
+        backup.kill9()
+        primary.wait_for(ALONE_RE, start=mark)
+        harness.wait_until(lambda: (self.local_log(primary) or {}).get("acked_epoch", 0) > 0,
+                           "a checkpoint acknowledged by the local log")
+        # The backup comes back (its own command again): the primary goes back to it
+        # without a pause in its checkpoints, with a full sync.
+        backup2 = harness.restart(c, backup, "backup-again")
+        stopped = primary.wait_for(r"this node's own log stopped at epoch (\d+) \(durable in "
+                                   r"--data-dir \S+\): protecting to backup \S+ again",
+                                   start=mark)
+        synced = primary.wait_for(harness.IN_SYNC_RE, start=mark)
+        self.assertGreater(int(synced.group(1)), int(stopped.group(1)),
+                           "epochs keep increasing across streams\n" + primary.text())
+        harness.wait_until(lambda: (primary.status() or {}).get("state") == "protected",
+                           "protected by the backup again")
+        self.assertIsNone(primary.status()["local_log"])
+        rc = load.wait()
+        context = f"{primary.text()}\n{backup.text()}\n{backup2.text()}\n{load.text()}"
+        harness.check_kvload(self, load, rc, context)
+        self.assertIsNone(backup2.find(harness.TAKEOVER_RE), context)
 
 
 if __name__ == "__main__":
