@@ -281,6 +281,27 @@ TEST(LocalLog, AWriterErrorHoldsEveryLaterAckUnderSync) {
   ASSERT_EQ(acks.disk_errors.size(), 1u);  // said once
 }
 
+TEST(LocalLog, AWriterErrorUnderAsyncEndsItsAcksAndSaysTheGuestIsUnprotected) {
+  Fixture f;
+  ASSERT_NO_FATAL_FAILURE(f.start());
+  FaultInjectingFileSystem fs;
+  Acks acks;
+  auto log = LocalLog::open(options(fs, storage::DurableMode::kAsync), acks.hooks());
+  ASSERT_OK(log);
+  fs.fail_after(0, EIO, FaultInjectingFileSystem::kSyncOps);
+  ASSERT_NO_FATAL_FAILURE(f.run(**log, 3));
+  EXPECT_TRUE(acks.wait([&] { return !acks.disk_errors.empty(); })) << "no disk error reported";
+  const size_t before = acks.count();
+  ASSERT_NO_FATAL_FAILURE(f.run(**log, 5));
+  EXPECT_EQ(acks.count(), before) << "acknowledged from a log whose disk failed";
+  fs.clear_faults();
+  (*log)->stop();
+  ASSERT_EQ(acks.disk_errors.size(), 1u);
+  EXPECT_NE(acks.disk_errors[0].find("the guest runs UNPROTECTED (--durable async"),
+            std::string::npos)
+      << acks.disk_errors[0];
+}
+
 TEST(LocalLog, HoldsAcksWhileBeforeFirstAckRefuses) {
   Fixture f;
   ASSERT_NO_FATAL_FAILURE(f.start());
