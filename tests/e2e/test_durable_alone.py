@@ -9,14 +9,20 @@ with their own unchanged commands, the pair comes back from the primary's
 newer image and romulus-kvload --check finds every acknowledged write, those
 acknowledged while the primary was alone included. A backup that comes back
 while the primary is alone is synced as usual (epochs keep increasing), the
-local log stops, and nothing acknowledged is lost.
+local log stops, and nothing acknowledged is lost. With a witness, the
+primary records in it that it serves what no backup has before its local log
+releases anything, and fences while the witness is away.
 """
 
+import os
+import shutil
+import signal
 import unittest
 
 import harness
 from harness import Cluster
-from test_output_commit import SERVING_RE
+from test_output_commit import LineClient, SERVING_RE
+from test_witness import Etcd
 
 ALONE_RE = (r"backup \S+ (unreachable|refused): .*; the guest is protected by this node's "
             r"--data-dir \S+ only \(--durable sync: replies wait for its fdatasync\); retrying")
@@ -101,6 +107,38 @@ class DurableAloneTest(unittest.TestCase):
         context = f"{primary.text()}\n{backup.text()}\n{backup2.text()}\n{load.text()}"
         harness.check_kvload(self, load, rc, context)
         self.assertIsNone(backup2.find(harness.TAKEOVER_RE), context)
+
+    @unittest.skipUnless(shutil.which("etcd"), "etcd is not installed (Debian: etcd-server)")
+    def test_with_a_witness_output_leaves_once_recorded_and_fences_while_it_is_away(self):
+        etcd = Etcd(self)
+        c = Cluster(self)
+        svc = harness.free_port()
+        data = os.path.join(c.dir, "p_data")
+        p = c.primary([harness.binary("kvstore")], harness.free_port(), name="A",
+                      service_port=svc, extra=etcd.witness_args("alone") + ["--data-dir", data])
+        # A fresh primary with a data directory waits to compare images with its
+        # backup, which is not there: the operator lets it go on alone.
+        p.wait_for(r"waiting for backup \S+ to compare durable images")
+        rc, out, err = harness.cli("failover", "--control", p.control_path)
+        self.assertEqual(rc, 0, err + p.text())
+        p.wait_for(ALONE_RE)
+        p.wait_for(SERVING_RE)
+        client = LineClient(svc)
+        self.assertEqual(client.request("SET alone 1"), "OK", p.text())
+        recorded = p.find(r"recorded /romulus/alone/unprotected in the witness")
+        self.assertIsNotNone(recorded, "output left before the witness recorded it:\n" + p.text())
+        self.assertEqual(p.status()["state"], "protected_locally")
+        os.kill(etcd.proc.proc.pid, signal.SIGSTOP)
+        try:
+            p.wait_for(r"FENCED: ")
+            self.assertEqual(p.status()["state"], "fenced")
+        finally:
+            os.kill(etcd.proc.proc.pid, signal.SIGCONT)
+        p.wait_for(r"ownership of the pair confirmed: the guest runs again")
+        harness.wait_until(lambda: (p.status() or {}).get("state") == "protected_locally",
+                           "protected by its own log again")
+        self.assertEqual(client.request("GET alone"), "VALUE 1", p.text())
+        client.close()
 
 
 if __name__ == "__main__":
