@@ -698,7 +698,7 @@ Status PrimaryNode::protect() {
     const bool local = protects_locally(loss_policy);
     if (!backup) {
       if (local) {
-        ROMULUS_RETURN_IF_ERROR(protect_locally("no backup configured", policy, handoff));
+        ROMULUS_RETURN_IF_ERROR(protect_locally("no backup configured", false, policy, handoff));
         announced = "-";
         continue;
       }
@@ -720,11 +720,11 @@ Status PrimaryNode::protect() {
       if (st.code() != StatusCode::kUnavailable && st.code() != StatusCode::kRefused) return st;
       if (local) {
         const std::string target = backup->to_string();
-        ROMULUS_RETURN_IF_ERROR(protect_locally(
-            fmt::format("backup {} {}: {}", target,
-                        st.code() == StatusCode::kRefused ? "refused" : "unreachable",
-                        st.message()),
-            policy, handoff));
+        const bool refused = st.code() == StatusCode::kRefused;
+        ROMULUS_RETURN_IF_ERROR(
+            protect_locally(fmt::format("backup {} {}: {}", target,
+                                        refused ? "refused" : "unreachable", st.message()),
+                            refused, policy, handoff));
         announced = target;
         continue;
       }
@@ -878,7 +878,7 @@ bool PrimaryNode::protects_locally(BackupLoss policy) const {
   return config_.local_log && policy == BackupLoss::kContinue && !impl_->local_failed;
 }
 
-Status PrimaryNode::protect_locally(const std::string& why, ReconnectPolicy& policy,
+Status PrimaryNode::protect_locally(const std::string& why, bool refused, ReconnectPolicy& policy,
                                     std::unique_ptr<Connection>& handoff) {
   auto& im = *impl_;
   const bool sync = config_.durable.mode == storage::DurableMode::kSync;
@@ -953,7 +953,7 @@ Status PrimaryNode::protect_locally(const std::string& why, ReconnectPolicy& pol
   // The backup, tried at the ReconnectPolicy's pace while checkpoints go on.
   Status connect_error;
   std::thread connector([&] {
-    auto delay = policy.after_failure(false);
+    auto delay = policy.after_failure(refused);
     while (!local_stop.load()) {
       if (stop_.wait_for(delay) || local_stop.load()) break;
       if (ownership_ && !ownership_->may_run(Clock::now())) break;  // the loop fences

@@ -234,8 +234,9 @@ class PrimaryNode {
   // Protects to this node's own log (config_.local_log) until a backup
   // connects (it is left in `handoff`), a stop, a fence, or a disk error
   // under --durable async. `why`: why there is no backup, for the one log
-  // line. Returns an error to end run().
-  Status protect_locally(const std::string& why, ReconnectPolicy& policy,
+  // line; `refused`: the backup refused this node (retried less often).
+  // Returns an error to end run().
+  Status protect_locally(const std::string& why, bool refused, ReconnectPolicy& policy,
                          std::unique_ptr<Connection>& handoff);
   std::optional<Status> guest_gone();
   void go_unprotected(BackupLoss policy);
