@@ -115,13 +115,24 @@ struct PrimaryNode::Impl {
   uint64_t sync_epoch = 0;  // epoch whose ack completes the current sync (0: none)
   uint64_t max_acked = 0;
   uint64_t streams = 0;
-  // This node's own log while it protects to it (protect_locally()), for status.
+  // This node's own log while it protects to it (protect_locally()), for
+  // status, and that run's stop flag, for request_stop() and a fence.
   LocalLogTransport* local = nullptr;
+  std::atomic<bool>* local_stop = nullptr;
   // The local log cannot be used until a backup connects again: it could not
   // be opened, or its disk failed under --durable async (both logged).
   bool local_failed = false;
 
   // The guest, whichever kind it is.
+  // Ends the local run now (any thread), if one runs.
+  void end_local_run() {
+    {
+      std::lock_guard lock(mu);
+      if (local_stop) local_stop->store(true);
+    }
+    if (EpochEngine* e = engine_to_wake.load()) e->wake();
+  }
+
   bool guest_paused() const { return vm ? vm->paused() : guest->paused(); }
   Status pause_guest(std::chrono::milliseconds gate_timeout) {
     return vm ? vm->pause() : guest->pause(gate_timeout);
@@ -165,6 +176,7 @@ PrimaryNode::~PrimaryNode() {
 
 void PrimaryNode::request_stop() {
   stop_.request_stop();
+  impl_->end_local_run();  // not only once its reconnect attempt returns
   if (EpochEngine* e = impl_->engine_to_wake.load()) e->wake();
 }
 
@@ -371,6 +383,9 @@ void PrimaryNode::ownership_changed() {
     } else if (may && state_.state() == PrimaryState::kFenced) {
       if (state_.transition(PrimaryState::kProtected)) log_("ownership confirmed again");
     }
+  } else if (ownership_ && state_.state() == PrimaryState::kProtectedLocally &&
+             !ownership_->may_run(Clock::now())) {
+    im.end_local_run();  // the protect loop fences (rule 2)
   }
   stop_.nudge();
   if (im.proxy) im.proxy->reopen_gate();
@@ -948,7 +963,9 @@ Status PrimaryNode::protect_locally(const std::string& why, bool refused, Reconn
   {
     std::lock_guard lock(im.mu);
     im.local = local.get();
+    im.local_stop = &local_stop;
   }
+  if (stop_.stop_requested()) end_local_run();  // asked before the flag was reachable
 
   // The backup, tried at the ReconnectPolicy's pace while checkpoints go on.
   Status connect_error;
@@ -993,6 +1010,7 @@ Status PrimaryNode::protect_locally(const std::string& why, bool refused, Reconn
   {
     std::lock_guard lock(im.mu);
     im.local = nullptr;
+    im.local_stop = nullptr;
   }
   const LocalLogReport last = local->report(Clock::now());
   local.reset();
