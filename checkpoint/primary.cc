@@ -115,8 +115,24 @@ struct PrimaryNode::Impl {
   uint64_t sync_epoch = 0;  // epoch whose ack completes the current sync (0: none)
   uint64_t max_acked = 0;
   uint64_t streams = 0;
+  // This node's own log while it protects to it (protect_locally()), for
+  // status, and that run's stop flag, for request_stop() and a fence.
+  LocalLogTransport* local = nullptr;
+  std::atomic<bool>* local_stop = nullptr;
+  // The local log cannot be used until a backup connects again: it could not
+  // be opened, or its disk failed under --durable async (both logged).
+  bool local_failed = false;
 
   // The guest, whichever kind it is.
+  // Ends the local run now (any thread), if one runs.
+  void end_local_run() {
+    {
+      std::lock_guard lock(mu);
+      if (local_stop) local_stop->store(true);
+    }
+    if (EpochEngine* e = engine_to_wake.load()) e->wake();
+  }
+
   bool guest_paused() const { return vm ? vm->paused() : guest->paused(); }
   Status pause_guest(std::chrono::milliseconds gate_timeout) {
     return vm ? vm->pause() : guest->pause(gate_timeout);
@@ -133,6 +149,12 @@ struct PrimaryNode::Impl {
     if (vm) return vm->pid();
     return guest ? guest->pid() : 0;
   }
+};
+
+struct PrimaryNode::Connection {
+  common::Endpoint backup;
+  std::shared_ptr<TcpSender> sender;
+  protocol::Reply reply;
 };
 
 PrimaryNode::PrimaryNode(PrimaryConfig config, LogFn log)
@@ -154,6 +176,7 @@ PrimaryNode::~PrimaryNode() {
 
 void PrimaryNode::request_stop() {
   stop_.request_stop();
+  impl_->end_local_run();  // not only once its reconnect attempt returns
   if (EpochEngine* e = impl_->engine_to_wake.load()) e->wake();
 }
 
@@ -266,6 +289,26 @@ json::object PrimaryNode::status() {
   o["output"] = out.empty() ? json::value(nullptr) : json::value(std::move(out));
   o["primary"] = std::move(primary);
   o["witness"] = ownership_ ? json::value(ownership_->status(Clock::now())) : json::value(nullptr);
+  {
+    // While protected by this node's own --data-dir only (protected_locally).
+    std::lock_guard lock(im.mu);
+    if (im.local) {
+      const LocalLogReport r = im.local->report(Clock::now());
+      json::object l;
+      l["data_dir"] = r.data_dir;
+      l["mode"] = r.mode;
+      l["base_epoch"] = r.base_epoch;
+      l["durable_epoch"] = r.durable_epoch;
+      l["acked_epoch"] = r.acked_epoch;
+      l["lag_epochs"] = r.lag_epochs;
+      l["lag_ms"] = r.lag_ms;
+      l["acks_held"] = r.acks_held;
+      l["error"] = r.error;
+      o["local_log"] = std::move(l);
+    } else {
+      o["local_log"] = nullptr;
+    }
+  }
   return o;
 }
 
@@ -340,6 +383,9 @@ void PrimaryNode::ownership_changed() {
     } else if (may && state_.state() == PrimaryState::kFenced) {
       if (state_.transition(PrimaryState::kProtected)) log_("ownership confirmed again");
     }
+  } else if (ownership_ && state_.state() == PrimaryState::kProtectedLocally &&
+             !ownership_->may_run(Clock::now())) {
+    im.end_local_run();  // the protect loop fences (rule 2)
   }
   stop_.nudge();
   if (im.proxy) im.proxy->reopen_gate();
@@ -634,6 +680,16 @@ Status PrimaryNode::protect() {
 
   ReconnectPolicy policy;
   std::string announced;  // the target whose unreachability was logged
+  std::unique_ptr<Connection> handoff;  // a backup that connected during protect_locally()
+  // A backup that connected but is not used (a stop, the guest gone) is told
+  // DROPPED: its image is older than what this node's own log acknowledged,
+  // so it must not take over from it.
+  struct DropUnused {
+    std::unique_ptr<Connection>& c;
+    ~DropUnused() {
+      if (c && c->sender) c->sender->drop();
+    }
+  } drop_unused{handoff};
   while (!stop_.stop_requested()) {
     if (auto gone = guest_gone()) return *gone;
     ROMULUS_RETURN_IF_ERROR(wait_while_fenced());
@@ -645,7 +701,22 @@ Status PrimaryNode::protect() {
       backup = im.backup;
       loss_policy = im.on_backup_loss;
     }
+    if (handoff) {
+      // A backup connected while this node protected to its own log.
+      std::unique_ptr<Connection> c = std::move(handoff);
+      const std::string target = c->backup.to_string();
+      Status st = run_stream(std::move(*c), policy);
+      if (!st.is_ok()) return st;
+      announced = target;  // lost: already said
+      continue;
+    }
+    const bool local = protects_locally(loss_policy);
     if (!backup) {
+      if (local) {
+        ROMULUS_RETURN_IF_ERROR(protect_locally("no backup configured", false, policy, handoff));
+        announced = "-";
+        continue;
+      }
       // A backup that took over without --reprotect: no backup yet. The state
       // changes before the line that announces it (a reader of the log then
       // finds status saying so).
@@ -662,6 +733,16 @@ Status PrimaryNode::protect() {
     Status st = protect_with(*backup, policy);
     if (!st.is_ok()) {
       if (st.code() != StatusCode::kUnavailable && st.code() != StatusCode::kRefused) return st;
+      if (local) {
+        const std::string target = backup->to_string();
+        const bool refused = st.code() == StatusCode::kRefused;
+        ROMULUS_RETURN_IF_ERROR(
+            protect_locally(fmt::format("backup {} {}: {}", target,
+                                        refused ? "refused" : "unreachable", st.message()),
+                            refused, policy, handoff));
+        announced = target;
+        continue;
+      }
       // Could not connect: say so once per target (after the state changed), then retry.
       go_unprotected(loss_policy);
       const std::string target = backup->to_string();
@@ -686,47 +767,70 @@ Status PrimaryNode::protect() {
   return Status::ok();
 }
 
+void PrimaryNode::record_ack(uint64_t epoch) {
+  auto& im = *impl_;
+  const auto now = Clock::now();
+  stats_.record_ack(epoch, now);
+  if (im.proxy) im.proxy->on_ack(epoch, now);
+  std::lock_guard lock(im.mu);
+  im.max_acked = std::max(im.max_acked, epoch);
+}
+
+// Protected from the moment the backup holds a consistent image, i.e.
+// acknowledges the sync's first checkpoint, not when it was sent. The ack
+// callback or the end of initial_sync(), whichever sees that first, takes
+// this one step (with im.mu held); true if it made the node protected.
+bool PrimaryNode::enter_protected() {
+  auto& im = *impl_;
+  im.sync_epoch = 0;
+  im.in_sync.store(true);
+  if (ownership_) ownership_->record_protected();
+  return state_.transition(PrimaryState::kProtected);
+}
+
+void PrimaryNode::log_protected(const std::string& peer, uint64_t epoch) {
+  log_(fmt::format("backup {} in sync at epoch {}; the guest is protected", peer, epoch));
+}
+
 Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy& policy) {
+  ROMULUS_ASSIGN_OR_RETURN(Connection c, connect_backup(backup));
+  return run_stream(std::move(c), policy);
+}
+
+Result<PrimaryNode::Connection> PrimaryNode::connect_backup(const common::Endpoint& backup) {
   auto& im = *impl_;
   const std::string peer = backup.to_string();
   const protocol::Hello hello = link_hello(config_);
   const SenderOptions so = link_options(config_);
-  // Protected from the moment the backup holds a consistent image, i.e.
-  // acknowledges the sync's first checkpoint, not when it was sent. The ack
-  // callback or the end of initial_sync(), whichever sees that first, takes
-  // this one step (with im.mu held); true if it made the node protected.
-  auto enter_protected = [this, &im] {
-    im.sync_epoch = 0;
-    im.in_sync.store(true);
-    if (ownership_) ownership_->record_protected();
-    return state_.transition(PrimaryState::kProtected);
-  };
-  auto log_protected = [this, peer](uint64_t epoch) {
-    log_(fmt::format("backup {} in sync at epoch {}; the guest is protected", peer, epoch));
-  };
   SenderCallbacks cb;
-  cb.on_ack = [this, &im, enter_protected, log_protected](uint64_t epoch) {
-    const auto now = Clock::now();
-    stats_.record_ack(epoch, now);
-    if (im.proxy) im.proxy->on_ack(epoch, now);
+  cb.on_ack = [this, &im, peer](uint64_t epoch) {
+    record_ack(epoch);
     bool now_protected = false;
     {
       std::lock_guard lock(im.mu);
-      im.max_acked = std::max(im.max_acked, epoch);
       if (im.sync_epoch != 0 && epoch >= im.sync_epoch) now_protected = enter_protected();
     }
-    if (now_protected) log_protected(epoch);
+    if (now_protected) log_protected(peer, epoch);
   };
   cb.on_lost = [&im](const Status& why) {
     std::lock_guard lock(im.mu);
     im.last_loss = why.message();
   };
-  protocol::Reply reply;
-  ROMULUS_ASSIGN_OR_RETURN(im.sender, TcpSender::connect(im.io, backup, hello, so, cb, &reply));
+  Connection c{backup, nullptr, {}};
+  ROMULUS_ASSIGN_OR_RETURN(c.sender, TcpSender::connect(im.io, backup, hello, so, cb, &c.reply));
+  return c;
+}
+
+Status PrimaryNode::run_stream(Connection c, ReconnectPolicy& policy) {
+  auto& im = *impl_;
+  const std::string peer = c.backup.to_string();
+  const protocol::Reply reply = c.reply;
+  im.sender = std::move(c.sender);
   policy.on_connected();
   {
     std::lock_guard lock(im.mu);
     im.streams++;
+    im.local_failed = false;  // a later loss may protect to this node's own log again
   }
   // Protected again: output waits for acks (held during the sync too: a
   // failover before it completes would resume from the older image). Before
@@ -753,7 +857,7 @@ Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy
         im.sync_epoch = first;
       }
     }
-    if (acked != 0) log_protected(acked);
+    if (acked != 0) log_protected(peer, acked);
     st = im.engine->run(stop_.flag());
   }
   if (auto gone = guest_gone()) return *gone;
@@ -771,9 +875,164 @@ Status PrimaryNode::protect_with(const common::Endpoint& backup, ReconnectPolicy
   }
   im.sender->drop();  // if still open: tell the backup we go on without it
   im.engine->set_transport(nullptr);
+  if (protects_locally(loss_policy)) {
+    // Output stays held: the loop protects to this node's own log next (after
+    // one more try of the backup), whose ACKs release it.
+    log_(fmt::format("BACKUP LOST ({}): protecting to this node's --data-dir; reconnecting to {}",
+                     why, peer));
+    return Status::ok();
+  }
   go_unprotected(loss_policy);
   log_(fmt::format("BACKUP LOST ({}): the guest runs UNPROTECTED{}; reconnecting to {}", why,
                    loss_policy == BackupLoss::kStall ? " and STALLED" : "", peer));
+  return Status::ok();
+}
+
+bool PrimaryNode::protects_locally(BackupLoss policy) const {
+  std::lock_guard lock(impl_->mu);
+  return config_.local_log && policy == BackupLoss::kContinue && !impl_->local_failed;
+}
+
+Status PrimaryNode::protect_locally(const std::string& why, bool refused, ReconnectPolicy& policy,
+                                    std::unique_ptr<Connection>& handoff) {
+  auto& im = *impl_;
+  const bool sync = config_.durable.mode == storage::DurableMode::kSync;
+  // Ends the local run: a backup connected, a stop, a fence, or the disk
+  // failed under async. The engine looks at it within kStopPoll, at once
+  // after wake().
+  std::atomic<bool> local_stop{false};
+  auto end_local_run = [&im, &local_stop] {
+    local_stop.store(true);
+    if (EpochEngine* e = im.engine_to_wake.load()) e->wake();
+  };
+  LocalLogHooks hooks;
+  hooks.on_ack = [this](uint64_t epoch) { record_ack(epoch); };
+  if (ownership_ && im.buffering) {
+    // The other node's image is older than what this one serves from now on:
+    // as before unprotected output, the witness records it before the first
+    // ACK releases anything, and that this node's disk holds the newest image.
+    hooks.before_first_ack = [this, &im](uint64_t base_epoch) {
+      Status st = ownership_->record_unprotected();
+      if (st.is_ok()) st = ownership_->record_image(base_epoch);
+      std::lock_guard lock(im.mu);
+      if (!st.is_ok() && !im.unprotected_refused) {
+        log_(
+            fmt::format("holding output: cannot record in the witness that this node serves what "
+                        "no backup has ({}); output leaves once it can, or once a backup is back",
+                        st.message()));
+        im.unprotected_refused = true;
+      } else if (st.is_ok() && im.unprotected_refused) {
+        log_("recorded in the witness: output leaves on this node's own log now");
+        im.unprotected_refused = false;
+      }
+      return st;
+    };
+  }
+  hooks.on_disk_error = [this, &im, sync, end_local_run](const std::string& line) {
+    log_(line);
+    if (sync) return;  // output stays held; the backup, once back, releases it
+    {
+      std::lock_guard lock(im.mu);
+      im.local_failed = true;
+    }
+    end_local_run();
+  };
+  auto opened = config_.local_log(std::move(hooks));
+  if (!opened.is_ok()) {
+    {
+      std::lock_guard lock(im.mu);
+      im.local_failed = true;
+    }
+    go_unprotected(BackupLoss::kContinue);
+    log_(
+        fmt::format("{}; this node's own log cannot be used ({}): the guest runs UNPROTECTED; "
+                    "retrying the backup",
+                    why, opened.status().message()));
+    return Status::ok();
+  }
+  std::unique_ptr<LocalLogTransport> local = std::move(opened).value();
+  // Output waits for the local log's ACKs (under sync: for its fdatasync).
+  // The state changes before the line that announces it.
+  if (im.proxy) im.proxy->set_buffering(im.buffering);
+  if (im.guest_paused()) ROMULUS_RETURN_IF_ERROR(im.resume_guest());
+  state_.transition(PrimaryState::kProtectedLocally);
+  log_(fmt::format(
+      "{}; the guest is protected by this node's --data-dir {} only ({}); retrying", why,
+      config_.durable.data_dir,
+      sync ? "--durable sync: replies wait for its fdatasync"
+           : "--durable async: replies leave once a checkpoint is in memory, the disk lags"));
+  {
+    std::lock_guard lock(im.mu);
+    im.local = local.get();
+    im.local_stop = &local_stop;
+  }
+  if (stop_.stop_requested()) end_local_run();  // asked before the flag was reachable
+
+  // The backup, tried at the ReconnectPolicy's pace while checkpoints go on.
+  Status connect_error;
+  std::thread connector([&] {
+    auto delay = policy.after_failure(refused);
+    while (!local_stop.load()) {
+      if (stop_.wait_for(delay) || local_stop.load()) break;
+      if (ownership_ && !ownership_->may_run(Clock::now())) break;  // the loop fences
+      std::optional<common::Endpoint> backup;
+      {
+        std::lock_guard lock(im.mu);
+        backup = im.backup;
+      }
+      if (!backup) {
+        delay = ReconnectPolicy::kIdleRecheck;
+        continue;
+      }
+      auto c = connect_backup(*backup);
+      if (c.is_ok()) {
+        handoff = std::make_unique<Connection>(std::move(c).value());
+        break;
+      }
+      const StatusCode code = c.status().code();
+      if (code != StatusCode::kUnavailable && code != StatusCode::kRefused) {
+        connect_error = c.status();
+        break;
+      }
+      delay = policy.after_failure(code == StatusCode::kRefused);
+    }
+    end_local_run();
+  });
+
+  im.engine->set_transport(local.get());
+  Status st = im.engine->initial_sync();
+  if (st.is_ok()) st = im.engine->run(local_stop);
+  end_local_run();
+  connector.join();
+  // The writer drains: what was submitted becomes durable (and acknowledged);
+  // the directory keeps the newest local epoch.
+  local->stop();
+  im.engine->set_transport(nullptr);
+  {
+    std::lock_guard lock(im.mu);
+    im.local = nullptr;
+    im.local_stop = nullptr;
+  }
+  const LocalLogReport last = local->report(Clock::now());
+  local.reset();
+  if (auto gone = guest_gone()) return *gone;
+  if (stop_.stop_requested()) return Status::ok();
+  if (!connect_error.is_ok()) return connect_error;
+  if (!st.is_ok()) {
+    log_(fmt::format("this node's own log stopped: {}; its --data-dir holds epoch {}", st.message(),
+                     last.durable_epoch));
+  } else if (handoff) {
+    log_(
+        fmt::format("this node's own log stopped at epoch {} (durable in --data-dir {}): "
+                    "protecting to backup {} again",
+                    last.durable_epoch, config_.durable.data_dir, handoff->backup.to_string()));
+  }
+  bool failed = false;
+  {
+    std::lock_guard lock(im.mu);
+    failed = im.local_failed;
+  }
+  if (failed) go_unprotected(BackupLoss::kContinue);
   return Status::ok();
 }
 

@@ -13,6 +13,10 @@
 //
 // Backup loss: kContinue keeps the guest running unprotected, says so, and
 // keeps reconnecting; kStall keeps the guest paused until a backup is back.
+// With --data-dir (PrimaryConfig::local_log set), kContinue protects to this
+// node's own durable log instead (checkpoint/local_log_transport.h; state
+// protected_locally) while it keeps trying the backup on another thread, and
+// goes back to the backup, with a full sync, once one connects.
 // Giving up on a backup that may be alive (it fell silent, or `set backup`
 // named another) sends it DROPPED, so it does not take over.
 //
@@ -35,6 +39,7 @@
 
 #include "checkpoint/commit_trigger.h"
 #include "checkpoint/engine_settings.h"
+#include "checkpoint/local_log_transport.h"
 #include "checkpoint/primary_metrics.h"
 #include "checkpoint/primary_state.h"
 #include "checkpoint/reconnect_policy.h"
@@ -93,6 +98,11 @@ struct PrimaryConfig {
   // own and compares it with its backup's before the guest runs
   // (replica/takeover.cc, docs/design.md "The durable image").
   storage::DurableSettings durable;
+  // With --data-dir: opens this node's own durable log, which the primary
+  // protects to while no backup can be (unreachable, lost, refused, none
+  // configured) under --on-backup-loss continue. Set by replica/takeover.cc;
+  // empty: the guest runs unprotected then, as without a data directory.
+  LocalLogFactory local_log;
   // --from-snapshot FILE (storage/snapshot_file.h): a fresh primary's guest
   // starts from that image, at its epoch, instead of an empty arena.
   std::optional<std::string> from_snapshot;
@@ -134,6 +144,11 @@ class Ownership {
   // A backup holds the guest's state again: clears that record (in the
   // background, retried until it succeeds).
   virtual void record_protected() = 0;
+  // Before the first ACK from this node's own log (--data-dir, no backup):
+  // records in the witness that this node holds the pair's newest durable
+  // image from `base_epoch` on (docs/design.md, "The durable image"). Blocks
+  // for at most one witness call; an error means: acknowledge nothing yet.
+  virtual Status record_image(uint64_t base_epoch) = 0;
   // A requested stop, once no output leaves any more: gives the pair up at
   // the witness (the owner key is deleted and the lease revoked), so the
   // backup may take over at once. Blocks for the witness calls (bounded by
@@ -207,6 +222,27 @@ class PrimaryNode {
   // One connection to the backup, from handshake to loss. Returns OK when the
   // loop should go on (the backup was lost), an error to end run().
   Status protect_with(const common::Endpoint& backup, ReconnectPolicy& policy);
+  // A connected backup, handshake done, its stream not started yet.
+  struct Connection;
+  // Connects to `backup` (any thread: blocks for the handshake).
+  Result<Connection> connect_backup(const common::Endpoint& backup);
+  // Runs the stream to a connected backup, from its full sync to its loss.
+  Status run_stream(Connection c, ReconnectPolicy& policy);
+  // The backup acknowledged its sync's first checkpoint (impl's mu held);
+  // true if that made the node protected. Then the line that says so.
+  bool enter_protected();
+  void log_protected(const std::string& peer, uint64_t epoch);
+  // An ACK, from the backup or this node's own log (any thread).
+  void record_ack(uint64_t epoch);
+  // Whether a backup loss now means protecting to this node's own log.
+  bool protects_locally(BackupLoss policy) const;
+  // Protects to this node's own log (config_.local_log) until a backup
+  // connects (it is left in `handoff`), a stop, a fence, or a disk error
+  // under --durable async. `why`: why there is no backup, for the one log
+  // line; `refused`: the backup refused this node (retried less often).
+  // Returns an error to end run().
+  Status protect_locally(const std::string& why, bool refused, ReconnectPolicy& policy,
+                         std::unique_ptr<Connection>& handoff);
   std::optional<Status> guest_gone();
   void go_unprotected(BackupLoss policy);
   std::string set(const std::string& name, const std::string& value);

@@ -6,7 +6,11 @@
 //      │  │        │  │ backup      │ backup lost
 //      │  │        │  │ (re)joins   ▼
 //      │  └────────┼──┴──────── unprotected ◄──► stalled
-//      │           │                 ▲   (--on-backup-loss continue | stall)
+//      │           │              ▲  ▲   (--on-backup-loss continue | stall)
+//      │           │              │  ▼
+//      │           │        protected_locally (with --data-dir, instead of
+//      │           │              │            unprotected; back to syncing
+//      │           │              │            when a backup connects)
 //      │           ▼                 │
 //      │   (any running state) ──► fenced ──► (back to a running state when
 //      │           │                           ownership is confirmed again)
@@ -24,6 +28,12 @@
 // unprotected  no backup (none configured, unreachable, or lost) and
 //              --on-backup-loss continue: the guest runs, output is released
 //              at once
+// protected_locally
+//              no backup, --on-backup-loss continue and a --data-dir: the
+//              guest is protected by this node's own durable log only
+//              (replica/local_log.h); output is released on its ACKs (under
+//              --durable sync once on disk); the backup is retried meanwhile.
+//              Reached from every state that unprotected is reached from
 // stalled      no backup and --on-backup-loss stall: the guest is paused
 // fenced       this node may not act as the primary right now (ownership
 //              not confirmed by the witness): no output is released
@@ -43,6 +53,7 @@ enum class PrimaryState {
   kSyncing,
   kProtected,
   kUnprotected,
+  kProtectedLocally,
   kStalled,
   kFenced,
   kDemoting,
@@ -67,6 +78,8 @@ struct StateTraits<checkpoint::PrimaryState> {
         return "protected";
       case S::kUnprotected:
         return "unprotected";
+      case S::kProtectedLocally:
+        return "protected_locally";
       case S::kStalled:
         return "stalled";
       case S::kFenced:
@@ -82,20 +95,26 @@ struct StateTraits<checkpoint::PrimaryState> {
     if (to == S::kStopping) return from != S::kStopping || to == from;
     switch (from) {
       case S::kStarting:
+        return to == S::kSyncing || to == S::kUnprotected || to == S::kProtectedLocally ||
+               to == S::kStalled || to == S::kFenced || to == S::kDemoting;
+      case S::kSyncing:
+        return to == S::kProtected || to == S::kUnprotected || to == S::kProtectedLocally ||
+               to == S::kStalled || to == S::kFenced || to == S::kDemoting;
+      case S::kProtected:
+        return to == S::kUnprotected || to == S::kProtectedLocally || to == S::kStalled ||
+               to == S::kFenced || to == S::kDemoting;
+      case S::kUnprotected:
+        return to == S::kSyncing || to == S::kProtectedLocally || to == S::kStalled ||
+               to == S::kFenced || to == S::kDemoting;
+      case S::kProtectedLocally:
         return to == S::kSyncing || to == S::kUnprotected || to == S::kStalled ||
                to == S::kFenced || to == S::kDemoting;
-      case S::kSyncing:
-        return to == S::kProtected || to == S::kUnprotected || to == S::kStalled ||
-               to == S::kFenced || to == S::kDemoting;
-      case S::kProtected:
-        return to == S::kUnprotected || to == S::kStalled || to == S::kFenced || to == S::kDemoting;
-      case S::kUnprotected:
-        return to == S::kSyncing || to == S::kStalled || to == S::kFenced || to == S::kDemoting;
       case S::kStalled:
-        return to == S::kSyncing || to == S::kUnprotected || to == S::kFenced || to == S::kDemoting;
+        return to == S::kSyncing || to == S::kUnprotected || to == S::kProtectedLocally ||
+               to == S::kFenced || to == S::kDemoting;
       case S::kFenced:
         return to == S::kSyncing || to == S::kProtected || to == S::kUnprotected ||
-               to == S::kStalled || to == S::kDemoting;
+               to == S::kProtectedLocally || to == S::kStalled || to == S::kDemoting;
       case S::kDemoting:
       case S::kStopping:
         return false;

@@ -18,6 +18,7 @@
 #include "protocol/page.h"
 #include "replica/backup_state.h"
 #include "replica/connection_state.h"
+#include "replica/durable_checkpoints.h"
 #include "replica/failure_detector.h"
 #include "replica/image_copy.h"
 #include "replica/replica_state.h"
@@ -187,7 +188,7 @@ struct BackupNode::Impl {
   std::unique_ptr<storage::DurableWriter> durable;
   std::deque<std::pair<uint64_t, uint64_t>> awaiting_disk;
   std::string durable_error;
-  bool lag_warned = false;
+  LagWarning lag_warning;
   // With a witness: the current stream's base (its first durable
   // checkpoint), and whether the witness records this node as the newest
   // image's holder from it (TakeoverGate::record_image); under sync no ACK
@@ -214,13 +215,8 @@ struct BackupNode::Impl {
   // event-loop turn: a new durable base (the checkpoints after it wait in
   // held_for_base, in order, for the base to reach the writer first), and a
   // snapshot (its requester waits on snapshot_done).
-  struct HeldCheckpoint {
-    uint64_t epoch;
-    std::vector<uint64_t> pfns;
-    std::vector<uint8_t> pages;
-  };
   std::unique_ptr<ImageCopy> base_copy;
-  std::vector<HeldCheckpoint> held_for_base;
+  std::vector<CheckpointPages> held_for_base;
   std::unique_ptr<ImageCopy> snapshot_copy;
   std::function<void(ImageCopy&)> snapshot_done;
   bool copy_step_posted = false;
@@ -670,10 +666,7 @@ void BackupNode::Impl::write_to_disk(uint64_t epoch, bool whole_image) {
     post_copy_step();
     return;
   }
-  const auto pfns = replica.unit_pfns();
-  const uint8_t* pages = replica.unit_pages();
-  HeldCheckpoint c{epoch, std::vector<uint64_t>(pfns.begin(), pfns.end()),
-                   std::vector<uint8_t>(pages, pages + pfns.size() * protocol::kPageSize)};
+  CheckpointPages c = copy_unit_pages(replica, epoch);
   if (base_copy) {
     held_bytes += c.pages.size();
     held_for_base.push_back(std::move(c));
@@ -681,16 +674,7 @@ void BackupNode::Impl::write_to_disk(uint64_t epoch, bool whole_image) {
     durable->submit_checkpoint(c.epoch, std::move(c.pfns), std::move(c.pages));
   }
   if (config.durable.mode == storage::DurableMode::kAsync) {
-    const uint64_t lag = epoch - std::min(epoch, durable->durable_epoch());
-    if (lag > config.durable.lag_warning_epochs && !lag_warned) {
-      log(
-          fmt::format("WARNING: the durable image lags {} checkpoints behind memory (--durable "
-                      "async): losing both nodes now would lose them; is the disk slow?",
-                      lag));
-      lag_warned = true;
-    } else if (lag <= config.durable.lag_warning_epochs / 2) {
-      lag_warned = false;
-    }
+    lag_warning.note(epoch, durable->durable_epoch(), config.durable, log);
   }
 }
 
@@ -716,7 +700,7 @@ void BackupNode::Impl::base_copied() {
     return;
   }
   durable->submit_base(copy->epoch(), storage::ArenaView{copy->data(), copy->bytes()});
-  for (HeldCheckpoint& c : held_for_base) {
+  for (CheckpointPages& c : held_for_base) {
     durable->submit_checkpoint(c.epoch, std::move(c.pfns), std::move(c.pages));
   }
   held_for_base.clear();
@@ -791,10 +775,7 @@ void BackupNode::Impl::maybe_resume_read() {
 
 void BackupNode::Impl::disk_failed(const Status& why) {
   if (!durable_error.empty()) return;
-  durable_error = fmt::format(
-      "writing the durable image in --data-dir {} failed: {}; what is already on disk stays "
-      "(epoch {})",
-      config.durable.data_dir, why.message(), durable ? durable->durable_epoch() : 0);
+  durable_error = disk_failure_text(config.durable, why, durable ? durable->durable_epoch() : 0);
   if (config.durable.mode == storage::DurableMode::kSync) {
     durable_error +=
         "; this backup acknowledges nothing until it is restarted with a working --data-dir";

@@ -15,6 +15,7 @@
 #include "common/tls.h"
 #include "replica/background_measurements.h"
 #include "replica/link_security.h"
+#include "replica/local_log.h"
 #include "replica/node_metrics.h"
 #include "replica/role_loop.h"
 #include "replica/witness_link.h"
@@ -91,6 +92,14 @@ Result<json::object> backup_status(BackupNode& node) {
 Outcome run_primary(Process& p, const std::string& role, checkpoint::PrimaryConfig config,
                     std::optional<common::SharedMemory> image, std::function<void()> on_started) {
   NodeHost& host = p.host;
+  if (config.durable.enabled() && !config.backup_null) {
+    // While no backup holds the guest, this node's own --data-dir does
+    // (replica/local_log.h). Any image there was closed before this role ran
+    // (start_from_disk(), or the backup's writer at its takeover).
+    config.local_log =
+        local_log_factory(LocalLogOptions{config.durable, config.memory_bytes / protocol::kPageSize,
+                                          p.settings.witness.pair, nullptr, host.log});
+  }
   checkpoint::PrimaryNode node(std::move(config), host.log);
   report_states(node, host, role, checkpoint::PrimaryState::kStarting);
   if (image) node.adopt_arena(std::move(*image));

@@ -142,6 +142,13 @@ void WitnessLink::record_protected() {
   marker_cv_.notify_all();
 }
 
+Status WitnessLink::record_image(uint64_t base_epoch) {
+  std::lock_guard lock(marker_mu_);
+  image_pending_ = 0;  // this one is newer than any a backup role left pending
+  image_done_ = nullptr;
+  return put_image_record(base_epoch);
+}
+
 Status WitnessLink::give_up() {
   const auto before = keeper_->snapshot(Clock::now());
   if (before.state == OwnershipState::kReleased) return Status::ok();
@@ -306,10 +313,20 @@ bool WitnessLink::clear_marker() {
   return true;
 }
 
-bool WitnessLink::write_image_record() {
-  const uint64_t epoch = image_pending_;
+Status WitnessLink::put_image_record(uint64_t epoch) {
   Status st = marker_client_->put(
       image_key_, witness::encode_image_record(witness::ImageRecord{settings_.node_id, epoch}));
+  if (!st.is_ok()) return st;
+  log_(
+      fmt::format("recorded {} in the witness: this node holds the newest durable image (from "
+                  "epoch {})",
+                  image_key_, epoch));
+  return st;
+}
+
+bool WitnessLink::write_image_record() {
+  const uint64_t epoch = image_pending_;
+  Status st = put_image_record(epoch);
   if (!st.is_ok()) {
     if (!image_failure_logged_) {
       log_(fmt::format(
@@ -321,10 +338,6 @@ bool WitnessLink::write_image_record() {
     return false;
   }
   image_failure_logged_ = false;
-  log_(
-      fmt::format("recorded {} in the witness: this node holds the newest durable image (from "
-                  "epoch {})",
-                  image_key_, epoch));
   // marker_mu_ is held throughout: no newer record was asked for meanwhile.
   image_pending_ = 0;
   if (auto done = std::move(image_done_)) done();

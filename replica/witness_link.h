@@ -98,6 +98,7 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   boost::json::object status(Clock::time_point now) const override;
   Status record_unprotected() override;
   void record_protected() override;
+  Status record_image(uint64_t base_epoch) override;
   Status give_up() override;
 
   // ---- TakeoverGate (the backup)
@@ -118,6 +119,8 @@ class WitnessLink final : public checkpoint::Ownership, public TakeoverGate {
   // One attempt each (marker_mu_ held); false if the witness did not answer.
   bool clear_marker();
   bool write_image_record();
+  // Writes the image record naming this node (marker_mu_ held) and logs it.
+  Status put_image_record(uint64_t epoch);
   // Whether another node's "unprotected" record stands (looked up at most
   // every kMarkerLookEvery).
   bool blocked_by_marker();

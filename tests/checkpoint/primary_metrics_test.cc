@@ -18,8 +18,8 @@ TEST(PrimaryMetrics, StateIsOneHotOverEveryPrimaryState) {
   m.state = PrimaryState::kProtected;
   const auto text = render(m);
   EXPECT_NE(text.find("romulus_state{state=\"protected\"} 1\n"), std::string::npos) << text;
-  for (const char* s :
-       {"starting", "syncing", "unprotected", "stalled", "fenced", "demoting", "stopping"}) {
+  for (const char* s : {"starting", "syncing", "unprotected", "protected_locally", "stalled",
+                        "fenced", "demoting", "stopping"}) {
     EXPECT_NE(text.find(std::string("romulus_state{state=\"") + s + "\"} 0\n"), std::string::npos)
         << s;
   }

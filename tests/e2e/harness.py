@@ -597,6 +597,48 @@ def check_kvload(test, load, rc, context):
     return report
 
 
+# The durable image (--data-dir): the pair and load its tests share.
+READ_BACK_RE = r"image read back from --data-dir \S+ at epoch (\d+)"
+
+
+def durable_pair(c, durable=None, memory=None, backlog=None):
+    """A backup and a primary, each with its own --data-dir and --listen, each the
+    other's --reprotect target; both serving kvstore. Returns (backup, primary, ports,
+    dirs)."""
+    ports = {k: free_port() for k in ("b_listen", "p_listen", "b_svc", "p_svc")}
+    dirs = {k: os.path.join(c.dir, k) for k in ("b_data", "p_data")}
+    mode = ["--durable", durable] if durable else []
+    if backlog:
+        mode += ["--disk-backlog", backlog]
+    kv = [binary("kvstore")]
+    backup = c.backup(kv, name="backup", port=ports["b_listen"], service_port=ports["b_svc"],
+                      reprotect=ports["p_listen"], memory=memory,
+                      extra=["--data-dir", dirs["b_data"], *mode])
+    primary = c.primary(kv, ports["b_listen"], name="primary", service_port=ports["p_svc"],
+                        memory=memory,
+                        extra=["--data-dir", dirs["p_data"], "--listen",
+                               f"127.0.0.1:{ports['p_listen']}", *mode])
+    return backup, primary, ports, dirs
+
+
+def kvload_check(c, ports, seconds, seed):
+    """romulus-kvload --check on a durable_pair's two service ports (the primary's
+    first), reconnecting through a failover or a restart of both."""
+    return c.proc("kvload", [
+        binary("kvload"), "--server", f"127.0.0.1:{ports['p_svc']}", "--server",
+        f"127.0.0.1:{ports['b_svc']}", "--connections", "4", "--keys", "200",
+        "--seconds", str(seconds), "--check", "--json", "--quiet", "--seed", str(seed),
+        "--reconnect-timeout", "30s", "--request-timeout", "20s"])
+
+
+def restart(c, node, name):
+    """The same command again (what systemd does after a reboot)."""
+    again = Node(name, node.argv, node.control_path, listen_port=node.listen_port,
+                 service_port=node.service_port)
+    c.procs.append(again)
+    return again
+
+
 def check_counter_resume(test, node, start=0):
     """Waits for the counter guest on a took-over node to report its resume; asserts it
     was consistent and at the takeover epoch. Returns (epoch, value)."""

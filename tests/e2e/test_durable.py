@@ -34,7 +34,7 @@ import harness
 from harness import Cluster
 from test_output_commit import LineClient, SERVING_RE
 
-READ_BACK_RE = r"image read back from --data-dir \S+ at epoch (\d+)"
+READ_BACK_RE = harness.READ_BACK_RE
 NEWER_RE = r"holds a newer image \(epoch (\d+); this node's --data-dir holds epoch (\d+)\)"
 
 
@@ -42,38 +42,15 @@ NEWER_RE = r"holds a newer image \(epoch (\d+); this node's --data-dir holds epo
 class DurableImageTest(unittest.TestCase):
 
     def pair(self, c, durable=None, memory=None, backlog=None):
-        """A backup and a primary, each with its own --data-dir and --listen, each the
-        other's --reprotect target; both serving kvstore. Returns (backup, primary, ports)."""
-        ports = {k: harness.free_port() for k in ("b_listen", "p_listen", "b_svc", "p_svc")}
-        self.dirs = {k: os.path.join(c.dir, k) for k in ("b_data", "p_data")}
-        mode = ["--durable", durable] if durable else []
-        if backlog:
-            mode += ["--disk-backlog", backlog]
-        kv = [harness.binary("kvstore")]
-        backup = c.backup(kv, name="backup", port=ports["b_listen"], service_port=ports["b_svc"],
-                          reprotect=ports["p_listen"], memory=memory,
-                          extra=["--data-dir", self.dirs["b_data"], *mode])
-        primary = c.primary(kv, ports["b_listen"], name="primary", service_port=ports["p_svc"],
-                            memory=memory,
-                            extra=["--data-dir", self.dirs["p_data"], "--listen",
-                                   f"127.0.0.1:{ports['p_listen']}", *mode])
+        """harness.durable_pair; its data directories in self.dirs."""
+        backup, primary, ports, self.dirs = harness.durable_pair(c, durable, memory, backlog)
         return backup, primary, ports
 
     def kvload(self, c, ports, seconds, seed):
-        """romulus-kvload --check on the pair's two service ports (the primary's first),
-        reconnecting through a failover or a restart of both."""
-        return c.proc("kvload", [
-            harness.binary("kvload"), "--server", f"127.0.0.1:{ports['p_svc']}", "--server",
-            f"127.0.0.1:{ports['b_svc']}", "--connections", "4", "--keys", "200",
-            "--seconds", str(seconds), "--check", "--json", "--quiet", "--seed", str(seed),
-            "--reconnect-timeout", "30s", "--request-timeout", "20s"])
+        return harness.kvload_check(c, ports, seconds, seed)
 
-    def restart(self, c, node, name, wait_listening=False):
-        """The same command again (what systemd does after a reboot)."""
-        again = harness.Node(name, node.argv, node.control_path, listen_port=node.listen_port,
-                             service_port=node.service_port)
-        c.procs.append(again)
-        return again
+    def restart(self, c, node, name):
+        return harness.restart(c, node, name)
 
     def test_killing_both_nodes_under_load_loses_no_acknowledged_write(self):
         c = Cluster(self)

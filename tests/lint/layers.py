@@ -42,7 +42,7 @@ ALLOWED = {
 }
 # replica/ files that run the roles over the witness and the primary.
 TAKEOVER_PARTS = {"takeover", "witness_link", "link_security", "background_measurements",
-                  "node_metrics"}
+                  "node_metrics", "local_log"}
 LAYERS = ("common", "protocol", "storage", "guest", "witness", "vm", "checkpoint", "replica",
           "cli",
           "examples", "bench", "tests")

@@ -37,6 +37,24 @@ TEST(PrimaryStateMachine, FollowsTheProtectionCycle) {
   EXPECT_TRUE(log.lines.empty());
 }
 
+TEST(PrimaryStateMachine, ProtectedLocallyStandsInForUnprotectedAndEndsWithABackup) {
+  // With --data-dir a lost backup means protecting to this node's own log:
+  // reached wherever unprotected is, left for a backup's sync (or a fence).
+  Log log;
+  StateMachine<PrimaryState> m(PrimaryState::kStarting, log.fn());
+  EXPECT_TRUE(m.transition(PrimaryState::kProtectedLocally));
+  EXPECT_EQ(m.name(), "protected_locally");
+  EXPECT_TRUE(m.transition(PrimaryState::kSyncing));
+  EXPECT_TRUE(m.transition(PrimaryState::kProtected));
+  EXPECT_TRUE(m.transition(PrimaryState::kProtectedLocally));
+  EXPECT_TRUE(m.transition(PrimaryState::kFenced));
+  EXPECT_TRUE(m.transition(PrimaryState::kProtectedLocally));
+  EXPECT_TRUE(m.transition(PrimaryState::kUnprotected));  // its disk failed under async
+  EXPECT_TRUE(m.transition(PrimaryState::kProtectedLocally));
+  EXPECT_FALSE(m.transition(PrimaryState::kProtected));  // only through a backup's sync
+  EXPECT_EQ(log.lines.size(), 1u);
+}
+
 TEST(PrimaryStateMachine, IllegalTransitionIsRefusedAndLoggedWithBothStates) {
   Log log;
   StateMachine<PrimaryState> m(PrimaryState::kStarting, log.fn());
