@@ -52,13 +52,6 @@ def image_record(etcd, pair):
 @harness.require_binaries("romulus", "kvstore", "kvload")
 class DurableWitnessTest(unittest.TestCase):
 
-    def again(self, c, node, name):
-        """The same command again (what systemd does after a reboot)."""
-        n = harness.Node(name, node.argv, node.control_path, listen_port=node.listen_port,
-                         service_port=node.service_port)
-        c.procs.append(n)
-        return n
-
     def kvload(self, c, svcs, seconds, seed):
         return c.proc("kvload", [
             harness.binary("kvload"), *sum((["--server", f"127.0.0.1:{p}"] for p in svcs), []),
@@ -93,7 +86,7 @@ class DurableWitnessTest(unittest.TestCase):
         b.kill9()
         # A comes back alone: B holds the newest image, so A waits for it, and an
         # operator's failover is refused.
-        a2 = self.again(c, a, "A2")
+        a2 = harness.restart(c, a, "A2")
         a2.wait_for(WAITING_RE)
         harness.wait_until(lambda: harness.control(a2.control_path, "ping"), "control socket")
         rc, out, err = harness.cli("failover", "--control", a2.control_path)
@@ -105,7 +98,7 @@ class DurableWitnessTest(unittest.TestCase):
         # B comes back: A hands the pair to it; A rejoins as its backup and now holds
         # the newest durable image in turn.
         mark = a2.mark()
-        b2 = self.again(c, b, "B2")
+        b2 = harness.restart(c, b, "B2")
         b2.wait_for(harness.TAKEOVER_RE)
         a2.wait_for(harness.SYNCED_RE, start=mark)
         recorded = a2.wait_for(RECORDED_RE, start=mark)
@@ -119,7 +112,7 @@ class DurableWitnessTest(unittest.TestCase):
         time.sleep(1.5)
         a2.kill9()
         b2.kill9()
-        a3 = self.again(c, a2, "A3")
+        a3 = harness.restart(c, a2, "A3")
         alone = a3.wait_for(STARTS_AT_ONCE_RE)
         self.assertGreaterEqual(int(alone.group(2)), int(alone.group(1)), a3.text())
         a3.wait_for(SERVING_RE)
@@ -128,7 +121,7 @@ class DurableWitnessTest(unittest.TestCase):
                              f"{a2.text()}\n{b2.text()}\n{a3.text()}")
         # B started again becomes A3's backup, and records itself once its base is on disk.
         mark = a3.mark()
-        b3 = self.again(c, b2, "B3")
+        b3 = harness.restart(c, b2, "B3")
         a3.wait_for(harness.IN_SYNC_RE, start=mark)
         b3.wait_for(RECORDED_RE)
         self.assertEqual(a3.status()["role"], "primary")
