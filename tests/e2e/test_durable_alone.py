@@ -17,6 +17,7 @@ releases anything, and fences while the witness is away.
 import os
 import shutil
 import signal
+import time
 import unittest
 
 import harness
@@ -125,11 +126,19 @@ class DurableAloneTest(unittest.TestCase):
         p.wait_for(SERVING_RE)
         client = LineClient(svc)
         self.assertEqual(client.request("SET alone 1"), "OK", p.text())
-        recorded = p.find(r"recorded /romulus/alone/unprotected in the witness")
-        self.assertIsNotNone(recorded, "output left before the witness recorded it:\n" + p.text())
-        # Its disk now holds the pair's newest durable image: the witness says so.
-        self.assertIsNotNone(p.find(r"recorded /romulus/alone/image in the witness: this node "
-                                    r"holds the newest durable image"), p.text())
+        replied = time.time()
+        # Both records were logged (in local time, as the node logs) before the reply left:
+        # the other node's image is older than what this one serves, and this one's
+        # disk holds the pair's newest durable image.
+        for key in ("unprotected", "image"):
+            line = p.wait_for(rf"(\d\d):(\d\d):(\d\d\.\d+) romulus primary: recorded "
+                              rf"/romulus/alone/{key} in the witness")
+            logged = int(line.group(1)) * 3600 + int(line.group(2)) * 60 + float(line.group(3))
+            local = time.localtime(replied)
+            now = local.tm_hour * 3600 + local.tm_min * 60 + local.tm_sec + replied % 1
+            ahead = (logged - now + 43200) % 86400 - 43200  # across midnight too
+            self.assertLessEqual(ahead, 0.002,
+                                 f"output left before the witness recorded {key}:\n" + p.text())
         self.assertEqual(p.status()["state"], "protected_locally")
         os.kill(etcd.proc.proc.pid, signal.SIGSTOP)
         try:
