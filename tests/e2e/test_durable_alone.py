@@ -16,7 +16,6 @@ releases anything, and fences while the witness is away.
 
 import os
 import shutil
-import signal
 import time
 import unittest
 
@@ -140,12 +139,9 @@ class DurableAloneTest(unittest.TestCase):
             self.assertLessEqual(ahead, 0.002,
                                  f"output left before the witness recorded {key}:\n" + p.text())
         self.assertEqual(p.status()["state"], "protected_locally")
-        os.kill(etcd.proc.proc.pid, signal.SIGSTOP)
-        try:
+        with etcd.stopped():
             p.wait_for(r"FENCED: ")
             self.assertEqual(p.status()["state"], "fenced")
-        finally:
-            os.kill(etcd.proc.proc.pid, signal.SIGCONT)
         p.wait_for(r"ownership of the pair confirmed: the guest runs again")
         harness.wait_until(lambda: (p.status() or {}).get("state") == "protected_locally",
                            "protected by its own log again")

@@ -13,6 +13,7 @@ acknowledged write was lost, and that the output-release intervals the nodes log
 Two-host faults (partitions, loss) in network namespaces are in test_faults.py.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -71,6 +72,15 @@ class Etcd:
             except Exception:
                 return False
         harness.wait_until(ok, "etcd to be healthy\n" + self.proc.text())
+
+    @contextlib.contextmanager
+    def stopped(self):
+        """etcd SIGSTOPped for the body of a `with`: it answers nothing, as if cut off."""
+        os.kill(self.proc.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.proc.pid, signal.SIGCONT)
 
     def witness_args(self, pair):
         scheme = "etcds" if self.pki else "etcd"
@@ -275,12 +285,9 @@ class WitnessTest(unittest.TestCase):
         p = c.primary([harness.binary("kvstore")], harness.free_port(), name="A",
                       extra=etcd.witness_args("fence"))
         p.wait_for(r"runs UNPROTECTED")
-        os.kill(etcd.proc.proc.pid, signal.SIGSTOP)
-        try:
+        with etcd.stopped():
             p.wait_for(r"FENCED: ")
             self.assertEqual(p.status()["state"], "fenced")
-        finally:
-            os.kill(etcd.proc.proc.pid, signal.SIGCONT)
         p.wait_for(r"ownership of the pair confirmed: the guest runs again")
         harness.wait_until(lambda: p.status()["state"] == "unprotected", "unprotected again")
 
