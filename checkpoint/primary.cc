@@ -679,7 +679,7 @@ Status PrimaryNode::protect() {
   }
 
   ReconnectPolicy policy;
-  std::string announced;  // the target whose unreachability was logged
+  std::string announced;                // the target whose unreachability was logged
   std::unique_ptr<Connection> handoff;  // a backup that connected during protect_locally()
   // A backup that connected but is not used (a stop, the guest gone) is told
   // DROPPED: its image is older than what this node's own log acknowledged,

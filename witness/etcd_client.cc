@@ -240,8 +240,7 @@ Result<std::string> EtcdClient::post(std::string_view path, const std::string& b
     if (!errors.empty()) errors += "; ";
     errors += r.status().message();
   }
-  return Status::unavailable(
-      fmt::format("{} {}: {}", describe(), path, errors));
+  return Status::unavailable(fmt::format("{} {}: {}", describe(), path, errors));
 }
 
 namespace {

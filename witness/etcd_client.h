@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "common/endpoint.h"
-#include "common/tls.h"
 #include "common/status.h"
+#include "common/tls.h"
 #include "witness/etcd_reply.h"
 
 namespace romulus::witness::etcd {
