@@ -273,31 +273,36 @@ std::optional<std::string> GuestProcess::poll_exit() {
   return std::nullopt;
 }
 
-Status GuestProcess::wait_attached(std::chrono::milliseconds timeout) {
+Status wait_for_attach(guest::ControlPage& cp, std::chrono::milliseconds timeout,
+                       const std::function<std::optional<std::string>()>& exited,
+                       const AttachWords& words) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
-    auto state =
-        static_cast<guest::AttachState>(control_->attach_state.load(std::memory_order_acquire));
+    auto state = static_cast<guest::AttachState>(cp.attach_state.load(std::memory_order_acquire));
     if (state == guest::AttachState::kAttached) return Status::ok();
     if (state == guest::AttachState::kFailed) {
-      std::string msg = "guest failed to attach: ";
-      msg.append(control_->message, strnlen(control_->message, guest::kControlMessageSize));
-      if (control_->tracker_state.load() == static_cast<uint32_t>(guest::TrackerState::kFailed)) {
+      std::string msg = std::string(words.failed) + ": ";
+      msg.append(cp.message, strnlen(cp.message, guest::kControlMessageSize));
+      if (cp.tracker_state.load() == static_cast<uint32_t>(guest::TrackerState::kFailed)) {
         return Status::unsupported(msg);
       }
       return Status::refused(msg);
     }
-    if (auto exit = poll_exit()) {
-      return Status::aborted(*exit + " before calling romulus::guest::attach()");
-    }
+    if (auto exit = exited()) return Status::aborted(*exit + " " + words.before);
     auto remaining = deadline - Clock::now();
     if (remaining <= Clock::duration::zero()) {
-      return Status::timeout("guest did not call romulus::guest::attach() within " +
-                             describe_duration(timeout));
+      return Status::timeout(std::string(words.missing) + " within " + describe_duration(timeout));
     }
-    futex_wait(&control_->attach_state, static_cast<uint32_t>(guest::AttachState::kWaiting),
+    futex_wait(&cp.attach_state, static_cast<uint32_t>(guest::AttachState::kWaiting),
                std::min<std::chrono::nanoseconds>(remaining, kLivenessSlice));
   }
+}
+
+Status GuestProcess::wait_attached(std::chrono::milliseconds timeout) {
+  return wait_for_attach(*control_, timeout, [this] { return poll_exit(); },
+                         {.failed = "guest failed to attach",
+                          .before = "before calling romulus::guest::attach()",
+                          .missing = "guest did not call romulus::guest::attach()"});
 }
 
 uint64_t GuestProcess::guest_arena_addr() const {

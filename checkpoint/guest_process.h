@@ -21,6 +21,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -109,6 +110,22 @@ class GuestProcess {
   bool stopped_ = false;
   std::optional<int> exit_status_;
 };
+
+// How a wait for attach names what it waits for in its errors.
+struct AttachWords {
+  const char* failed;   // "guest failed to attach": followed by the guest's message
+  const char* before;   // "before calling romulus::guest::attach()": after the exit
+  const char* missing;  // "guest did not call romulus::guest::attach()": "within N s"
+};
+
+// Waits until the process behind `cp` reports attach (guest/control_page.h):
+// an SDK guest, or the QEMU preload (guest/qemu/preload.cc). OK once
+// attached. Errors: its own failure with its message (unsupported when the
+// tracker failed, refused otherwise); aborted with `exited()`'s description
+// once it has exited; timeout.
+Status wait_for_attach(guest::ControlPage& cp, std::chrono::milliseconds timeout,
+                       const std::function<std::optional<std::string>()>& exited,
+                       const AttachWords& words);
 
 // "guest exited with status 3" / "guest was killed by signal 9 (Killed)".
 std::string describe_wait_status(int wstatus);

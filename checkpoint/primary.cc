@@ -462,22 +462,7 @@ Status PrimaryNode::start_guest() {
   ROMULUS_ASSIGN_OR_RETURN(auto control, common::SharedMemory::create("romulus-control", 4096));
   im.control_page.emplace(std::move(control));
 
-  // Tracker choice: measured on this machine at start (checkpoint/tracker_choice.h).
-  const Measurements costs =
-      config_.tracker_costs ? *config_.tracker_costs : measure_tracker_costs();
-  ROMULUS_ASSIGN_OR_RETURN(
-      const TrackerDecision decision,
-      choose_tracker(config_.tracker,
-                     ArenaFacts{.arena_bytes = im.arena->size(),
-                                .expected_dirty_pages = expected_dirty_pages(config_.engine.commit),
-                                .takeover = config_.resumed_epoch.has_value()},
-                     costs));
-  log_(decision.explanation);
-  im.tracker_kind = decision.kind;
-  // What a write fault costs the guest, for the stopped-fraction budget.
-  im.guest_fault_us = decision.kind == TrackerKind::kUffd       ? costs.async_fault_us
-                      : decision.kind == TrackerKind::kUffdSync ? costs.sync_fault_us
-                                                                : 0;
+  ROMULUS_ASSIGN_OR_RETURN(const TrackerDecision decision, decide_tracker(tracker_costs()));
 
   GuestSpec spec;
   spec.argv = config_.guest_command;
@@ -505,19 +490,49 @@ Status PrimaryNode::start_guest() {
   return Status::ok();
 }
 
-// --vm: QEMU with the guest's RAM in the arena; dirty RAM found by the
-// compare tracker (the supervisor maps the same memfd; QEMU needs no change).
+// Tracker choice: measured on this machine at start (checkpoint/tracker_choice.h),
+// unless measured already (PrimaryConfig::tracker_costs).
+Measurements PrimaryNode::tracker_costs() const {
+  return config_.tracker_costs ? *config_.tracker_costs : measure_tracker_costs();
+}
+
+Result<TrackerDecision> PrimaryNode::decide_tracker(const Measurements& costs) {
+  auto& im = *impl_;
+  ROMULUS_ASSIGN_OR_RETURN(
+      TrackerDecision decision,
+      choose_tracker(config_.tracker,
+                     ArenaFacts{.arena_bytes = im.arena->size(),
+                                .expected_dirty_pages = expected_dirty_pages(config_.engine.commit),
+                                .takeover = config_.resumed_epoch.has_value()},
+                     costs));
+  log_(decision.explanation);
+  im.tracker_kind = decision.kind;
+  // What a write fault costs the guest, for the stopped-fraction budget.
+  im.guest_fault_us = decision.kind == TrackerKind::kUffd       ? costs.async_fault_us
+                      : decision.kind == TrackerKind::kUffdSync ? costs.sync_fault_us
+                                                                : 0;
+  return decision;
+}
+
+// --vm: QEMU with the guest's RAM in the arena; dirty RAM found by the uffd
+// tracker armed inside QEMU by the preload library, or by the compare
+// tracker (the supervisor maps the same memfd; QEMU runs unchanged).
 Status PrimaryNode::start_vm() {
   auto& im = *impl_;
   if (config_.service) {
     ROMULUS_ASSIGN_OR_RETURN(im.guest_port, common::free_loopback_port());
   }
+  std::string looked_in;
+  const std::optional<std::string> preload = find_qemu_preload(&looked_in);
+  ROMULUS_ASSIGN_OR_RETURN(const TrackerDecision decision,
+                           decide_tracker(vm_tracker_costs(tracker_costs(), preload, looked_in)));
   VmSpec spec;
   spec.argv = config_.guest_command;
   spec.arena_fd = im.arena->fd();
   spec.arena_bytes = im.arena->size();
   if (config_.service) spec.service_port = im.guest_port;
   spec.device_state = config_.resumed_device_state;
+  if (decision.kind == TrackerKind::kUffd) spec.preload = preload;
   if (config_.resumed_epoch && !spec.device_state) {
     return Status::invalid_argument(
         fmt::format("resuming the VM from epoch {}: the image holds no device state (was the "
@@ -526,18 +541,22 @@ Status PrimaryNode::start_vm() {
   }
   ROMULUS_ASSIGN_OR_RETURN(im.vm, VmGuest::start(spec));
   const auto t_tracker = Clock::now();
-  // No baseline copy: the engine's first collect() (initial_sync) only resets
-  // tracking, and the copy of the arena would delay a takeover by seconds.
-  ROMULUS_ASSIGN_OR_RETURN(im.tracker, make_compare_tracker(im.arena->data(), im.arena->size(),
-                                                            /*baseline=*/false));
-  im.tracker_kind = TrackerKind::kCompare;
+  if (decision.kind == TrackerKind::kUffd) {
+    ROMULUS_ASSIGN_OR_RETURN(im.tracker, make_uffd_tracker(im.vm->pid(), im.vm->guest_arena_addr(),
+                                                           im.arena->data(), im.arena->size()));
+  } else {
+    // No baseline copy: the engine's first collect() (initial_sync) only resets
+    // tracking, and the copy of the arena would delay a takeover by seconds.
+    ROMULUS_ASSIGN_OR_RETURN(im.tracker, make_compare_tracker(im.arena->data(), im.arena->size(),
+                                                              /*baseline=*/false));
+  }
   const auto ms = [](auto d) {
     return std::chrono::duration_cast<std::chrono::microseconds>(d).count() / 1000.0;
   };
   log_(fmt::format(
-      "VM running: QEMU pid {} ({} MiB of guest RAM in the arena, compare "
+      "VM running: QEMU pid {} ({} MiB of guest RAM in the arena, {} "
       "tracker{}); QEMU start {:.1f} ms, device load {:.1f} ms, tracker {:.1f} ms",
-      im.vm->pid(), im.arena->size() >> 20,
+      im.vm->pid(), im.arena->size() >> 20, tracker_kind_name(im.tracker_kind),
       config_.resumed_epoch
           ? fmt::format(", devices and RAM resumed from epoch {}", *config_.resumed_epoch)
           : std::string(),

@@ -61,7 +61,8 @@ enum class BackupLoss : uint8_t { kContinue, kStall };
 // The names of --on-backup-loss and `set on-backup-loss`.
 inline constexpr EnumName<BackupLoss> kBackupLossNames[] = {{BackupLoss::kContinue, "continue"},
                                                             {BackupLoss::kStall, "stall"}};
-struct Measurements;  // tracker_choice.h
+struct Measurements;     // tracker_choice.h
+struct TrackerDecision;  // tracker_choice.h
 
 struct PrimaryConfig {
   // Where the backup is; none with `--backup null` (black hole), or for a
@@ -211,6 +212,10 @@ class PrimaryNode {
   // Steps of run().
   Status start_guest();
   Status start_vm();
+  // The tracker costs (PrimaryConfig::tracker_costs, or measured now), and
+  // the tracker they and --tracker choose: logged, and kept in impl_.
+  Measurements tracker_costs() const;
+  Result<TrackerDecision> decide_tracker(const Measurements& costs);
   Status start_engine();
   Status start_services();
   Status protect();

@@ -5,8 +5,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
+#include "checkpoint/guest_process.h"
+#include "guest/control_page.h"
+#include "guest/guest.h"
 #include "vm/device_state.h"
 #include "vm/qemu_command.h"
 #include "vm/virtqueue_status.h"
@@ -18,6 +23,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kServicePortVariable = "$ROMULUS_SERVICE_PORT";
+constexpr std::string_view kPreloadName = "libromulus_qemu_preload.so";
 
 std::chrono::microseconds since(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t);
@@ -71,13 +77,47 @@ Result<std::unique_ptr<VmGuest>> VmGuest::start(const VmSpec& spec) {
   ps.argv = std::move(argv).value();
   ps.inherit_fds = {spec.arena_fd};
   ps.qmp_socket = launch.qmp_socket;
+  std::optional<common::SharedMemory> control;
+  if (spec.preload) {
+    // The preload's side of an SDK guest's attach (guest/guest.h): the arena,
+    // a control page and the tracker, in QEMU's environment.
+    auto page = common::SharedMemory::create("romulus-control", guest::kControlPageSize);
+    if (!page.is_ok()) {
+      cleanup();
+      return page.status();
+    }
+    control.emplace(std::move(page).value());
+    guest::init_control_page(reinterpret_cast<guest::ControlPage*>(control->data()));
+    ps.inherit_fds.push_back(control->fd());
+    const char* preloaded = std::getenv("LD_PRELOAD");
+    ps.env = {{"LD_PRELOAD", *spec.preload + (preloaded && *preloaded ? std::string(":") + preloaded
+                                                                      : std::string())},
+              {guest::kEnvArenaFd, std::to_string(spec.arena_fd)},
+              {guest::kEnvArenaSize, std::to_string(spec.arena_bytes)},
+              {guest::kEnvControlFd, std::to_string(control->fd())},
+              {guest::kEnvTracker, std::string(guest::kTrackerUffd)}};
+  }
   const auto t0 = Clock::now();
   auto qemu = vm::QemuProcess::start(ps, vm::deadline_in(kStartWithin));
   if (!qemu.is_ok()) {
     cleanup();
     return qemu.status().context("starting the VM");
   }
-  std::unique_ptr<VmGuest> g(new VmGuest(std::move(qemu).value(), std::move(dir)));
+  std::unique_ptr<VmGuest> g(
+      new VmGuest(std::move(qemu).value(), std::move(dir), std::move(control)));
+  if (g->control_) {
+    // QEMU maps its RAM before its monitor answers: attached by now, or failed.
+    Status attached = wait_for_attach(
+        *reinterpret_cast<guest::ControlPage*>(g->control_->data()), kStartWithin,
+        [&g] { return g->poll_exit(); },
+        {.failed = "QEMU's guest RAM could not be tracked",
+         .before = "before mapping the guest's RAM",
+         .missing = "QEMU did not map the guest's RAM (through the preload library)"});
+    if (!attached.is_ok()) {
+      return attached.context(
+          "starting the VM with the uffd tracker (--tracker compare runs QEMU without it)");
+    }
+  }
   g->start_times_.qemu = since(t0);
   const auto t1 = Clock::now();
   if (spec.device_state) {
@@ -99,6 +139,12 @@ Result<std::unique_ptr<VmGuest>> VmGuest::start(const VmSpec& spec) {
   return g;
 }
 
+uint64_t VmGuest::guest_arena_addr() const {
+  if (!control_) return 0;
+  return reinterpret_cast<const guest::ControlPage*>(control_->data())
+      ->arena_addr.load(std::memory_order_acquire);
+}
+
 VmGuest::~VmGuest() {
   if (!exit_status_) qemu_.kill();
   std::error_code ec;
@@ -111,7 +157,7 @@ Status VmGuest::pause() {
   const auto t0 = Clock::now();
   Status st = vm::stop_vm(qmp, vm::deadline_in(kQmpWithin));
   if (!st.is_ok()) {
-    if (auto gone = poll_exit()) return Status::aborted(*gone);
+    if (auto gone = exit_after_qmp_error()) return Status::aborted(*gone);
     return st.context("stopping the VM");
   }
   stopped_ = true;
@@ -119,7 +165,7 @@ Status VmGuest::pause() {
   const auto t1 = Clock::now();
   auto saved = vm::save_device_state(qmp, dir_ + "/devices", vm::deadline_in(kQmpWithin));
   if (!saved.is_ok()) {
-    if (auto gone = poll_exit()) return Status::aborted(*gone);
+    if (auto gone = exit_after_qmp_error()) return Status::aborted(*gone);
     return saved.status().context("saving the VM's device state");
   }
   device_state_ = std::move(saved->bytes);
@@ -138,7 +184,7 @@ Status VmGuest::resume() {
   const auto t0 = Clock::now();
   Status st = vm::resume_vm(qemu_.qmp(), vm::deadline_in(kQmpWithin));
   if (!st.is_ok()) {
-    if (auto gone = poll_exit()) return Status::aborted(*gone);
+    if (auto gone = exit_after_qmp_error()) return Status::aborted(*gone);
     return st.context("continuing the VM");
   }
   stopped_ = false;
@@ -168,11 +214,53 @@ std::optional<std::string> VmGuest::poll_exit() {
   return fmt::format("QEMU exited with status {}{}", s, s == 0 ? " (the VM shut down)" : "");
 }
 
+std::optional<std::string> VmGuest::exit_after_qmp_error() {
+  // A QEMU that is exiting closes its monitor before the kernel reports the
+  // exit: a VM that shut down must read as that, not as a failed QMP step.
+  const auto until = Clock::now() + kExitAfterQmpError;
+  for (;;) {
+    if (auto gone = poll_exit()) return gone;
+    if (Clock::now() >= until) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 Status VmGuest::stop(std::chrono::milliseconds grace) {
   if (exit_status_) return Status::ok();
   Status st = qemu_.stop(grace);
   exit_status_ = qemu_.exited();
   return st;
+}
+
+std::optional<std::string> find_qemu_preload(std::string* looked_in) {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) {
+    if (looked_in) *looked_in = "nowhere (/proc/self/exe unreadable)";
+    return std::nullopt;
+  }
+  std::string looked;
+  for (const char* dir : {"../lib/romulus", "../guest/qemu"}) {
+    const std::filesystem::path candidate =
+        (exe.parent_path() / dir / kPreloadName).lexically_normal();
+    if (::access(candidate.c_str(), R_OK) == 0) return candidate.string();
+    looked += (looked.empty() ? "" : ", ") + candidate.string();
+  }
+  if (looked_in) *looked_in = looked;
+  return std::nullopt;
+}
+
+Measurements vm_tracker_costs(Measurements m, const std::optional<std::string>& preload,
+                              const std::string& looked_in) {
+  if (m.uffd_ok && !preload) {
+    m.uffd_ok = false;
+    m.uffd_reason = fmt::format("{} is not installed (looked in {})", kPreloadName, looked_in);
+  }
+  m.uffd_sync_ok = false;
+  m.uffd_sync_reason =
+      "a VM's RAM is written by QEMU threads that a QMP stop leaves running, which uffd-sync's "
+      "pause cannot allow";
+  return m;
 }
 
 }  // namespace romulus::checkpoint

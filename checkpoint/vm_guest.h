@@ -17,8 +17,19 @@
 // without RAM) into a file on a tmpfs; resume is `cont`. The engine takes the
 // saved bytes with device_state() and sends them inside the checkpoint (the
 // DEVICE_STATE chunk, docs/protocol.md), so RAM and devices commit together.
-// Dirty RAM is found by the compare tracker over the arena (the supervisor
-// maps the same memfd); QEMU needs no change.
+//
+// Dirty RAM is found by one of two trackers (vm_tracker_costs() and
+// choose_tracker() pick, as for a program):
+//  - uffd: QEMU runs with libromulus_qemu_preload.so (guest/qemu/preload.cc)
+//    in LD_PRELOAD, which arms async userfaultfd write-protect over the
+//    guest's RAM as QEMU maps it and reports it on a control page; the
+//    supervisor scans QEMU's pagemap (make_uffd_tracker with pid() and
+//    guest_arena_addr()). A pause then costs the dirty pages, not the arena.
+//  - compare: the supervisor compares the arena (its own mapping of the same
+//    memfd) with a shadow; QEMU runs as it is.
+// uffd-sync is not offered: a QMP stop leaves QEMU's own threads running,
+// and they may write guest RAM during the pause, which uffd-sync's pause
+// (it lifts the protection of pages it has not copied yet) cannot allow.
 //
 // Threading: one owner (the primary's start-up, then its engine thread for
 // pause/resume/device_state). Move-only; the destructor kills a QEMU that still
@@ -37,6 +48,8 @@
 #include <vector>
 
 #include "checkpoint/epoch_engine.h"
+#include "checkpoint/tracker_choice.h"
+#include "common/shared_memory.h"
 #include "common/status.h"
 #include "vm/qemu_process.h"
 
@@ -50,6 +63,9 @@ struct VmSpec {
   // Set on a takeover: the committed device state, loaded into a QEMU waiting
   // on -incoming before the VM continues.
   std::optional<std::vector<uint8_t>> device_state;
+  // The QEMU preload library (find_qemu_preload()): set, QEMU's writes to
+  // guest RAM are tracked with async userfaultfd (guest_arena_addr()).
+  std::optional<std::string> preload;
 };
 
 // What one pause of the VM cost, for the statistics line and status.
@@ -78,6 +94,8 @@ class VmGuest {
   static constexpr std::chrono::seconds kQmpWithin{5};
   // How long QEMU may take to start and open its QMP socket (TCG, a busy host).
   static constexpr std::chrono::seconds kStartWithin{30};
+  // How long a failed QMP step waits for QEMU's exit before it is an error.
+  static constexpr std::chrono::seconds kExitAfterQmpError{1};
 
   static Result<std::unique_ptr<VmGuest>> start(const VmSpec& spec);
   ~VmGuest();
@@ -85,6 +103,9 @@ class VmGuest {
   VmGuest& operator=(const VmGuest&) = delete;
 
   pid_t pid() const { return qemu_.pid(); }
+  // With VmSpec::preload: where QEMU mapped the guest's RAM in its address
+  // space, under async write-protect (for make_uffd_tracker); else 0.
+  uint64_t guest_arena_addr() const;
   // stop + save the device state; kAborted once QEMU is gone.
   Status pause();
   Status resume();
@@ -106,10 +127,16 @@ class VmGuest {
   Status stop(std::chrono::milliseconds grace);
 
  private:
-  VmGuest(vm::QemuProcess qemu, std::string dir) : qemu_(std::move(qemu)), dir_(std::move(dir)) {}
+  VmGuest(vm::QemuProcess qemu, std::string dir, std::optional<common::SharedMemory> control)
+      : qemu_(std::move(qemu)), dir_(std::move(dir)), control_(std::move(control)) {}
+
+  // After a failed QMP step: QEMU's exit, if it comes within
+  // kExitAfterQmpError, else nullopt.
+  std::optional<std::string> exit_after_qmp_error();
 
   vm::QemuProcess qemu_;
   std::string dir_;  // the QMP socket and the device-state file (removed at the end)
+  std::optional<common::SharedMemory> control_;  // the preload's control page
   bool stopped_ = false;
   std::vector<uint8_t> device_state_;
   VmPauseTimes times_;
@@ -120,6 +147,17 @@ class VmGuest {
       last_state_bytes_{0};
   std::optional<int> exit_status_;
 };
+
+// The preload library, found next to the romulus executable: installed,
+// ../lib/romulus/ from its directory; in a build tree, ../guest/qemu/. Its
+// path, or nullopt with where it was looked for in `looked_in`.
+std::optional<std::string> find_qemu_preload(std::string* looked_in = nullptr);
+
+// The tracker costs measured for a program, as they stand for a VM:
+// uffd-sync unavailable (above), and uffd unavailable without the preload
+// (`preload` nullopt; `looked_in` says where it was looked for).
+Measurements vm_tracker_costs(Measurements m, const std::optional<std::string>& preload,
+                              const std::string& looked_in);
 
 // The engine's PauseControl over a VmGuest: a pause stops the VM and saves its
 // devices, which device_state() hands to the engine for the checkpoint.

@@ -332,11 +332,10 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
   }
   o.vm = r.vm;
   if (o.vm) {
-    if (given("tracker") && o.tracker != checkpoint::TrackerKind::kCompare &&
-        o.tracker != checkpoint::TrackerKind::kAuto) {
+    if (o.tracker == checkpoint::TrackerKind::kUffdSync) {
       return Status::invalid_argument(
-          "--vm tracks the VM's RAM with the compare tracker (QEMU writes it from its own "
-          "threads): drop --tracker or pass --tracker compare");
+          "--vm --tracker uffd-sync: a VM's RAM is written by QEMU threads that a QMP stop leaves "
+          "running, which uffd-sync's pause cannot allow: use --tracker auto, uffd or compare");
     }
     if (o.durable.enabled() || o.from_snapshot) {
       return Status::invalid_argument(

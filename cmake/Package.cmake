@@ -1,7 +1,8 @@
 # The Debian package `romulus`, made by CPack's DEB generator from the
 # install component `romulus` (dist/CMakeLists.txt):
 #
-#   cmake --build build/release --target romulus romulus_sqlite_preload romulus-docs
+#   cmake --build build/release --target romulus romulus_sqlite_preload romulus_qemu_preload \
+#     romulus-docs
 #   cpack --config build/release/CPackConfig.cmake -B build/release/package
 #
 # scripts/package does both, then runs lintian. docs/operations.md,

@@ -9,10 +9,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <thread>
 #include <utility>
 
 #include <fmt/format.h>
+
+extern char** environ;
 
 namespace romulus::vm {
 
@@ -63,6 +66,19 @@ Result<QemuProcess> QemuProcess::start(const QemuProcessSpec& spec, Deadline dea
   std::vector<char*> argv;
   for (const std::string& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view var(*e);
+    const bool overridden = std::any_of(spec.env.begin(), spec.env.end(), [&](const auto& kv) {
+      return var.size() > kv.first.size() && var.starts_with(kv.first) &&
+             var[kv.first.size()] == '=';
+    });
+    if (!overridden) env_strings.emplace_back(var);
+  }
+  for (const auto& [name, value] : spec.env) env_strings.push_back(name + "=" + value);
+  std::vector<char*> envp;
+  for (std::string& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
 
   int log_fd = -1;
   if (!spec.log_path.empty()) {
@@ -103,7 +119,7 @@ Result<QemuProcess> QemuProcess::start(const QemuProcessSpec& spec, Deadline dea
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::execvp(argv[0], argv.data());
+    ::execvpe(argv[0], argv.data(), envp.data());
     int err = errno;
     ssize_t ignored = ::write(exec_pipe[1], &err, sizeof err);
     (void)ignored;

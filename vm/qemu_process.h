@@ -1,13 +1,14 @@
 // QemuProcess: a QEMU child with inherited fds (the arena) and its QMP
 // connection.
 //
-// start() forks and execs argv (built by build_qemu_argv()) with the fds in
-// `inherit_fds` kept at their numbers (close-on-exec cleared in the child),
-// stdin from /dev/null, stdout and stderr to `log_path` (or the parent's when
-// empty), in its own process group, with SIGKILL when the starting thread
-// exits (PR_SET_PDEATHSIG). It then connects to the QMP socket, failing early
-// with QEMU's last log lines when QEMU exits first ("Machine memory size does
-// not match ..."). An exec failure is reported by start() itself.
+// start() forks and execs argv (built by build_qemu_argv()) with `env` added to
+// its environment, the fds in `inherit_fds` kept at their numbers
+// (close-on-exec cleared in the child), stdin from /dev/null, stdout and
+// stderr to `log_path` (or the parent's when empty), in its own process
+// group, with SIGKILL when the starting thread exits (PR_SET_PDEATHSIG). It
+// then connects to the QMP socket, failing early with QEMU's last log lines
+// when QEMU exits first ("Machine memory size does not match ..."). An exec
+// failure is reported by start() itself.
 //
 // Threading: one owner thread; call start() from a thread that lives as long
 // as the VM should (PR_SET_PDEATHSIG). Move-only; the destructor kills a
@@ -19,6 +20,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -31,6 +33,9 @@ struct QemuProcessSpec {
   std::vector<int> inherit_fds;   // kept open in QEMU at the same numbers
   std::string qmp_socket;         // the path of build_qemu_argv()'s -qmp
   std::string log_path;           // QEMU's stdout and stderr (appended); empty: ours
+  // Set in QEMU's environment (over the supervisor's variables of the same
+  // names): NAME, VALUE.
+  std::vector<std::pair<std::string, std::string>> env;
 };
 
 class QemuProcess {

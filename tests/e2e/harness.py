@@ -65,6 +65,7 @@ _BINARIES = {
     "bank": os.path.join("examples", "bank", "romulus-bank"),
     "bankload": os.path.join("examples", "bankload", "romulus-bankload"),
     "sqlite_preload": os.path.join("guest", "sqlite", "libromulus_sqlite_preload.so"),
+    "qemu_preload": os.path.join("guest", "qemu", "libromulus_qemu_preload.so"),
 }
 
 

@@ -32,6 +32,8 @@ from harness import Cluster
 
 SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VM_RUNNING_RE = r"VM running: QEMU pid \d+"
+# The VM's writes tracked inside QEMU (the preload library), not by comparing the arena.
+VM_UFFD_RE = r"VM running: QEMU pid \d+ \(256 MiB of guest RAM in the arena, uffd tracker"
 TAKEOVER_VM_RE = (r"VM running: QEMU pid \d+ .*resumed from epoch (\d+)\); QEMU start "
                   r"([\d.]+) ms, device load ([\d.]+) ms")
 
@@ -81,7 +83,7 @@ class VmGuestTest(unittest.TestCase):
                           reprotect=third)
         primary = c.primary(qemu, backup.listen_port, name="primary", service_port=p_svc,
                             extra=["--vm"])
-        primary.wait_for(VM_RUNNING_RE)
+        primary.wait_for(VM_UFFD_RE)
         primary.wait_for(harness.IN_SYNC_RE)
         wait_for_service(p_svc)
         load = c.proc("kvload", [
@@ -93,6 +95,7 @@ class VmGuestTest(unittest.TestCase):
         primary.kill9()
         take = backup.wait_for(harness.TAKEOVER_RE)
         resumed = backup.wait_for(TAKEOVER_VM_RE)
+        self.assertRegex(resumed.group(0), r"uffd tracker")
         self.assertEqual(resumed.group(1), take.group(2), backup.text())
         rc = load.wait(deadline=180)
         context = f"{primary.text()}\n{backup.text()}\n{load.text()}"
@@ -143,6 +146,15 @@ class VmGuestTest(unittest.TestCase):
         rc = primary.wait()
         self.assertNotEqual(rc, 0)
         self.assertRegex(primary.text(), r"qemu-system-nonesuch", primary.text())
+
+    def test_uffd_sync_is_refused_for_a_vm_with_one_line(self):
+        c = Cluster(self, memory="256M")
+        primary = c.primary(qemu_command(IMAGE), harness.free_port(), name="primary",
+                            extra=["--vm", "--tracker", "uffd-sync"])
+        rc = primary.wait()
+        self.assertNotEqual(rc, 0)
+        self.assertRegex(primary.text(), r"--vm --tracker uffd-sync: a VM's RAM is written by "
+                         r"QEMU threads that a QMP stop leaves running")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ and "Running with a witness").
     owning the pair and starts as its backup: the VM is protected again, with exactly
     one primary, the witness's owner.
 
+This pair tracks the VM's RAM with --tracker compare (QEMU runs without the preload
+library), so that the compare path of a VM is run end to end too; test_vm runs the
+default, the uffd tracker inside QEMU.
+
 Skipped, with the reason, when QEMU, the example image or etcd is missing.
 """
 
@@ -35,12 +39,12 @@ class VmWitnessTest(unittest.TestCase):
         qemu = qemu_command(IMAGE)
         a_port, b_port = harness.free_port(), harness.free_port()
         a_svc, b_svc = harness.free_port(), harness.free_port()
-        w = etcd.witness_args("vm")
+        w = etcd.witness_args("vm") + ["--tracker", "compare"]
         b = c.backup(qemu, name="B", port=b_port, reprotect=a_port, service_port=b_svc,
                      extra=["--vm", *w])
         a_extra = ["--vm", *w, "--listen", f"127.0.0.1:{a_port}"]
         a = c.primary(qemu, b_port, name="A", service_port=a_svc, extra=a_extra)
-        a.wait_for(VM_RUNNING_RE)
+        a.wait_for(VM_RUNNING_RE + r" \(256 MiB of guest RAM in the arena, compare tracker")
         a.wait_for(harness.IN_SYNC_RE)
         a.wait_for(r"lease guard started \(pid \d+\)")
         wait_for_service(a_svc)

@@ -46,6 +46,7 @@ CPACK_CONFIG = os.path.join(support.build_dir(), "CPackConfig.cmake")
 EXPECTED_FILES = [
     "/usr/bin/romulus",
     "/usr/lib/romulus/libromulus_sqlite_preload.so",
+    "/usr/lib/romulus/libromulus_qemu_preload.so",
     "/usr/lib/systemd/system/romulus-primary@.service",
     "/usr/lib/systemd/system/romulus-backup@.service",
     "/usr/lib/ocf/resource.d/romulus/romulus",
@@ -106,9 +107,10 @@ def purge_left_by_an_earlier_run():
 @unittest.skipIf(SANITIZED, "a sanitizer build (ROMULUS_SANITIZE=ON) is not packaged: "
                  "the package is made from the release build")
 @unittest.skipUnless(os.path.exists(harness.binary("sqlite_preload"))
+                     and os.path.exists(harness.binary("qemu_preload"))
                      and os.path.exists(support.generated("romulus.1.gz")),
                      "the tree lacks what the package holds: cmake --build --target romulus "
-                     "romulus_sqlite_preload romulus-docs")
+                     "romulus_sqlite_preload romulus_qemu_preload romulus-docs")
 class DebTest(unittest.TestCase):
 
     @classmethod
@@ -202,6 +204,8 @@ class DebTest(unittest.TestCase):
         rc, out = run("ldd", "/usr/bin/romulus")
         self.assertNotIn("not found", out)
         rc, out = run("env", "LD_PRELOAD=/usr/lib/romulus/libromulus_sqlite_preload.so", "true")
+        self.assertEqual((rc, out), (0, ""))
+        rc, out = run("env", "LD_PRELOAD=/usr/lib/romulus/libromulus_qemu_preload.so", "true")
         self.assertEqual((rc, out), (0, ""))
         if shutil.which("man"):
             for page, path in [("romulus", "/usr/share/man/man1/romulus.1.gz"),

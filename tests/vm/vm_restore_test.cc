@@ -11,10 +11,6 @@
 //
 // The measured costs (boot, stop, save, load, first reply) are printed, never
 // asserted.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -32,7 +28,7 @@
 
 #include "common/net.h"
 #include "common/shared_memory.h"
-#include "tests/support/guest_paths.h"
+#include "tests/support/example_vm.h"
 #include "tests/support/status_matchers.h"
 #include "vm/device_state.h"
 #include "vm/qemu_command.h"
@@ -52,92 +48,16 @@ constexpr auto kQmpDeadline = 10s;
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 double ms(std::chrono::microseconds d) { return static_cast<double>(d.count()) / 1000.0; }
 
-std::optional<std::string> find_in_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/bin:/bin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    size_t colon = dirs.find(':', start);
-    std::string dir =
-        dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    if (colon == std::string::npos) break;
-    start = colon + 1;
-  }
-  return std::nullopt;
-}
+using testing::example_vm_argv;
+using testing::find_in_path;
+using testing::LineClient;
 
-std::string source_dir() {
-  if (const char* dir = std::getenv("ROMULUS_SOURCE_DIR")) return dir;
-  return fs::path(__FILE__).parent_path().parent_path().parent_path().string();
-}
-
-// The example image's directory, built when missing; nullopt with `why` if it cannot be.
 std::optional<std::string> example_image(std::string& why) {
-  std::string dir = testing::build_dir() + "/vm-image";
-  std::string script = source_dir() + "/examples/vm/build-image";
-  std::string log = dir + ".log";
-  fs::create_directories(dir);
-  // Quick when the image is there and current; builds it otherwise.
-  std::string command = "'" + script + "' '" + dir + "' >'" + log + "' 2>&1";
-  if (std::system(command.c_str()) != 0) {
-    why = "the example VM image could not be built (" + script + "; see " + log +
-          "; scripts/setup installs what it needs)";
-    return std::nullopt;
-  }
-  return dir;
+  return testing::example_vm_image(why);
 }
 
-// A blocking TCP connection to 127.0.0.1:port speaking the kvstore's line protocol.
-class LineClient {
- public:
-  ~LineClient() { close(); }
-  bool connect(uint16_t port) {
-    close();
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    timeval tv{2, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  }
-  // Sends one request line and returns its reply line ("" on a broken connection).
-  std::string request(const std::string& line) {
-    std::string out = line + "\n";
-    if (::send(fd_, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) {
-      return "";
-    }
-    std::string reply;
-    char c;
-    while (::recv(fd_, &c, 1, 0) == 1) {
-      if (c == '\n') return reply;
-      reply += c;
-    }
-    return "";
-  }
-  void close() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  // Sends request lines without waiting for their replies.
-  void send_only(const std::string& lines) {
-    (void)::send(fd_, lines.data(), lines.size(), MSG_NOSIGNAL);
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// Connects until the service answers PING (slirp accepts before the guest listens).
 bool wait_for_service(LineClient& client, uint16_t port, Deadline deadline) {
-  while (Clock::now() < deadline) {
-    if (client.connect(port) && client.request("PING") == "PONG") return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return false;
+  return testing::wait_for_line_service(client, port, deadline);
 }
 
 class VmRestoreTest : public ::testing::Test {
@@ -156,21 +76,7 @@ class VmRestoreTest : public ::testing::Test {
 
   // The user's command line for the example VM with its service on `port`.
   std::vector<std::string> user_argv(const std::string& image, uint16_t port) const {
-    return {qemu_,
-            "-machine",
-            "q35,accel=tcg",
-            "-kernel",
-            image + "/vmlinuz",
-            "-initrd",
-            image + "/initrd.img",
-            "-append",
-            "console=ttyS0 quiet panic=-1",
-            "-nographic",
-            "-no-reboot",
-            "-netdev",
-            "user,id=n0,hostfwd=tcp:127.0.0.1:" + std::to_string(port) + "-:6379",
-            "-device",
-            "virtio-net-pci,netdev=n0,romfile="};
+    return example_vm_argv(qemu_, image, std::to_string(port));
   }
 
   Result<QemuProcess> start(const std::vector<std::string>& user, const common::SharedMemory& ram,
