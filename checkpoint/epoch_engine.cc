@@ -258,6 +258,8 @@ Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
       has_last_devices_ = true;
       framer_.add_body(chunk, 0);
       rec.wire_bytes += chunk.size();
+      device_chunks_.fetch_add(1, std::memory_order_relaxed);
+      device_wire_bytes_.fetch_add(chunk.size(), std::memory_order_relaxed);
       coalesce_.insert(coalesce_.end(), chunk.begin(), chunk.end());
     }
     if (!stable_pages_) {

@@ -197,6 +197,15 @@ class EpochEngine {
   // It advances while the guest is stopped, so bytes read after a pause are
   // never tagged with the epoch that pause captured.
   uint64_t open_epoch() const { return next_epoch_.load(); }
+  // A VM's DEVICE_STATE chunks sent so far, and their bytes on the wire
+  // (framing included, after the delta encoding). Any thread.
+  struct DeviceStateSent {
+    uint64_t chunks = 0, wire_bytes = 0;
+  };
+  DeviceStateSent device_state_sent() const {
+    return {device_chunks_.load(std::memory_order_relaxed),
+            device_wire_bytes_.load(std::memory_order_relaxed)};
+  }
   // The epoch of the last checkpoint started.
   uint64_t last_epoch() const { return next_epoch_.load() - 1; }
 
@@ -302,6 +311,8 @@ class EpochEngine {
   // A VM's device state sent last in this stream: the next is encoded against it.
   std::vector<uint8_t> last_devices_;
   bool has_last_devices_ = false;
+  // DEVICE_STATE chunks sent, and their bytes on the wire (device_state_sent()).
+  std::atomic<uint64_t> device_chunks_{0}, device_wire_bytes_{0};
 };
 
 }  // namespace romulus::checkpoint

@@ -265,6 +265,14 @@ json::object PrimaryNode::status() {
     v["cont_ms_avg"] = avg_ms(t.cont);
     v["device_state_bytes_last"] = t.last_device_state_bytes;
     v["device_state_bytes_avg"] = static_cast<double>(t.device_state_bytes) / n;
+    // What the delta encoding leaves of it on the wire (the first of each
+    // stream is sent whole).
+    if (im.engine) {
+      const auto sent = im.engine->device_state_sent();
+      v["device_state_wire_bytes_avg"] =
+          sent.chunks > 0 ? static_cast<double>(sent.wire_bytes) / static_cast<double>(sent.chunks)
+                          : 0.0;
+    }
     o["vm"] = std::move(v);
   }
   o["interval_ms"] = im.engine ? common::to_ms(im.engine->interval()) : 0.0;

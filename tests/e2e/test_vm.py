@@ -92,6 +92,12 @@ class VmGuestTest(unittest.TestCase):
             "--check", "--json", "--quiet", "--seed", "24", "--reconnect-timeout", "60s",
             "--request-timeout", "30s"])
         time.sleep(2.0)
+        # Each pause's devices went into its checkpoint, delta-encoded against the
+        # previous one: on the wire, a fraction of the state QEMU saved.
+        vm = primary.status()["vm"]
+        self.assertGreater(vm["pauses"], 10, vm)
+        self.assertGreater(vm["device_state_bytes_avg"], 0, vm)
+        self.assertLess(vm["device_state_wire_bytes_avg"], vm["device_state_bytes_avg"] / 2, vm)
         primary.kill9()
         take = backup.wait_for(harness.TAKEOVER_RE)
         resumed = backup.wait_for(TAKEOVER_VM_RE)
