@@ -11,7 +11,7 @@
 
 #include "checkpoint/guest_process.h"
 #include "guest/control_page.h"
-#include "guest/guest.h"
+#include "guest/environment.h"
 #include "vm/device_state.h"
 #include "vm/qemu_command.h"
 #include "vm/virtqueue_status.h"
@@ -106,9 +106,11 @@ Result<std::unique_ptr<VmGuest>> VmGuest::start(const VmSpec& spec) {
   std::unique_ptr<VmGuest> g(
       new VmGuest(std::move(qemu).value(), std::move(dir), std::move(control)));
   if (g->control_) {
-    // QEMU maps its RAM before its monitor answers: attached by now, or failed.
+    // QEMU creates its RAM backend before its monitor answers (QmpClient has
+    // negotiated capabilities by now): attached already, or failed, or the
+    // library never ran (a wrapper that dropped LD_PRELOAD). A short wait.
     Status attached = wait_for_attach(
-        *reinterpret_cast<guest::ControlPage*>(g->control_->data()), kStartWithin,
+        *reinterpret_cast<guest::ControlPage*>(g->control_->data()), kQmpWithin,
         [&g] { return g->poll_exit(); },
         {.failed = "QEMU's guest RAM could not be tracked",
          .before = "before mapping the guest's RAM",

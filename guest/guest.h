@@ -42,25 +42,13 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "guest/environment.h"
 
 namespace romulus::guest {
 
 namespace detail {
 struct ArenaState;
 }
-
-// Environment variables the supervisor sets for its guest.
-inline constexpr const char* kEnvArenaFd = "ROMULUS_ARENA_FD";
-inline constexpr const char* kEnvArenaSize = "ROMULUS_ARENA_SIZE";
-inline constexpr const char* kEnvControlFd = "ROMULUS_CONTROL_FD";
-inline constexpr const char* kEnvTracker = "ROMULUS_TRACKER";
-inline constexpr const char* kEnvResumedEpoch = "ROMULUS_RESUMED_EPOCH";
-inline constexpr const char* kEnvServicePort = "ROMULUS_SERVICE_PORT";
-// The values of ROMULUS_TRACKER: who tracks the guest's writes, and how
-// ("none", or no variable, is read as compare).
-inline constexpr std::string_view kTrackerUffd = "uffd";
-inline constexpr std::string_view kTrackerUffdSync = "uffd-sync";
-inline constexpr std::string_view kTrackerCompare = "compare";
 
 inline constexpr size_t kPrivateArenaDefaultSize = size_t{64} << 20;
 

@@ -40,7 +40,7 @@
 #include <cstring>
 
 #include "guest/control_page.h"
-#include "guest/guest.h"
+#include "guest/environment.h"
 #include "guest/linux_abi.h"
 
 static_assert(sizeof(off_t) == 8, "the QEMU preload is for 64-bit Linux");
