@@ -159,7 +159,7 @@ Status VmGuest::pause() {
   const auto t0 = Clock::now();
   Status st = vm::stop_vm(qmp, vm::deadline_in(kQmpWithin));
   if (!st.is_ok()) {
-    if (auto gone = exit_after_qmp_error()) return Status::aborted(*gone);
+    if (auto gone = exit_after_error()) return Status::aborted(*gone);
     return st.context("stopping the VM");
   }
   stopped_ = true;
@@ -167,7 +167,7 @@ Status VmGuest::pause() {
   const auto t1 = Clock::now();
   auto saved = vm::save_device_state(qmp, dir_ + "/devices", vm::deadline_in(kQmpWithin));
   if (!saved.is_ok()) {
-    if (auto gone = exit_after_qmp_error()) return Status::aborted(*gone);
+    if (auto gone = exit_after_error()) return Status::aborted(*gone);
     return saved.status().context("saving the VM's device state");
   }
   device_state_ = std::move(saved->bytes);
@@ -186,7 +186,7 @@ Status VmGuest::resume() {
   const auto t0 = Clock::now();
   Status st = vm::resume_vm(qemu_.qmp(), vm::deadline_in(kQmpWithin));
   if (!st.is_ok()) {
-    if (auto gone = exit_after_qmp_error()) return Status::aborted(*gone);
+    if (auto gone = exit_after_error()) return Status::aborted(*gone);
     return st.context("continuing the VM");
   }
   stopped_ = false;
@@ -216,10 +216,8 @@ std::optional<std::string> VmGuest::poll_exit() {
   return fmt::format("QEMU exited with status {}{}", s, s == 0 ? " (the VM shut down)" : "");
 }
 
-std::optional<std::string> VmGuest::exit_after_qmp_error() {
-  // A QEMU that is exiting closes its monitor before the kernel reports the
-  // exit: a VM that shut down must read as that, not as a failed QMP step.
-  const auto until = Clock::now() + kExitAfterQmpError;
+std::optional<std::string> VmGuest::exit_after_error() {
+  const auto until = Clock::now() + kExitAfterError;
   for (;;) {
     if (auto gone = poll_exit()) return gone;
     if (Clock::now() >= until) return std::nullopt;

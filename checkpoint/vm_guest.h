@@ -94,8 +94,8 @@ class VmGuest {
   static constexpr std::chrono::seconds kQmpWithin{5};
   // How long QEMU may take to start and open its QMP socket (TCG, a busy host).
   static constexpr std::chrono::seconds kStartWithin{30};
-  // How long a failed QMP step waits for QEMU's exit before it is an error.
-  static constexpr std::chrono::seconds kExitAfterQmpError{1};
+  // How long a failed step waits for QEMU's exit before it is an error.
+  static constexpr std::chrono::seconds kExitAfterError{3};
 
   static Result<std::unique_ptr<VmGuest>> start(const VmSpec& spec);
   ~VmGuest();
@@ -125,14 +125,17 @@ class VmGuest {
   std::optional<int> exit_status() const { return exit_status_; }
   // QMP quit, then SIGKILL after `grace`.
   Status stop(std::chrono::milliseconds grace);
+  // After a failed step (a QMP command, the tracker's scan of QEMU's
+  // pagemap): QEMU's exit if it comes within kExitAfterError, else nullopt.
+  // QEMU is not stopped by a signal, so it may be exiting (the VM shut down)
+  // while a pause runs: its monitor closes and its pagemap goes before the
+  // kernel reports the exit, and that must read as the VM's end, not as a
+  // failed checkpoint.
+  std::optional<std::string> exit_after_error();
 
  private:
   VmGuest(vm::QemuProcess qemu, std::string dir, std::optional<common::SharedMemory> control)
       : qemu_(std::move(qemu)), dir_(std::move(dir)), control_(std::move(control)) {}
-
-  // After a failed QMP step: QEMU's exit, if it comes within
-  // kExitAfterQmpError, else nullopt.
-  std::optional<std::string> exit_after_qmp_error();
 
   vm::QemuProcess qemu_;
   std::string dir_;  // the QMP socket and the device-state file (removed at the end)
@@ -166,7 +169,8 @@ class VmPause final : public PauseControl {
   explicit VmPause(VmGuest& vm) : vm_(vm) {}
   Status pause(std::chrono::milliseconds) override { return vm_.pause(); }
   Status resume() override { return vm_.resume(); }
-  std::optional<std::string> exited() override { return vm_.poll_exit(); }
+  // Asked after a failed step: a QEMU that is exiting is given time to.
+  std::optional<std::string> exited() override { return vm_.exit_after_error(); }
   std::optional<protocol::ByteSpan> device_state() override { return vm_.device_state(); }
 
  private:
