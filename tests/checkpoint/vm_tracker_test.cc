@@ -19,7 +19,8 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
-#include <set>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -137,43 +138,62 @@ time.sleep(60)
   EXPECT_NE(st.message().find("a length other than its size"), std::string::npos) << st.to_string();
 }
 
+// The example VM under the preload, in a 256 MiB arena, its service on port_
+// (skipped, saying why, without QEMU, the image or the library).
+class VmUffdTrackerTest : public ::testing::Test {
+ protected:
+  static constexpr size_t kRamBytes = size_t{256} << 20;
+
+  void SetUp() override {
+    if (!have_preload()) GTEST_SKIP() << "not built: " << preload_path();
+    auto qemu = testing::find_in_path("qemu-system-x86_64");
+    if (!qemu) GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
+    std::string why;
+    auto image = testing::example_vm_image(why);
+    if (!image) GTEST_SKIP() << why;
+    auto port = common::free_loopback_port();
+    ASSERT_OK(port);
+    port_ = *port;
+    auto arena = common::SharedMemory::create("vm-tracker-ram", kRamBytes);
+    ASSERT_OK(arena);
+    arena_.emplace(std::move(arena).value());
+    VmSpec spec;
+    spec.argv = testing::example_vm_argv(*qemu, *image, "$ROMULUS_SERVICE_PORT");
+    spec.arena_fd = arena_->fd();
+    spec.arena_bytes = kRamBytes;
+    spec.service_port = port_;
+    spec.preload = preload_path();
+    auto vm = VmGuest::start(spec);
+    ASSERT_OK(vm);
+    vm_ = std::move(vm).value();
+    ASSERT_NE(vm_->guest_arena_addr(), 0u);
+  }
+
+  Result<std::unique_ptr<DirtyTracker>> tracker() {
+    return make_uffd_tracker(vm_->pid(), vm_->guest_arena_addr(), arena_->data(), kRamBytes);
+  }
+
+  uint16_t port_ = 0;
+  std::optional<common::SharedMemory> arena_;
+  std::unique_ptr<VmGuest> vm_;  // after arena_: QEMU goes first
+};
+
 // The VM under load, paused again and again as the engine pauses it: the
 // pages the tracker reports, copied into a replica, make the replica equal
 // to guest RAM at every pause.
-TEST(VmUffdTrackerTest, AReplicaBuiltFromReportedPagesEqualsGuestRamAtEveryPause) {
-  if (!have_preload()) GTEST_SKIP() << "not built: " << preload_path();
-  auto qemu = testing::find_in_path("qemu-system-x86_64");
-  if (!qemu) GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
-  std::string why;
-  auto image = testing::example_vm_image(why);
-  if (!image) GTEST_SKIP() << why;
-  auto port = common::free_loopback_port();
-  ASSERT_OK(port);
-  constexpr size_t kRamBytes = size_t{256} << 20;
-  auto arena = common::SharedMemory::create("vm-tracker-ram", kRamBytes);
-  ASSERT_OK(arena);
-
-  VmSpec spec;
-  spec.argv = testing::example_vm_argv(*qemu, *image, "$ROMULUS_SERVICE_PORT");
-  spec.arena_fd = arena->fd();
-  spec.arena_bytes = kRamBytes;
-  spec.service_port = *port;
-  spec.preload = preload_path();
-  auto vm = VmGuest::start(spec);
-  ASSERT_OK(vm);
-  ASSERT_NE((*vm)->guest_arena_addr(), 0u);
+TEST_F(VmUffdTrackerTest, AReplicaBuiltFromReportedPagesEqualsGuestRamAtEveryPause) {
   testing::LineClient probe;
-  ASSERT_TRUE(testing::wait_for_line_service(probe, *port, Clock::now() + 60s))
+  ASSERT_TRUE(testing::wait_for_line_service(probe, port_, Clock::now() + 60s))
       << "the VM's service did not answer";
 
   // The starting point, as the engine's initial sync: tracking re-armed and
   // the whole of RAM copied, with the VM stopped.
-  ASSERT_OK((*vm)->pause());
-  auto tracker =
-      make_uffd_tracker((*vm)->pid(), (*vm)->guest_arena_addr(), arena->data(), kRamBytes);
+  ASSERT_OK(vm_->pause());
+  auto tracker = this->tracker();
   ASSERT_OK(tracker);
-  std::vector<uint8_t> replica(arena->data(), arena->data() + kRamBytes);
-  ASSERT_OK((*vm)->resume());
+  const uint8_t* ram = arena_->data();
+  std::vector<uint8_t> replica(ram, ram + kRamBytes);
+  ASSERT_OK(vm_->resume());
 
   constexpr int kClients = 4;
   constexpr int kPauses = 80;
@@ -183,11 +203,11 @@ TEST(VmUffdTrackerTest, AReplicaBuiltFromReportedPagesEqualsGuestRamAtEveryPause
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
       testing::LineClient client;
-      if (!client.connect(*port)) return;
+      if (!client.connect(port_)) return;
       for (uint64_t i = 0; !done.load(); ++i) {
         const std::string key = "k" + std::to_string(c) + "-" + std::to_string(i % 500);
         const std::string value(100 + (i * 37) % 1500, static_cast<char>('a' + i % 26));
-        if (client.request("SET " + key + " " + value).empty() && !client.connect(*port)) return;
+        if (client.request("SET " + key + " " + value).empty() && !client.connect(port_)) return;
         replies.fetch_add(1);
       }
     });
@@ -196,20 +216,20 @@ TEST(VmUffdTrackerTest, AReplicaBuiltFromReportedPagesEqualsGuestRamAtEveryPause
   std::vector<uint64_t> pfns;
   for (int i = 0; i < kPauses; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2 + i % 11));
-    ASSERT_OK((*vm)->pause());
+    ASSERT_OK(vm_->pause());
     pfns.clear();
     ASSERT_OK((*tracker)->collect_stopped(pfns));
     for (uint64_t pfn : pfns) {
       ASSERT_LT(pfn, kRamBytes / kPage);
-      std::memcpy(replica.data() + pfn * kPage, arena->data() + pfn * kPage, kPage);
+      std::memcpy(replica.data() + pfn * kPage, ram + pfn * kPage, kPage);
     }
     ASSERT_OK((*tracker)->finish_rearm());
     reported += pfns.size();
     for (size_t page = 0; page < kRamBytes / kPage; ++page) {
-      ASSERT_EQ(std::memcmp(replica.data() + page * kPage, arena->data() + page * kPage, kPage), 0)
+      ASSERT_EQ(std::memcmp(replica.data() + page * kPage, ram + page * kPage, kPage), 0)
           << "page " << page << " changed at pause " << i << " but was not reported";
     }
-    ASSERT_OK((*vm)->resume());
+    ASSERT_OK(vm_->resume());
   }
   done.store(true);
   for (auto& t : clients) t.join();
@@ -223,34 +243,15 @@ TEST(VmUffdTrackerTest, AReplicaBuiltFromReportedPagesEqualsGuestRamAtEveryPause
 // shut down), and then the tracker's scan of its pagemap fails before the
 // kernel reports the exit. The engine asks the PauseControl whether the guest
 // exited after such a failure; for a VM that waits for QEMU's end, so that it
-// reads as the VM's end and not as a failed checkpoint (which e2e.vm's
-// shutdown test saw once under ASan: the primary died without its GOODBYE).
-TEST(VmUffdTrackerTest, AQemuThatDiesDuringAPauseReadsAsItsExit) {
-  if (!have_preload()) GTEST_SKIP() << "not built: " << preload_path();
-  auto qemu = testing::find_in_path("qemu-system-x86_64");
-  if (!qemu) GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
-  std::string why;
-  auto image = testing::example_vm_image(why);
-  if (!image) GTEST_SKIP() << why;
-  auto port = common::free_loopback_port();
-  ASSERT_OK(port);
-  constexpr size_t kRamBytes = size_t{256} << 20;
-  auto arena = common::SharedMemory::create("vm-tracker-exit", kRamBytes);
-  ASSERT_OK(arena);
-  VmSpec spec;
-  spec.argv = testing::example_vm_argv(*qemu, *image, "$ROMULUS_SERVICE_PORT");
-  spec.arena_fd = arena->fd();
-  spec.arena_bytes = kRamBytes;
-  spec.service_port = *port;
-  spec.preload = preload_path();
-  auto vm = VmGuest::start(spec);
-  ASSERT_OK(vm);
-  auto tracker =
-      make_uffd_tracker((*vm)->pid(), (*vm)->guest_arena_addr(), arena->data(), kRamBytes);
+// reads as the VM's end and not as a failed checkpoint (the likely cause of
+// e2e.vm's shutdown test failing once under ASan: the primary ended without
+// its GOODBYE).
+TEST_F(VmUffdTrackerTest, AQemuThatDiesDuringAPauseReadsAsItsExit) {
+  auto tracker = this->tracker();
   ASSERT_OK(tracker);
-  VmPause control(**vm);
+  VmPause control(*vm_);
   ASSERT_OK(control.pause(std::chrono::milliseconds(1000)));
-  ASSERT_EQ(::kill((*vm)->pid(), SIGKILL), 0);
+  ASSERT_EQ(::kill(vm_->pid(), SIGKILL), 0);
   std::vector<uint64_t> pfns;
   (void)(*tracker)->collect_stopped(pfns);  // fails or not, depending on how far QEMU got
   const auto exit = control.exited();
