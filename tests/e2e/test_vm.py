@@ -76,7 +76,12 @@ def wait_for_service(port, deadline=120):
 class VmGuestTest(unittest.TestCase):
 
     def test_kill_of_the_primary_under_load_resumes_the_vm_with_no_acknowledged_write_lost(self):
-        c = Cluster(self, memory="256M", interval="50ms")
+        # A long failover timeout: the kill is seen at once (the connection resets),
+        # and under CI's load (4 tests on 2 cores beside QEMU's TCG) a node can go a
+        # second without running, which without a witness makes two primaries
+        # (docs/operations.md, "Running without a witness"): one CI run lost 239
+        # writes that way, the backup taking over on "silent for 1077 ms".
+        c = Cluster(self, memory="256M", interval="50ms", failover_timeout="10s")
         qemu = qemu_command(IMAGE)
         b_svc, p_svc, third = harness.free_port(), harness.free_port(), harness.free_port()
         backup = c.backup(qemu, name="backup", service_port=b_svc, extra=["--vm"],
@@ -131,7 +136,7 @@ class VmGuestTest(unittest.TestCase):
         primary.stop()
 
     def test_a_vm_that_shuts_down_stops_the_primary_and_the_backup_does_not_take_over(self):
-        c = Cluster(self, memory="256M", interval="50ms")
+        c = Cluster(self, memory="256M", interval="50ms", failover_timeout="10s")  # as above
         # The VM has no init to run: its kernel panics, reboots after 1 s, and
         # -no-reboot makes QEMU quit (status 0: the VM shut down).
         qemu = qemu_command(IMAGE)
