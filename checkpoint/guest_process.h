@@ -28,8 +28,8 @@
 #include <vector>
 
 #include "common/shared_memory.h"
-#include "guest/control_page.h"
 #include "common/status.h"
+#include "guest/control_page.h"
 
 namespace romulus::checkpoint {
 
