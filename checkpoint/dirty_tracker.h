@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -74,6 +75,10 @@ class DirtyTracker {
   // uffd-sync, those its handler resolved (sticky pages take none); compare,
   // none. The engine counts their cost in the stopped-fraction budget.
   virtual uint64_t write_faults() const { return 0; }
+  // What one of those faults costs the guest (µs), when the tracker knows it
+  // better than the engine's EngineOptions::guest_fault_us (a tracker that
+  // switches between modes at run time); nullopt: use that.
+  virtual std::optional<double> write_fault_us() const { return std::nullopt; }
 
   // Copy-before-write (docs/design.md, "Copying after resume"). A tracker that
   // resolves write faults itself (uffd-sync) can let the engine copy part of a

@@ -286,8 +286,8 @@ Status EpochEngine::checkpoint(CheckpointTrigger why, bool guest_waiting) {
   const uint64_t faults = tracker_.write_faults();
   rec.write_faults = faults - std::min(faults, write_faults_);
   write_faults_ = faults;
-  rec.fault_us =
-      static_cast<int64_t>(static_cast<double>(rec.write_faults) * options_.guest_fault_us);
+  rec.fault_us = static_cast<int64_t>(static_cast<double>(rec.write_faults) *
+                                      tracker_.write_fault_us().value_or(options_.guest_fault_us));
   trigger_.set_policy(policy());  // settings may have changed since run() last looked
   trigger_.on_checkpoint(t0, t_resumed, why, std::chrono::microseconds(rec.fault_us));
 

@@ -104,7 +104,7 @@ Result<GuestProcess> GuestProcess::start(const GuestSpec& spec) {
     return Status::invalid_argument("guest arena size must be a positive multiple of 4096");
   }
   if (spec.tracker != guest::kTrackerUffd && spec.tracker != guest::kTrackerUffdSync &&
-      spec.tracker != guest::kTrackerCompare) {
+      spec.tracker != guest::kTrackerUffdSwitchable && spec.tracker != guest::kTrackerCompare) {
     return Status::invalid_argument("unknown tracker '" + spec.tracker + "'");
   }
 
@@ -315,8 +315,29 @@ Result<int> GuestProcess::take_guest_uffd() const {
     return Status::invalid_argument(
         "the guest armed no synchronous userfaultfd: start it with tracker \"uffd-sync\"");
   }
+  return take_guest_fd(control_->uffd_fd.load(std::memory_order_relaxed));
+}
+
+Result<GuestProcess::SwitchableUffds> GuestProcess::take_guest_switchable_uffds() const {
+  if (control_->tracker_state.load(std::memory_order_acquire) !=
+      static_cast<uint32_t>(guest::TrackerState::kUffdSwitchable)) {
+    return Status::invalid_argument(
+        "the guest armed no switchable userfaultfds: start it with tracker \"uffd-switchable\"");
+  }
+  SwitchableUffds fds;
+  ROMULUS_ASSIGN_OR_RETURN(fds.async_fd,
+                           take_guest_fd(control_->uffd_fd.load(std::memory_order_relaxed)));
+  auto sync_fd = take_guest_fd(control_->uffd_sync_fd.load(std::memory_order_relaxed));
+  if (!sync_fd.is_ok()) {
+    close(fds.async_fd);
+    return sync_fd.status();
+  }
+  fds.sync_fd = *sync_fd;
+  return fds;
+}
+
+Result<int> GuestProcess::take_guest_fd(int target) const {
   if (pidfd_ < 0) return Status::unsupported("no pidfd for the guest (needs Linux 5.3+)");
-  const int target = control_->uffd_fd.load(std::memory_order_relaxed);
 #ifdef SYS_pidfd_getfd
   const int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd_, target, 0));
   if (fd >= 0) return fd;

@@ -73,6 +73,14 @@ class GuestProcess {
   // (pidfd_getfd), owned by the caller. Until someone resolves its faults, the
   // guest blocks on its first write to each page.
   Result<int> take_guest_uffd() const;
+  // After wait_attached() of a "uffd-switchable" guest: copies of its two
+  // userfaultfds, the asynchronous one (armed) and the synchronous one, owned
+  // by the caller.
+  struct SwitchableUffds {
+    int async_fd = -1;
+    int sync_fd = -1;
+  };
+  Result<SwitchableUffds> take_guest_switchable_uffds() const;
 
   // Gate + SIGSTOP + wait for the stop. Timeout status (guest keeps running, gate
   // lowered) if an Update stays open longer than gate_timeout; aborted if the guest
@@ -95,6 +103,9 @@ class GuestProcess {
   static constexpr std::chrono::milliseconds kStopGrace{2000};
 
  private:
+  // A copy of the guest's fd number `target` (pidfd_getfd), owned by the caller.
+  Result<int> take_guest_fd(int target) const;
+
   GuestProcess(pid_t pid, int pidfd, common::SharedMemory control_map)
       : pid_(pid),
         pidfd_(pidfd),

@@ -14,6 +14,7 @@
 #include "checkpoint/image_compare.h"
 #include "checkpoint/output_proxy.h"
 #include "checkpoint/run_time_settings.h"
+#include "checkpoint/switching_tracker.h"
 #include "checkpoint/tcp_sender.h"
 #include "checkpoint/tracker_choice.h"
 #include "checkpoint/vm_guest.h"
@@ -103,7 +104,8 @@ struct PrimaryNode::Impl {
   std::shared_ptr<TcpSender> sender;
   std::unique_ptr<OutputProxy> proxy;
   NullTransport null_transport;
-  TrackerKind tracker_kind = TrackerKind::kUffd;
+  TrackerKind tracker_kind = TrackerKind::kUffd;  // as decided at start
+  const SwitchingTracker* switching = nullptr;    // tracker, when auto may switch
   double guest_fault_us = 0;  // what one write fault costs the guest (EngineOptions)
   uint16_t guest_port = 0;
   bool buffering = true;  // output held until acked while a backup is connected
@@ -283,7 +285,10 @@ json::object PrimaryNode::status() {
   o["guest_stopped_fraction"] = s.stopped_fraction;
   o["checkpoints_per_sec"] = json::object{{"timer", s.timer_checkpoints_per_sec},
                                           {"output", s.output_checkpoints_per_sec}};
-  o["tracker"] = tracker_kind_name(im.tracker_kind);
+  // The tracker running now: auto may switch at run time (switching_tracker.h).
+  o["tracker"] =
+      im.switching ? tracker_kind_name(im.switching->kind()) : tracker_kind_name(im.tracker_kind);
+  o["tracker_switches"] = im.switching ? im.switching->switches() : 0;
   o["codec"] = protocol::codec_name(im.engine ? im.engine->codec() : config_.engine.encode.codec);
   o["threads"] = config_.engine.encoder_threads;
   o["resumed"] = config_.resumed_epoch.has_value();
@@ -470,7 +475,9 @@ Status PrimaryNode::start_guest() {
   ROMULUS_ASSIGN_OR_RETURN(auto control, common::SharedMemory::create("romulus-control", 4096));
   im.control_page.emplace(std::move(control));
 
-  ROMULUS_ASSIGN_OR_RETURN(const TrackerDecision decision, decide_tracker(tracker_costs()));
+  const Measurements costs = tracker_costs();
+  ROMULUS_ASSIGN_OR_RETURN(const TrackerDecision decision,
+                           decide_tracker(costs, /*can_switch=*/true));
 
   GuestSpec spec;
   spec.argv = config_.guest_command;
@@ -487,8 +494,9 @@ Status PrimaryNode::start_guest() {
   im.guest.emplace(std::move(guest));
   ROMULUS_RETURN_IF_ERROR(im.guest->wait_attached(kAttachWithin));
   // At once: a uffd-sync guest blocks on its first write until this exists.
-  ROMULUS_ASSIGN_OR_RETURN(im.tracker,
-                           make_tracker(decision, *im.guest, im.arena->data(), im.arena->size()));
+  ROMULUS_ASSIGN_OR_RETURN(im.tracker, make_tracker(decision, *im.guest, im.arena->data(),
+                                                    im.arena->size(), costs, log_));
+  im.switching = dynamic_cast<const SwitchingTracker*>(im.tracker.get());
   log_(fmt::format("guest pid {} attached ({} MiB arena, {} tracker{})", im.guest->pid(),
                    im.arena->size() >> 20, tracker_kind_name(im.tracker_kind),
                    config_.resumed_epoch
@@ -504,14 +512,15 @@ Measurements PrimaryNode::tracker_costs() const {
   return config_.tracker_costs ? *config_.tracker_costs : measure_tracker_costs();
 }
 
-Result<TrackerDecision> PrimaryNode::decide_tracker(const Measurements& costs) {
+Result<TrackerDecision> PrimaryNode::decide_tracker(const Measurements& costs, bool can_switch) {
   auto& im = *impl_;
   ROMULUS_ASSIGN_OR_RETURN(
       TrackerDecision decision,
       choose_tracker(config_.tracker,
                      ArenaFacts{.arena_bytes = im.arena->size(),
                                 .expected_dirty_pages = expected_dirty_pages(config_.engine.commit),
-                                .takeover = config_.resumed_epoch.has_value()},
+                                .takeover = config_.resumed_epoch.has_value(),
+                                .can_switch = can_switch},
                      costs));
   log_(decision.explanation);
   im.tracker_kind = decision.kind;
@@ -533,7 +542,8 @@ Status PrimaryNode::start_vm() {
   std::string looked_in;
   const std::optional<std::string> preload = find_qemu_preload(&looked_in);
   ROMULUS_ASSIGN_OR_RETURN(const TrackerDecision decision,
-                           decide_tracker(vm_tracker_costs(tracker_costs(), preload, looked_in)));
+                           decide_tracker(vm_tracker_costs(tracker_costs(), preload, looked_in),
+                                          /*can_switch=*/false));
   VmSpec spec;
   spec.argv = config_.guest_command;
   spec.arena_fd = im.arena->fd();

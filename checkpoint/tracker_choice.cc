@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/switching_tracker.h"
 #include "checkpoint/uffd_sync_tracker.h"
 #include "checkpoint/uffd_tracker.h"
 #include "common/shared_memory.h"
@@ -177,9 +178,31 @@ Status measure_memory(Measurements& m) {
 
 }  // namespace
 
+UffdPick pick_uffd_tracker(const UffdCosts& c) {
+  UffdPick p;
+  if (c.uffd_us >= 0) {
+    p.kind = TrackerKind::kUffd;
+    p.guest_us = c.uffd_us;
+  }
+  if (c.uffd_sync_us >= 0 && (p.guest_us < 0 || c.uffd_sync_us < p.guest_us)) {
+    p.kind = TrackerKind::kUffdSync;
+    p.guest_us = c.uffd_sync_us;
+  }
+  // The pause holds every reply: when uffd's would be long because of the
+  // arena's size, the pause that follows the dirty set wins, as long as its
+  // faults cost the guest at most kPauseTradeFactor times as much.
+  if (p.kind == TrackerKind::kUffd && c.uffd_sync_us >= 0 && c.uffd_pause_us > kPauseBudgetUs &&
+      c.uffd_sync_pause_us < c.uffd_pause_us && c.uffd_sync_us <= kPauseTradeFactor * c.uffd_us) {
+    p.kind = TrackerKind::kUffdSync;
+    p.for_the_pause = true;
+  }
+  return p;
+}
+
 const char* TrackerDecision::guest_tracker() const {
   // kAuto is never a decision's kind; read as compare like any non-uffd kind.
   // (The names are literals, so .data() ends in a NUL.)
+  if (switchable) return guest::kTrackerUffdSwitchable.data();
   return (kind == TrackerKind::kAuto ? guest::kTrackerCompare : tracker_kind_name(kind)).data();
 }
 
@@ -224,20 +247,14 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
       if (arena.takeover && (dec.uffd_us >= 0 || dec.uffd_sync_us >= 0)) {
         best = std::numeric_limits<double>::infinity();  // its start would delay the failover
       }
-      if (dec.uffd_us >= 0 && dec.uffd_us < best) {
-        dec.kind = TrackerKind::kUffd;
-        best = dec.uffd_us;
+      const UffdPick pick = pick_uffd_tracker(
+          UffdCosts{dec.uffd_us, dec.uffd_pause_us, dec.uffd_sync_us, dec.uffd_sync_pause_us});
+      if (pick.kind != TrackerKind::kCompare && pick.guest_us < best) {
+        dec.kind = pick.kind;
+        dec.for_the_pause = pick.for_the_pause;
       }
-      if (dec.uffd_sync_us >= 0 && dec.uffd_sync_us < best) dec.kind = TrackerKind::kUffdSync;
-      // The pause holds every reply: when uffd's would be long because of the
-      // arena's size, the pause that follows the dirty set wins, as long as
-      // its faults cost the guest at most kPauseTradeFactor times as much.
-      if (dec.kind == TrackerKind::kUffd && dec.uffd_sync_us >= 0 &&
-          dec.uffd_pause_us > kPauseBudgetUs && dec.uffd_sync_pause_us < dec.uffd_pause_us &&
-          dec.uffd_sync_us <= kPauseTradeFactor * dec.uffd_us) {
-        dec.kind = TrackerKind::kUffdSync;
-        dec.for_the_pause = true;
-      }
+      dec.switchable =
+          dec.kind != TrackerKind::kCompare && arena.can_switch && m.uffd_ok && m.uffd_sync_ok;
       break;
     }
   }
@@ -256,6 +273,9 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
         "; uffd-sync for its pause: modelled pause {:.0f} us against uffd's {:.0f} us (over "
         "{:.0f} us: the arena's scan), for {:.1f}x uffd's guest time",
         dec.uffd_sync_pause_us, dec.uffd_pause_us, kPauseBudgetUs, dec.uffd_sync_us / dec.uffd_us);
+  }
+  if (dec.switchable) {
+    why += "; re-decided at run time between uffd and uffd-sync from the dirty pages measured";
   }
   if (requested == TrackerKind::kAuto && arena.takeover && (m.uffd_ok || m.uffd_sync_ok)) {
     why +=
@@ -291,8 +311,21 @@ Measurements measure_tracker_costs() {
 
 Result<std::unique_ptr<DirtyTracker>> make_tracker(const TrackerDecision& d,
                                                    const GuestProcess& guest,
-                                                   const uint8_t* arena_mapping,
-                                                   size_t arena_bytes) {
+                                                   const uint8_t* arena_mapping, size_t arena_bytes,
+                                                   const Measurements& m,
+                                                   std::function<void(std::string)> log) {
+  if (d.switchable) {
+    ROMULUS_ASSIGN_OR_RETURN(GuestProcess::SwitchableUffds fds,
+                             guest.take_guest_switchable_uffds());
+    ROMULUS_ASSIGN_OR_RETURN(
+        auto t,
+        SwitchingTracker::create(SwitchingTracker::Guest{.pid = guest.pid(),
+                                                         .arena_addr = guest.guest_arena_addr(),
+                                                         .async_uffd = fds.async_fd,
+                                                         .sync_uffd = fds.sync_fd},
+                                 arena_mapping, arena_bytes, d.kind, m, std::move(log)));
+    return std::unique_ptr<DirtyTracker>(std::move(t));
+  }
   switch (d.kind) {
     case TrackerKind::kUffd:
       return make_uffd_tracker(guest.pid(), guest.guest_arena_addr(), arena_mapping, arena_bytes);

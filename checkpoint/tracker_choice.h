@@ -32,6 +32,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -66,6 +67,9 @@ struct ArenaFacts {
   // (first touch of every page), where a userfaultfd tracker starts in one
   // write-protect of the range.
   bool takeover = false;
+  // The guest can arm both userfaultfd modes (an SDK guest; QEMU's preload
+  // arms only the asynchronous one): `auto` may then switch at run time.
+  bool can_switch = false;
 };
 
 // What measure_tracker_costs() found. Times in microseconds; an unavailable
@@ -89,6 +93,22 @@ inline constexpr double kPauseBudgetUs = 500;
 // How much more guest time (faults) auto pays for that shorter pause.
 inline constexpr double kPauseTradeFactor = 2;
 
+// Modelled costs of the two userfaultfd trackers, µs per epoch (-1 if
+// unavailable): the guest time, and the pause's part of it.
+struct UffdCosts {
+  double uffd_us = -1, uffd_pause_us = -1;
+  double uffd_sync_us = -1, uffd_sync_pause_us = -1;
+};
+struct UffdPick {
+  TrackerKind kind = TrackerKind::kCompare;  // kCompare: neither is available
+  double guest_us = -1;  // the guest time of the cheaper one, before the pause rule
+  bool for_the_pause = false;
+};
+// The rule above between uffd and uffd-sync: the cheaper guest time (uffd on
+// a tie), or uffd-sync for its pause. Pure; choose_tracker() and the run-time
+// switch (switching_tracker.h) both decide with it.
+UffdPick pick_uffd_tracker(const UffdCosts& c);
+
 struct TrackerDecision {
   TrackerKind kind = TrackerKind::kCompare;  // kUffd, kUffdSync or kCompare
   // Modelled guest time per epoch (µs) of each tracker, -1 if unavailable.
@@ -97,6 +117,11 @@ struct TrackerDecision {
   double uffd_pause_us = -1, uffd_sync_pause_us = -1;
   // auto took uffd-sync for its shorter pause, though uffd was cheaper.
   bool for_the_pause = false;
+  // auto with both userfaultfd trackers available and a guest that can hold
+  // both (ArenaFacts::can_switch): the guest is started "uffd-switchable" and
+  // make_tracker() returns a SwitchingTracker that starts as `kind` and
+  // re-decides from what it measures (switching_tracker.h).
+  bool switchable = false;
   // One log line: the choice, the numbers and why.
   std::string explanation;
 
@@ -115,10 +140,14 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
 Measurements measure_tracker_costs();
 
 // The tracker of the decision, for a guest started with d.guest_tracker() that
-// has attached. uffd-sync takes over a copy of the guest's userfaultfd.
+// has attached. uffd-sync takes over a copy of the guest's userfaultfd; a
+// switchable decision takes both of them, and needs the measurements it was
+// decided on (m) and where to log its switches (log, called on the engine's
+// thread).
 Result<std::unique_ptr<DirtyTracker>> make_tracker(const TrackerDecision& d,
                                                    const GuestProcess& guest,
-                                                   const uint8_t* arena_mapping,
-                                                   size_t arena_bytes);
+                                                   const uint8_t* arena_mapping, size_t arena_bytes,
+                                                   const Measurements& m = {},
+                                                   std::function<void(std::string)> log = {});
 
 }  // namespace romulus::checkpoint

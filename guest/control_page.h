@@ -7,7 +7,7 @@
 // by ROMULUS_CONTROL_FD.
 //
 // Protocol:
-//  - attach: the guest fills arena_addr, guest_pid, tracker_*, uffd_fd and message, then
+//  - attach: the guest fills arena_addr, guest_pid, tracker_*, uffd_fd(s) and message, then
 //    stores attach_state = kAttached or kFailed (release) and futex-wakes it. The
 //    supervisor futex-waits on attach_state.
 //  - Update gate (a Dekker handshake, every access seq_cst):
@@ -45,6 +45,12 @@ enum class TrackerState : uint32_t {
   kCompare = 2,   // no in-guest tracking (the supervisor compares pages)
   kFailed = 3,    // uffd requested but could not be armed
   kUffdSync = 4,  // userfaultfd write-protect in synchronous mode; uffd_fd says which fd
+  // Switchable: asynchronous write-protect armed over the arena on uffd_fd (as
+  // kUffd), and a second userfaultfd, uffd_sync_fd, ready for synchronous
+  // write-protect but registered over nothing. The supervisor moves the
+  // arena between the two while the guest is stopped
+  // (checkpoint/switching_tracker.h).
+  kUffdSwitchable = 5,
 };
 
 struct ControlPage {
@@ -69,9 +75,14 @@ struct ControlPage {
   // NUL-terminated, written before attach_state is released.
   char message[kControlMessageSize];
 
-  // kUffdSync only: the guest's userfaultfd, by its fd number in the guest. The
-  // supervisor takes its own copy with pidfd_getfd() and resolves the faults.
+  // kUffdSync and kUffdSwitchable: the guest's userfaultfd, by its fd number in
+  // the guest. The supervisor takes its own copy with pidfd_getfd() and
+  // resolves the faults (kUffdSync) or moves the arena off it (kUffdSwitchable).
   std::atomic<int32_t> uffd_fd;
+  // kUffdSwitchable only: the second, synchronous userfaultfd's fd number.
+  // (Added after version 1 shipped: a supervisor that does not ask for a
+  // switchable tracker never reads it, so the version is unchanged.)
+  std::atomic<int32_t> uffd_sync_fd;
 };
 
 static_assert(sizeof(ControlPage) <= kControlPageSize);

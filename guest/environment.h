@@ -19,6 +19,9 @@ inline constexpr const char* kEnvServicePort = "ROMULUS_SERVICE_PORT";
 // ("none", or no variable, is read as compare).
 inline constexpr std::string_view kTrackerUffd = "uffd";
 inline constexpr std::string_view kTrackerUffdSync = "uffd-sync";
+// Both: async write-protect armed, and a synchronous userfaultfd ready for the
+// supervisor to move the arena to (TrackerState::kUffdSwitchable).
+inline constexpr std::string_view kTrackerUffdSwitchable = "uffd-switchable";
 inline constexpr std::string_view kTrackerCompare = "compare";
 
 }  // namespace romulus::guest

@@ -35,7 +35,8 @@ struct ArenaState {
   std::optional<uint64_t> resumed_epoch;
   std::optional<uint16_t> service_port;
   std::string tracker = "none";
-  int uffd = -1;  // kept open for the life of the process
+  int uffd = -1;       // kept open for the life of the process
+  int uffd_sync = -1;  // uffd-switchable's second userfaultfd, the same
   ControlPage* control = nullptr;
   std::unique_ptr<bip::managed_external_buffer> segment;
 };
@@ -115,6 +116,24 @@ Status arm_uffd(detail::ArenaState& s, ControlPage* cp, bool async) {
   cp->tracker_state.store(
       static_cast<uint32_t>(async ? TrackerState::kUffd : TrackerState::kUffdSync),
       std::memory_order_relaxed);
+  return Status::ok();
+}
+
+// uffd-switchable: after arm_uffd(async), a second userfaultfd in synchronous
+// write-protect mode, registered over nothing; the supervisor moves the arena
+// to it (and back) while this process is stopped.
+Status open_sync_uffd(detail::ArenaState& s, ControlPage* cp) {
+  int fd = linux_abi::userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+  if (fd < 0) return Status::from_errno("userfaultfd (the synchronous one)", errno);
+  if (const char* step = linux_abi::uffd_api(fd, linux_abi::kUffdSyncWantedFeatures)) {
+    const int err = errno;
+    close(fd);
+    return Status::from_errno(std::string(step) + " (the synchronous userfaultfd)", err);
+  }
+  s.uffd_sync = fd;
+  cp->uffd_sync_fd.store(fd, std::memory_order_relaxed);
+  cp->tracker_state.store(static_cast<uint32_t>(TrackerState::kUffdSwitchable),
+                          std::memory_order_relaxed);
   return Status::ok();
 }
 
@@ -203,6 +222,10 @@ Status attach_supervised(detail::ArenaState& s, ControlPage* cp) {
   if (t == kTrackerUffd) {
     s.tracker = kTrackerUffd;
     ROMULUS_RETURN_IF_ERROR(arm_uffd(s, cp, true));
+  } else if (t == kTrackerUffdSwitchable) {
+    s.tracker = kTrackerUffdSwitchable;
+    ROMULUS_RETURN_IF_ERROR(arm_uffd(s, cp, true));
+    ROMULUS_RETURN_IF_ERROR(open_sync_uffd(s, cp));
   } else if (t == kTrackerUffdSync) {
     // Armed after the segment is built: in synchronous mode a write blocks until
     // the supervisor resolves it, and the supervisor starts resolving only once

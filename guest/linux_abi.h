@@ -95,20 +95,28 @@ inline constexpr uint64_t kUffdSyncWantedFeatures =
 
 inline int userfaultfd(int flags) { return static_cast<int>(::syscall(SYS_userfaultfd, flags)); }
 
-// The one way Romulus arms write-protection on a range: UFFDIO_API with
-// `features`, UFFDIO_REGISTER in write-protect mode, UFFDIO_WRITEPROTECT of
-// the whole range. `fd` is an open userfaultfd. Returns nullptr on success
-// (with the kernel's answered features in *features_out, if given), else the
-// step that failed, with errno set. The caller owns (and closes) fd.
-inline const char* arm_write_protect(int fd, void* addr, size_t len, uint64_t features,
-                                     uint64_t* features_out = nullptr) {
+// How Romulus arms write-protection on a range: arm_write_protect() is
+// UFFDIO_API with `features` (uffd_api), UFFDIO_REGISTER in write-protect mode
+// and UFFDIO_WRITEPROTECT of the whole range (register_write_protect). `fd` is
+// an open userfaultfd. Each returns nullptr on success (uffd_api with the
+// kernel's answered features in *features_out, if given), else the step that
+// failed, with errno set. The caller owns (and closes) fd.
+inline const char* uffd_api(int fd, uint64_t features, uint64_t* features_out = nullptr) {
   struct uffdio_api api {};
   api.api = UFFD_API;
   api.features = features;
   if (::ioctl(fd, UFFDIO_API, &api) != 0) return "UFFDIO_API";
   if (features_out) *features_out = api.features;
+  return nullptr;
+}
+
+// UFFDIO_REGISTER in write-protect mode and UFFDIO_WRITEPROTECT of the whole
+// range, on a userfaultfd whose UFFDIO_API is done. `addr` is an address in
+// the userfaultfd's own process, whoever calls: the supervisor may call it
+// on a guest's userfaultfd taken with pidfd_getfd().
+inline const char* register_write_protect(int fd, uint64_t addr, size_t len) {
   struct uffdio_register reg {};
-  reg.range.start = reinterpret_cast<uintptr_t>(addr);
+  reg.range.start = addr;
   reg.range.len = len;
   reg.mode = UFFDIO_REGISTER_MODE_WP;
   if (::ioctl(fd, UFFDIO_REGISTER, &reg) != 0) return "UFFDIO_REGISTER (write-protect mode)";
@@ -117,6 +125,28 @@ inline const char* arm_write_protect(int fd, void* addr, size_t len, uint64_t fe
   wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
   if (::ioctl(fd, UFFDIO_WRITEPROTECT, &wp) != 0) return "UFFDIO_WRITEPROTECT";
   return nullptr;
+}
+
+inline const char* arm_write_protect(int fd, void* addr, size_t len, uint64_t features,
+                                     uint64_t* features_out = nullptr) {
+  if (const char* step = uffd_api(fd, features, features_out)) return step;
+  return register_write_protect(fd, reinterpret_cast<uintptr_t>(addr), len);
+}
+
+// Moves write-protect tracking of a range from one userfaultfd of a process
+// to another of the same process (one asynchronous, one synchronous: a
+// range is registered with one userfaultfd at a time, and the mode is fixed
+// at UFFDIO_API): UFFDIO_UNREGISTER on `from` (which lifts its protection
+// and wakes any writer waiting on it), then register_write_protect() on
+// `to`. Every page of the range is write-protected on `to` afterwards. Call
+// it with the process stopped, or writes made between the two steps go
+// unseen. Returns nullptr, or the failed step with errno set.
+inline const char* move_write_protect(int from, int to, uint64_t addr, size_t len) {
+  struct uffdio_range range {};
+  range.start = addr;
+  range.len = len;
+  if (::ioctl(from, UFFDIO_UNREGISTER, &range) != 0) return "UFFDIO_UNREGISTER";
+  return register_write_protect(to, addr, len);
 }
 
 // Cross-process (shared) futexes: no FUTEX_PRIVATE_FLAG, the word lives in a

@@ -1,7 +1,8 @@
 // Dirty trackers against a real guest process writing a real memfd arena: each
 // test runs for the uffd tracker (userfaultfd async WP + PAGEMAP_SCAN), the
 // uffd-sync tracker (synchronous WP resolved by a handler thread) and the compare
-// tracker (shadow copy).
+// tracker (shadow copy), and for the switching tracker auto runs, which moves
+// the arena between the guest's two userfaultfds.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -14,6 +15,7 @@
 
 #include "checkpoint/compare_tracker.h"
 #include "checkpoint/dirty_tracker.h"
+#include "checkpoint/switching_tracker.h"
 #include "checkpoint/tracker_choice.h"
 #include "checkpoint/uffd_sync_tracker.h"
 #include "checkpoint/uffd_tracker.h"
@@ -29,7 +31,25 @@ using Pfns = std::vector<uint64_t>;
 constexpr size_t kArenaPages = 256;
 constexpr size_t kArenaBytes = kArenaPages * 4096;
 
+// "switching" (auto's SwitchingTracker) runs a "uffd-switchable" guest.
+std::string guest_tracker(const std::string& kind) {
+  return kind == "switching" ? "uffd-switchable" : kind;
+}
+
 Result<std::unique_ptr<DirtyTracker>> tracker_for(const std::string& kind, TestGuestHarness& h) {
+  if (kind == "switching") {
+    // Starts synchronous: the arena moves off the guest's asynchronous uffd at once.
+    ROMULUS_ASSIGN_OR_RETURN(auto fds, h.guest->take_guest_switchable_uffds());
+    ROMULUS_ASSIGN_OR_RETURN(
+        auto t,
+        SwitchingTracker::create(SwitchingTracker::Guest{.pid = h.guest->pid(),
+                                                         .arena_addr = h.guest->guest_arena_addr(),
+                                                         .async_uffd = fds.async_fd,
+                                                         .sync_uffd = fds.sync_fd},
+                                 h.arena.data(), h.arena.size(), TrackerKind::kUffdSync,
+                                 measure_tracker_costs(), {}));
+    return std::unique_ptr<DirtyTracker>(std::move(t));
+  }
   if (kind == "uffd") {
     return make_uffd_tracker(h.guest->pid(), h.guest->guest_arena_addr(), h.arena.data(),
                              h.arena.size());
@@ -48,8 +68,9 @@ std::string unsupported_reason(const std::string& kind) {
     Status probe = probe_uffd_wp_async();
     return probe.is_ok() ? "" : probe.to_string();
   }
-  if (kind == "uffd-sync") {
+  if (kind == "uffd-sync" || kind == "switching") {
     Measurements m = measure_tracker_costs();
+    if (!m.uffd_ok) return m.uffd_reason;
     return m.uffd_sync_ok ? "" : m.uffd_sync_reason;
   }
   return "";
@@ -60,7 +81,7 @@ class DirtyTrackerTest : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     const std::string why_not = unsupported_reason(GetParam());
     if (!why_not.empty()) GTEST_SKIP() << why_not;
-    ASSERT_OK(h_.start(GetParam(), kArenaBytes));
+    ASSERT_OK(h_.start(guest_tracker(GetParam()), kArenaBytes));
     auto t = tracker_for(GetParam(), h_);
     ASSERT_OK(t);
     tracker_ = std::move(t).value();
@@ -81,7 +102,10 @@ class DirtyTrackerTest : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<DirtyTracker> tracker_;
 };
 
-TEST_P(DirtyTrackerTest, NameMatchesKind) { EXPECT_EQ(tracker_->name(), GetParam()); }
+TEST_P(DirtyTrackerTest, NameMatchesKind) {
+  // The switching tracker is named after the tracker it runs.
+  EXPECT_EQ(tracker_->name(), GetParam() == "switching" ? "uffd-sync" : GetParam());
+}
 
 TEST_P(DirtyTrackerTest, NoWritesReportNothing) { EXPECT_EQ(collect_paused(), Pfns{}); }
 
@@ -201,7 +225,8 @@ std::string param_name(const ::testing::TestParamInfo<std::string>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Trackers, DirtyTrackerTest,
-                         ::testing::Values("uffd", "uffd-sync", "compare"), param_name);
+                         ::testing::Values("uffd", "uffd-sync", "compare", "switching"),
+                         param_name);
 
 // The differential test with writes racing the pause: guest threads write random
 // pages outside any Update, so each pause stops them at arbitrary instructions
@@ -226,9 +251,10 @@ TEST_P(RacingWritesTest, NoWriteIsLostOverThousandsOfEpochs) {
   // touch, gets a smaller arena to keep the test short under sanitizers.
   const size_t kBytes = (GetParam() == "uffd" ? 256 : 512) * 4096;
   TestGuestHarness h;
-  ASSERT_OK(h.start(GetParam(), kBytes));
+  ASSERT_OK(h.start(guest_tracker(GetParam()), kBytes));
   auto t = tracker_for(GetParam(), h);
   ASSERT_OK(t);
+  auto* switching = dynamic_cast<SwitchingTracker*>(t->get());
   ASSERT_OK(h.guest->pause(std::chrono::seconds(30)));
   auto shadow = make_compare_tracker(h.arena.data(), h.arena.size());
   ASSERT_OK(shadow);
@@ -242,6 +268,12 @@ TEST_P(RacingWritesTest, NoWriteIsLostOverThousandsOfEpochs) {
   for (int epoch = 1; epoch <= kEpochs; ++epoch) {
     std::this_thread::sleep_for(std::chrono::microseconds(epoch % 10 == 0 ? 3000 : rng() % 400));
     ASSERT_OK(h.guest->pause(std::chrono::seconds(30)));
+    if (switching && rng() % 8 == 0) {
+      // Switch in this pause, either way: writes before it are reported
+      // now, writes after it by the other userfaultfd.
+      switching->request_switch(switching->kind() == TrackerKind::kUffd ? TrackerKind::kUffdSync
+                                                                        : TrackerKind::kUffd);
+    }
     Pfns got, truth;
     Status s = (*t)->collect_stopped(got);
     ASSERT_OK(s) << s.to_string() << " epoch " << epoch << " seed " << seed;
@@ -269,6 +301,10 @@ TEST_P(RacingWritesTest, NoWriteIsLostOverThousandsOfEpochs) {
       kEpochs, static_cast<unsigned long long>(changed), static_cast<unsigned long long>(reported),
       static_cast<unsigned long long>(over), static_cast<unsigned long long>(most));
   EXPECT_GT(changed, 0u);
+  if (switching) {
+    std::printf("%llu switches\n", static_cast<unsigned long long>(switching->switches()));
+    EXPECT_GT(switching->switches(), 100u);
+  }
 }
 
 // Regression: with the guest running (pre-copy rounds), PAGEMAP_SCAN can end a
@@ -287,7 +323,7 @@ TEST_P(RacingWritesTest, CollectWhileTheGuestWritesReportsEachPageOnceInOrder) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
   constexpr uint64_t kFirst = 8;
   TestGuestHarness h;
-  ASSERT_OK(h.start(GetParam(), 4096 * 4096));
+  ASSERT_OK(h.start(guest_tracker(GetParam()), 4096 * 4096));
   auto t = tracker_for(GetParam(), h);
   ASSERT_OK(t);
   ASSERT_EQ(h.command("scribble 2 " + std::to_string(kFirst) + " " + std::to_string(seed)), "ok");
@@ -304,8 +340,54 @@ TEST_P(RacingWritesTest, CollectWhileTheGuestWritesReportsEachPageOnceInOrder) {
   EXPECT_GT(busy, 0) << "the guest never wrote while collects ran; test too weak";
 }
 
-INSTANTIATE_TEST_SUITE_P(Trackers, RacingWritesTest, ::testing::Values("uffd", "uffd-sync"),
-                         param_name);
+INSTANTIATE_TEST_SUITE_P(Trackers, RacingWritesTest,
+                         ::testing::Values("uffd", "uffd-sync", "switching"), param_name);
+
+// Switches in both directions, on the guest's own schedule: each pause
+// reports exactly the pages written since the last, whichever userfaultfd
+// saw them, and a write after a switch faults on the new one.
+TEST(SwitchingTracker, EachSwitchReportsTheWritesBeforeItAndTracksOnAfterIt) {
+  if (!unsupported_reason("switching").empty()) GTEST_SKIP() << unsupported_reason("switching");
+  TestGuestHarness h;
+  ASSERT_OK(h.start("uffd-switchable", kArenaBytes));
+  EXPECT_EQ(h.guest->control()->tracker_state.load(),
+            static_cast<uint32_t>(guest::TrackerState::kUffdSwitchable));
+  auto made = tracker_for("switching", h);
+  ASSERT_OK(made);
+  auto* t = static_cast<SwitchingTracker*>(made.value().get());
+  ASSERT_EQ(t->kind(), TrackerKind::kUffdSync);
+  auto epoch = [&](std::vector<uint64_t> pages, std::optional<TrackerKind> switch_to) {
+    for (uint64_t p : pages) EXPECT_EQ(h.write(p * 4096 + 9, 1, static_cast<int>(p)), "ok");
+    EXPECT_OK(h.guest->pause(std::chrono::seconds(30)));
+    if (switch_to) t->request_switch(*switch_to);
+    Pfns pfns;
+    EXPECT_OK(t->collect_stopped(pfns));
+    // The switching pause copies everything in it.
+    if (switch_to) {
+      EXPECT_TRUE(t->protected_after_resume().empty());
+    }
+    EXPECT_OK(t->finish_rearm());
+    EXPECT_OK(h.guest->resume());
+    return pfns;
+  };
+  EXPECT_EQ(epoch({}, std::nullopt), Pfns{});
+  EXPECT_EQ(epoch({17, 40}, TrackerKind::kUffd), (Pfns{17, 40}));
+  EXPECT_EQ(t->kind(), TrackerKind::kUffd);
+  EXPECT_EQ(t->name(), "uffd");
+  EXPECT_EQ(epoch({}, std::nullopt), Pfns{});  // nothing left over from the switch
+  EXPECT_EQ(epoch({17, 99}, TrackerKind::kUffdSync), (Pfns{17, 99}));
+  EXPECT_EQ(t->kind(), TrackerKind::kUffdSync);
+  const uint64_t faults = t->write_faults();
+  EXPECT_EQ(epoch({99, 200}, std::nullopt), (Pfns{99, 200}));  // faults on the synchronous uffd
+  EXPECT_EQ(t->write_faults(), faults + 2);
+  EXPECT_EQ(epoch({5}, TrackerKind::kUffd), (Pfns{5}));
+  EXPECT_EQ(epoch({6}, std::nullopt), (Pfns{6}));
+  EXPECT_EQ(t->switches(), 3u);
+  // Destroyed as uffd-sync or uffd, the guest writes on.
+  EXPECT_EQ(epoch({}, TrackerKind::kUffdSync), Pfns{});
+  made.value().reset();
+  EXPECT_EQ(h.write(7 * 4096, 1, 1), "ok");
+}
 
 // Without a baseline (a VM's takeover) the shadow starts zero: the first
 // collect() reports exactly the pages that are not zero, after which only
