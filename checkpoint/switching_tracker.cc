@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -83,10 +84,19 @@ Result<std::unique_ptr<SwitchingTracker>> SwitchingTracker::create(
   if (initial != TrackerKind::kUffd && initial != TrackerKind::kUffdSync) {
     return Status::invalid_argument("switching tracker: starts as uffd or uffd-sync");
   }
+  if (const char* every = std::getenv(kEnvSwitchEvery)) {
+    t->switch_every_ = std::strtoull(every, nullptr, 10);
+    if (t->switch_every_ > 0 && t->log_) {
+      t->log_(
+          fmt::format("{}={}: the dirty tracker switches every {} pauses (a test's fault "
+                      "injection)",
+                      kEnvSwitchEvery, t->switch_every_, t->switch_every_));
+    }
+  }
   // The guest armed the asynchronous one: uffd-sync starts with a move.
   ROMULUS_RETURN_IF_ERROR(t->start(initial, initial == TrackerKind::kUffdSync));
   t->window_start_ = Clock::now();
-  t->last_switch_ = t->window_start_;
+  t->last_switch_ = t->window_start_ - kMinDwell;  // the first window may switch
   return t;
 }
 
@@ -191,6 +201,9 @@ Status SwitchingTracker::collect_stopped(std::vector<uint64_t>& pfns) {
   }
 
   std::optional<TrackerKind> to = std::exchange(requested_, std::nullopt);
+  if (!to && switch_every_ > 0 && ++pauses_ % switch_every_ == 0) {
+    to = kind == TrackerKind::kUffd ? TrackerKind::kUffdSync : TrackerKind::kUffd;
+  }
   if (!to && window_.checkpoints >= kWindowCheckpoints && now - window_start_ >= kWindow) {
     const uint64_t faults = current_->write_faults();
     window_.faults = faults - std::min(faults, faults_at_window_start_);

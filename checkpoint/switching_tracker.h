@@ -30,7 +30,8 @@
 // checkpoint, uffd's scan time (its fastest collect), uffd-sync's faults and
 // re-protected pages per checkpoint. The other tracker must win even with its
 // costs raised by kSwitchMargin, and no switch follows another within
-// kMinDwell, so a workload near the boundary does not flap.
+// kMinDwell, so a workload near the boundary does not flap (the first window
+// may switch at once: the start-up choice was a guess).
 //
 // Threads: like every tracker, one thread (the epoch engine); name() and
 // switches() from any thread.
@@ -119,6 +120,10 @@ class SwitchingTracker final : public DirtyTracker {
   // Tests: switch to `kind` at the next collect_stopped(), whatever the
   // window says (kMinDwell does not apply).
   void request_switch(TrackerKind kind) { requested_ = kind; }
+  // Fault injection for end-to-end tests: with ROMULUS_TEST_TRACKER_SWITCH_EVERY=N
+  // in the environment (N > 0), a switch every N pauses besides the windows'
+  // decisions (tests/e2e/test_kill.py kills primaries in the middle of them).
+  static constexpr const char* kEnvSwitchEvery = "ROMULUS_TEST_TRACKER_SWITCH_EVERY";
 
  private:
   SwitchingTracker(Guest g, const uint8_t* arena, size_t bytes, const Measurements& m,
@@ -141,6 +146,8 @@ class SwitchingTracker final : public DirtyTracker {
   uint64_t faults_before_ = 0;  // write faults of the trackers before current_
   bool switched_ = false;       // in this pause: copy everything in it
   std::optional<TrackerKind> requested_;
+  uint64_t switch_every_ = 0;  // kEnvSwitchEvery, 0: off
+  uint64_t pauses_ = 0;
   SwitchWindow window_;
   std::chrono::steady_clock::time_point window_start_, last_switch_;
   uint64_t faults_at_window_start_ = 0;
