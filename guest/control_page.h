@@ -26,6 +26,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "guest/linux_abi.h"
+
 namespace romulus::guest {
 
 inline constexpr uint32_t kControlMagic = 0x434c4d52;  // "RMLC" little-endian
@@ -102,6 +104,16 @@ inline void set_control_message(ControlPage* cp, const char* text) {
   if (n >= kControlMessageSize) n = kControlMessageSize - 1;
   std::memcpy(cp->message, text, n);
   cp->message[n] = '\0';
+}
+
+// The end of attach, on the guest's side (the SDK and QEMU's preload): the
+// message, then attach_state (release), then a wake for the supervisor's
+// futex wait on it.
+inline void publish_attach(ControlPage* cp, bool ok, const char* message) {
+  set_control_message(cp, message);
+  cp->attach_state.store(static_cast<uint32_t>(ok ? AttachState::kAttached : AttachState::kFailed),
+                         std::memory_order_seq_cst);
+  linux_abi::futex_wake(&cp->attach_state);
 }
 
 }  // namespace romulus::guest

@@ -245,11 +245,7 @@ Status attach_supervised(detail::ArenaState& s, ControlPage* cp) {
 
 void report(ControlPage* cp, const Status& st) {
   cp->guest_pid.store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
-  set_control_message(cp, st.is_ok() ? "attached" : st.to_string().c_str());
-  cp->attach_state.store(
-      static_cast<uint32_t>(st.is_ok() ? AttachState::kAttached : AttachState::kFailed),
-      std::memory_order_seq_cst);
-  linux_abi::futex_wake(&cp->attach_state);
+  publish_attach(cp, st.is_ok(), st.is_ok() ? "attached" : st.to_string().c_str());
 }
 
 void do_attach(Process& proc) {

@@ -108,14 +108,7 @@ __attribute__((constructor)) void read_environment() {
 }
 
 // Tells the supervisor, which futex-waits on attach_state.
-void report(bool ok, const char* message) {
-  g::ControlPage* cp = arena.control;
-  g::set_control_message(cp, message);
-  cp->attach_state.store(
-      static_cast<uint32_t>(ok ? g::AttachState::kAttached : g::AttachState::kFailed),
-      std::memory_order_seq_cst);
-  g::linux_abi::futex_wake(&cp->attach_state);
-}
+void report(bool ok, const char* message) { g::publish_attach(arena.control, ok, message); }
 
 void fail(const char* what, int err) {
   char text[g::kControlMessageSize];
