@@ -225,6 +225,8 @@ PrimaryMetrics PrimaryNode::metrics() const {
   m.interval_seconds = std::chrono::duration<double>(interval).count();
   m.commit_eager = (started && impl_->engine ? impl_->engine->commit() : config_.engine.commit) ==
                    CommitMode::kEager;
+  m.tracker = started && impl_->switching ? impl_->switching->kind() : impl_->tracker_kind;
+  m.tracker_switches = started && impl_->switching ? impl_->switching->switches() : 0;
   if (started && impl_->proxy) {
     m.output = {impl_->proxy->stats(), impl_->proxy->added_latency_histogram().snapshot(),
                 impl_->proxy->release_after_ack_histogram().snapshot()};

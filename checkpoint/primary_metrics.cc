@@ -116,6 +116,17 @@ void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out) {
     out.histogram_series("romulus_output_path_seconds", {{"hop", "release"}},
                          m.output->release_after_ack);
   }
+  std::vector<std::string> trackers;
+  for (const auto& [kind, name] : kTrackerKindNames) {
+    if (kind != TrackerKind::kAuto) trackers.emplace_back(name);
+  }
+  out.one_hot("romulus_tracker",
+              "The dirty tracker running now (1 for it; --tracker auto may switch between uffd "
+              "and uffd-sync).",
+              "tracker", trackers, tracker_kind_name(m.tracker));
+  out.counter("romulus_tracker_switches_total",
+              "Switches of --tracker auto between uffd and uffd-sync while the guest ran.",
+              d(m.tracker_switches));
   if (m.lease) {
     out.gauge("romulus_owner", "1 while this node owns the pair (holds the witness lease).",
               m.lease->owner ? 1 : 0);

@@ -12,6 +12,7 @@
 #include "checkpoint/output_proxy.h"
 #include "checkpoint/primary_state.h"
 #include "checkpoint/stats.h"
+#include "checkpoint/tracker_kind.h"
 #include "common/histogram.h"
 #include "common/metrics_text.h"
 
@@ -25,6 +26,10 @@ struct PrimaryMetrics {
   common::Histogram::Snapshot output_hops[std::size(kOutputHops)];
   double interval_seconds = 0;  // the interval asked for
   bool commit_eager = false;    // --commit eager
+  // The dirty tracker running now, and auto's switches between uffd and
+  // uffd-sync (switching_tracker.h).
+  TrackerKind tracker = TrackerKind::kUffd;
+  uint64_t tracker_switches = 0;
   struct Output {
     OutputProxyStats stats;
     common::Histogram::Snapshot added_latency;

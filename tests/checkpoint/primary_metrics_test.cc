@@ -78,5 +78,17 @@ TEST(PrimaryMetrics, OutputAndLeaseFamiliesOnlyWithAProxyAndAWitness) {
   EXPECT_NE(text.find("romulus_lease_remaining_seconds 1.5\n"), std::string::npos);
 }
 
+TEST(PrimaryMetrics, TheTrackerRunningNowAndAutosSwitches) {
+  PrimaryMetrics m;
+  m.tracker = TrackerKind::kUffdSync;
+  m.tracker_switches = 3;
+  const auto text = render(m);
+  EXPECT_NE(text.find("romulus_tracker{tracker=\"uffd-sync\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("romulus_tracker{tracker=\"uffd\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("romulus_tracker{tracker=\"compare\"} 0\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("tracker=\"auto\""), std::string::npos) << text;
+  EXPECT_NE(text.find("romulus_tracker_switches_total 3\n"), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace romulus::checkpoint::primary_metrics_test
