@@ -106,6 +106,9 @@ struct PrimaryNode::Impl {
   NullTransport null_transport;
   TrackerKind tracker_kind = TrackerKind::kUffd;  // as decided at start
   const SwitchingTracker* switching = nullptr;    // tracker, when auto may switch
+  // The tracker running now (auto may switch at run time, switching_tracker.h).
+  TrackerKind running_tracker() const { return switching ? switching->kind() : tracker_kind; }
+  uint64_t tracker_switches() const { return switching ? switching->switches() : 0; }
   double guest_fault_us = 0;  // what one write fault costs the guest (EngineOptions)
   uint16_t guest_port = 0;
   bool buffering = true;  // output held until acked while a backup is connected
@@ -225,8 +228,8 @@ PrimaryMetrics PrimaryNode::metrics() const {
   m.interval_seconds = std::chrono::duration<double>(interval).count();
   m.commit_eager = (started && impl_->engine ? impl_->engine->commit() : config_.engine.commit) ==
                    CommitMode::kEager;
-  m.tracker = started && impl_->switching ? impl_->switching->kind() : impl_->tracker_kind;
-  m.tracker_switches = started && impl_->switching ? impl_->switching->switches() : 0;
+  m.tracker = impl_->running_tracker();
+  m.tracker_switches = impl_->tracker_switches();
   if (started && impl_->proxy) {
     m.output = {impl_->proxy->stats(), impl_->proxy->added_latency_histogram().snapshot(),
                 impl_->proxy->release_after_ack_histogram().snapshot()};
@@ -287,10 +290,8 @@ json::object PrimaryNode::status() {
   o["guest_stopped_fraction"] = s.stopped_fraction;
   o["checkpoints_per_sec"] = json::object{{"timer", s.timer_checkpoints_per_sec},
                                           {"output", s.output_checkpoints_per_sec}};
-  // The tracker running now: auto may switch at run time (switching_tracker.h).
-  o["tracker"] =
-      im.switching ? tracker_kind_name(im.switching->kind()) : tracker_kind_name(im.tracker_kind);
-  o["tracker_switches"] = im.switching ? im.switching->switches() : 0;
+  o["tracker"] = tracker_kind_name(im.running_tracker());
+  o["tracker_switches"] = im.tracker_switches();
   o["codec"] = protocol::codec_name(im.engine ? im.engine->codec() : config_.engine.encode.codec);
   o["threads"] = config_.engine.encoder_threads;
   o["resumed"] = config_.resumed_epoch.has_value();

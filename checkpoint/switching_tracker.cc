@@ -38,12 +38,7 @@ SwitchDecision decide_switch(const SwitchWindow& w, const Measurements& m, uint6
   // costs neither; not knowing which those are, assume none).
   const double faults = in_sync ? static_cast<double>(w.faults) / n : pages;
   const double reprotected = in_sync ? static_cast<double>(w.reprotected) / n : pages;
-  const double copy = pages * m.copy_us_per_page;
-  UffdCosts c;
-  c.uffd_pause_us = scan + copy;
-  c.uffd_us = c.uffd_pause_us + pages * m.async_fault_us;
-  c.uffd_sync_pause_us = reprotected * m.reprotect_us_per_page + copy;
-  c.uffd_sync_us = c.uffd_sync_pause_us + faults * m.sync_fault_us;
+  const UffdCosts c = model_uffd_costs(m, scan, pages, faults, reprotected);
   d.costs = c;
   // The other tracker must win with its costs raised by the margin.
   UffdCosts biased = c;
@@ -214,17 +209,19 @@ Status SwitchingTracker::collect_stopped(std::vector<uint64_t>& pfns) {
         if (log_) log_(std::move(d.explanation));
       }
     }
-    window_ = SwitchWindow{};
-    window_start_ = now;
-    faults_at_window_start_ = faults;
+    if (!to) start_window(now);
   }
   if (!to || *to == kind) return Status::ok();
   ROMULUS_RETURN_IF_ERROR(switch_to(*to));
   last_switch_ = now;
-  window_ = SwitchWindow{};
-  window_start_ = Clock::now();
-  faults_at_window_start_ = current_->write_faults();
+  start_window(Clock::now());
   return Status::ok();
+}
+
+void SwitchingTracker::start_window(Clock::time_point now) {
+  window_ = SwitchWindow{};
+  window_start_ = now;
+  faults_at_window_start_ = current_->write_faults();
 }
 
 }  // namespace romulus::checkpoint

@@ -131,6 +131,8 @@ class SwitchingTracker final : public DirtyTracker {
   // Ends the current tracker and starts `to` on the other userfaultfd.
   Status switch_to(TrackerKind to);
   Status start(TrackerKind kind, bool move);
+  // A new window from `now`, counting the current tracker's faults from here.
+  void start_window(std::chrono::steady_clock::time_point now);
 
   Guest guest_;
   const uint8_t* arena_;

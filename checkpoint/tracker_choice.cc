@@ -178,6 +178,18 @@ Status measure_memory(Measurements& m) {
 
 }  // namespace
 
+UffdCosts model_uffd_costs(const Measurements& m, double scan_us, double pages, double sync_faults,
+                           double reprotected) {
+  // The pause's part: the faults happen while the guest runs.
+  const double copy = pages * m.copy_us_per_page;
+  UffdCosts c;
+  c.uffd_pause_us = scan_us + copy;
+  c.uffd_us = c.uffd_pause_us + pages * m.async_fault_us;
+  c.uffd_sync_pause_us = reprotected * m.reprotect_us_per_page + copy;
+  c.uffd_sync_us = c.uffd_sync_pause_us + sync_faults * m.sync_fault_us;
+  return c;
+}
+
 UffdPick pick_uffd_tracker(const UffdCosts& c) {
   UffdPick p;
   if (c.uffd_us >= 0) {
@@ -212,15 +224,15 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
   const double g = static_cast<double>(arena.arena_bytes) / kGiB;
   const double d = static_cast<double>(arena.expected_dirty_pages);
   TrackerDecision dec;
+  const UffdCosts c = model_uffd_costs(m, g * m.scan_us_per_gib, d, d, d);
   if (m.uffd_ok) {
-    dec.uffd_us = g * m.scan_us_per_gib + d * (m.async_fault_us + m.copy_us_per_page);
+    dec.uffd_us = c.uffd_us;
+    dec.uffd_pause_us = c.uffd_pause_us;
   }
   if (m.uffd_sync_ok) {
-    dec.uffd_sync_us = d * (m.sync_fault_us + m.reprotect_us_per_page + m.copy_us_per_page);
+    dec.uffd_sync_us = c.uffd_sync_us;
+    dec.uffd_sync_pause_us = c.uffd_sync_pause_us;
   }
-  // What of that the pause costs (the faults happen while the guest runs).
-  if (m.uffd_ok) dec.uffd_pause_us = g * m.scan_us_per_gib + d * m.copy_us_per_page;
-  if (m.uffd_sync_ok) dec.uffd_sync_pause_us = d * (m.reprotect_us_per_page + m.copy_us_per_page);
   dec.compare_us = g * m.compare_us_per_gib;
 
   switch (requested) {

@@ -38,17 +38,12 @@ std::string guest_tracker(const std::string& kind) {
 
 Result<std::unique_ptr<DirtyTracker>> tracker_for(const std::string& kind, TestGuestHarness& h) {
   if (kind == "switching") {
-    // Starts synchronous: the arena moves off the guest's asynchronous uffd at once.
-    ROMULUS_ASSIGN_OR_RETURN(auto fds, h.guest->take_guest_switchable_uffds());
-    ROMULUS_ASSIGN_OR_RETURN(
-        auto t,
-        SwitchingTracker::create(SwitchingTracker::Guest{.pid = h.guest->pid(),
-                                                         .arena_addr = h.guest->guest_arena_addr(),
-                                                         .async_uffd = fds.async_fd,
-                                                         .sync_uffd = fds.sync_fd},
-                                 h.arena.data(), h.arena.size(), TrackerKind::kUffdSync,
-                                 measure_tracker_costs(), {}));
-    return std::unique_ptr<DirtyTracker>(std::move(t));
+    // As auto builds it, starting synchronous: the arena moves off the
+    // guest's asynchronous uffd at once.
+    TrackerDecision d;
+    d.kind = TrackerKind::kUffdSync;
+    d.switchable = true;
+    return make_tracker(d, *h.guest, h.arena.data(), h.arena.size(), measure_tracker_costs());
   }
   if (kind == "uffd") {
     return make_uffd_tracker(h.guest->pid(), h.guest->guest_arena_addr(), h.arena.data(),
