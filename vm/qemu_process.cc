@@ -21,10 +21,7 @@ namespace romulus::vm {
 
 namespace {
 
-// start() tries to connect for this long at a time, and checks between tries
-// that QEMU still runs.
-constexpr auto kAttempt = std::chrono::milliseconds(250);
-// How long start() gives a QEMU that never answered to exit, to say why.
+// How long start() gives a QEMU whose QMP connection failed to exit, to say why.
 constexpr auto kExitGrace = std::chrono::milliseconds(200);
 constexpr auto kReapPoll = std::chrono::milliseconds(5);
 
@@ -150,26 +147,24 @@ Result<QemuProcess> QemuProcess::start(const QemuProcessSpec& spec, Deadline dea
                     "ready{}{}",
                     status, why.empty() ? "" : ": ", why));
   };
-  // QEMU creates its socket early and greets from its main loop, once the
-  // machine is built; it may exit on a bad argument before or after. So:
-  // short attempts, checking between them that QEMU still runs. (A
-  // connection given up on is dropped by QEMU when it gets to it.)
-  for (;;) {
-    auto qmp = QmpClient::connect(spec.qmp_socket, std::min(deadline, deadline_in(kAttempt)));
-    if (qmp.is_ok()) {
-      process.qmp_.emplace(std::move(*qmp));
-      return process;
-    }
+  // QEMU creates its socket early and answers once its loops run; it may exit
+  // on a bad argument before or after. So connect() checks every
+  // QmpClient::kCheckEvery that QEMU still runs, on the one connection it
+  // keeps: one given up on would have QEMU answer its qmp_capabilities on the
+  // next, before that one's greeting.
+  auto qmp = QmpClient::connect(spec.qmp_socket, deadline, [&]() -> Status {
     if (auto status = process.exited()) return exited_early(*status);
-    bool retry = qmp.status().code() == StatusCode::kTimeout ||
-                 qmp.status().code() == StatusCode::kUnavailable;
-    if (!retry) return qmp.status().context("starting QEMU");
-    if (Clock::now() >= deadline) {
-      if (process.reap_until(deadline_in(kExitGrace))) return exited_early(*process.exit_status_);
-      return Status::timeout(
-          fmt::format("QEMU's QMP socket {} was not ready before the deadline", spec.qmp_socket));
-    }
+    return Status::ok();
+  });
+  if (qmp.is_ok()) {
+    process.qmp_.emplace(std::move(*qmp));
+    return process;
   }
+  // A QEMU that exits closes its socket: say why it exited, if it did.
+  if (process.reap_until(deadline_in(kExitGrace))) return exited_early(*process.exit_status_);
+  if (qmp.status().code() != StatusCode::kTimeout) return qmp.status().context("starting QEMU");
+  return Status::timeout(
+      fmt::format("QEMU's QMP socket {} was not ready before the deadline", spec.qmp_socket));
 }
 
 QemuProcess::QemuProcess(QemuProcess&& other) noexcept

@@ -40,9 +40,27 @@ Status wait_ready(int fd, short events, Deadline deadline, std::string_view what
   }
 }
 
+// How much of an unexpected message an error quotes.
+constexpr size_t kQuotedBytes = 120;
+
+const char* kind_name(QmpMessageKind kind) {
+  switch (kind) {
+    case QmpMessageKind::kGreeting:
+      return "greeting";
+    case QmpMessageKind::kReturn:
+      return "command's return";
+    case QmpMessageKind::kError:
+      return "command's error";
+    case QmpMessageKind::kEvent:
+      return "event";
+  }
+  return "message";
+}
+
 }  // namespace
 
-Result<QmpClient> QmpClient::connect(const std::string& path, Deadline deadline) {
+Result<QmpClient> QmpClient::connect(const std::string& path, Deadline deadline,
+                                     const StillRunning& still_running) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof addr.sun_path) {
@@ -51,17 +69,23 @@ Result<QmpClient> QmpClient::connect(const std::string& path, Deadline deadline)
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
   int last_errno = 0;
+  Deadline next_check = deadline_in(kCheckEvery);
   for (;;) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return Status::from_errno("QMP: socket", errno);
     if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
       QmpClient client(fd);
-      ROMULUS_ASSIGN_OR_RETURN(QmpMessage greeting, client.next_reply(deadline));
+      ROMULUS_ASSIGN_OR_RETURN(QmpMessage greeting, client.next_reply(deadline, still_running));
       if (greeting.kind != QmpMessageKind::kGreeting) {
-        return Status::corrupt(fmt::format("QMP {}: the first message is not a greeting", path));
+        std::string text = json::serialize(greeting.value);
+        if (text.size() > kQuotedBytes) text = text.substr(0, kQuotedBytes) + "...";
+        return Status::corrupt(
+            fmt::format("QMP {}: the first message is a {} ({}), not QEMU's greeting: is "
+                        "something other than a fresh QEMU listening there?",
+                        path, kind_name(greeting.kind), text));
       }
       client.greeting_ = std::move(greeting.value);
-      auto negotiated = client.execute("qmp_capabilities", {}, deadline);
+      auto negotiated = client.run("qmp_capabilities", {}, -1, deadline, still_running);
       if (!negotiated.is_ok()) return negotiated.status().context(fmt::format("QMP {}", path));
       return client;
     }
@@ -74,6 +98,10 @@ Result<QmpClient> QmpClient::connect(const std::string& path, Deadline deadline)
           fmt::format("QMP: {} did not accept a connection before the deadline "
                       "(last: {})",
                       path, std::strerror(last_errno)));
+    }
+    if (still_running && Clock::now() >= next_check) {
+      ROMULUS_RETURN_IF_ERROR(still_running());
+      next_check = deadline_in(kCheckEvery);
     }
     std::this_thread::sleep_for(kConnectRetry);
   }
@@ -120,7 +148,7 @@ Result<json::value> QmpClient::execute_with_fd(std::string_view command, json::o
 }
 
 Result<json::value> QmpClient::run(std::string_view command, json::object args, int fd,
-                                   Deadline deadline) {
+                                   Deadline deadline, const StillRunning& still_running) {
   if (!broken_.is_ok()) return broken_;
   const uint64_t id = next_id_++;
   json::object request;
@@ -132,7 +160,7 @@ Result<json::value> QmpClient::run(std::string_view command, json::object args, 
   Status sent = send_all(text, fd, deadline);
   if (!sent.is_ok()) return sent.context(fmt::format("QMP {}", command));
   for (;;) {
-    auto reply = next_reply(deadline);
+    auto reply = next_reply(deadline, still_running);
     if (!reply.is_ok()) return reply.status().context(fmt::format("QMP {}", command));
     // A reply without an id is QEMU's answer to a request it could not read
     // as JSON: ours, since replies come in request order and stale ones carry
@@ -199,6 +227,15 @@ Result<QmpMessage> QmpClient::next_reply(Deadline deadline) {
       return std::move(*m);
     }
     ROMULUS_RETURN_IF_ERROR(read_some(deadline));
+  }
+}
+
+Result<QmpMessage> QmpClient::next_reply(Deadline deadline, const StillRunning& still_running) {
+  for (;;) {
+    Deadline step = still_running ? std::min(deadline, deadline_in(kCheckEvery)) : deadline;
+    auto m = next_reply(step);
+    if (m.is_ok() || m.status().code() != StatusCode::kTimeout || step == deadline) return m;
+    ROMULUS_RETURN_IF_ERROR(still_running());
   }
 }
 

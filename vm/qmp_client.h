@@ -2,7 +2,11 @@
 // blocking, every call bounded by a deadline.
 //
 // connect() waits for the socket to accept (QEMU creates it a moment after it
-// starts), reads the greeting and leaves capabilities negotiation done.
+// starts), reads the greeting and leaves capabilities negotiation done, on
+// the one connection it made: a connection given up on while QEMU is slow
+// would leave QEMU answering its qmp_capabilities on the next connection,
+// before that connection's greeting. A caller that must notice QEMU exiting
+// meanwhile passes `still_running`.
 // execute() sends one command with an "id" and waits for the return or error
 // that carries that id; a reply of an earlier command that timed out is
 // recognised by its id and skipped, so the client stays usable after a
@@ -25,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,10 +60,16 @@ class QmpClient {
   // How often connect() tries again while the socket is missing or refuses.
   static constexpr auto kConnectRetry = std::chrono::milliseconds(5);
 
+  // connect()'s check that the peer is still worth waiting for, asked every
+  // kCheckEvery while it waits: a status that is not OK ends connect() with it.
+  using StillRunning = std::function<Status()>;
+  static constexpr auto kCheckEvery = std::chrono::milliseconds(250);
+
   // Connects to the QMP socket at `path` (trying again while it does not exist
   // or refuses), reads the greeting and negotiates capabilities, all before
-  // `deadline`.
-  static Result<QmpClient> connect(const std::string& path, Deadline deadline);
+  // `deadline`, asking `still_running` (when set) every kCheckEvery meanwhile.
+  static Result<QmpClient> connect(const std::string& path, Deadline deadline,
+                                   const StillRunning& still_running = {});
 
   QmpClient(QmpClient&& other) noexcept;
   QmpClient& operator=(QmpClient&& other) noexcept;
@@ -94,11 +105,13 @@ class QmpClient {
   explicit QmpClient(int fd) : fd_(fd) {}
 
   Result<boost::json::value> run(std::string_view command, boost::json::object args, int fd,
-                                 Deadline deadline);
+                                 Deadline deadline, const StillRunning& still_running = {});
   Status send_all(std::string_view bytes, int fd, Deadline deadline);
   // The next message that is not an event (events are queued on the way),
   // reading from the socket as needed; nullopt-free: an error or a message.
   Result<QmpMessage> next_reply(Deadline deadline);
+  // next_reply(), asking still_running (when set) every kCheckEvery.
+  Result<QmpMessage> next_reply(Deadline deadline, const StillRunning& still_running);
   // Reads once (waiting until deadline) and feeds the decoder.
   Status read_some(Deadline deadline);
   void keep_event(QmpMessage message);

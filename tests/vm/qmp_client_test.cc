@@ -1,6 +1,7 @@
 // QmpClient against a scripted fake QEMU on a Unix socket: negotiation, replies
-// matched by id, errors, events, deadlines, a QEMU that goes away; and
-// query_virtqueues()'s QMP sequence (vm/virtqueue_status.h).
+// matched by id, errors, events, deadlines, a slow or exiting QEMU, a QEMU
+// that goes away; and query_virtqueues()'s QMP sequence
+// (vm/virtqueue_status.h).
 #include "vm/qmp_client.h"
 
 #include <sys/socket.h>
@@ -252,6 +253,58 @@ TEST(QmpClient, GarbageFromThePeerIsCorrupt) {
   });
   auto client = QmpClient::connect(qemu.path(), deadline_in(5s));
   EXPECT_EQ(client.status().code(), StatusCode::kCorrupt) << client.status().to_string();
+}
+
+TEST(QmpClient, AReplyBeforeTheGreetingIsCorruptAndQuoted) {
+  // What QEMU does when a connection given up on had sent qmp_capabilities:
+  // its answer goes to the next connection, ahead of that one's greeting.
+  FakeQemu qemu([](Peer& p) {
+    p.write(std::string("{\"return\": {}, \"id\": 1}\r\n") + kGreeting);
+    p.read_request();
+  });
+  auto client = QmpClient::connect(qemu.path(), deadline_in(5s));
+  EXPECT_EQ(client.status().code(), StatusCode::kCorrupt) << client.status().to_string();
+  EXPECT_NE(client.status().message().find("is a command's return ({})"), std::string::npos)
+      << client.status().to_string();
+}
+
+TEST(QmpClient, ASlowNegotiationIsWaitedForOnTheOneConnection) {
+  // The fake accepts one connection: a client that gave up on it and
+  // connected again would wait in the backlog until its deadline.
+  FakeQemu qemu([](Peer& p) {
+    p.write(kGreeting);
+    json::value r = p.read_request();
+    std::this_thread::sleep_for(QmpClient::kCheckEvery * 5 / 2);
+    p.reply(r, "{}");
+    json::value next = p.read_request();
+    p.reply(next, "\"mine\"");
+    p.read_request();
+  });
+  int checks = 0;
+  auto client = QmpClient::connect(qemu.path(), deadline_in(10s), [&] {
+    ++checks;
+    return Status::ok();
+  });
+  ASSERT_OK(client);
+  EXPECT_GE(checks, 2);
+  auto next = client->execute("query-status", {}, deadline_in(5s));
+  ASSERT_OK(next);
+  EXPECT_EQ(next->as_string(), "mine");
+}
+
+TEST(QmpClient, StillRunningEndsAWaitWithItsStatus) {
+  FakeQemu qemu([](Peer& p) {
+    p.write(kGreeting);
+    p.read_request();  // qmp_capabilities, never answered
+    p.read_request();
+  });
+  int checks = 0;
+  auto client = QmpClient::connect(qemu.path(), deadline_in(10s), [&] {
+    return ++checks < 2 ? Status::ok() : Status::aborted("QEMU exited with status 1");
+  });
+  EXPECT_EQ(client.status().code(), StatusCode::kAborted) << client.status().to_string();
+  EXPECT_NE(client.status().message().find("QEMU exited with status 1"), std::string::npos)
+      << client.status().to_string();
 }
 
 TEST(QmpClient, ConnectToAMissingSocketTimesOut) {

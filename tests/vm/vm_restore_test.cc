@@ -285,6 +285,28 @@ TEST_F(VmRestoreTest, AMissingQemuIsOneClearError) {
       << qemu.status().to_string();
 }
 
+// A QEMU slow to answer qmp_capabilities (a loaded host): start() waits on its
+// one connection. Giving up on it and connecting again made the real QEMU send
+// that answer to the next connection, before its greeting, and the takeover
+// failed ("the first message is not a greeting"). The stand-in accepts one
+// connection only, so a second would wait in its backlog until the deadline.
+TEST_F(VmRestoreTest, AQemuSlowToNegotiateIsWaitedForOnItsOneConnection) {
+  const char* script = R"(
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(4)
+c, _ = s.accept(); f = c.makefile("rwb", buffering=0)
+f.write(b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}\r\n')
+request = f.readline(); time.sleep(0.7)
+f.write(b'{"return": {}, "id": ' + request.split(b'"id":')[1].split(b'}')[0].strip() + b'}\r\n')
+f.readline()
+)";
+  QemuProcessSpec spec;
+  spec.qmp_socket = dir_ + "/slow.qmp";
+  spec.argv = {"python3", "-c", script, spec.qmp_socket};
+  auto qemu = QemuProcess::start(spec, deadline_in(10s));
+  ASSERT_OK(qemu);
+}
+
 TEST_F(VmRestoreTest, AQemuThatExitsAtStartSaysWhy) {
   auto ram = common::SharedMemory::create("romulus-vm-test-exit", kRamBytes);
   ASSERT_OK(ram);
