@@ -62,6 +62,8 @@ SETTLE_DEADLINE = max(90.0, 3 * harness.DEADLINE)
 # after a fault ends, before the backup has judged the silence it caused (as after
 # a 1 s SIGSTOP of the primary), is not taken for one that has recovered from it.
 STABLE_S = 1.5
+# How many times the pair may settle before it is judged (settle_and_check).
+SETTLE_TRIES = 3
 RELEASED_RE = r"RELEASED mono_ms=(\d+)\.\.(\d+) deadline_ms=(-?\d+)"
 
 _LAB_OK, _LAB_WHY = netns.supported()
@@ -252,24 +254,39 @@ class FaultTest(unittest.TestCase):
 
     # -- the end of a test: settle, read back from the owner, judge
 
+    def wait_stably_protected(self, fault):
+        """The node that stays the protected primary at every read for STABLE_S."""
+        seen = {"owner": None, "since": 0.0}
+
+        def stably_protected():
+            owner, now = self.protected_primary(), time.monotonic()
+            if owner is None or owner != seen["owner"]:
+                seen["owner"], seen["since"] = owner, now
+                return None
+            return owner if now - seen["since"] >= STABLE_S else None
+
+        return harness.wait_until(
+            stably_protected, lambda: f"{fault}: the pair to be protected again by "
+            f"exactly one primary for {STABLE_S:g} s\n{self.statuses()}\n{self.logs()}",
+            deadline=SETTLE_DEADLINE)
+
     def settle_and_check(self, fault):
         """Waits for the pair to settle, stops the load, reads back from the owner and
         checks (witness) or reports (no witness) the spec."""
         if WITNESS:
-            # Protected by the same primary at every read for STABLE_S.
-            seen = {"owner": None, "since": 0.0}
-
-            def stably_protected():
-                owner, now = self.protected_primary(), time.monotonic()
-                if owner is None or owner != seen["owner"]:
-                    seen["owner"], seen["since"] = owner, now
-                    return None
-                return owner if now - seen["since"] >= STABLE_S else None
-
-            owner = harness.wait_until(
-                stably_protected, lambda: f"{fault}: the pair to be protected again by "
-                f"exactly one primary for {STABLE_S:g} s\n{self.statuses()}\n{self.logs()}",
-                deadline=SETTLE_DEADLINE)
+            # Protected by the same primary at every read for STABLE_S, and still in the
+            # snapshot judged below. A stall after the settle (a starved witness or node on a
+            # loaded machine) may fence the owner for a moment, which is the witness doing its
+            # job: the pair must then settle again, up to SETTLE_TRIES times, noted.
+            for _ in range(SETTLE_TRIES):
+                owner = self.wait_stably_protected(fault)
+                statuses = self.statuses()
+                primaries = self.primaries(statuses)
+                protected = self.protected_primary()
+                if protected == owner and primaries == [owner]:
+                    break
+                self.notes.append(f"settled on {owner}, then primaries={primaries} "
+                                  f"protected_by={protected}: settling again")
         else:
             # Without a witness nothing ever demotes a primary: two primaries is as settled
             # as one protected primary.
@@ -282,9 +299,9 @@ class FaultTest(unittest.TestCase):
             prim = self.primaries()
             owner = (prim[0] if len(prim) == 1 else
                      "B" if "B" in prim and self.took_over("B") else prim[0] if prim else None)
-        statuses = self.statuses()
-        primaries = self.primaries(statuses)
-        protected = self.protected_primary()
+            statuses = self.statuses()
+            primaries = self.primaries(statuses)
+            protected = self.protected_primary()
         etcd_owner = self.lab.etcd_get(f"/romulus/{self.pair}/owner")
 
         # Every client onto the owner: the other node's service resets them.
