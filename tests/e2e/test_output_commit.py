@@ -31,6 +31,10 @@ CYCLES = int(os.environ.get("ROMULUS_E2E_KV_CYCLES", "32"))
 # The same tests under --commit interval (the default is eager): fewer kill cycles.
 INTERVAL_CYCLES = int(os.environ.get("ROMULUS_E2E_KV_INTERVAL_CYCLES", "6"))
 SERVING_RE = r"serving clients on"
+# The primary's proxy serves before the guest listens: a client that connects
+# between the two is closed (and a real client retries). Tests that send at once
+# wait for the guest too.
+GUEST_LISTENING_RE = r"romulus-kvstore: listening on"
 
 
 class LineClient:
@@ -98,6 +102,7 @@ class OutputCommitTest(unittest.TestCase):
         primary = c.primary(kv, relay.port, service_port=svc)
         primary.wait_for(harness.IN_SYNC_RE)
         primary.wait_for(SERVING_RE)
+        primary.wait_for(GUEST_LISTENING_RE)
         cl = self.client(svc)
         self.assertEqual(cl.request("SET before hold"), "OK")
 
@@ -156,6 +161,7 @@ class OutputCommitTest(unittest.TestCase):
         primary = c.primary(kv, relay_port, service_port=svc)
         primary.wait_for(r"unreachable: .*UNPROTECTED")
         primary.wait_for(SERVING_RE)
+        primary.wait_for(GUEST_LISTENING_RE)
         cl = self.client(svc)
         value = "x" * 8000
         for i in range(0, 1500, 100):
