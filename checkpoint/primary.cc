@@ -11,10 +11,10 @@
 #include "checkpoint/epoch_engine.h"
 #include "checkpoint/guest_pause.h"
 #include "checkpoint/guest_process.h"
+#include "checkpoint/hybrid_tracker.h"
 #include "checkpoint/image_compare.h"
 #include "checkpoint/output_proxy.h"
 #include "checkpoint/run_time_settings.h"
-#include "checkpoint/switching_tracker.h"
 #include "checkpoint/tcp_sender.h"
 #include "checkpoint/tracker_choice.h"
 #include "checkpoint/vm_guest.h"
@@ -105,10 +105,7 @@ struct PrimaryNode::Impl {
   std::unique_ptr<OutputProxy> proxy;
   NullTransport null_transport;
   TrackerKind tracker_kind = TrackerKind::kUffd;  // as decided at start
-  const SwitchingTracker* switching = nullptr;    // tracker, when auto may switch
-  // The tracker running now (auto may switch at run time, switching_tracker.h).
-  TrackerKind running_tracker() const { return switching ? switching->kind() : tracker_kind; }
-  uint64_t tracker_switches() const { return switching ? switching->switches() : 0; }
+  const HybridTracker* hybrid = nullptr;          // tracker, when it is uffd-hybrid
   double guest_fault_us = 0;  // what one write fault costs the guest (EngineOptions)
   uint16_t guest_port = 0;
   bool buffering = true;  // output held until acked while a backup is connected
@@ -228,8 +225,11 @@ PrimaryMetrics PrimaryNode::metrics() const {
   m.interval_seconds = std::chrono::duration<double>(interval).count();
   m.commit_eager = (started && impl_->engine ? impl_->engine->commit() : config_.engine.commit) ==
                    CommitMode::kEager;
-  m.tracker = impl_->running_tracker();
-  m.tracker_switches = impl_->tracker_switches();
+  m.tracker = impl_->tracker_kind;
+  if (const HybridTracker* h = impl_->hybrid) {
+    m.hybrid = PrimaryMetrics::HybridChunks{
+        .chunks = h->chunks(), .async_chunks = h->async_chunks(), .moves = h->chunk_moves()};
+  }
   if (started && impl_->proxy) {
     m.output = {impl_->proxy->stats(), impl_->proxy->added_latency_histogram().snapshot(),
                 impl_->proxy->release_after_ack_histogram().snapshot()};
@@ -290,8 +290,12 @@ json::object PrimaryNode::status() {
   o["guest_stopped_fraction"] = s.stopped_fraction;
   o["checkpoints_per_sec"] = json::object{{"timer", s.timer_checkpoints_per_sec},
                                           {"output", s.output_checkpoints_per_sec}};
-  o["tracker"] = tracker_kind_name(im.running_tracker());
-  o["tracker_switches"] = im.tracker_switches();
+  o["tracker"] = tracker_kind_name(im.tracker_kind);
+  if (im.hybrid) {
+    o["tracker_async_chunks"] = im.hybrid->async_chunks();
+    o["tracker_chunks"] = im.hybrid->chunks();
+    o["tracker_chunk_moves"] = im.hybrid->chunk_moves();
+  }
   o["codec"] = protocol::codec_name(im.engine ? im.engine->codec() : config_.engine.encode.codec);
   o["threads"] = config_.engine.encoder_threads;
   o["resumed"] = config_.resumed_epoch.has_value();
@@ -480,7 +484,7 @@ Status PrimaryNode::start_guest() {
 
   const Measurements costs = tracker_costs();
   ROMULUS_ASSIGN_OR_RETURN(const TrackerDecision decision,
-                           decide_tracker(costs, /*can_switch=*/true));
+                           decide_tracker(costs, /*two_uffds=*/true));
 
   GuestSpec spec;
   spec.argv = config_.guest_command;
@@ -497,9 +501,9 @@ Status PrimaryNode::start_guest() {
   im.guest.emplace(std::move(guest));
   ROMULUS_RETURN_IF_ERROR(im.guest->wait_attached(kAttachWithin));
   // At once: a uffd-sync guest blocks on its first write until this exists.
-  ROMULUS_ASSIGN_OR_RETURN(im.tracker, make_tracker(decision, *im.guest, im.arena->data(),
-                                                    im.arena->size(), costs, log_));
-  im.switching = dynamic_cast<const SwitchingTracker*>(im.tracker.get());
+  ROMULUS_ASSIGN_OR_RETURN(
+      im.tracker, make_tracker(decision, *im.guest, im.arena->data(), im.arena->size(), costs));
+  im.hybrid = dynamic_cast<const HybridTracker*>(im.tracker.get());
   log_(fmt::format("guest pid {} attached ({} MiB arena, {} tracker{})", im.guest->pid(),
                    im.arena->size() >> 20, tracker_kind_name(im.tracker_kind),
                    config_.resumed_epoch
@@ -515,7 +519,7 @@ Measurements PrimaryNode::tracker_costs() const {
   return config_.tracker_costs ? *config_.tracker_costs : measure_tracker_costs();
 }
 
-Result<TrackerDecision> PrimaryNode::decide_tracker(const Measurements& costs, bool can_switch) {
+Result<TrackerDecision> PrimaryNode::decide_tracker(const Measurements& costs, bool two_uffds) {
   auto& im = *impl_;
   ROMULUS_ASSIGN_OR_RETURN(
       TrackerDecision decision,
@@ -523,14 +527,16 @@ Result<TrackerDecision> PrimaryNode::decide_tracker(const Measurements& costs, b
                      ArenaFacts{.arena_bytes = im.arena->size(),
                                 .expected_dirty_pages = expected_dirty_pages(config_.engine.commit),
                                 .takeover = config_.resumed_epoch.has_value(),
-                                .can_switch = can_switch},
+                                .two_uffds = two_uffds},
                      costs));
   log_(decision.explanation);
   im.tracker_kind = decision.kind;
   // What a write fault costs the guest, for the stopped-fraction budget.
-  im.guest_fault_us = decision.kind == TrackerKind::kUffd       ? costs.async_fault_us
-                      : decision.kind == TrackerKind::kUffdSync ? costs.sync_fault_us
-                                                                : 0;
+  im.guest_fault_us =
+      decision.kind == TrackerKind::kUffd ? costs.async_fault_us
+      : decision.kind == TrackerKind::kUffdSync || decision.kind == TrackerKind::kUffdHybrid
+          ? costs.sync_fault_us
+          : 0;
   return decision;
 }
 
@@ -546,7 +552,7 @@ Status PrimaryNode::start_vm() {
   const std::optional<std::string> preload = find_qemu_preload(&looked_in);
   ROMULUS_ASSIGN_OR_RETURN(const TrackerDecision decision,
                            decide_tracker(vm_tracker_costs(tracker_costs(), preload, looked_in),
-                                          /*can_switch=*/false));
+                                          /*two_uffds=*/false));
   VmSpec spec;
   spec.argv = config_.guest_command;
   spec.arena_fd = im.arena->fd();

@@ -215,8 +215,8 @@ class PrimaryNode {
   // The tracker costs (PrimaryConfig::tracker_costs, or measured now), and
   // the tracker they and --tracker choose: logged, and kept in impl_.
   Measurements tracker_costs() const;
-  // can_switch: the guest can hold both userfaultfds (ArenaFacts::can_switch).
-  Result<TrackerDecision> decide_tracker(const Measurements& costs, bool can_switch);
+  // two_uffds: the guest can hold both userfaultfds (ArenaFacts::two_uffds).
+  Result<TrackerDecision> decide_tracker(const Measurements& costs, bool two_uffds);
   Status start_engine();
   Status start_services();
   Status protect();

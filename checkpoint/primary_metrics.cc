@@ -120,13 +120,19 @@ void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out) {
   for (const auto& [kind, name] : kTrackerKindNames) {
     if (kind != TrackerKind::kAuto) trackers.emplace_back(name);
   }
-  out.one_hot("romulus_tracker",
-              "The dirty tracker running now (1 for it; --tracker auto may switch between uffd "
-              "and uffd-sync).",
-              "tracker", trackers, tracker_kind_name(m.tracker));
-  out.counter("romulus_tracker_switches_total",
-              "Switches of --tracker auto between uffd and uffd-sync while the guest ran.",
-              d(m.tracker_switches));
+  out.one_hot("romulus_tracker", "The dirty tracker (1 for it).", "tracker", trackers,
+              tracker_kind_name(m.tracker));
+  if (m.hybrid) {
+    out.gauge("romulus_tracker_chunks", "uffd-hybrid: the arena's chunks (2 MiB each).",
+              d(m.hybrid->chunks));
+    out.gauge("romulus_tracker_async_chunks",
+              "uffd-hybrid: chunks on the asynchronous userfaultfd now (hot); the rest are on "
+              "the synchronous one.",
+              d(m.hybrid->async_chunks));
+    out.counter("romulus_tracker_chunk_moves_total",
+                "uffd-hybrid: chunks moved between the two userfaultfds (either way).",
+                d(m.hybrid->moves));
+  }
   if (m.lease) {
     out.gauge("romulus_owner", "1 while this node owns the pair (holds the witness lease).",
               m.lease->owner ? 1 : 0);

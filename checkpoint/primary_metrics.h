@@ -26,10 +26,13 @@ struct PrimaryMetrics {
   common::Histogram::Snapshot output_hops[std::size(kOutputHops)];
   double interval_seconds = 0;  // the interval asked for
   bool commit_eager = false;    // --commit eager
-  // The dirty tracker running now, and auto's switches between uffd and
-  // uffd-sync (switching_tracker.h).
+  // The dirty tracker, and under uffd-hybrid its chunks (hybrid_tracker.h):
+  // how many, how many on the asynchronous userfaultfd now, moves so far.
   TrackerKind tracker = TrackerKind::kUffd;
-  uint64_t tracker_switches = 0;
+  struct HybridChunks {
+    uint64_t chunks = 0, async_chunks = 0, moves = 0;
+  };
+  std::optional<HybridChunks> hybrid;
   struct Output {
     OutputProxyStats stats;
     common::Histogram::Snapshot added_latency;

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/switching_tracker.h"
+#include "checkpoint/hybrid_tracker.h"
 #include "checkpoint/uffd_sync_tracker.h"
 #include "checkpoint/uffd_tracker.h"
 #include "common/shared_memory.h"
@@ -214,7 +214,7 @@ UffdPick pick_uffd_tracker(const UffdCosts& c) {
 const char* TrackerDecision::guest_tracker() const {
   // kAuto is never a decision's kind; read as compare like any non-uffd kind.
   // (The names are literals, so .data() ends in a NUL.)
-  if (switchable) return guest::kTrackerUffdSwitchable.data();
+  if (kind == TrackerKind::kUffdHybrid) return guest::kTrackerUffdSwitchable.data();
   return (kind == TrackerKind::kAuto ? guest::kTrackerCompare : tracker_kind_name(kind)).data();
 }
 
@@ -253,6 +253,19 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
     case TrackerKind::kCompare:
       dec.kind = TrackerKind::kCompare;
       break;
+    case TrackerKind::kUffdHybrid:
+      if (!m.uffd_ok || !m.uffd_sync_ok) {
+        return Status::unsupported(
+            "--tracker uffd-hybrid: " + (m.uffd_ok ? m.uffd_sync_reason : m.uffd_reason) +
+            "; use --tracker compare (works on any kernel) or auto");
+      }
+      if (!arena.two_uffds) {
+        return Status::unsupported(
+            "--tracker uffd-hybrid needs a guest that holds two userfaultfds (the SDK's, not a "
+            "VM's); use --tracker uffd, uffd-sync or auto");
+      }
+      dec.kind = TrackerKind::kUffdHybrid;
+      break;
     case TrackerKind::kAuto: {
       dec.kind = TrackerKind::kCompare;
       double best = dec.compare_us;
@@ -265,8 +278,11 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
         dec.kind = pick.kind;
         dec.for_the_pause = pick.for_the_pause;
       }
-      dec.switchable =
-          dec.kind != TrackerKind::kCompare && arena.can_switch && m.uffd_ok && m.uffd_sync_ok;
+      // Both, chunk by chunk, for a guest that can hold both (hybrid_tracker.h).
+      if (dec.kind != TrackerKind::kCompare && arena.two_uffds && m.uffd_ok && m.uffd_sync_ok) {
+        dec.kind = TrackerKind::kUffdHybrid;
+        dec.for_the_pause = false;
+      }
       break;
     }
   }
@@ -286,8 +302,10 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
         "{:.0f} us: the arena's scan), for {:.1f}x uffd's guest time",
         dec.uffd_sync_pause_us, dec.uffd_pause_us, kPauseBudgetUs, dec.uffd_sync_us / dec.uffd_us);
   }
-  if (dec.switchable) {
-    why += "; re-decided at run time between uffd and uffd-sync from the dirty pages measured";
+  if (requested == TrackerKind::kAuto && dec.kind == TrackerKind::kUffdHybrid) {
+    why +=
+        "; both, chunk by chunk: each 2 MiB chunk on the asynchronous userfaultfd while it is "
+        "written pause after pause, on the synchronous one while it is not";
   }
   if (requested == TrackerKind::kAuto && arena.takeover && (m.uffd_ok || m.uffd_sync_ok)) {
     why +=
@@ -324,18 +342,16 @@ Measurements measure_tracker_costs() {
 Result<std::unique_ptr<DirtyTracker>> make_tracker(const TrackerDecision& d,
                                                    const GuestProcess& guest,
                                                    const uint8_t* arena_mapping, size_t arena_bytes,
-                                                   const Measurements& m,
-                                                   std::function<void(std::string)> log) {
-  if (d.switchable) {
+                                                   const Measurements& m) {
+  if (d.kind == TrackerKind::kUffdHybrid) {
     ROMULUS_ASSIGN_OR_RETURN(GuestProcess::SwitchableUffds fds,
                              guest.take_guest_switchable_uffds());
     ROMULUS_ASSIGN_OR_RETURN(
-        auto t,
-        SwitchingTracker::create(SwitchingTracker::Guest{.pid = guest.pid(),
-                                                         .arena_addr = guest.guest_arena_addr(),
-                                                         .async_uffd = fds.async_fd,
-                                                         .sync_uffd = fds.sync_fd},
-                                 arena_mapping, arena_bytes, d.kind, m, std::move(log)));
+        auto t, HybridTracker::create(HybridTracker::Guest{.pid = guest.pid(),
+                                                           .arena_addr = guest.guest_arena_addr(),
+                                                           .async_uffd = fds.async_fd,
+                                                           .sync_uffd = fds.sync_fd},
+                                      arena_mapping, arena_bytes, m));
     return std::unique_ptr<DirtyTracker>(std::move(t));
   }
   switch (d.kind) {
@@ -348,6 +364,7 @@ Result<std::unique_ptr<DirtyTracker>> make_tracker(const TrackerDecision& d,
     case TrackerKind::kCompare:
       return make_compare_tracker(arena_mapping, arena_bytes);
     case TrackerKind::kAuto:
+    case TrackerKind::kUffdHybrid:  // above
       break;
   }
   return Status::invalid_argument("make_tracker: the decision names no tracker (auto)");

@@ -23,9 +23,12 @@
 // and when uffd is the cheapest but its pause exceeds kPauseBudgetUs (the
 // arena's scan: a large arena) while uffd-sync's is shorter, auto takes
 // uffd-sync if its guest time is at most kPauseTradeFactor times uffd's: a
-// pause that follows the dirty set, for a bounded cost in faults. An
-// explicit request is honoured if the kernel can do it, else refused with
-// the reason.
+// pause that follows the dirty set, for a bounded cost in faults. A guest
+// that can hold both userfaultfds (ArenaFacts::two_uffds) on a kernel that
+// runs both gets neither alone but uffd-hybrid, which puts each chunk of the
+// arena on the one that suits it as the guest runs (hybrid_tracker.h); the
+// model still decides for a guest that cannot (a VM). An explicit request
+// is honoured if the kernel can do it, else refused with the reason.
 //
 // Threads: choose_tracker() is pure; measure_tracker_costs() runs on the
 // calling thread (and starts one short-lived fault-handler thread).
@@ -68,8 +71,8 @@ struct ArenaFacts {
   // write-protect of the range.
   bool takeover = false;
   // The guest can arm both userfaultfd modes (an SDK guest; QEMU's preload
-  // arms only the asynchronous one): `auto` may then switch at run time.
-  bool can_switch = false;
+  // arms only the asynchronous one): `auto` then takes uffd-hybrid.
+  bool two_uffds = false;
 };
 
 // What measure_tracker_costs() found. Times in microseconds; an unavailable
@@ -111,23 +114,17 @@ struct UffdPick {
   bool for_the_pause = false;
 };
 // The rule above between uffd and uffd-sync: the cheaper guest time (uffd on
-// a tie), or uffd-sync for its pause. Pure; choose_tracker() and the run-time
-// switch (switching_tracker.h) both decide with it.
+// a tie), or uffd-sync for its pause. Pure; choose_tracker() decides with it.
 UffdPick pick_uffd_tracker(const UffdCosts& c);
 
 struct TrackerDecision {
-  TrackerKind kind = TrackerKind::kCompare;  // kUffd, kUffdSync or kCompare
+  TrackerKind kind = TrackerKind::kCompare;  // any but kAuto
   // Modelled guest time per epoch (µs) of each tracker, -1 if unavailable.
   double uffd_us = -1, uffd_sync_us = -1, compare_us = -1;
   // Of that, the pause's part (µs), -1 if unavailable.
   double uffd_pause_us = -1, uffd_sync_pause_us = -1;
   // auto took uffd-sync for its shorter pause, though uffd was cheaper.
   bool for_the_pause = false;
-  // auto with both userfaultfd trackers available and a guest that can hold
-  // both (ArenaFacts::can_switch): the guest is started "uffd-switchable" and
-  // make_tracker() returns a SwitchingTracker that starts as `kind` and
-  // re-decides from what it measures (switching_tracker.h).
-  bool switchable = false;
   // One log line: the choice, the numbers and why.
   std::string explanation;
 
@@ -146,14 +143,12 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
 Measurements measure_tracker_costs();
 
 // The tracker of the decision, for a guest started with d.guest_tracker() that
-// has attached. uffd-sync takes over a copy of the guest's userfaultfd; a
-// switchable decision takes both of them, and needs the measurements it was
-// decided on (m) and where to log its switches (log, called on the engine's
-// thread).
+// has attached. uffd-sync takes over a copy of the guest's userfaultfd,
+// uffd-hybrid both of them (and the measurements it was decided on, m, for
+// its fault cost).
 Result<std::unique_ptr<DirtyTracker>> make_tracker(const TrackerDecision& d,
                                                    const GuestProcess& guest,
                                                    const uint8_t* arena_mapping, size_t arena_bytes,
-                                                   const Measurements& m = {},
-                                                   std::function<void(std::string)> log = {});
+                                                   const Measurements& m = {});
 
 }  // namespace romulus::checkpoint

@@ -14,6 +14,8 @@
 #include <thread>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "guest/linux_abi.h"
 
 namespace romulus::checkpoint {
@@ -78,8 +80,19 @@ UffdSyncTracker::~UffdSyncTracker() {
   if (handler_.joinable()) handler_.join();
   // Nobody resolves faults from now on: lift every protection (and wake any
   // writer still waiting) so the guest keeps running.
-  Status lifted = set_protection(0, bytes_ / kPage, false);
-  (void)lifted;
+  const uint64_t pages = bytes_ / kPage;
+  for (uint64_t first = 0; first < pages;) {
+    if (!owns(first)) {
+      first += chunk_pages_;
+      continue;
+    }
+    uint64_t end = first;
+    while (end < pages && owns(end)) end = chunk_pages_ == 0 ? pages : end + chunk_pages_;
+    end = std::min(end, pages);
+    Status lifted = set_protection(first, end - first, false);
+    (void)lifted;
+    first = end;
+  }
   close(stop_fd_);
   close(rearm_fd_);
   close(uffd_);
@@ -169,6 +182,7 @@ bool UffdSyncTracker::copy_once(size_t i) {
 }
 
 Status UffdSyncTracker::resolve_fault(uint64_t pfn) {
+  if (!owns(pfn)) return Status::ok();  // stale: see the header, "Chunks"
   if (planning_ && std::binary_search(reprotect_.begin(), reprotect_.end(), pfn)) {
     held_.push_back(pfn);  // its writer stays blocked; released by release_held()
     return Status::ok();
@@ -289,10 +303,75 @@ Status UffdSyncTracker::reprotect_planned() {
   const std::vector<uint64_t>& r = reprotect_;
   for (size_t i = 0; i < r.size();) {
     size_t j = i + 1;
-    while (j < r.size() && r[j] - r[j - 1] <= kMaxGapPages) ++j;
+    while (j < r.size() && r[j] - r[j - 1] <= kMaxGapPages && owns_all(r[j - 1], r[j])) ++j;
     ROMULUS_RETURN_IF_ERROR(set_protection(r[i], r[j - 1] + 1 - r[i], true));
     i = j;
   }
+  return Status::ok();
+}
+
+bool UffdSyncTracker::owns_all(uint64_t first, uint64_t last) const {
+  if (chunk_pages_ == 0) return true;
+  for (uint64_t c = first / chunk_pages_; c <= last / chunk_pages_; ++c) {
+    if (!owned_[c]) return false;
+  }
+  return true;
+}
+
+void UffdSyncTracker::enable_chunks(uint64_t chunk_pages) {
+  std::lock_guard<std::mutex> lock(mu_);
+  chunk_pages_ = chunk_pages;
+  owned_.assign((bytes_ / kPage + chunk_pages - 1) / chunk_pages, 0);
+}
+
+Status UffdSyncTracker::take_range(uint64_t first_pfn, uint64_t pages, int from) {
+  return move_range(first_pfn, pages, from, uffd_, true);
+}
+
+Status UffdSyncTracker::give_range(uint64_t first_pfn, uint64_t pages, int to) {
+  return move_range(first_pfn, pages, uffd_, to, false);
+}
+
+Status UffdSyncTracker::move_range(uint64_t first_pfn, uint64_t pages, int from, int to,
+                                   bool here) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t arena_pages = bytes_ / kPage;
+  if (chunk_pages_ == 0 || pages == 0 || first_pfn % chunk_pages_ != 0 || first_pfn > arena_pages ||
+      pages > arena_pages - first_pfn ||
+      (pages % chunk_pages_ != 0 && first_pfn + pages != arena_pages)) {
+    return Status::invalid_argument("uffd-sync tracker: a move of whole chunks only");
+  }
+  if (planning_ || rearm_in_flight_ || cow_active_) {
+    return Status::invalid_argument(
+        "uffd-sync tracker: a chunk moves only after the pause's re-protection, before "
+        "copy-before-write");
+  }
+  const uint64_t end = first_pfn + pages;
+  for (uint64_t c = first_pfn / chunk_pages_; c * chunk_pages_ < end; ++c) {
+    if ((owned_[c] != 0) == here) {
+      return Status::invalid_argument(
+          here ? "uffd-sync tracker: taking a chunk it holds already"
+               : "uffd-sync tracker: giving away a chunk it does not hold");
+    }
+  }
+  if (const char* step = guest::linux_abi::move_write_protect(
+          from, to, guest_addr_ + first_pfn * kPage, pages * kPage)) {
+    const int err = errno;
+    return Status::from_errno(
+        fmt::format("moving pages {}..{} of the arena {} the synchronous userfaultfd ({})",
+                    first_pfn, end - 1, here ? "to" : "from", step),
+        err);
+  }
+  for (uint64_t c = first_pfn / chunk_pages_; c * chunk_pages_ < end; ++c) owned_[c] = here;
+  if (here) return Status::ok();
+  // Forget the range: its pages were reported by the collect of this pause,
+  // and the other userfaultfd tracks them from now on.
+  auto inside = [&](uint64_t pfn) { return pfn >= first_pfn && pfn < end; };
+  std::erase_if(logged_, inside);
+  std::erase_if(prev_logged_, inside);
+  std::erase_if(held_, inside);
+  std::erase_if(sticky_, [&](const Sticky& st) { return inside(st.pfn); });
+  sticky_count_.store(sticky_.size(), std::memory_order_relaxed);
   return Status::ok();
 }
 

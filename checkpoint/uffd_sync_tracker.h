@@ -53,6 +53,13 @@
 // one page queue two messages, and the second, read after the plan, would
 // otherwise lift the protection of a page nobody has copied yet.
 //
+// Chunks (the hybrid tracker, hybrid_tracker.h): after enable_chunks(), the
+// userfaultfd holds only the chunks take_range() moved to it, and
+// give_range() moves chunks away to another userfaultfd, forgetting what it
+// logged there (the caller has just reported it). A fault read for a chunk
+// given away is stale and dropped: unregistering the range woke its writer,
+// whose write then faults on the other userfaultfd.
+//
 // Threads: collect() and the other DirtyTracker methods on one thread (the
 // epoch engine); the handler thread is internal. The destructor stops the
 // handler and lifts the protection of the whole arena, so a guest that
@@ -101,6 +108,18 @@ class UffdSyncTracker final : public DirtyTracker {
   // Pages sticky after the last collect (statistics; any thread).
   uint64_t sticky_pages() const { return sticky_count_.load(std::memory_order_relaxed); }
 
+  // From here on this userfaultfd holds chunks of `chunk_pages` pages, none
+  // at first: the caller moves them here with take_range(). Call once, before
+  // the first collect.
+  void enable_chunks(uint64_t chunk_pages);
+  // Moves pages [first_pfn, first_pfn + pages) (whole chunks; the last may
+  // end with the arena) from userfaultfd `from` to this one, write-protecting
+  // them all; or from this one to `to`, dropping what was logged or sticky
+  // there. With the guest stopped, after collect_stopped() and
+  // finish_rearm(), with no copy-before-write begun in this pause.
+  Status take_range(uint64_t first_pfn, uint64_t pages, int from);
+  Status give_range(uint64_t first_pfn, uint64_t pages, int to);
+
  private:
   UffdSyncTracker(int uffd, int stop_fd, int rearm_fd, uint64_t addr, const uint8_t* arena,
                   size_t bytes);
@@ -129,6 +148,12 @@ class UffdSyncTracker final : public DirtyTracker {
   Status resolve_fault(uint64_t pfn);
   // Resolves the faults held back while planning (mu_ held).
   Status release_held();
+  // Whether this userfaultfd holds page pfn (mu_ held), and every page of
+  // [first, last].
+  bool owns(uint64_t pfn) const { return chunk_pages_ == 0 || owned_[pfn / chunk_pages_]; }
+  bool owns_all(uint64_t first, uint64_t last) const;
+  // take_range()/give_range(): checks, the move, and the new owner.
+  Status move_range(uint64_t first_pfn, uint64_t pages, int from, int to, bool here);
 
   // Copy-before-write states.
   static constexpr uint8_t kNotCopied = 0, kCopying = 1, kCopied = 2;
@@ -169,6 +194,10 @@ class UffdSyncTracker final : public DirtyTracker {
   size_t cow_capacity_ = 0;
   uint64_t cow_on_fault_ = 0;  // pages the handler copied this time
   Status rearm_status_;        // guarded by mu_
+  // enable_chunks(): the chunk size, 0 for the whole arena; which chunks are
+  // held here (guarded by mu_).
+  uint64_t chunk_pages_ = 0;
+  std::vector<uint8_t> owned_;
   std::condition_variable rearm_done_;
   std::thread handler_;
 };

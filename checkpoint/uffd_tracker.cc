@@ -119,10 +119,18 @@ Result<std::unique_ptr<UffdTracker>> UffdTracker::create(pid_t guest, uint64_t g
 }
 
 Status UffdTracker::collect(std::vector<uint64_t>& pfns) {
+  return collect_range(0, bytes_ / kPage, pfns);
+}
+
+Status UffdTracker::collect_range(uint64_t first_pfn, uint64_t pages, std::vector<uint64_t>& pfns) {
+  if (first_pfn > bytes_ / kPage || pages > bytes_ / kPage - first_pfn) {
+    return Status::invalid_argument("uffd tracker: a scan beyond the arena");
+  }
   const size_t before = pfns.size();
-  ROMULUS_RETURN_IF_ERROR(scan_written(pagemap_fd_, guest_addr_, guest_addr_, guest_addr_ + bytes_,
-                                       regions_, pfns, scans_)
-                              .context("uffd tracker (guest pid " + std::to_string(guest_) + ")"));
+  const uint64_t start = guest_addr_ + first_pfn * kPage;
+  ROMULUS_RETURN_IF_ERROR(
+      scan_written(pagemap_fd_, guest_addr_, start, start + pages * kPage, regions_, pfns, scans_)
+          .context("uffd tracker (guest pid " + std::to_string(guest_) + ")"));
   reported_ += pfns.size() - before;
   return Status::ok();
 }

@@ -24,6 +24,10 @@ class UffdTracker final : public DirtyTracker {
 
   std::string_view name() const override { return "uffd"; }
   Status collect(std::vector<uint64_t>& pfns) override;
+  // collect() over pages [first_pfn, first_pfn + pages) only, which must all be
+  // under the asynchronous write-protect (the hybrid tracker scans its
+  // asynchronous chunks with it).
+  Status collect_range(uint64_t first_pfn, uint64_t pages, std::vector<uint64_t>& pfns);
   const uint8_t* page_source(uint64_t pfn) const override { return arena_ + pfn * 4096; }
   // The live arena: the engine must copy the pages while the guest is stopped.
   bool pages_stable_until_next_collect() const override { return false; }

@@ -187,7 +187,8 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
     "instead of refusing");
   o("service", po::value(&r.service), "ADDR:PORT clients connect to (output-committed proxy)");
   o("tracker", po::value(&r.tracker),
-    fmt::format("dirty tracking: {} (default {}: chosen by measurement)",
+    // The list first, so that --help does not wrap it (dist/generate.py reads it).
+    fmt::format("{}: the dirty tracker (default {}: chosen by measurement)",
                 enum_list(checkpoint::kTrackerKindNames),
                 enum_name(checkpoint::kTrackerKindNames, p.tracker))
         .c_str());
@@ -336,6 +337,11 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
       return Status::invalid_argument(
           "--vm --tracker uffd-sync: a VM's RAM is written by QEMU threads that a QMP stop leaves "
           "running, which uffd-sync's pause cannot allow: use --tracker auto, uffd or compare");
+    }
+    if (o.tracker == checkpoint::TrackerKind::kUffdHybrid) {
+      return Status::invalid_argument(
+          "--vm --tracker uffd-hybrid: QEMU's preload library arms one userfaultfd, and the "
+          "hybrid needs two: use --tracker auto, uffd or compare");
     }
     if (o.durable.enabled() || o.from_snapshot) {
       return Status::invalid_argument(

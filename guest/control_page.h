@@ -49,9 +49,9 @@ enum class TrackerState : uint32_t {
   kUffdSync = 4,  // userfaultfd write-protect in synchronous mode; uffd_fd says which fd
   // Switchable: asynchronous write-protect armed over the arena on uffd_fd (as
   // kUffd), and a second userfaultfd, uffd_sync_fd, ready for synchronous
-  // write-protect but registered over nothing. The supervisor moves the
-  // arena between the two while the guest is stopped
-  // (checkpoint/switching_tracker.h).
+  // write-protect but registered over nothing. The supervisor moves chunks
+  // of the arena between the two while the guest is stopped
+  // (checkpoint/hybrid_tracker.h).
   kUffdSwitchable = 5,
 };
 

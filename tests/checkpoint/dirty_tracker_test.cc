@@ -1,8 +1,8 @@
 // Dirty trackers against a real guest process writing a real memfd arena: each
 // test runs for the uffd tracker (userfaultfd async WP + PAGEMAP_SCAN), the
 // uffd-sync tracker (synchronous WP resolved by a handler thread) and the compare
-// tracker (shadow copy), and for the switching tracker auto runs, which moves
-// the arena between the guest's two userfaultfds.
+// tracker (shadow copy), and for the hybrid tracker auto runs, which moves
+// chunks of the arena between the guest's two userfaultfds.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -15,7 +15,7 @@
 
 #include "checkpoint/compare_tracker.h"
 #include "checkpoint/dirty_tracker.h"
-#include "checkpoint/switching_tracker.h"
+#include "checkpoint/hybrid_tracker.h"
 #include "checkpoint/tracker_choice.h"
 #include "checkpoint/uffd_sync_tracker.h"
 #include "checkpoint/uffd_tracker.h"
@@ -31,19 +31,28 @@ using Pfns = std::vector<uint64_t>;
 constexpr size_t kArenaPages = 256;
 constexpr size_t kArenaBytes = kArenaPages * 4096;
 
-// "switching" (auto's SwitchingTracker) runs a "uffd-switchable" guest.
+// "uffd-hybrid" runs a "uffd-switchable" guest.
 std::string guest_tracker(const std::string& kind) {
-  return kind == "switching" ? "uffd-switchable" : kind;
+  return kind == "uffd-hybrid" ? "uffd-switchable" : kind;
 }
 
+// The hybrid with chunks of 16 pages that move at the first sign (one busy
+// pause, two clean ones): the tests' small arenas get many chunks and moves.
+constexpr HybridTuning kRestlessHybrid{
+    .chunk_pages = 16, .hot_pauses = 1, .cold_pauses = 2, .max_moved_pages = 1 << 20};
+
 Result<std::unique_ptr<DirtyTracker>> tracker_for(const std::string& kind, TestGuestHarness& h) {
-  if (kind == "switching") {
-    // As auto builds it, starting synchronous: the arena moves off the
-    // guest's asynchronous uffd at once.
-    TrackerDecision d;
-    d.kind = TrackerKind::kUffdSync;
-    d.switchable = true;
-    return make_tracker(d, *h.guest, h.arena.data(), h.arena.size(), measure_tracker_costs());
+  if (kind == "uffd-hybrid") {
+    ROMULUS_ASSIGN_OR_RETURN(GuestProcess::SwitchableUffds fds,
+                             h.guest->take_guest_switchable_uffds());
+    ROMULUS_ASSIGN_OR_RETURN(
+        auto t, HybridTracker::create(
+                    HybridTracker::Guest{.pid = h.guest->pid(),
+                                         .arena_addr = h.guest->guest_arena_addr(),
+                                         .async_uffd = fds.async_fd,
+                                         .sync_uffd = fds.sync_fd},
+                    h.arena.data(), h.arena.size(), measure_tracker_costs(), kRestlessHybrid));
+    return std::unique_ptr<DirtyTracker>(std::move(t));
   }
   if (kind == "uffd") {
     return make_uffd_tracker(h.guest->pid(), h.guest->guest_arena_addr(), h.arena.data(),
@@ -63,7 +72,7 @@ std::string unsupported_reason(const std::string& kind) {
     Status probe = probe_uffd_wp_async();
     return probe.is_ok() ? "" : probe.to_string();
   }
-  if (kind == "uffd-sync" || kind == "switching") {
+  if (kind == "uffd-sync" || kind == "uffd-hybrid") {
     Measurements m = measure_tracker_costs();
     if (!m.uffd_ok) return m.uffd_reason;
     return m.uffd_sync_ok ? "" : m.uffd_sync_reason;
@@ -97,10 +106,7 @@ class DirtyTrackerTest : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<DirtyTracker> tracker_;
 };
 
-TEST_P(DirtyTrackerTest, NameMatchesKind) {
-  // The switching tracker is named after the tracker it runs.
-  EXPECT_EQ(tracker_->name(), GetParam() == "switching" ? "uffd-sync" : GetParam());
-}
+TEST_P(DirtyTrackerTest, NameMatchesKind) { EXPECT_EQ(tracker_->name(), GetParam()); }
 
 TEST_P(DirtyTrackerTest, NoWritesReportNothing) { EXPECT_EQ(collect_paused(), Pfns{}); }
 
@@ -220,7 +226,7 @@ std::string param_name(const ::testing::TestParamInfo<std::string>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Trackers, DirtyTrackerTest,
-                         ::testing::Values("uffd", "uffd-sync", "compare", "switching"),
+                         ::testing::Values("uffd", "uffd-sync", "compare", "uffd-hybrid"),
                          param_name);
 
 // The differential test with writes racing the pause: guest threads write random
@@ -249,7 +255,7 @@ TEST_P(RacingWritesTest, NoWriteIsLostOverThousandsOfEpochs) {
   ASSERT_OK(h.start(guest_tracker(GetParam()), kBytes));
   auto t = tracker_for(GetParam(), h);
   ASSERT_OK(t);
-  auto* switching = dynamic_cast<SwitchingTracker*>(t->get());
+  auto* hybrid = dynamic_cast<HybridTracker*>(t->get());
   ASSERT_OK(h.guest->pause(std::chrono::seconds(30)));
   auto shadow = make_compare_tracker(h.arena.data(), h.arena.size());
   ASSERT_OK(shadow);
@@ -263,11 +269,9 @@ TEST_P(RacingWritesTest, NoWriteIsLostOverThousandsOfEpochs) {
   for (int epoch = 1; epoch <= kEpochs; ++epoch) {
     std::this_thread::sleep_for(std::chrono::microseconds(epoch % 10 == 0 ? 3000 : rng() % 400));
     ASSERT_OK(h.guest->pause(std::chrono::seconds(30)));
-    if (switching && rng() % 8 == 0) {
-      // Switch in this pause, either way: writes before it are reported
-      // now, writes after it by the other userfaultfd.
-      switching->request_switch(switching->kind() == TrackerKind::kUffd ? TrackerKind::kUffdSync
-                                                                        : TrackerKind::kUffd);
+    if (hybrid && rng() % 4 == 0) {
+      // Chunks moved either way in this pause, beside those their streaks move.
+      for (int k = 0; k < 4; ++k) hybrid->request_move(rng() % hybrid->chunks());
     }
     Pfns got, truth;
     Status s = (*t)->collect_stopped(got);
@@ -296,9 +300,9 @@ TEST_P(RacingWritesTest, NoWriteIsLostOverThousandsOfEpochs) {
       kEpochs, static_cast<unsigned long long>(changed), static_cast<unsigned long long>(reported),
       static_cast<unsigned long long>(over), static_cast<unsigned long long>(most));
   EXPECT_GT(changed, 0u);
-  if (switching) {
-    std::printf("%llu switches\n", static_cast<unsigned long long>(switching->switches()));
-    EXPECT_GT(switching->switches(), 100u);
+  if (hybrid) {
+    std::printf("%llu chunk moves\n", static_cast<unsigned long long>(hybrid->chunk_moves()));
+    EXPECT_GT(hybrid->chunk_moves(), 100u);
   }
 }
 
@@ -336,52 +340,50 @@ TEST_P(RacingWritesTest, CollectWhileTheGuestWritesReportsEachPageOnceInOrder) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Trackers, RacingWritesTest,
-                         ::testing::Values("uffd", "uffd-sync", "switching"), param_name);
+                         ::testing::Values("uffd", "uffd-sync", "uffd-hybrid"), param_name);
 
-// Switches in both directions, on the guest's own schedule: each pause
-// reports exactly the pages written since the last, whichever userfaultfd
-// saw them, and a write after a switch faults on the new one.
-TEST(SwitchingTracker, EachSwitchReportsTheWritesBeforeItAndTracksOnAfterIt) {
-  if (!unsupported_reason("switching").empty()) GTEST_SKIP() << unsupported_reason("switching");
+// Chunks move both ways on their streaks: each pause reports exactly the
+// pages written since the last, whichever userfaultfd held their chunk, and
+// a write after a move faults on the new one.
+TEST(HybridTracker, ChunksMoveOnTheirStreaksAndEachPauseReportsExactlyItsWrites) {
+  if (!unsupported_reason("uffd-hybrid").empty()) {
+    GTEST_SKIP() << unsupported_reason("uffd-hybrid");
+  }
   TestGuestHarness h;
   ASSERT_OK(h.start("uffd-switchable", kArenaBytes));
-  EXPECT_EQ(h.guest->control()->tracker_state.load(),
-            static_cast<uint32_t>(guest::TrackerState::kUffdSwitchable));
-  auto made = tracker_for("switching", h);
+  auto made = tracker_for("uffd-hybrid", h);
   ASSERT_OK(made);
-  auto* t = static_cast<SwitchingTracker*>(made.value().get());
-  ASSERT_EQ(t->kind(), TrackerKind::kUffdSync);
-  auto epoch = [&](std::vector<uint64_t> pages, std::optional<TrackerKind> switch_to) {
+  auto* t = static_cast<HybridTracker*>(made.value().get());
+  EXPECT_EQ(t->async_chunks(), 0u);  // it starts all synchronous
+  auto epoch = [&](std::vector<uint64_t> pages) {
     for (uint64_t p : pages) EXPECT_EQ(h.write(p * 4096 + 9, 1, static_cast<int>(p)), "ok");
     EXPECT_OK(h.guest->pause(std::chrono::seconds(30)));
-    if (switch_to) t->request_switch(*switch_to);
     Pfns pfns;
     EXPECT_OK(t->collect_stopped(pfns));
-    // The switching pause copies everything in it.
-    if (switch_to) {
-      EXPECT_TRUE(t->protected_after_resume().empty());
-    }
     EXPECT_OK(t->finish_rearm());
     EXPECT_OK(h.guest->resume());
     return pfns;
   };
-  EXPECT_EQ(epoch({}, std::nullopt), Pfns{});
-  EXPECT_EQ(epoch({17, 40}, TrackerKind::kUffd), (Pfns{17, 40}));
-  EXPECT_EQ(t->kind(), TrackerKind::kUffd);
-  EXPECT_EQ(t->name(), "uffd");
-  EXPECT_EQ(epoch({}, std::nullopt), Pfns{});  // nothing left over from the switch
-  EXPECT_EQ(epoch({17, 99}, TrackerKind::kUffdSync), (Pfns{17, 99}));
-  EXPECT_EQ(t->kind(), TrackerKind::kUffdSync);
+  // Chunk 1 (pages 16..31) busy for one pause: it goes asynchronous.
+  EXPECT_EQ(epoch({17, 20}), (Pfns{17, 20}));
+  EXPECT_EQ(t->async_chunks(), 1u);
+  EXPECT_TRUE(t->protected_after_resume().empty());  // the moving pause copied everything
+  const uint64_t moves = t->chunk_moves();
+  // Written on the asynchronous userfaultfd, beside a synchronous chunk.
+  EXPECT_EQ(epoch({17, 31, 32}), (Pfns{17, 31, 32}));
+  EXPECT_EQ(t->async_chunks(), 2u);  // chunk 2 busy too
+  EXPECT_EQ(epoch({}), Pfns{});
+  EXPECT_EQ(epoch({}), Pfns{});  // two clean pauses: both back to synchronous
+  EXPECT_EQ(t->async_chunks(), 0u);
+  EXPECT_EQ(t->chunk_moves(), moves + 3);
   const uint64_t faults = t->write_faults();
-  EXPECT_EQ(epoch({99, 200}, std::nullopt), (Pfns{99, 200}));  // faults on the synchronous uffd
-  EXPECT_EQ(t->write_faults(), faults + 2);
-  EXPECT_EQ(epoch({5}, TrackerKind::kUffd), (Pfns{5}));
-  EXPECT_EQ(epoch({6}, std::nullopt), (Pfns{6}));
-  EXPECT_EQ(t->switches(), 3u);
-  // Destroyed as uffd-sync or uffd, the guest writes on.
-  EXPECT_EQ(epoch({}, TrackerKind::kUffdSync), Pfns{});
+  EXPECT_EQ(epoch({18, 33}), (Pfns{18, 33}));  // faults on the synchronous uffd again
+  EXPECT_GE(t->write_faults(), faults + 2);
+  // Destroyed with chunks on both, the guest writes on.
+  EXPECT_EQ(t->async_chunks(), 2u);
   made.value().reset();
   EXPECT_EQ(h.write(7 * 4096, 1, 1), "ok");
+  EXPECT_EQ(h.write(18 * 4096, 1, 1), "ok");
 }
 
 // Without a baseline (a VM's takeover) the shadow starts zero: the first

@@ -78,16 +78,22 @@ TEST(PrimaryMetrics, OutputAndLeaseFamiliesOnlyWithAProxyAndAWitness) {
   EXPECT_NE(text.find("romulus_lease_remaining_seconds 1.5\n"), std::string::npos);
 }
 
-TEST(PrimaryMetrics, TheTrackerRunningNowAndAutosSwitches) {
+TEST(PrimaryMetrics, TheTrackerAndTheHybridsChunks) {
   PrimaryMetrics m;
   m.tracker = TrackerKind::kUffdSync;
-  m.tracker_switches = 3;
-  const auto text = render(m);
+  auto text = render(m);
   EXPECT_NE(text.find("romulus_tracker{tracker=\"uffd-sync\"} 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("romulus_tracker{tracker=\"uffd\"} 0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("romulus_tracker{tracker=\"compare\"} 0\n"), std::string::npos) << text;
   EXPECT_EQ(text.find("tracker=\"auto\""), std::string::npos) << text;
-  EXPECT_NE(text.find("romulus_tracker_switches_total 3\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("romulus_tracker_chunks"), std::string::npos) << text;
+  m.tracker = TrackerKind::kUffdHybrid;
+  m.hybrid = PrimaryMetrics::HybridChunks{.chunks = 128, .async_chunks = 2, .moves = 5};
+  text = render(m);
+  EXPECT_NE(text.find("romulus_tracker{tracker=\"uffd-hybrid\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("romulus_tracker_chunks 128\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("romulus_tracker_async_chunks 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("romulus_tracker_chunk_moves_total 5\n"), std::string::npos) << text;
 }
 
 }  // namespace

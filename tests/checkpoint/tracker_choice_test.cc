@@ -7,7 +7,6 @@
 
 #include <cstdio>
 
-#include "checkpoint/switching_tracker.h"
 #include "checkpoint/uffd_tracker.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_guest.h"
@@ -195,90 +194,49 @@ TEST(ChooseTracker, GuestTrackerNamesWhatTheGuestArms) {
   EXPECT_STREQ(d.guest_tracker(), "uffd");
   d.kind = TrackerKind::kCompare;
   EXPECT_STREQ(d.guest_tracker(), "compare");
+  d.kind = TrackerKind::kUffdHybrid;
+  EXPECT_STREQ(d.guest_tracker(), "uffd-switchable");
 }
 
-TEST(ChooseTracker, AutoIsSwitchableOnlyForAGuestThatCanHoldBothUffds) {
+TEST(ChooseTracker, AutoTakesTheHybridOnlyForAGuestThatCanHoldBothUffds) {
   ArenaFacts facts{256 * kMiB, 25};
-  EXPECT_FALSE(choose_tracker(TrackerKind::kAuto, facts, typical())->switchable);
-  facts.can_switch = true;
-  auto d = choose_tracker(TrackerKind::kAuto, facts, typical());
-  ASSERT_OK(d);
-  EXPECT_TRUE(d->switchable);
-  EXPECT_STREQ(d->guest_tracker(), "uffd-switchable");
-  EXPECT_NE(d->explanation.find("re-decided at run time"), std::string::npos) << d->explanation;
-  // An explicit tracker stays that tracker; without uffd-sync there is nothing to switch to.
-  EXPECT_FALSE(choose_tracker(TrackerKind::kUffd, facts, typical())->switchable);
+  EXPECT_NE(choose_tracker(TrackerKind::kAuto, facts, typical())->kind, TrackerKind::kUffdHybrid);
+  facts.two_uffds = true;
+  for (uint64_t bytes : {kMiB, 256 * kMiB, 16 * kGiB}) {
+    facts.arena_bytes = bytes;
+    auto d = choose_tracker(TrackerKind::kAuto, facts, typical());
+    ASSERT_OK(d);
+    EXPECT_EQ(d->kind, TrackerKind::kUffdHybrid) << bytes;
+    EXPECT_STREQ(d->guest_tracker(), "uffd-switchable");
+    EXPECT_NE(d->explanation.find("chunk by chunk"), std::string::npos) << d->explanation;
+  }
+  // An explicit tracker stays that tracker; without uffd-sync there is no hybrid.
+  EXPECT_EQ(choose_tracker(TrackerKind::kUffd, facts, typical())->kind, TrackerKind::kUffd);
   Measurements no_sync = typical();
   no_sync.uffd_sync_ok = false;
   no_sync.uffd_sync_reason = "test";
-  EXPECT_FALSE(choose_tracker(TrackerKind::kAuto, facts, no_sync)->switchable);
+  EXPECT_EQ(choose_tracker(TrackerKind::kAuto, facts, no_sync)->kind, TrackerKind::kUffd);
 }
 
-// The run-time re-decision (switching_tracker.h): the same formulas, fed
-// with what a window of checkpoints measured.
-SwitchWindow window(TrackerKind current, double pages_per_checkpoint) {
-  SwitchWindow w;
-  w.current = current;
-  w.checkpoints = 100;
-  w.pages = static_cast<uint64_t>(pages_per_checkpoint * 100);
-  w.faults = w.pages;
-  w.reprotected = w.pages;
-  return w;
-}
-
-TEST(DecideSwitch, FewDirtyPagesMoveAUffdGuestToUffdSyncAndManyMoveItBack) {
-  // 256 MiB: uffd's scan is 225 us; a first write costs 14 us more in sync mode.
-  const Measurements m = typical();
-  SwitchWindow w = window(TrackerKind::kUffd, 3);
-  w.min_collect_us = 225;
-  const SwitchDecision few = decide_switch(w, m, 256 * kMiB);
-  EXPECT_EQ(few.kind, TrackerKind::kUffdSync);
-  EXPECT_NE(few.explanation.find("uffd -> uffd-sync"), std::string::npos) << few.explanation;
-  EXPECT_EQ(decide_switch(window(TrackerKind::kUffdSync, 60), m, 256 * kMiB).kind,
-            TrackerKind::kUffd);
-  // Staying is no switch, and says nothing.
-  const SwitchDecision stay = decide_switch(window(TrackerKind::kUffdSync, 3), m, 256 * kMiB);
-  EXPECT_EQ(stay.kind, TrackerKind::kUffdSync);
-  EXPECT_TRUE(stay.explanation.empty());
-}
-
-TEST(DecideSwitch, TheScanItMeasuredCountsNotTheOneMeasuredAtStart) {
-  const Measurements m = typical();  // 225 us per 256 MiB at start
-  SwitchWindow w = window(TrackerKind::kUffd, 5);
-  w.min_collect_us = 20;  // the scan is much cheaper on the day
-  EXPECT_EQ(decide_switch(w, m, 256 * kMiB).kind, TrackerKind::kUffd);
-  w.min_collect_us = 400;
-  EXPECT_EQ(decide_switch(w, m, 256 * kMiB).kind, TrackerKind::kUffdSync);
-}
-
-TEST(DecideSwitch, PagesUffdSyncKeepsUnprotectedCostItNoFaults) {
-  // 30 pages per checkpoint reported, but all hot (sticky): no faults, nothing
-  // re-protected. Counted as faults, uffd would win.
-  const Measurements m = typical();
-  SwitchWindow w = window(TrackerKind::kUffdSync, 30);
-  EXPECT_EQ(decide_switch(w, m, 256 * kMiB).kind, TrackerKind::kUffd);
-  w.faults = 0;
-  w.reprotected = 0;
-  EXPECT_EQ(decide_switch(w, m, 256 * kMiB).kind, TrackerKind::kUffdSync);
-}
-
-TEST(DecideSwitch, TheMarginKeepsAWorkloadNearTheBoundaryWhereItIs) {
-  // Break-even at 256 MiB: 225 + D * 1.5 = D * 16.5, D = 15.
-  const Measurements m = typical();
-  for (double pages : {13.5, 15.0, 16.5}) {
-    SwitchWindow w = window(TrackerKind::kUffd, pages);
-    w.min_collect_us = 225;
-    EXPECT_EQ(decide_switch(w, m, 256 * kMiB).kind, TrackerKind::kUffd) << pages;
-    EXPECT_EQ(decide_switch(window(TrackerKind::kUffdSync, pages), m, 256 * kMiB).kind,
-              TrackerKind::kUffdSync)
-        << pages;
-  }
-}
-
-TEST(DecideSwitch, NoCheckpointsNoDecision) {
-  SwitchWindow w;
-  w.current = TrackerKind::kUffdSync;
-  EXPECT_EQ(decide_switch(w, typical(), 256 * kMiB).kind, TrackerKind::kUffdSync);
+TEST(ChooseTracker, AnExplicitHybridNeedsBothUffdsAndAGuestThatHoldsThem) {
+  ArenaFacts facts{256 * kMiB, 25};
+  facts.two_uffds = true;
+  auto d = choose_tracker(TrackerKind::kUffdHybrid, facts, typical());
+  ASSERT_OK(d);
+  EXPECT_EQ(d->kind, TrackerKind::kUffdHybrid);
+  facts.two_uffds = false;  // a VM
+  auto vm = choose_tracker(TrackerKind::kUffdHybrid, facts, typical());
+  EXPECT_EQ(vm.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(vm.status().message().find("two userfaultfds"), std::string::npos)
+      << vm.status().to_string();
+  Measurements no_sync = typical();
+  no_sync.uffd_sync_ok = false;
+  no_sync.uffd_sync_reason = "no synchronous write-protect here";
+  facts.two_uffds = true;
+  auto refused = choose_tracker(TrackerKind::kUffdHybrid, facts, no_sync);
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(refused.status().message().find("no synchronous write-protect here"), std::string::npos)
+      << refused.status().to_string();
 }
 
 TEST(MeasureTrackerCosts, MeasuresEverythingThisKernelOffers) {
@@ -300,10 +258,10 @@ TEST(MeasureTrackerCosts, MeasuresEverythingThisKernelOffers) {
 
 TEST(MakeTracker, BuildsTheDecidedTrackerForARealGuest) {
   Measurements m = measure_tracker_costs();
-  for (TrackerKind kind :
-       {TrackerKind::kUffd, TrackerKind::kUffdSync, TrackerKind::kCompare, TrackerKind::kAuto}) {
-    // auto: switchable, when this kernel has both userfaultfd trackers.
-    auto d = choose_tracker(kind, ArenaFacts{.arena_bytes = kMiB, .can_switch = true}, m);
+  for (TrackerKind kind : {TrackerKind::kUffd, TrackerKind::kUffdSync, TrackerKind::kCompare,
+                           TrackerKind::kUffdHybrid, TrackerKind::kAuto}) {
+    // auto: the hybrid, when this kernel has both userfaultfd trackers.
+    auto d = choose_tracker(kind, ArenaFacts{.arena_bytes = kMiB, .two_uffds = true}, m);
     if (!d.is_ok()) continue;  // this kernel cannot: the refusal is tested above
     if (kind == TrackerKind::kAuto) kind = d->kind;
     romulus::testing::TestGuestHarness h;

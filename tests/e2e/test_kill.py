@@ -32,9 +32,9 @@ CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_CYCLES", "56"))
 SYNC_CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_SYNC_CYCLES", "16"))
 # The cycles above run under the default --commit eager; these under --commit interval.
 INTERVAL_CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_INTERVAL_CYCLES", "6"))
-# The same kills with auto's tracker switched every 3 pauses (fault injection).
-SWITCH_CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_SWITCH_CYCLES", "24"))
-SWITCH_EVERY_ENV = "ROMULUS_TEST_TRACKER_SWITCH_EVERY"
+# The same kills with --tracker uffd-hybrid (chunks of the arena moved between the
+# guest's two userfaultfds as they turn hot or cold).
+HYBRID_CYCLES = int(os.environ.get("ROMULUS_E2E_KILL_HYBRID_CYCLES", "16"))
 CONNECTED_RE = r"primary \S+ connected \(session"
 RESUMED_FROM_RE = r"guest pid \d+ attached \(.*resumed from epoch (\d+)\)"
 
@@ -87,9 +87,9 @@ class KillPrimaryTest(unittest.TestCase):
             if time.monotonic() >= end:
                 break
             time.sleep(0.005)
-        if os.environ.get(SWITCH_EVERY_ENV):
+        if tracker == "uffd-hybrid":
             s = primary.status()
-            self.switches_seen += (s or {}).get("tracker_switches", 0)
+            self.chunk_moves_seen += (s or {}).get("tracker_chunk_moves", 0)
         primary.kill9()
 
         # Let the backup decide: it takes over, or says it will not, or (killed before
@@ -171,24 +171,20 @@ class KillPrimaryTest(unittest.TestCase):
                 harness.log(f"uffd-sync cycle {i:2d} {kind:7s} kill {delay * 1000:5.1f} ms "
                             f"after {after:5s}: {outcome}")
 
-    def test_kill_while_auto_switches_its_tracker_never_loses_an_acknowledged_epoch(self):
-        """The same spec with --tracker auto forced to switch between uffd and uffd-sync
-        every few pauses (ROMULUS_TEST_TRACKER_SWITCH_EVERY, fault injection): kills land
-        on both sides of the move between the guest's two userfaultfds, and the counter
-        guest's resume checks that no write was lost at a seam."""
-        rng, _ = harness.seeded_random("test_kill_switch")
+    def test_kill_with_the_hybrid_tracker_never_loses_an_acknowledged_epoch(self):
+        """The same spec with --tracker uffd-hybrid: the counter's page turns its chunk
+        asynchronous within two pauses (a move between the guest's userfaultfds, with the
+        guest stopped), and the dirtier's pages theirs; kills land on both sides of those
+        moves, and the counter guest's resume checks that no write was lost at a seam."""
+        rng, _ = harness.seeded_random("test_kill_hybrid")
         self.precopy_acks = 0
-        self.switches_seen = 0
-        os.environ[SWITCH_EVERY_ENV] = "3"
-        try:
-            for i, (delay, kind, after) in enumerate(plan(rng, SWITCH_CYCLES)):
-                with self.subTest(cycle=i, kind=kind, delay_ms=round(delay * 1000), after=after):
-                    outcome = self.run_cycle(i, delay, kind, after)
-                    harness.log(f"switching cycle {i:2d} {kind:7s} kill {delay * 1000:5.1f} ms "
-                                f"after {after:5s}: {outcome}")
-        finally:
-            del os.environ[SWITCH_EVERY_ENV]
-        self.assertGreater(self.switches_seen, 0, "no cycle switched before its kill")
+        self.chunk_moves_seen = 0
+        for i, (delay, kind, after) in enumerate(plan(rng, HYBRID_CYCLES)):
+            with self.subTest(cycle=i, kind=kind, delay_ms=round(delay * 1000), after=after):
+                outcome = self.run_cycle(i, delay, kind, after, tracker="uffd-hybrid")
+                harness.log(f"uffd-hybrid cycle {i:2d} {kind:7s} kill {delay * 1000:5.1f} ms "
+                            f"after {after:5s}: {outcome}")
+        self.assertGreater(self.chunk_moves_seen, 0, "no cycle moved a chunk before its kill")
 
     def test_kill_under_interval_commit_never_loses_an_acknowledged_epoch(self):
         rng, _ = harness.seeded_random("test_kill_interval")

@@ -119,7 +119,8 @@ class CompletionTest(unittest.TestCase):
         self.assertEqual(complete("romulus primary --on-backup-loss "), ["continue", "stall"])
         # Bash replaces what follows the '=' (the word "=" is a COMP_WORDBREAKS word).
         self.assertEqual(complete("romulus primary --commit="), ["eager", "interval"])
-        self.assertEqual(complete("romulus primary --tracker=uffd"), ["uffd", "uffd-sync"])
+        self.assertEqual(complete("romulus primary --tracker=uffd"),
+                         ["uffd", "uffd-hybrid", "uffd-sync"])
         self.assertEqual(complete("romulus primary --interval "), [])
 
     def test_file_options_complete_file_names(self):
