@@ -30,6 +30,11 @@ constexpr size_t kLatencyWindow = 4096;
 // held bytes: a worker does it at its next turn; a stopping or stuck one must
 // not hold up a status reply for long.
 constexpr std::chrono::seconds kHeldStatsWithin{1};
+// A client that connects while the guest is not listening yet (it is
+// starting, or resuming after a takeover) is held while the proxy tries the
+// guest again this often, for this long, instead of being closed at once.
+constexpr std::chrono::milliseconds kGuestConnectRetry{10};
+constexpr std::chrono::seconds kGuestListenPatience{10};
 }  // namespace
 
 // The sessions of one thread. With OutputProxyOptions::io_threads = 0 there
@@ -65,15 +70,31 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
         worker_(worker),
         client_(std::move(client)),
         guest_(worker.io),
+        retry_(worker.io),
         guest_to_client_(GuestToClientState::kReading, bug_log(proxy)),
         client_to_guest_(ClientToGuestState::kOpen, bug_log(proxy)) {}
 
-  void start() {
+  void start() { connect_guest(Clock::now() + kGuestListenPatience); }
+
+  // Connects to the guest; while it refuses (not listening yet: starting, or
+  // resuming after a takeover) tries again every kGuestConnectRetry until
+  // give_up, holding the client, whose bytes wait in its socket.
+  void connect_guest(Clock::time_point give_up) {
     auto self = shared_from_this();
     const tcp::endpoint guest_ep(asio::ip::address_v4::loopback(), proxy_.options_.guest_port);
-    guest_.async_connect(guest_ep, [this, self](boost::system::error_code ec) {
+    guest_.async_connect(guest_ep, [this, self, give_up](boost::system::error_code ec) {
+      if (!closed() && ec == asio::error::connection_refused && Clock::now() < give_up) {
+        boost::system::error_code ignored;
+        guest_.close(ignored);
+        retry_.expires_after(kGuestConnectRetry);
+        retry_.async_wait([this, self, give_up](boost::system::error_code e) {
+          if (e || closed()) return close_all();
+          connect_guest(give_up);
+        });
+        return;
+      }
       if (ec || closed()) {
-        close_all();  // the guest is not serving (yet): the client retries
+        close_all();  // the guest is not serving: the client sees a close, and retries
         return;
       }
       boost::system::error_code ignored;
@@ -138,6 +159,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
     boost::system::error_code ec;
     client_.close(ec);
     guest_.close(ec);
+    retry_.cancel();
     worker_.buffered_bytes -= buffered_bytes_;
     buffered_bytes_ = 0;
     worker_.sessions.erase(shared_from_this());
@@ -328,6 +350,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
   OutputProxy& proxy_;
   ProxyWorker& worker_;
   tcp::socket client_, guest_;
+  asio::steady_timer retry_;  // connect_guest()'s next try
   std::array<uint8_t, kReadSize> from_client_{}, from_guest_{};
   std::deque<Held> held_, to_client_;
   std::vector<std::vector<uint8_t>> spare_;

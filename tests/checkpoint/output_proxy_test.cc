@@ -34,7 +34,8 @@ using romulus::testing::read_for;
 // When the client half-closes, it answers what it read and half-closes too.
 class EchoGuest {
  public:
-  EchoGuest() : acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {
+  explicit EchoGuest(uint16_t port = 0)
+      : acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), port)) {
     port_ = acceptor_.local_endpoint().port();
     accept_thread_ = std::thread([this] { accept_loop(); });
   }
@@ -115,13 +116,14 @@ class EchoGuest {
 // session threads of the proxy's own; every behaviour must hold for both.
 class ProxyFixture : public ::testing::TestWithParam<unsigned> {
  protected:
-  void start(bool buffering = true, size_t max_held = 4u << 20) {
+  // guest_port: the fixture's EchoGuest unless given.
+  void start(bool buffering = true, size_t max_held = 4u << 20, uint16_t guest_port = 0) {
     auto port = common::free_loopback_port();
     ASSERT_OK(port);
     listen_port_ = *port;
     OutputProxyOptions o;
     o.listen.port = listen_port_;
-    o.guest_port = guest_.port();
+    o.guest_port = guest_port != 0 ? guest_port : guest_.port();
     o.buffering = buffering;
     o.max_held_bytes = max_held;
     o.io_threads = GetParam();
@@ -184,6 +186,21 @@ TEST_P(ProxyFixture, ReplyIsHeldUntilItsEpochIsAcknowledged) {
   EXPECT_EQ(read_for(*c, 300ms, 6), "") << "released before the ack of its epoch";
   proxy_->on_ack(5);
   EXPECT_EQ(read_for(*c, 10s, 6), "hello\n");
+}
+
+// A client that comes before the guest listens (the guest is starting, or
+// resuming after a takeover) is held, not closed, and served once it listens.
+TEST_P(ProxyFixture, AClientThatComesBeforeTheGuestListensIsServedOnceItDoes) {
+  auto port = common::free_loopback_port();
+  ASSERT_OK(port);
+  start(true, 4u << 20, *port);
+  auto c = connect();
+  asio::write(*c, asio::buffer(std::string("early\n")));
+  std::this_thread::sleep_for(200ms);  // refused meanwhile: the proxy tries again
+  EchoGuest late(*port);
+  wait_held(6);
+  proxy_->on_ack(5);
+  EXPECT_EQ(read_for(*c, 10s, 6), "early\n");
 }
 
 TEST_P(ProxyFixture, EachReplyWaitsForItsOwnEpochAndOrderIsKept) {

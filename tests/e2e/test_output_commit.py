@@ -31,8 +31,8 @@ CYCLES = int(os.environ.get("ROMULUS_E2E_KV_CYCLES", "32"))
 # The same tests under --commit interval (the default is eager): fewer kill cycles.
 INTERVAL_CYCLES = int(os.environ.get("ROMULUS_E2E_KV_INTERVAL_CYCLES", "6"))
 SERVING_RE = r"serving clients on"
-# The primary's proxy serves before the guest listens: a client that connects
-# between the two is closed (and a real client retries). Tests that send at once
+# The primary's proxy serves before the guest listens (it holds a client that
+# comes between the two, for a while); tests that time their first request
 # wait for the guest too.
 GUEST_LISTENING_RE = r"romulus-kvstore: listening on"
 
