@@ -18,7 +18,7 @@ constexpr uint64_t kPage = 4096;
 
 HybridTracker::HybridTracker(Guest g, const uint8_t* arena, size_t bytes, const Measurements& m,
                              HybridTuning tuning)
-    : guest_(g), arena_(arena), bytes_(bytes), m_(m), tuning_(tuning) {}
+    : guest_(g), arena_(arena), bytes_(bytes), m_(m), tuning_(tuning), fault_us_(m.sync_fault_us) {}
 
 Result<std::unique_ptr<HybridTracker>> HybridTracker::create(Guest g, const uint8_t* arena_mapping,
                                                              size_t arena_bytes,
@@ -66,8 +66,6 @@ uint64_t HybridTracker::chunk_end(uint64_t c) const {
 uint64_t HybridTracker::write_faults() const {
   return (scan_ ? scan_->write_faults() : 0) + (sync_ ? sync_->write_faults() : 0);
 }
-
-std::optional<double> HybridTracker::write_fault_us() const { return m_.sync_fault_us; }
 
 std::span<const uint64_t> HybridTracker::protected_after_resume() const {
   return moved_ ? std::span<const uint64_t>() : sync_->protected_after_resume();
@@ -123,6 +121,13 @@ Status HybridTracker::collect_stopped(std::vector<uint64_t>& pfns) {
   ROMULUS_RETURN_IF_ERROR(broken_);
   moved_ = false;
   ROMULUS_RETURN_IF_ERROR(collect_both(pfns, true));
+  // The faults since the last pause, each at its userfaultfd's cost.
+  const uint64_t async_faults = scan_->write_faults(), sync_faults = sync_->write_faults();
+  const double a = static_cast<double>(async_faults - async_faults_seen_);
+  const double s = static_cast<double>(sync_faults - sync_faults_seen_);
+  async_faults_seen_ = async_faults;
+  sync_faults_seen_ = sync_faults;
+  if (a + s > 0) fault_us_ = (a * m_.async_fault_us + s * m_.sync_fault_us) / (a + s);
   // A move that failed half-way leaves chunks whose userfaultfd is unknown:
   // every later collect fails with it, and the engine ends the protection.
   if (Status st = move_chunks(); !st.is_ok()) {

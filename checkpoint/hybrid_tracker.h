@@ -81,9 +81,10 @@ class HybridTracker final : public DirtyTracker {
   const uint8_t* page_source(uint64_t pfn) const override { return arena_ + pfn * 4096; }
   bool pages_stable_until_next_collect() const override { return false; }
   uint64_t write_faults() const override;
-  // A fault's cost depends on the chunk; the synchronous one's, the higher,
-  // for the engine's stopped-fraction budget.
-  std::optional<double> write_fault_us() const override;
+  // A fault's cost depends on its chunk's userfaultfd: the mean over the
+  // faults before the last pause, each at its own measured cost, for the
+  // engine's stopped-fraction budget.
+  std::optional<double> write_fault_us() const override { return fault_us_; }
   std::span<const uint64_t> protected_after_resume() const override;
   void begin_copy_before_write(std::span<const uint64_t> pfns,
                                std::span<uint8_t* const> dst) override;
@@ -124,6 +125,8 @@ class HybridTracker final : public DirtyTracker {
   std::vector<uint64_t> requested_;               // request_move()
   bool moved_ = false;                            // in this pause: copy everything in it
   Status broken_;                                 // a failed move (see collect_stopped)
+  uint64_t async_faults_seen_ = 0, sync_faults_seen_ = 0;  // at the last pause
+  double fault_us_ = 0;                                    // write_fault_us()
   std::atomic<uint64_t> async_chunks_{0};
   std::atomic<uint64_t> moves_{0};
 };

@@ -386,6 +386,42 @@ TEST(HybridTracker, ChunksMoveOnTheirStreaksAndEachPauseReportsExactlyItsWrites)
   EXPECT_EQ(h.write(18 * 4096, 1, 1), "ok");
 }
 
+// The stopped-fraction budget charges the faults before each pause at the
+// cost of the userfaultfd that took them.
+TEST(HybridTracker, EachFaultIsChargedAtItsUserfaultfdsCost) {
+  if (!unsupported_reason("uffd-hybrid").empty()) {
+    GTEST_SKIP() << unsupported_reason("uffd-hybrid");
+  }
+  TestGuestHarness h;
+  ASSERT_OK(h.start("uffd-switchable", kArenaBytes));
+  auto fds = h.guest->take_guest_switchable_uffds();
+  ASSERT_OK(fds);
+  Measurements m;
+  m.async_fault_us = 1;
+  m.sync_fault_us = 10;
+  auto t = HybridTracker::create(HybridTracker::Guest{.pid = h.guest->pid(),
+                                                      .arena_addr = h.guest->guest_arena_addr(),
+                                                      .async_uffd = fds->async_fd,
+                                                      .sync_uffd = fds->sync_fd},
+                                 h.arena.data(), h.arena.size(), m, kRestlessHybrid);
+  ASSERT_OK(t);
+  auto epoch = [&](std::vector<uint64_t> pages) {
+    for (uint64_t p : pages) EXPECT_EQ(h.write(p * 4096 + 9, 1, static_cast<int>(p)), "ok");
+    EXPECT_OK(h.guest->pause(std::chrono::seconds(30)));
+    Pfns pfns;
+    EXPECT_OK((*t)->collect_stopped(pfns));
+    EXPECT_OK((*t)->finish_rearm());
+    EXPECT_OK(h.guest->resume());
+    return pfns;
+  };
+  EXPECT_EQ(epoch({17}), Pfns{17});  // a synchronous fault; chunk 1 goes asynchronous
+  EXPECT_EQ((*t)->write_fault_us(), 10.0);
+  EXPECT_EQ(epoch({17, 18}), (Pfns{17, 18}));  // two asynchronous ones
+  EXPECT_EQ((*t)->write_fault_us(), 1.0);
+  EXPECT_EQ(epoch({17, 40}), (Pfns{17, 40}));  // one of each
+  EXPECT_EQ((*t)->write_fault_us(), 5.5);
+}
+
 // Without a baseline (a VM's takeover) the shadow starts zero: the first
 // collect() reports exactly the pages that are not zero, after which only
 // changes are reported, as with a baseline.
