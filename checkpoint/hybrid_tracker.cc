@@ -139,11 +139,13 @@ Status HybridTracker::collect_stopped(std::vector<uint64_t>& pfns) {
 
 Status HybridTracker::move_chunks() {
   // Which chunks had pages reported in this pause.
-  std::vector<uint8_t> reported(chunks(), 0);
+  std::vector<uint8_t>& reported = reported_;
+  reported.assign(chunks(), 0);  // no allocation after the first pause
   for (uint64_t pfn : async_pfns_) reported[pfn / tuning_.chunk_pages] = 1;
   for (uint64_t pfn : sync_pfns_) reported[pfn / tuning_.chunk_pages] = 1;
   // Streaks, and the chunks whose streak says move.
-  std::vector<uint8_t> move(chunks(), 0);
+  std::vector<uint8_t>& move = move_;
+  move.assign(chunks(), 0);
   uint64_t budget = tuning_.max_moved_pages;
   bool any = false;
   for (uint64_t c = 0; c < chunks(); ++c) {

@@ -121,10 +121,11 @@ class HybridTracker final : public DirtyTracker {
   // reported (synchronous chunks) or with none (asynchronous ones).
   std::vector<uint8_t> async_;
   std::vector<uint64_t> streak_;
-  std::vector<uint64_t> async_pfns_, sync_pfns_;  // this pause's reports
-  std::vector<uint64_t> requested_;               // request_move()
-  bool moved_ = false;                            // in this pause: copy everything in it
-  Status broken_;                                 // a failed move (see collect_stopped)
+  std::vector<uint64_t> async_pfns_, sync_pfns_;           // this pause's reports
+  std::vector<uint64_t> requested_;                        // request_move()
+  std::vector<uint8_t> reported_, move_;                   // move_chunks()'s, per chunk, kept
+  bool moved_ = false;                                     // in this pause: copy everything in it
+  Status broken_;                                          // a failed move (see collect_stopped)
   uint64_t async_faults_seen_ = 0, sync_faults_seen_ = 0;  // at the last pause
   double fault_us_ = 0;                                    // write_fault_us()
   std::atomic<uint64_t> async_chunks_{0};
