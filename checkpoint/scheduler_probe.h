@@ -20,17 +20,25 @@
 // have used (what a fixed gap also allows once per gap). Reported runnable but
 // blocked: the checkpoint waits for the gap, as before.
 //
-// One thread uses a probe (the engine's). The probe keeps the task directory
-// open; a thread that ends between listing and reading is skipped. A guest that
-// has exited, or a /proc that cannot be read, gives kUnknown (treated as
-// runnable: today's behaviour).
+// One thread uses a probe (the engine's), and it asks while a reply waits,
+// so a look must be cheap: the probe keeps a descriptor open on each thread's
+// stat and syscall files and rereads them (pread), and lists the threads
+// again only when the process's thread count (/proc/PID/stat) differs from
+// its list or a thread's file can no longer be read (it ended). A look costs
+// one pread of the process's stat (which also gives the main thread's
+// state) and one or two per other thread (blocked: its syscall file too),
+// where opening the files each time cost about twice as much. A guest that has exited, or a
+// /proc that cannot be read, gives kUnknown (treated as runnable: today's
+// behaviour).
 #pragma once
 
 #include <dirent.h>
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 #include "checkpoint/commit_trigger.h"
 
@@ -41,6 +49,10 @@ namespace romulus::checkpoint {
 // is the guest's choice (prctl(PR_SET_NAME)) and may hold ')', spaces and
 // letters: the state is the field after the *last* ')'.
 std::optional<char> parse_stat_state(std::string_view stat);
+
+// The thread count (field 20, num_threads) of one /proc/PID/stat text, or
+// nullopt if the text is not one. Like the state, counted from the last ')'.
+std::optional<long> parse_stat_threads(std::string_view stat);
 
 // What one /proc/PID/task/TID/syscall text says of a blocked thread: true if
 // it is busy rather than waiting ("-1 SP PC": blocked outside a system call,
@@ -57,13 +69,33 @@ class SchedulerProbe {
 
   // kRunnable if any thread is in state R or blocked in a page fault,
   // kWaiting if every thread could be read and none is, kUnknown if none
-  // could be read. Costs one getdents and two open/read/close per thread
-  // (until the first runnable one).
+  // could be read.
   GuestActivity read();
 
+  // How many times the thread list was read (a test's window into the cache).
+  uint64_t listings() const { return listings_; }
+
  private:
+  struct Task {
+    bool leader = false;  // TID == PID: its state is /proc/PID/stat's, already read
+    int stat = -1;        // /proc/PID/task/TID/stat
+    int syscall = -1;     // .../syscall; -1 if it cannot be opened (no ptrace rights)
+  };
+  enum class Look { kRunnable, kWaiting, kStale };
+  // One pass over the listed threads; kStale if the list is out of date.
+  Look look(bool& any_read);
+  // Lists the threads again; false if the process cannot be read.
+  bool list();
+  // The process's thread count from /proc/PID/stat, or -1; keeps the
+  // leader's state from the same text.
+  long thread_count();
+  void close_all();
+
   pid_t pid_;
-  DIR* tasks_ = nullptr;  // /proc/PID/task, opened on first use
+  int proc_stat_ = -1;  // /proc/PID/stat, opened on first use
+  char leader_state_ = 0;
+  std::vector<Task> tasks_;
+  uint64_t listings_ = 0;
 };
 
 }  // namespace romulus::checkpoint

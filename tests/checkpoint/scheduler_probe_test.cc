@@ -14,7 +14,9 @@
 #include <linux/userfaultfd.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -44,6 +46,17 @@ TEST(ParseStatState, RejectsWhatIsNotAStatLine) {
   EXPECT_EQ(parse_stat_state("1234 (kvstore) 5 1"), std::nullopt);
   EXPECT_EQ(parse_stat_state("1234 (kvstore) SS 1"), std::nullopt);
   EXPECT_EQ(parse_stat_state("1234 ) ( S 1"), std::nullopt);
+}
+
+TEST(ParseStatThreads, ReadsField20AfterTheLastParenthesis) {
+  const char* line =
+      "4321 (a) b) S 1 4321 4321 0 -1 4194560 1234 0 0 0 10 3 0 0 20 0 7 0 555 1000 50 "
+      "18446744073709551615";
+  EXPECT_EQ(parse_stat_threads(line), 7);
+  EXPECT_EQ(parse_stat_threads("1 (x) R 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 1\n"), 1);
+  EXPECT_EQ(parse_stat_threads("1 (x) R 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0"), std::nullopt);
+  EXPECT_EQ(parse_stat_threads("1 (x) R 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 7x 0"), std::nullopt);
+  EXPECT_EQ(parse_stat_threads("no parenthesis here"), std::nullopt);
 }
 
 TEST(SyscallText, BlockedOutsideASystemCallOrRunningIsBusy) {
@@ -162,6 +175,102 @@ TEST(SchedulerProbe, AChildBlockedInAWriteProtectFaultIsBusyNotWaiting) {
   ASSERT_TRUE(st == 'S' || st == 'D') << "state " << st;
   SchedulerProbe probe(pid);
   for (int i = 0; i < 20; ++i) EXPECT_EQ(probe.read(), GuestActivity::kRunnable) << "read " << i;
+}
+
+// A forked child whose main thread blocks reading a pipe; a byte written to
+// it starts a thread that spins (and, with `replace`, first ends the helper
+// thread, so that the thread count stays the same).
+class ThreadedChild {
+ public:
+  explicit ThreadedChild(bool replace) {
+    int go[2], started[2];
+    if (pipe(go) != 0) return;
+    if (pipe(started) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(go[1]);
+      close(started[0]);
+      std::atomic<bool> stop_helper{false};
+      // A helper thread, blocked nearly all the time, for `replace` to end.
+      std::thread helper([&] {
+        while (!stop_helper.load()) std::this_thread::sleep_for(1ms);
+      });
+      char c;
+      if (read(go[0], &c, 1) != 1) _exit(1);
+      if (replace) {
+        stop_helper = true;
+        helper.join();
+      }
+      std::thread([] {
+        volatile uint64_t spins = 0;
+        for (;;) spins = spins + 1;
+      }).detach();
+      if (write(started[1], "x", 1) != 1) _exit(1);
+      for (;;) pause();
+    }
+    close(go[0]);
+    close(started[1]);
+    go_ = go[1];
+    started_ = started[0];
+  }
+  ~ThreadedChild() {
+    if (go_ >= 0) close(go_);
+    if (started_ >= 0) close(started_);
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  // Starts the spinning thread; returns once the main thread is blocked again
+  // (in pause()), so that only the new thread can be seen running.
+  void start_spinner() {
+    ASSERT_EQ(write(go_, "x", 1), 1);
+    char c;
+    ASSERT_EQ(read(started_, &c, 1), 1);
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (state_of(pid_) != 'S' && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_EQ(state_of(pid_), 'S');
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int go_ = -1, started_ = -1;
+};
+
+// Reads until `want` or 20 s.
+GuestActivity read_until(SchedulerProbe& probe, GuestActivity want) {
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  GuestActivity seen = GuestActivity::kUnknown;
+  while ((seen = probe.read()) != want && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  return seen;
+}
+
+TEST(SchedulerProbe, ANewThreadThatSpinsIsSeenThoughTheListIsCached) {
+  ThreadedChild child(/*replace=*/false);
+  ASSERT_GT(child.pid(), 0);
+  SchedulerProbe probe(child.pid());
+  // The helper sleeps 1 ms at a time: waiting nearly always.
+  ASSERT_EQ(read_until(probe, GuestActivity::kWaiting), GuestActivity::kWaiting);
+  const uint64_t listed = probe.listings();
+  for (int i = 0; i < 20; ++i) (void)probe.read();
+  EXPECT_EQ(probe.listings(), listed) << "the same threads were listed again";
+  child.start_spinner();
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(probe.read(), GuestActivity::kRunnable) << "read " << i;
+  EXPECT_GT(probe.listings(), listed);
+}
+
+TEST(SchedulerProbe, AThreadThatReplacesAnEndedOneIsSeenAtTheSameCount) {
+  ThreadedChild child(/*replace=*/true);
+  ASSERT_GT(child.pid(), 0);
+  SchedulerProbe probe(child.pid());
+  ASSERT_EQ(read_until(probe, GuestActivity::kWaiting), GuestActivity::kWaiting);
+  child.start_spinner();
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(probe.read(), GuestActivity::kRunnable) << "read " << i;
 }
 
 TEST(SchedulerProbe, AGoneProcessIsUnknownNotWaiting) {
