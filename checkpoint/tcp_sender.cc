@@ -1,6 +1,7 @@
 #include "checkpoint/tcp_sender.h"
 
 #include <fmt/format.h>
+#include <sys/socket.h>
 
 #include <future>
 
@@ -279,6 +280,25 @@ Status TcpSender::send(protocol::Bytes bytes) {
   std::unique_lock lock(mu_);
   cv_.wait(lock, [&] { return broken_.load() || queued_bytes_ < options_.max_queued_bytes; });
   if (broken_.load()) return failure_;
+  if (!writing_ && queue_.empty() && !stream_->tls()) {
+    // Nothing in flight on a plaintext stream: write from this thread, so that
+    // a checkpoint leaves without waking the io thread. Under mu_, so the io
+    // thread neither writes (writing_ is false and stays so) nor closes the
+    // socket (fail() sets broken_ under mu_ first) meanwhile. What the socket
+    // does not take at once, and any error, goes the usual way below: the io
+    // thread writes the rest, or meets the error and fails the stream.
+    const ssize_t n = ::send(stream_->socket().native_handle(), bytes.data(), bytes.size(),
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      last_tx_.store(Clock::now());
+      if (static_cast<size_t>(n) == bytes.size()) {
+        lock.unlock();
+        recycle(std::move(bytes));
+        return Status::ok();
+      }
+      bytes.erase(bytes.begin(), bytes.begin() + n);
+    }
+  }
   queued_bytes_ += bytes.size();
   queue_.push_back(std::move(bytes));
   if (!writing_) {

@@ -12,7 +12,11 @@
 // Threading: the stream lives on the io_context's thread. connect() blocks
 // its caller while the io thread (which must be running) connects and
 // handshakes; never call it on the io thread; send()/flush()/close() may be
-// called from the engine thread; callbacks run on the io thread.
+// called from the engine thread; callbacks run on the io thread. On a
+// plaintext stream with nothing queued, send() writes what the socket takes
+// at once itself (non-blocking, under the queue's lock), so a small
+// checkpoint leaves without a hand-off to the io thread; the rest, and
+// everything on a TLS stream, is written by the io thread.
 #pragma once
 
 #include <atomic>
