@@ -81,7 +81,10 @@ struct PrimaryConfig {
   // Output commit: clients connect here; none = no proxy.
   std::optional<common::Endpoint> service;
   bool output_buffering = true;  // false: --no-output-buffering (unsafe)
-  unsigned proxy_threads = 2;    // the proxy's session threads (OutputProxyOptions::io_threads)
+  // The proxy's session threads (OutputProxyOptions::io_threads); 0: the
+  // sessions run on the io thread that reads the backup's acks, so a reply
+  // leaves on the thread that learns of its ack (docs/performance.md).
+  unsigned proxy_threads = 0;
   std::vector<std::string> guest_command;
   // Set when this node is a backup that took over.
   std::optional<uint64_t> resumed_epoch;

@@ -204,7 +204,8 @@ void add_node_options(po::options_description& d, RawNodeOptions& r, bool backup
   o("no-output-buffering", po::bool_switch(&r.no_output_buffering),
     "release guest output at once (unsafe)");
   o("proxy-threads", po::value(&r.proxy_threads),
-    with_default("threads of the --service proxy's client connections",
+    with_default("threads of the --service proxy's client connections (0: the io thread that "
+                 "reads the backup's acks)",
                  fmt::format("{}", p.proxy_threads))
         .c_str());
   o("gate-timeout", po::value(&r.gate_timeout),
@@ -298,8 +299,9 @@ Result<NodeOptions> cook(const RawNodeOptions& r, const po::variables_map& vm, b
     e.encoder_threads = r.threads;
   }
   if (given("proxy-threads")) {
-    if (r.proxy_threads < 1 || r.proxy_threads > 64)
-      return Status::invalid_argument("--proxy-threads must be 1..64");
+    if (r.proxy_threads > 64)
+      return Status::invalid_argument(
+          "--proxy-threads must be 0..64 (0: on the primary's io thread, with the acks)");
     o.proxy_threads = r.proxy_threads;
   }
   if (given("staging")) {

@@ -79,7 +79,9 @@ TEST(CliOptions, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(o.primary.engine.interval, std::chrono::milliseconds(50));
   EXPECT_EQ(o.primary.engine.commit, checkpoint::CommitMode::kEager);
   EXPECT_EQ(o.primary.tracker, checkpoint::TrackerKind::kAuto);
+  EXPECT_EQ(o.primary.proxy_threads, 0u) << "sessions on the io thread that reads the acks";
   EXPECT_FALSE(o.witness.enabled());
+  EXPECT_EQ(primary({"--backup", "null", "--proxy-threads", "3"}).primary.proxy_threads, 3u);
 }
 
 // Every field cook() sets, written out, to compare two parses.
@@ -225,6 +227,7 @@ TEST(CliOptions, EachMistakeIsOneLineNamingTheOption) {
       {{"--backup", "null", "--interval", "0ms"}, "--interval must be between 1ms and 60s"},
       {{"--backup", "null", "--min-gap", "2s"}, "--min-gap must be between 0 and 1s"},
       {{"--backup", "null", "--memory", "1000"}, "--memory must be at least 1M"},
+      {{"--backup", "null", "--proxy-threads", "65"}, "--proxy-threads must be 0..64"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args{"primary"};
