@@ -29,7 +29,7 @@
 // A plain main, not Google Benchmark: one row needs several related timings
 // taken around the same guest state.
 //
-//   pause_bench --sweep [--trackers uffd,uffd-sync,uffd-sync-copy-in-pause]
+//   pause_bench --sweep [--trackers uffd,uffd-sync,uffd-hybrid,uffd-sync-copy-in-pause]
 //               [--arenas-mib 64,256,...,16384]
 //               [--counts 0,100,1000,10000] [--patterns alternate,same,clustered] [--rounds R]
 //               [--csv FILE]
@@ -224,7 +224,12 @@ struct BenchGuest {
     spec.arena_fd = arena.fd();
     spec.arena_size = arena.size();
     spec.control_fd = control.fd();
-    spec.tracker = tracker_name;
+    checkpoint::TrackerDecision d;
+    d.kind = tracker_name == "uffd"          ? checkpoint::TrackerKind::kUffd
+             : tracker_name == "uffd-sync"   ? checkpoint::TrackerKind::kUffdSync
+             : tracker_name == "uffd-hybrid" ? checkpoint::TrackerKind::kUffdHybrid
+                                             : checkpoint::TrackerKind::kCompare;
+    spec.tracker = d.guest_tracker();
     spec.inherit_fds = {cmd_pipe[0], ack_pipe[1]};
     spec.extra_env = {{kCmdFdEnv, std::to_string(cmd_pipe[0])},
                       {kAckFdEnv, std::to_string(ack_pipe[1])}};
@@ -236,10 +241,6 @@ struct BenchGuest {
     if (!started.is_ok()) return started.status();
     proc.emplace(std::move(started).value());
     ROMULUS_RETURN_IF_ERROR(proc->wait_attached(120s));
-    checkpoint::TrackerDecision d;
-    d.kind = tracker_name == "uffd"        ? checkpoint::TrackerKind::kUffd
-             : tracker_name == "uffd-sync" ? checkpoint::TrackerKind::kUffdSync
-                                           : checkpoint::TrackerKind::kCompare;
     ROMULUS_ASSIGN_OR_RETURN(tracker,
                              checkpoint::make_tracker(d, *proc, arena.data(), arena.size()));
     return Status::ok();

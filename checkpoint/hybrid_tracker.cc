@@ -138,11 +138,15 @@ Status HybridTracker::collect_stopped(std::vector<uint64_t>& pfns) {
 }
 
 Status HybridTracker::move_chunks() {
-  // Which chunks had pages reported in this pause.
+  // Which chunks were busy in this pause: written (asynchronous chunks), or
+  // faulted on (synchronous ones). Sticky pages, reported every pause
+  // without a fault, cost uffd-sync nothing and do not count: a chunk whose
+  // only hot pages went sticky stays where it is cheapest.
   std::vector<uint8_t>& reported = reported_;
   reported.assign(chunks(), 0);  // no allocation after the first pause
   for (uint64_t pfn : async_pfns_) reported[pfn / tuning_.chunk_pages] = 1;
-  for (uint64_t pfn : sync_pfns_) reported[pfn / tuning_.chunk_pages] = 1;
+  sync_->last_logged(logged_);
+  for (uint64_t pfn : logged_) reported[pfn / tuning_.chunk_pages] = 1;
   // Streaks, and the chunks whose streak says move.
   std::vector<uint8_t>& move = move_;
   move.assign(chunks(), 0);

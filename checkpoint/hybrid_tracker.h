@@ -17,8 +17,16 @@
 // synchronous one, then at each pause, after both trackers have collected
 // (PAGEMAP_SCAN over the asynchronous chunks only, the synchronous tracker's
 // log and sticky pages for the rest):
-//  - a synchronous chunk with pages reported in hot_pauses pauses in a row is
-//    moved to the asynchronous userfaultfd;
+//  - a synchronous chunk with first-write faults in hot_pauses pauses in a
+//    row is moved to the asynchronous userfaultfd. Sticky pages (written
+//    every pause, so uffd-sync leaves them writable and reports them without
+//    a fault) do not count: a page written pause after pause faults twice and
+//    goes sticky, so hot_pauses is 3, and a chunk whose hot pages are a few
+//    sticky ones stays synchronous, where it costs a copy per page and no
+//    scan (a scan of a 2 MiB chunk per pause cost more than that: 100 hot
+//    pages one per chunk of an idle 8 GiB arena paused 0.35 ms against
+//    0.06 ms, bench/pause_bench). Chunks whose writes move from page to page
+//    fault every pause and go asynchronous;
 //  - an asynchronous chunk with nothing written for cold_pauses pauses in a
 //    row is moved back;
 // at most max_moved_pages pages per pause, so a pause that moves stays short.
@@ -51,7 +59,7 @@ class UffdSyncTracker;
 
 struct HybridTuning {
   uint64_t chunk_pages = 512;        // 2 MiB: a few thousand ranges at most for 8 GiB
-  uint64_t hot_pauses = 2;           // reported in this many pauses in a row: asynchronous
+  uint64_t hot_pauses = 3;           // faulted on in this many pauses in a row: asynchronous
   uint64_t cold_pauses = 64;         // clean for this many pauses in a row: synchronous
   uint64_t max_moved_pages = 16384;  // 64 MiB per pause
 };
@@ -124,6 +132,7 @@ class HybridTracker final : public DirtyTracker {
   std::vector<uint64_t> async_pfns_, sync_pfns_;           // this pause's reports
   std::vector<uint64_t> requested_;                        // request_move()
   std::vector<uint8_t> reported_, move_;                   // move_chunks()'s, per chunk, kept
+  std::vector<uint64_t> logged_;                           // move_chunks()'s, kept for its capacity
   bool moved_ = false;                                     // in this pause: copy everything in it
   Status broken_;                                          // a failed move (see collect_stopped)
   uint64_t async_faults_seen_ = 0, sync_faults_seen_ = 0;  // at the last pause

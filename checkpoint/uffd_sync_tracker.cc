@@ -239,6 +239,11 @@ uint64_t UffdSyncTracker::finish_copy_before_write() {
   return std::exchange(cow_on_fault_, 0);
 }
 
+void UffdSyncTracker::last_logged(std::vector<uint64_t>& out) {
+  std::lock_guard lock(mu_);
+  out.assign(prev_logged_.begin(), prev_logged_.end());
+}
+
 void UffdSyncTracker::plan_epoch() {
   taken_.swap(logged_);
   logged_.clear();

@@ -107,6 +107,9 @@ class UffdSyncTracker final : public DirtyTracker {
   uint64_t write_faults() const override { return faults(); }
   // Pages sticky after the last collect (statistics; any thread).
   uint64_t sticky_pages() const { return sticky_count_.load(std::memory_order_relaxed); }
+  // The pages the last collect took from the fault log, sorted: first writes
+  // that faulted (not the sticky pages it reported without a fault).
+  void last_logged(std::vector<uint64_t>& out);
 
   // From here on this userfaultfd holds chunks of `chunk_pages` pages, none
   // at first: the caller moves them here with take_range(). Call once, before

@@ -41,17 +41,32 @@ std::string guest_tracker(const std::string& kind) {
 constexpr HybridTuning kRestlessHybrid{
     .chunk_pages = 16, .hot_pauses = 1, .cold_pauses = 2, .max_moved_pages = 1 << 20};
 
+// A hybrid over the harness's "uffd-switchable" guest.
+Result<std::unique_ptr<HybridTracker>> hybrid_for(TestGuestHarness& h, const Measurements& m,
+                                                  HybridTuning tuning) {
+  ROMULUS_ASSIGN_OR_RETURN(GuestProcess::SwitchableUffds fds,
+                           h.guest->take_guest_switchable_uffds());
+  return HybridTracker::create(HybridTracker::Guest{.pid = h.guest->pid(),
+                                                    .arena_addr = h.guest->guest_arena_addr(),
+                                                    .async_uffd = fds.async_fd,
+                                                    .sync_uffd = fds.sync_fd},
+                               h.arena.data(), h.arena.size(), m, tuning);
+}
+
+// One epoch of a hybrid test: the guest writes `pages`, then a pause collects.
+Pfns hybrid_epoch(TestGuestHarness& h, DirtyTracker& t, const std::vector<uint64_t>& pages) {
+  for (uint64_t p : pages) EXPECT_EQ(h.write(p * 4096 + 9, 1, static_cast<int>(p)), "ok");
+  EXPECT_OK(h.guest->pause(std::chrono::seconds(30)));
+  Pfns pfns;
+  EXPECT_OK(t.collect_stopped(pfns));
+  EXPECT_OK(t.finish_rearm());
+  EXPECT_OK(h.guest->resume());
+  return pfns;
+}
+
 Result<std::unique_ptr<DirtyTracker>> tracker_for(const std::string& kind, TestGuestHarness& h) {
   if (kind == "uffd-hybrid") {
-    ROMULUS_ASSIGN_OR_RETURN(GuestProcess::SwitchableUffds fds,
-                             h.guest->take_guest_switchable_uffds());
-    ROMULUS_ASSIGN_OR_RETURN(
-        auto t, HybridTracker::create(
-                    HybridTracker::Guest{.pid = h.guest->pid(),
-                                         .arena_addr = h.guest->guest_arena_addr(),
-                                         .async_uffd = fds.async_fd,
-                                         .sync_uffd = fds.sync_fd},
-                    h.arena.data(), h.arena.size(), measure_tracker_costs(), kRestlessHybrid));
+    ROMULUS_ASSIGN_OR_RETURN(auto t, hybrid_for(h, measure_tracker_costs(), kRestlessHybrid));
     return std::unique_ptr<DirtyTracker>(std::move(t));
   }
   if (kind == "uffd") {
@@ -355,15 +370,7 @@ TEST(HybridTracker, ChunksMoveOnTheirStreaksAndEachPauseReportsExactlyItsWrites)
   ASSERT_OK(made);
   auto* t = static_cast<HybridTracker*>(made.value().get());
   EXPECT_EQ(t->async_chunks(), 0u);  // it starts all synchronous
-  auto epoch = [&](std::vector<uint64_t> pages) {
-    for (uint64_t p : pages) EXPECT_EQ(h.write(p * 4096 + 9, 1, static_cast<int>(p)), "ok");
-    EXPECT_OK(h.guest->pause(std::chrono::seconds(30)));
-    Pfns pfns;
-    EXPECT_OK(t->collect_stopped(pfns));
-    EXPECT_OK(t->finish_rearm());
-    EXPECT_OK(h.guest->resume());
-    return pfns;
-  };
+  auto epoch = [&](const std::vector<uint64_t>& pages) { return hybrid_epoch(h, *t, pages); };
   // Chunk 1 (pages 16..31) busy for one pause: it goes asynchronous.
   EXPECT_EQ(epoch({17, 20}), (Pfns{17, 20}));
   EXPECT_EQ(t->async_chunks(), 1u);
@@ -394,32 +401,52 @@ TEST(HybridTracker, EachFaultIsChargedAtItsUserfaultfdsCost) {
   }
   TestGuestHarness h;
   ASSERT_OK(h.start("uffd-switchable", kArenaBytes));
-  auto fds = h.guest->take_guest_switchable_uffds();
-  ASSERT_OK(fds);
   Measurements m;
   m.async_fault_us = 1;
   m.sync_fault_us = 10;
-  auto t = HybridTracker::create(HybridTracker::Guest{.pid = h.guest->pid(),
-                                                      .arena_addr = h.guest->guest_arena_addr(),
-                                                      .async_uffd = fds->async_fd,
-                                                      .sync_uffd = fds->sync_fd},
-                                 h.arena.data(), h.arena.size(), m, kRestlessHybrid);
+  auto t = hybrid_for(h, m, kRestlessHybrid);
   ASSERT_OK(t);
-  auto epoch = [&](std::vector<uint64_t> pages) {
-    for (uint64_t p : pages) EXPECT_EQ(h.write(p * 4096 + 9, 1, static_cast<int>(p)), "ok");
-    EXPECT_OK(h.guest->pause(std::chrono::seconds(30)));
-    Pfns pfns;
-    EXPECT_OK((*t)->collect_stopped(pfns));
-    EXPECT_OK((*t)->finish_rearm());
-    EXPECT_OK(h.guest->resume());
-    return pfns;
-  };
+  auto epoch = [&](const std::vector<uint64_t>& pages) { return hybrid_epoch(h, **t, pages); };
   EXPECT_EQ(epoch({17}), Pfns{17});  // a synchronous fault; chunk 1 goes asynchronous
   EXPECT_EQ((*t)->write_fault_us(), 10.0);
   EXPECT_EQ(epoch({17, 18}), (Pfns{17, 18}));  // two asynchronous ones
   EXPECT_EQ((*t)->write_fault_us(), 1.0);
   EXPECT_EQ(epoch({17, 40}), (Pfns{17, 40}));  // one of each
   EXPECT_EQ((*t)->write_fault_us(), 5.5);
+}
+
+// With the default streaks (on 16-page chunks): a chunk whose hot page is
+// written every pause goes sticky on the synchronous userfaultfd after two
+// faults and stays there (it costs no fault and no scan); a chunk whose writes
+// move to a new page every pause faults every pause and goes asynchronous.
+TEST(HybridTracker, StickyHotPagesKeepTheirChunkSynchronousWanderingWritesMoveIt) {
+  if (!unsupported_reason("uffd-hybrid").empty()) {
+    GTEST_SKIP() << unsupported_reason("uffd-hybrid");
+  }
+  TestGuestHarness h;
+  ASSERT_OK(h.start("uffd-switchable", kArenaBytes));
+  HybridTuning tuning;
+  tuning.chunk_pages = 16;
+  ASSERT_EQ(tuning.hot_pauses, 3u) << "the test follows the default streak";
+  auto t = hybrid_for(h, measure_tracker_costs(), tuning);
+  ASSERT_OK(t);
+  auto epoch = [&](const std::vector<uint64_t>& pages) { return hybrid_epoch(h, **t, pages); };
+  // Page 20 (chunk 1) every pause, for longer than a sticky term (16 pauses):
+  // reported every time, its chunk never moved.
+  for (int i = 0; i < 40; ++i) {
+    const Pfns got = epoch({20});
+    EXPECT_NE(std::find(got.begin(), got.end(), 20u), got.end()) << "pause " << i;
+    EXPECT_EQ((*t)->async_chunks(), 0u) << "pause " << i;
+  }
+  EXPECT_EQ((*t)->chunk_moves(), 0u);
+  // Chunk 2 (pages 32..47): a new page every pause (page 20, sticky, is
+  // still reported beside them). The third pause that faulted in it moves it.
+  EXPECT_EQ(epoch({33}), (Pfns{20, 33}));
+  EXPECT_EQ(epoch({34}), (Pfns{20, 34}));
+  EXPECT_EQ((*t)->async_chunks(), 0u);
+  EXPECT_EQ(epoch({35}), (Pfns{20, 35}));
+  EXPECT_EQ((*t)->async_chunks(), 1u);
+  EXPECT_EQ(epoch({36, 37}), (Pfns{20, 36, 37}));  // 36 and 37 found by the scan now
 }
 
 // Without a baseline (a VM's takeover) the shadow starts zero: the first
