@@ -225,10 +225,10 @@ struct BenchGuest {
     spec.arena_size = arena.size();
     spec.control_fd = control.fd();
     checkpoint::TrackerDecision d;
-    d.kind = tracker_name == "uffd"          ? checkpoint::TrackerKind::kUffd
-             : tracker_name == "uffd-sync"   ? checkpoint::TrackerKind::kUffdSync
-             : tracker_name == "uffd-hybrid" ? checkpoint::TrackerKind::kUffdHybrid
-                                             : checkpoint::TrackerKind::kCompare;
+    ROMULUS_ASSIGN_OR_RETURN(d.kind, parse_enum(checkpoint::kTrackerKindNames, tracker_name));
+    if (d.kind == checkpoint::TrackerKind::kAuto) {
+      return Status::invalid_argument("pause_bench measures one tracker: name it, not auto");
+    }
     spec.tracker = d.guest_tracker();
     spec.inherit_fds = {cmd_pipe[0], ack_pipe[1]};
     spec.extra_env = {{kCmdFdEnv, std::to_string(cmd_pipe[0])},
