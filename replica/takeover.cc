@@ -54,10 +54,12 @@ struct Outcome {
   bool demoted = false;
 };
 
-// What a role's state means to a service manager (NodeHost::on_state).
+// What a role's state means to a service manager (NodeHost::on_state). A
+// primary protected by its own --data-dir only (no backup) serves protected
+// replies too: its unit is ready, and STATUS= says which protection it has.
 common::ServicePhase service_phase(checkpoint::PrimaryState s) {
   using S = checkpoint::PrimaryState;
-  if (s == S::kProtected) return common::ServicePhase::kReady;
+  if (s == S::kProtected || s == S::kProtectedLocally) return common::ServicePhase::kReady;
   if (s == S::kStopping) return common::ServicePhase::kStopping;
   return common::ServicePhase::kStarting;
 }

@@ -4,7 +4,8 @@
   the systemd units start them) with NOTIFY_SOCKET pointing at a datagram socket
   this test listens on (one per process): each must send STATUS=<role>: <state>
   lines, READY=1 once (the backup when it holds a consistent image, the primary
-  when it is protected), and STOPPING=1 when told to stop.
+  when it is protected, by its backup or by its own --data-dir alone), and
+  STOPPING=1 when told to stop.
 - `cmake --install` into a DESTDIR puts the binaries, the unit templates, the OCF
   agent and the example configs where they belong, and `systemd-analyze verify`
   accepts the installed units (skipped, saying why, without systemd-analyze or
@@ -129,6 +130,34 @@ class NotifyTest(unittest.TestCase):
         backup.terminate()
         self.assertEqual(backup.wait(), 0, backup.text())
         b_notify.wait_for("STOPPING=1", "the backup's stop")
+
+    def test_a_primary_protected_by_its_own_data_dir_only_is_ready(self):
+        # No backup answers: the primary waits to compare durable images (not
+        # ready), `romulus failover` starts the guest from its own image, and it
+        # protects it to its --data-dir alone (protected_locally): a service
+        # that serves protected replies, so its unit must not stay "activating".
+        c = Cluster(self)
+        config = write_config(c.dir, "primary.conf",
+                              [("backup", f"127.0.0.1:{harness.free_port()}"),
+                               ("data-dir", os.path.join(c.dir, "data")),
+                               ("control", os.path.join(c.dir, "p.sock")),
+                               ("memory", "32M"), ("interval", "20ms"), ("stats-period", "0"),
+                               ("guest", " ".join(harness.counter_guest()))])
+        notify = self.listener(c.dir, "primary.notify")
+        primary = c.proc("primary", [harness.binary("romulus"), "primary", "--config", config],
+                         env=dict(os.environ, NOTIFY_SOCKET=notify.path))
+        primary.wait_for(r"waiting for backup \S+ to compare durable images")
+        self.assertNotIn("READY=1", notify.lines(), "ready before the guest is protected")
+        rc, out, err = harness.cli("failover", "--control", os.path.join(c.dir, "p.sock"))
+        self.assertEqual(rc, 0, out + err)
+        notify.wait_for("READY=1", "the readiness of a primary alone with its --data-dir")
+        lines = notify.lines()
+        self.assertEqual(lines[lines.index("READY=1") - 1], "STATUS=primary: protected_locally",
+                         lines)
+        primary.terminate()
+        self.assertEqual(primary.wait(), 0, primary.text())
+        notify.wait_for("STOPPING=1", "the primary's stop")
+        self.assertEqual(notify.lines().count("READY=1"), 1, notify.lines())
 
 
 def cmake():
