@@ -41,6 +41,20 @@ int64_t micros(std::chrono::steady_clock::duration d) {
 
 }  // namespace
 
+int64_t pause_phase_us(const EpochRecord& r, PausePhase p) {
+  switch (p) {
+    case PausePhase::kStop:
+      return r.gate_wait_us;
+    case PausePhase::kCollect:
+      return r.collect_us;
+    case PausePhase::kCopy:
+      return r.copy_us;
+    case PausePhase::kResume:
+      return std::max<int64_t>(0, r.pause_us - r.gate_wait_us - r.collect_us - r.copy_us);
+  }
+  return 0;
+}
+
 void StatsRecorder::record_epoch(const EpochRecord& r) {
   pause_seconds_.observe(static_cast<double>(r.pause_us) / 1e6);
   std::lock_guard lock(mu_);
@@ -54,6 +68,10 @@ void StatsRecorder::record_epoch(const EpochRecord& r) {
   totals_.copied_after_resume_total += r.copied_after_resume;
   totals_.copied_on_write_total += r.copied_on_write;
   totals_.pause_us.max = std::max(totals_.pause_us.max, r.pause_us);
+  for (PausePhase p : kPausePhases) {
+    auto& max = totals_.pause_phase_us[static_cast<size_t>(p)].max;
+    max = std::max(max, pause_phase_us(r, p));
+  }
   totals_.interval_us.max = std::max(totals_.interval_us.max, r.interval_us);
   totals_.encode_us.max = std::max(totals_.encode_us.max, r.encode_us);
   recent_.push_back(r);
@@ -186,6 +204,12 @@ StatsSnapshot StatsRecorder::snapshot() const {
   fill_window(s, std::chrono::steady_clock::now());
   s.pause_us = summarize(
       recent_, [](const EpochRecord& r) { return r.pause_us; }, totals_.pause_us.max);
+  for (PausePhase p : kPausePhases) {
+    const auto i = static_cast<size_t>(p);
+    s.pause_phase_us[i] = summarize(
+        recent_, [p](const EpochRecord& r) { return pause_phase_us(r, p); },
+        totals_.pause_phase_us[i].max);
+  }
   s.interval_us = summarize(
       recent_, [](const EpochRecord& r) { return r.interval_us; }, totals_.interval_us.max);
   s.encode_us = summarize(
@@ -239,6 +263,11 @@ boost::json::object stats_to_json(const StatsSnapshot& s) {
   o["copied_after_resume_total"] = s.copied_after_resume_total;
   o["copied_on_write_total"] = s.copied_on_write_total;
   o["pause_ms"] = dist(s.pause_us);
+  json::object phases;
+  for (PausePhase p : kPausePhases) {
+    phases[pause_phase_name(p)] = dist(s.pause_phase_us[static_cast<size_t>(p)]);
+  }
+  o["pause_phases_ms"] = std::move(phases);
   o["interval_ms"] = dist(s.interval_us);
   o["encode_ms"] = dist(s.encode_us);
   o["ack_latency_ms"] = dist(s.ack_latency_us);

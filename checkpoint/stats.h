@@ -20,6 +20,7 @@
 #include <boost/json.hpp>
 
 #include "checkpoint/commit_trigger.h"
+#include "common/enum_names.h"
 #include "common/histogram.h"
 
 namespace romulus::checkpoint {
@@ -88,6 +89,22 @@ inline constexpr std::string_view output_hop_name(OutputHop h) {
   return "?";
 }
 
+// The parts of a pause, in order (EpochRecord): stopping the guest (Update
+// sections closing, the stop signal until it is stopped), collecting the
+// dirty set, copying it to staging, and re-arming tracking then resuming it.
+enum class PausePhase : uint8_t { kStop, kCollect, kCopy, kResume };
+inline constexpr EnumName<PausePhase> kPausePhaseNames[] = {{PausePhase::kStop, "stop"},
+                                                            {PausePhase::kCollect, "collect"},
+                                                            {PausePhase::kCopy, "copy"},
+                                                            {PausePhase::kResume, "resume"}};
+inline constexpr PausePhase kPausePhases[] = {PausePhase::kStop, PausePhase::kCollect,
+                                              PausePhase::kCopy, PausePhase::kResume};
+constexpr std::string_view pause_phase_name(PausePhase p) {
+  return enum_name<PausePhase>(kPausePhaseNames, p);
+}
+// One phase of r's pause; kResume is what the other three leave of pause_us.
+int64_t pause_phase_us(const EpochRecord& r, PausePhase p);
+
 // Percentile summary over a recent window.
 struct Distribution {
   int64_t p50 = 0, p99 = 0, max = 0;  // max is over all time
@@ -103,6 +120,7 @@ struct StatsSnapshot {
   // Copy-before-write totals (EpochRecord::copied_after_resume, copied_on_write).
   uint64_t copied_after_resume_total = 0, copied_on_write_total = 0;
   Distribution pause_us, interval_us, ack_latency_us, encode_us;
+  Distribution pause_phase_us[std::size(kPausePhases)];  // each part of pause_us
   // Checkpoints that carried output (those acknowledged so far), and each hop
   // of their output's path (OutputHop), over the recent window.
   uint64_t output_paths = 0;

@@ -336,6 +336,15 @@ std::string format_status(const std::string& path, const json::object& t) {
         get("output.bytes_held"), get("output.added_latency_p50_ms"),
         get("output.added_latency_p99_ms"), get("output.open_connections"));
   }
+  if (number(t, "primary.epochs") > 0 && get("primary.pause_phases_ms.stop.p50") != "?") {
+    // The pause, part by part (docs/operations.md, "Where a reply's time goes").
+    std::string parts;
+    for (const char* phase : {"stop", "collect", "copy", "resume"}) {
+      parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", phase,
+                           get(fmt::format("primary.pause_phases_ms.{}.p50", phase)));
+    }
+    out += fmt::format("  pause p50 (ms): {}\n", parts);
+  }
   if (number(t, "primary.output_path_ms.checkpoints") > 0) {
     // Where a reply's time goes (docs/operations.md): each hop's p50.
     std::string hops;

@@ -2,7 +2,8 @@
 // the hops wait (held -> pause), pause, send (resumed -> handed to the
 // sender) and ack (-> acknowledged), from times the records carry (set
 // relative to one instant: these are sums of given durations, not timings),
-// in the snapshot, the JSON and the metrics histograms.
+// in the snapshot, the JSON and the metrics histograms; and the parts of each
+// pause (stop, collect, copy, resume).
 #include <gtest/gtest.h>
 
 #include "checkpoint/primary_metrics.h"
@@ -91,6 +92,42 @@ TEST(OutputPath, OutputNotedJustAfterThePauseBeganWaitsNoTimeRatherThanLessThanN
   // The proxy read the reply while the pause was starting: noted 5 µs after it.
   stats.record_epoch(record(1, t0, -5us, 20, 30));
   EXPECT_EQ(stats.snapshot().output_hop_us[hop(OutputHop::kWait)].max, 0);
+}
+
+// The pause's parts: stop, collect and copy as the engine measured them, and
+// resume as what they leave of the pause (never less than nothing), with the
+// largest of each since start, in the snapshot and the JSON.
+TEST(PausePhases, EachPartOfEveryPauseWithResumeAsTheRest) {
+  StatsRecorder stats;
+  const auto t0 = Clock::now() - 1s;
+  EpochRecord a = record(1, t0, std::nullopt, 100, 0);
+  a.gate_wait_us = 50;
+  a.collect_us = 20;
+  a.copy_us = 10;  // resume: 100 - 80 = 20
+  EpochRecord b = record(2, t0 + 1ms, std::nullopt, 30, 0);
+  b.gate_wait_us = 10;
+  b.collect_us = 12;
+  b.copy_us = 9;  // 31 > 30 (rounding): resume 0
+  EpochRecord c = record(3, t0 + 2ms, std::nullopt, 70, 0);
+  c.gate_wait_us = 30;
+  c.collect_us = 16;
+  c.copy_us = 4;  // resume 20
+  for (const auto& r : {a, b, c}) stats.record_epoch(r);
+  const auto s = stats.snapshot();
+  auto phase = [&](PausePhase p) { return s.pause_phase_us[static_cast<size_t>(p)]; };
+  EXPECT_EQ(phase(PausePhase::kStop).p50, 30);
+  EXPECT_EQ(phase(PausePhase::kStop).max, 50);
+  EXPECT_EQ(phase(PausePhase::kCollect).p50, 16);
+  EXPECT_EQ(phase(PausePhase::kCopy).max, 10);
+  EXPECT_EQ(phase(PausePhase::kResume).p50, 20);
+  EXPECT_EQ(phase(PausePhase::kResume).max, 20);
+  const auto j = stats_to_json(s);
+  const auto& phases = j.at("pause_phases_ms").as_object();
+  for (PausePhase p : kPausePhases) {
+    ASSERT_TRUE(phases.contains(pause_phase_name(p))) << pause_phase_name(p);
+  }
+  EXPECT_DOUBLE_EQ(phases.at("stop").at("p50").as_double(), 0.03);
+  EXPECT_DOUBLE_EQ(phases.at("resume").at("max").as_double(), 0.02);
 }
 
 TEST(OutputPath, TheJsonHasEveryHopAndTheMetricsOneSeriesPerHop) {
