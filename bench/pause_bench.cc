@@ -69,6 +69,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -225,10 +226,12 @@ struct BenchGuest {
     spec.arena_size = arena.size();
     spec.control_fd = control.fd();
     checkpoint::TrackerDecision d;
-    ROMULUS_ASSIGN_OR_RETURN(d.kind, parse_enum(checkpoint::kTrackerKindNames, tracker_name));
-    if (d.kind == checkpoint::TrackerKind::kAuto) {
-      return Status::invalid_argument("pause_bench measures one tracker: name it, not auto");
-    }
+    // One tracker each: every name but auto (the table's first), which is refused
+    // with the list of the others like any unknown name.
+    static_assert(checkpoint::kTrackerKindNames[0].value == checkpoint::TrackerKind::kAuto);
+    const std::span<const EnumName<checkpoint::TrackerKind>> measurable =
+        std::span(checkpoint::kTrackerKindNames).subspan(1);
+    ROMULUS_ASSIGN_OR_RETURN(d.kind, parse_enum(measurable, tracker_name));
     spec.tracker = d.guest_tracker();
     spec.inherit_fds = {cmd_pipe[0], ack_pipe[1]};
     spec.extra_env = {{kCmdFdEnv, std::to_string(cmd_pipe[0])},
