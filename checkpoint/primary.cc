@@ -214,6 +214,9 @@ PrimaryMetrics PrimaryNode::metrics() const {
   m.state = state_.state();
   m.totals = stats_.totals();
   m.pause = stats_.pause_histogram().snapshot();
+  for (PausePhase p : kPausePhases) {
+    m.pause_phases[static_cast<size_t>(p)] = stats_.pause_phase_histogram(p).snapshot();
+  }
   for (OutputHop h : kOutputHops) {
     m.output_hops[static_cast<size_t>(h)] = stats_.output_hop_histogram(h).snapshot();
   }

@@ -55,6 +55,16 @@ void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out) {
   out.histogram("romulus_pause_seconds",
                 "Guest pause per checkpoint, from pause requested to guest running again.",
                 m.pause);
+  // The same pauses, part by part (docs/operations.md, "Where a reply's time goes").
+  out.family("romulus_pause_phase_seconds", "histogram",
+             "Each part of a checkpoint's pause: stop (until the guest is stopped), collect "
+             "(the dirty set), copy (to staging), resume (re-arming tracking, then running "
+             "again).");
+  for (PausePhase p : kPausePhases) {
+    out.histogram_series("romulus_pause_phase_seconds",
+                         {{"phase", std::string(pause_phase_name(p))}},
+                         m.pause_phases[static_cast<size_t>(p)]);
+  }
   out.family("romulus_checkpoint_bytes_total", "counter",
              "Checkpoint bytes: raw (dirty pages x page size) and wire (encoded, with framing).");
   out.sample("romulus_checkpoint_bytes_total", d(t.raw_bytes_total), {{"kind", "raw"}});

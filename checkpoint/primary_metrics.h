@@ -22,6 +22,7 @@ struct PrimaryMetrics {
   PrimaryState state = PrimaryState::kStarting;
   StatsSnapshot totals;  // counters (StatsRecorder::totals())
   common::Histogram::Snapshot pause;
+  common::Histogram::Snapshot pause_phases[std::size(kPausePhases)];  // stats.h, PausePhase
   // Each hop of held output's path but the last (stats.h, OutputHop).
   common::Histogram::Snapshot output_hops[std::size(kOutputHops)];
   double interval_seconds = 0;  // the interval asked for

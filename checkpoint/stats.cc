@@ -57,6 +57,10 @@ int64_t pause_phase_us(const EpochRecord& r, PausePhase p) {
 
 void StatsRecorder::record_epoch(const EpochRecord& r) {
   pause_seconds_.observe(static_cast<double>(r.pause_us) / 1e6);
+  for (PausePhase p : kPausePhases) {
+    pause_phase_seconds_[static_cast<size_t>(p)].observe(static_cast<double>(pause_phase_us(r, p)) /
+                                                         1e6);
+  }
   std::lock_guard lock(mu_);
   totals_.epochs++;
   totals_.last = r;

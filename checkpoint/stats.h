@@ -169,6 +169,10 @@ class StatsRecorder {
   StatsSnapshot totals() const;
   // Every epoch's pause (pause requested -> guest running again), in seconds.
   const common::Histogram& pause_histogram() const { return pause_seconds_; }
+  // Each part of every pause (PausePhase), in seconds, for --metrics.
+  const common::Histogram& pause_phase_histogram(PausePhase p) const {
+    return pause_phase_seconds_[static_cast<size_t>(p)];
+  }
   // Each hop of held output's path (OutputHop), in seconds, for --metrics.
   const common::Histogram& output_hop_histogram(OutputHop h) const {
     return output_hop_seconds_[static_cast<size_t>(h)];
@@ -205,6 +209,7 @@ class StatsRecorder {
   std::deque<Sent> unacked_;
   int64_t max_ack_latency_us_ = 0;
   common::Histogram pause_seconds_;
+  common::Histogram pause_phase_seconds_[std::size(kPausePhases)];
   std::deque<int64_t> output_hops_[std::size(kOutputHops)];
   common::Histogram output_hop_seconds_[std::size(kOutputHops)];
 };

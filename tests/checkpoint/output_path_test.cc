@@ -96,7 +96,7 @@ TEST(OutputPath, OutputNotedJustAfterThePauseBeganWaitsNoTimeRatherThanLessThanN
 
 // The pause's parts: stop, collect and copy as the engine measured them, and
 // resume as what they leave of the pause (never less than nothing), with the
-// largest of each since start, in the snapshot and the JSON.
+// largest of each since start, in the snapshot, the JSON and the metrics.
 TEST(PausePhases, EachPartOfEveryPauseWithResumeAsTheRest) {
   StatsRecorder stats;
   const auto t0 = Clock::now() - 1s;
@@ -128,6 +128,26 @@ TEST(PausePhases, EachPartOfEveryPauseWithResumeAsTheRest) {
   }
   EXPECT_DOUBLE_EQ(phases.at("stop").at("p50").as_double(), 0.03);
   EXPECT_DOUBLE_EQ(phases.at("resume").at("max").as_double(), 0.02);
+
+  // /metrics: one histogram family, one series per part, every pause in each.
+  PrimaryMetrics m;
+  m.totals = stats.totals();
+  for (PausePhase p : kPausePhases) {
+    m.pause_phases[static_cast<size_t>(p)] = stats.pause_phase_histogram(p).snapshot();
+  }
+  common::MetricsText text;
+  render_primary_metrics(m, text);
+  const std::string out = text.text();
+  const auto family = out.find("# TYPE romulus_pause_phase_seconds histogram");
+  ASSERT_NE(family, std::string::npos) << out;
+  EXPECT_EQ(out.find("# TYPE romulus_pause_phase_seconds", family + 1), std::string::npos);
+  for (PausePhase p : kPausePhases) {
+    EXPECT_NE(out.find(fmt::format("romulus_pause_phase_seconds_count{{phase=\"{}\"}} 3",
+                                   pause_phase_name(p))),
+              std::string::npos)
+        << pause_phase_name(p) << "\n"
+        << out;
+  }
 }
 
 TEST(OutputPath, TheJsonHasEveryHopAndTheMetricsOneSeriesPerHop) {

@@ -43,7 +43,8 @@ def value(text, series):
 
 PRIMARY_FAMILIES = [
     "romulus_role", "romulus_failovers_total", "romulus_state", "romulus_checkpoints_total",
-    "romulus_last_committed_epoch", "romulus_pause_seconds", "romulus_checkpoint_bytes_total",
+    "romulus_last_committed_epoch", "romulus_pause_seconds", "romulus_pause_phase_seconds",
+    "romulus_checkpoint_bytes_total",
     "romulus_page_cache_hits_total", "romulus_output_held_bytes",
     "romulus_output_added_latency_seconds", "romulus_output_path_seconds",
     "romulus_tls_reloads_total",
