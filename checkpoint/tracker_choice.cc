@@ -178,15 +178,14 @@ Status measure_memory(Measurements& m) {
 
 }  // namespace
 
-UffdCosts model_uffd_costs(const Measurements& m, double scan_us, double pages, double sync_faults,
-                           double reprotected) {
+UffdCosts model_uffd_costs(const Measurements& m, double scan_us, double pages) {
   // The pause's part: the faults happen while the guest runs.
   const double copy = pages * m.copy_us_per_page;
   UffdCosts c;
   c.uffd_pause_us = scan_us + copy;
   c.uffd_us = c.uffd_pause_us + pages * m.async_fault_us;
-  c.uffd_sync_pause_us = reprotected * m.reprotect_us_per_page + copy;
-  c.uffd_sync_us = c.uffd_sync_pause_us + sync_faults * m.sync_fault_us;
+  c.uffd_sync_pause_us = pages * m.reprotect_us_per_page + copy;
+  c.uffd_sync_us = c.uffd_sync_pause_us + pages * m.sync_fault_us;
   return c;
 }
 
@@ -224,7 +223,7 @@ Result<TrackerDecision> choose_tracker(TrackerKind requested, const ArenaFacts& 
   const double g = static_cast<double>(arena.arena_bytes) / kGiB;
   const double d = static_cast<double>(arena.expected_dirty_pages);
   TrackerDecision dec;
-  const UffdCosts c = model_uffd_costs(m, g * m.scan_us_per_gib, d, d, d);
+  const UffdCosts c = model_uffd_costs(m, g * m.scan_us_per_gib, d);
   if (m.uffd_ok) {
     dec.uffd_us = c.uffd_us;
     dec.uffd_pause_us = c.uffd_pause_us;

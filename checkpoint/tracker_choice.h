@@ -102,12 +102,10 @@ struct UffdCosts {
   double uffd_us = -1, uffd_pause_us = -1;
   double uffd_sync_us = -1, uffd_sync_pause_us = -1;
 };
-// The formulas above for one epoch: `pages` dirty pages, a scan of
-// `scan_us`, and uffd-sync taking `sync_faults` faults and re-protecting
-// `reprotected` pages (both `pages` when not measured). Both trackers are
+// The formulas above for one epoch: `pages` dirty pages (each a fault and a
+// re-protection under uffd-sync) and a scan of `scan_us`. Both trackers are
 // modelled; the caller marks an unavailable one -1.
-UffdCosts model_uffd_costs(const Measurements& m, double scan_us, double pages, double sync_faults,
-                           double reprotected);
+UffdCosts model_uffd_costs(const Measurements& m, double scan_us, double pages);
 struct UffdPick {
   TrackerKind kind = TrackerKind::kCompare;  // kCompare: neither is available
   double guest_us = -1;  // the guest time of the cheaper one, before the pause rule
