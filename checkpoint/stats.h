@@ -3,10 +3,10 @@
 // The epoch engine records one EpochRecord per checkpoint; the sender records
 // acknowledgements. Readers take a Snapshot (a plain value) at any time and
 // render it as text or JSON. All methods are thread-safe (one mutex; the hot
-// path takes it a few times per epoch, not per page). The pause histogram
-// (for --metrics) is lock-free: one atomic add per epoch, read by a scrape
-// without the mutex; totals() copies the counters without the percentile
-// sort that snapshot() does, so a scrape holds the mutex only for a copy.
+// path takes it a few times per epoch, not per page). The pause histograms
+// (for --metrics: the whole pause and each of its parts) are lock-free: one
+// atomic add each per epoch, read by a scrape without the mutex; totals() copies the counters
+// without the percentile sort that snapshot() does, so a scrape holds the mutex only for a copy.
 #pragma once
 
 #include <chrono>
