@@ -214,7 +214,7 @@ PrimaryMetrics PrimaryNode::metrics() const {
   m.state = state_.state();
   m.totals = stats_.totals();
   m.pause = stats_.pause_histogram().snapshot();
-  for (PausePhase p : kPausePhases) {
+  for (const auto& [p, name] : kPausePhases) {
     m.pause_phases[static_cast<size_t>(p)] = stats_.pause_phase_histogram(p).snapshot();
   }
   for (OutputHop h : kOutputHops) {

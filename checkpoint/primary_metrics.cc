@@ -60,9 +60,8 @@ void render_primary_metrics(const PrimaryMetrics& m, common::MetricsText& out) {
              "Each part of a checkpoint's pause: stop (until the guest is stopped), collect "
              "(the dirty set), copy (to staging), resume (re-arming tracking, then running "
              "again).");
-  for (PausePhase p : kPausePhases) {
-    out.histogram_series("romulus_pause_phase_seconds",
-                         {{"phase", std::string(pause_phase_name(p))}},
+  for (const auto& [p, name] : kPausePhases) {
+    out.histogram_series("romulus_pause_phase_seconds", {{"phase", std::string(name)}},
                          m.pause_phases[static_cast<size_t>(p)]);
   }
   out.family("romulus_checkpoint_bytes_total", "counter",

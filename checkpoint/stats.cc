@@ -57,9 +57,11 @@ int64_t pause_phase_us(const EpochRecord& r, PausePhase p) {
 
 void StatsRecorder::record_epoch(const EpochRecord& r) {
   pause_seconds_.observe(static_cast<double>(r.pause_us) / 1e6);
-  for (PausePhase p : kPausePhases) {
-    pause_phase_seconds_[static_cast<size_t>(p)].observe(static_cast<double>(pause_phase_us(r, p)) /
-                                                         1e6);
+  int64_t phase_us[std::size(kPausePhases)];
+  for (const auto& [p, name] : kPausePhases) {
+    const auto i = static_cast<size_t>(p);
+    phase_us[i] = pause_phase_us(r, p);
+    pause_phase_seconds_[i].observe(static_cast<double>(phase_us[i]) / 1e6);
   }
   std::lock_guard lock(mu_);
   totals_.epochs++;
@@ -72,9 +74,8 @@ void StatsRecorder::record_epoch(const EpochRecord& r) {
   totals_.copied_after_resume_total += r.copied_after_resume;
   totals_.copied_on_write_total += r.copied_on_write;
   totals_.pause_us.max = std::max(totals_.pause_us.max, r.pause_us);
-  for (PausePhase p : kPausePhases) {
-    auto& max = totals_.pause_phase_us[static_cast<size_t>(p)].max;
-    max = std::max(max, pause_phase_us(r, p));
+  for (size_t i = 0; i < std::size(kPausePhases); ++i) {
+    totals_.pause_phase_us[i].max = std::max(totals_.pause_phase_us[i].max, phase_us[i]);
   }
   totals_.interval_us.max = std::max(totals_.interval_us.max, r.interval_us);
   totals_.encode_us.max = std::max(totals_.encode_us.max, r.encode_us);
@@ -208,10 +209,10 @@ StatsSnapshot StatsRecorder::snapshot() const {
   fill_window(s, std::chrono::steady_clock::now());
   s.pause_us = summarize(
       recent_, [](const EpochRecord& r) { return r.pause_us; }, totals_.pause_us.max);
-  for (PausePhase p : kPausePhases) {
+  for (const auto& [p, name] : kPausePhases) {
     const auto i = static_cast<size_t>(p);
     s.pause_phase_us[i] = summarize(
-        recent_, [p](const EpochRecord& r) { return pause_phase_us(r, p); },
+        recent_, [phase = p](const EpochRecord& r) { return pause_phase_us(r, phase); },
         totals_.pause_phase_us[i].max);
   }
   s.interval_us = summarize(
@@ -268,8 +269,8 @@ boost::json::object stats_to_json(const StatsSnapshot& s) {
   o["copied_on_write_total"] = s.copied_on_write_total;
   o["pause_ms"] = dist(s.pause_us);
   json::object phases;
-  for (PausePhase p : kPausePhases) {
-    phases[pause_phase_name(p)] = dist(s.pause_phase_us[static_cast<size_t>(p)]);
+  for (const auto& [p, name] : kPausePhases) {
+    phases[name] = dist(s.pause_phase_us[static_cast<size_t>(p)]);
   }
   o["pause_phases_ms"] = std::move(phases);
   o["interval_ms"] = dist(s.interval_us);

@@ -5,8 +5,9 @@
 // render it as text or JSON. All methods are thread-safe (one mutex; the hot
 // path takes it a few times per epoch, not per page). The pause histograms
 // (for --metrics: the whole pause and each of its parts) are lock-free: one
-// atomic add each per epoch, read by a scrape without the mutex; totals() copies the counters
-// without the percentile sort that snapshot() does, so a scrape holds the mutex only for a copy.
+// atomic add each per epoch, read by a scrape without the mutex; totals()
+// copies the counters without the percentile sort that snapshot() does, so a
+// scrape holds the mutex only for a copy.
 #pragma once
 
 #include <chrono>
@@ -92,16 +93,13 @@ inline constexpr std::string_view output_hop_name(OutputHop h) {
 // The parts of a pause, in order (EpochRecord): stopping the guest (Update
 // sections closing, the stop signal until it is stopped), collecting the
 // dirty set, copying it to staging, and re-arming tracking then resuming it.
+// Iterate over the table for each phase and its name (the JSON key and the
+// metric's label).
 enum class PausePhase : uint8_t { kStop, kCollect, kCopy, kResume };
-inline constexpr EnumName<PausePhase> kPausePhaseNames[] = {{PausePhase::kStop, "stop"},
-                                                            {PausePhase::kCollect, "collect"},
-                                                            {PausePhase::kCopy, "copy"},
-                                                            {PausePhase::kResume, "resume"}};
-inline constexpr PausePhase kPausePhases[] = {PausePhase::kStop, PausePhase::kCollect,
-                                              PausePhase::kCopy, PausePhase::kResume};
-constexpr std::string_view pause_phase_name(PausePhase p) {
-  return enum_name<PausePhase>(kPausePhaseNames, p);
-}
+inline constexpr EnumName<PausePhase> kPausePhases[] = {{PausePhase::kStop, "stop"},
+                                                        {PausePhase::kCollect, "collect"},
+                                                        {PausePhase::kCopy, "copy"},
+                                                        {PausePhase::kResume, "resume"}};
 // One phase of r's pause; kResume is what the other three leave of pause_us.
 int64_t pause_phase_us(const EpochRecord& r, PausePhase p);
 

@@ -18,6 +18,7 @@
 #include "checkpoint/epoch_engine.h"
 #include "checkpoint/primary.h"
 #include "checkpoint/run_time_settings.h"
+#include "checkpoint/stats.h"
 #include "cli/options.h"
 #include "cli/sqlite_export.h"
 #include "common/control_server.h"
@@ -339,7 +340,7 @@ std::string format_status(const std::string& path, const json::object& t) {
   if (number(t, "primary.epochs") > 0 && get("primary.pause_phases_ms.stop.p50") != "?") {
     // The pause, part by part (docs/operations.md, "Where a reply's time goes").
     std::string parts;
-    for (const char* phase : {"stop", "collect", "copy", "resume"}) {
+    for (const auto& [p, phase] : checkpoint::kPausePhases) {
       parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", phase,
                            get(fmt::format("primary.pause_phases_ms.{}.p50", phase)));
     }

@@ -123,8 +123,8 @@ TEST(PausePhases, EachPartOfEveryPauseWithResumeAsTheRest) {
   EXPECT_EQ(phase(PausePhase::kResume).max, 20);
   const auto j = stats_to_json(s);
   const auto& phases = j.at("pause_phases_ms").as_object();
-  for (PausePhase p : kPausePhases) {
-    ASSERT_TRUE(phases.contains(pause_phase_name(p))) << pause_phase_name(p);
+  for (const auto& [p, name] : kPausePhases) {
+    ASSERT_TRUE(phases.contains(name)) << name;
   }
   EXPECT_DOUBLE_EQ(phases.at("stop").at("p50").as_double(), 0.03);
   EXPECT_DOUBLE_EQ(phases.at("resume").at("max").as_double(), 0.02);
@@ -132,7 +132,7 @@ TEST(PausePhases, EachPartOfEveryPauseWithResumeAsTheRest) {
   // /metrics: one histogram family, one series per part, every pause in each.
   PrimaryMetrics m;
   m.totals = stats.totals();
-  for (PausePhase p : kPausePhases) {
+  for (const auto& [p, name] : kPausePhases) {
     m.pause_phases[static_cast<size_t>(p)] = stats.pause_phase_histogram(p).snapshot();
   }
   common::MetricsText text;
@@ -141,11 +141,10 @@ TEST(PausePhases, EachPartOfEveryPauseWithResumeAsTheRest) {
   const auto family = out.find("# TYPE romulus_pause_phase_seconds histogram");
   ASSERT_NE(family, std::string::npos) << out;
   EXPECT_EQ(out.find("# TYPE romulus_pause_phase_seconds", family + 1), std::string::npos);
-  for (PausePhase p : kPausePhases) {
-    EXPECT_NE(out.find(fmt::format("romulus_pause_phase_seconds_count{{phase=\"{}\"}} 3",
-                                   pause_phase_name(p))),
+  for (const auto& [p, name] : kPausePhases) {
+    EXPECT_NE(out.find(fmt::format("romulus_pause_phase_seconds_count{{phase=\"{}\"}} 3", name)),
               std::string::npos)
-        << pause_phase_name(p) << "\n"
+        << name << "\n"
         << out;
   }
 }
