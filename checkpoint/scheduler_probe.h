@@ -27,9 +27,9 @@
 // its list or a thread's file can no longer be read (it ended). A look costs
 // one pread of the process's stat (which also gives the main thread's
 // state) and one or two per other thread (blocked: its syscall file too),
-// where opening the files each time cost about twice as much. A guest that has exited, or a
-// /proc that cannot be read, gives kUnknown (treated as runnable: today's
-// behaviour).
+// where opening the files each time cost about twice as much. A guest that
+// has exited, or a /proc that cannot be read, gives kUnknown (treated as
+// runnable: today's behaviour).
 #pragma once
 
 #include <dirent.h>
